@@ -1,0 +1,293 @@
+"""The BEATs audio transformer, batch-first, in one file.
+
+Shapes use B = batch, T = filterbank frames, N = patch tokens (time steps x 8 frequency patches,
+time-major), C = ``encoder_embed_dim`` (768 for esp-aves2), H = heads, D = C / H.
+
+Parameter names follow the reference implementation exactly, so published state dicts load
+strictly; the relative-position table is one module shared by every layer (as in the reference),
+which is why it appears under each layer's key with identical values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+__all__ = ["BEATsConfig", "BEATs", "EncoderOutput"]
+
+
+@dataclass
+class BEATsConfig:
+    """Architecture of a BEATs encoder; field names are the reference's ``config.json`` names.
+
+    The defaults are esp-aves2-sl-beats-all.
+    """
+
+    input_patch_size: int = 16
+    embed_dim: int = 512
+    conv_bias: bool = False
+    encoder_layers: int = 12
+    encoder_embed_dim: int = 768
+    encoder_ffn_embed_dim: int = 3072
+    encoder_attention_heads: int = 12
+    activation_fn: str = "gelu"
+    layer_norm_first: bool = False
+    deep_norm: bool = True
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    encoder_layerdrop: float = 0.0
+    dropout_input: float = 0.0
+    conv_pos: int = 128
+    conv_pos_groups: int = 16
+    relative_position_embedding: bool = True
+    num_buckets: int = 320
+    max_distance: int = 800
+    gru_rel_pos: bool = True
+    finetuned_model: bool = True
+    predictor_dropout: float = 0.0
+    predictor_class: int = 527
+    # Filterbank settings that the reference keeps beside the architecture.
+    num_mel_bins: int = 128
+    sample_frequency: float = 16_000.0
+    frame_length: float = 25.0
+    frame_shift: float = 10.0
+    fbank_mean: float = 15.41663
+    fbank_std: float = 6.55582
+    # A pre-training-time gradient scale; fine-tuning here uses layer-wise LR decay instead.
+    layer_wise_gradient_decay_ratio: float = 1.0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BEATsConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"config.json has fields this BEATs does not know: {unknown}; "
+                f"expected only BEATs config names ({sorted(known)})"
+            )
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        if self.encoder_embed_dim % self.encoder_attention_heads:
+            raise ValueError(
+                f"encoder_embed_dim ({self.encoder_embed_dim}) must be divisible by "
+                f"encoder_attention_heads ({self.encoder_attention_heads})"
+            )
+        if self.deep_norm and self.layer_norm_first:
+            raise ValueError("deep_norm requires post-LN layers (layer_norm_first=false)")
+        if self.activation_fn != "gelu":
+            raise ValueError(f"only activation_fn='gelu' is supported, got {self.activation_fn!r}")
+        if self.num_mel_bins % self.input_patch_size:
+            raise ValueError("num_mel_bins must be a multiple of input_patch_size")
+
+
+@dataclass
+class EncoderOutput:
+    """What :meth:`BEATs.forward` returns.
+
+    ``features``: ``[B, N, C]`` last-layer frames. ``padding_mask``: ``[B, N]`` (True = padding) or
+    None. ``hidden_states``: when asked for, ``encoder_layers + 1`` tensors ``[B, N, C]``: index 0 is
+    the encoder input (after the position convolution), index i the output of layer i.
+    """
+
+    features: torch.Tensor
+    padding_mask: torch.Tensor | None
+    hidden_states: list[torch.Tensor] | None = None
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """``[length, length]`` bucket ids: exact near the diagonal, log-spaced further out (T5-style)."""
+    position = torch.arange(length, dtype=torch.long)
+    relative = position[None, :] - position[:, None]  # key - query
+    half = num_buckets // 2
+    buckets = (relative > 0).long() * half  # the two directions use separate halves
+    distance = relative.abs()
+    max_exact = half // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with the gated (GRU-style) relative position bias."""
+
+    def __init__(self, config: BEATsConfig) -> None:
+        super().__init__()
+        dim, heads = config.encoder_embed_dim, config.encoder_attention_heads
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.dropout = config.attention_dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.gru_rel_pos = config.gru_rel_pos
+        if config.gru_rel_pos:
+            self.grep_linear = nn.Linear(self.head_dim, 8)
+            self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
+        # Set by the encoder to its one shared table: nn.Embedding(num_buckets, heads).
+        self.relative_attention_bias: nn.Embedding | None = None
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
+                key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        B, N, C = x.shape
+        split = lambda t: t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))  # [B, H, N, D]
+        bias = None
+        if position_bias is not None:  # [H, N, N]
+            bias = position_bias.unsqueeze(0).to(q.dtype)
+            if self.gru_rel_pos:
+                # A per-query, per-head gate computed from the unscaled query.
+                gates = torch.sigmoid(self.grep_linear(q).view(B, self.num_heads, N, 2, 4).sum(-1))
+                gate_a, gate_b = gates.chunk(2, dim=-1)  # [B, H, N, 1] each
+                bias = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias  # [B, H, N, N]
+        if key_padding_mask is not None:
+            masked = torch.zeros(B, 1, 1, N, dtype=q.dtype, device=q.device)
+            masked = masked.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            bias = masked if bias is None else bias + masked
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        )  # [B, H, N, D]
+        return self.out_proj(out.transpose(1, 2).reshape(B, N, C))
+
+
+class EncoderLayer(nn.Module):
+    """A post-LN transformer layer; DeepNorm scales the residual branch by (2 * layers) ** 0.25."""
+
+    def __init__(self, config: BEATsConfig) -> None:
+        super().__init__()
+        dim = config.encoder_embed_dim
+        self.self_attn = SelfAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, config.encoder_ffn_embed_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_embed_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.dropout = config.dropout
+        self.activation_dropout = config.activation_dropout
+        self.residual_scale = math.pow(2 * config.encoder_layers, 0.25) if config.deep_norm else 1.0
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
+                key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        h = F.dropout(self.self_attn(x, position_bias, key_padding_mask), self.dropout, self.training)
+        x = self.self_attn_layer_norm(x * self.residual_scale + h)
+        h = F.dropout(F.gelu(self.fc1(x)), self.activation_dropout, self.training)
+        h = F.dropout(self.fc2(h), self.dropout, self.training)
+        return self.final_layer_norm(x * self.residual_scale + h)
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, config: BEATsConfig) -> None:
+        super().__init__()
+        dim = config.encoder_embed_dim
+        conv = nn.Conv1d(dim, dim, config.conv_pos, padding=config.conv_pos // 2,
+                         groups=config.conv_pos_groups)
+        # Weight norm over the kernel axis: g is [1, 1, conv_pos], as in the reference.
+        self.pos_conv = nn.Sequential(weight_norm(conv, name="weight", dim=2))
+        self.trim = 1 if config.conv_pos % 2 == 0 else 0  # an even kernel yields one extra step
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.layer_norm = nn.LayerNorm(dim)
+        self.layer_norm_first = config.layer_norm_first
+        self.dropout = config.dropout
+        self.layerdrop = config.encoder_layerdrop
+        self.num_buckets, self.max_distance = config.num_buckets, config.max_distance
+        if config.relative_position_embedding:
+            table = nn.Embedding(config.num_buckets, config.encoder_attention_heads)
+            for layer in self.layers:  # one table, registered under every layer like the reference
+                layer.self_attn.relative_attention_bias = table
+        self._bucket_cache: dict[int, torch.Tensor] = {}
+
+    def position_bias(self, length: int) -> torch.Tensor | None:
+        """The shared ``[H, N, N]`` relative position bias, before each layer's gate."""
+        table = self.layers[0].self_attn.relative_attention_bias
+        if table is None:
+            return None
+        buckets = self._bucket_cache.get(length)
+        if buckets is None or buckets.device != table.weight.device:
+            buckets = relative_position_buckets(length, self.num_buckets, self.max_distance)
+            buckets = self._bucket_cache[length] = buckets.to(table.weight.device)
+        return table(buckets).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                output_hidden_states: bool = False, num_layers: int | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)  # padded frames do not leak into the conv
+        conv = self.pos_conv(x.transpose(1, 2))  # [B, C, N + trim]
+        conv = conv[:, :, : conv.shape[2] - self.trim] if self.trim else conv
+        x = x + F.gelu(conv).transpose(1, 2)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = F.dropout(x, self.dropout, self.training)
+        position_bias = self.position_bias(x.shape[1])
+        hidden = [x] if output_hidden_states else []
+        for layer in self.layers[:num_layers]:
+            if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
+                x = layer(x, position_bias, padding_mask)
+            if output_hidden_states:
+                hidden.append(x)
+        if self.layer_norm_first and num_layers is None:
+            x = self.layer_norm(x)
+        return x, hidden
+
+
+def frame_padding_mask(padding_mask: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Reduce a ``[B, L]`` mask to ``[B, num_frames]`` the reference's way.
+
+    Trailing entries that do not divide evenly are dropped, the rest is cut into ``num_frames``
+    equal runs, and a frame is padding only if its whole run is. Applied twice (samples -> filterbank
+    frames -> patch tokens); the second step groups tokens in time-major order, as the reference does.
+    """
+    extra = padding_mask.shape[1] % num_frames
+    if extra:
+        padding_mask = padding_mask[:, :-extra]
+    return padding_mask.view(padding_mask.shape[0], num_frames, -1).all(-1)
+
+
+class BEATs(nn.Module):
+    """Normalised filterbank ``[B, T, mels]`` -> patch tokens -> transformer -> ``[B, N, C]``."""
+
+    def __init__(self, config: BEATsConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        p = config.input_patch_size
+        self.patch_embedding = nn.Conv2d(1, config.embed_dim, p, stride=p, bias=config.conv_bias)
+        self.layer_norm = nn.LayerNorm(config.embed_dim)
+        self.post_extract_proj = (
+            nn.Linear(config.embed_dim, config.encoder_embed_dim)
+            if config.embed_dim != config.encoder_embed_dim else None
+        )
+        self.encoder = TransformerEncoder(config)
+        # The AudioSet head of the released checkpoints; kept so their weights load strictly.
+        self.predictor = (
+            nn.Linear(config.encoder_embed_dim, config.predictor_class) if config.finetuned_model else None
+        )
+
+    def forward(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+                output_hidden_states: bool = False, num_layers: int | None = None) -> EncoderOutput:
+        """``fbank``: ``[B, T, mels]`` normalised; ``padding_mask``: ``[B, T]`` frame mask or None.
+
+        ``num_layers`` stops after that many layers (cheaper when only early layers are wanted).
+        """
+        x = self.patch_embedding(fbank.unsqueeze(1))  # [B, E, T / 16, mels / 16]
+        x = x.flatten(2).transpose(1, 2)  # [B, N, E], time-major
+        x = self.layer_norm(x)
+        if padding_mask is not None:
+            padding_mask = frame_padding_mask(padding_mask, x.shape[1])
+        if self.post_extract_proj is not None:
+            x = self.post_extract_proj(x)  # [B, N, C]
+        x = F.dropout(x, self.config.dropout_input, self.training)
+        x, hidden = self.encoder(x, padding_mask, output_hidden_states, num_layers)
+        return EncoderOutput(x, padding_mask, hidden if output_hidden_states else None)
