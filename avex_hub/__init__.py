@@ -1,3 +1,43 @@
-"""avex-hub: Earth Species Project's esp-aves2 BEATs bioacoustic encoders through torch.hub and pip."""
+"""avex-hub: Earth Species Project's esp-aves2 BEATs bioacoustic encoders through torch.hub and pip.
+
+    import avex_hub
+    model = avex_hub.esp_aves2_sl_beats_all()          # published weights, SHA-256 verified
+    model.predict("recording.wav", top_k=5)             # species with sigmoid scores
+"""
+
+from importlib import import_module
+
+from .beats import BEATsConfig, EncoderOutput
+from .entrypoints import (
+    attention_probe,
+    esp_aves2_naturelm_audio_v1_beats,
+    esp_aves2_sl_beats_all,
+    esp_aves2_sl_beats_bio,
+    label_map,
+    linear_probe,
+    mlp_probe,
+)
+from .fbank import FbankConfig, KaldiFbank
+from .hub import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
+from .labels import LabelMap
+from .model import MIN_SAMPLES, AvexModel, Prediction
+from .weights import WEIGHTS, Preprocessing, WeightsEntry, get_weights
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AvexModel", "BEATsConfig", "ChecksumError", "EncoderOutput", "FbankConfig", "KaldiFbank", "LabelMap",
+    "MIN_SAMPLES", "Prediction", "Preprocessing", "WEIGHTS", "WeightsEntry", "WeightsNotAvailableError",
+    "attention_probe", "build_model", "download_weights", "esp_aves2_naturelm_audio_v1_beats",
+    "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "get_weights", "label_map", "linear_probe",
+    "load_label_map", "mlp_probe",
+]
+
+# Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
+_LAZY = {"audio", "data", "synthetic", "metrics", "evaluation", "probes", "training", "inference", "lightning", "cli"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'avex_hub' has no attribute {name!r}")

@@ -206,18 +206,16 @@ class TransformerEncoder(nn.Module):
             table = nn.Embedding(config.num_buckets, config.encoder_attention_heads)
             for layer in self.layers:  # one table, registered under every layer like the reference
                 layer.self_attn.relative_attention_bias = table
-        self._bucket_cache: dict[int, torch.Tensor] = {}
 
     def position_bias(self, length: int) -> torch.Tensor | None:
         """The shared ``[H, N, N]`` relative position bias, before each layer's gate."""
         table = self.layers[0].self_attn.relative_attention_bias
         if table is None:
             return None
-        buckets = self._bucket_cache.get(length)
-        if buckets is None or buckets.device != table.weight.device:
-            buckets = relative_position_buckets(length, self.num_buckets, self.max_distance)
-            buckets = self._bucket_cache[length] = buckets.to(table.weight.device)
-        return table(buckets).permute(2, 0, 1)
+        # Recomputed per call (about a millisecond at 10 s): a cached tensor made under
+        # inference_mode could not be used later for training.
+        buckets = relative_position_buckets(length, self.num_buckets, self.max_distance)
+        return table(buckets.to(table.weight.device)).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                 output_hidden_states: bool = False, num_layers: int | None = None

@@ -1,0 +1,79 @@
+"""The torch.hub entry points, loaded the way users load them."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+import torch
+
+import avex_hub
+from conftest import REPO_ROOT
+
+ENTRY_POINTS = ["esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
+                "label_map", "linear_probe", "mlp_probe", "attention_probe"]
+
+
+def _hubconf():
+    """Import hubconf.py as torch.hub does: the checkout first on sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf", REPO_ROOT / "hubconf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hub_lists_the_entry_points():
+    module = _hubconf()
+    listed = [name for name in dir(module) if callable(getattr(module, name)) and not name.startswith("_")]
+    assert sorted(listed) == sorted(ENTRY_POINTS)
+
+
+def test_every_entry_point_has_a_one_line_summary():
+    module = _hubconf()
+    for name in ENTRY_POINTS:
+        doc = getattr(module, name).__doc__
+        assert doc and doc.strip().splitlines()[0].strip().endswith("."), name
+        assert len(doc.strip().splitlines()[0]) <= 120, name
+
+
+def test_model_builders_share_the_keyword_signature():
+    for name in ENTRY_POINTS[:3]:
+        params = inspect.signature(getattr(avex_hub, name)).parameters
+        for keyword, default in [("pretrained", True), ("checkpoint", None), ("return_features_only", False),
+                                 ("device", None), ("revision", None), ("progress", True)]:
+            assert params[keyword].default == default and params[keyword].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_hub_load_local_checkpoint_matches_reference(tiny_dir, cases):
+    model = torch.hub.load(str(REPO_ROOT), "esp_aves2_sl_beats_all", source="local", checkpoint=str(tiny_dir))
+    assert not model.training
+    with torch.inference_mode():
+        assert (model(cases["equal.audio"]) - cases["equal.logits"]).abs().max() <= 1e-4
+    labels = torch.hub.load(str(REPO_ROOT), "label_map", source="local", checkpoint=str(tiny_dir))
+    assert labels.names == model.labels and labels["Turdus merula"] == 1
+
+
+def test_hub_dependencies_are_declared():
+    namespace: dict = {}
+    source = (REPO_ROOT / "hubconf.py").read_text()
+    exec(compile(source.split("from avex_hub")[0], "hubconf.py", "exec"), namespace)
+    assert {"torch", "safetensors", "huggingface_hub"} <= set(namespace["dependencies"])
+
+
+def test_hub_load_offline_with_empty_cache_explains(tmp_path):
+    """A real process with HF_HOME pointing at an empty cache and HF_HUB_OFFLINE=1."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    code = ("import torch\n"
+            "try:\n"
+            f"    torch.hub.load({str(REPO_ROOT)!r}, 'esp_aves2_sl_beats_all', source='local')\n"
+            "except FileNotFoundError as e:\n"
+            "    print(type(e).__name__); print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("WeightsNotAvailableError")
+    assert "hf download EarthSpeciesProject/esp-aves2-sl-beats-all" in out.stdout
+    assert "checkpoint=" in out.stdout

@@ -1,0 +1,221 @@
+"""Loading weights: accepted key layouts, refused ones, digests, the Hub cache and offline errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import avex_hub
+from avex_hub import weights as weights_module
+from avex_hub.fbank import KaldiFbank
+from avex_hub.hub import ChecksumError, WeightsNotAvailableError, build_model, normalize_state_dict, sha256_file
+from conftest import populate_hub_cache
+
+TOL = 1e-4
+
+
+def _state(tiny_dir):
+    return load_file(str(tiny_dir / "model.safetensors"))
+
+
+def _write(folder, state):
+    save_file(state, str(folder / "model.safetensors"))
+    return folder
+
+
+def _assert_parity(model, cases):
+    with torch.inference_mode():
+        assert (model(cases["padded.audio"], cases["padded.padding_mask"]) - cases["padded.logits"]).abs().max() <= TOL
+
+
+def _variants(state):
+    fbank = dict(KaldiFbank().named_buffers())
+    weight_norm = {}
+    for k, v in state.items():
+        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        weight_norm[k] = v
+    return {
+        "module_prefix": {"module." + k: v for k, v in state.items()},
+        "model_prefix": {"model." + k: v for k, v in state.items()},
+        "ddp_of_lightning": {"module.model." + k: v for k, v in state.items()},
+        "weight_g_v": weight_norm,
+        "fbank_buffers": {**state, "backbone.fbank.window": fbank["window"], "fbank.mel_weights": fbank["mel_weights"]},
+    }
+
+
+@pytest.mark.parametrize("variant", ["module_prefix", "model_prefix", "ddp_of_lightning", "weight_g_v", "fbank_buffers"])
+def test_accepted_key_layouts_load_with_parity(variant, tiny_copy, tiny_dir, cases):
+    _write(tiny_copy, _variants(_state(tiny_dir))[variant])
+    _assert_parity(build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy), cases)
+
+
+def test_normalize_is_idempotent_and_maps_to_published_layout(tiny_dir):
+    state = _state(tiny_dir)
+    for variant in _variants(state).values():
+        normalized = normalize_state_dict(variant)
+        assert set(normalized) == set(state)
+        assert normalize_state_dict(normalized).keys() == normalized.keys()
+
+
+def test_checkpoint_as_single_file(tiny_dir, cases):
+    model = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir / "model.safetensors")
+    _assert_parity(model, cases)
+    assert model.label_map.name(0) == "Streptopelia turtur"
+    assert model.weights_sha256 == sha256_file(tiny_dir / "model.safetensors")
+
+
+def _error(tiny_copy, state, exc=ValueError):
+    _write(tiny_copy, state)
+    with pytest.raises(exc) as info:
+        build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
+    return str(info.value)
+
+
+def test_unexpected_key_is_listed(tiny_copy, tiny_dir):
+    message = _error(tiny_copy, {**_state(tiny_dir), "backbone.extra.weight": torch.zeros(1)})
+    assert "unexpected keys (1): ['backbone.extra.weight']" in message
+
+
+def test_missing_key_is_listed(tiny_copy, tiny_dir):
+    state = _state(tiny_dir)
+    del state["backbone.encoder.layers.1.fc1.bias"]
+    assert "missing keys (1): ['backbone.encoder.layers.1.fc1.bias']" in _error(tiny_copy, state)
+
+
+def test_wrong_filterbank_buffer_refused(tiny_copy, tiny_dir):
+    message = _error(tiny_copy, {**_state(tiny_dir), "fbank.window": torch.ones(400)})
+    assert "fbank.window" in message and "differs" in message
+
+
+def test_classifier_width_must_match_label_map(tiny_copy):
+    (tiny_copy / "label_map.json").write_text(json.dumps({"A": 0, "B": 1}))
+    with pytest.raises(ValueError, match="classifier has 7 outputs but the label map has 2 labels"):
+        build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
+
+
+def test_shared_position_table_must_agree(tiny_copy, tiny_dir):
+    state = _state(tiny_dir)
+    key = "backbone.encoder.layers.2.self_attn.relative_attention_bias.weight"
+    state[key] = state[key] + 1
+    assert "differs from layer 0" in _error(tiny_copy, state)
+
+
+def test_wrong_size_without_config_is_explained(tiny_copy):
+    (tiny_copy / "config.json").unlink()
+    with pytest.raises(ValueError, match="config.json"):
+        build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
+
+
+def test_pickle_files_are_refused(tmp_path):
+    torch.save({"a": torch.zeros(1)}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="only .safetensors"):
+        build_model("esp_aves2_sl_beats_all", checkpoint=tmp_path / "model.pt")
+
+
+def test_missing_checkpoint_and_label_map(tmp_path, tiny_dir):
+    with pytest.raises(FileNotFoundError, match="no .safetensors"):
+        build_model("esp_aves2_sl_beats_all", checkpoint=tmp_path)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        build_model("esp_aves2_sl_beats_all", checkpoint=tmp_path / "nope.safetensors")
+    (tmp_path / "model.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes())
+    (tmp_path / "config.json").write_bytes((tiny_dir / "config.json").read_bytes())
+    with pytest.raises(FileNotFoundError, match="label_map.json"):
+        build_model("esp_aves2_sl_beats_all", checkpoint=tmp_path)
+
+
+def test_encoder_only_checkpoint(tiny_copy, tiny_dir, cases):
+    state = {k: v for k, v in _state(tiny_dir).items() if not k.startswith("classifier.")}
+    _write(tiny_copy, state)
+    (tiny_copy / "label_map.json").unlink()
+    model = build_model("esp_aves2_naturelm_audio_v1_beats", checkpoint=tiny_copy)
+    assert model.classifier is None and model.labels == ()
+    with torch.inference_mode():
+        features = model(cases["equal.audio"])  # inside [-1, 1]: clamping changes nothing
+    assert (features - cases["equal.features"]).abs().max() <= TOL
+    with pytest.raises(ValueError, match="no species head"):
+        model.predict(cases["equal.audio"][0].numpy(), 16000)
+
+
+def test_naturelm_clamps_input_before_filterbank(tiny_copy, cases):
+    allv = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy, return_features_only=True)
+    nlm = build_model("esp_aves2_naturelm_audio_v1_beats", checkpoint=tiny_copy, return_features_only=True)
+    loud = cases["equal.audio"] * 4
+    assert torch.allclose(nlm.preprocess(loud), allv.preprocess(loud.clamp(-1, 1)))
+    assert not torch.allclose(nlm.preprocess(loud), allv.preprocess(loud))
+
+
+def test_pretrained_false_gives_fresh_weights_of_the_architecture(offline_hub):
+    model = avex_hub.esp_aves2_sl_beats_all(pretrained=False, num_classes=10)
+    assert model.config.encoder_layers == 12 and model.embedding_dim == 768
+    assert model.classifier.out_features == 10 and model.weights_sha256 is None
+    encoder = avex_hub.esp_aves2_sl_beats_all(pretrained=False, return_features_only=True)
+    assert encoder.classifier is None
+    with pytest.raises(ValueError, match="num_classes"):
+        avex_hub.esp_aves2_sl_beats_all(pretrained=False)
+
+
+# -- through the Hugging Face cache, offline ---------------------------------------------------------
+@pytest.fixture
+def tiny_entry(monkeypatch, tiny_dir):
+    """Point the published entry at the tiny checkpoint's digest and architecture."""
+    from avex_hub.beats import BEATsConfig
+
+    entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]
+    config = BEATsConfig.from_dict(json.loads((tiny_dir / "config.json").read_text()))
+    patched = replace(entry, sha256=sha256_file(tiny_dir / "model.safetensors"), config=config)
+    monkeypatch.setitem(weights_module.WEIGHTS, entry.name, patched)
+    return patched
+
+
+def _cache_tiny(cache, entry, tiny_dir):
+    return populate_hub_cache(cache, entry.repo_id, {entry.filename: tiny_dir / "model.safetensors",
+                                                     "label_map.json": tiny_dir / "label_map.json"})
+
+
+def test_load_from_prepopulated_offline_cache(offline_hub, tiny_entry, tiny_dir, cases):
+    snapshot = _cache_tiny(offline_hub, tiny_entry, tiny_dir)
+    model = avex_hub.esp_aves2_sl_beats_all(progress=False)
+    _assert_parity(model, cases)
+    assert model.weights_sha256 == tiny_entry.sha256
+    assert avex_hub.label_map().names == model.labels
+    files = avex_hub.download_weights("esp-aves2-sl-beats-all")
+    assert files["weights"].parent == snapshot
+
+
+def test_digest_mismatch_in_cache_is_refused(offline_hub, tiny_dir):
+    entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]  # the real published digest
+    _cache_tiny(offline_hub, entry, tiny_dir)
+    with pytest.raises(ChecksumError) as info:
+        avex_hub.esp_aves2_sl_beats_all()
+    message = str(info.value)
+    assert entry.filename in message and entry.sha256 in message
+    assert sha256_file(tiny_dir / "model.safetensors") in message
+    assert "--force-download" in message and "checkpoint=" in message
+
+
+def test_offline_with_empty_cache_says_what_to_do(offline_hub):
+    with pytest.raises(WeightsNotAvailableError) as info:
+        avex_hub.esp_aves2_sl_beats_all()
+    message = str(info.value)
+    assert "HF_HUB_OFFLINE is set" in message
+    assert "hf download EarthSpeciesProject/esp-aves2-sl-beats-all esp-aves2-sl-beats-all.safetensors label_map.json" in message
+    assert "checkpoint=" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match=re.escape("expected one of")):
+        build_model("esp_aves3")
+
+
+def test_registry_is_data():
+    assert set(avex_hub.WEIGHTS) == {"esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats"}
+    for entry in avex_hub.WEIGHTS.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        assert entry.filename == entry.repo_id.split("/")[1] + ".safetensors"
+        assert entry.licence == "CC-BY-NC-SA-4.0"
