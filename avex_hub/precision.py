@@ -1,0 +1,65 @@
+"""Numeric precision for inference: one place that turns ``"fp32" | "bf16" | "int8"`` into a model and a context.
+
+- ``fp32``: the reference numerics.
+- ``bf16``: autocast of the transformer to bfloat16 (the filterbank stays fp32); fast on CUDA and on
+  CPUs with AMX/AVX512-BF16.
+- ``int8``: dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on
+  the fly); CPU only, the fast precision on CPUs without bf16 units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["PRECISIONS", "resolve_device", "prepare_for_inference", "inference_context"]
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; anything else as given, checked."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+    return device
+
+
+def _check(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"precision='int8' runs on the CPU only, not on {device}; use bf16 on {device.type}")
+
+
+def prepare_for_inference(model: nn.Module, precision: str = "fp32",
+                          device: str | torch.device | None = None) -> nn.Module:
+    """The model to run at ``precision`` on ``device``, in eval mode.
+
+    For ``int8`` this is a quantised copy (the caller's model is never modified); otherwise the
+    model itself, moved to ``device``.
+    """
+    device = resolve_device(device)
+    _check(precision, device)
+    if precision == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        quantised = quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+        return quantised
+    return model.to(device).eval()
+
+
+def inference_context(precision: str = "fp32", device: str | torch.device | None = None):
+    """``torch.inference_mode`` plus bf16 autocast when asked for."""
+    device = resolve_device(device)
+    _check(precision, device)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if precision == "bf16":
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
+    return stack

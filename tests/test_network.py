@@ -1,0 +1,32 @@
+"""The real published files. Skipped unless AVEX_HUB_NETWORK_TESTS=1 (they need the Hub and Xeno-canto)."""
+
+import urllib.request
+
+import pytest
+import torch
+
+import avex_hub
+
+pytestmark = pytest.mark.network
+
+
+def test_real_weights_download_verify_and_classify_a_turtle_dove(tmp_path):
+    model = avex_hub.esp_aves2_sl_beats_all()
+    entry = avex_hub.get_weights("esp_aves2_sl_beats_all")
+    assert model.weights_sha256 == entry.sha256
+    assert model.config.encoder_layers == 12 and model.embedding_dim == 768
+    assert model.backbone.predictor.out_features == 527
+    assert "Streptopelia turtur" in model.label_map
+    # Xeno-canto XC564654: a European turtle dove.
+    recording = tmp_path / "XC564654.mp3"
+    urllib.request.urlretrieve("https://xeno-canto.org/564654/download", recording)
+    top = model.predict(recording, top_k=5)
+    assert top[0].label == "Streptopelia turtur", top
+
+
+@pytest.mark.parametrize("name", ["esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats"])
+def test_other_published_models_load(name):
+    model = avex_hub.build_model(name)
+    with torch.inference_mode():
+        features = model.encode(torch.zeros(1, 16000)).features
+    assert features.shape == (1, 48, 768)
