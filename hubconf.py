@@ -8,6 +8,11 @@ imports from it, so ``torch.hub.help`` and ``torch.hub.list`` stay cheap.
 
 dependencies = ["torch", "numpy", "safetensors", "huggingface_hub", "soundfile", "soxr"]
 
+try:  # a different avex_hub imported earlier in this process would otherwise fail obscurely below
+    from avex_hub._hubconf_support import keep_checkout_importable as _keep_checkout_importable
+except ImportError as _error:
+    raise ImportError(f"this torch.hub checkout cannot load: another 'avex_hub' is already imported ({_error}). "
+                      "Load through torch.hub in a fresh Python process, or uninstall the other copy.") from _error
 from avex_hub.entrypoints import (  # noqa: E402,F401
     attention_probe,
     esp_aves2_naturelm_audio_v1_beats,
@@ -17,3 +22,5 @@ from avex_hub.entrypoints import (  # noqa: E402,F401
     linear_probe,
     mlp_probe,
 )
+
+_keep_checkout_importable(__file__)  # spawn-started DataLoader workers must be able to import avex_hub

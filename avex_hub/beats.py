@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
 
 __all__ = ["BEATsConfig", "BEATs", "EncoderOutput"]
 
@@ -121,6 +120,40 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     return buckets + torch.where(distance < max_exact, distance, large)
 
 
+class _WeightNormParameters(nn.Module):
+    """Holds g (``original0``) and v (``original1``) under the names torch's weight_norm uses."""
+
+    def __init__(self, g: torch.Tensor, v: torch.Tensor) -> None:
+        super().__init__()
+        self.original0 = nn.Parameter(g)
+        self.original1 = nn.Parameter(v)
+
+
+class WeightNormConv1d(nn.Module):
+    """A grouped Conv1d whose weight is ``g * v / ||v||``, the norm taken over all but the kernel axis.
+
+    Equivalent to ``torch.nn.utils.parametrizations.weight_norm(conv, dim=2)`` with the same state-dict
+    keys, but a plain module: it pickles (DataLoader workers under spawn) and deep-copies.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
+        super().__init__()
+        self.padding, self.groups = kernel_size // 2, groups
+        v = torch.empty(channels, channels // groups, kernel_size)
+        nn.init.normal_(v, std=math.sqrt(4.0 / (kernel_size * channels)))
+        g = v.norm(dim=(0, 1), keepdim=True)  # [1, 1, K]
+        self.parametrizations = nn.ModuleDict({"weight": _WeightNormParameters(g, v)})
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        p = self.parametrizations["weight"]
+        return p.original1 * (p.original0 / p.original1.norm(dim=(0, 1), keepdim=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, N] -> [B, C, N + 1 - K % 2]
+        return F.conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with the gated (GRU-style) relative position bias."""
 
@@ -191,10 +224,8 @@ class TransformerEncoder(nn.Module):
     def __init__(self, config: BEATsConfig) -> None:
         super().__init__()
         dim = config.encoder_embed_dim
-        conv = nn.Conv1d(dim, dim, config.conv_pos, padding=config.conv_pos // 2,
-                         groups=config.conv_pos_groups)
         # Weight norm over the kernel axis: g is [1, 1, conv_pos], as in the reference.
-        self.pos_conv = nn.Sequential(weight_norm(conv, name="weight", dim=2))
+        self.pos_conv = nn.Sequential(WeightNormConv1d(dim, config.conv_pos, config.conv_pos_groups))
         self.trim = 1 if config.conv_pos % 2 == 0 else 0  # an even kernel yields one extra step
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
         self.layer_norm = nn.LayerNorm(dim)
