@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .audio import MIN_SAMPLES  # 16 filterbank frames, one patch row: 0.175 s at 16 kHz
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
 from .labels import LabelMap
@@ -19,8 +20,6 @@ from .weights import Preprocessing
 
 __all__ = ["AvexModel", "Prediction", "validate_audio", "MIN_SAMPLES"]
 
-# 16 filterbank frames make one patch row: 400 + 15 * 160 samples (0.175 s at 16 kHz).
-MIN_SAMPLES = 400 + 15 * 160
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,27 @@ def test_layer_selection_errors(tiny_model):
 def test_predict_needs_a_sample_rate_for_arrays(tiny_model):
     with pytest.raises(ValueError, match="sample_rate="):
         tiny_model.predict(np.zeros(16000, dtype=np.float32))
+
+
+def test_predict_files_and_arrays_at_any_rate(tiny_model, tmp_path, cases):
+    import soundfile as sf
+
+    from avex_hub.audio import resample
+
+    clip = cases["equal.audio"][0]
+    stereo48 = resample(clip, 16000, 48000).numpy()
+    stereo48 = np.stack([stereo48, stereo48 * 0.5], axis=1)  # [samples, channels] as soundfile writes
+    path = tmp_path / "clip48k.wav"
+    sf.write(path, stereo48, 48000, subtype="FLOAT")
+    mono16 = resample(torch.from_numpy(stereo48.T.mean(0)), 48000, 16000)
+    with torch.inference_mode():
+        expected = torch.sigmoid(tiny_model.logits(mono16.unsqueeze(0)))[0]
+    from_file = tiny_model.predict(path, top_k=3)
+    from_array = tiny_model.predict(stereo48.T, sample_rate=48000, top_k=3)
+    assert [p.label for p in from_file] == [p.label for p in from_array]
+    top = expected.topk(3)
+    assert [p.index for p in from_file] == top.indices.tolist()
+    assert np.allclose([p.score for p in from_file], top.values.numpy(), atol=1e-5)
+    assert from_file[0].label == tiny_model.label_map.name(from_file[0].index)
+    both = tiny_model.predict([path, path], top_k=1)
+    assert len(both) == 2 and both[0][0] == from_file[0]

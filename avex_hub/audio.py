@@ -1,0 +1,508 @@
+"""The audio input contract: files and arrays in, 16 kHz float32 tensors ``[rows, samples]`` out.
+
+One implementation shared by ``AvexModel.predict``, the CLI and the dataset classes.
+
+* ``load_audio`` reads a file (or a time range of it), picks channels and resamples to 16 kHz.
+* ``stream_windows`` cuts a file of any length into fixed windows holding one block in memory;
+  ``windows_from_array`` cuts in-memory audio through the same windowing code.
+* ``to_float_audio``, ``select_channels``, ``resample``, ``pad_or_crop`` and ``collate_audio``
+  are the pieces, usable on their own.
+
+Conventions:
+* Integer PCM becomes float by the WAV full-scale rule, so it lands in [-1, 1):
+  int16 / 32768, int32 / 2**31 (24-bit audio read as int32 is left-aligned), int8 / 128,
+  uint8 (x - 128) / 128. int64 and other integer types have no standard scale and are refused.
+* Resampling uses soxr at "HQ" quality. Downsampling audio whose energy above the new Nyquist
+  (8 kHz for 16 kHz) exceeds ``HIGH_FREQUENCY_FRACTION`` (10%: ordinary
+  broadband noise in a 44.1 kHz bird recording stays under it, ultrasonic calls do not) emits one
+  ``HighFrequencyContentWarning`` per source and message: it is issued from a fixed line of this
+  module, so Python's default warning filter shows each distinct message (it names the path) once
+  per process. Silence it with ``warnings.filterwarnings("ignore", category=HighFrequencyContentWarning)``.
+* Quality flags (``QualityFlags``) describe the audio as returned (after resampling).
+* Windows: window k covers [k * hop, k * hop + window) on the 16 kHz timeline (seconds of the original
+  file); they continue until one reaches the end, so no sample is lost (hop <= window is required). The last
+  is zero padded with its mask and kept however short (flagged too_short). Order: time-major, then channel.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Literal, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+__all__ = [
+    "SAMPLE_RATE", "MIN_SAMPLES", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB", "HIGH_FREQUENCY_FRACTION",
+    "AudioDecodeError", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags", "Window",
+    "ChannelMode", "audio_info", "load_audio", "select_channels", "resample", "high_frequency_energy_fraction",
+    "to_float_audio", "quality_flags", "stream_windows", "windows_from_array", "pad_or_crop", "collate_audio",
+]
+
+SAMPLE_RATE = 16_000
+MIN_SAMPLES = 400 + 15 * 160  # 16 filterbank frames = one patch row (0.175 s); the model's shortest input
+CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample ...
+CLIP_FRACTION = 0.001  # ... and clipped audio has at least this fraction (0.1%, and at least one) of them
+SILENCE_DB = -60.0  # RMS below this (dB relative to full scale 1.0), or all zeros, is silent
+HIGH_FREQUENCY_FRACTION = 0.10  # energy fraction above the target Nyquist that triggers the warning
+_FFT_FRAME = 8192  # frame length of the high-frequency energy estimate (bounded memory for long audio)
+_PCM = {"int16": (0.0, 32768.0), "int32": (0.0, 2.0**31), "int8": (0.0, 128.0), "uint8": (128.0, 128.0)}
+
+ChannelMode = Union[Literal["mix", "all"], int]
+
+
+class AudioDecodeError(ValueError):
+    """A file that cannot be decoded: empty, corrupt, truncated or in an unsupported format."""
+
+
+class HighFrequencyContentWarning(UserWarning):
+    """Resampling to 16 kHz removed a noticeable share of the signal's energy (above 8 kHz)."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    format: str  # libsndfile's major format: "WAV", "FLAC", "OGG", "MP3", ...
+    subtype: str = ""  # encoding: "PCM_16", "FLOAT", "VORBIS", "MPEG_LAYER_III", ...
+
+
+@dataclass(frozen=True)
+class QualityFlags:
+    clipped: bool  # >= CLIP_FRACTION of samples (and at least one) at |x| >= CLIP_LEVEL
+    silent: bool  # RMS below SILENCE_DB, or no samples
+    too_short: bool  # fewer than MIN_SAMPLES samples once at 16 kHz
+    peak: float = math.nan  # max |x|
+    rms_db: float = math.nan  # 20 log10(RMS), -inf for digital silence
+
+    @property
+    def ok(self) -> bool:
+        return not (self.clipped or self.silent or self.too_short)
+
+
+@dataclass
+class Audio:
+    waveform: torch.Tensor  # float32 [rows, samples] at sample_rate; one row for "mix" or one channel
+    sample_rate: int
+    source_sample_rate: int
+    channels: list[int | None]  # per row: source channel index, None for the mono mix
+    path: str | None
+    flags: list[QualityFlags]  # per row
+    start_s: float = 0.0  # where waveform[:, 0] lies on the file's timeline
+
+    @property
+    def duration_s(self) -> float:
+        return self.waveform.shape[-1] / self.sample_rate
+
+
+@dataclass
+class Window:
+    audio: torch.Tensor  # float32 [window_samples], zero padded at the end when partial
+    padding_mask: torch.Tensor  # bool [window_samples], True where audio is padding
+    path: str | None
+    channel: int | None  # source channel, None for the mono mix
+    start_s: float  # on the original file's timeline
+    end_s: float  # end of the real audio, not of the padding
+    flags: QualityFlags  # of the real (unpadded) audio
+    index: int = 0  # position in time: window k starts at k * hop
+
+
+# -- arrays ---------------------------------------------------------------------------------------
+def to_float_audio(x, *, name: str = "audio") -> torch.Tensor:
+    """numpy array, tensor or (nested) list -> float32 tensor of the same shape (may share memory).
+
+    Float input is cast; int16/int32/int8/uint8 PCM is scaled to [-1, 1) (see module docstring).
+    Raises TypeError for bool, complex, object, int64 and other types, ValueError for NaN/inf.
+    """
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"expected {name} as a numpy array, torch tensor or list of samples, got "
+                        f"{type(x).__name__} (use load_audio() for files)")
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if x.dtype.kind == "f" or x.dtype.name in _PCM:  # dtypes torch.from_numpy takes (after a float32 cast)
+            x = x.astype(np.float32, copy=False) if x.dtype.kind == "f" else x
+            x = torch.from_numpy(x if x.flags.writeable and min(x.strides, default=0) >= 0 else x.copy())
+    dtype = str(x.dtype).removeprefix("torch.")
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        t = x.to(torch.float32)
+    elif isinstance(x, torch.Tensor) and dtype in _PCM:
+        offset, scale = _PCM[dtype]
+        t = (x.to(torch.float32) - offset) / scale
+    else:
+        raise TypeError(
+            f"expected {name} as float samples (or int16/int32/int8/uint8 PCM), got dtype {dtype}; "
+            + ("integers without a standard PCM scale: divide by your full-scale value, e.g. x / 32768 for 16-bit"
+               if dtype.startswith(("int", "uint")) else "pass real-valued samples in [-1, 1]"))
+    if t.dim() == 0:
+        raise ValueError(f"expected {name} as an array of samples, got a scalar")
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = ~finite
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} has {int(bad.sum())} NaN or infinite samples of {t.numel()} (first at index {first}, shape "
+            f"{tuple(t.shape)}); locate them with np.argwhere(~np.isfinite(x)), then repair (np.nan_to_num) or drop the clip")
+    return t
+
+
+def _channel_rows(mode: ChannelMode, num_channels: int, where: str = "audio") -> list[int | None]:
+    """Rows to produce for ``mode`` from ``num_channels`` source channels (None = mean of all)."""
+    if isinstance(mode, str) and mode in ("mix", "all"):
+        return [None] if mode == "mix" else list(range(num_channels))
+    if isinstance(mode, (int, np.integer)) and not isinstance(mode, (bool, np.bool_)):
+        if -num_channels <= mode < num_channels:
+            return [int(mode) % num_channels]
+        raise ValueError(f"channel {mode} requested but {where} has {num_channels} channel(s); "
+                         f"use 0..{num_channels - 1}, 'mix' (mean) or 'all'")
+    raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {mode!r}")
+
+
+def _take_rows(wave: torch.Tensor, rows: list[int | None]) -> torch.Tensor:
+    """[C, S] -> [len(rows), S]: the channel mean for [None], else the listed channels."""
+    return wave.mean(dim=0, keepdim=True) if rows == [None] else wave[rows]
+
+
+def select_channels(waveform, mode: ChannelMode = "mix") -> tuple[torch.Tensor, list[int | None]]:
+    """``[channels, samples]`` -> (``[rows, samples]``, source channel per row; None for the mix)."""
+    wave = to_float_audio(waveform, name="waveform")
+    if wave.dim() != 2 or wave.shape[0] == 0:
+        raise ValueError(f"expected waveform of shape [channels, samples], got {tuple(wave.shape)}; "
+                         "for mono audio use x[None] (or x.unsqueeze(0))")
+    rows = _channel_rows(mode, wave.shape[0])
+    return _take_rows(wave, rows), rows
+
+
+def _check_rate(rate, name: str) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(rate) or rate <= 0 or rate != int(rate):
+        raise ValueError(f"{name} must be a positive whole number of Hz (e.g. 48000), got {rate!r}")
+    return int(rate)
+
+
+def high_frequency_energy_fraction(waveform, sample_rate: int, cutoff_hz: float = 8000.0) -> float:
+    """Fraction of spectral energy above ``cutoff_hz`` (0 when the signal cannot hold any: sr/2 <= cutoff).
+
+    Estimated from Hann-windowed frames of 8192 samples (a shorter input is one frame; a tail shorter
+    than a frame is left out), so memory stays bounded for long audio. ``waveform`` is ``[..., samples]``.
+    """
+    wave = to_float_audio(waveform, name="waveform").detach().cpu()
+    sample_rate = _check_rate(sample_rate, "sample_rate")
+    n = wave.shape[-1]
+    if sample_rate / 2 <= cutoff_hz or n < 2:
+        return 0.0
+    frame = min(n, _FFT_FRAME)
+    frames = wave.reshape(-1, n)[:, : n // frame * frame].reshape(-1, frame)  # [num_frames, frame]
+    window = torch.hann_window(frame, periodic=False, dtype=torch.float64)
+    high = torch.fft.rfftfreq(frame, 1.0 / sample_rate, dtype=torch.float64) > cutoff_hz
+    total = above = 0.0
+    for chunk in frames.split(256):  # at most 256 frames (2M samples) transformed at once
+        power = torch.fft.rfft(chunk.double() * window).abs().square()
+        total += float(power.sum())
+        above += float(power[:, high].sum())
+    return above / total if total > 0 else 0.0
+
+
+def _warn_high_frequency(wave: torch.Tensor, orig_sr: int, target_sr: int, source: str | None) -> None:
+    if orig_sr <= target_sr:
+        return
+    fraction = high_frequency_energy_fraction(wave, orig_sr, target_sr / 2)
+    if fraction > HIGH_FREQUENCY_FRACTION:
+        # Fixed location on purpose: the default filter then shows each message (it names the source) once.
+        warnings.warn(
+            f"{source or 'audio'}: resampling from {orig_sr} Hz to {target_sr} Hz removes everything above "
+            f"{target_sr / 2000:g} kHz, which held {fraction:.1%} of the signal energy. The model hears only "
+            f"0-{target_sr / 2000:g} kHz, so ultrasonic or high-pitched sounds will look like silence to it. "
+            "If they matter, time-expand the recording (pass the array with a lower sample_rate, e.g. rate / 10) "
+            "or use a model made for ultrasonic audio.", HighFrequencyContentWarning, stacklevel=1)
+
+
+def resample(waveform, orig_sr: int, target_sr: int = SAMPLE_RATE, *, warn: bool = True,
+             source: str | None = None) -> torch.Tensor:
+    """``[..., samples]`` at ``orig_sr`` -> float32 ``[..., round(samples * target_sr / orig_sr)]`` (soxr HQ).
+
+    Identity (no copy) when the rates are equal. ``warn`` announces lost high-frequency content
+    (see the module docstring); ``source`` names the audio in that warning.
+    """
+    wave = to_float_audio(waveform, name=source or "waveform")
+    orig_sr, target_sr = _check_rate(orig_sr, "orig_sr"), _check_rate(target_sr, "target_sr")
+    if orig_sr == target_sr:
+        return wave
+    if warn:
+        _warn_high_frequency(wave, orig_sr, target_sr, source)
+    lead, n = wave.shape[:-1], wave.shape[-1]
+    frames = np.ascontiguousarray(wave.detach().cpu().reshape(-1, n).T.numpy())  # soxr wants [samples, channels]
+    out = soxr.resample(frames, orig_sr, target_sr, quality="HQ")
+    return torch.from_numpy(np.ascontiguousarray(out.T)).reshape(*lead, -1).to(wave.device)
+
+
+def quality_flags(waveform, sample_rate: int = SAMPLE_RATE) -> QualityFlags:
+    """Clipping, silence and length flags for one row ``[samples]`` at ``sample_rate``."""
+    wave = to_float_audio(waveform, name="waveform")
+    wave = wave[0] if wave.dim() == 2 and wave.shape[0] == 1 else wave
+    if wave.dim() != 1:
+        raise ValueError(f"expected one row of samples [samples], got {tuple(wave.shape)}")
+    n = wave.numel()
+    too_short = round(n * SAMPLE_RATE / _check_rate(sample_rate, "sample_rate")) < MIN_SAMPLES
+    if n == 0:
+        return QualityFlags(clipped=False, silent=True, too_short=True, peak=0.0, rms_db=-math.inf)
+    magnitude = wave.abs()
+    clipped = int((magnitude >= CLIP_LEVEL).sum()) >= max(1.0, CLIP_FRACTION * n)
+    rms = float(torch.linalg.vector_norm(wave)) / math.sqrt(n)
+    rms_db = 20 * math.log10(rms) if rms > 0 else -math.inf
+    return QualityFlags(clipped=clipped, silent=rms_db < SILENCE_DB, too_short=too_short,
+                        peak=float(magnitude.max()), rms_db=rms_db)
+
+
+# -- files ----------------------------------------------------------------------------------------
+def _open(path) -> tuple[sf.SoundFile, str]:
+    """Open an audio file for reading, or raise FileNotFoundError / AudioDecodeError naming it."""
+    name = os.fsdecode(os.fspath(path))
+    if not os.path.exists(name):
+        raise FileNotFoundError(errno.ENOENT, f"audio file not found (working directory {os.getcwd()})", name)
+    if os.path.isdir(name):
+        raise IsADirectoryError(errno.EISDIR, "expected an audio file, got a directory", name)
+    if os.path.getsize(name) == 0:
+        raise AudioDecodeError(f"{name}: the file is empty (0 bytes), probably an interrupted write or download; "
+                               "re-export or re-download it")
+    try:
+        return sf.SoundFile(name), name
+    except (sf.SoundFileError, RuntimeError) as e:
+        cause = getattr(e, "error_string", None) or str(e)
+        raise AudioDecodeError(
+            f"{name}: cannot decode audio ({cause}). Expected WAV, FLAC, OGG (Vorbis/Opus), MP3 or another format "
+            f"libsndfile {sf.__libsndfile_version__} reads. If it plays elsewhere, convert it (e.g. "
+            "`ffmpeg -i in.m4a out.flac`); otherwise it is corrupt or truncated") from e
+
+
+def _read(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
+    """Up to ``frames`` frames from the current position -> float32 [frames_read, channels]."""
+    try:
+        return f.read(frames, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise AudioDecodeError(f"{name}: decoding failed at frame {f.tell()} ({e}); the file is probably "
+                               "truncated or corrupt: re-export it or convert it with ffmpeg") from e
+
+
+def audio_info(path) -> AudioInfo:
+    """Header facts of an audio file without decoding it."""
+    f, name = _open(path)
+    with f:
+        return AudioInfo(path=name, sample_rate=f.samplerate, channels=f.channels, frames=f.frames,
+                         duration_s=f.frames / f.samplerate, format=f.format, subtype=f.subtype)
+
+
+def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = "mix",
+               start_s: float | None = None, end_s: float | None = None) -> Audio:
+    """Read ``path`` (only the ``[start_s, end_s)`` range, if given), select channels, resample.
+
+    ``end_s`` past the end of the file reads to the end; ``start_s`` at or past it is an error.
+    """
+    sample_rate = _check_rate(sample_rate, "sample_rate")
+    f, name = _open(path)
+    with f:
+        rows = _channel_rows(channels, f.channels, name)
+        src, duration = f.samplerate, f.frames / f.samplerate
+        if f.frames == 0:
+            raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
+        for value, label in ((start_s, "start_s"), (end_s, "end_s")):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{label} must be a time in seconds >= 0, got {value!r}")
+        first = 0 if start_s is None else round(start_s * src)
+        last = f.frames if end_s is None else min(f.frames, round(end_s * src))
+        if start_s is not None and start_s >= duration:
+            raise ValueError(f"start_s={start_s} is at or past the end of {name} ({duration:.3f} s long)")
+        if last <= first:
+            raise ValueError(f"end_s={end_s} must be after start_s={start_s or 0} (file {name}, {duration:.3f} s)")
+        if first:
+            f.seek(first)
+        data = _read(f, last - first, name)  # [frames, channels]
+    if data.shape[0] == 0:  # the header promised frames that do not decode
+        raise AudioDecodeError(f"{name}: no audio could be decoded from {first / src:.3f} s on, although the header "
+                               f"says {duration:.3f} s; the file is probably truncated: re-export it")
+    wave = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, frames] at the source rate
+    wave = resample(wave, src, sample_rate, source=name)
+    return Audio(waveform=wave, sample_rate=sample_rate, source_sample_rate=src, channels=rows, path=name,
+                 flags=[quality_flags(row, sample_rate) for row in wave], start_s=first / src)
+
+
+# -- windows --------------------------------------------------------------------------------------
+def _window_params(window_s: float, hop_s: float | None, sample_rate: int) -> tuple[int, int]:
+    hop_s = window_s if hop_s is None else hop_s
+    if not (math.isfinite(window_s) and math.isfinite(hop_s)):
+        raise ValueError(f"window_s and hop_s must be finite seconds, got {window_s!r}, {hop_s!r}")
+    window, hop = round(window_s * sample_rate), round(hop_s * sample_rate)
+    if window * SAMPLE_RATE < MIN_SAMPLES * sample_rate:
+        raise ValueError(f"window_s={window_s} is shorter than the model's minimum input of "
+                         f"{MIN_SAMPLES / SAMPLE_RATE} s; use a longer window")
+    if not 0 < hop <= window:
+        raise ValueError(f"hop_s={hop_s} must be in (0, window_s={window_s}]: a longer hop would skip audio")
+    return window, hop
+
+
+class _Windower:
+    """Cuts audio arriving in chunks ``[rows, n]`` into windows: time-major, then by row.
+
+    Window k covers samples [k * hop, k * hop + window). Windows continue until one reaches the end
+    of the audio, so every sample is covered; the last window is zero padded (with its mask) and is
+    kept however little real audio it holds (flagged too_short below MIN_SAMPLES). Only the samples
+    from the next window's start onwards are buffered.
+    """
+
+    def __init__(self, rows: list[int | None], sample_rate: int, window: int, hop: int, path: str | None):
+        self.rows, self.sample_rate, self.window, self.hop, self.path = rows, sample_rate, window, hop, path
+        self.buffer = np.zeros((len(rows), 0), np.float32)  # [rows, buffered], starting at sample buffer_start
+        self.buffer_start = self.total = self.k = 0
+
+    def _emit(self, end: int) -> Iterator[Window]:
+        start = self.k * self.hop
+        for row, channel in enumerate(self.rows):
+            real = self.buffer[row, start - self.buffer_start: end - self.buffer_start]
+            audio = np.zeros(self.window, np.float32)
+            audio[: real.shape[0]] = real
+            yield Window(audio=torch.from_numpy(audio), padding_mask=torch.arange(self.window) >= real.shape[0],
+                         path=self.path, channel=channel, start_s=start / self.sample_rate,
+                         end_s=end / self.sample_rate, flags=quality_flags(real, self.sample_rate), index=self.k)
+        self.k += 1
+        drop = min(self.k * self.hop, self.total) - self.buffer_start
+        self.buffer, self.buffer_start = self.buffer[:, drop:], self.buffer_start + drop
+
+    def push(self, chunk: np.ndarray) -> Iterator[Window]:
+        """Add ``[rows, n]`` samples; yield every window now complete."""
+        self.buffer = np.concatenate([self.buffer, chunk], axis=1)
+        self.total += chunk.shape[1]
+        while self.k * self.hop + self.window <= self.total:
+            yield from self._emit(self.k * self.hop + self.window)
+
+    def finish(self) -> Iterator[Window]:
+        """The audio has ended: yield the partial windows still needed to cover its last samples."""
+        while self.k * self.hop < self.total and (self.k == 0 or (self.k - 1) * self.hop + self.window < self.total):
+            yield from self._emit(self.total)
+
+
+def windows_from_array(waveform, sample_rate: int, *, window_s: float = 10.0, hop_s: float | None = None,
+                       channels: ChannelMode = "mix", path: str | None = None) -> list[Window]:
+    """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz.
+
+    Same windows, order and rules as ``stream_windows``; ``path`` only labels the windows.
+    """
+    wave = to_float_audio(waveform, name=path or "waveform").detach().cpu()
+    wave = wave[None] if wave.dim() == 1 else wave
+    if wave.dim() != 2 or 0 in wave.shape:
+        raise ValueError(f"expected waveform [samples] or [channels, samples] with samples, got {tuple(wave.shape)}")
+    window, hop = _window_params(window_s, hop_s, SAMPLE_RATE)
+    rows = _channel_rows(channels, wave.shape[0])
+    out = resample(_take_rows(wave, rows), _check_rate(sample_rate, "sample_rate"), SAMPLE_RATE, source=path)
+    windower = _Windower(rows, SAMPLE_RATE, window, hop, path)
+    return [*windower.push(out.numpy()), *windower.finish()]
+
+
+def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, channels: ChannelMode = "mix",
+                   sample_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> Iterator[Window]:
+    """Windows of an audio file of any length, read ``block_s`` seconds at a time and resampled as a stream.
+
+    Peak memory depends on ``block_s`` and ``window_s``, not on the file's length. Windows come in time
+    order; with ``channels="all"`` each time position yields one window per channel (time-major).
+    Arguments and the file header are checked now; decoding happens as the iterator is consumed.
+    """
+    sample_rate = _check_rate(sample_rate, "sample_rate")
+    window, hop = _window_params(window_s, hop_s, sample_rate)
+    if not (math.isfinite(block_s) and block_s > 0):
+        raise ValueError(f"block_s must be positive seconds, got {block_s!r}")
+    f, name = _open(path)
+    with f:  # fail now, not at the first next(), for bad files and channels
+        rows, src = _channel_rows(channels, f.channels, name), f.samplerate
+        if f.frames == 0:
+            raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
+
+    def windows() -> Iterator[Window]:
+        block = max(1, round(block_s * src))
+        # One stream for all rows: soxr resamples each channel on its own, as soxr.resample does.
+        stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
+            if src != sample_rate else None
+        windower = _Windower(rows, sample_rate, window, hop, name)
+        first = True
+        with _open(name)[0] as f:
+            while True:
+                data = _read(f, block, name)  # [n <= block, channels]; short only at the end
+                last = data.shape[0] < block
+                chunk = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
+                if stream is not None:
+                    if first:  # judge lost high-frequency content on the first block
+                        _warn_high_frequency(chunk, src, sample_rate, name)
+                    chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
+                first = False
+                yield from windower.push(chunk.numpy())
+                if last:
+                    break
+        if windower.total == 0:
+            raise AudioDecodeError(f"{name}: no audio frames could be decoded; the file is probably truncated")
+        yield from windower.finish()
+
+    return windows()
+
+
+# -- batches --------------------------------------------------------------------------------------
+def pad_or_crop(waveform, num_samples: int, *, random: bool = False,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[..., samples]`` -> (float32 ``[..., num_samples]``, bool mask of the same shape, True = padding).
+
+    Longer audio is cropped from the start, or at a uniformly random offset with ``random=True``;
+    shorter audio is zero padded at the end.
+    """
+    wave = to_float_audio(waveform, name="waveform")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    n = wave.shape[-1]
+    offset = int(torch.randint(0, n - num_samples + 1, (1,), generator=generator)) if random and n > num_samples else 0
+    audio = torch.nn.functional.pad(wave[..., offset: offset + num_samples], (0, max(0, num_samples - n)))
+    return audio, (torch.arange(num_samples, device=audio.device) >= n).expand(audio.shape).clone()
+
+
+def collate_audio(batch: list[dict]) -> dict:
+    """Items with ``"audio"`` [samples] (and optional bool ``"padding_mask"``) -> a padded batch.
+
+    Returns ``"audio"`` float32 [B, longest] and ``"padding_mask"`` bool [B, longest] (True = padding);
+    other keys are stacked when every value is a tensor, else returned as lists.
+    """
+    if not batch:
+        raise ValueError("collate_audio got an empty batch")
+    keys = set(batch[0]) - {"padding_mask"}  # a mask may come with some items only
+    for i, item in enumerate(batch):
+        if not isinstance(item, dict) or "audio" not in item or set(item) - {"padding_mask"} != keys:
+            found = sorted(item) if isinstance(item, dict) else type(item).__name__
+            raise ValueError(f"batch item {i}: expected a dict with the keys {sorted(keys | {'audio'})}, got {found}")
+    audios = [to_float_audio(item["audio"], name=f"batch item {i} audio") for i, item in enumerate(batch)]
+    for i, a in enumerate(audios):
+        if a.dim() != 1:
+            raise ValueError(f"batch item {i}: expected audio [samples], got {tuple(a.shape)}; select a channel first")
+    longest = max(a.shape[0] for a in audios)
+    audio = torch.zeros(len(batch), longest)
+    mask = torch.ones(len(batch), longest, dtype=torch.bool)
+    for i, (a, item) in enumerate(zip(audios, batch)):
+        audio[i, : a.shape[0]] = a
+        own = item.get("padding_mask")
+        own = torch.zeros(a.shape, dtype=torch.bool) if own is None else torch.as_tensor(own)
+        if own.dtype != torch.bool or own.shape != a.shape:
+            raise ValueError(f"batch item {i}: padding_mask must be bool of shape {tuple(a.shape)}, "
+                             f"got {own.dtype} {tuple(own.shape)}")
+        mask[i, : a.shape[0]] = own
+    out: dict = {"audio": audio, "padding_mask": mask}
+    for key in sorted(keys - {"audio"}, key=str):
+        values = [item[key] for item in batch]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            try:
+                out[key] = torch.stack(values)
+            except RuntimeError as e:
+                raise ValueError(f"cannot stack {key!r}: shapes {[tuple(v.shape) for v in values]}") from e
+        else:
+            out[key] = values
+    return out
