@@ -1,0 +1,400 @@
+"""Datasets of audio files for probes, fine-tuning and evaluation: class folders or a CSV manifest in,
+16 kHz mono clips with labels out.
+
+    from avex_hub.data import AudioDataset
+    train = AudioDataset.from_manifest("data/manifest.csv", split="train", clip_s=5.0, random_crop=True)
+    loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=AudioDataset.collate)
+
+Every file goes through :func:`avex_hub.audio.load_audio` (any sample rate and channel count in; the mono mix,
+or the chosen channel, at 16 kHz out), reading only the ``[start_s, end_s)`` range an item asks for.
+
+Nothing is dropped silently. Files listed but missing fail at construction, all named in one error, or with
+``on_error="skip"`` are left out with a warning that counts them and recorded in ``dataset.failures``.
+``dataset.check()`` opens every file's header up front in the same way. A file that fails while loading an
+item always raises an error naming it: substituting another item would hide the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop
+from .labels import LabelMap
+
+__all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+_RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel"}
+_LISTED = 100  # at most this many problems spelled out in one message
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    """One example: a file (or the ``[start_s, end_s)`` seconds of it), its labels and extra metadata."""
+
+    path: Path
+    labels: tuple[str, ...] = ()
+    start_s: float | None = None
+    end_s: float | None = None
+    extra: dict = field(default_factory=dict)
+    origin: str = ""  # where the item was declared, for messages ("manifest.csv line 7")
+    channel: int | None = None  # set when channels="all" expands a file into one item per channel
+
+
+def _as_item(entry) -> AudioItem:
+    if isinstance(entry, AudioItem):
+        return entry if isinstance(entry.path, Path) else replace(entry, path=Path(entry.path))
+    path, labels, start_s, end_s, extra = (tuple(entry) + (None, None, None, None))[:5]
+    labels = _split_labels(labels) if isinstance(labels, str) or labels is None else tuple(map(str, labels))
+    return AudioItem(Path(path), labels, start_s, end_s, dict(extra or {}))
+
+
+def _split_labels(cell: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (cell or "").split(";") if part.strip())
+
+
+def _label_order(label_map) -> list[str] | None:
+    """A label map as names in index order: list/tuple, {name: index}, LabelMap, or a labels.json path."""
+    if label_map is None:
+        return None
+    if isinstance(label_map, (str, os.PathLike)):
+        return list(LabelMap.from_json(label_map).names)
+    if isinstance(label_map, Mapping):
+        return list(LabelMap(dict(label_map), source="label_map").names)
+    return list(LabelMap.from_names([str(name) for name in label_map]).names)
+
+
+def _listing(lines: list[str]) -> str:
+    more = f"\n  ... and {len(lines) - _LISTED} more" if len(lines) > _LISTED else ""
+    return "\n  " + "\n  ".join(lines[:_LISTED]) + more
+
+
+class AudioDataset(torch.utils.data.Dataset):
+    """Labelled audio clips as ``dict(audio [S] float32, padding_mask [S] bool, label | target, path, index,
+    start_s, ...)``; build it with :meth:`from_folder` or :meth:`from_manifest`, or from items directly.
+
+    Args:
+        items: :class:`AudioItem` objects or tuples ``(path, labels, start_s, end_s, extra)``; ``labels`` is a
+            string (``;`` separates several) or a sequence of strings.
+        label_map: the label order: a list of names, ``{name: index}``, a LabelMap or a ``labels.json`` path.
+            Default: the sorted set of labels present. Labels outside a given map are an error.
+        clip_s: every clip is cropped or zero padded to this many seconds (``padding_mask`` marks the padding);
+            ``None`` keeps natural lengths and :meth:`collate` pads a batch to its longest clip.
+        random_crop: crop at a random offset (training) rather than from the start. ``seed=None`` draws from
+            torch's global RNG (new crops every epoch and per DataLoader worker); an integer seed makes the crop
+            a function of ``(seed, epoch, index)``; call :meth:`set_epoch` to vary it between epochs.
+        channels: ``"mix"`` (mean of channels), a channel index, or ``"all"`` (one item per channel; headers
+            are read at construction to count channels).
+        multilabel: ``target`` multi-hot float ``[num_classes]`` instead of an integer ``label``; default: on
+            when any item has several labels.
+        on_error: ``"raise"`` or ``"skip"`` for files missing at construction and failures found by
+            :meth:`check`; skipped files are counted in a warning and listed in :attr:`failures`.
+        source: what the items came from, for messages.
+    """
+
+    collate = staticmethod(collate_audio)
+
+    def __init__(self, items: Sequence, *, label_map=None, clip_s: float | None = 10.0, random_crop: bool = False,
+                 seed: int | None = None, channels="mix", sample_rate: int = SAMPLE_RATE,
+                 multilabel: bool | None = None, on_error: str = "raise", source: str = "the given items") -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if clip_s is not None and not clip_s > 0:
+            raise ValueError(f"clip_s must be positive seconds or None (variable length), got {clip_s!r}")
+        self.clip_s, self.random_crop, self.seed, self.epoch = clip_s, random_crop, seed, 0
+        self.channels, self.sample_rate, self.on_error, self.source = channels, int(sample_rate), on_error, source
+        self.failures: list[tuple[str, str]] = []
+        self.items = [_as_item(entry) for entry in items]
+        if not self.items:
+            raise ValueError(f"no audio items in {source}; expected at least one file to load")
+        order = _label_order(label_map)
+        present = sorted({name for item in self.items for name in item.labels})
+        if order is not None:
+            self._check_known(order)
+        self._labels = order if order is not None else present
+        self.multilabel = any(len(item.labels) > 1 for item in self.items) if multilabel is None else bool(multilabel)
+        if self._labels and not self.multilabel:
+            unlabelled = [f"{item.origin or item.path}: {len(item.labels)} labels {list(item.labels)}"
+                          for item in self.items if len(item.labels) != 1]
+            if unlabelled:
+                raise ValueError(f"single-label dataset from {source}: {len(unlabelled)} items do not have exactly "
+                                 f"one label (pass multilabel=True for 0 or several labels per item):"
+                                 + _listing(unlabelled))
+        self._label_to_index = {name: i for i, name in enumerate(self._labels)}
+        self._drop_missing()
+        if channels == "all":
+            self._expand_channels()
+
+    # -- construction helpers -------------------------------------------------------------------------------------
+    def _check_known(self, order: list[str]) -> None:
+        known, unknown = set(order), {}
+        for item in self.items:
+            for name in item.labels:
+                if name not in known:
+                    unknown.setdefault(name, []).append(item.origin or str(item.path))
+        if unknown:
+            lines = [f"{name!r} ({', '.join(where[:5])}{' ...' if len(where) > 5 else ''})"
+                     for name, where in unknown.items()]
+            preview = order if len(order) <= 50 else order[:50] + ["..."]
+            raise ValueError(f"{self.source} has labels that are not in the label map ({len(unknown)}):"
+                             + _listing(lines)
+                             + f"\nknown labels ({len(order)}): {preview}")
+
+    def _remove(self, bad: dict[int, str], what: str, error: type[Exception]) -> None:
+        """Raise naming every bad item, or (on_error="skip") drop them, record them and warn with the count."""
+        if not bad:
+            return
+        lines = [f"{self.items[i].path}: {reason}" for i, reason in bad.items()]
+        if self.on_error == "raise":
+            raise error(f"{len(bad)} of {len(self.items)} items from {self.source} {what}:" + _listing(lines)
+                        + "\nfix them, or pass on_error='skip' to leave them out (listed in dataset.failures)")
+        self.failures += [(str(self.items[i].path), reason) for i, reason in bad.items()]
+        warnings.warn(f"skipped {len(bad)} of {len(self.items)} items from {self.source} whose files {what} "
+                      "(see dataset.failures)", stacklevel=3)
+        self.items = [item for i, item in enumerate(self.items) if i not in bad]
+        if not self.items:
+            raise ValueError(f"no usable audio items left in {self.source}: all {len(bad)} were skipped "
+                             f"({lines[0]}{' ...' if len(lines) > 1 else ''})")
+
+    def _drop_missing(self) -> None:
+        missing = {i: "file not found" for i, item in enumerate(self.items) if not item.path.is_file()}
+        self._remove(missing, "are missing", FileNotFoundError)
+
+    def _expand_channels(self) -> None:
+        counts, bad = {}, {}
+        for i, item in enumerate(self.items):
+            try:
+                counts[i] = audio_info(item.path).channels
+            except (OSError, AudioDecodeError) as e:
+                bad[i] = str(e)
+        self._remove(bad, "cannot be opened", AudioDecodeError)
+        counts = [c for i, c in sorted(counts.items()) if i not in bad]
+        self.items = [replace(item, channel=channel) for item, count in zip(self.items, counts)
+                      for channel in range(count)]
+
+    def check(self, *, on_error: str | None = None) -> list[tuple[str, str]]:
+        """Open every file's header (no decoding) and check its time range; returns the failures found.
+
+        With ``on_error="raise"`` (the dataset's setting unless given) one AudioDecodeError lists every bad
+        file; with ``"skip"`` they are removed, added to :attr:`failures` and counted in a warning.
+        """
+        before, bad = len(self.failures), {}
+        for i, item in enumerate(self.items):
+            try:
+                info = audio_info(item.path)
+            except (OSError, AudioDecodeError) as e:
+                bad[i] = str(e)
+                continue
+            if item.start_s is not None and item.start_s >= info.duration_s:
+                bad[i] = f"start_s={item.start_s} is past the end of the file ({info.duration_s:.3f} s)"
+            channel = self.channels if item.channel is None else item.channel
+            if isinstance(channel, int) and not -info.channels <= channel < info.channels:
+                bad[i] = f"channel {channel} requested, the file has {info.channels} channels"
+        if on_error not in (None, "raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        saved, self.on_error = self.on_error, on_error or self.on_error
+        try:
+            self._remove(bad, "cannot be read", AudioDecodeError)
+        finally:
+            self.on_error = saved
+        return self.failures[before:]
+
+    validate_files = check
+
+    # -- constructors ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, *, extensions: Sequence[str] = AUDIO_EXTENSIONS,
+                    label_map=None, **kwargs) -> "AudioDataset":
+        """Files under ``root/<label>/`` (any depth below it) labelled by their class folder's name.
+
+        Labels are the sorted folder names unless ``label_map`` is given. Hidden files and folders (``.name``)
+        and audio lying directly in ``root`` are left out and counted in a warning. ``kwargs`` go to the
+        constructor.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"audio folder not found: {root} (expected {root}/<label>/<files>)")
+        suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+        items, loose, hidden = [], 0, 0
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.suffix.lower() not in suffixes:
+                continue
+            parts = path.relative_to(root).parts
+            if any(part.startswith(".") for part in parts):
+                hidden += 1
+            elif len(parts) == 1:
+                loose += 1
+            else:
+                items.append(AudioItem(path, (parts[0],), origin=str(path)))
+        ignored = [f"{n} {what}" for n, what in ((loose, "directly in the root folder (no class folder)"),
+                                                 (hidden, "hidden or in hidden folders")) if n]
+        if not items:
+            raise ValueError(f"no audio files with extensions {suffixes} in class sub-folders of {root}; expected "
+                             f"{root}/<label>/<file>" + (f" (ignored: {', '.join(ignored)})" if ignored else ""))
+        if ignored:
+            warnings.warn(f"{root}: ignored audio files: {', '.join(ignored)}", stacklevel=2)
+        return cls(items, label_map=label_map, source=f"folder {root}", **kwargs)
+
+    @classmethod
+    def from_manifest(cls, csv_path: str | os.PathLike, *, label_map=None, split: str | Sequence[str] | None = None,
+                      label_column: str = "label", root: str | os.PathLike | None = None,
+                      **kwargs) -> "AudioDataset":
+        """Rows of a CSV with columns ``path`` and ``label`` (``;`` joins several labels), optional ``start_s``
+        and ``end_s`` (seconds; empty = whole file) and ``split``; other columns come back with each item.
+
+        Relative paths are relative to the CSV's folder (or ``root``). ``split`` keeps rows whose ``split`` is
+        that value (or one of several). Unless given, the label order (sorted) and ``multilabel`` are taken from
+        all rows, before the split filter, so train/val/test datasets agree. ``label_column`` picks another
+        column as the label, e.g. ``"individual"``; without that column the dataset is unlabelled.
+        """
+        csv_path = Path(csv_path)
+        base = Path(root) if root is not None else csv_path.parent
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"manifest not found: {csv_path}")
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            rows = []
+            for row in reader:
+                if None in row:  # csv puts fields beyond the header under None
+                    raise ValueError(f"{csv_path.name} line {reader.line_num}: more fields than the header's "
+                                     f"{len(reader.fieldnames)} columns (quote values containing commas)")
+                rows.append(({k.strip(): (v or "").strip() for k, v in row.items()}, reader.line_num))
+        if "path" not in columns:
+            raise ValueError(f"{csv_path}: needs a 'path' column (and usually '{label_column}'); found {columns}")
+        if split is not None and "split" not in columns:
+            raise ValueError(f"{csv_path}: split={split!r} asked for but there is no 'split' column; found {columns}")
+        labelled = label_column in columns
+        items, wanted = [], {split} if isinstance(split, str) else set(split or ())
+        for row, line in rows:
+            where = f"{csv_path.name} line {line}"
+            if not row.get("path"):
+                raise ValueError(f"{where}: empty path")
+            times = []
+            for key in ("start_s", "end_s"):
+                try:
+                    times.append(float(row[key]) if row.get(key) else None)
+                except ValueError:
+                    raise ValueError(f"{where}: {key}={row[key]!r} is not a number of seconds") from None
+            if any(t is not None and not (math.isfinite(t) and t >= 0) for t in times):
+                raise ValueError(f"{where}: start_s/end_s must be finite seconds >= 0, got {times}")
+            if None not in times and times[1] <= times[0]:
+                raise ValueError(f"{where}: end_s={times[1]} must be after start_s={times[0]}")
+            extra = {(k if k not in _RESERVED else f"meta_{k}"): v for k, v in row.items()
+                     if k not in ("path", label_column, "start_s", "end_s")}
+            labels = _split_labels(row.get(label_column)) if labelled else ()
+            items.append(AudioItem(base / row["path"], labels, times[0], times[1], extra, where))
+        if not items:
+            raise ValueError(f"{csv_path} has no rows; expected a header with 'path,{label_column}' and one row per "
+                             "file")
+        if kwargs.get("multilabel") is None:
+            kwargs["multilabel"] = any(len(item.labels) > 1 for item in items)
+        if label_map is None and labelled:
+            label_map = sorted({name for item in items for name in item.labels}) or None
+        if wanted:
+            present = sorted({item.extra.get("split", "") for item in items})
+            items = [item for item in items if item.extra.get("split") in wanted]
+            if not items:
+                raise ValueError(f"no rows of {csv_path} have split in {sorted(wanted)}; splits present: {present}")
+        return cls(items, label_map=label_map, source=f"manifest {csv_path}", **kwargs)
+
+    # -- the Dataset protocol -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary seeded random crops between epochs (no effect with ``seed=None``)."""
+        self.epoch = int(epoch)
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        state = np.random.SeedSequence([int(self.seed), self.epoch, index]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def _load(self, index: int, item: AudioItem) -> tuple[torch.Tensor, float]:
+        start = item.start_s or 0.0
+        end = item.end_s
+        if self.clip_s is not None:
+            if self.random_crop:
+                span = (item.end_s or audio_info(item.path).duration_s) - start
+                slack = max(0, int(round((span - self.clip_s) * self.sample_rate)))
+                offset = int(torch.randint(0, slack + 1, (1,), generator=self._generator(index)))
+                start += offset / self.sample_rate
+            end = start + self.clip_s if end is None else min(end, start + self.clip_s)
+        channels = self.channels if item.channel is None else item.channel
+        audio = load_audio(item.path, sample_rate=self.sample_rate, channels=channels,
+                           start_s=start if start > 0 else None, end_s=end)
+        return audio.waveform[0], audio.start_s
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        index = index % len(self)
+        item = self.items[index]
+        try:
+            wave, start_s = self._load(index, item)
+        except FileNotFoundError:
+            raise
+        except Exception as e:
+            raise AudioDecodeError(f"dataset item {index} ({item.path}): {e}") from e
+        if self.clip_s is not None:
+            wave, mask = pad_or_crop(wave, max(1, int(round(self.clip_s * self.sample_rate))))
+        else:
+            mask = torch.zeros(wave.shape, dtype=torch.bool)
+        out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s}
+        if item.channel is not None:
+            out["channel"] = item.channel
+        if self._labels and self.multilabel:
+            target = torch.zeros(self.num_classes)
+            target[[self._label_to_index[name] for name in item.labels]] = 1.0
+            out["target"] = target
+        elif self._labels:
+            out["label"] = torch.tensor(self._label_to_index[item.labels[0]])
+        out.update(item.extra)
+        return out
+
+    # -- what people look up --------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        """Label names in index order."""
+        return list(self._labels)
+
+    @property
+    def label_to_index(self) -> dict[str, int]:
+        return dict(self._label_to_index)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._labels)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Integer labels ``[N]``, or multi-hot float32 ``[N, num_classes]`` for a multi-label dataset."""
+        if not self.multilabel:
+            return np.array([self._label_to_index[item.labels[0]] for item in self.items] if self._labels else [],
+                            dtype=np.int64)
+        out = np.zeros((len(self.items), self.num_classes), dtype=np.float32)
+        for row, item in enumerate(self.items):
+            out[row, [self._label_to_index[name] for name in item.labels]] = 1.0
+        return out
+
+    def save_label_map(self, path: str | os.PathLike) -> None:
+        """Write the label order as ``{"name": index}`` (the format of ``labels.json`` and model label maps)."""
+        Path(path).write_text(json.dumps(self._label_to_index, indent=1, ensure_ascii=False) + "\n", "utf-8")
+
+    def __repr__(self) -> str:
+        kind = "multi-label" if self.multilabel else "single-label"
+        failed = f", {len(self.failures)} failures" if self.failures else ""
+        return (f"AudioDataset({len(self)} items, {self.num_classes} classes ({kind}), clip_s={self.clip_s}, "
+                f"from {self.source}{failed})")
