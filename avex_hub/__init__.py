@@ -34,10 +34,24 @@ __all__ = [
 ]
 
 # Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
-_LAZY = {"audio", "data", "synthetic", "metrics", "evaluation", "probes", "training", "inference", "lightning", "cli"}
+_LAZY = {"audio", "data", "synthetic", "metrics", "embeddings", "evaluation", "probes", "training", "sklearn",
+         "inference", "precision", "lightning", "augment", "cli"}
+# ... and these names from them.
+_LAZY_NAMES = {
+    "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",
+    "extract_embeddings": "embeddings", "Embeddings": "embeddings", "train_probe": "training",
+    "save_probe": "probes", "load_probe": "probes", "evaluate": "evaluation", "compare_models": "evaluation",
+    "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexEmbedder": "sklearn",
+}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'avex_hub' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY | set(_LAZY_NAMES))

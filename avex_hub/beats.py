@@ -151,7 +151,10 @@ class WeightNormConv1d(nn.Module):
         return p.original1 * (p.original0 / p.original1.norm(dim=(0, 1), keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, N] -> [B, C, N + 1 - K % 2]
-        return F.conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
+        # Always fp32: a bf16 grouped convolution with this long kernel is badly wrong on some CPU
+        # kernels (relative error ~1 seen with torch 2.13), and it is a small share of the compute.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.conv1d(x.float(), self.weight.float(), self.bias.float(), padding=self.padding, groups=self.groups)
 
 
 class SelfAttention(nn.Module):

@@ -89,3 +89,21 @@ def test_features_only_and_1d_input(tiny_dir, cases):
     assert features.shape == (1, 72, 64)
     assert (features[0] - cases["equal.features"][0]).abs().max() <= TOL
     assert not model.training
+
+
+def test_bf16_and_int8_stay_close_to_fp32(tiny_model, cases):
+    from avex_hub.precision import inference_context, prepare_for_inference
+
+    audio = cases["padded.audio"]
+    mask = cases["padded.padding_mask"]
+    with torch.inference_mode():
+        reference = tiny_model.embed(audio, mask)
+        top1 = tiny_model(audio, mask).argmax(1)
+    for precision in ("bf16", "int8"):
+        model = prepare_for_inference(tiny_model, precision, "cpu")
+        with inference_context(precision, "cpu"):
+            embedding = model.embed(audio, mask).float()
+            logits = model(audio, mask).float()
+        cosine = torch.nn.functional.cosine_similarity(embedding, reference)
+        assert cosine.min() >= 0.99, (precision, cosine)
+        assert torch.equal(logits.argmax(1), top1), precision

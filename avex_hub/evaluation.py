@@ -1,0 +1,298 @@
+"""The evaluation protocol of the model card: probe, retrieval and clustering scores for a dataset.
+
+    from avex_hub.evaluation import evaluate, compare_models, compare_layers, side_by_side
+    table = evaluate(model, (train, val, test), layers="last")     # or a dataset with a 'split' column
+    print(table.to_markdown())
+    print(side_by_side(compare_layers(model, dataset, layers=[4, 8, "last"]), by="layer"))
+
+Rows (``avex_hub.metrics.ResultsTable``):
+
+- ``("probe", "accuracy")`` (single-label) or ``("probe", "mAP")`` (multi-label): a probe (``linear`` or
+  ``mlp`` trained offline on pooled embeddings, ``attention`` trained online on audio) trained on the train split
+  (validated on val, or on ``val_fraction`` of train) and scored on the test split.
+- ``("retrieval", "roc_auc")`` and ``("retrieval", "precision_at_1")``: cosine retrieval among the test clips.
+- ``("clustering", "nmi")``: k-means on the test embeddings (single-label data only).
+
+Retrieval and clustering use the pooled test embedding of the chosen layer; with several layers, their mix
+with the probe's learned softmax layer weights (the representation the probe sees).
+
+Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one AudioDataset whose items carry a
+``split`` of ``train``/``val``/``test`` (a manifest read without ``split=``), or else one dataset split
+``test_fraction`` / rest, stratified and seeded. The same works with Embeddings instead of datasets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .embeddings import Embeddings, cache_path_for, extract_embeddings
+from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
+from .model import AvexModel
+from .probes import Probe, attention_probe
+from .training import TrainResult, predict, split_indices, train_probe
+
+__all__ = ["Evaluation", "evaluate", "compare_models", "compare_layers", "side_by_side", "resolve_splits"]
+
+_ROLES = ("train", "val", "test")
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate(..., details=True)`` returns: the table and what produced it. ``representation`` is the
+    test embedding ``[n_test, C]`` used for retrieval and clustering; ``test_logits`` the probe's ``[n_test, K]``."""
+
+    table: ResultsTable
+    probe: Probe
+    train_result: TrainResult
+    embeddings: dict[str, Embeddings] = field(repr=False)
+    test_logits: torch.Tensor = field(repr=False)
+    representation: torch.Tensor = field(repr=False)
+
+
+def _subset(data, rows, role: str):
+    """Rows of a dataset as a dataset of the same kind (AudioDataset keeps labels, clip settings, collate)."""
+    from .data import AudioDataset
+
+    if isinstance(data, Embeddings):
+        return data.subset(rows)
+    if isinstance(data, AudioDataset):
+        return AudioDataset([data.items[i] for i in rows], label_map=data.labels, clip_s=data.clip_s,
+                            random_crop=data.random_crop, seed=data.seed,
+                            channels="mix" if data.channels == "all" else data.channels,  # items keep their channel
+                            sample_rate=data.sample_rate, multilabel=data.multilabel, on_error=data.on_error,
+                            source=f"{data.source} ({role} split)")
+    raise TypeError(f"cannot split a {type(data).__name__}; pass (train, test) or (train, val, test) splits")
+
+
+def _labels_of(data) -> np.ndarray:
+    if isinstance(data, Embeddings):
+        if data.labels is None:
+            raise ValueError("the embeddings have no labels; evaluation needs labelled clips")
+        return data.labels.numpy()
+    targets = getattr(data, "targets", None)
+    if targets is None or len(targets) == 0:
+        raise ValueError(f"{type(data).__name__} has no labels; evaluation needs labelled clips")
+    return np.asarray(targets)
+
+
+def resolve_splits(data, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
+    """``{"train": ..., "val": ... (optional), "test": ...}`` from any of the accepted forms (module docstring)."""
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - set(_ROLES))
+        if unknown or "train" not in data or "test" not in data:
+            raise ValueError(f"splits need keys 'train' and 'test' (and optionally 'val'); got {sorted(data)}")
+        splits = {k: v for k, v in data.items() if v is not None}
+    elif isinstance(data, (tuple, list)):
+        if len(data) not in (2, 3):
+            raise ValueError(f"expected (train, test) or (train, val, test) splits, got {len(data)} items")
+        splits = dict(zip(("train", "test") if len(data) == 2 else _ROLES, data))
+    else:
+        items = getattr(data, "items", None)
+        marked = [getattr(item, "extra", {}).get("split") for item in items] if isinstance(items, list) else []
+        if marked and set(marked) <= set(_ROLES) and {"train", "test"} <= set(marked):
+            splits = {role: _subset(data, [i for i, s in enumerate(marked) if s == role], role)
+                      for role in _ROLES if role in marked}
+        else:
+            if not 0.0 < test_fraction < 1.0:
+                raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            if len(data) < 2:
+                raise ValueError(f"cannot split {len(data)} clip(s) into train and test; expected at least 2")
+            keep, held = split_indices(torch.as_tensor(_labels_of(data)), test_fraction, seed)
+            if not len(held) or not len(keep):
+                raise ValueError(f"test_fraction={test_fraction} leaves an empty split of {len(data)} clips")
+            splits = {"train": _subset(data, keep, "train"), "test": _subset(data, held, "test")}
+    for role, split in splits.items():
+        if len(split) == 0:
+            raise ValueError(f"the {role} split is empty; expected at least one labelled clip")
+    return splits
+
+
+def _layer_label(spec, indices: list[int]):
+    if isinstance(spec, str) and spec == "all":
+        return "all"
+    return indices[0] if len(indices) == 1 else "+".join(map(str, indices))
+
+
+def _indices_in(embeddings: Embeddings, layers) -> list[int]:
+    """Layer indices of ``layers`` relative to what the embeddings hold."""
+    if layers == "last":
+        return [embeddings.layers[-1]]
+    if layers == "all":
+        return list(embeddings.layers)
+    indices = [layers] if isinstance(layers, int) else list(layers)
+    embeddings.select_layers(indices)  # ValueError naming what is missing
+    return indices
+
+
+def _extract_splits(model: AvexModel, splits: dict, indices: list[int], pooling: str, *, cache_dir, **kwargs):
+    out = {}
+    for role, data in splits.items():
+        if isinstance(data, Embeddings):
+            out[role] = data
+            continue
+        cache = None if cache_dir is None else cache_path_for(cache_dir, role, model, data, indices, pooling,
+                                                              kwargs.get("precision", "fp32"))
+        layers = indices[0] if len(indices) == 1 else list(indices)  # one layer: [n, C]
+        out[role] = extract_embeddings(model, data, layers=layers, pooling=pooling, cache=cache, **kwargs)
+    return out
+
+
+def _score(emb: dict[str, Embeddings], indices: list[int], *, probe: str, seed: int, model, splits, layer,
+           model_name, dataset_name, retrieval: bool, clustering: bool, probe_kwargs: dict, train_kwargs: dict,
+           progress: bool, extract_kwargs: dict) -> Evaluation:
+    train, test = emb["train"], emb["test"]
+    if train.labels is None or test.labels is None:
+        raise ValueError("evaluation needs labelled train and test clips; the embeddings have no labels")
+    multilabel = train.multilabel
+    num_classes = train.num_classes if train.label_names else max(train.num_classes or 0, test.num_classes or 0)
+    dim = train.embeddings.shape[-1]
+    if probe in ("linear", "mlp"):
+        head = Probe(None, num_classes, layers=indices, aggregation=train.pooling, head=probe, multilabel=multilabel,
+                     embedding_dim=dim, seed=seed, label_names=train.label_names,
+                     **({"hidden_dim": 256, "dropout": 0.1} | probe_kwargs if probe == "mlp" else probe_kwargs))
+        result = train_probe(head, train, emb.get("val"), seed=seed, progress=progress, **train_kwargs)
+        logits = predict(head, test)
+    elif probe == "attention":
+        if not isinstance(model, AvexModel) or isinstance(splits["train"], Embeddings):
+            raise ValueError("probe='attention' pools frames, so it needs the model and audio datasets, "
+                             "not embeddings")
+        head = attention_probe(model, num_classes, layers=indices, multilabel=multilabel, seed=seed, **probe_kwargs)
+        result = train_probe(head, splits["train"], splits.get("val"), seed=seed, progress=progress,
+                             mode="online", **train_kwargs)
+        logits = predict(head, splits["test"], batch_size=extract_kwargs.get("batch_size", 16))
+    else:
+        raise ValueError(f"probe must be 'linear', 'mlp' or 'attention', got {probe!r}")
+    labels = test.labels.numpy()
+    table = ResultsTable()
+    row = dict(model=model_name, layer=layer, dataset=dataset_name)
+    if multilabel:
+        table.add("probe", "mAP", mean_average_precision(labels, logits.numpy()), **row)
+    else:
+        table.add("probe", "accuracy", accuracy(labels, logits.numpy()), **row)
+    with torch.no_grad():
+        weights = head.layer_weights.detach().cpu()
+        representation = torch.einsum("l,nlc->nc", weights, test.select_layers(indices))
+    if retrieval:
+        scores = retrieval_metrics(representation, labels)
+        table.add("retrieval", "roc_auc", scores["roc_auc"], **row)
+        table.add("retrieval", "precision_at_1", scores["precision_at_1"], **row)
+    if clustering and not multilabel:
+        table.add("clustering", "nmi", clustering_nmi(representation, labels, seed=seed), **row)
+    return Evaluation(table, head, result, emb, logits, representation)
+
+
+def evaluate(model_or_embeddings, data=None, *, layers="last", probe: str = "linear", pooling: str = "mean",
+             seed: int = 0, test_fraction: float = 0.3, batch_size: int = 16, num_workers: int = 0, device=None,
+             precision: str = "fp32", cache_dir: str | os.PathLike | None = None, probe_kwargs: dict | None = None,
+             train_kwargs: dict | None = None, model_name: str | None = None, dataset_name: str | None = None,
+             retrieval: bool = True, clustering: bool = True, progress: bool = False,
+             details: bool = False) -> ResultsTable | Evaluation:
+    """Score a model (or precomputed embeddings) on a dataset with the model card's protocol.
+
+    ``model_or_embeddings``: an AvexModel with ``data`` (datasets or splits), or Embeddings / splits of
+    Embeddings (then ``data`` is None). ``layers``: ``"last"``, an int, a list (mixed with learned weights) or
+    ``"all"``. ``probe_kwargs`` go to the probe (e.g. ``hidden_dim``), ``train_kwargs`` to
+    :func:`avex_hub.training.train_probe` (e.g. ``epochs``, ``class_weights``). ``details=True`` returns an
+    :class:`Evaluation` with the probe, the training history and the embeddings.
+    """
+    probe_kwargs, train_kwargs = dict(probe_kwargs or {}), dict(train_kwargs or {})
+    extract_kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
+                          progress=progress)
+    if isinstance(model_or_embeddings, AvexModel):
+        if data is None:
+            raise ValueError("evaluate(model, data): pass the dataset or its (train, test) splits")
+        model = model_or_embeddings
+        splits = resolve_splits(data, test_fraction=test_fraction, seed=seed)
+        indices = model.layer_indices(layers)
+        emb = _extract_splits(model, splits, indices, pooling, cache_dir=cache_dir, **extract_kwargs)
+        model_name = model_name or model.name
+    else:
+        if data is not None:
+            raise ValueError("with embeddings as the first argument, pass data=None (the splits are the embeddings)")
+        model = None
+        source = model_or_embeddings
+        if not isinstance(source, (Embeddings, tuple, list, dict)):
+            raise TypeError(f"expected an AvexModel or Embeddings (or their splits), got {type(source).__name__}")
+        splits = emb = resolve_splits(source, test_fraction=test_fraction, seed=seed)
+        bad = [role for role, e in emb.items() if not isinstance(e, Embeddings)]
+        if bad:
+            raise TypeError(f"splits {bad} are not Embeddings; pass the model as the first argument to embed audio")
+        indices = _indices_in(emb["train"], layers)
+        model_name = model_name or emb["train"].model_name
+    pools = {role: e.pooling for role, e in emb.items()}
+    if len(set(pools.values())) != 1:
+        raise ValueError(f"the splits were pooled differently: {pools}; extract them with the same pooling")
+    out = _score(emb, indices, probe=probe, seed=seed, model=model, splits=splits, layer=_layer_label(layers, indices),
+                 model_name=model_name, dataset_name=dataset_name, retrieval=retrieval, clustering=clustering,
+                 probe_kwargs=probe_kwargs, train_kwargs=train_kwargs, progress=progress, extract_kwargs=extract_kwargs)
+    return out if details else out.table
+
+
+def compare_models(models: dict, data=None, **kwargs) -> ResultsTable:
+    """``evaluate`` each of ``{"name": model_or_embeddings}`` on the same data; rows carry the name as ``model``.
+    See :func:`side_by_side` for one column per model."""
+    if not isinstance(models, dict) or not models:
+        raise ValueError("compare_models expects a non-empty dict {'name': model or embeddings}")
+    return ResultsTable.concat(*(evaluate(m, data, model_name=name, **kwargs) for name, m in models.items()))
+
+
+def compare_layers(model_or_embeddings, data=None, *, layers=None, **kwargs) -> ResultsTable:
+    """``evaluate`` several layer choices (default: every single layer) from one extraction; rows carry ``layer``.
+
+    ``layers`` is a list of layer choices, each ``"last"``, ``"all"``, an int or a list of ints.
+    """
+    if kwargs.pop("details", False):
+        raise ValueError("compare_layers returns a table; call evaluate(..., details=True) for one layer")
+    seed, test_fraction = kwargs.get("seed", 0), kwargs.pop("test_fraction", 0.3)
+    if isinstance(model_or_embeddings, AvexModel):
+        model = model_or_embeddings
+        choices = layers if layers is not None else list(range(model.num_layers + 1))
+        wanted = sorted({i for choice in choices for i in model.layer_indices(choice)})
+        splits = resolve_splits(data, test_fraction=test_fraction, seed=seed)
+        extract = {"progress": False} | {k: kwargs[k] for k in ("batch_size", "num_workers", "device", "precision",
+                                                              "progress") if k in kwargs}
+        emb = _extract_splits(model, splits, wanted, kwargs.pop("pooling", "mean"),
+                              cache_dir=kwargs.pop("cache_dir", None), **extract)
+        for k in extract:
+            kwargs.pop(k, None)
+        kwargs.setdefault("model_name", model.name)
+        tables = []
+        for choice in choices:
+            label = _layer_label(choice, model.layer_indices(choice))
+            subset = {role: _with_layers(e, model.layer_indices(choice)) for role, e in emb.items()}
+            tables.append(evaluate(subset, layers="all", **kwargs).rows)
+            tables[-1] = [_relabel(row, label) for row in tables[-1]]
+        return ResultsTable.concat(*tables)
+    source = resolve_splits(model_or_embeddings, test_fraction=test_fraction, seed=seed)
+    choices = layers if layers is not None else list(source["train"].layers)
+    return ResultsTable.concat(*(evaluate(source, layers=choice, **kwargs) for choice in choices))
+
+
+def _with_layers(e: Embeddings, indices: list[int]) -> Embeddings:
+    out = e.subset(np.arange(len(e)))
+    out.embeddings, out.layers = e.select_layers(indices), list(indices)
+    return out
+
+
+def _relabel(row, layer):
+    from dataclasses import replace
+
+    return replace(row, layer=layer)
+
+
+def side_by_side(table: ResultsTable, by: str = "model") -> Comparison:
+    """One row per (task, dataset, metric, and ``layer`` or ``model``), one score column per value of ``by``."""
+    if by not in ("model", "layer"):
+        raise ValueError(f"by must be 'model' or 'layer', got {by!r}")
+    other = "layer" if by == "model" else "model"
+    names = list(dict.fromkeys(getattr(row, by) for row in table))
+    cells: dict[tuple, dict] = {}
+    for row in table:
+        key = (row.task, row.dataset, row.metric, getattr(row, other))
+        cells.setdefault(key, {})[getattr(row, by)] = row.score
+    rows = [(*key, *(scores.get(name) for name in names)) for key, scores in cells.items()]
+    return Comparison(("task", "dataset", "metric", other, *map(str, names)), rows)

@@ -1,0 +1,150 @@
+"""The evaluation protocol end to end: synthetic data -> probe via the public API -> table rows equal direct metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import avex_hub
+from avex_hub.data import AudioDataset
+from avex_hub.embeddings import Embeddings, extract_embeddings
+from avex_hub.evaluation import compare_layers, compare_models, evaluate, resolve_splits, side_by_side
+from avex_hub.metrics import accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
+from avex_hub.synthetic import make_synthetic_dataset
+from avex_hub.training import split_indices, train_probe
+
+ROWS = [("probe", "accuracy"), ("retrieval", "roc_auc"), ("retrieval", "precision_at_1"), ("clustering", "nmi")]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic_dataset(root, num_species=4, individuals_per_species=2, clips_per_individual=6, clip_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def dataset(synthetic):
+    return AudioDataset.from_manifest(synthetic.manifest, clip_s=1.0)  # all rows; items carry their split
+
+
+def _blobs(n: int, k: int, dim: int, seed: int) -> Embeddings:
+    centers = torch.randn(k, dim, generator=torch.Generator().manual_seed(99)) * 3
+    y = torch.arange(n) % k
+    return Embeddings.from_arrays(centers[y] + torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), y,
+                                  layers=[5])
+
+
+def test_end_to_end_rows_equal_direct_metrics(model, tiny_dir, synthetic, dataset):
+    table = evaluate(model, dataset, dataset_name="synthetic", seed=0)
+    assert [(r.task, r.metric) for r in table] == ROWS
+    assert {(r.model, r.layer, r.dataset) for r in table} == {("esp_aves2_sl_beats_all", 3, "synthetic")}
+
+    # The independent route: the manifest's splits, a frozen linear probe through the public API, scored on audio.
+    splits = {s: AudioDataset.from_manifest(synthetic.manifest, split=s, clip_s=1.0) for s in ("train", "val", "test")}
+    backbone = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
+    probe = avex_hub.linear_probe(backbone, 4, seed=0)
+    train_probe(probe, splits["train"], splits["val"], seed=0, progress=False)
+    batch = AudioDataset.collate([splits["test"][i] for i in range(len(splits["test"]))])
+    with torch.no_grad():
+        logits = probe(batch["audio"], batch["padding_mask"])
+    test = extract_embeddings(model, splits["test"], progress=False)
+    scores = {(r.task, r.metric): r.score for r in table}
+    assert scores["probe", "accuracy"] == pytest.approx(accuracy(batch["label"], logits), abs=1e-12)
+    direct = retrieval_metrics(test.embeddings, test.labels)
+    assert scores["retrieval", "roc_auc"] == pytest.approx(direct["roc_auc"], abs=1e-6)
+    assert scores["retrieval", "precision_at_1"] == pytest.approx(direct["precision_at_1"], abs=1e-6)
+    assert scores["clustering", "nmi"] == pytest.approx(clustering_nmi(test.embeddings, test.labels, seed=0), abs=1e-6)
+
+
+def test_details_and_learned_layer_mix(model, dataset):
+    ev = evaluate(model, dataset, layers="all", details=True)
+    assert ev.table.rows[0].layer == "all" and ev.embeddings["test"].embeddings.shape[1:] == (4, 64)
+    w = ev.probe.layer_weights.detach()
+    assert not torch.allclose(w, torch.full((4,), 0.25))  # learned, and used for retrieval and clustering
+    manual = sum(w[i] * ev.embeddings["test"].embeddings[:, i] for i in range(4))
+    assert torch.allclose(ev.representation, manual, atol=1e-6)
+    test_labels = ev.embeddings["test"].labels
+    assert ev.table.rows[0].score == accuracy(test_labels, ev.test_logits)
+    assert ev.table.rows[3].score == pytest.approx(clustering_nmi(manual, test_labels, seed=0), abs=1e-6)
+    assert ev.train_result.metric_name == "accuracy" and ev.train_result.best_epoch >= 1
+
+
+def test_embeddings_in_seeded_split_and_separable_scores():
+    emb = _blobs(300, 3, 16, seed=0)
+    table = evaluate(emb, seed=4)
+    scores = {(r.task, r.metric): r.score for r in table}
+    assert scores["probe", "accuracy"] > 0.95 and scores["retrieval", "roc_auc"] > 0.95
+    assert scores["clustering", "nmi"] > 0.8
+    train, test = split_indices(emb.labels, 0.3, 4)  # the documented split, given explicitly
+    assert evaluate((emb.subset(train), emb.subset(test)), seed=4) == table
+    assert evaluate({"train": emb.subset(train), "test": emb.subset(test)}, seed=4) == table
+
+
+def test_multilabel_rows(model, tmp_path):
+    data = make_synthetic_dataset(tmp_path, num_species=3, individuals_per_species=2, clips_per_individual=4,
+                                  clip_s=0.5, multilabel_fraction=0.5)
+    dataset = AudioDataset.from_manifest(data.manifest, clip_s=0.5)
+    assert dataset.multilabel
+    ev = evaluate(model, dataset, details=True)
+    assert [(r.task, r.metric) for r in ev.table] == [("probe", "mAP"), ("retrieval", "roc_auc"),
+                                                      ("retrieval", "precision_at_1")]  # no NMI for multi-hot
+    test = ev.embeddings["test"]
+    assert test.labels.shape == (len(test), 3) and ev.train_result.metric_name == "mAP"
+    assert ev.table.rows[0].score == pytest.approx(mean_average_precision(test.labels, ev.test_logits), abs=1e-12)
+    direct = retrieval_metrics(test.embeddings, test.labels)
+    assert [r.score for r in ev.table.rows[1:]] == pytest.approx([direct["roc_auc"], direct["precision_at_1"]])
+
+
+def test_compare_layers_and_models(model, dataset):
+    table = compare_layers(model, dataset, layers=[1, "last", "all"])
+    assert [r.layer for r in table] == [1] * 4 + [3] * 4 + ["all"] * 4
+    single = evaluate(model, dataset, layers=1)
+    assert [r.score for r in table.rows[:4]] == pytest.approx([r.score for r in single], abs=1e-6)
+    grid = side_by_side(table, by="layer")
+    assert grid.columns == ("task", "dataset", "metric", "model", "1", "3", "all") and len(grid.rows) == 4
+    assert grid.rows[0][4:] == tuple(table.rows[i].score for i in (0, 4, 8))
+
+    a, b = _blobs(200, 4, 16, seed=0), _blobs(200, 4, 16, seed=1)
+    b.embeddings = b.embeddings * 0 + torch.randn(200, 16, generator=torch.Generator().manual_seed(3))  # no signal
+    both = compare_models({"good": a, "noise": b})
+    assert {r.model for r in both} == {"good", "noise"} and len(both) == 8
+    grid = side_by_side(both)
+    good, noise = grid.columns.index("good"), grid.columns.index("noise")
+    assert all(row[good] > row[noise] for row in grid.rows)
+
+
+def test_attention_probe_evaluation(model, tmp_path):
+    data = make_synthetic_dataset(tmp_path, num_species=2, individuals_per_species=2, clips_per_individual=4,
+                                  clip_s=0.5)
+    small = AudioDataset.from_manifest(data.manifest, clip_s=0.5)
+    ev = evaluate(model, small, probe="attention", train_kwargs={"epochs": 1}, details=True)
+    assert ev.train_result.mode == "online" and [(r.task, r.metric) for r in ev.table] == ROWS
+    assert ev.table.rows[0].score == accuracy(ev.embeddings["test"].labels, ev.test_logits)
+    assert all(r.score == r.score for r in ev.table)  # no nan: every test query has a positive and a negative
+
+
+def test_bad_evaluation_inputs(model, dataset):
+    emb = _blobs(30, 3, 8, seed=0)
+    with pytest.raises(ValueError, match="pass the dataset"):
+        evaluate(model)
+    with pytest.raises(ValueError, match="probe must be"):
+        evaluate(emb, probe="svm")
+    with pytest.raises(ValueError, match="keys 'train' and 'test'"):
+        resolve_splits({"train": emb})
+    with pytest.raises(ValueError, match="needs the model and audio"):
+        evaluate(emb, probe="attention")
+    with pytest.raises(ValueError, match="no labels"):
+        evaluate(Embeddings.from_arrays(torch.randn(10, 8)))
+    with pytest.raises(ValueError, match=r"layers \[7\] were not extracted"):
+        evaluate(emb, layers=7)
+    with pytest.raises(ValueError, match="empty"):
+        resolve_splits((emb, emb.subset([])))
+    with pytest.raises(TypeError, match="AvexModel or Embeddings"):
+        evaluate("model.safetensors")
+    with pytest.raises(ValueError, match="out of range"):
+        evaluate(model, dataset, layers=[8])

@@ -1,0 +1,248 @@
+"""Training probes and offline extraction: speed path, determinism, early stopping, class weights, caching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import avex_hub
+from avex_hub.data import AudioDataset
+from avex_hub.embeddings import ClipList, Embeddings, extract_embeddings
+from avex_hub.metrics import accuracy, mean_average_precision
+from avex_hub.probes import Probe, attention_probe, linear_probe, mlp_probe
+from avex_hub.synthetic import make_synthetic_dataset
+from avex_hub.training import compute_class_weights, predict, split_indices, train_probe
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    return make_synthetic_dataset(root, num_species=4, individuals_per_species=2, clips_per_individual=3, clip_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def splits(synthetic):
+    return {s: AudioDataset.from_manifest(synthetic.manifest, split=s, clip_s=1.0) for s in ("train", "val", "test")}
+
+
+def _blobs(n: int, k: int, dim: int, seed: int, centers: torch.Tensor | None = None):
+    """Gaussian blobs around random centers: separable, labels 0..k-1 equally often."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, dim, generator=torch.Generator().manual_seed(123)) * 2 if centers is None else centers
+    y = torch.arange(n) % k
+    return centers[y] + torch.randn(n, dim, generator=g), y
+
+
+@pytest.fixture
+def one_thread():
+    """Small ops on a CPU shared with other processes run far faster without intra-op threads; restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_linear_probe_on_10k_cached_embeddings(one_thread):
+    # Measured (defaults: 100 epochs x 9 minibatches of 1024): 1.3 s on a quiet 2-core CPU, 2.3 s on one thread of
+    # the same CPU when busy (25 s with two contending threads, hence one_thread);
+    # speed is benchmarked, not asserted here.
+    x, y = _blobs(10_000, 10, 64, seed=0)
+    xt, yt = _blobs(2_000, 10, 64, seed=1)
+    probe = Probe(None, 10, layers=[12], embedding_dim=64)
+    result = train_probe(probe, Embeddings.from_arrays(x, y, layers=[12]), progress=False)
+    assert result.mode == "offline" and result.metric_name == "accuracy"
+    assert accuracy(yt, predict(probe, Embeddings.from_arrays(xt, yt, layers=[12]))) > 0.97
+
+
+def test_training_is_deterministic_and_leaves_the_global_rng():
+    x, y = _blobs(600, 3, 16, seed=0)
+    emb = Embeddings.from_arrays(x, y, layers=[0])
+    trained = []
+    for seed in (5, 5, 6):
+        probe = Probe(None, 3, layers=[0], embedding_dim=16, head="mlp", hidden_dim=8, dropout=0.3)
+        state = torch.random.get_rng_state()
+        train_probe(probe, emb, epochs=3, batch_size=150, seed=seed, progress=False)
+        assert torch.equal(torch.random.get_rng_state(), state)
+        trained.append(probe.head_state_dict())
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+    assert not all(torch.equal(trained[0][k], trained[2][k]) for k in trained[0])
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    # Validation labels are shifted by one class: the better the probe fits train, the worse val gets.
+    x, y = _blobs(300, 3, 8, seed=0)
+    train, val = Embeddings.from_arrays(x, y, layers=[0]), Embeddings.from_arrays(x[:90], (y[:90] + 1) % 3, layers=[0])
+    probe = Probe(None, 3, layers=[0], embedding_dim=8)
+    result = train_probe(probe, train, val, epochs=200, batch_size=32, lr=0.05, patience=4, progress=False)
+    assert result.stopped_early and len(result.history) == result.best_epoch + 4 < 200
+    assert result.best_metric == result.history[result.best_epoch - 1]["val_metric"]
+    assert accuracy(val.labels, predict(probe, val)) == result.best_metric
+    again = Probe(None, 3, layers=[0], embedding_dim=8)  # same seed, stopped by hand at the best epoch
+    train_probe(again, train, val, epochs=result.best_epoch, batch_size=32, lr=0.05, patience=1000, progress=False)
+    assert all(torch.equal(v, again.head_state_dict()[k]) for k, v in probe.head_state_dict().items())
+
+
+def test_balanced_class_weights():
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    n, k = len(labels), 4
+    expected = [n / (k * 3), n / (k * 1), n / (k * 2), 0.0]  # class 3 has no example
+    assert torch.allclose(compute_class_weights(labels, k), torch.tensor(expected))
+    multi = torch.tensor([[1, 0], [1, 1], [0, 0], [1, 0.0]])
+    assert torch.allclose(compute_class_weights(multi, 2), torch.tensor([1 / 3, 3.0]))
+
+
+def test_class_weights_enter_the_loss():
+    # One full-batch AdamW step from the same init must equal a hand-written weighted cross-entropy step.
+    x, y = _blobs(40, 3, 8, seed=0)
+    y[:20] = 0  # imbalance: 0 is frequent
+    probe = Probe(None, 3, layers=[0], embedding_dim=8, seed=3)
+    manual = Probe(None, 3, layers=[0], embedding_dim=8, seed=3)
+    result = train_probe(probe, Embeddings.from_arrays(x, y, layers=[0]), epochs=1, batch_size=40, lr=0.1,
+                         val_fraction=0.0, progress=False)
+    weights = compute_class_weights(y, 3)
+    assert result.class_weights == weights.tolist() and result.best_epoch == 1
+    optimiser = torch.optim.AdamW(manual.probe_parameters(), lr=0.1, weight_decay=1e-4)
+    torch.nn.functional.cross_entropy(manual.forward_embeddings(x), y, weight=weights).backward()
+    optimiser.step()
+    assert all(torch.allclose(v, probe.head_state_dict()[k], atol=1e-6) for k, v in manual.head_state_dict().items())
+
+
+def test_offline_trained_probe_runs_online_identically(model, splits):
+    for how in ("mean", "max"):
+        probe = linear_probe(model, 4, layers="all", aggregation=how)
+        result = train_probe(probe, splits["train"], splits["val"], epochs=5, progress=False)
+        assert result.mode == "offline" and result.train_embeddings.embeddings.shape == (len(splits["train"]), 4, 64)
+        test = extract_embeddings(model, splits["test"], layers="all", pooling=how, progress=False)
+        batch = AudioDataset.collate([splits["test"][i] for i in range(len(splits["test"]))])
+        with torch.no_grad():
+            online = probe(batch["audio"], batch["padding_mask"])
+            assert torch.allclose(online, probe.forward_embeddings(test.embeddings), atol=1e-5)
+        assert not torch.allclose(probe.layer_weights, torch.full((4,), 0.25))  # the layer weights were learned
+
+
+def test_training_from_a_dataset_caches_its_embeddings(model, splits, tmp_path):
+    probe = mlp_probe(model, 4, layers=[1, 3], hidden_dim=16)
+    first = train_probe(probe, splits["train"], splits["val"], epochs=3, cache_dir=tmp_path, progress=False)
+    files = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(files) == 2 and files[0].startswith("train-") and files[1].startswith("val-")
+    second = train_probe(mlp_probe(model, 4, layers=[1, 3], hidden_dim=16), splits["train"], splits["val"],
+                         epochs=3, cache_dir=tmp_path, progress=False)
+    assert second.train_embeddings.from_cache and not first.train_embeddings.from_cache
+    assert torch.equal(first.train_embeddings.embeddings, second.train_embeddings.embeddings)
+    assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in second.history]
+
+
+def test_multilabel_training(model, tmp_path):
+    data = make_synthetic_dataset(tmp_path, num_species=3, individuals_per_species=1, clips_per_individual=6,
+                                  clip_s=0.5, multilabel_fraction=0.5)
+    train = AudioDataset.from_manifest(data.manifest, split=["train", "val"], clip_s=0.5)
+    assert train.multilabel and train.targets.sum(axis=1).max() > 1
+    probe = linear_probe(model, 3, multilabel=True)
+    result = train_probe(probe, train, epochs=4, val_fraction=0.3, progress=False)
+    assert result.metric_name == "mAP"
+    expected_weights = compute_class_weights(torch.as_tensor(train.targets)[split_indices(
+        torch.as_tensor(train.targets), 0.3, 0)[0]], 3)
+    assert torch.allclose(torch.tensor(result.class_weights), expected_weights)
+    val = result.val_embeddings
+    assert result.best_metric == pytest.approx(mean_average_precision(val.labels, predict(probe, val)))
+    online = attention_probe(model, 3, multilabel=True)  # the online path with multi-hot targets
+    result = train_probe(online, train, epochs=1, val_fraction=0.3, progress=False)
+    assert result.mode == "online" and result.metric_name == "mAP" and len(result.history) == 1
+
+
+def test_online_fine_tuning_changes_the_backbone(tiny_dir, splits):
+    backbone = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
+    before = backbone.backbone.encoder.layers[-1].fc2.weight.clone()
+    probe = linear_probe(backbone, 4, freeze_backbone=False)
+    small = AudioDataset(splits["train"].items[:8], label_map=splits["train"].labels, clip_s=0.5)
+    result = train_probe(probe, small, epochs=1, batch_size=4, val_fraction=0.0, progress=False)
+    assert result.mode == "online" and not torch.equal(before, backbone.backbone.encoder.layers[-1].fc2.weight)
+    with pytest.raises(ValueError, match="fine-tuned"):
+        train_probe(probe, small, mode="offline", progress=False)
+
+
+def test_extraction_layers_in_one_pass_match_embed(model, cases):
+    audio, mask = cases["padded.audio"], cases["padded.padding_mask"]
+    clips = [audio[i][~mask[i]] for i in range(3)]  # natural lengths; the collate pads them again
+    emb = extract_embeddings(model, clips, layers=[0, 2, 3], pooling="max", batch_size=3, progress=False)
+    assert emb.embeddings.shape == (3, 3, 64) and emb.labels is None
+    with torch.no_grad():
+        for j, layer in enumerate([0, 2, 3]):
+            assert torch.allclose(emb.embeddings[:, j], model.embed(audio, mask, layer=layer, pooling="max"),
+                                  atol=1e-5)
+    assert emb.audio_seconds == pytest.approx(float((~mask).sum()) / 16000) and emb.throughput > 0
+    single = extract_embeddings(model, audio, layers="last", progress=False)  # a [n, samples] tensor, no padding
+    with torch.no_grad():
+        assert single.embeddings.shape == (3, 64) and torch.allclose(single.embeddings, model.embed(audio), atol=1e-5)
+    bf16 = extract_embeddings(model, audio, layers="last", precision="bf16", progress=False)
+    assert bf16.embeddings.dtype == torch.float32 and torch.isfinite(bf16.embeddings).all()
+    assert not torch.equal(bf16.embeddings, single.embeddings)  # autocast was on
+    # Closeness to fp32 is the precision module's to test: on torch 2.13 CPU the grouped position convolution
+    # computes wrongly in bf16 (reported), so it is not asserted here.
+
+
+def test_cache_reload_mismatch_and_resume(model, splits, tmp_path, monkeypatch):
+    cache = tmp_path / "train.safetensors"
+    first = extract_embeddings(model, splits["train"], layers="all", cache=cache, progress=False)
+    meta = json.loads((tmp_path / "train.safetensors.json").read_text())
+    assert meta["layers"] == [0, 1, 2, 3] and meta["pooling"] == "mean"
+    assert meta["label_names"] == splits["train"].labels
+    assert meta["model_digest"] == model.weights_sha256 and meta["paths"][0] == splits["train"][0]["path"]
+    assert meta["labels"] == splits["train"].targets.tolist()
+    calls = []
+    monkeypatch.setattr(model, "encode", lambda *a, **k: calls.append(1) or type(model).encode(model, *a, **k))
+    again = extract_embeddings(model, splits["train"], layers="all", cache=cache, progress=False)
+    assert again.from_cache and not calls and torch.equal(again.embeddings, first.embeddings)
+    assert torch.equal(again.labels, torch.as_tensor(splits["train"].targets))
+    with pytest.raises(ValueError, match=r"other settings \(differing: \['pooling'\]\)"):
+        extract_embeddings(model, splits["train"], layers="all", pooling="max", cache=cache, progress=False)
+
+    class Flaky(ClipList):  # fails at item 5 the first time, like a run killed half-way
+        fail = True
+
+        def __getitem__(self, index):
+            if index == 5 and Flaky.fail:
+                raise RuntimeError("interrupted")
+            return super().__getitem__(index)
+
+    audio = torch.randn(8, 4000) * 0.1
+    partial = tmp_path / "flaky.safetensors"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        extract_embeddings(model, Flaky(list(audio)), batch_size=2, cache=partial, progress=False)
+    assert (tmp_path / "flaky.safetensors.partial").is_file() and not partial.exists()
+    Flaky.fail, calls[:] = False, []
+    resumed = extract_embeddings(model, Flaky(list(audio)), batch_size=2, cache=partial, progress=False)
+    assert len(calls) == 2 and not (tmp_path / "flaky.safetensors.partial").exists()  # items 4..7 only
+    monkeypatch.undo()
+    full = extract_embeddings(model, audio, batch_size=2, progress=False)
+    assert torch.allclose(resumed.embeddings, full.embeddings, atol=1e-6)
+
+
+def test_bad_training_inputs(model, splits):
+    x, y = _blobs(30, 3, 64, seed=0)
+    probe = linear_probe(model, 3)
+    with pytest.raises(ValueError, match=r"labels \[3\] are outside 0\.\.2"):
+        train_probe(probe, Embeddings.from_arrays(x, torch.where(y == 2, 3, y), layers=[3]), progress=False)
+    with pytest.raises(ValueError, match="4 classes but the probe has num_classes=3"):
+        train_probe(probe, splits["train"], progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        train_probe(probe, Embeddings.from_arrays(torch.zeros(0, 64), torch.zeros(0, dtype=torch.long)),
+                    progress=False)
+    with pytest.raises(ValueError, match="needs frames"):
+        train_probe(attention_probe(model, 4), splits["train"], mode="offline", progress=False)
+    with pytest.raises(ValueError, match="multi-hot targets"):
+        train_probe(linear_probe(model, 3, multilabel=True), Embeddings.from_arrays(x, y, layers=[3]), progress=False)
+    with pytest.raises(ValueError, match="pooled with 'max'"):
+        train_probe(probe, Embeddings.from_arrays(x, y, layers=[3], pooling="max"), progress=False)
+    with pytest.raises(ValueError, match="class_weights must be"):
+        train_probe(probe, Embeddings.from_arrays(x, y, layers=[3]), class_weights="inverse", progress=False)
+    with pytest.raises(ValueError, match="no labels"):
+        train_probe(probe, extract_embeddings(model, torch.zeros(2, 4000), layers="last", progress=False),
+                    progress=False)
