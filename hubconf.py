@@ -20,6 +20,7 @@ from avex_hub.entrypoints import (  # noqa: E402,F401
     esp_aves2_sl_beats_bio,
     label_map,
     linear_probe,
+    load_probe,
     mlp_probe,
 )
 

@@ -13,7 +13,7 @@ from .model import AvexModel
 
 __all__ = [
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
-    "label_map", "linear_probe", "mlp_probe", "attention_probe",
+    "label_map", "linear_probe", "mlp_probe", "attention_probe", "load_probe",
 ]
 
 _ARGS = """
@@ -79,3 +79,37 @@ def attention_probe(backbone: AvexModel, num_classes: int, **kwargs) -> nn.Modul
     from .probes import attention_probe as build
 
     return build(backbone, num_classes, **kwargs)
+
+
+def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
+               checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
+               revision: str | None = None, progress: bool = True, embeddings_only: bool = False,
+               allow_backbone_mismatch: bool = False) -> nn.Module:
+    """A saved probe on the backbone it was trained on (built from its provenance unless given), verified.
+
+    Args:
+        path: a ``.safetensors`` file written by ``avex_hub.probes.save_probe``.
+        backbone: the model to put it on; None builds the one recorded in the probe's provenance (the
+            published weights, or ``checkpoint``) and checks it against the recorded weights digest,
+            architecture and preprocessing (a ProvenanceMismatchError names both sides of a difference).
+        checkpoint: local weights for that backbone (needed when the probe was trained on local weights).
+        device, revision, progress: as for the model entry points.
+        embeddings_only: no backbone at all: a head for precomputed embeddings (``forward_embeddings``).
+        allow_backbone_mismatch: load onto a mismatching backbone with a warning instead of an error.
+    """
+    from .probes import load_probe as load
+    from .provenance import read_probe_metadata
+
+    if backbone is None and not embeddings_only:
+        provenance = read_probe_metadata(path)["provenance"]
+        if provenance.backbone_sha256 is None:
+            raise ValueError(f"{path} was trained on fresh {provenance.backbone_name} weights (no digest), which "
+                             "cannot be rebuilt; pass backbone=<that model> and allow_backbone_mismatch=True")
+        if checkpoint is None and not provenance.published:
+            raise ValueError(f"{path} was trained on local {provenance.backbone_name} weights (SHA-256 "
+                             f"{provenance.backbone_sha256}), not the published ones; pass checkpoint=<the folder "
+                             "or .safetensors file holding them>, or backbone=<that model>")
+        backbone = build_model(provenance.backbone_name, checkpoint=checkpoint, device=device, revision=revision,
+                               progress=progress)
+    probe = load(path, None if embeddings_only else backbone, allow_backbone_mismatch=allow_backbone_mismatch)
+    return probe.to(device) if device is not None else probe

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -280,38 +281,95 @@ def attention_probe(backbone: AvexModel, num_classes: int, *, layers: str | int 
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
 
 
-def save_probe(probe: Probe, path: str | os.PathLike) -> Path:
-    """Write the probe's head (and the backbone too when it was fine-tuned) to ``path`` (safetensors, atomic),
-    with its config in ``<path>.json``. The backbone's weights digest is recorded so ``load_probe`` can check it."""
+# -- saving: the head, its config and its provenance (avex_hub.provenance) ---------------------------------------
+def save_probe(probe: Probe, path: str | os.PathLike, *, metrics=None, label_names: list[str] | None = None,
+               backbone: AvexModel | None = None) -> Path:
+    """Write the probe's head (and the backbone too when it was fine-tuned) to ``path`` (safetensors, atomic).
+
+    Its config and :class:`~avex_hub.provenance.Provenance` (backbone weights digest and architecture, the
+    preprocessing contract, layers and pooling, label names, ``metrics``: a TrainResult or a dict) go into the
+    file's header and, for people to read, into ``<path>.json``. ``label_names`` names the classes when the probe
+    has none. A probe for precomputed embeddings (no backbone) needs ``backbone=``, the model the embeddings came
+    from, unless it was loaded with ``load_probe`` (its provenance is kept).
+    """
     from safetensors.torch import save_file
 
+    from .provenance import FORMAT_VERSION, PROBE_META_KEY, Provenance, metrics_dict
+
+    names = list(label_names) if label_names is not None else probe.label_names
+    if names is not None and len(names) != probe.num_classes:
+        raise ValueError(f"label_names has {len(names)} names but the probe has {probe.num_classes} classes")
+    if label_names is not None and probe.label_names is not None and list(label_names) != probe.label_names:
+        raise ValueError(f"label_names={list(label_names)[:5]}... differ from the probe's own "
+                         f"{probe.label_names[:5]}...; build the probe with the right names")
+    previous = getattr(probe, "provenance", None)
+    model = probe.backbone if probe.backbone is not None else backbone
+    if model is not None:
+        _check_backbone(model)
+        if model.embedding_dim != probe.embedding_dim:
+            raise ValueError(f"backbone {model.name} has {model.embedding_dim}-dim embeddings, the probe "
+                             f"{probe.embedding_dim}; pass the model the embeddings came from")
+        kind = "probe" if probe.frozen else "fine-tuned probe"
+        provenance = Provenance.from_model(model, layers=probe.layer_indices, pooling=probe.aggregation,
+                                           label_names=names, metrics=metrics, kind=kind)
+        if metrics is None and previous is not None:
+            provenance = replace(provenance, metrics=previous.metrics)
+    elif previous is not None:
+        provenance = replace(previous, label_names=tuple(names) if names is not None else None,
+                             metrics=metrics_dict(metrics) if metrics is not None else previous.metrics)
+    else:
+        raise ValueError("this probe has no backbone (a head for precomputed embeddings), so its provenance cannot "
+                         "be recorded; pass backbone=<the model the embeddings came from> to save_probe")
+    config = {**probe.config(), "label_names": names}
+    meta = json.dumps({"format": "avex_hub.probe", "format_version": FORMAT_VERSION, "config": config,
+                       "provenance": provenance.to_dict()}, indent=1, ensure_ascii=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": probe.config(), "backbone": getattr(probe.backbone, "name", None),
-            "backbone_sha256": getattr(probe.backbone, "weights_sha256", None)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in probe.head_state_dict().items()}
-    for target, write in ((path, lambda p: save_file(tensors, str(p))),
-                          (Path(str(path) + ".json"), lambda p: p.write_text(json.dumps(meta, indent=1)))):
+    tensors, seen = {}, set()
+    for key, value in probe.head_state_dict().items():  # BEATs shares one relative-position table across layers:
+        value = value.detach().cpu().contiguous()         # safetensors refuses shared storage, so copy repeats
+        tensors[key] = value.clone() if value.untyped_storage().data_ptr() in seen else value
+        seen.add(value.untyped_storage().data_ptr())
+    for target, write in ((path, lambda p: save_file(tensors, str(p), metadata={PROBE_META_KEY: meta})),
+                          (Path(str(path) + ".json"), lambda p: p.write_text(meta + "\n", encoding="utf-8"))):
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         write(tmp)
         os.replace(tmp, target)
     return path
 
 
-def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None) -> Probe:
-    """Rebuild a probe saved by ``save_probe`` on ``backbone`` (which must have the recorded weights), or
-    without one (a head for precomputed embeddings)."""
+def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
+               allow_backbone_mismatch: bool = False) -> Probe:
+    """Rebuild a probe saved by ``save_probe`` on ``backbone``, or without one (a head for precomputed embeddings).
+
+    The backbone must match the recorded provenance: weights digest, architecture, preprocessing and layers;
+    otherwise a ProvenanceMismatchError names both sides of each difference (``allow_backbone_mismatch=True``
+    loads anyway with a ProvenanceWarning). A probe saved on fresh weights (no digest) therefore needs the
+    escape hatch. A fine-tuned probe's backbone weights are loaded into ``backbone`` in place, and its
+    ``weights_sha256`` becomes the probe file's digest (it no longer holds the weights it was built from).
+    ``probe.provenance`` holds the label names and metrics recorded at saving.
+    """
+    import warnings
+
     from safetensors.torch import load_file
 
+    from .provenance import ProvenanceMismatchError, ProvenanceWarning, read_probe_metadata
+
     path = Path(path)
-    sidecar = Path(str(path) + ".json")
-    if not path.is_file() or not sidecar.is_file():
-        raise FileNotFoundError(f"expected a probe at {path} and its config at {sidecar} (written by save_probe)")
-    meta = json.loads(sidecar.read_text())
-    recorded = meta.get("backbone_sha256")
-    if recorded and backbone is not None and backbone.weights_sha256 and recorded != backbone.weights_sha256:
-        raise ValueError(f"the probe at {path} was trained on weights {recorded[:12]}..., but this backbone has "
-                         f"{backbone.weights_sha256[:12]}...; load the backbone the probe was trained on")
+    meta = read_probe_metadata(path)
+    provenance = meta["provenance"]
+    if backbone is not None:
+        _check_backbone(backbone)
+        try:
+            provenance.check_compatible(backbone, source=str(path))
+        except ProvenanceMismatchError as error:
+            if not allow_backbone_mismatch:
+                raise
+            warnings.warn(f"{error}\n(loaded anyway: allow_backbone_mismatch=True)", ProvenanceWarning, stacklevel=2)
+    elif provenance.kind == "fine-tuned probe":
+        raise ValueError(f"{path} fine-tuned its backbone, so its head fits only that backbone's embeddings; load it "
+                         f"with backbone=<the base model> (it then holds the fine-tuned weights): "
+                         f"{provenance.how_to_load()}")
     config = dict(meta["config"])
     kind = config.pop("head")
     probe = Probe(backbone, head=kind, **config)
@@ -320,4 +378,9 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None) -> Pr
     missing = [k for k in missing if not (probe.frozen and k.startswith("backbone."))]
     if missing or unexpected:
         raise ValueError(f"{path} does not match the probe config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if backbone is not None and not probe.frozen:
+        from .hub import sha256_file
+
+        backbone.weights_sha256 = sha256_file(path)
+    probe.provenance = provenance
     return probe

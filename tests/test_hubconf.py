@@ -13,7 +13,7 @@ import avex_hub
 from conftest import REPO_ROOT
 
 ENTRY_POINTS = ["esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
-                "label_map", "linear_probe", "mlp_probe", "attention_probe"]
+                "label_map", "linear_probe", "mlp_probe", "attention_probe", "load_probe"]
 
 
 def _hubconf():
