@@ -15,6 +15,7 @@ from .entrypoints import (
     esp_aves2_sl_beats_bio,
     label_map,
     linear_probe,
+    load_probe,
     mlp_probe,
 )
 from .fbank import FbankConfig, KaldiFbank
@@ -30,18 +31,19 @@ __all__ = [
     "MIN_SAMPLES", "Prediction", "Preprocessing", "WEIGHTS", "WeightsEntry", "WeightsNotAvailableError",
     "attention_probe", "build_model", "download_weights", "esp_aves2_naturelm_audio_v1_beats",
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "get_weights", "label_map", "linear_probe",
-    "load_label_map", "mlp_probe",
+    "load_label_map", "load_probe", "mlp_probe",
 ]
 
 # Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
 _LAZY = {"audio", "data", "synthetic", "metrics", "embeddings", "evaluation", "probes", "training", "sklearn",
-         "inference", "precision", "lightning", "augment", "cli"}
+         "inference", "precision", "provenance", "lightning", "augment", "cli"}
 # ... and these names from them.
 _LAZY_NAMES = {
     "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",
     "extract_embeddings": "embeddings", "Embeddings": "embeddings", "train_probe": "training",
-    "save_probe": "probes", "load_probe": "probes", "evaluate": "evaluation", "compare_models": "evaluation",
+    "save_probe": "probes", "evaluate": "evaluation", "compare_models": "evaluation",
     "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexEmbedder": "sklearn",
+    "ProvenanceMismatchError": "provenance",
 }
 
 

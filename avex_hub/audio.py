@@ -40,7 +40,7 @@ import torch
 
 __all__ = [
     "SAMPLE_RATE", "MIN_SAMPLES", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB", "HIGH_FREQUENCY_FRACTION",
-    "AudioDecodeError", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags", "Window",
+    "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags", "Window",
     "ChannelMode", "audio_info", "load_audio", "select_channels", "resample", "high_frequency_energy_fraction",
     "to_float_audio", "quality_flags", "stream_windows", "windows_from_array", "pad_or_crop", "collate_audio",
 ]
@@ -63,6 +63,10 @@ class AudioDecodeError(ValueError):
 
 class HighFrequencyContentWarning(UserWarning):
     """Resampling to 16 kHz removed a noticeable share of the signal's energy (above 8 kHz)."""
+
+
+class AudioQualityWarning(UserWarning):
+    """Audio that is scored although it is clipped or silent (see ``QualityFlags``)."""
 
 
 @dataclass(frozen=True)

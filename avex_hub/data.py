@@ -34,7 +34,7 @@ from .labels import LabelMap
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-_RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel"}
+_RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}
 _LISTED = 100  # at most this many problems spelled out in one message
 
 
@@ -322,7 +322,7 @@ class AudioDataset(torch.utils.data.Dataset):
         state = np.random.SeedSequence([int(self.seed), self.epoch, index]).generate_state(1)[0]
         return torch.Generator().manual_seed(int(state))
 
-    def _load(self, index: int, item: AudioItem) -> tuple[torch.Tensor, float]:
+    def _load(self, index: int, item: AudioItem):
         start = item.start_s or 0.0
         end = item.end_s
         if self.clip_s is not None:
@@ -335,7 +335,7 @@ class AudioDataset(torch.utils.data.Dataset):
         channels = self.channels if item.channel is None else item.channel
         audio = load_audio(item.path, sample_rate=self.sample_rate, channels=channels,
                            start_s=start if start > 0 else None, end_s=end)
-        return audio.waveform[0], audio.start_s
+        return audio.waveform[0], audio.start_s, audio.channels[0], audio.flags[0]
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
@@ -343,7 +343,7 @@ class AudioDataset(torch.utils.data.Dataset):
         index = index % len(self)
         item = self.items[index]
         try:
-            wave, start_s = self._load(index, item)
+            wave, start_s, channel, flags = self._load(index, item)
         except FileNotFoundError:
             raise
         except Exception as e:
@@ -352,9 +352,10 @@ class AudioDataset(torch.utils.data.Dataset):
             wave, mask = pad_or_crop(wave, max(1, int(round(self.clip_s * self.sample_rate))))
         else:
             mask = torch.zeros(wave.shape, dtype=torch.bool)
-        out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s}
-        if item.channel is not None:
-            out["channel"] = item.channel
+        out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s,
+               # the same contract as the CLI's outputs: -1 is the mono mix; flags are (clipped, silent, too_short)
+               "channel": -1 if channel is None else channel,
+               "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short])}
         if self._labels and self.multilabel:
             target = torch.zeros(self.num_classes)
             target[[self._label_to_index[name] for name in item.labels]] = 1.0

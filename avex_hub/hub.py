@@ -254,12 +254,16 @@ def resolve_checkpoint(checkpoint: str | os.PathLike, entry: WeightsEntry) -> di
             "config": config if config.is_file() else None}
 
 
-def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocessing | None]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocessing | None, dict | None]:
+    """config.json -> the architecture, the preprocessing (if recorded) and our exports' provenance block."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); expected BEATs config fields") from None
     preprocessing = data.pop("preprocessing", None)
-    data.pop("avex_hub", None)  # provenance written by our own exports
+    provenance = data.pop("avex_hub", None)  # written by avex_hub's own exports
     config = BEATsConfig.from_dict({**base.to_dict(), **data})
-    return config, (Preprocessing(**preprocessing) if preprocessing else None)
+    return config, (Preprocessing(**preprocessing) if preprocessing else None), provenance
 
 
 def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
@@ -271,10 +275,11 @@ def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.Path
     label_map: LabelMap | None = None
     state: dict[str, torch.Tensor] | None = None
     digest: str | None = None
+    provenance: dict | None = None
     if checkpoint is not None:
         files = resolve_checkpoint(checkpoint, entry)
         if files["config"] is not None:
-            config, custom = _read_config(files["config"], config)
+            config, custom, provenance = _read_config(files["config"], config)
             preprocessing = custom or preprocessing
         state = normalize_state_dict(load_safetensors(files["weights"]))
         digest = sha256_file(files["weights"])
@@ -304,6 +309,10 @@ def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.Path
                       return_features_only=return_features_only, name=entry.name, weights_sha256=digest)
     if state is not None:
         load_state_dict_strict(model, state, source=source)
+    if provenance is not None:  # an exported fine-tune: its parts must agree with what was recorded at export
+        from .provenance import check_export_provenance
+
+        model.provenance = check_export_provenance(model, provenance, source=str(files["config"]))
     return model.to(device) if device is not None else model
 
 

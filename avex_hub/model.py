@@ -208,31 +208,49 @@ class AvexModel(nn.Module):
         """Top-k species with sigmoid scores for a recording, or for each of a list of recordings.
 
         ``audio`` is a file path, a 1-D array (one mono recording) or a 2-D array ``[channels,
-        samples]`` (one multi-channel recording, mixed to mono by default) at ``sample_rate``
-        (required for arrays); it is resampled to 16 kHz. A list gives one answer per item.
+        samples]`` (one multi-channel recording) at ``sample_rate`` (required for arrays); it is
+        resampled to 16 kHz. ``channels`` is the package-wide contract: ``"mix"`` (default) or a
+        channel index give one answer; ``"all"`` gives one answer per channel. A list of recordings
+        gives one answer per item. Clipped or silent audio is scored but warned about by name.
         """
         if self.classifier is None:
             raise ValueError(f"{self.name} has no species head to predict with; use embed() or a probe")
-        from .audio import load_audio, resample, select_channels, to_float_audio
-
         if isinstance(audio, (list, tuple)):
             return [self.predict(item, sample_rate, top_k=top_k, channels=channels) for item in audio]
+        rows, source = self._predict_input(audio, sample_rate, channels)
+        device = next(self.parameters()).device
+        scores = torch.sigmoid(self.logits(rows.to(device))).float().cpu()  # [rows, labels]
+        values, indices = scores.topk(min(top_k, scores.shape[1]), dim=1)
+        answers = [[Prediction(self.label_map.name(i), i, v) for v, i in zip(vs.tolist(), ix.tolist())]
+                   for vs, ix in zip(values, indices)]
+        return answers if channels == "all" else answers[0]
+
+    def _predict_input(self, audio, sample_rate: int | None, channels) -> tuple[torch.Tensor, str]:
+        """Any accepted input -> ``[rows, samples]`` at 16 kHz through the audio contract, flagged."""
+        import warnings
+
+        from .audio import AudioQualityWarning, load_audio, quality_flags, resample, select_channels, to_float_audio
+
         if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
-            wave = load_audio(audio, sample_rate=self.sample_rate, channels=channels).waveform[0]
+            loaded = load_audio(audio, sample_rate=self.sample_rate, channels=channels)
+            rows, flags, source = loaded.waveform, loaded.flags, str(audio)
         else:
             if sample_rate is None:
                 raise ValueError("predict() needs sample_rate= for array input (for example sample_rate=48000)")
             wave = to_float_audio(audio)
-            if wave.dim() == 2:
-                wave = select_channels(wave, channels)[0][0]
-            elif wave.dim() != 1:
+            if wave.dim() == 1:
+                wave = wave.unsqueeze(0)
+            elif wave.dim() != 2:
                 raise ValueError(f"expected [samples] or [channels, samples], got {tuple(wave.shape)}")
-            wave = resample(wave, sample_rate, self.sample_rate)
-        device = next(self.parameters()).device
-        scores = torch.sigmoid(self.logits(wave.to(device).unsqueeze(0)))[0].float().cpu()
-        k = min(top_k, scores.numel())
-        values, indices = scores.topk(k)
-        return [Prediction(self.label_map.name(i), i, v) for v, i in zip(values.tolist(), indices.tolist())]
+            rows = resample(select_channels(wave, channels)[0], sample_rate, self.sample_rate)
+            flags, source = [quality_flags(row) for row in rows], "the audio array"
+        for row, flag in enumerate(flags):
+            problems = [name for name in ("clipped", "silent") if getattr(flag, name)]
+            if problems:
+                where = f"{source} (row {row})" if len(flags) > 1 else source
+                warnings.warn(f"{where} is {' and '.join(problems)}; its scores are not reliable",
+                              AudioQualityWarning, stacklevel=3)
+        return rows, source
 
     def extra_repr(self) -> str:
         head = f"{len(self.label_map)} labels" if self.label_map is not None else "no species head"
