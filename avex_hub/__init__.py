@@ -36,7 +36,8 @@ __all__ = [
 
 # Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
 _LAZY = {"audio", "data", "synthetic", "metrics", "embeddings", "evaluation", "probes", "training", "sklearn",
-         "inference", "precision", "provenance", "lightning", "augment", "cli"}
+         "inference", "outputs", "precision", "provenance", "lightning", "lightning_predict", "augment",
+         "finetune", "cli"}
 # ... and these names from them.
 _LAZY_NAMES = {
     "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",

@@ -1,0 +1,381 @@
+"""``avex-hub``: embed or classify folders of recordings, inspect, download and verify the weights.
+
+    avex-hub embed recordings/ --out emb.parquet            # one row per 10 s window
+    avex-hub classify recordings/ --out species.csv --raven tables/ --min-score 0.5
+    avex-hub info | avex-hub download esp_aves2_sl_beats_all | avex-hub verify
+
+Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
+file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
+input's absolute path, size and modification time and the settings) and then rebuilds ``--out`` from
+the shards. Exit codes: 0 success; 1 an error stopped the command (weights unavailable, digest
+mismatch); 2 usage error (bad arguments, no inputs); 3 some inputs could not be read (every other input
+was written; they are listed in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit code 2)."""
+
+
+def _channels(value: str):
+    if value in ("mix", "all"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'mix', 'all' or a channel index, got {value!r}") from None
+
+
+def _layers(value: str):
+    if value in ("all", "last"):
+        return value
+    try:
+        items = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer index, a comma list (e.g. 6,-1) or 'all', "
+                                         f"got {value!r}") from None
+    return items[0] if len(items) == 1 else items
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .precision import PRECISIONS
+    from .weights import WEIGHTS
+
+    parser = argparse.ArgumentParser(prog="avex-hub", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 ok, 1 error, 2 usage, 3 some inputs failed, 130 interrupted")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
+    run.add_argument("--out", required=True, type=Path, help="output file")
+    run.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
+                     help="published model (default: %(default)s; see `avex-hub info`)")
+    run.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
+    run.add_argument("--window", type=float, default=10.0, help="window length in seconds (default: 10, as trained)")
+    run.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
+    run.add_argument("--channels", type=_channels, default="mix",
+                     help="'mix' (mean of channels, default), 'all' (one row per channel) or a channel index")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 8 CPU, 64 CUDA)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="decoding worker processes (default: on CUDA cores - 1, max 4; "
+                          "on CPU 0 below 4 cores, else 1)")
+    run.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                     help="fp32 (default); bf16 (CUDA or bf16 CPUs); int8 (CPU, dynamic quantisation)")
+    run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    embed = sub.add_parser("embed", parents=[run], help="embeddings per window -> Parquet (or .npz)")
+    embed.add_argument("--format", choices=("parquet", "npz"), default=None,
+                       help="output format (default: from the --out suffix, else parquet)")
+    embed.add_argument("--layer", type=_layers, default=-1,
+                       help="layer(s): -1 last (default), 0 encoder input, a comma list, or 'all'")
+    embed.add_argument("--pooling", choices=("mean", "max"), default="mean", help="pooling over frames")
+    classify = sub.add_parser("classify", parents=[run], help="top-k species per window -> CSV (+ Raven tables)")
+    classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
+    classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
+    classify.add_argument("--min-score", type=float, default=0.0,
+                          help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
+    info = sub.add_parser("info", help="models, sizes, label counts and cache state")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    download = sub.add_parser("download", help="fetch and verify weights for offline use")
+    download.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
+    verify = sub.add_parser("verify", help="re-hash cached weights against the pinned SHA-256 digests")
+    verify.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"avex-hub: error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
+        return int(exit_.code or 0)
+    try:
+        if args.command in ("embed", "classify"):
+            return _run(args)
+        return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
+    except UsageError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted; files already finished are kept, run the same command again to continue")
+        return EXIT_INTERRUPTED
+
+
+# -- embed / classify ---------------------------------------------------------------------------------
+def shard_name(path: str, settings: dict) -> str:
+    """Shard file name for ``path`` under ``settings``: changes when the file or any setting changes."""
+    try:
+        stat = os.stat(path)
+        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    except OSError:  # a dangling link: it fails (and is reported) when processed
+        size = mtime_ns = -1
+    key = {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime_ns,
+           "settings": {k: v for k, v in settings.items() if k != "avex_hub_version"}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
+
+
+def _load_model(args):
+    from .hub import ChecksumError, WeightsNotAvailableError, build_model
+
+    try:
+        return build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
+    except (WeightsNotAvailableError, ChecksumError) as error:
+        _error(str(error))
+        return None
+    except (FileNotFoundError, ValueError) as error:  # a bad --checkpoint
+        raise UsageError(str(error)) from None
+
+
+def _output_format(args) -> str:
+    if args.command == "classify":
+        return "csv"
+    suffix = args.out.suffix.lower()
+    fmt = args.format or ("npz" if suffix == ".npz" else "parquet")
+    if fmt == "parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise UsageError("Parquet output needs pyarrow: pip install 'avex-hub[cli]', or write --out FILE.npz")
+    return fmt
+
+
+def _run(args) -> int:
+    from . import outputs
+    from .audio import SAMPLE_RATE, _window_params
+    from .inference import find_audio_files, inference_settings, iter_file_results
+    from .precision import resolve_device
+
+    fmt = _output_format(args)
+    out: Path = args.out
+    parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name such as {out / ('embeddings.' + fmt)}")
+    if out.exists() and not parts.is_dir() and not args.overwrite:
+        raise UsageError(f"{out} exists and was not written by a resumable avex-hub run (no {parts}/); "
+                         "pass --overwrite to replace it or choose another --out")
+    if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
+        raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+    try:
+        files = find_audio_files(args.paths)
+        device = resolve_device(args.device)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        raise UsageError(str(error)) from None
+    if not files:
+        raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
+    try:  # cheap checks before loading weights
+        _window_params(args.window, args.hop, SAMPLE_RATE)
+        if args.precision == "int8" and device.type != "cpu":
+            raise ValueError(f"--precision int8 runs on the CPU only; use --precision bf16 on {device}")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    model = _load_model(args)
+    if model is None:
+        return EXIT_ERROR
+    try:
+        settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
+                                      channels=args.channels, layer=getattr(args, "layer", -1),
+                                      pooling=getattr(args, "pooling", "mean"), precision=args.precision,
+                                      top_k=getattr(args, "top_k", 5))
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+    names = {f: shard_name(f, settings) for f in files}
+    todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], settings, f)]
+    skipped = len(files) - len(todo)
+    if skipped and not args.no_progress:
+        print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)
+    failures: dict[str, str] = {}
+    for result in iter_file_results(model, todo, settings, batch_size=args.batch_size, num_workers=args.workers,
+                                    device=device, progress=not args.no_progress):
+        if result.error is not None:
+            failures[result.path] = result.error
+            continue
+        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": settings,
+                "num_windows": result.num_windows, "duration_s": result.duration_s}
+        outputs.write_shard(parts / names[result.path], result.arrays, meta)
+
+    done = [f for f in files if f not in failures]
+    _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    if failures:
+        outputs.write_failures(failures_path, {f: failures[f] for f in files if f in failures})
+        _error(f"{len(failures)} of {len(files)} inputs could not be processed (listed in {failures_path}):")
+        for path, why in failures.items():
+            print(f"  {path}: {why.splitlines()[0][:300]}", file=sys.stderr)
+        return EXIT_PARTIAL
+    failures_path.unlink(missing_ok=True)  # an old report would describe a run that is now complete
+    return EXIT_OK
+
+
+def _shard_ok(path: Path, settings: dict, source: str) -> bool:
+    if not path.is_file():
+        return False
+    from .outputs import read_shard
+
+    try:
+        _, meta = read_shard(path)
+    except ValueError:
+        return False
+    stored = {k: v for k, v in meta.get("settings", {}).items() if k != "avex_hub_version"}
+    same_file = meta.get("abspath") == os.path.abspath(source)
+    return same_file and stored == {k: v for k, v in settings.items() if k != "avex_hub_version"}
+
+
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> None:
+    """Rebuild --out from the shards of every successful input, in input order, one shard at a time."""
+    from . import outputs
+
+    def parts():
+        for name, path in shards:
+            arrays, _ = outputs.read_shard(path)
+            yield name, arrays
+
+    if fmt == "parquet":
+        rows = outputs.write_parquet(args.out, parts(), settings, model.embedding_dim)
+    elif fmt == "npz":
+        rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim)
+    else:
+        rows = outputs.write_csv(args.out, parts(), tuple(model.labels))
+        if args.raven is not None:
+            names = outputs.raven_names([name for name, _ in shards])
+            outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)
+    if not args.no_progress:
+        print(f"avex-hub: wrote {rows} rows from {len(shards)} files to {args.out}", file=sys.stderr)
+
+
+# -- info / download / verify -------------------------------------------------------------------------
+def _entries(names: list[str]):
+    from .weights import WEIGHTS, get_weights
+
+    try:
+        return [get_weights(n) for n in names] if names else list(WEIGHTS.values())
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _cached_copies(entry, filename: str) -> list[tuple[str, Path]]:
+    """``(revision, path)`` of every cached copy of a repo file, all snapshots, via huggingface_hub's scanner."""
+    from huggingface_hub import constants, scan_cache_dir
+
+    cache = Path(constants.HF_HUB_CACHE)
+    if not cache.is_dir():
+        return []
+    copies = []
+    for repo in scan_cache_dir(cache).repos:
+        if repo.repo_id == entry.repo_id and repo.repo_type == "model":
+            for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
+                copies += [(revision.commit_hash, f.file_path) for f in revision.files if f.file_name == filename]
+    return copies
+
+
+def _encoder_parameters(config) -> int:
+    import torch
+
+    from .beats import BEATs
+
+    with torch.device("meta"):  # sizes without allocating weights
+        encoder = BEATs(config)
+    return sum(p.numel() for name, p in encoder.named_parameters() if not name.startswith("predictor."))
+
+
+def _info(args) -> int:
+    from huggingface_hub import constants
+
+    from .labels import LabelMap
+
+    rows = []
+    for entry in _entries([]):
+        weights = _cached_copies(entry, entry.filename)
+        labels = None
+        if entry.label_map_filename:
+            cached = _cached_copies(entry, entry.label_map_filename)
+            if cached:
+                try:
+                    labels = len(LabelMap.from_json(cached[-1][1]))
+                except (OSError, ValueError):
+                    labels = None
+        rows.append({"name": entry.name, "repo_id": entry.repo_id,
+                     "encoder_parameters": _encoder_parameters(entry.config),
+                     "embedding_dim": entry.config.encoder_embed_dim, "layers": entry.config.encoder_layers,
+                     "species_head": entry.has_classifier, "labels": labels, "licence": entry.licence,
+                     "sha256": entry.sha256, "cached": [str(p) for _, p in weights],
+                     "cached_bytes": sum(p.stat().st_size for _, p in weights if p.exists()),
+                     "description": entry.description})
+    offline = bool(constants.HF_HUB_OFFLINE)
+    if args.json:
+        print(json.dumps({"cache_dir": str(constants.HF_HUB_CACHE), "offline": offline, "models": rows}, indent=1))
+        return EXIT_OK
+    print(f"Hub cache: {constants.HF_HUB_CACHE}{' (HF_HUB_OFFLINE: no downloads)' if offline else ''}")
+    print(f"{'model':<36} {'params':>8} {'dim':>4} {'layers':>6} {'labels':>8}  weights")
+    for r in rows:
+        labels = ("-" if not r["species_head"] else "?" if r["labels"] is None else str(r["labels"]))
+        state = (f"cached, {r['cached_bytes'] / 1e6:.0f} MB (`avex-hub verify` re-hashes)" if r["cached"]
+                 else "not cached (`avex-hub download " + r["name"] + "`)")
+        print(f"{r['name']:<36} {r['encoder_parameters'] / 1e6:>7.1f}M {r['embedding_dim']:>4} {r['layers']:>6} "
+              f"{labels:>8}  {state}")
+    print("labels: species in the head ('?' = label map not cached, '-' = encoder only); licence of the weights: "
+          + ", ".join(sorted({r["licence"] for r in rows})))
+    return EXIT_OK
+
+
+def _download(args) -> int:
+    from .hub import ChecksumError, WeightsNotAvailableError, download_weights
+
+    status = EXIT_OK
+    for entry in _entries(args.models):
+        try:
+            files = download_weights(entry.name, progress=True)
+        except (WeightsNotAvailableError, ChecksumError) as error:
+            _error(str(error))
+            status = EXIT_ERROR
+            continue
+        print(f"{entry.name}: {files['weights']} (SHA-256 verified)")
+        if "label_map" in files:
+            print(f"{entry.name}: {files['label_map']}")
+    return status
+
+
+def _verify(args) -> int:
+    from . import hub
+
+    status, checked = EXIT_OK, 0
+    for entry in _entries(args.models):
+        copies = _cached_copies(entry, entry.filename)
+        if not copies:
+            print(f"{entry.name}: not cached")
+        for revision, path in copies:
+            hub._VERIFIED.pop(os.path.realpath(path), None)  # re-read the bytes, not this process's memo
+            found = hub.sha256_file(path)
+            checked += 1
+            if found == entry.sha256:
+                print(f"{entry.name}: OK {path}")
+            else:
+                status = EXIT_ERROR
+                print(f"{entry.name}: MISMATCH {path} (revision {revision[:12]})\n  expected {entry.sha256}\n"
+                      f"  found    {found}\n  delete it and run `avex-hub download {entry.name}` again")
+    if status != EXIT_OK:
+        _error("some cached weights do not match their published digests")
+    elif not checked:
+        print("nothing cached to verify")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""Embedding and classification of whole recordings and folders: windows streamed, batched, bounded in memory.
+
+    from avex_hub.inference import embed_files, classify_files
+    result = embed_files(model, ["site1/", "night.flac"], window_s=10, layer=-1, num_workers=2)
+    result.embeddings            # float32 [rows, C]; result.file / .channel / .start_s / .end_s per row
+    result.to_parquet("emb.parquet"); result.failures   # {path: error} of unreadable inputs
+
+How it runs: a DataLoader over an ``IterableDataset`` whose workers each take a share of the files
+(largest first, to the least loaded worker), decode and resample them block by block
+(:func:`avex_hub.audio.stream_windows`) and hand over ready batches of windows; the main process runs
+the model. Per-file results are assembled in the main process and yielded as each file completes
+(:func:`iter_file_results`); ``embed_files``/``classify_files`` return them in input order. The CLI
+(``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .precision import inference_context, prepare_for_inference, resolve_device
+
+__all__ = [
+    "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
+    "iter_file_results", "embed_files", "classify_files", "default_batch_size", "default_num_workers",
+]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au", ".w64",
+                    ".rf64", ".caf")
+MIX = -1  # channel value of the mono mix in result arrays
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Windows per batch: 8 on CPU, 64 on CUDA (a starting point: `benchmarks/throughput.py --device cuda
+    --batch-sizes 16,32,64,128` measures the batch that saturates a given GPU)."""
+    return 64 if device.type == "cuda" else 8
+
+
+def default_num_workers(device: torch.device | str | None = None) -> int:
+    """Decoding worker processes. On CUDA: cores - 1, at most 4. On the CPU the model already uses every
+    core and decoding costs a few percent of it, so: none on 1-3 cores (a worker there slows the model's
+    threads more than it saves; benchmarks/RESULTS.md), one from 4 cores on."""
+    cores = os.cpu_count() or 1
+    if resolve_device(device).type == "cuda":
+        return max(0, min(4, cores - 1))
+    return 0 if cores < 4 else 1
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files named directly (any extension) plus audio files found under folders (recursive, sorted).
+
+    Raises FileNotFoundError for a path that does not exist. Hidden files and folders are skipped.
+    """
+    found: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".parts"))
+                found.extend(os.path.join(root, f) for f in sorted(files)
+                             if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS))
+        elif path.exists():
+            found.append(str(path))
+        else:
+            raise FileNotFoundError(f"input not found: {path} (working directory {os.getcwd()}); "
+                                    "pass audio files or folders holding them")
+    return list(dict.fromkeys(found))  # a file named twice is processed once
+
+
+def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float | None = None,
+                       channels="mix", layer=-1, pooling: str = "mean", precision: str = "fp32",
+                       top_k: int = 5) -> dict:
+    """Everything that changes the numbers in an output (not device or batch size); stored with it."""
+    from . import __version__
+
+    from .audio import _window_params
+
+    if task not in ("embed", "classify"):
+        raise ValueError(f"task must be 'embed' or 'classify', got {task!r}")
+    _window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
+    if not (channels in ("mix", "all") or (isinstance(channels, int) and not isinstance(channels, bool))):
+        raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
+    settings = {"task": task, "model": model.name, "weights_sha256": model.weights_sha256,
+                "window_s": float(window_s), "hop_s": float(window_s if hop_s is None else hop_s),
+                "channels": channels, "precision": precision, "sample_rate": model.sample_rate,
+                "avex_hub_version": __version__}
+    if task == "embed":
+        layers = "all" if layer == "all" else (list(layer) if isinstance(layer, (list, tuple)) else layer)
+        settings.update(layers=model.layer_indices(layers), pooling=pooling)
+        if pooling not in ("mean", "max"):
+            raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+    else:
+        if model.label_map is None or getattr(model, "classifier", None) is None:
+            raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
+        if not (isinstance(top_k, int) and top_k >= 1):
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels))
+    return settings
+
+
+@dataclass
+class FileResult:
+    """The rows of one input file (``error`` set and no rows when it could not be processed).
+
+    ``arrays``: ``channel`` int32 [n] (-1 = mono mix), ``start_s``/``end_s`` float64 [n], ``flags`` bool
+    [n, 3] (clipped, silent, too_short); for embed ``layer`` int16 [n] and ``embeddings`` float32 [n, C]
+    (rows are window-major, then layer); for classify ``top_indices`` int32 [n, k] and ``top_scores``
+    float32 [n, k] (sigmoid scores, best first).
+    """
+
+    path: str
+    error: str | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    num_windows: int = 0
+    duration_s: float = 0.0  # audio covered (end of the last window's real audio)
+
+
+# -- the worker side: files -> batches of windows -------------------------------------------------------
+def _assign(sizes: Sequence[int], workers: int) -> list[list[int]]:
+    """Greedy longest-first assignment of file indices to workers (balanced by bytes, deterministic)."""
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        w = load.index(min(load))
+        shares[w].append(i)
+        load[w] += sizes[i]
+    return [sorted(s) for s in shares]
+
+
+class _WindowBatches(torch.utils.data.IterableDataset):
+    """Yields ready batches: ``audio`` [b, S], ``padding_mask`` [b, S], per-row ``file`` (index into
+    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 3], and ``events``: files finished
+    since the previous batch as ``(file index, error or None)``. A file's event never precedes its windows."""
+
+    def __init__(self, paths: list[str], *, window_s: float, hop_s: float | None, channels, batch_size: int,
+                 block_s: float = 60.0) -> None:
+        super().__init__()
+        self.paths, self.window_s, self.hop_s, self.channels = paths, window_s, hop_s, channels
+        self.batch_size, self.block_s = batch_size, block_s
+        self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
+
+    def __iter__(self):
+        from .audio import stream_windows
+
+        info = torch.utils.data.get_worker_info()
+        mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
+        rows: list = []
+        events: list[tuple[int, str | None]] = []
+        for index in mine:
+            try:
+                for w in stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
+                                        channels=self.channels, block_s=self.block_s):
+                    rows.append((index, w))
+                    if len(rows) == self.batch_size:
+                        yield self._batch(rows, events)
+                        rows, events = [], []
+                events.append((index, None))
+            except Exception as error:  # noqa: BLE001 - any failure of one input is reported, the rest go on
+                events.append((index, f"{type(error).__name__}: {error}"))
+        if rows or events:
+            yield self._batch(rows, events)
+
+    @staticmethod
+    def _batch(rows: list, events: list) -> dict:
+        if not rows:
+            return {"audio": None, "events": events}
+        windows = [w for _, w in rows]
+        return {
+            "audio": torch.stack([w.audio for w in windows]),
+            "padding_mask": torch.stack([w.padding_mask for w in windows]),
+            "file": torch.tensor([i for i, _ in rows], dtype=torch.long),
+            "channel": torch.tensor([MIX if w.channel is None else w.channel for w in windows], dtype=torch.int32),
+            "start_s": torch.tensor([w.start_s for w in windows], dtype=torch.float64),
+            "end_s": torch.tensor([w.end_s for w in windows], dtype=torch.float64),
+            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short] for w in windows]),
+            "events": events,
+        }
+
+
+# -- the main-process side: batches -> model -> per-file rows ---------------------------------------
+def _run_batch(net, batch: dict, settings: dict, device: torch.device) -> dict[str, np.ndarray]:
+    audio = batch["audio"].to(device, non_blocking=True)
+    mask = batch["padding_mask"].to(device, non_blocking=True)
+    if settings["task"] == "embed":
+        layers = settings["layers"]
+        out = net.encode(audio, mask, output_hidden_states=True, num_layers=max(layers))
+        pooled = [net.pool(out.hidden_states[i], out.padding_mask, settings["pooling"]) for i in layers]
+        return {"embeddings": torch.stack(pooled, dim=1).float().cpu().numpy()}  # [b, L, C]
+    scores = torch.sigmoid(net.logits(audio, mask).float())  # [b, labels]
+    values, indices = scores.topk(settings["top_k"], dim=1)
+    return {"top_scores": values.cpu().numpy(), "top_indices": indices.to(torch.int32).cpu().numpy()}
+
+
+def _file_arrays(chunks: list[dict], settings: dict) -> dict[str, np.ndarray]:
+    if not chunks:
+        return {}
+    a = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    if settings["task"] == "embed":  # one row per (window, layer), window-major
+        layers = np.asarray(settings["layers"], dtype=np.int16)
+        n, L, C = a["embeddings"].shape
+        for k in ("channel", "start_s", "end_s", "flags"):
+            a[k] = np.repeat(a[k], L, axis=0)
+        a["layer"] = np.tile(layers, n)
+        a["embeddings"] = a["embeddings"].reshape(n * L, C)
+    return a
+
+
+def _durations(paths: list[str]) -> list[float]:
+    from .audio import audio_info
+
+    out = []
+    for p in paths:
+        try:
+            out.append(audio_info(p).duration_s)
+        except Exception:  # noqa: BLE001 - unreadable files are reported when processed
+            out.append(0.0)
+    return out
+
+
+def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size: int | None = None,
+                      num_workers: int | None = None, device=None, block_s: float = 60.0,
+                      progress: bool = True) -> Iterator[FileResult]:
+    """Process ``paths`` with ``settings`` (from :func:`inference_settings`); yield each file's result as it completes.
+
+    Completion order is deterministic for a given ``num_workers``. Failed files are yielded with
+    ``error`` set. Memory: a few batches of windows plus the current files' output rows.
+    """
+    from tqdm.auto import tqdm
+
+    paths = [str(p) for p in paths]
+    if not paths:
+        return
+    device = resolve_device(device)
+    precision = settings["precision"]
+    net = prepare_for_inference(model, precision, device)
+    batch_size = batch_size or default_batch_size(device)
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    workers = min(default_num_workers(device) if num_workers is None else num_workers, len(paths))
+    dataset = _WindowBatches(paths, window_s=settings["window_s"], hop_s=settings["hop_s"],
+                             channels=settings["channels"], batch_size=batch_size, block_s=block_s)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                         pin_memory=device.type == "cuda",
+                                         prefetch_factor=2 if workers else None)
+    bar = tqdm(total=round(sum(_durations(paths)), 1) if progress else 0, unit="s audio", disable=not progress,
+               dynamic_ncols=True, smoothing=0.1)
+    chunks: dict[int, list[dict]] = {}
+    covered: dict[int, float] = {}
+    windows = done = 0
+    started = time.perf_counter()
+    iterator = iter(loader)
+    try:
+        for batch in iterator:
+            if batch["audio"] is not None:
+                with inference_context(precision, device):
+                    out = _run_batch(net, batch, settings, device)
+                files = batch["file"].numpy()
+                meta = {k: batch[k].numpy() for k in ("channel", "start_s", "end_s", "flags")}
+                for index in np.unique(files):
+                    rows = files == index
+                    chunks.setdefault(int(index), []).append({**{k: v[rows] for k, v in meta.items()},
+                                                              **{k: v[rows] for k, v in out.items()}})
+                    end = float(meta["end_s"][rows].max())
+                    bar.update(max(0.0, end - covered.get(int(index), 0.0)))
+                    covered[int(index)] = max(end, covered.get(int(index), 0.0))
+                windows += len(files)
+            for index, error in batch["events"]:
+                file_chunks = chunks.pop(index, [])
+                done += 1
+                if error is not None:
+                    yield FileResult(paths[index], error=error)
+                else:
+                    arrays = _file_arrays(file_chunks, settings)
+                    windows_in_file = sum(len(c["start_s"]) for c in file_chunks)
+                    yield FileResult(paths[index], arrays=arrays, num_windows=windows_in_file,
+                                     duration_s=covered.get(index, 0.0))
+                covered.pop(index, None)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"files {done}/{len(paths)}, windows {windows}, {bar.n / elapsed:.1f}x real time",
+                                refresh=False)
+    finally:
+        del iterator  # shuts the workers down, also when the caller stops early
+        bar.close()
+
+
+# -- the one-call API ---------------------------------------------------------------------------------
+@dataclass
+class InferenceResult:
+    """Rows of all successful inputs in input order, the failures, and the settings that made them."""
+
+    task: str
+    settings: dict
+    labels: tuple[str, ...]
+    files: list[FileResult]
+    failures: dict[str, str]
+
+    def _cat(self, key: str, empty: np.ndarray) -> np.ndarray:
+        parts = [f.arrays[key] for f in self.files if f.arrays]
+        return np.concatenate(parts) if parts else empty
+
+    def __len__(self) -> int:
+        return sum(len(f.arrays.get("start_s", ())) for f in self.files)
+
+    @property
+    def file(self) -> np.ndarray:
+        return np.array([f.path for f in self.files for _ in range(len(f.arrays.get("start_s", ())))], dtype=str)
+
+    channel = property(lambda self: self._cat("channel", np.zeros(0, np.int32)))
+    start_s = property(lambda self: self._cat("start_s", np.zeros(0)))
+    end_s = property(lambda self: self._cat("end_s", np.zeros(0)))
+    flags = property(lambda self: self._cat("flags", np.zeros((0, 3), bool)))
+    layer = property(lambda self: self._cat("layer", np.zeros(0, np.int16)))
+    embeddings = property(lambda self: self._cat("embeddings", np.zeros((0, 0), np.float32)))
+    top_indices = property(lambda self: self._cat("top_indices", np.zeros((0, 0), np.int32)))
+    top_scores = property(lambda self: self._cat("top_scores", np.zeros((0, 0), np.float32)))
+
+    @property
+    def top_labels(self) -> list[list[str]]:
+        return [[self.labels[i] for i in row] for row in self.top_indices]
+
+    def _parts(self):
+        return [(f.path, f.arrays) for f in self.files if f.arrays]
+
+    def to_parquet(self, path) -> int:
+        from .outputs import write_parquet
+
+        return write_parquet(path, self._parts(), self.settings, self.embeddings.shape[1])
+
+    def to_npz(self, path) -> int:
+        from .outputs import write_npz
+
+        return write_npz(path, self._parts(), self.settings, self.embeddings.shape[1])
+
+    def to_csv(self, path) -> int:
+        from .outputs import write_csv
+
+        return write_csv(path, self._parts(), self.labels)
+
+    def to_raven(self, folder, min_score: float = 0.0) -> list[Path]:
+        from .outputs import raven_names, write_raven_tables
+
+        return write_raven_tables(folder, self._parts(), self.labels, raven_names([f.path for f in self.files]),
+                                  min_score)
+
+
+def _run(model, task: str, paths, *, window_s, hop_s, channels, layer, pooling, top_k, batch_size, num_workers,
+         precision, device, progress) -> InferenceResult:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = find_audio_files(paths)
+    settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
+                                  pooling=pooling, precision=precision, top_k=top_k)
+    results = {r.path: r for r in iter_file_results(model, files, settings, batch_size=batch_size,
+                                                   num_workers=num_workers, device=device, progress=progress)}
+    ok = [results[p] for p in files if results[p].error is None]
+    failures = {p: results[p].error for p in files if results[p].error is not None}
+    return InferenceResult(task, settings, tuple(model.labels), ok, failures)
+
+
+def embed_files(model, paths, *, window_s: float = 10.0, hop_s: float | None = None, layer=-1,
+                pooling: str = "mean", channels="mix", batch_size: int | None = None,
+                num_workers: int | None = None, precision: str = "fp32", device=None,
+                progress: bool = True) -> InferenceResult:
+    """Pooled embeddings of every window of every file (folders are searched for audio files).
+
+    ``layer``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``; ``channels``:
+    ``"mix"``, ``"all"`` or a channel index. Unreadable files end up in ``result.failures``.
+    """
+    return _run(model, "embed", paths, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
+                pooling=pooling, top_k=1, batch_size=batch_size, num_workers=num_workers, precision=precision,
+                device=device, progress=progress)
+
+
+def classify_files(model, paths, *, top_k: int = 5, window_s: float = 10.0, hop_s: float | None = None,
+                   channels="mix", batch_size: int | None = None, num_workers: int | None = None,
+                   precision: str = "fp32", device=None, progress: bool = True) -> InferenceResult:
+    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`."""
+    return _run(model, "classify", paths, window_s=window_s, hop_s=hop_s, channels=channels, layer=-1,
+                pooling="mean", top_k=top_k, batch_size=batch_size, num_workers=num_workers,
+                precision=precision, device=device, progress=progress)

@@ -1,0 +1,206 @@
+"""Writers for inference results: per-file shards, Parquet, NPZ, CSV, Raven selection tables.
+
+Every writer is atomic: it writes a temporary file in the destination folder and ``os.replace``-s it
+into place, so an interrupted run never leaves a half-written file under the final name.
+
+Schemas (one row per window, or per window and layer for embeddings):
+
+* Parquet (``embed``): ``file`` string, ``channel`` int32 (null for the mono mix), ``start_s`` and
+  ``end_s`` float64 (seconds on the file's timeline; ``end_s`` is the end of real audio, before
+  padding), ``layer`` int16, ``clipped`` / ``silent`` / ``too_short`` bool (quality of the window's
+  real audio), ``embedding`` fixed_size_list<float32>[C]. The schema metadata key ``avex_hub``
+  holds the settings as JSON (model, weights digest, window, hop, pooling, precision, ...).
+* NPZ (``embed``): ``embeddings`` float32 [n, C], ``file`` str [n], ``channel`` int32 [n] (-1 for the
+  mix), ``start_s``, ``end_s`` float64 [n], ``layer`` int16 [n], ``flags`` bool [n, 3] (clipped,
+  silent, too_short), ``settings`` (a JSON string). Loads with ``np.load(path)`` (no pickle).
+* CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score``; top-k rows per window, rank 1
+  first, ``score`` the sigmoid probability; ``channel`` empty for the mix.
+* Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
+  Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score`` for windows whose
+  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import secrets
+import zipfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+__all__ = [
+    "FLAG_NAMES", "atomic_path", "write_shard", "read_shard", "write_parquet", "write_npz", "write_csv",
+    "write_raven_tables", "write_failures", "raven_names",
+]
+
+FLAG_NAMES = ("clipped", "silent", "too_short")
+MIX = -1  # channel value that stands for the mono mix in arrays (null in Parquet, empty in CSV)
+RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success move it over ``target``, else delete it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}"
+    with open(tmp, "xb"):  # created with the umask's permissions (mkstemp would make it owner-only)
+        pass
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _savez(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed ``.npz`` (what ``np.savez`` writes, which cannot take an array named ``file``)."""
+    with atomic_path(target, ".npz") as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, value in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
+
+
+# -- shards: one file per input, the unit of resumption ---------------------------------------------
+def write_shard(target: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """An ``.npz`` of plain arrays plus ``meta`` as a JSON string (no pickled objects)."""
+    _savez(target, {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays})
+
+
+def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """``(arrays, meta)`` of a shard; raises ValueError when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: unreadable shard ({error})") from error
+    meta = json.loads(str(arrays.pop("meta")))
+    return arrays, meta
+
+
+# -- combined outputs --------------------------------------------------------------------------------
+def _channel_or_none(channel: np.ndarray) -> list:
+    return [None if c == MIX else int(c) for c in channel]
+
+
+def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
+                  settings: dict, embedding_dim: int) -> int:
+    """Write embedding rows of ``(file, arrays)`` parts one row group at a time; returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("file", pa.string()), ("channel", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+        ("layer", pa.int16()), *[(name, pa.bool_()) for name in FLAG_NAMES],
+        ("embedding", pa.list_(pa.float32(), embedding_dim)),
+    ], metadata={"avex_hub": json.dumps(settings, sort_keys=True)})
+    rows = 0
+    with atomic_path(target, ".parquet") as tmp:
+        with pq.ParquetWriter(str(tmp), schema) as writer:
+            for name, a in parts:
+                n = len(a["start_s"])
+                flat = pa.array(np.ascontiguousarray(a["embeddings"], dtype=np.float32).reshape(-1))
+                columns = [
+                    pa.array([name] * n, pa.string()), pa.array(_channel_or_none(a["channel"]), pa.int32()),
+                    pa.array(a["start_s"], pa.float64()), pa.array(a["end_s"], pa.float64()),
+                    pa.array(a["layer"], pa.int16()), *[pa.array(a["flags"][:, i]) for i in range(3)],
+                    pa.FixedSizeListArray.from_arrays(flat, embedding_dim),
+                ]
+                writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+                rows += n
+    return rows
+
+
+def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
+              settings: dict, embedding_dim: int) -> int:
+    """All embedding rows in one ``.npz`` (held in memory once: embeddings are small next to audio)."""
+    keys = ("channel", "start_s", "end_s", "layer", "flags", "embeddings")
+    collected: dict[str, list] = {k: [] for k in keys}
+    files: list[str] = []
+    for name, a in parts:
+        for k in keys:
+            collected[k].append(a[k])
+        files.extend([name] * len(a["start_s"]))
+    empty = {"channel": np.zeros(0, np.int32), "start_s": np.zeros(0), "end_s": np.zeros(0),
+             "layer": np.zeros(0, np.int16), "flags": np.zeros((0, 3), bool),
+             "embeddings": np.zeros((0, embedding_dim), np.float32)}
+    out = {k: (np.concatenate(v) if v else empty[k]) for k, v in collected.items()}
+    _savez(Path(target), {"file": np.array(files, dtype=str),
+                          "settings": np.array(json.dumps(settings, sort_keys=True)), **out})
+    return len(files)
+
+
+def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
+              labels: tuple[str, ...]) -> int:
+    """Top-k classification rows; returns the number of windows written."""
+    windows = 0
+    with atomic_path(target, ".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score"])
+            for name, a in parts:
+                for i in range(len(a["start_s"])):
+                    channel = "" if a["channel"][i] == MIX else int(a["channel"][i])
+                    start, end = f"{a['start_s'][i]:.6g}", f"{a['end_s'][i]:.6g}"
+                    for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
+                        writer.writerow([name, channel, start, end, rank, labels[index], f"{score:.6f}"])
+                windows += 1
+    return windows
+
+
+def raven_names(files: list[str]) -> dict[str, str]:
+    """Selection-table file names per input: ``<stem>.Table.1.selections.txt``, a path hash added on clashes."""
+    stems: dict[str, int] = {}
+    for f in files:
+        stems[Path(f).stem] = stems.get(Path(f).stem, 0) + 1
+    names = {}
+    for f in files:
+        stem = Path(f).stem
+        if stems[stem] > 1:
+            stem += "_" + hashlib.sha256(os.path.abspath(f).encode()).hexdigest()[:8]
+        names[f] = f"{stem}.Table.1.selections.txt"
+    return names
+
+
+def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
+                       labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0) -> list[Path]:
+    """One Raven selection table per input file (header only when no window reaches ``min_score``)."""
+    written = []
+    header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+              "High Freq (Hz)", "Species", "Score"]
+    for name, a in parts:
+        target = Path(folder) / names[name]
+        with atomic_path(target, ".txt") as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                handle.write("\t".join(header) + "\n")
+                selection = 0
+                for i in range(len(a["start_s"])):
+                    score = float(a["top_scores"][i][0])
+                    if score < min_score:
+                        continue
+                    selection += 1
+                    channel = 1 if a["channel"][i] == MIX else int(a["channel"][i]) + 1
+                    fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
+                              "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", labels[int(a["top_indices"][i][0])], f"{score:.6f}"]
+                    handle.write("\t".join(str(f) for f in fields) + "\n")
+        written.append(target)
+    return written
+
+
+def write_failures(target: str | os.PathLike, failures: dict[str, str]) -> None:
+    """``path,error`` CSV of inputs that could not be processed."""
+    with atomic_path(target, ".csv") as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "error"])
+            for path, error in failures.items():
+                writer.writerow([path, error])

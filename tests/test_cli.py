@@ -1,0 +1,328 @@
+"""The avex-hub command line: folders of mixed files, outputs read back, resumption, failures, cache commands."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from avex_hub import outputs
+from avex_hub.audio import audio_info
+from avex_hub.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+
+from conftest import populate_hub_cache
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "tests" / "fixtures" / "beats-tiny")
+QUIET = ["--checkpoint", TINY, "--workers", "0", "--no-progress"]
+
+
+def tones(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Tones below 6 kHz, [samples, channels] (nothing for the resampler to warn about)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sr)) / sr
+    out = np.zeros((t.size, channels), np.float32)
+    for c in range(channels):
+        for f in rng.uniform(200, 6000, size=3):
+            out[:, c] += 0.15 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * rng.uniform(0.2, 2) * t))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Several rates and formats, stereo, a corrupt file, a 0-byte file and a 3-minute recording."""
+    root = tmp_path_factory.mktemp("mixed")
+    sf.write(root / "a_mono16k.wav", tones(12, 16000, seed=1), 16000, subtype="FLOAT")
+    sf.write(root / "b_stereo44k.flac", tones(8, 44100, channels=2, seed=2), 44100)
+    sf.write(root / "c_clip48k.ogg", tones(6, 48000, seed=3), 48000, format="OGG", subtype="VORBIS")
+    sf.write(root / "d_hires96k.wav", tones(5, 96000, seed=4), 96000)
+    (root / "e_corrupt.wav").write_bytes(np.random.default_rng(5).bytes(4096))
+    (root / "f_empty.flac").write_bytes(b"")
+    sub = root / "night"
+    sub.mkdir()
+    sf.write(sub / "g_long8k.wav", tones(180, 8000, seed=6), 8000)
+    good = [root / "a_mono16k.wav", root / "b_stereo44k.flac", root / "c_clip48k.ogg", root / "d_hires96k.wav",
+            sub / "g_long8k.wav"]
+    return {"root": root, "good": [str(p) for p in good],
+            "bad": [str(root / "e_corrupt.wav"), str(root / "f_empty.flac")]}
+
+
+@pytest.fixture(scope="module")
+def embedded(mixed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("embed") / "emb.parquet"
+    code = main(["embed", str(mixed["root"]), "--out", str(out), "--channels", "all", *QUIET])
+    return code, out
+
+
+def read_parquet(path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def small_folder(root: Path, n: int = 3) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        sf.write(root / f"clip{i}.wav", tones(3 + i, 16000, seed=20 + i), 16000, subtype="FLOAT")
+    return root
+
+
+def test_embed_mixed_folder_writes_every_good_file_and_reports_the_bad(tiny_model, mixed, embedded):
+    code, out = embedded
+    assert code == EXIT_PARTIAL
+    table = read_parquet(out)
+    assert [f.name for f in table.schema] == ["file", "channel", "start_s", "end_s", "layer", "clipped", "silent",
+                                             "too_short", "embedding"]
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[64]"
+    settings = json.loads(table.schema.metadata[b"avex_hub"])
+    assert settings["window_s"] == 10.0 and settings["channels"] == "all" and settings["layers"] == [3]
+    rows = table.to_pydict()
+    assert list(dict.fromkeys(rows["file"])) == mixed["good"]  # input order; no failed file
+    for path in mixed["good"]:
+        info = audio_info(path)
+        mine = [i for i, f in enumerate(rows["file"]) if f == path]
+        windows = math.ceil(round(info.duration_s * 16000) / 160000)
+        assert len(mine) == windows * info.channels, path
+        assert [rows["channel"][i] for i in mine] == list(range(info.channels)) * windows
+        assert [rows["start_s"][i] for i in mine] == [10.0 * k for k in range(windows) for _ in range(info.channels)]
+        assert rows["end_s"][mine[-1]] == pytest.approx(info.duration_s, abs=1e-3)
+    # values: the 16 kHz file's windows through model.embed directly
+    data, _ = sf.read(mixed["good"][0], dtype="float32")
+    audio, mask = torch.zeros(2, 160000), torch.ones(2, 160000, dtype=torch.bool)
+    audio[0], mask[0] = torch.from_numpy(data[:160000]), False
+    audio[1, :32000], mask[1, :32000] = torch.from_numpy(data[160000:]), False
+    with torch.inference_mode():
+        expected = tiny_model.embed(audio, mask).numpy()
+    got = np.array([rows["embedding"][i] for i, f in enumerate(rows["file"]) if f == mixed["good"][0]])
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    with open(f"{out}.failures.csv", newline="") as handle:
+        report = list(csv.DictReader(handle))
+    assert [r["path"] for r in report] == mixed["bad"]
+    assert "empty" in report[1]["error"] and "AudioDecodeError" in report[0]["error"]
+
+
+def test_rerun_processes_nothing_new(mixed, embedded, monkeypatch):
+    import avex_hub.inference as inference
+
+    code, out = embedded
+    before = read_parquet(out)
+    shards = sorted(Path(f"{out}.parts").iterdir())
+    assert len(shards) == len(mixed["good"])
+    stamps = [s.stat().st_mtime_ns for s in shards]
+    seen = []
+    real = inference.iter_file_results
+
+    def spy(model, paths, *args, **kwargs):
+        seen.append(list(paths))
+        return real(model, paths, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "iter_file_results", spy)
+    assert main(["embed", str(mixed["root"]), "--out", str(out), "--channels", "all", *QUIET]) == EXIT_PARTIAL
+    assert seen == [mixed["bad"]]  # only the failed inputs are tried again
+    assert [s.stat().st_mtime_ns for s in shards] == stamps
+    assert read_parquet(out).equals(before)
+
+
+def test_interrupted_run_keeps_finished_files_and_resumes(tiny_model, tmp_path, monkeypatch):
+    folder = small_folder(tmp_path / "in")
+    out, reference = tmp_path / "out.parquet", tmp_path / "reference.parquet"
+    args = ["embed", str(folder), "--window", "2", *QUIET]
+    assert main([*args, "--out", str(reference)]) == EXIT_OK
+    real, calls = outputs.write_shard, []
+
+    def crash_after_first(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(a[0])
+        real(*a, **k)
+
+    monkeypatch.setattr(outputs, "write_shard", crash_after_first)
+    assert main([*args, "--out", str(out)]) == EXIT_INTERRUPTED
+    assert not out.exists()
+    assert [p.name for p in Path(f"{out}.parts").iterdir()] == [calls[0].name]  # no temporary file left behind
+    written = []
+    monkeypatch.setattr(outputs, "write_shard", lambda *a, **k: (written.append(a[0]), real(*a, **k)))
+    assert main([*args, "--out", str(out)]) == EXIT_OK
+    assert len(written) == 2 and calls[0] not in written
+    assert read_parquet(out).equals(read_parquet(reference))
+
+
+def test_fixed_input_is_picked_up_and_the_report_cleared(tmp_path):
+    folder = small_folder(tmp_path / "in", n=2)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", str(folder), "--out", str(out), "--window", "2", *QUIET]) == EXIT_PARTIAL
+    assert Path(f"{out}.failures.csv").exists()
+    sf.write(folder / "broken.wav", tones(2, 16000), 16000)
+    assert main(["embed", str(folder), "--out", str(out), "--window", "2", *QUIET]) == EXIT_OK
+    assert not Path(f"{out}.failures.csv").exists()
+    assert len(set(read_parquet(out).column("file").to_pylist())) == 3
+
+
+def test_classify_csv_and_raven_tables(tiny_model, mixed, tmp_path):
+    out, raven = tmp_path / "species.csv", tmp_path / "raven"
+    args = ["classify", str(mixed["root"]), "--out", str(out), "--top-k", "3", "--raven", str(raven), *QUIET]
+    assert main([*args, "--min-score", "0"]) == EXIT_PARTIAL
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["file", "channel", "start_s", "end_s", "rank", "label", "score"]
+    windows: dict[tuple, list] = {}
+    for r in rows:
+        windows.setdefault((r["file"], r["channel"], float(r["start_s"])), []).append(r)
+    for group in windows.values():
+        assert [int(r["rank"]) for r in group] == [1, 2, 3]
+        scores = [float(r["score"]) for r in group]
+        assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    assert len(windows) == 2 + 1 + 1 + 1 + 18  # mixed to mono: 12 s, 8 s, 6 s, 5 s, 180 s at 10 s windows
+    data, _ = sf.read(mixed["good"][0], dtype="float32")
+    with torch.inference_mode():
+        logits = tiny_model.logits(torch.from_numpy(data[:160000])[None])
+    top = torch.sigmoid(logits)[0].topk(3)
+    first = windows[(mixed["good"][0], "", 0.0)]
+    assert [r["label"] for r in first] == [tiny_model.labels[i] for i in top.indices.tolist()]
+    np.testing.assert_allclose([float(r["score"]) for r in first], top.values.numpy(), atol=1e-5)
+
+    threshold = float(np.median([float(g[0]["score"]) for g in windows.values()]))
+    assert main([*args, "--min-score", str(threshold)]) == EXIT_PARTIAL  # re-merge only; shards are reused
+    tables = sorted(raven.iterdir())
+    assert [t.name for t in tables] == sorted(Path(p).stem + ".Table.1.selections.txt" for p in mixed["good"])
+    for path in mixed["good"]:
+        lines = (raven / (Path(path).stem + ".Table.1.selections.txt")).read_text().splitlines()
+        assert lines[0].split("\t") == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
+                                        "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score"]
+        kept = [g[0] for (f, _, _), g in windows.items() if f == path and float(g[0]["score"]) >= threshold]
+        fields = [line.split("\t") for line in lines[1:]]
+        assert [int(f[0]) for f in fields] == list(range(1, len(kept) + 1))
+        assert [(f[2], float(f[3]), f[7]) for f in fields] == [("1", float(r["start_s"]), r["label"]) for r in kept]
+
+
+def test_npz_output_matches_the_api(tiny_model, tmp_path):
+    from avex_hub.inference import embed_files
+
+    folder = small_folder(tmp_path / "in")
+    out = tmp_path / "emb.npz"
+    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layer", "1,-1", *QUIET]) == EXIT_OK
+    with np.load(out, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    api = embed_files(tiny_model, folder, window_s=2, layer=[1, -1], num_workers=0, progress=False)
+    assert arrays["embeddings"].shape == (len(api), 64) and len(api) == 2 * (2 + 2 + 3)  # 3 s, 4 s, 5 s clips
+    np.testing.assert_allclose(arrays["embeddings"], api.embeddings, atol=1e-6)
+    np.testing.assert_array_equal(arrays["file"], api.file)
+    np.testing.assert_array_equal(arrays["layer"], [1, 3] * 7)
+    np.testing.assert_array_equal(arrays["channel"], -1)
+    assert arrays["flags"].shape == (14, 3)
+    assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
+
+
+def test_int8_cli_agrees_with_fp32(tmp_path):
+    folder = small_folder(tmp_path / "in", n=2)
+    fp32, int8 = tmp_path / "fp32.npz", tmp_path / "int8.npz"
+    assert main(["embed", str(folder), "--out", str(fp32), "--window", "2", *QUIET]) == EXIT_OK
+    assert main(["embed", str(folder), "--out", str(int8), "--window", "2", "--precision", "int8", *QUIET]) == EXIT_OK
+    a, b = (torch.from_numpy(np.load(p)["embeddings"]) for p in (fp32, int8))
+    assert torch.nn.functional.cosine_similarity(a, b).min() >= 0.99 and not torch.equal(a, b)
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    folder = small_folder(tmp_path / "in", n=1)
+    foreign = tmp_path / "mine.parquet"
+    foreign.write_text("a file the user made")
+    cases = [
+        (["embed", str(tmp_path / "missing"), "--out", str(tmp_path / "o.parquet")], "input not found"),
+        (["embed", str(folder), "--out", str(foreign)], "--overwrite"),
+        (["embed", str(folder), "--out", str(tmp_path / "o.parquet"), "--window", "2", "--hop", "3"], "hop_s"),
+        (["embed", str(folder), "--out", str(tmp_path / "o.parquet"), "--channels", "left"], "channel"),
+        (["embed", str(tmp_path), "--out", str(tmp_path / "o.parquet"), "--checkpoint", str(tmp_path / "nope")],
+         "checkpoint not found"),
+        (["frobnicate"], "invalid choice"),
+    ]
+    for argv, message in cases:
+        extra = [] if argv[0] == "frobnicate" else QUIET if "--checkpoint" not in argv else QUIET[2:]
+        assert main([*argv, *extra]) == EXIT_USAGE, argv
+        assert message in capsys.readouterr().err, argv
+    assert foreign.read_text() == "a file the user made"
+
+
+def _cache_with_tiny(offline_hub, tiny_dir):
+    from avex_hub.weights import get_weights
+
+    entry = get_weights("esp_aves2_sl_beats_all")
+    snapshot = populate_hub_cache(offline_hub, entry.repo_id, {entry.filename: tiny_dir / "model.safetensors",
+                                                               "label_map.json": tiny_dir / "label_map.json"})
+    return entry, snapshot / entry.filename
+
+
+def test_info_and_verify_with_a_cache(offline_hub, tiny_dir, monkeypatch, capsys):
+    import avex_hub.weights as weights
+
+    entry, cached = _cache_with_tiny(offline_hub, tiny_dir)
+    assert main(["info", "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    models = {m["name"]: m for m in report["models"]}
+    assert models[entry.name]["labels"] == 7 and models[entry.name]["cached"] == [str(cached)]
+    assert models["esp_aves2_sl_beats_bio"]["cached"] == [] and models["esp_aves2_sl_beats_bio"]["labels"] is None
+    assert models[entry.name]["encoder_parameters"] > 80_000_000 and report["offline"] is True
+    assert main(["info"]) == EXIT_OK
+    assert "cached" in capsys.readouterr().out
+
+    assert main(["verify"]) == 1  # the cached file is not the published one
+    text = capsys.readouterr().out
+    assert f"{entry.name}: MISMATCH {cached}" in text and "esp_aves2_sl_beats_bio: not cached" in text
+
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    monkeypatch.setitem(weights.WEIGHTS, entry.name, dataclasses.replace(entry, sha256=digest))
+    assert main(["verify", entry.name]) == EXIT_OK
+    assert f"{entry.name}: OK {cached}" in capsys.readouterr().out
+    # Flip one byte in place and restore the timestamps: only re-reading the bytes can notice.
+    blob = cached.resolve()
+    stat = blob.stat()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert main(["verify", entry.name]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_download_offline(offline_hub, tiny_dir, monkeypatch, capsys):
+    import avex_hub.weights as weights
+
+    assert main(["download", "esp_aves2_sl_beats_all"]) == 1
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in err and "not in the local Hub cache" in err
+    entry, cached = _cache_with_tiny(offline_hub, tiny_dir)
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    monkeypatch.setitem(weights.WEIGHTS, entry.name, dataclasses.replace(entry, sha256=digest))
+    assert main(["download", entry.name]) == EXIT_OK  # offline, found in the cache and verified
+    assert "SHA-256 verified" in capsys.readouterr().out
+    assert main(["download", "no_such_model"]) == EXIT_USAGE
+
+
+def test_console_script_in_a_subprocess(tiny_model, tmp_path):
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^avex-hub = "avex_hub\.cli:main"$', pyproject, re.M)  # the console script's target
+    folder = small_folder(tmp_path / "in")
+    out = tmp_path / "emb.parquet"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    run = subprocess.run([sys.executable, "-m", "avex_hub.cli", "embed", str(folder), "--out", str(out), "--window",
+                          "2", "--checkpoint", TINY, "--workers", "2", "--batch-size", "3"],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "real time" in run.stderr and "wrote 7 rows from 3 files" in run.stderr
+    table = read_parquet(out).to_pydict()
+    from avex_hub.inference import embed_files
+
+    api = embed_files(tiny_model, folder, window_s=2, num_workers=0, progress=False)
+    np.testing.assert_allclose(np.array(table["embedding"]), api.embeddings, atol=1e-5)
