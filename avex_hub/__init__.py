@@ -36,7 +36,7 @@ __all__ = [
 
 # Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
 _LAZY = {"audio", "data", "synthetic", "metrics", "embeddings", "evaluation", "probes", "training", "sklearn",
-         "inference", "outputs", "precision", "provenance", "lightning", "lightning_predict", "augment",
+         "inference", "outputs", "windows", "precision", "provenance", "lightning", "lightning_predict", "augment",
          "finetune", "cli"}
 # ... and these names from them.
 _LAZY_NAMES = {

@@ -159,7 +159,8 @@ def _output_format(args) -> str:
 
 def _run(args) -> int:
     from . import outputs
-    from .audio import SAMPLE_RATE, _window_params
+    from .audio import SAMPLE_RATE
+    from .windows import window_params
     from .inference import find_audio_files, inference_settings, iter_file_results
     from .precision import resolve_device
 
@@ -181,7 +182,7 @@ def _run(args) -> int:
     if not files:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     try:  # cheap checks before loading weights
-        _window_params(args.window, args.hop, SAMPLE_RATE)
+        window_params(args.window, args.hop, SAMPLE_RATE)
         if args.precision == "int8" and device.type != "cpu":
             raise ValueError(f"--precision int8 runs on the CPU only; use --precision bf16 on {device}")
     except ValueError as error:

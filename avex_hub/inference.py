@@ -79,11 +79,11 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
     """Everything that changes the numbers in an output (not device or batch size); stored with it."""
     from . import __version__
 
-    from .audio import _window_params
+    from .windows import window_params
 
     if task not in ("embed", "classify"):
         raise ValueError(f"task must be 'embed' or 'classify', got {task!r}")
-    _window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
+    window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
     if not (channels in ("mix", "all") or (isinstance(channels, int) and not isinstance(channels, bool))):
         raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
     settings = {"task": task, "model": model.name, "weights_sha256": model.weights_sha256,
@@ -146,7 +146,7 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
 
     def __iter__(self):
-        from .audio import stream_windows
+        from .windows import stream_windows
 
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))

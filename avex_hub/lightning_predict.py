@@ -43,11 +43,12 @@ def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None,
     until one reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
-    from .audio import SAMPLE_RATE, _window_params, audio_info
+    from .audio import SAMPLE_RATE, audio_info
+    from .windows import window_params
     from .data import AudioDataset, AudioItem
     from .inference import find_audio_files
 
-    window, hop = _window_params(window_s, hop_s, SAMPLE_RATE)
+    window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
     items = []
     for path in find_audio_files([paths] if isinstance(paths, (str, os.PathLike)) else paths):
         info = audio_info(path)

@@ -164,7 +164,7 @@ def end_to_end(model, precision: str, device: torch.device, batch_size: int, sec
     interleaved passes each, so that load from other processes hits all alike)."""
     import soundfile as sf
 
-    from avex_hub.audio import stream_windows
+    from avex_hub.windows import stream_windows
 
     kinds = [(44100, 2, "flac"), (48000, 1, "wav"), (16000, 1, "wav"), (96000, 1, "flac")]
     per_file = 30.0

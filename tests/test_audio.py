@@ -13,10 +13,11 @@ import torch
 
 from avex_hub import audio as A
 from avex_hub.audio import (
-    MIN_SAMPLES, SAMPLE_RATE, Audio, AudioDecodeError, HighFrequencyContentWarning, QualityFlags, Window,
+    MIN_SAMPLES, SAMPLE_RATE, Audio, AudioDecodeError, HighFrequencyContentWarning, QualityFlags,
     audio_info, collate_audio, high_frequency_energy_fraction, load_audio, pad_or_crop, quality_flags, resample,
-    select_channels, stream_windows, to_float_audio, windows_from_array,
+    select_channels, to_float_audio,
 )
+from avex_hub.windows import Window, stream_windows, windows_from_array
 
 
 def tone(freq: float, sr: int, seconds: float, amp: float = 0.5, phase: float = 0.0) -> np.ndarray:

@@ -78,7 +78,7 @@ def test_windows_cover_the_file_and_equal_model_embed(tiny_model, files, hop_s):
 
 
 def test_all_channels_several_layers_max_pooling(tiny_model, files):
-    from avex_hub.audio import windows_from_array
+    from avex_hub.windows import windows_from_array
 
     result = embed_files(tiny_model, [files["stereo"]], window_s=5, channels="all", layer=[0, -1], pooling="max",
                          num_workers=0, progress=False)

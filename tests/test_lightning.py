@@ -343,7 +343,7 @@ def test_sharded_prediction_writer_and_merge(tiny_dir, small, tmp_path):
 
 
 def test_window_dataset_matches_stream_windows(tmp_path):
-    from avex_hub.audio import stream_windows
+    from avex_hub.windows import stream_windows
     from avex_hub.lightning import window_dataset
 
     data = make_synthetic_dataset(tmp_path / "long", num_species=2, individuals_per_species=1, clips_per_individual=1,
