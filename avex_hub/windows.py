@@ -38,6 +38,8 @@ class Window:
 
 
 def window_params(window_s: float, hop_s: float | None, sample_rate: int) -> tuple[int, int]:
+    """``(window, hop)`` in samples at ``sample_rate``, checked: finite, window at least the model's
+    minimum input, 0 < hop <= window (a longer hop would skip audio). ``hop_s=None`` means hop = window."""
     hop_s = window_s if hop_s is None else hop_s
     if not (math.isfinite(window_s) and math.isfinite(hop_s)):
         raise ValueError(f"window_s and hop_s must be finite seconds, got {window_s!r}, {hop_s!r}")

@@ -78,3 +78,29 @@ def test_hub_load_offline_with_empty_cache_explains(tmp_path):
     assert out.stdout.startswith("WeightsNotAvailableError")
     assert "hf download EarthSpeciesProject/esp-aves2-sl-beats-all" in out.stdout
     assert "checkpoint=" in out.stdout
+
+
+def test_public_api_is_documented():
+    import importlib
+
+    undocumented = [name for name in avex_hub.__all__
+                    if callable(getattr(avex_hub, name)) and not (getattr(avex_hub, name).__doc__ or "").strip()]
+    assert undocumented == []
+    for module in ("audio", "windows", "data", "synthetic", "metrics", "probes", "training", "embeddings",
+                   "evaluation", "inference", "precision", "provenance", "augment", "finetune"):
+        mod = importlib.import_module(f"avex_hub.{module}")
+        assert (mod.__doc__ or "").strip(), module
+        objects = [getattr(mod, n) for n in getattr(mod, "__all__", [])]
+        missing = [o for o in objects if (inspect.isfunction(o) or inspect.isclass(o)) and not (o.__doc__ or "").strip()]
+        assert missing == [], (module, missing)
+
+
+def test_import_has_no_heavy_or_global_side_effects():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; threads = torch.get_num_threads(); import avex_hub, warnings; "
+            "print(sorted(m for m in ('sklearn', 'lightning', 'pyarrow', 'matplotlib') if m in sys.modules), "
+            "torch.get_num_threads() == threads, warnings.filters == warnings.filters)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["[]", "True", "True"], out.stderr
