@@ -151,16 +151,13 @@ class Embeddings:
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(meta)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata={"avex": text})
-    os.replace(tmp, path)
-    sidecar = Path(str(path) + ".json")
-    tmp = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    from .outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata={"avex": json.dumps(meta)})
     labels = tensors.get("labels")
-    tmp.write_text(json.dumps(meta | {"labels": None if labels is None else labels.tolist()}, indent=1))
-    os.replace(tmp, sidecar)
+    with atomic_path(Path(str(path) + ".json")) as tmp:
+        tmp.write_text(json.dumps(meta | {"labels": None if labels is None else labels.tolist()}, indent=1))
     return path
 
 

@@ -330,11 +330,12 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, metrics=None, label_nam
         value = value.detach().cpu().contiguous()         # safetensors refuses shared storage, so copy repeats
         tensors[key] = value.clone() if value.untyped_storage().data_ptr() in seen else value
         seen.add(value.untyped_storage().data_ptr())
-    for target, write in ((path, lambda p: save_file(tensors, str(p), metadata={PROBE_META_KEY: meta})),
-                          (Path(str(path) + ".json"), lambda p: p.write_text(meta + "\n", encoding="utf-8"))):
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        write(tmp)
-        os.replace(tmp, target)
+    from .outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={PROBE_META_KEY: meta})
+    with atomic_path(Path(str(path) + ".json")) as tmp:
+        tmp.write_text(meta + "\n", encoding="utf-8")
     return path
 
 
