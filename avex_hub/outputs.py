@@ -52,8 +52,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}"
     with open(tmp, "xb"):  # created with the umask's permissions (mkstemp would make it owner-only)
         pass
+    mode = os.stat(tmp).st_mode & 0o777
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)  # writers that replace the file (safetensors does) leave it owner-only
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -212,3 +212,21 @@ def test_peak_memory_does_not_grow_with_file_length(tmp_path):
     rss_growth = report["rss"][1] - report["rss"][0]
     assert traced_growth < 2, f"array memory grew by {traced_growth:.1f} MiB from a 6- to a 24-minute file"
     assert rss_growth < 30, f"peak RSS grew by {rss_growth:.1f} MiB from a 6- to a 24-minute file"
+
+
+def test_atomic_writes_keep_the_umask_permissions(tmp_path):
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from avex_hub.outputs import atomic_path
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"a": torch.zeros(1)}, str(tmp))  # safetensors itself writes owner-only files
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "w.safetensors").st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
