@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import avex_hub
 
@@ -19,11 +20,23 @@ class ShadowedCheckoutWarning(UserWarning):
     """``avex_hub`` was imported from somewhere else before this torch.hub checkout was loaded."""
 
 
+def _same_code(first: str, second: str) -> bool:
+    """Whether two folders hold byte-identical ``avex_hub/*.py`` (a pip install of this very checkout)."""
+    def sources(root: str) -> dict[str, bytes]:
+        package = Path(root, "avex_hub")
+        return {path.name: path.read_bytes() for path in sorted(package.glob("*.py"))}
+
+    try:
+        return sources(first) == sources(second)
+    except OSError:
+        return False
+
+
 def keep_checkout_importable(hubconf_file: str) -> str:
     """Append the checkout holding ``hubconf_file`` to ``sys.path``; warn if another copy is in use."""
     checkout = os.path.dirname(os.path.abspath(hubconf_file))
     in_use = os.path.dirname(os.path.dirname(os.path.abspath(avex_hub.__file__)))
-    if os.path.realpath(in_use) != os.path.realpath(checkout):
+    if os.path.realpath(in_use) != os.path.realpath(checkout) and not _same_code(in_use, checkout):
         warnings.warn(
             f"avex_hub is already imported from {in_use}, so the torch.hub checkout {checkout} is not the code "
             "being run. Load through torch.hub in a fresh Python process (or uninstall the other copy) to use it.",

@@ -146,3 +146,16 @@ def test_a_decoy_avex_hub_cannot_shadow_the_checkout(tmp_path, tiny_dir, preimpo
         # The decoy is already in sys.modules: the load cannot silently run someone else's code.
         assert result.returncode != 0
         assert "another 'avex_hub' is already imported" in result.stderr and "fresh Python process" in result.stderr
+
+
+def test_an_identical_installed_copy_is_not_reported_as_shadowing(tmp_path, tiny_dir):
+    """Colab: `pip install avex-hub` and a torch.hub checkout of the same code, imported in that order."""
+    installed = _checkout_copy(tmp_path, "site")
+    checkout = _checkout_copy(tmp_path)
+    env = {"PYTHONPATH": os.pathsep.join([str(installed), SITE_PACKAGES])}
+    result = _run_without_install(SHADOW_SCRIPT, tmp_path, str(checkout), str(tiny_dir), "yes", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNINGS []" in result.stdout
+    (installed / "avex_hub" / "weights.py").write_text("# an older release\n" + (checkout / "avex_hub" / "weights.py").read_text())
+    result = _run_without_install(SHADOW_SCRIPT, tmp_path, str(checkout), str(tiny_dir), "yes", env=env)
+    assert "ShadowedCheckoutWarning" in result.stdout

@@ -5,19 +5,15 @@
   depend on the machine (no temporary paths) or on the mode;
 - every figure is drawn through ``show(fig, title)`` (which refuses a figure that does not render as PNG), and the
   checked list of displayed figures in the last cells names exactly the figures the code draws, in order;
-- the real-mode BEANS-Zero loader, the same in every notebook, works on a local stand-in of the parquet shards.
+- the code they share lives in ``avex_hub.tutorial`` (tested in tests/test_tutorial.py), not in the notebooks.
 """
 
 from __future__ import annotations
 
 import ast
-import csv
-import json
-import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -33,12 +29,6 @@ def load(name: str):
 
 def code_cells(nb) -> list:
     return [cell for cell in nb.cells if cell.cell_type == "code"]
-
-
-def find_cell(nb, needle: str):
-    found = [cell for cell in code_cells(nb) if needle in cell.source]
-    assert len(found) == 1, f"expected one code cell containing {needle!r}, found {len(found)}"
-    return found[0]
 
 
 @pytest.fixture(scope="module", params=NAMES)
@@ -66,18 +56,22 @@ def test_opens_with_badge_install_and_parameters(notebook):
     assert "parameters" in parameters.metadata.get("tags", [])
     assert 'MODE = os.environ.get("AVEX_HUB_TUTORIAL_MODE", "real")' in parameters.source
     assert '"google.colab" in sys.modules' in install.source and "pip" in install.source
-    # The mode is validated, and said, before anything else runs.
+    # The mode is validated (avex_hub.tutorial.tutorial_mode raises on anything but real/ci) before anything runs.
     setup = code_cells(nb)[2]
-    assert "if MODE not in (\"real\", \"ci\")" in setup.source and "raise ValueError" in setup.source
-    assert "%matplotlib inline" in setup.source
+    assert "MODE = tutorial_mode(MODE)" in setup.source and "%matplotlib inline" in setup.source
+    assert "show = FIGURES.show" in setup.source
 
 
-def test_shared_cells_are_identical_across_notebooks():
-    notebooks = [load(name) for name in NAMES]
-    for needle in ('MODE = os.environ.get("AVEX_HUB_TUTORIAL_MODE"', "def fetch_beans_zero(",
-                   "torch.hub.load fetches the repository's hubconf.py"):
-        sources = {find_cell(nb, needle).source for nb in notebooks}
-        assert len(sources) == 1, f"the cell with {needle!r} differs between notebooks"
+def test_shared_code_comes_from_the_package_not_from_copies(notebook):
+    # Helpers live in avex_hub.tutorial; a notebook that defines its own would drift from the tested one.
+    name, nb = notebook
+    for cell in code_cells(nb):
+        defined = {node.name for node in ast.walk(ast.parse(_python(cell.source)))
+                   if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        copies = defined & {"fetch_beans_zero", "find_repo_root", "show", "tutorial_mode", "FigureLog"}
+        assert not copies, f"{name} defines its own {sorted(copies)}: import them from avex_hub.tutorial"
+    setup = code_cells(nb)[2].source
+    assert "from avex_hub.tutorial import" in setup and "find_repo_root()" in setup
 
 
 def test_committed_clean_except_checked_cells(notebook):
@@ -134,94 +128,3 @@ def test_notebook_checks_cover_the_mode_independent_facts():
             if cell.source.startswith(CHECK):
                 text = "".join(output.text for output in cell.outputs)
                 assert not re.search(r"\b(64|7 labels|beats-tiny|synthetic)\b", text), (name, text)
-
-
-# -- the real-mode loader, on a local stand-in for the BEANS-Zero shards ------------------------------------------
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-sf = pytest.importorskip("soundfile")
-
-
-def _fetch_function():
-    source = find_cell(load(NAMES[0]), "def fetch_beans_zero(").source
-    namespace = {"Path": Path, "np": np, "os": os, "BEANS_ZERO": "unused", "SEED": 0}
-    exec(compile(source, "fetch_beans_zero", "exec"), namespace)  # noqa: S102 - our own notebook cell
-    return namespace["fetch_beans_zero"]
-
-
-def _shard(path: Path, groups: list[list[dict]]) -> None:
-    schema = pa.schema([("id", pa.string()), ("dataset_name", pa.string()), ("audio", pa.list_(pa.float32())),
-                        ("output", pa.string()), ("metadata", pa.string()), ("instruction_text", pa.string())])
-    with pq.ParquetWriter(path, schema) as writer:
-        for rows in groups:
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))  # one row group per call
-
-
-def _row(i: int, subset: str, label: str, rate_key: str = "sample_rate", rate: int = 44100) -> dict:
-    audio = np.random.default_rng(i).uniform(-0.5, 0.5, 800 + 37 * i).astype(np.float32)
-    return {"id": f"{subset}-{i}", "dataset_name": subset, "audio": audio.tolist(), "output": f" {label} ",
-            "metadata": json.dumps({rate_key: rate}), "instruction_text": "What species is this?"}
-
-
-@pytest.fixture()
-def beans(tmp_path):
-    source = tmp_path / "beans-zero"
-    source.mkdir()
-    labels = ["Beluga, White Whale"] * 4 + ["Sperm Whale"] * 3 + ["Walrus"]
-    watkins = [_row(i, "watkins", label, "sample_rate" if i % 2 else "sampling_rate", 44100 if i % 3 else 16000)
-               for i, label in enumerate(labels)]
-    _shard(source / "shard-00000.parquet", [[_row(90, "esc50", "dog"), *watkins[:3], _row(91, "esc50", "cat")],
-                                             [_row(92, "esc50", "rain")]])
-    (source / "more").mkdir()  # shards in a sub-folder are found too
-    _shard(source / "more" / "shard-00001.parquet", [watkins[3:]])
-    (source / "README.md").write_text("not a shard")
-    return source, watkins
-
-
-def test_fetch_beans_zero_writes_the_subset_and_a_split_manifest(beans, tmp_path):
-    source, watkins = beans
-    fetch = _fetch_function()
-    manifest = fetch("watkins", tmp_path / "out", source=str(source), seed=3)
-    with open(manifest, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    by_id = {Path(row["path"]).stem: row for row in rows}  # clips/<label>/<id>.wav
-    assert sorted(by_id) == sorted(w["id"] for w in watkins) and len(rows) == len(watkins)
-    for original in watkins:
-        row = by_id[original["id"]]
-        assert row["label"] == original["output"].strip()
-        assert Path(row["path"]).parent.name == row["label"]
-        audio, rate = sf.read(manifest.parent / row["path"], dtype="float32")
-        assert rate == json.loads(original["metadata"]).popitem()[1]
-        np.testing.assert_array_equal(audio, np.asarray(original["audio"], dtype=np.float32))
-    splits = {}
-    for row in rows:
-        splits.setdefault(row["label"], []).append(row["split"])
-    # 70/15/15 per species with at least 3 clips; a species with fewer stays in train.
-    assert sorted(splits["Beluga, White Whale"]) == ["test", "train", "train", "val"]
-    assert sorted(splits["Sperm Whale"]) == ["test", "train", "val"]
-    assert splits["Walrus"] == ["train"]
-    # A finished manifest is reused without reading the source again; the same seed gives the same split.
-    assert fetch("watkins", tmp_path / "out", source=str(tmp_path / "gone")) == manifest
-    again = fetch("watkins", tmp_path / "again", source=str(source), seed=3)
-    assert again.read_text() == manifest.read_text()
-    assert not list((tmp_path / "out").glob("*.partial"))
-
-
-def test_fetch_beans_zero_reports_what_is_missing(beans, tmp_path):
-    source, _ = beans
-    fetch = _fetch_function()
-    with pytest.raises(ValueError, match="no rows with dataset_name == 'hiceas'"):
-        fetch("hiceas", tmp_path / "none", source=str(source))
-    nothing = tmp_path / "nothing"
-    nothing.mkdir()
-    (nothing / "README.md").write_text("no shards here")
-    with pytest.raises(FileNotFoundError, match="no shard"):
-        fetch("watkins", tmp_path / "empty", source=str(nothing))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    row = _row(5, "watkins", "Walrus")
-    row["metadata"] = "{}"
-    _shard(bad / "shard-0.parquet", [[row]])
-    with pytest.raises(ValueError, match="no sample_rate"):
-        fetch("watkins", tmp_path / "bad-out", source=str(bad))
-    assert not (tmp_path / "bad-out" / "manifest.csv").exists()
