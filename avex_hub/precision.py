@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -47,11 +48,26 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32",
     device = resolve_device(device)
     _check(precision, device)
     if precision == "int8":
-        from torch.ao.quantization import quantize_dynamic
-
-        quantised = quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
-        return quantised
+        return _quantize_int8(model)
     return model.to(device).eval()
+
+
+def _quantize_int8(model: nn.Module) -> nn.Module:
+    """A dynamically int8-quantised copy of ``model`` (Linear layers), through torch's eager quantisation.
+
+    torch marks that API deprecated in favour of torchao; its notices are ours to handle, not the user's,
+    so they are silenced here, and a torch that no longer ships it gets an error that names the way out.
+    """
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as error:  # pragma: no cover - depends on the installed torch
+        raise ValueError(f"precision='int8' needs torch's dynamic quantisation, which torch {torch.__version__} "
+                         f"no longer provides ({error}); use precision='bf16' (as fast on CPUs with bf16 units) "
+                         "or 'fp32'") from error
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def inference_context(precision: str = "fp32", device: str | torch.device | None = None):
