@@ -41,6 +41,14 @@ def tiny_model():
     return build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE)
 
 
+@pytest.fixture(scope="module")
+def model():
+    """A tiny model of the test module's own: probes freeze a backbone in place and training may update it."""
+    from avex_hub import build_model
+
+    return build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE)
+
+
 @pytest.fixture
 def tiny_copy(tmp_path) -> Path:
     """A writable copy of the fixture folder."""

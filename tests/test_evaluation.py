@@ -17,11 +17,6 @@ ROWS = [("probe", "accuracy"), ("retrieval", "roc_auc"), ("retrieval", "precisio
 
 
 @pytest.fixture(scope="module")
-def model(tiny_dir):
-    return avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
-
-
-@pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     return make_synthetic_dataset(root, num_species=4, individuals_per_species=2, clips_per_individual=6, clip_s=1.0)

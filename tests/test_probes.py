@@ -15,12 +15,6 @@ BUILDERS = {"linear": linear_probe, "mlp": mlp_probe, "attention": attention_pro
 
 
 @pytest.fixture(scope="module")
-def model(tiny_dir):
-    # Our own copy: probes freeze the backbone in place (requires_grad=False); the session tiny_model stays untouched.
-    return avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
-
-
-@pytest.fixture(scope="module")
 def padded(cases):
     audio, mask = cases["padded.audio"], cases["padded.padding_mask"]
     assert mask.any(dim=1).sum() == 2  # two of the three clips are padded: pooling must respect the mask

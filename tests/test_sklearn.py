@@ -11,17 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-import avex_hub
 from avex_hub.audio import resample
 from avex_hub.data import AudioDataset
 from avex_hub.embeddings import extract_embeddings
 from avex_hub.sklearn import AvexEmbedder
 from avex_hub.synthetic import make_synthetic_dataset
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
 
 
 @pytest.fixture(scope="module")
