@@ -1,4 +1,4 @@
-"""Shared fixtures: the beats-tiny checkpoint, its reference outputs, and Hub cache helpers."""
+"""Shared fixtures: the beats-tiny checkpoint, its reference outputs, Hub cache helpers and test audio."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beats-tiny"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "network" in item.keywords:
             item.add_marker(skip)
+
+
+def tones(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Amplitude-modulated tones below 6 kHz (no energy lost by resampling to 16 kHz), [samples, channels]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sr)) / sr
+    out = np.zeros((t.size, channels), np.float32)
+    for c in range(channels):
+        for f in rng.uniform(200, 6000, size=4):
+            envelope = 1 + np.sin(2 * np.pi * rng.uniform(0.1, 2) * t)
+            out[:, c] += 0.1 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) * envelope
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small-tensor work (item loading as in a DataLoader worker, the tiny model) gains nothing from intra-op
+    threads, and on a busy machine the thread hand-off costs ~100x; restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -22,22 +22,13 @@ from avex_hub import outputs
 from avex_hub.audio import audio_info
 from avex_hub.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 
-from conftest import populate_hub_cache
+from conftest import populate_hub_cache, tones
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "tests" / "fixtures" / "beats-tiny")
 QUIET = ["--checkpoint", TINY, "--workers", "0", "--no-progress"]
 
 
-def tones(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """Tones below 6 kHz, [samples, channels] (nothing for the resampler to warn about)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * sr)) / sr
-    out = np.zeros((t.size, channels), np.float32)
-    for c in range(channels):
-        for f in rng.uniform(200, 6000, size=3):
-            out[:, c] += 0.15 * np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * rng.uniform(0.2, 2) * t))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from avex_hub.data import AudioDataset, AudioItem
 from avex_hub.synthetic import make_synthetic_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Item loading is single-threaded work (as in a DataLoader worker); extra threads only contend on small CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

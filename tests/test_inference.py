@@ -17,19 +17,11 @@ import torch
 
 from avex_hub.inference import classify_files, embed_files, find_audio_files, inference_settings
 
+from conftest import tones
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tones(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
-    """Amplitude-modulated tones below 6 kHz (no energy lost by resampling to 16 kHz), [samples, channels]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * sr)) / sr
-    out = np.zeros((t.size, channels), np.float32)
-    for c in range(channels):
-        for f in rng.uniform(200, 6000, size=4):
-            envelope = 1 + np.sin(2 * np.pi * rng.uniform(0.1, 2) * t)
-            out[:, c] += 0.1 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) * envelope
-    return out
 
 
 def expected_starts(total: int, window: int, hop: int) -> list[int]:

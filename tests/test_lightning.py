@@ -25,14 +25,7 @@ QUIET = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=Fal
              num_sanity_val_steps=0, enable_checkpointing=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model's ops gain nothing from intra-op threads, and on a busy machine the thread hand-off costs
-    ~100x; restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
