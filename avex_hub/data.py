@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop
+from .audio import MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop
 from .labels import LabelMap
 
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS"]
@@ -354,7 +354,7 @@ class AudioDataset(torch.utils.data.Dataset):
             mask = torch.zeros(wave.shape, dtype=torch.bool)
         out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s,
                # the same contract as the CLI's outputs: -1 is the mono mix; flags are (clipped, silent, too_short)
-               "channel": -1 if channel is None else channel,
+               "channel": MIX_CHANNEL if channel is None else channel,
                "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short])}
         if self._labels and self.multilabel:
             target = torch.zeros(self.num_classes)

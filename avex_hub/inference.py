@@ -24,6 +24,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .audio import MIX_CHANNEL
 from .precision import inference_context, prepare_for_inference, resolve_device
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au", ".w64",
                     ".rf64", ".caf")
-MIX = -1  # channel value of the mono mix in result arrays
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -175,7 +175,8 @@ class _WindowBatches(torch.utils.data.IterableDataset):
             "audio": torch.stack([w.audio for w in windows]),
             "padding_mask": torch.stack([w.padding_mask for w in windows]),
             "file": torch.tensor([i for i, _ in rows], dtype=torch.long),
-            "channel": torch.tensor([MIX if w.channel is None else w.channel for w in windows], dtype=torch.int32),
+            "channel": torch.tensor([MIX_CHANNEL if w.channel is None else w.channel for w in windows],
+                                    dtype=torch.int32),
             "start_s": torch.tensor([w.start_s for w in windows], dtype=torch.float64),
             "end_s": torch.tensor([w.end_s for w in windows], dtype=torch.float64),
             "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short] for w in windows]),

@@ -34,13 +34,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .audio import MIX_CHANNEL
+
 __all__ = [
     "FLAG_NAMES", "atomic_path", "write_shard", "read_shard", "write_parquet", "write_npz", "write_csv",
     "write_raven_tables", "write_failures", "raven_names",
 ]
 
 FLAG_NAMES = ("clipped", "silent", "too_short")
-MIX = -1  # channel value that stands for the mono mix in arrays (null in Parquet, empty in CSV)
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
 
 
@@ -91,7 +92,7 @@ def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 # -- combined outputs --------------------------------------------------------------------------------
 def _channel_or_none(channel: np.ndarray) -> list:
-    return [None if c == MIX else int(c) for c in channel]
+    return [None if c == MIX_CHANNEL else int(c) for c in channel]
 
 
 def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
@@ -151,7 +152,7 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
             writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score"])
             for name, a in parts:
                 for i in range(len(a["start_s"])):
-                    channel = "" if a["channel"][i] == MIX else int(a["channel"][i])
+                    channel = "" if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i])
                     start, end = f"{a['start_s'][i]:.6g}", f"{a['end_s'][i]:.6g}"
                     for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
                         writer.writerow([name, channel, start, end, rank, labels[index], f"{score:.6f}"])
@@ -190,7 +191,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     if score < min_score:
                         continue
                     selection += 1
-                    channel = 1 if a["channel"][i] == MIX else int(a["channel"][i]) + 1
+                    channel = 1 if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i]) + 1
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
                               "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", labels[int(a["top_indices"][i][0])], f"{score:.6f}"]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
