@@ -2,7 +2,9 @@
 
     avex-hub embed recordings/ --out emb.parquet            # one row per 10 s window
     avex-hub classify recordings/ --out species.csv --raven tables/ --min-score 0.5
-    avex-hub info | avex-hub download esp_aves2_sl_beats_all | avex-hub verify
+    avex-hub info                                           # models, sizes, label counts, cache state
+    avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
+    avex-hub verify                                         # re-hash the cache against the pinned digests
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
@@ -120,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- embed / classify ---------------------------------------------------------------------------------
+def _comparable(settings: dict) -> dict:
+    """The settings that decide whether a stored shard can be reused (the package version does not)."""
+    return {k: v for k, v in settings.items() if k != "avex_hub_version"}
+
+
 def shard_name(path: str, settings: dict) -> str:
     """Shard file name for ``path`` under ``settings``: changes when the file or any setting changes."""
     try:
@@ -128,7 +135,7 @@ def shard_name(path: str, settings: dict) -> str:
     except OSError:  # a dangling link: it fails (and is reported) when processed
         size = mtime_ns = -1
     key = {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime_ns,
-           "settings": {k: v for k, v in settings.items() if k != "avex_hub_version"}}
+           "settings": _comparable(settings)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
 
 
@@ -162,7 +169,7 @@ def _run(args) -> int:
     from .audio import SAMPLE_RATE
     from .windows import window_params
     from .inference import find_audio_files, inference_settings, iter_file_results
-    from .precision import resolve_device
+    from .precision import check_precision, resolve_device
 
     fmt = _output_format(args)
     out: Path = args.out
@@ -183,8 +190,7 @@ def _run(args) -> int:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     try:  # cheap checks before loading weights
         window_params(args.window, args.hop, SAMPLE_RATE)
-        if args.precision == "int8" and device.type != "cpu":
-            raise ValueError(f"--precision int8 runs on the CPU only; use --precision bf16 on {device}")
+        check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
     model = _load_model(args)
@@ -234,9 +240,8 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
         _, meta = read_shard(path)
     except ValueError:
         return False
-    stored = {k: v for k, v in meta.get("settings", {}).items() if k != "avex_hub_version"}
     same_file = meta.get("abspath") == os.path.abspath(source)
-    return same_file and stored == {k: v for k, v in settings.items() if k != "avex_hub_version"}
+    return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
 def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> None:
@@ -354,7 +359,7 @@ def _download(args) -> int:
 
 
 def _verify(args) -> int:
-    from . import hub
+    from .hub import sha256_file
 
     status, checked = EXIT_OK, 0
     for entry in _entries(args.models):
@@ -362,8 +367,7 @@ def _verify(args) -> int:
         if not copies:
             print(f"{entry.name}: not cached")
         for revision, path in copies:
-            hub._VERIFIED.pop(os.path.realpath(path), None)  # re-read the bytes, not this process's memo
-            found = hub.sha256_file(path)
+            found = sha256_file(path, reread=True)
             checked += 1
             if found == entry.sha256:
                 print(f"{entry.name}: OK {path}")

@@ -38,12 +38,15 @@ class WeightsNotAvailableError(FileNotFoundError):
 _VERIFIED: dict[str, tuple[int, int, str]] = {}
 
 
-def sha256_file(path: str | os.PathLike, *, chunk_size: int = 1 << 22) -> str:
-    """The hex SHA-256 of a file, read in 4 MiB chunks; memoised per real path, size and mtime."""
+def sha256_file(path: str | os.PathLike, *, chunk_size: int = 1 << 22, reread: bool = False) -> str:
+    """The hex SHA-256 of a file, read in 4 MiB chunks; memoised per real path, size and mtime.
+
+    ``reread=True`` reads the bytes again whatever this process remembers (``avex-hub verify``).
+    """
     real = os.path.realpath(path)
     stat = os.stat(real)
     known = _VERIFIED.get(real)
-    if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+    if not reread and known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
         return known[2]
     digest = hashlib.sha256()
     with open(real, "rb") as handle:
@@ -195,7 +198,7 @@ def _check_fbank_buffer(key: str, value: torch.Tensor) -> None:
         )
 
 
-def _fold_shared_tables(state: dict[str, torch.Tensor], num_layers: int) -> None:
+def _check_shared_tables(state: dict[str, torch.Tensor], num_layers: int) -> None:
     """The relative-position table is one tensor; refuse a checkpoint whose layer copies differ."""
     keys = [f"backbone.encoder.layers.{i}.self_attn.relative_attention_bias.weight" for i in range(num_layers)]
     present = [k for k in keys if k in state]
@@ -206,9 +209,9 @@ def _fold_shared_tables(state: dict[str, torch.Tensor], num_layers: int) -> None
 
 
 def load_state_dict_strict(model: AvexModel, state: dict[str, torch.Tensor], *, source: str) -> None:
-    """Load with every key accounted for; the error lists missing and unexpected keys."""
-    state = normalize_state_dict(state)
-    _fold_shared_tables(state, model.config.encoder_layers)
+    """Load a state in this package's layout (see :func:`normalize_state_dict`) with every key accounted for;
+    the error lists missing and unexpected keys."""
+    _check_shared_tables(state, model.config.encoder_layers)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "resolve_device", "prepare_for_inference", "inference_context"]
+__all__ = ["PRECISIONS", "resolve_device", "check_precision", "prepare_for_inference", "inference_context"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -31,7 +31,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _check(precision: str, device: torch.device) -> None:
+def check_precision(precision: str, device: torch.device) -> None:
+    """A ValueError for an unknown precision, or one the device cannot run (int8 is CPU-only)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and device.type != "cpu":
@@ -46,7 +47,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32",
     model itself, moved to ``device``.
     """
     device = resolve_device(device)
-    _check(precision, device)
+    check_precision(precision, device)
     if precision == "int8":
         return _quantize_int8(model)
     return model.to(device).eval()
@@ -73,7 +74,7 @@ def _quantize_int8(model: nn.Module) -> nn.Module:
 def inference_context(precision: str = "fp32", device: str | torch.device | None = None):
     """``torch.inference_mode`` plus bf16 autocast when asked for."""
     device = resolve_device(device)
-    _check(precision, device)
+    check_precision(precision, device)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
     if precision == "bf16":
