@@ -276,7 +276,8 @@ def cache_path_for(cache_dir: str | os.PathLike, role: str, model: AvexModel, da
 
 
 # -- extraction -----------------------------------------------------------------------------------------------------
-def _batch_labels(batch: dict) -> torch.Tensor | None:
+def batch_labels(batch: dict) -> torch.Tensor | None:
+    """A collated batch's multi-hot ``target`` as float ``[B, K]``, else its ``label`` ids as long ``[B]``, else None."""
     if "target" in batch:
         return torch.as_tensor(batch["target"]).float()
     if "label" in batch:
@@ -370,12 +371,9 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
             audio, mask = batch["audio"], batch["padding_mask"]
             audio, mask = _pad_to_min(audio, mask)
             with inference_context(precision, device):
-                out = runner.encode(audio.to(device), mask.to(device), output_hidden_states=True,
-                                    num_layers=max(indices))
-                pooled = torch.stack([AvexModel.pool(out.hidden_states[i], out.padding_mask, pooling)
-                                      for i in indices], dim=1)
+                pooled = runner.pooled_layers(audio.to(device), mask.to(device), layers=indices, pooling=pooling)
             chunks.append(pooled.float().cpu().clone())  # [B, L, C]; the clone is a normal (not inference) tensor
-            labels = _batch_labels(batch)
+            labels = batch_labels(batch)
             if labels is not None:
                 label_chunks.append(labels)
             batch_paths = batch.get("path")

@@ -24,7 +24,7 @@ Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one A
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -262,10 +262,10 @@ def compare_layers(model_or_embeddings, data=None, *, layers=None, **kwargs) -> 
         kwargs.setdefault("model_name", model.name)
         tables = []
         for choice in choices:
-            label = _layer_label(choice, model.layer_indices(choice))
-            subset = {role: _with_layers(e, model.layer_indices(choice)) for role, e in emb.items()}
-            tables.append(evaluate(subset, layers="all", **kwargs).rows)
-            tables[-1] = [_relabel(row, label) for row in tables[-1]]
+            indices = model.layer_indices(choice)
+            subset = {role: _with_layers(e, indices) for role, e in emb.items()}
+            label = _layer_label(choice, indices)
+            tables.append([replace(row, layer=label) for row in evaluate(subset, layers="all", **kwargs)])
         return ResultsTable.concat(*tables)
     source = resolve_splits(model_or_embeddings, test_fraction=test_fraction, seed=seed)
     choices = layers if layers is not None else list(source["train"].layers)
@@ -273,15 +273,8 @@ def compare_layers(model_or_embeddings, data=None, *, layers=None, **kwargs) -> 
 
 
 def _with_layers(e: Embeddings, indices: list[int]) -> Embeddings:
-    out = e.subset(np.arange(len(e)))
-    out.embeddings, out.layers = e.select_layers(indices), list(indices)
-    return out
-
-
-def _relabel(row, layer):
-    from dataclasses import replace
-
-    return replace(row, layer=layer)
+    """The same embeddings holding only the layers ``indices`` (``[n, L, C]``, in that order)."""
+    return replace(e, embeddings=e.select_layers(indices), layers=list(indices), settings=dict(e.settings))
 
 
 def side_by_side(table: ResultsTable, by: str = "model") -> Comparison:

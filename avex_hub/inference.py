@@ -189,10 +189,8 @@ def _run_batch(net, batch: dict, settings: dict, device: torch.device) -> dict[s
     audio = batch["audio"].to(device, non_blocking=True)
     mask = batch["padding_mask"].to(device, non_blocking=True)
     if settings["task"] == "embed":
-        layers = settings["layers"]
-        out = net.encode(audio, mask, output_hidden_states=True, num_layers=max(layers))
-        pooled = [net.pool(out.hidden_states[i], out.padding_mask, settings["pooling"]) for i in layers]
-        return {"embeddings": torch.stack(pooled, dim=1).float().cpu().numpy()}  # [b, L, C]
+        pooled = net.pooled_layers(audio, mask, layers=settings["layers"], pooling=settings["pooling"])
+        return {"embeddings": pooled.float().cpu().numpy()}  # [b, L, C]
     scores = torch.sigmoid(net.logits(audio, mask).float())  # [b, labels]
     values, indices = scores.topk(settings["top_k"], dim=1)
     return {"top_scores": values.cpu().numpy(), "top_indices": indices.to(torch.int32).cpu().numpy()}

@@ -83,10 +83,9 @@ class AvexEmbedder(L.LightningModule):
         return self
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        out = self.model.encode(batch["audio"], batch.get("padding_mask"), output_hidden_states=True,
-                                num_layers=max(self.layer_indices))
-        pooled = [self.model.pool(out.hidden_states[i], out.padding_mask, self.pooling) for i in self.layer_indices]
-        result = {"embedding": (pooled[0] if self.single else torch.stack(pooled, dim=1)).float()}
+        pooled = self.model.pooled_layers(batch["audio"], batch.get("padding_mask"), layers=self.layer_indices,
+                                          pooling=self.pooling)  # [B, L, C]
+        result = {"embedding": (pooled[:, 0] if self.single else pooled).float()}
         if batch.get("index") is not None:
             result["index"] = torch.as_tensor(batch["index"])
         return result

@@ -7,19 +7,21 @@ offers the operations people use by name: ``hidden_states``, ``embed``, ``predic
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .audio import MIN_SAMPLES  # 16 filterbank frames, one patch row: 0.175 s at 16 kHz
+from .audio import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 s at 16 kHz
+    MIN_SAMPLES, AudioQualityWarning, load_audio, quality_flags, resample, select_channels, to_float_audio,
+)
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
 from .labels import LabelMap
 from .weights import Preprocessing
 
 __all__ = ["AvexModel", "Prediction", "validate_audio", "MIN_SAMPLES"]
-
 
 
 @dataclass(frozen=True)
@@ -184,15 +186,20 @@ class AvexModel(nn.Module):
     def embed(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
               layer: int = -1, pooling: str = "mean") -> torch.Tensor:
         """A pooled clip embedding ``[B, C]`` from one layer (default: the last)."""
-        [index] = self.layer_indices([layer])
-        out = self.encode(audio, padding_mask, output_hidden_states=True, num_layers=index)
-        return self.pool(out.hidden_states[index], out.padding_mask, pooling)
+        return self.pooled_layers(audio, padding_mask, layers=[layer], pooling=pooling)[:, 0]
+
+    def pooled_layers(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+                      layers: int | list[int] | str = "last", pooling: str = "mean") -> torch.Tensor:
+        """``[B, L, C]``: each of ``layers`` (as in :meth:`hidden_states`) pooled over the frames that are not
+        padding, all from one encoder pass that stops at the deepest layer asked for."""
+        indices = self.layer_indices(layers)
+        out = self.encode(audio, padding_mask, output_hidden_states=True, num_layers=max(indices))
+        return torch.stack([self.pool(out.hidden_states[i], out.padding_mask, pooling) for i in indices], dim=1)
 
     def forward(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.encode(audio, padding_mask)
         if self.return_features_only:
-            return out.features
-        return self.classifier(self.pool(out.features, out.padding_mask, "mean"))
+            return self.encode(audio, padding_mask).features
+        return self.logits(audio, padding_mask)
 
     def logits(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Species logits ``[B, labels]`` whatever ``return_features_only`` says."""
@@ -217,7 +224,7 @@ class AvexModel(nn.Module):
             raise ValueError(f"{self.name} has no species head to predict with; use embed() or a probe")
         if isinstance(audio, (list, tuple)):
             return [self.predict(item, sample_rate, top_k=top_k, channels=channels) for item in audio]
-        rows, source = self._predict_input(audio, sample_rate, channels)
+        rows = self._predict_input(audio, sample_rate, channels)
         device = next(self.parameters()).device
         scores = torch.sigmoid(self.logits(rows.to(device))).float().cpu()  # [rows, labels]
         values, indices = scores.topk(min(top_k, scores.shape[1]), dim=1)
@@ -225,12 +232,8 @@ class AvexModel(nn.Module):
                    for vs, ix in zip(values, indices)]
         return answers if channels == "all" else answers[0]
 
-    def _predict_input(self, audio, sample_rate: int | None, channels) -> tuple[torch.Tensor, str]:
+    def _predict_input(self, audio, sample_rate: int | None, channels) -> torch.Tensor:
         """Any accepted input -> ``[rows, samples]`` at 16 kHz through the audio contract, flagged."""
-        import warnings
-
-        from .audio import AudioQualityWarning, load_audio, quality_flags, resample, select_channels, to_float_audio
-
         if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
             loaded = load_audio(audio, sample_rate=self.sample_rate, channels=channels)
             rows, flags, source = loaded.waveform, loaded.flags, str(audio)
@@ -250,7 +253,7 @@ class AvexModel(nn.Module):
                 where = f"{source} (row {row})" if len(flags) > 1 else source
                 warnings.warn(f"{where} is {' and '.join(problems)}; its scores are not reliable",
                               AudioQualityWarning, stacklevel=3)
-        return rows, source
+        return rows
 
     def extra_repr(self) -> str:
         head = f"{len(self.label_map)} labels" if self.label_map is not None else "no species head"

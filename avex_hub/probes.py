@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -179,8 +180,11 @@ class Probe(nn.Module):
         """Per-layer pooled embeddings ``[B, L, C]``: what ``forward_embeddings`` takes (mean/max probes)."""
         if self.needs_frames:
             raise ValueError("an attention probe pools frames with learned queries; it has no fixed embedding")
-        hidden, mask = self.frames(audio, padding_mask)
-        return torch.stack([AvexModel.pool(h, mask, self.aggregation) for h in hidden], dim=1)
+        return self._pool_layers(*self.frames(audio, padding_mask))
+
+    def _pool_layers(self, hidden: list[torch.Tensor], padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """Each layer's frames pooled with the probe's aggregation (mean/max): ``[B, L, C]``."""
+        return torch.stack([AvexModel.pool(h, padding_mask, self.aggregation) for h in hidden], dim=1)
 
     def _mix(self, stacked: torch.Tensor) -> torch.Tensor:
         """``[B, L, ...]`` -> ``[B, ...]`` with the softmax layer weights."""
@@ -208,8 +212,7 @@ class Probe(nn.Module):
         """Logits from the selected layers' frames (list of ``[B, N, C]``) and a frame mask ``[B, N]``."""
         if self.needs_frames:
             return self.head(self.pooling(self._mix(torch.stack(hidden, dim=1)), padding_mask))
-        return self.forward_embeddings(torch.stack([AvexModel.pool(h, padding_mask, self.aggregation)
-                                                    for h in hidden], dim=1))
+        return self.forward_embeddings(self._pool_layers(hidden, padding_mask))
 
     def forward(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``audio`` ``[B, samples]`` 16 kHz float (and a bool padding mask, True = padding) -> logits."""
@@ -239,13 +242,17 @@ class Probe(nn.Module):
                 f"head={self.head_type!r}, frozen={self.frozen}, multilabel={self.multilabel}")
 
 
+def _check_mean_or_max(builder: str, aggregation: str) -> None:
+    if aggregation not in ("mean", "max"):
+        raise ValueError(f"{builder} aggregation must be 'mean' or 'max', got {aggregation!r}"
+                         + ("; use attention_probe for attention pooling" if aggregation == "attention" else ""))
+
+
 def linear_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list[int] = "last",
                  aggregation: str = "mean", freeze_backbone: bool = True, multilabel: bool = False,
                  learned_layer_weights: bool = True, label_names: list[str] | None = None, seed: int = 0) -> Probe:
     """A linear probe: pooled (mixed) layer embedding -> ``Linear(C, num_classes)``."""
-    if aggregation not in ("mean", "max"):
-        raise ValueError(f"linear_probe aggregation must be 'mean' or 'max', got {aggregation!r}"
-                         + ("; use attention_probe for attention pooling" if aggregation == "attention" else ""))
+    _check_mean_or_max("linear_probe", aggregation)
     return Probe(backbone, num_classes, layers=layers, aggregation=aggregation, head="linear",
                  freeze_backbone=freeze_backbone, multilabel=multilabel,
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
@@ -256,9 +263,7 @@ def mlp_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list
               multilabel: bool = False, learned_layer_weights: bool = True, label_names: list[str] | None = None,
               seed: int = 0) -> Probe:
     """A two-layer MLP probe: ``Linear(C, hidden_dim) -> GELU -> Dropout -> Linear(hidden_dim, num_classes)``."""
-    if aggregation not in ("mean", "max"):
-        raise ValueError(f"mlp_probe aggregation must be 'mean' or 'max', got {aggregation!r}"
-                         + ("; use attention_probe for attention pooling" if aggregation == "attention" else ""))
+    _check_mean_or_max("mlp_probe", aggregation)
     if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
         raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
     return Probe(backbone, num_classes, layers=layers, aggregation=aggregation, head="mlp", hidden_dim=hidden_dim,
@@ -350,8 +355,6 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     ``weights_sha256`` becomes the probe file's digest (it no longer holds the weights it was built from).
     ``probe.provenance`` holds the label names and metrics recorded at saving.
     """
-    import warnings
-
     from safetensors.torch import load_file
 
     from .provenance import ProvenanceMismatchError, ProvenanceWarning, read_probe_metadata

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embeddings import Embeddings, cache_path_for, extract_embeddings
+from .embeddings import Embeddings, batch_labels, cache_path_for, extract_embeddings
 from .probes import Probe
 
 __all__ = ["TrainResult", "train_probe", "compute_class_weights", "split_indices", "predict"]
@@ -121,6 +121,16 @@ def _metric(probe: Probe, labels: torch.Tensor, logits: torch.Tensor) -> float:
     return accuracy(labels.numpy(), logits.float().numpy())
 
 
+def _check_dataset(probe: Probe, data, role: str) -> None:
+    """An audio dataset must be non-empty and, when it knows its classes, have the probe's number of them."""
+    classes = getattr(data, "num_classes", None)
+    if classes and classes != probe.num_classes:
+        raise ValueError(f"the {role} dataset has {classes} classes but the probe has num_classes="
+                         f"{probe.num_classes}; build the probe with num_classes={classes}")
+    if len(data) == 0:
+        raise ValueError(f"the {role} dataset is empty; expected at least one clip")
+
+
 def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_workers: int, precision: str,
                     cache_dir, progress: bool) -> Embeddings:
     """Offline input: given Embeddings, or extract (and cache under ``cache_dir``) the probe's layers/pooling."""
@@ -129,11 +139,7 @@ def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_worke
     else:
         if probe.backbone is None:
             raise ValueError(f"this probe has no backbone to embed the {role} audio with; pass Embeddings")
-        if hasattr(data, "num_classes") and data.num_classes and data.num_classes != probe.num_classes:
-            raise ValueError(f"the {role} dataset has {data.num_classes} classes but the probe has num_classes="
-                             f"{probe.num_classes}; build the probe with num_classes={data.num_classes}")
-        if len(data) == 0:
-            raise ValueError(f"the {role} dataset is empty; expected at least one clip")
+        _check_dataset(probe, data, role)
         cache = None if cache_dir is None else cache_path_for(cache_dir, role, probe.backbone, data,
                                                                probe.layer_indices, probe.aggregation, precision)
         layers = probe.layer_indices
@@ -244,11 +250,7 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
     else:
         if not hasattr(train, "collate"):
             raise TypeError(f"online training needs an AudioDataset (with .collate), got {type(train).__name__}")
-        if getattr(train, "num_classes", probe.num_classes) not in (0, probe.num_classes):
-            raise ValueError(f"the train dataset has {train.num_classes} classes but the probe has num_classes="
-                             f"{probe.num_classes}; build the probe with num_classes={train.num_classes}")
-        if len(train) == 0:
-            raise ValueError("the train dataset is empty; expected at least one clip")
+        _check_dataset(probe, train, "train")
         y = _check_labels(_dataset_labels(train), probe, "train")
         train_emb = val_emb = None
         train_data = train
@@ -349,8 +351,7 @@ def _batch_targets(batch: dict, probe: Probe) -> torch.Tensor:
     if probe.multilabel:
         if "target" not in batch:
             raise ValueError("a multi-label probe needs multi-hot 'target' in the batches (a multi-label dataset)")
-        return batch["target"].float()
+        return batch_labels({"target": batch["target"]})
     if "label" not in batch:
         raise ValueError("a single-label probe needs integer 'label' in the batches (a single-label dataset)")
-    value = batch["label"]
-    return (torch.stack([torch.as_tensor(v) for v in value]) if isinstance(value, list) else value).long()
+    return batch_labels({"label": batch["label"]})

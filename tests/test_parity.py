@@ -73,6 +73,10 @@ def test_hidden_states_and_embeddings(tiny_model, cases):
         assert torch.allclose(embedding, cases["equal.features"].mean(1), atol=TOL)
         emb_max = tiny_model.embed(audio, layer=1, pooling="max")
         assert torch.allclose(emb_max, states[1].amax(1), atol=1e-6)
+        several = tiny_model.pooled_layers(audio, layers=[2, 0, -1], pooling="max")  # [B, 3, C], in the order asked
+        assert several.shape == (len(audio), 3, tiny_model.embedding_dim)
+        for j, i in enumerate([2, 0, -1]):
+            assert torch.allclose(several[:, j], states[i].amax(1), atol=1e-6)
         # padded pooling uses only real frames
         padded = tiny_model.embed(cases["padded.audio"], cases["padded.padding_mask"])
         valid = ~cases["padded.frame_padding_mask"]
