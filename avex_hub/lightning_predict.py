@@ -254,7 +254,10 @@ def extract_embeddings_distributed(model: AvexModel, data, folder: str | os.Path
     """Embeddings of every item of ``data`` (an AudioDataset, e.g. :func:`window_dataset`) with ``Trainer.predict``
     on the devices, processes and nodes ``trainer_kwargs`` name (``accelerator``, ``devices``, ``strategy``,
     ``num_nodes``, ``precision``). Shards go to ``folder``; rank 0 merges them into
-    ``folder/predictions.safetensors`` and returns the :class:`MergedPredictions`; other ranks return None."""
+    ``folder/predictions.safetensors`` and returns the :class:`MergedPredictions`; other ranks return None.
+
+    The process group stays up for whatever the script does next; end the script with
+    ``torch.distributed.destroy_process_group()`` (a gloo group alive at exit can abort the process there)."""
     from .audio import collate_audio
 
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_audio,

@@ -55,6 +55,10 @@ def main(data_root: Path, out: Path, tiny: Path) -> None:
             "merged": None if merged is None else {"num_items": merged.num_items, "duplicates": merged.duplicates,
                                                    "world_size": merged.world_size, "path": str(merged.path)}}
     (out / f"info_rank{rank}.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    # Lightning leaves the process group up after fit and predict; a gloo group still alive at interpreter exit
+    # sometimes aborts the process there ("terminate called without an active exception", exit code 134).
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
