@@ -40,7 +40,8 @@ import soxr
 import torch
 
 __all__ = [
-    "SAMPLE_RATE", "MIN_SAMPLES", "MIX_CHANNEL", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB", "HIGH_FREQUENCY_FRACTION",
+    "SAMPLE_RATE", "MIN_SAMPLES", "MIX_CHANNEL", "AUDIO_EXTENSIONS", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB",
+    "HIGH_FREQUENCY_FRACTION",
     "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags",
     "ChannelMode", "audio_info", "load_audio", "select_channels", "resample", "high_frequency_energy_fraction",
     "to_float_audio", "quality_flags", "pad_or_crop", "collate_audio",
@@ -49,6 +50,10 @@ __all__ = [
 SAMPLE_RATE = 16_000
 MIN_SAMPLES = 400 + 15 * 160  # 16 filterbank frames = one patch row (0.175 s); the model's shortest input
 MIX_CHANNEL = -1  # the mono mix's channel value in arrays, dataset items and outputs (a row's channel is None)
+# File name endings taken as audio when folders are searched (CLI, class-folder datasets, noise folders); all are
+# formats libsndfile decodes. A file named explicitly is read whatever its ending.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au", ".w64",
+                    ".rf64", ".caf")
 CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample ...
 CLIP_FRACTION = 0.001  # ... and clipped audio has at least this fraction (0.1%, and at least one) of them
 SILENCE_DB = -60.0  # RMS below this (dB relative to full scale 1.0), or all zeros, is silent

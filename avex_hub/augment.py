@@ -144,7 +144,7 @@ class AddBackgroundNoise:
 
     @staticmethod
     def _find_files(source) -> list[Path]:
-        from .data import AUDIO_EXTENSIONS
+        from .audio import AUDIO_EXTENSIONS
 
         if isinstance(source, (str, os.PathLike)):
             folder = Path(source)

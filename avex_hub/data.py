@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop
+from .audio import (
+    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop,
+)
 from .labels import LabelMap
 
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 _RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}
 _LISTED = 100  # at most this many problems spelled out in one message
 

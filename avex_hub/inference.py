@@ -24,16 +24,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import MIX_CHANNEL
+from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL
 from .precision import inference_context, prepare_for_inference, resolve_device
 
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
     "iter_file_results", "embed_files", "classify_files", "default_batch_size", "default_num_workers",
 ]
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au", ".w64",
-                    ".rf64", ".caf")
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from avex_hub.audio import AudioDecodeError
 from avex_hub.data import AudioDataset, AudioItem
+from avex_hub.inference import find_audio_files
 from avex_hub.synthetic import make_synthetic_dataset
 
 
@@ -90,6 +92,13 @@ def test_folder_dataset_labels_from_class_folders(synth, tmp_path):
     with pytest.warns(UserWarning, match="1 directly in the root folder.*1 hidden"):
         ds = AudioDataset.from_folder(tmp_path)
     assert ds.labels == ["Avis"] and len(ds) == 1
+    # The same audio endings as the CLI's folder search: an AIFF in a class folder is a clip, a text file is not.
+    sf.write(str(tmp_path / "Avis" / "c.aiff"), np.zeros(4000, np.float32), 16000)
+    (tmp_path / "Avis" / "notes.txt").write_text("not audio")
+    with pytest.warns(UserWarning):
+        ds = AudioDataset.from_folder(tmp_path)
+    assert sorted(Path(item.path).name for item in ds.items) == ["a.flac", "c.aiff"]
+    assert sorted(Path(p).name for p in find_audio_files([tmp_path / "Avis"])) == ["a.flac", "c.aiff"]
 
 
 def test_annotations_manifest_reads_only_the_annotated_spans(synth):
