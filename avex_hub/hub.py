@@ -158,7 +158,14 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 # -- key normalisation: every accepted layout variant, in one tested function -----------------------
 _PREFIXES = ("module.", "model.")
-_FBANK_BUFFER = re.compile(r"^(backbone\.)?(fbank|filterbank)\.(window|mel_weights)$")
+_FBANK_BUFFER = re.compile(r"^(backbone\.)?(fbank|filterbank)\.(window|mel_weights|mel_fb)$")
+# Filterbank buffers a checkpoint may carry -> ours (KaldiFbank). avex 1.4.0's BEATs registers ``window`` [400] and
+# ``mel_fb`` [257, mels] (frequency x mel, our ``mel_weights`` orientation) as persistent buffers; they are its only
+# buffers, so its state dicts carry ``backbone.fbank.window`` and ``backbone.fbank.mel_fb``.
+_FBANK_NAMES = {"window": "window", "mel_weights": "mel_weights", "mel_fb": "mel_weights"}
+# Built in float32 by other code, avex's mel matrix differs from ours by up to 2.2e-5 (weights lie in [0, 1]); a
+# filterbank with other settings (mels, frequency range, FFT size) differs by orders of magnitude more.
+_FBANK_ATOL = 1e-4
 _WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 
@@ -168,7 +175,8 @@ def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     Accepted: the published ``backbone.*`` / ``classifier.*`` keys; a ``module.`` (DDP) or ``model.``
     (Lightning) prefix; bare BEATs keys of an encoder-only file (given a ``backbone.`` prefix); the
     position convolution's weight norm as ``weight_g``/``weight_v`` or ``parametrizations...original0/1``;
-    filterbank buffers, which are checked against ours and dropped. Anything else is left for the strict
+    filterbank buffers (``fbank.window``, ``fbank.mel_weights``, and avex's ``fbank.mel_fb``, with or without
+    ``backbone.``), which are checked against ours and dropped. Anything else is left for the strict
     load to report.
     """
     out: dict[str, torch.Tensor] = {}
@@ -190,8 +198,8 @@ def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def _check_fbank_buffer(key: str, value: torch.Tensor) -> None:
     from .fbank import KaldiFbank
 
-    ours = dict(KaldiFbank().named_buffers())[key.rsplit(".", 1)[1]]
-    if value.shape != ours.shape or not torch.allclose(value.float(), ours, atol=1e-5):
+    ours = dict(KaldiFbank().named_buffers())[_FBANK_NAMES[key.rsplit(".", 1)[1]]]
+    if value.shape != ours.shape or not torch.allclose(value.float(), ours, atol=_FBANK_ATOL):
         raise ValueError(
             f"checkpoint key {key!r} holds a filterbank buffer of shape {tuple(value.shape)} that differs from "
             f"this package's Kaldi filterbank {tuple(ours.shape)}; these weights expect other preprocessing"

@@ -62,6 +62,84 @@ def test_normalize_is_idempotent_and_maps_to_published_layout(tiny_dir):
         assert normalize_state_dict(normalized).keys() == normalized.keys()
 
 
+# -- the layout avex 1.4.0 writes ---------------------------------------------------------------------
+# avex's BEATs wrapper holds ``backbone`` (its BEATs, whose ``_BatchedFbank`` registers the persistent buffers
+# ``window`` [400] and ``mel_fb`` [257, mels]; the AudioSet ``predictor`` exists when ``finetuned_model``) and
+# ``classifier`` (absent with no classes). Per layer, its ``_MultiheadAttention`` (with ``gru_rel_pos``) and
+# ``_TransformerSentenceEncoderLayer`` names; the shared relative table is listed under every layer, as torch's
+# state_dict() does for a module registered in several places. The key list is written out from reading avex's
+# code (models/beats/beats.py, backbone.py, models/beats_model.py), not derived from our model.
+_AVEX_LAYER_KEYS = (
+    "self_attn.grep_a", "self_attn.relative_attention_bias.weight",
+    *(f"self_attn.{p}.{w}" for p in ("k_proj", "v_proj", "q_proj", "out_proj") for w in ("weight", "bias")),
+    "self_attn.grep_linear.weight", "self_attn.grep_linear.bias",
+    "self_attn_layer_norm.weight", "self_attn_layer_norm.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+    "final_layer_norm.weight", "final_layer_norm.bias",
+)
+
+
+def _avex_state_dict_keys(num_layers: int, *, classifier: bool = True) -> list[str]:
+    """``state_dict()`` keys of avex 1.4.0's BEATs model (``avex.models.beats_model.Model``), in its order."""
+    backbone = [
+        "post_extract_proj.weight", "post_extract_proj.bias", "fbank.window", "fbank.mel_fb", "patch_embedding.weight",
+        "encoder.pos_conv.0.bias", "encoder.pos_conv.0.parametrizations.weight.original0",
+        "encoder.pos_conv.0.parametrizations.weight.original1",
+        *(f"encoder.layers.{i}.{k}" for i in range(num_layers) for k in _AVEX_LAYER_KEYS),
+        "encoder.layer_norm.weight", "encoder.layer_norm.bias", "layer_norm.weight", "layer_norm.bias",
+        "predictor.weight", "predictor.bias",
+    ]
+    return ["backbone." + k for k in backbone] + (["classifier.weight", "classifier.bias"] if classifier else [])
+
+
+def _avex_filterbank() -> dict[str, torch.Tensor]:
+    """avex's buffers: our values in its orientation (mel_fb is [257, mels], frequency x mel, like our mel_weights),
+    plus float32-level differences of the size avex's own construction shows against ours (up to 2.2e-5)."""
+    ours = dict(KaldiFbank().named_buffers())
+    wobble = 2e-5 * torch.sin(torch.arange(ours["mel_weights"].numel(), dtype=torch.float32)).view_as(ours["mel_weights"])
+    return {"fbank.window": ours["window"] + 1e-7, "fbank.mel_fb": ours["mel_weights"] + wobble}
+
+
+def _avex_layout(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """The fixture's weights under exactly avex 1.4.0's state_dict() keys (behind ``prefix``)."""
+    buffers = _avex_filterbank()
+    out = {prefix + k: (buffers[k[len("backbone."):]] if k.startswith("backbone.fbank.") else state[k])
+           for k in _avex_state_dict_keys(3)}
+    assert len(out) == len(state) + 2
+    return out
+
+
+@pytest.mark.parametrize("prefix", ["", "module.", "model.", "module.model."])
+def test_avex_1_4_state_dict_layout_loads_with_parity(prefix, tiny_copy, tiny_dir, cases):
+    state = _avex_layout(_state(tiny_dir), prefix)
+    assert sorted(state) == sorted(prefix + k for k in _avex_state_dict_keys(3))
+    _write(tiny_copy, state)
+    model = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
+    _assert_parity(model, cases)
+    with torch.inference_mode():
+        features = model.encode(cases["equal.audio"]).features
+    assert (features - cases["equal.features"]).abs().max() <= TOL
+
+
+def test_avex_encoder_only_layout_without_backbone_prefix(tiny_dir):
+    """avex's bare BEATs state dict (no wrapper, so no ``backbone.`` and no classifier) normalises too."""
+    published = {k: v for k, v in _state(tiny_dir).items() if not k.startswith("classifier.")}
+    bare = {k[len("backbone."):]: v for k, v in _avex_layout(_state(tiny_dir)).items() if k.startswith("backbone.")}
+    assert "fbank.mel_fb" in bare and "patch_embedding.weight" in bare
+    assert set(normalize_state_dict(bare)) == set(published)
+
+
+@pytest.mark.parametrize("key, bad", [
+    ("backbone.fbank.mel_fb", lambda t: t * 1.01),  # another filterbank (values)
+    ("backbone.fbank.mel_fb", lambda t: t.T.contiguous()),  # the other orientation
+    ("backbone.fbank.window", lambda t: torch.hann_window(400)),  # a plain Hann window, not povey
+])
+def test_avex_filterbank_buffer_that_differs_is_refused_by_name(key, bad, tiny_copy, tiny_dir):
+    state = _avex_layout(_state(tiny_dir), "module.")
+    state["module." + key] = bad(state["module." + key])
+    message = _error(tiny_copy, state)
+    assert repr(key) in message and "differs" in message
+
+
 def test_checkpoint_as_single_file(tiny_dir, cases):
     model = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir / "model.safetensors")
     _assert_parity(model, cases)
