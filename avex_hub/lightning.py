@@ -65,6 +65,39 @@ def _step_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
+class _FrozenModulesNotice(L.Callback):
+    """Silences Lightning's "Found N module(s) in eval mode at the start of training" for an AvexClassifier whose
+    eval-mode modules are exactly its frozen parts (N = their count), from on_fit_start until on_train_start (right
+    after Lightning's check) or a failure before it. Harmless: those modules are the frozen layers and embedding stage,
+    the parameter-free filterbank, the unused AudioSet predictor and, with some layers unfrozen, the containers of
+    frozen layers (whose own train-mode behaviour, layer drop and input dropout, would act on frozen layers); none of
+    them has a trainable parameter of its own. Any other count still warns."""
+
+    def __init__(self) -> None:
+        self._quiet = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import warnings
+
+        pl_module.train()  # the modes fitting runs with (AvexClassifier.train)
+        frozen = [name for name, module in pl_module.named_modules() if not module.training]
+        if frozen and self._quiet is None:
+            self._quiet = warnings.catch_warnings()
+            self._quiet.__enter__()
+            warnings.filterwarnings("ignore", message=rf"Found {len(frozen)} module\(s\) in eval mode at the start")
+
+    def _restore(self) -> None:
+        quiet, self._quiet = self._quiet, None
+        if quiet is not None:
+            quiet.__exit__(None, None, None)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
+
+
 class AvexClassifier(L.LightningModule):
     """Classification on an :class:`AvexModel`: mean-pooled last-layer frames -> linear head (the model's own
     ``classifier``, so an export has the published layout).
@@ -77,7 +110,8 @@ class AvexClassifier(L.LightningModule):
         multilabel: BCE on multi-hot targets and mAP; else cross-entropy and accuracy.
         unfreeze: ``"all"`` (full fine-tuning) or N: the top N transformer layers and the head (0: head only).
         lr, layer_decay, weight_decay, betas: AdamW with layer-wise LR decay (see
-            :func:`avex_hub.finetune.layerwise_param_groups`).
+            :func:`avex_hub.finetune.layerwise_param_groups`); ``layer_decay=None`` takes the ratio the weights were
+            trained with (``model.config.layer_wise_gradient_decay_ratio``: 0.6 for esp-aves2-sl-beats-all/bio).
         warmup_steps / warmup_fraction, total_steps, min_lr_ratio: linear warm-up then cosine decay, stepped per
             optimiser step; ``total_steps`` defaults to the trainer's estimate.
         noise: an :class:`AddBackgroundNoise`, a noise folder, or True for generated noise (p=0.5, [-10, 20] dB).
@@ -90,7 +124,7 @@ class AvexClassifier(L.LightningModule):
     """
 
     def __init__(self, model: AvexModel, labels: Sequence[str] | LabelMap | int | None = None, *,
-                 multilabel: bool = False, unfreeze: str | int = "all", lr: float = 1e-4, layer_decay: float = 0.75,
+                 multilabel: bool = False, unfreeze: str | int = "all", lr: float = 1e-4, layer_decay: float | None = None,
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.98), warmup_steps: int | None = None,
                  warmup_fraction: float = 0.1, total_steps: int | None = None, min_lr_ratio: float = 0.0,
                  noise: AddBackgroundNoise | str | os.PathLike | bool | None = None, mixup: Mixup | float | None = None,
@@ -105,6 +139,8 @@ class AvexClassifier(L.LightningModule):
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
         finetune._min_depth(unfreeze, model.num_layers)  # validates unfreeze
+        if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
+            layer_decay = finetune.default_layer_decay(model)
         self.model = model
         self.multilabel, self.unfreeze, self.seed = bool(multilabel), unfreeze, int(seed)
         self.metric_name = "mAP" if self.multilabel else "accuracy"
@@ -162,15 +198,28 @@ class AvexClassifier(L.LightningModule):
         """The logged validation metric (``val_accuracy`` or ``val_mAP``), for ModelCheckpoint / EarlyStopping."""
         return f"val_{self.metric_name}"
 
-    # -- modes: frozen parts stay in eval mode (Lightning's "modules in eval mode" notice is expected) ---------------
+    # -- modes: exactly the trainable parts train; frozen parts stay in eval mode ------------------------------------
     def train(self, mode: bool = True):
+        """Train mode for the trainable parts (dropout, layer drop and input dropout act there); the frozen parts,
+        the parameter-free filterbank and the unused AudioSet ``predictor`` stay in eval mode."""
         super().train(mode)
         if mode:
             self.model.eval()
             for module in self._training_modules:
                 module.train()
-            self.model.fbank.eval()
+            for module in self.model.modules():  # frozen leaves inside trained parts: the unused predictor, and the
+                own = list(module.parameters(recurse=False))  # shared position table when layer 0 is frozen
+                if module is self.model.fbank or (own and not any(p.requires_grad for p in own)):
+                    module.eval()
         return self
+
+    def on_fit_start(self) -> None:
+        # Lightning keeps the modes a module has when fitting starts (a model from build_model is in eval mode), so
+        # set them here; its evaluation loops restore them after each validation.
+        self.train()
+
+    def configure_callbacks(self):
+        return [_FrozenModulesNotice()]
 
     def forward(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, classes]``."""

@@ -53,6 +53,14 @@ class WeightsEntry:
         return f"https://huggingface.co/{self.repo_id}"
 
 
+# The training-time settings each file was trained with, as avex 1.4.0 publishes them (api/configs/official_models/
+# <name>.yml, init_config). Inference ignores them; fine-tuning starts from them: dropouts and layer drop act in train
+# mode, and the gradient decay ratio is the default layer-wise learning-rate decay (avex_hub.finetune).
+_SL_TRAINING = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "dropout_input": 0.0,
+                "encoder_layerdrop": 0.05, "layer_wise_gradient_decay_ratio": 0.6}
+_NATURELM_TRAINING = {"dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0, "dropout_input": 0.1,
+                      "encoder_layerdrop": 0.05, "layer_wise_gradient_decay_ratio": 1.0}
+
 WEIGHTS: dict[str, WeightsEntry] = {
     entry.name: entry
     for entry in [
@@ -62,6 +70,7 @@ WEIGHTS: dict[str, WeightsEntry] = {
             filename="esp-aves2-sl-beats-all.safetensors",
             sha256="25dc242853822de6e35228b22c285886162b5f787d162280e0277c010a510e91",
             label_map_filename="label_map.json",
+            config=BEATsConfig(**_SL_TRAINING),
             description="BEATs post-trained (supervised) on Xeno-canto, iNaturalist, Watkins, "
             "the Animal Sound Archive and AudioSet; species head over its label map.",
         ),
@@ -71,6 +80,7 @@ WEIGHTS: dict[str, WeightsEntry] = {
             filename="esp-aves2-sl-beats-bio.safetensors",
             sha256="1881788eb6d059d7b005e1c68235906fcb12bf3a6cde824cec7cbdc34dcb9fc3",
             label_map_filename="label_map.json",
+            config=BEATsConfig(**_SL_TRAINING),
             description="BEATs post-trained (supervised) on the bioacoustic sources only; species head.",
         ),
         WeightsEntry(
@@ -79,7 +89,7 @@ WEIGHTS: dict[str, WeightsEntry] = {
             filename="esp-aves2-naturelm-audio-v1-beats.safetensors",
             sha256="ce2c16141465e11852105eaee4a32bbb4663cfe8cf7a49ddc874ea5c267f78a2",
             label_map_filename=None,
-            config=BEATsConfig(dropout=0.1, attention_dropout=0.1, activation_dropout=0.1),
+            config=BEATsConfig(**_NATURELM_TRAINING),
             preprocessing=Preprocessing(clip_input=True),
             description="The BEATs audio encoder of NatureLM-audio v1; encoder only (no species head).",
         ),

@@ -91,6 +91,46 @@ def test_frozen_parts_stay_in_eval_mode(tiny_dir):
     assert full.model.backbone.encoder.training and not full.model.fbank.training
 
 
+def _trains(name: str, unfreeze, num_layers: int = 3) -> bool:
+    """Whether AvexClassifier's module ``name`` must be in train mode while fitting with ``unfreeze``."""
+    inside = lambda prefix: name == prefix or name.startswith(prefix + ".")  # noqa: E731
+    if inside("model.backbone.encoder.layers.0.self_attn.relative_attention_bias"):  # shared: depth 0
+        return unfreeze == "all"
+    if inside("model.fbank") or inside("model.backbone.predictor"):  # no parameters / never trains
+        return False
+    if unfreeze == "all" or name == "" or inside("model.classifier"):
+        return True
+    return any(inside(f"model.backbone.encoder.layers.{i}") for i in range(num_layers - unfreeze, num_layers))
+
+
+@pytest.mark.parametrize("unfreeze", [0, 2, "all"])
+def test_fit_runs_exactly_the_trainable_parts_in_train_mode(unfreeze, tiny_dir, small):
+    import warnings
+
+    class Modes(L.Callback):  # every module's mode at every training batch, also after each validation
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, *args):
+            self.seen.append({name: m.training for name, m in module.named_modules()})
+
+    dm = AvexDataModule.from_manifest(small.manifest, clip_s=1.0, batch_size=4, seed=0)
+    module = AvexClassifier(_tiny(tiny_dir), labels=dm.labels, unfreeze=unfreeze, lr=1e-3, seed=0)
+    assert not module.model.training  # as build_model returns it: fitting must set the modes
+    modes = Modes()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        L.Trainer(max_epochs=2, callbacks=[modes], **QUIET).fit(module, dm)
+    assert len(modes.seen) == 6
+    expected = {name: _trains(name, unfreeze) for name in modes.seen[0]}
+    assert len(expected) > 40 and sum(expected.values()) > 1 and not all(expected.values())
+    for seen in modes.seen:
+        assert seen == expected
+    assert not [w for w in caught if "in eval mode" in str(w.message)]
+    eval_notice = [w for w in warnings.filters if "in eval mode" in str(w[1] and w[1].pattern)]
+    assert not eval_notice  # the silencing ended with the fit
+
+
 # -- the improvement the recipe is for --------------------------------------------------------------------------------
 def test_finetune_beats_the_frozen_linear_probe(tiny_dir, tmp_path):
     from avex_hub.metrics import accuracy
