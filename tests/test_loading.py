@@ -15,6 +15,7 @@ from avex_hub import weights as weights_module
 from avex_hub.fbank import KaldiFbank
 from avex_hub.hub import ChecksumError, WeightsNotAvailableError, build_model, normalize_state_dict, sha256_file
 from conftest import populate_hub_cache
+from published_digests import OURS, TENSOR_SHA256, model_tensor_digests, tensor_sha256
 
 TOL = 1e-4
 
@@ -297,3 +298,33 @@ def test_registry_is_data():
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert entry.filename == entry.repo_id.split("/")[1] + ".safetensors"
         assert entry.licence == "CC-BY-NC-SA-4.0"
+
+
+# -- the tensor digests of the network acceptance test, proven offline on the fixture -------------------------------
+def test_tensor_digest_scheme_on_the_fixture(tiny_model, tiny_dir):
+    import hashlib
+
+    import numpy as np
+
+    raw = _state(tiny_dir)
+    names = list(OURS)
+    digests = model_tensor_digests(tiny_model, names)
+    for name in names:  # the same scheme by hand: fp32 C-order bytes of the file's tensor
+        array = np.ascontiguousarray(raw[OURS[name]].numpy(), dtype="<f4")
+        assert digests[name] == hashlib.sha256(array.tobytes()).hexdigest()
+    # a transposed view holds the same numbers in another order: contiguous() makes the digest see that order
+    weight = tiny_model.state_dict()[OURS[names[0]]]
+    assert tensor_sha256(weight.T) == hashlib.sha256(weight.T.numpy().copy(order="C").tobytes()).hexdigest()
+    assert tensor_sha256(weight.T) != tensor_sha256(weight)
+    with pytest.raises(TypeError, match="float32"):
+        tensor_sha256(weight.double())
+    # a one-ulp change anywhere changes the digest
+    bumped = weight.clone()
+    bumped.view(-1)[7] = torch.nextafter(bumped.view(-1)[7], torch.tensor(1.0))
+    assert tensor_sha256(bumped) != tensor_sha256(weight)
+    # the table: five names per published file, each a key of our model, 64 hex digits each
+    assert set(TENSOR_SHA256) == set(avex_hub.WEIGHTS)
+    for table in TENSOR_SHA256.values():
+        assert set(table) == set(OURS)
+        assert all(re.fullmatch(r"[0-9a-f]{64}", d) for d in table.values())
+    assert set(OURS.values()) <= set(tiny_model.state_dict())

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import avex_hub
+from published_digests import TENSOR_SHA256, model_tensor_digests
 
 pytestmark = pytest.mark.network
 
@@ -20,8 +21,15 @@ def test_real_weights_download_verify_and_classify_a_turtle_dove(tmp_path):
     # Xeno-canto XC564654: a European turtle dove.
     recording = tmp_path / "XC564654.mp3"
     urllib.request.urlretrieve("https://xeno-canto.org/564654/download", recording)
-    top = model.predict(recording, top_k=5)
+    top = model.predict(recording)  # the full recording
     assert top[0].label == "Streptopelia turtur", top
+
+
+@pytest.mark.parametrize("name", sorted(TENSOR_SHA256))
+def test_published_tensors_load_bit_exact(name):
+    """Five tensors of each published file, after loading into our model, hash as in the official library."""
+    model = avex_hub.build_model(name)
+    assert model_tensor_digests(model, TENSOR_SHA256[name]) == TENSOR_SHA256[name]
 
 
 @pytest.mark.parametrize("name", ["esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats"])
