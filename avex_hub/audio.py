@@ -49,7 +49,7 @@ __all__ = [
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLES = 400 + 15 * 160  # 16 filterbank frames = one patch row (0.175 s); the model's shortest input
-MIX_CHANNEL = -1  # the mono mix's channel value in arrays, dataset items and outputs (a row's channel is None)
+MIX_CHANNEL = -1  # the mono mix's channel value in arrays, dataset items and every output format (a Window's is None)
 # File name endings taken as audio when folders are searched (CLI, class-folder datasets, noise folders); all are
 # formats libsndfile decodes. A file named explicitly is read whatever its ending.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au", ".w64",

@@ -5,7 +5,7 @@ into place, so an interrupted run never leaves a half-written file under the fin
 
 Schemas (one row per window, or per window and layer for embeddings):
 
-* Parquet (``embed``): ``file`` string, ``channel`` int32 (null for the mono mix), ``start_s`` and
+* Parquet (``embed``): ``file`` string, ``channel`` int32 (-1 for the mono mix), ``start_s`` and
   ``end_s`` float64 (seconds on the file's timeline; ``end_s`` is the end of real audio, before
   padding), ``layer`` int16, ``clipped`` / ``silent`` / ``too_short`` bool (quality of the window's
   real audio), ``embedding`` fixed_size_list<float32>[C]. The schema metadata key ``avex_hub``
@@ -14,7 +14,7 @@ Schemas (one row per window, or per window and layer for embeddings):
   mix), ``start_s``, ``end_s`` float64 [n], ``layer`` int16 [n], ``flags`` bool [n, 3] (clipped,
   silent, too_short), ``settings`` (a JSON string). Loads with ``np.load(path)`` (no pickle).
 * CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score``; top-k rows per window, rank 1
-  first, ``score`` the sigmoid probability; ``channel`` empty for the mix.
+  first, ``score`` the sigmoid probability; ``channel`` -1 for the mix.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score`` for windows whose
   top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix).
@@ -90,11 +90,7 @@ def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-# -- combined outputs --------------------------------------------------------------------------------
-def _channel_or_none(channel: np.ndarray) -> list:
-    return [None if c == MIX_CHANNEL else int(c) for c in channel]
-
-
+# -- combined outputs: the mix's channel is MIX_CHANNEL (-1) in every format ------------------------------
 def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
                   settings: dict, embedding_dim: int) -> int:
     """Write embedding rows of ``(file, arrays)`` parts one row group at a time; returns the row count."""
@@ -113,7 +109,7 @@ def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str
                 n = len(a["start_s"])
                 flat = pa.array(np.ascontiguousarray(a["embeddings"], dtype=np.float32).reshape(-1))
                 columns = [
-                    pa.array([name] * n, pa.string()), pa.array(_channel_or_none(a["channel"]), pa.int32()),
+                    pa.array([name] * n, pa.string()), pa.array(a["channel"], pa.int32()),
                     pa.array(a["start_s"], pa.float64()), pa.array(a["end_s"], pa.float64()),
                     pa.array(a["layer"], pa.int16()), *[pa.array(a["flags"][:, i]) for i in range(3)],
                     pa.FixedSizeListArray.from_arrays(flat, embedding_dim),
@@ -144,20 +140,20 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
 
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
               labels: tuple[str, ...]) -> int:
-    """Top-k classification rows; returns the number of windows written."""
-    windows = 0
+    """Top-k classification rows; returns the number of rows written (top-k per window)."""
+    rows = 0
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score"])
             for name, a in parts:
                 for i in range(len(a["start_s"])):
-                    channel = "" if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i])
+                    channel = int(a["channel"][i])
                     start, end = f"{a['start_s'][i]:.6g}", f"{a['end_s'][i]:.6g}"
                     for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
                         writer.writerow([name, channel, start, end, rank, labels[index], f"{score:.6f}"])
-                windows += 1
-    return windows
+                        rows += 1
+    return rows
 
 
 def raven_names(files: list[str]) -> dict[str, str]:

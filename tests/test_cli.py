@@ -181,7 +181,8 @@ def test_classify_csv_and_raven_tables(tiny_model, mixed, tmp_path):
     with torch.inference_mode():
         logits = tiny_model.logits(torch.from_numpy(data[:160000])[None])
     top = torch.sigmoid(logits)[0].topk(3)
-    first = windows[(mixed["good"][0], "", 0.0)]
+    assert {r["channel"] for r in rows} == {"-1"}  # the mono mix, as in every output format
+    first = windows[(mixed["good"][0], "-1", 0.0)]
     assert [r["label"] for r in first] == [tiny_model.labels[i] for i in top.indices.tolist()]
     np.testing.assert_allclose([float(r["score"]) for r in first], top.values.numpy(), atol=1e-5)
 
@@ -215,6 +216,45 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
     np.testing.assert_array_equal(arrays["channel"], -1)
     assert arrays["flags"].shape == (14, 3)
     assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
+
+
+def _parts(channels: list[list[int]], k: int = 2):
+    """Classification/embedding shard arrays of files with the given per-window channels."""
+    for f, chans in enumerate(channels):
+        n = len(chans)
+        yield f"f{f}.wav", {"channel": np.array(chans, np.int32), "start_s": np.arange(n, dtype=float),
+                            "end_s": np.arange(n, dtype=float) + 1, "layer": np.full(n, 3, np.int16),
+                            "flags": np.zeros((n, 3), bool), "embeddings": np.ones((n, 4), np.float32),
+                            "top_indices": np.tile(np.arange(k, dtype=np.int32), (n, 1)),
+                            "top_scores": np.tile(np.linspace(0.9, 0.5, k, dtype=np.float32), (n, 1))}
+
+
+def test_every_format_writes_minus_one_for_the_mix_and_counts_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    channels = [[-1, -1, -1], [0, 1, 0, 1], [-1]]  # 8 windows in 3 files
+    rows = outputs.write_csv(tmp_path / "c.csv", _parts(channels, k=2), ("a", "b"))
+    with open(tmp_path / "c.csv", newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert rows == len(written) == 16  # top-2 rows per window (counted files before: 3)
+    assert [r["channel"] for r in written] == [str(c) for chans in channels for c in chans for _ in range(2)]
+    assert outputs.write_parquet(tmp_path / "e.parquet", _parts(channels), {}, 4) == 8
+    assert pq.read_table(tmp_path / "e.parquet").column("channel").to_pylist() == sum(channels, [])  # no nulls
+    assert outputs.write_npz(tmp_path / "e.npz", _parts(channels), {}, 4) == 8
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as data:
+        assert data["channel"].tolist() == sum(channels, [])
+
+
+def test_classify_reports_the_rows_it_wrote(tmp_path, capsys):
+    folder = small_folder(tmp_path / "in")  # 3 s, 4 s, 5 s at 2 s windows: 2 + 2 + 3 windows
+    out = tmp_path / "species.csv"
+    args = ["classify", str(folder), "--out", str(out), "--window", "2", "--top-k", "2", "--checkpoint", TINY,
+            "--workers", "0"]
+    assert main(args) == EXIT_OK
+    with open(out, newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert len(written) == 7 * 2
+    assert f"wrote {len(written)} rows from 3 files" in capsys.readouterr().err
 
 
 def test_int8_cli_agrees_with_fp32(tmp_path):
