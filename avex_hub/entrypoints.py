@@ -19,7 +19,13 @@ __all__ = [
 _ARGS = """
     Args:
         pretrained: load the published weights (downloaded once, SHA-256 verified); False gives
-            the same architecture with fresh weights.
+            the same architecture with fresh (randomly initialised) weights, offline: the encoder
+            alone (``model(audio)`` returns frame features), or with ``num_classes=N`` a fresh
+            N-class head. (For a fresh head the size of the published one:
+            ``num_classes=len(avex_hub.label_map())``.)
+        num_classes: with ``pretrained=False``, the size of a fresh species head (class names
+            ``class_0`` ...); None: no head. Only with ``pretrained=False``: loaded weights bring
+            their own head and label map.
         checkpoint: a local ``.safetensors`` file, or a folder with it, ``label_map.json`` and
             optionally ``config.json``; used instead of the Hub (air-gapped machines, fine-tunes).
         return_features_only: ``model(audio)`` returns frame features ``[batch, frames, 768]``
@@ -30,13 +36,29 @@ _ARGS = """
 """
 
 
+def _check_num_classes(num_classes, loading: bool) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (the size of a fresh head), got {num_classes!r}")
+    if loading:
+        raise ValueError(f"num_classes={num_classes} sizes a fresh head and needs pretrained=False (and no "
+                         "checkpoint); loaded weights bring their own head. To train a new head on them, use "
+                         "AvexClassifier(model, labels=...) or a probe (avex_hub.linear_probe(model, N))")
+
+
 def _builder(name: str, summary: str):
     def build(*, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
               return_features_only: bool = False, device: str | torch.device | None = None,
-              revision: str | None = None, progress: bool = True, **kwargs) -> AvexModel:
+              revision: str | None = None, progress: bool = True, num_classes: int | None = None,
+              **kwargs) -> AvexModel:
+        if num_classes is not None:
+            _check_num_classes(num_classes, pretrained or checkpoint is not None)
+        if not pretrained and checkpoint is None and num_classes is None:
+            # Fresh weights need no download, so no label map to size a head: the encoder alone, the same
+            # offline or online (a head sized by whatever happens to be cached would change what model() returns).
+            return_features_only = True
         return build_model(name, pretrained=pretrained, checkpoint=checkpoint,
                            return_features_only=return_features_only, device=device,
-                           revision=revision, progress=progress, **kwargs)
+                           revision=revision, progress=progress, num_classes=num_classes, **kwargs)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = summary + "\n" + _ARGS

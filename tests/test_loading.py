@@ -234,8 +234,26 @@ def test_pretrained_false_gives_fresh_weights_of_the_architecture(offline_hub):
     assert model.classifier.out_features == 10 and model.weights_sha256 is None
     encoder = avex_hub.esp_aves2_sl_beats_all(pretrained=False, return_features_only=True)
     assert encoder.classifier is None
-    with pytest.raises(ValueError, match="num_classes"):
-        avex_hub.esp_aves2_sl_beats_all(pretrained=False)
+
+
+def test_pretrained_false_alone_is_the_fresh_encoder_offline(offline_hub):
+    for build in (avex_hub.esp_aves2_sl_beats_all, avex_hub.esp_aves2_sl_beats_bio):
+        model = build(pretrained=False)  # raised "pass num_classes=N" before (no label map offline)
+        assert model.classifier is None and model.return_features_only and model.weights_sha256 is None
+        assert model.config.encoder_layers == 12 and model.embedding_dim == 768
+        with torch.inference_mode():
+            assert model(torch.zeros(1, 16000)).shape == (1, 48, 768)  # frame features
+    assert "num_classes" in avex_hub.esp_aves2_sl_beats_all.__doc__
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pretrained": False, "num_classes": 0}, "positive int"),
+    ({"pretrained": False, "num_classes": True}, "positive int"),
+    ({"num_classes": 3}, "needs pretrained=False"),
+])
+def test_num_classes_is_checked(kwargs, message, offline_hub):
+    with pytest.raises(ValueError, match=message):
+        avex_hub.esp_aves2_sl_beats_all(**kwargs)
 
 
 # -- through the Hugging Face cache, offline ---------------------------------------------------------
