@@ -11,6 +11,10 @@ outputs and writes them as ``rank<R>-part<K>.safetensors`` every ``flush_every``
 index ``rank<R>.json`` (parts, row count, dataset length, world size, run id) when the rank finishes.
 :func:`merge_shards` checks that every rank of one run finished, drops repeated dataset indices (a padding
 sampler repeats some) and refuses a result that misses any index. Files are written atomically.
+
+An input that cannot be read does not stop the run: :func:`window_dataset` leaves out files whose header cannot be
+read, and :func:`extract_embeddings_distributed` records items that fail to decode on any rank; both end in
+``MergedPredictions.failures`` (path -> error) and ``failures.csv`` beside the merged file, as the CLI reports them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,15 +48,19 @@ def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None,
     until one reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
-    from .audio import SAMPLE_RATE, audio_info
+    from .audio import SAMPLE_RATE, AudioDecodeError, audio_info
     from .windows import window_params
     from .data import AudioDataset, AudioItem
     from .inference import find_audio_files
 
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
-    items = []
+    items, failures = [], []
     for path in find_audio_files([paths] if isinstance(paths, (str, os.PathLike)) else paths):
-        info = audio_info(path)
+        try:
+            info = audio_info(path)
+        except (OSError, AudioDecodeError) as error:  # left out and reported, as the CLI does
+            failures.append((str(path), _describe(error)))
+            continue
         total = round(info.frames * SAMPLE_RATE / info.sample_rate)  # samples at 16 kHz
         k = 0
         while k * hop < total and (k == 0 or (k - 1) * hop + window < total):
@@ -59,8 +68,50 @@ def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None,
                                    origin=f"{path} window {k}"))
             k += 1
     if not items:
-        raise ValueError(f"no audio windows in {paths}")
-    return AudioDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}", **kwargs)
+        unreadable = f"; {len(failures)} unreadable files, e.g. {failures[0][0]}: {failures[0][1]}" if failures else ""
+        raise ValueError(f"no audio windows in {paths}{unreadable}")
+    dataset = AudioDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}",
+                           **kwargs)
+    if failures:
+        dataset.failures += failures
+        warnings.warn(f"left out {len(failures)} files of {paths} that cannot be read (see dataset.failures)",
+                      stacklevel=2)
+    return dataset
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class _SkipUnreadable(torch.utils.data.Dataset):
+    """A dataset whose items that cannot be decoded become ``{"failed": (index, path, error)}`` instead of an
+    exception that would stop every rank; :func:`_collate_skipping` sets them apart."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        from .audio import AudioDecodeError
+
+        try:
+            return self.dataset[index]
+        except (OSError, AudioDecodeError) as error:  # OSError: e.g. a file removed since the dataset was made
+            items = getattr(self.dataset, "items", None)
+            path = str(items[index].path) if items is not None else f"item {index}"
+            return {"failed": (int(index), path, _describe(error))}
+
+
+def _collate_skipping(batch: list[dict]) -> dict:
+    """:func:`avex_hub.audio.collate_audio` of the readable items, plus ``failures``: [(index, path, error)]."""
+    from .audio import collate_audio
+
+    good = [item for item in batch if "failed" not in item]
+    out = collate_audio(good) if good else {}
+    out["failures"] = [item["failed"] for item in batch if "failed" in item]
+    return out
 
 
 class AvexEmbedder(L.LightningModule):
@@ -83,11 +134,18 @@ class AvexEmbedder(L.LightningModule):
         return self
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        pooled = self.model.pooled_layers(batch["audio"], batch.get("padding_mask"), layers=self.layer_indices,
-                                          pooling=self.pooling)  # [B, L, C]
+        """``failures`` of the batch (items that could not be read) are passed on for the writer to record."""
+        if "audio" not in batch:  # every item of the batch failed
+            pooled = torch.zeros(0, len(self.layer_indices), self.model.embedding_dim, device=self.device)
+            batch = {**batch, "index": torch.zeros(0, dtype=torch.long)}
+        else:
+            pooled = self.model.pooled_layers(batch["audio"], batch.get("padding_mask"), layers=self.layer_indices,
+                                              pooling=self.pooling)  # [B, L, C]
         result = {"embedding": (pooled[:, 0] if self.single else pooled).float()}
         if batch.get("index") is not None:
             result["index"] = torch.as_tensor(batch["index"])
+        if batch.get("failures"):
+            result["failures"] = list(batch["failures"])
         return result
 
 
@@ -95,7 +153,8 @@ class ShardedPredictionWriter(BasePredictionWriter):
     """Writes each rank's ``predict_step`` outputs (dicts of tensors with a first axis per item, plus ``index``:
     dataset positions, else Lightning's batch indices) to ``folder``; merge them with :func:`merge_shards`.
 
-    A folder holding shards of an earlier run is refused unless ``overwrite`` (rank 0 then removes them).
+    A folder holding shards of an earlier run is refused unless ``overwrite`` (rank 0 then removes them). A
+    prediction's ``failures`` (``[(index, path, error)]``, items that could not be read) go to the rank's index.
     """
 
     def __init__(self, folder: str | os.PathLike, *, flush_every: int = 4096, overwrite: bool = False) -> None:
@@ -105,6 +164,7 @@ class ShardedPredictionWriter(BasePredictionWriter):
         self.folder, self.flush_every, self.overwrite = Path(folder), int(flush_every), bool(overwrite)
         self._buffer: list[dict[str, torch.Tensor]] = []
         self._parts: list[str] = []
+        self._failures: list[list] = []
         self._rows = 0
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -128,13 +188,14 @@ class ShardedPredictionWriter(BasePredictionWriter):
         dataset = getattr(loaders, "dataset", None)
         self._length = len(dataset) if hasattr(dataset, "__len__") else None
         self._run_id, self._rank, self._world = run_id, trainer.global_rank, trainer.world_size
-        self._buffer, self._parts, self._rows = [], [], 0
+        self._buffer, self._parts, self._failures, self._rows = [], [], [], 0
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:
         if not isinstance(prediction, dict):
             raise TypeError(f"predict_step must return a dict of tensors to be sharded, got "
                             f"{type(prediction).__name__}")
+        self._failures += [[int(i), str(path), str(error)] for i, path, error in prediction.get("failures") or []]
         index = prediction.get("index")
         if index is None:
             if batch_indices is None:
@@ -173,31 +234,38 @@ class ShardedPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush()
         index = {"format": SHARD_FORMAT, "run_id": self._run_id, "rank": self._rank, "world_size": self._world,
-                 "parts": self._parts, "rows": self._rows, "dataset_length": self._length}
+                 "parts": self._parts, "rows": self._rows, "dataset_length": self._length,
+                 "failures": self._failures}
         with atomic_path(self.folder / f"rank{self._rank:05d}.json") as tmp:
             tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
 
 
 @dataclass
 class MergedPredictions:
-    """``tensors``: ``index`` [n] (0..n-1, sorted) and every predicted key in that order; ``num_items`` = n;
-    ``duplicates``: repeated rows dropped; ``world_size`` of the run; ``path`` of the merged file (or None)."""
+    """``tensors``: ``index`` [n] (the dataset positions that were read, sorted; 0..n-1 when none failed) and every
+    predicted key in that order; ``num_items``: the dataset's length; ``duplicates``: repeated rows dropped;
+    ``world_size`` of the run; ``path`` of the merged file (or None); ``failures``: path -> error of inputs that
+    could not be read (also in ``failures.csv`` beside the merged file); ``failed_indices``: their dataset positions."""
 
     tensors: dict[str, torch.Tensor] = field(repr=False)
     num_items: int
     duplicates: int
     world_size: int
     path: Path | None
+    failures: dict[str, str] = field(default_factory=dict)
+    failed_indices: list[int] = field(default_factory=list)
 
 
 def merge_shards(folder: str | os.PathLike, *, output: str | os.PathLike | None = "predictions.safetensors",
-                 expected_length: int | None = None) -> MergedPredictions:
+                 expected_length: int | None = None, failures: dict[str, str] | None = None) -> MergedPredictions:
     """Merge a :class:`ShardedPredictionWriter` folder into one table ordered by dataset index.
 
     Raises FileNotFoundError when no rank index or a listed part is missing (a rank that did not finish), ValueError
     for shards of different runs or when any index in ``0 .. length - 1`` is missing or out of range (``length``:
-    ``expected_length``, else the dataset length the ranks recorded). ``output`` (relative to ``folder``, or None
-    to skip writing) receives the merged tensors atomically.
+    ``expected_length``, else the dataset length the ranks recorded); indices the ranks recorded as unreadable are
+    not missing but reported. ``output`` (relative to ``folder``, or None to skip writing) receives the merged
+    tensors atomically, and ``failures.csv`` beside it lists the unreadable inputs, with ``failures`` (path -> error,
+    e.g. ``dataset.failures`` of files left out before prediction).
     """
     from safetensors.torch import load_file, save_file
 
@@ -230,21 +298,32 @@ def merge_shards(folder: str | os.PathLike, *, output: str | os.PathLike | None 
         raise ValueError(f"shards in {folder} hold different keys: {sorted({tuple(sorted(p)) for p in parts})}")
     index = torch.cat([p["index"] for p in parts]).numpy()
     unique, first = np.unique(index, return_index=True)
-    outside = unique[(unique < 0) | (unique >= length)]
-    absent = np.setdiff1d(np.arange(length), unique)
+    failed = sorted({(i, path, error) for r in records for i, path, error in r.get("failures", [])})
+    failed_indices = sorted({i for i, _, _ in failed})
+    known = np.union1d(unique, np.asarray(failed_indices, dtype=unique.dtype))
+    outside = known[(known < 0) | (known >= length)]
+    absent = np.setdiff1d(np.arange(length), known)
     if len(outside) or len(absent):
         raise ValueError(f"{folder}: {len(absent)} of {length} indices missing (first: {absent[:20].tolist()}) and "
                          f"{len(outside)} out of range ({outside[:20].tolist()}); the predictions are incomplete")
     take = torch.as_tensor(first)
     tensors = {key: torch.cat([p[key] for p in parts])[take].contiguous() for key in keys}
+    unreadable = dict(failures or {})
+    for _, path, error in failed:
+        unreadable.setdefault(path, error)
     path = None
     if output is not None:
         path = folder / output
         meta = {"format": SHARD_FORMAT, "num_items": str(length), "world_size": str(world),
-                "duplicates": str(len(index) - len(unique))}
+                "duplicates": str(len(index) - len(unique)), "failures": json.dumps(unreadable, sort_keys=True)}
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
-    return MergedPredictions(tensors, int(length), int(len(index) - len(unique)), int(world), path)
+        if unreadable:
+            from .outputs import write_failures
+
+            write_failures(path.parent / "failures.csv", unreadable)
+    return MergedPredictions(tensors, int(length), int(len(index) - len(unique)), int(world), path, unreadable,
+                             failed_indices)
 
 
 def extract_embeddings_distributed(model: AvexModel, data, folder: str | os.PathLike, *,
@@ -255,13 +334,13 @@ def extract_embeddings_distributed(model: AvexModel, data, folder: str | os.Path
     on the devices, processes and nodes ``trainer_kwargs`` name (``accelerator``, ``devices``, ``strategy``,
     ``num_nodes``, ``precision``). Shards go to ``folder``; rank 0 merges them into
     ``folder/predictions.safetensors`` and returns the :class:`MergedPredictions`; other ranks return None.
+    Inputs that cannot be read are skipped on any rank and reported in ``failures`` (with ``data.failures``, files
+    :func:`window_dataset` left out) and ``folder/failures.csv``, with a warning that counts them.
 
     The process group stays up for whatever the script does next; end the script with
     ``torch.distributed.destroy_process_group()`` (a gloo group alive at exit can abort the process there)."""
-    from .audio import collate_audio
-
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_audio,
-                                         num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(_SkipUnreadable(data), batch_size=batch_size, shuffle=False,
+                                         collate_fn=_collate_skipping, num_workers=num_workers)
     writer = ShardedPredictionWriter(folder, flush_every=flush_every, overwrite=overwrite)
     settings = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **trainer_kwargs}
     settings["callbacks"] = [*settings.get("callbacks", []), writer]
@@ -271,7 +350,10 @@ def extract_embeddings_distributed(model: AvexModel, data, folder: str | os.Path
     merged, error, problem = None, None, None
     if trainer.is_global_zero:
         try:
-            merged = merge_shards(folder)
+            merged = merge_shards(folder, failures=dict(getattr(data, "failures", None) or []))
+            if merged.failures:
+                warnings.warn(f"{len(merged.failures)} inputs could not be read and have no embeddings; see "
+                              f"MergedPredictions.failures and {Path(folder) / 'failures.csv'}", stacklevel=2)
         except (OSError, ValueError) as e:  # told to every rank, so none waits forever
             error, problem = e, f"{type(e).__name__}: {e}"
     problem = trainer.strategy.broadcast(problem, src=0)

@@ -4,6 +4,7 @@ label checks, metrics, bf16, the data module and sharded prediction on one proce
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -373,6 +374,49 @@ def test_sharded_prediction_writer_and_merge(tiny_dir, small, tmp_path):
     result = merge_shards(fake, output=None)
     assert result.duplicates == 2 and result.path is None
     assert result.tensors["embedding"].flatten().tolist() == [0.0, 2.0, 1.0, 7.0]
+
+
+def test_distributed_extraction_skips_and_reports_unreadable_files(tiny_dir, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from avex_hub.lightning import extract_embeddings_distributed, window_dataset
+
+    data = make_synthetic_dataset(tmp_path / "src", num_species=2, individuals_per_species=1, clips_per_individual=1,
+                                  num_long_recordings=2, long_recording_s=3.3, seed=4)
+    folder = tmp_path / "src" / "long"
+    corrupt = folder / "corrupt.wav"  # no readable header: left out when the windows are listed
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.warns(UserWarning, match="left out 1 files"):
+        windows = window_dataset(folder, window_s=1.0)
+    assert windows.failures and windows.failures[0][0] == str(corrupt)
+    broken = sorted(str(p) for p in data.long_recordings)[0]  # readable when listed, corrupt when decoded
+    bad = [i for i, item in enumerate(windows.items) if str(item.path) == broken]
+    good = [i for i in range(len(windows)) if i not in bad]
+    assert bad == [0, 1, 2, 3] and len(good) == 4  # 3.3 s in 1 s windows; batches of 2 fail whole
+    expected = {i: windows[i] for i in good}
+    Path(broken).write_bytes(np.random.default_rng(1).bytes(4096))
+    model = _tiny(tiny_dir)
+    with pytest.warns(UserWarning, match="2 inputs could not be read"):
+        merged = extract_embeddings_distributed(model, windows, tmp_path / "shards", batch_size=2, accelerator="cpu",
+                                                devices=1, enable_progress_bar=False)
+    assert set(merged.failures) == {str(corrupt), broken} and merged.failed_indices == bad
+    assert merged.num_items == len(windows) and merged.tensors["index"].tolist() == good
+    batch = windows.collate([expected[i] for i in good])
+    with torch.inference_mode():
+        direct = model.embed(batch["audio"], batch["padding_mask"])
+    assert torch.allclose(merged.tensors["embedding"], direct, atol=1e-5)
+    with open(tmp_path / "shards" / "failures.csv", newline="") as handle:
+        assert {row["path"] for row in csv.DictReader(handle)} == {str(corrupt), broken}
+    assert json.loads(_metadata(merged.path)["failures"]) == merged.failures
+
+
+def _metadata(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata()
 
 
 def test_window_dataset_matches_stream_windows(tmp_path):
