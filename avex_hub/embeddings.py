@@ -321,8 +321,9 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
                 "num_items": len(dataset)}
     label_names = None if isinstance(dataset, ClipList) else (list(getattr(dataset, "labels", None) or []) or None)
     cache_path = Path(cache) if cache is not None else None
+    digest = model_digest(model)  # recorded with or without a cache
     if cache_path is not None:
-        settings["model_digest"] = model_digest(model)
+        settings["model_digest"] = digest
         settings["dataset"] = dataset_fingerprint(dataset)
         if cache_path.exists() and not overwrite:
             found = Embeddings.load(cache_path)
@@ -357,7 +358,7 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
         emb = torch.cat(chunks) if chunks else torch.empty(0, len(indices), model.embedding_dim)
         result = Embeddings(emb if stacked else emb[:, 0], torch.cat(label_chunks) if label_chunks else None,
                             indices, pooling, label_names, paths if any(p is not None for p in paths) else None,
-                            model.name, settings.get("model_digest"), audio_seconds,
+                            model.name, digest, audio_seconds,
                             elapsed_before + time.perf_counter() - start, False, settings)
         if target is not None:
             meta = result.metadata()

@@ -163,7 +163,7 @@ def test_online_fine_tuning_changes_the_backbone(tiny_dir, splits):
         train_probe(probe, small, mode="offline", progress=False)
 
 
-def test_extraction_layers_in_one_pass_match_embed(model, cases):
+def test_extraction_layers_in_one_pass_match_embed(model, cases, tmp_path):
     audio, mask = cases["padded.audio"], cases["padded.padding_mask"]
     clips = [audio[i][~mask[i]] for i in range(3)]  # natural lengths; the collate pads them again
     emb = extract_embeddings(model, clips, layers=[0, 2, 3], pooling="max", batch_size=3, progress=False)
@@ -173,6 +173,10 @@ def test_extraction_layers_in_one_pass_match_embed(model, cases):
             assert torch.allclose(emb.embeddings[:, j], model.embed(audio, mask, layer=layer, pooling="max"),
                                   atol=1e-5)
     assert emb.audio_seconds == pytest.approx(float((~mask).sum()) / 16000) and emb.throughput > 0
+    # no cache, yet the weights the embeddings came from are recorded (it was None), and survive a save
+    assert emb.model_digest == model.weights_sha256 and len(model.weights_sha256) == 64
+    emb.save(tmp_path / "e.safetensors")
+    assert Embeddings.load(tmp_path / "e.safetensors").model_digest == model.weights_sha256
     single = extract_embeddings(model, audio, layers="last", progress=False)  # a [n, samples] tensor, no padding
     with torch.no_grad():
         assert single.embeddings.shape == (3, 64) and torch.allclose(single.embeddings, model.embed(audio), atol=1e-5)
