@@ -289,8 +289,9 @@ def resolve_checkpoint(checkpoint: str | os.PathLike, entry: WeightsEntry) -> di
     else:
         raise FileNotFoundError(f"checkpoint not found: {path}; expected a .safetensors file or a folder holding one")
     label_map, config = folder / "label_map.json", folder / "config.json"
-    return {"weights": weights, "label_map": label_map if label_map.is_file() else None,
-            "config": config if config.is_file() else None}
+    # exists(), not is_file(): a config or label map that is a stream or device is refused when read, not ignored
+    return {"weights": weights, "label_map": label_map if label_map.exists() else None,
+            "config": config if config.exists() else None}
 
 
 def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocessing | None, dict | None]:

@@ -107,19 +107,21 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(BEATsConfig))
 _PREFIX = re.compile(r"^((module|model|backbone)\.)+")
 
 
-def _expected_shapes(config: BEATsConfig) -> dict[str, tuple[int, ...]]:
-    """Shapes (bare BEATs keys of layer 0) that pin each size field of the config to the weights."""
+def _expected_shapes(config: BEATsConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{bare BEATs key (layer 0): (shape, the config fields that size it)}``: pins every size to the weights."""
     c, p, heads = config.encoder_embed_dim, config.input_patch_size, config.encoder_attention_heads
-    shapes = {"patch_embedding.weight": (config.embed_dim, 1, p, p),
-              "encoder.layers.0.self_attn.q_proj.weight": (c, c),
-              "encoder.layers.0.fc1.weight": (config.encoder_ffn_embed_dim, c),
-              "encoder.pos_conv.0.parametrizations.weight.original1": (c, c // config.conv_pos_groups,
-                                                                       config.conv_pos),
-              "encoder.pos_conv.0.weight_v": (c, c // config.conv_pos_groups, config.conv_pos)}
+    pos_conv = ((c, c // config.conv_pos_groups, config.conv_pos), "encoder_embed_dim, conv_pos_groups, conv_pos")
+    shapes = {"patch_embedding.weight": ((config.embed_dim, 1, p, p), "embed_dim, input_patch_size"),
+              "encoder.layers.0.self_attn.q_proj.weight": ((c, c), "encoder_embed_dim"),
+              "encoder.layers.0.fc1.weight": ((config.encoder_ffn_embed_dim, c),
+                                              "encoder_ffn_embed_dim, encoder_embed_dim"),
+              "encoder.pos_conv.0.parametrizations.weight.original1": pos_conv,
+              "encoder.pos_conv.0.weight_v": pos_conv}
     if config.relative_position_embedding:
-        shapes["encoder.layers.0.self_attn.relative_attention_bias.weight"] = (config.num_buckets, heads)
+        shapes["encoder.layers.0.self_attn.relative_attention_bias.weight"] = (
+            (config.num_buckets, heads), "num_buckets, encoder_attention_heads")
     if config.gru_rel_pos:
-        shapes["encoder.layers.0.self_attn.grep_a"] = (1, heads, 1, 1)
+        shapes["encoder.layers.0.self_attn.grep_a"] = ((1, heads, 1, 1), "encoder_attention_heads")
     return shapes
 
 
@@ -135,8 +137,8 @@ def check_config(config: BEATsConfig, header: dict[str, tuple[str, tuple[int, ..
     if len(layers) != config.encoder_layers:
         raise ValueError(f"{source}: config encoder_layers={config.encoder_layers} but the weights hold "
                          f"{len(layers)} layers; use the config.json saved with these weights")
-    wrong = [f"{k}: config gives {shape}, weights hold {bare[k]}"
-             for k, shape in _expected_shapes(config).items() if k in bare and bare[k] != shape]
+    wrong = [f"config {fields} give {k} the shape {shape}, the weights hold {bare[k]}"
+             for k, (shape, fields) in _expected_shapes(config).items() if k in bare and bare[k] != shape]
     if wrong:
         raise ValueError(f"{source}: the config's sizes disagree with the weights ({'; '.join(wrong)}); use the "
                          "config.json saved with these weights")
@@ -147,7 +149,7 @@ def read_capped(path: str | os.PathLike, max_bytes: int, *, what: str) -> bytes:
     with open(path, "rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: expected {what} of at most {max_bytes / 1e6:.0f} MB, found a larger file (or a "
+        raise ValueError(f"{path}: expected {what} of at most {max_bytes / 2**20:.0f} MiB, found a larger file (or a "
                          "stream); it is not the file it should be: restore or re-download it")
     return data
 
@@ -177,7 +179,7 @@ def cached_file_address(path: str | os.PathLike) -> tuple[str, str] | None:
         return None
     blob = Path(os.path.realpath(path))
     address = blob.name
-    if blob.parent.name != "blobs" or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", address):
+    if blob.parent.name != "blobs" or not blob.is_file() or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", address):
         return None
     found = git_blob_sha1(blob) if len(address) == 40 else _file_digest(blob, hashlib.sha256())
     return address, found
