@@ -17,8 +17,8 @@ import torch
 
 from .beats import BEATsConfig
 from .integrity import (
-    ChecksumError, check_config, check_config_values, check_finite, check_float_dtypes, check_preprocessing, read_capped,
-    tensor_header, verify_cached_file,
+    ChecksumError, check_config, check_config_values, check_finite, check_float_dtypes, check_preprocessing,
+    read_capped, tensor_header, verify_cached_file,
 )
 from .labels import LabelMap
 from .model import AvexModel

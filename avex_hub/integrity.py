@@ -25,8 +25,9 @@ import torch
 
 from .beats import BEATsConfig
 
-__all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values", "check_preprocessing", "git_blob_sha1",
-           "read_capped", "cached_file_address", "verify_cached_file", "ChecksumError"]
+__all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values",
+           "check_preprocessing", "git_blob_sha1", "read_capped", "cached_file_address", "verify_cached_file",
+           "ChecksumError"]
 
 
 class ChecksumError(ValueError):
@@ -86,8 +87,9 @@ def check_config_values(values: dict, source: str) -> None:
               isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
               if kind is float else isinstance(value, kind))
         if not ok:
-            raise ValueError(f"{source}: config field {f.name} must be {'a finite ' if kind is float else 'a '}"
-                             f"{kind.__name__}, found {value!r} ({type(value).__name__})")
+            expected = {bool: "true or false", int: "an int", float: "a finite number"}.get(kind, kind.__name__)
+            raise ValueError(f"{source}: config field {f.name} must be {expected}, found {value!r} "
+                             f"({type(value).__name__})")
         if kind in (int, float) and f.name not in _NON_NEGATIVE + _ANY_SIGN and value <= 0:
             raise ValueError(f"{source}: config field {f.name} must be positive, found {value!r}")
         if kind in (int, float) and f.name not in _ANY_SIGN and value < 0:

@@ -268,9 +268,9 @@ def _check_types(values: Mapping, source: str) -> None:
         if ok and name == "kind":
             ok = value in KINDS
         if not ok:
-            raise ValueError(f"{source}: provenance field {name} is malformed ({value!r:.80}); expected "
-                             f"{KINDS if name == 'kind' else 'non-negative layer indices' if name == 'layers' else kind}"
-                             "; the file is damaged or was edited by hand")
+            expected = KINDS if name == "kind" else "non-negative layer indices" if name == "layers" else kind
+            raise ValueError(f"{source}: provenance field {name} is malformed ({value!r:.80}); expected {expected}; "
+                             "the file is damaged or was edited by hand")
 
 
 # -- fine-tuned exports (config.json of a whole model) ------------------------------------------------------------
