@@ -304,20 +304,15 @@ def _encoder_parameters(config) -> int:
 def _info(args) -> int:
     from huggingface_hub import constants
 
-    from .labels import LabelMap
-
     rows = []
     for entry in _entries([]):
         weights = _cached_copies(entry, entry.filename)
-        labels = None
+        labels, label_map = None, None
         if entry.label_map_filename:
             cached = _cached_copies(entry, entry.label_map_filename)
             if cached:
-                try:
-                    labels = len(LabelMap.from_json(cached[-1][1]))
-                except (OSError, ValueError):
-                    labels = None
-        rows.append({"name": entry.name, "repo_id": entry.repo_id,
+                labels, label_map = _label_map_status(entry, cached[-1][1])
+        rows.append({"name": entry.name, "repo_id": entry.repo_id, "label_map": label_map,
                      "encoder_parameters": _encoder_parameters(entry.config),
                      "embedding_dim": entry.config.encoder_embed_dim, "layers": entry.config.encoder_layers,
                      "species_head": entry.has_classifier, "labels": labels, "licence": entry.licence,
@@ -336,9 +331,29 @@ def _info(args) -> int:
                  else "not cached (`avex-hub download " + r["name"] + "`)")
         print(f"{r['name']:<36} {r['encoder_parameters'] / 1e6:>7.1f}M {r['embedding_dim']:>4} {r['layers']:>6} "
               f"{labels:>8}  {state}")
-    print("labels: species in the head ('?' = label map not cached, '-' = encoder only); licence of the weights: "
-          + ", ".join(sorted({r["licence"] for r in rows})))
+    for r in rows:
+        if r["label_map"] is not None and r["label_map"]["status"] != "ok":
+            print(f"{r['name']}: label map {r['label_map']['status']}: {r['label_map']['detail']}")
+    print("labels: species in the head ('?' = label map not cached or refused, '-' = encoder only); licence of the "
+          "weights: " + ", ".join(sorted({r["licence"] for r in rows})))
     return EXIT_OK
+
+
+def _label_map_status(entry, path: Path) -> tuple[int | None, dict]:
+    """(number of labels or None, {"path", "status": ok | unchecked | refused, "detail"}) of a cached label map."""
+    from .hub import verify_label_map
+    from .labels import LabelMap
+
+    try:
+        address = verify_label_map(path, entry)
+        labels = len(LabelMap.from_json(path))
+    except (OSError, ValueError) as error:  # ChecksumError is a ValueError
+        return None, {"path": str(path), "status": "refused", "detail": str(error)}
+    if address is None and entry.label_map_sha256 is None:
+        return labels, {"path": str(path), "status": "unchecked",
+                        "detail": "a plain file without a Hub content address, and no pinned digest"}
+    how = f"content address {address}" if address else f"pinned SHA-256 {entry.label_map_sha256}"
+    return labels, {"path": str(path), "status": "ok", "detail": how}
 
 
 def _download(args) -> int:
@@ -375,8 +390,16 @@ def _verify(args) -> int:
                 status = EXIT_ERROR
                 print(f"{entry.name}: MISMATCH {path} (revision {revision[:12]})\n  expected {entry.sha256}\n"
                       f"  found    {found}\n  delete it and run `avex-hub download {entry.name}` again")
+        for revision, path in _cached_copies(entry, entry.label_map_filename) if entry.label_map_filename else []:
+            checked += 1
+            _, result = _label_map_status(entry, path)
+            if result["status"] == "refused":
+                status = EXIT_ERROR
+                print(f"{entry.name}: MISMATCH label map (revision {revision[:12]}): {result['detail']}")
+            else:
+                print(f"{entry.name}: {'OK' if result['status'] == 'ok' else 'UNCHECKED'} {path} ({result['detail']})")
     if status != EXIT_OK:
-        _error("some cached weights do not match their published digests")
+        _error("some cached weights or label maps do not match their published digests")
     elif not checked:
         print("nothing cached to verify")
     return status

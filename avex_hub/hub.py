@@ -16,18 +16,18 @@ from pathlib import Path
 import torch
 
 from .beats import BEATsConfig
+from .integrity import (
+    ChecksumError, check_config, check_config_values, check_finite, check_float_dtypes, check_preprocessing,
+    read_capped, tensor_header, verify_cached_file,
+)
 from .labels import LabelMap
 from .model import AvexModel
 from .weights import Preprocessing, WeightsEntry, get_weights
 
 __all__ = [
     "ChecksumError", "WeightsNotAvailableError", "build_model", "download_weights", "load_label_map",
-    "normalize_state_dict", "sha256_file", "verify_file", "load_safetensors",
+    "normalize_state_dict", "sha256_file", "verify_file", "load_safetensors", "verify_label_map",
 ]
-
-
-class ChecksumError(ValueError):
-    """A weights file whose SHA-256 is not the published one."""
 
 
 class WeightsNotAvailableError(FileNotFoundError):
@@ -121,7 +121,20 @@ def download_weights(name: str, *, revision: str | None = None, progress: bool =
     files = {"weights": weights}
     if entry.label_map_filename:
         files["label_map"] = _hub_download(entry, entry.label_map_filename, revision=revision, progress=progress)
+        verify_label_map(files["label_map"], entry)
     return files
+
+
+def verify_label_map(path: str | os.PathLike, entry: WeightsEntry) -> str | None:
+    """Check a cached label map against its Hub content address and the pinned ``entry.label_map_sha256``.
+
+    A swapped or permuted label map renames every prediction, so it is checked like the weights. Returns the
+    address checked, or None for a copy without one (a plain file, not a cache link: only the pin, when set,
+    vouches for it). Raises :class:`ChecksumError` naming the file, the expected and the found digest.
+    """
+    fix = (f"delete it and download again (`hf download {entry.repo_id} {entry.label_map_filename} "
+           "--force-download`), or pass your own folder with checkpoint=.")
+    return verify_cached_file(path, pinned_sha256=entry.label_map_sha256, fix=fix)
 
 
 def load_label_map(name: str = "esp_aves2_sl_beats_all", *, revision: str | None = None,
@@ -134,11 +147,24 @@ def load_label_map(name: str = "esp_aves2_sl_beats_all", *, revision: str | None
     entry = get_weights(name)
     if not entry.label_map_filename:
         raise ValueError(f"{entry.name} is an encoder only and has no label map")
-    return LabelMap.from_json(_hub_download(entry, entry.label_map_filename, revision=revision, progress=False))
+    path = _hub_download(entry, entry.label_map_filename, revision=revision, progress=False)
+    verify_label_map(path, entry)
+    return LabelMap.from_json(path)
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` file; anything else is refused (we never unpickle)."""
+    path = _check_safetensors_path(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); re-download or re-export it") from None
+
+
+def _check_safetensors_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(
@@ -147,13 +173,23 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    return path
 
-    try:
-        return load_file(str(path))
-    except SafetensorError as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({error}); re-download or re-export it") from None
+
+def _read_weights(path: str | os.PathLike, config: BEATsConfig, preprocessing: Preprocessing) -> dict:
+    """The normalised state of a weights file, read only once its header agrees with ``config``.
+
+    The config's sizes are checked against the tensor shapes (and the dtypes against floating point) before
+    anything is loaded or built; the loaded values must be finite.
+    """
+    source = str(_check_safetensors_path(path))
+    header = tensor_header(path)
+    check_float_dtypes(header, source)
+    check_config(config, header, source)
+    check_preprocessing(preprocessing, config, source)
+    state = load_safetensors(path)
+    check_finite(state, source)
+    return normalize_state_dict(state)
 
 
 # -- key normalisation: every accepted layout variant, in one tested function -----------------------
@@ -261,20 +297,36 @@ def resolve_checkpoint(checkpoint: str | os.PathLike, entry: WeightsEntry) -> di
     else:
         raise FileNotFoundError(f"checkpoint not found: {path}; expected a .safetensors file or a folder holding one")
     label_map, config = folder / "label_map.json", folder / "config.json"
-    return {"weights": weights, "label_map": label_map if label_map.is_file() else None,
-            "config": config if config.is_file() else None}
+    # exists(), not is_file(): a config or label map that is a stream or device is refused when read, not ignored
+    return {"weights": weights, "label_map": label_map if label_map.exists() else None,
+            "config": config if config.exists() else None}
 
 
 def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocessing | None, dict | None]:
     """config.json -> the architecture, the preprocessing (if recorded) and our exports' provenance block."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        data = json.loads(read_capped(path, CONFIG_MAX_BYTES, what="a BEATs config.json").decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}); expected BEATs config fields") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of BEATs config fields, found {type(data).__name__}")
     preprocessing = data.pop("preprocessing", None)
     provenance = data.pop("avex_hub", None)  # written by avex_hub's own exports
-    config = BEATsConfig.from_dict({**base.to_dict(), **data})
-    return config, (Preprocessing(**preprocessing) if preprocessing else None), provenance
+    merged = {**base.to_dict(), **data}
+    check_config_values(merged, str(path))  # before BEATsConfig's own checks divide by a size
+    config = BEATsConfig.from_dict(merged)
+    return config, (_read_preprocessing(preprocessing, path) if preprocessing else None), provenance
+
+
+CONFIG_MAX_BYTES = 1 << 20  # a config.json is ~1 kB
+
+
+def _read_preprocessing(block, path: Path) -> Preprocessing:
+    known = set(Preprocessing.__dataclass_fields__)
+    if not isinstance(block, dict) or set(block) - known:
+        raise ValueError(f"{path}: \"preprocessing\" must be an object with fields {sorted(known)}, found "
+                         f"{sorted(block) if isinstance(block, dict) else type(block).__name__}")
+    return Preprocessing(**block)  # its values are checked with the config (integrity.check_preprocessing)
 
 
 def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
@@ -292,7 +344,7 @@ def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.Path
         if files["config"] is not None:
             config, custom, provenance = _read_config(files["config"], config)
             preprocessing = custom or preprocessing
-        state = normalize_state_dict(load_safetensors(files["weights"]))
+        state = _read_weights(files["weights"], config, preprocessing)
         digest = sha256_file(files["weights"])
         source = str(files["weights"])
         if files["label_map"] is not None:
@@ -304,7 +356,7 @@ def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.Path
                                     "label map ({\"name\": index}) in the same folder")
     elif pretrained:
         files = download_weights(entry.name, revision=revision, progress=progress)
-        state = normalize_state_dict(load_safetensors(files["weights"]))
+        state = _read_weights(files["weights"], config, preprocessing)
         digest, source = entry.sha256, str(files["weights"])
         label_map = LabelMap.from_json(files["label_map"]) if "label_map" in files else None
     else:
@@ -350,6 +402,7 @@ def _cached_label_map(entry: WeightsEntry, revision: str | None) -> LabelMap:
 
     cached = try_to_load_from_cache(entry.repo_id, entry.label_map_filename, revision=revision or entry.revision)
     if isinstance(cached, str):
+        verify_label_map(cached, entry)
         return LabelMap.from_json(cached)
     raise ValueError(f"pretrained=False builds {entry.name}'s species head, whose size comes from its label map, "
                      "which is not cached; pass num_classes=N, or return_features_only=True for the encoder alone")

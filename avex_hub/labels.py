@@ -7,7 +7,11 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["LabelMap"]
+__all__ = ["LabelMap", "MAX_BYTES"]
+
+# The largest label map read: the published ones (~10k scientific names) are under 1 MB; 32 MB leaves room for
+# any real taxonomy and stops a wrong file (a link to /dev/zero) before it fills memory.
+MAX_BYTES = 32 << 20
 
 
 class LabelMap(Mapping[str, int]):
@@ -47,12 +51,15 @@ class LabelMap(Mapping[str, int]):
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "LabelMap":
+        """Read ``{"name": index}`` JSON, at most ``MAX_BYTES`` of it (a ValueError beyond)."""
+        from .integrity import read_capped
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_capped(path, MAX_BYTES, what="a label map").decode("utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"label map not found: {path}") from None
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path} is not valid JSON ({error}); expected {{\"name\": index}}") from None
         return cls(data, source=str(path))
 

@@ -80,6 +80,17 @@ def validate_audio(audio: torch.Tensor, padding_mask: torch.Tensor | None = None
         empty = padding_mask.all(dim=1)
         if bool(empty.any()):
             raise ValueError(f"batch rows {empty.nonzero().flatten().tolist()} are all padding; drop them")
+        # The encoder reduces the mask to frames dropping the row's last samples (up to min_samples - 1 of them),
+        # so fewer valid samples than one patch, not starting the row, can leave no valid frame: NaN outputs.
+        # A short clip at the start of its row (trailing padding, as collate and windows make) always keeps one.
+        valid = (~padding_mask).sum(dim=1)
+        unseen = (valid < min_samples) & padding_mask[:, 0]
+        if bool(unseen.any()):
+            rows = unseen.nonzero().flatten().tolist()
+            raise ValueError(f"batch rows {rows[:10]} start with padding and have fewer valid samples than the "
+                             f"{min_samples} of one 16-frame patch (row {rows[0]}: {valid[rows[0]].item()}): the "
+                             "encoder would see none of them. Put each clip at the start of its row (padding after "
+                             f"it), or give it at least {min_samples} valid samples")
     return audio, padding_mask
 
 

@@ -351,17 +351,20 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     The backbone must match the recorded provenance: weights digest, architecture, preprocessing and layers;
     otherwise a ProvenanceMismatchError names both sides of each difference (``allow_backbone_mismatch=True``
     loads anyway with a ProvenanceWarning). A probe saved on fresh weights (no digest) therefore needs the
-    escape hatch. A fine-tuned probe's backbone weights are loaded into ``backbone`` in place, and its
-    ``weights_sha256`` becomes the probe file's digest (it no longer holds the weights it was built from).
-    ``probe.provenance`` holds the label names and metrics recorded at saving.
-    """
-    from safetensors.torch import load_file
+    escape hatch. ``probe.provenance`` holds the label names and metrics recorded at saving.
 
+    A probe file can never change ``backbone``: a frozen probe holds its head only (a ``backbone.*`` tensor in it
+    is refused by name), and a fine-tuned probe (its provenance says so) loads its backbone tensors into a copy
+    of ``backbone``, whose ``weights_sha256`` becomes the probe file's digest. The file's config, tensor shapes
+    and dtypes are checked before anything is allocated, its values must be finite.
+    """
     from .provenance import ProvenanceMismatchError, ProvenanceWarning, read_probe_metadata
 
     path = Path(path)
     meta = read_probe_metadata(path)
     provenance = meta["provenance"]
+    config = dict(meta["config"])  # checked by read_probe_metadata: types, and agreement with the provenance
+    fine_tuned = provenance.kind == "fine-tuned probe"
     if backbone is not None:
         _check_backbone(backbone)
         try:
@@ -370,21 +373,73 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
             if not allow_backbone_mismatch:
                 raise
             warnings.warn(f"{error}\n(loaded anyway: allow_backbone_mismatch=True)", ProvenanceWarning, stacklevel=2)
-    elif provenance.kind == "fine-tuned probe":
+    elif fine_tuned:
         raise ValueError(f"{path} fine-tuned its backbone, so its head fits only that backbone's embeddings; load it "
-                         f"with backbone=<the base model> (it then holds the fine-tuned weights): "
+                         f"with backbone=<the base model> (a copy then holds the fine-tuned weights): "
                          f"{provenance.how_to_load()}")
-    config = dict(meta["config"])
+    expected = _expected_shapes(config, backbone if fine_tuned else None, str(path))
+    _check_probe_tensors(path, expected, fine_tuned)
+    if fine_tuned:
+        import copy
+
+        backbone = copy.deepcopy(backbone)  # the caller's model keeps its weights, digest and trainability
     kind = config.pop("head")
     probe = Probe(backbone, head=kind, **config)
-    state = load_file(str(path), device=str(next(probe.parameters()).device))
+    state = _read_state(path, next(probe.parameters()).device)
+    # Every key of `state` was checked against `expected` (the probe's own keys; the backbone's only for a
+    # fine-tuned probe), so strict=False leaves out exactly the frozen backbone, whose weights stay as given.
     missing, unexpected = probe.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (probe.frozen and k.startswith("backbone."))]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match the probe config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if backbone is not None and not probe.frozen:
+    assert not unexpected and all(k.startswith("backbone.") for k in missing) and (not fine_tuned or not missing)
+    if fine_tuned:
         from .hub import sha256_file
 
-        backbone.weights_sha256 = sha256_file(path)
+        backbone.weights_sha256 = sha256_file(path)  # it holds this file's weights now, not the base file's
     probe.provenance = provenance
     return probe
+
+
+def _expected_shapes(config: dict, backbone: AvexModel | None, source: str) -> dict[str, tuple[int, ...]]:
+    """The tensors a probe file must hold: its head's (sized on the meta device, nothing allocated) and, for a
+    fine-tuned probe, its backbone's."""
+    options = {k: v for k, v in config.items() if k != "head"}
+    try:
+        with torch.device("meta"):
+            skeleton = Probe(None, head=config["head"], **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: the probe config is malformed: {error}") from None
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if backbone is not None:
+        shapes.update({f"backbone.{k}": tuple(v.shape) for k, v in backbone.state_dict().items()})
+    return shapes
+
+
+def _check_probe_tensors(path: Path, expected: dict[str, tuple[int, ...]], fine_tuned: bool) -> None:
+    """Names, shapes and dtypes of the file's tensors (read from its header) against ``expected``."""
+    from .integrity import check_float_dtypes, tensor_header
+
+    header = tensor_header(path)
+    intruders = sorted(k for k in header if k.startswith("backbone.") and k not in expected)
+    if intruders and not fine_tuned:
+        raise ValueError(f"{path} holds backbone tensors ({intruders[:5]}{' ...' if len(intruders) > 5 else ''}) but "
+                         "its provenance says it is a frozen probe, whose file holds its head only: loading them "
+                         "would silently replace the backbone's weights. Refused; a probe that fine-tuned its "
+                         "backbone is saved by save_probe with kind 'fine-tuned probe'")
+    missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the probe config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    wrong = [f"{k}: config gives {shape}, file holds {header[k][1]}" for k, shape in expected.items()
+             if header[k][1] != shape]
+    if wrong:
+        raise ValueError(f"{path}: tensor shapes disagree with the probe config ({'; '.join(wrong[:5])}); the file "
+                         "is damaged or was edited by hand: save the probe again")
+    check_float_dtypes(header, str(path))
+
+
+def _read_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    from .integrity import check_finite
+
+    state = load_file(str(path), device=str(device))
+    check_finite(state, str(path))
+    return state

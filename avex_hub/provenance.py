@@ -180,7 +180,8 @@ class Provenance:
         if missing:
             raise ValueError(f"{source}: provenance lacks {missing}; the file is damaged or was edited by hand")
         values = {k: v for k, v in data.items() if k in known}
-        values["layers"] = tuple(int(i) for i in values["layers"])
+        _check_types(values, source)
+        values["layers"] = tuple(values["layers"])
         if values.get("label_names") is not None:
             values["label_names"] = tuple(values["label_names"])
         return cls(**values)
@@ -248,6 +249,30 @@ class Provenance:
                 "warning: its outputs are then not the ones it was validated with).", diffs)
 
 
+_TYPES = {"backbone_name": str, "backbone_sha256": (str, type(None)), "backbone_config_sha256": str,
+          "backbone_config": dict, "preprocessing": dict, "layers": list, "pooling": str,
+          "label_names": (list, type(None)), "metrics": dict, "kind": str, "created": str, "avex_hub_version": str}
+
+
+def _check_types(values: Mapping, source: str) -> None:
+    """Each provenance field has its JSON type (a ValueError names the file and the field)."""
+    for name, kind in _TYPES.items():
+        value = values.get(name)
+        if name not in values:
+            continue
+        ok = isinstance(value, kind)
+        if ok and name == "layers":
+            ok = bool(value) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+        if ok and name == "label_names" and value is not None:
+            ok = all(isinstance(n, str) for n in value)
+        if ok and name == "kind":
+            ok = value in KINDS
+        if not ok:
+            expected = KINDS if name == "kind" else "non-negative layer indices" if name == "layers" else kind
+            raise ValueError(f"{source}: provenance field {name} is malformed ({value!r:.80}); expected {expected}; "
+                             "the file is damaged or was edited by hand")
+
+
 # -- fine-tuned exports (config.json of a whole model) ------------------------------------------------------------
 def provenance_for_export(model, label_names: Sequence[str] | None = None, metrics=None) -> dict:
     """The ``"avex_hub"`` block for the ``config.json`` of a fine-tuned model export.
@@ -309,14 +334,68 @@ def read_probe_metadata(path: str | os.PathLike) -> dict:
     if header is None and side is None:
         raise FileNotFoundError(f"{path} carries no probe config and {sidecar} is missing; expected a file written "
                                 "by save_probe")
-    meta = json.loads(header if header is not None else side)
-    if header is not None and side is not None and _canonical(json.loads(side)) != _canonical(meta):
+    meta = _json_object(header, f"{path} (its header {PROBE_META_KEY!r})") if header is not None \
+        else _json_object(side, str(sidecar))
+    if header is not None and side is not None and _canonical(_json_object(side, str(sidecar))) != _canonical(meta):
         raise ValueError(f"{sidecar} disagrees with the config stored in {path}; the header of {path.name} is "
                          f"authoritative: delete or restore {sidecar.name}")
     if "provenance" not in meta or "config" not in meta:
         raise ValueError(f"{path} was saved without provenance (an older avex_hub); load it with that version and "
                          "save it again with save_probe")
-    return {"config": meta["config"], "provenance": Provenance.from_dict(meta["provenance"], source=str(path))}
+    provenance = Provenance.from_dict(meta["provenance"], source=str(path))
+    if provenance.kind not in ("probe", "fine-tuned probe"):
+        raise ValueError(f"{path}: provenance kind {provenance.kind!r} is not a probe's ('probe' or 'fine-tuned "
+                         "probe'); the file is damaged or was edited by hand")
+    _check_probe_config(meta["config"], provenance, str(path))
+    return {"config": meta["config"], "provenance": provenance}
+
+
+def _json_object(text: str, source: str) -> dict:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source} is not valid JSON ({error}); save the probe again") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a JSON object with config and provenance, found {type(data).__name__}")
+    return data
+
+
+_CONFIG_TYPES = {"num_classes": int, "layers": list, "embedding_dim": int, "aggregation": str, "head": str,
+                 "hidden_dim": int, "dropout": float, "num_heads": int, "freeze_backbone": bool, "multilabel": bool,
+                 "learned_layer_weights": bool, "label_names": (list, type(None)), "seed": int}
+_SIZES = ("num_classes", "embedding_dim", "hidden_dim", "num_heads")
+
+
+def _check_probe_config(config, provenance, source: str) -> None:
+    """A saved probe's config with every field's type checked and its agreement with the provenance."""
+    if not isinstance(config, dict) or set(config) != set(_CONFIG_TYPES):
+        found = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{source}: the probe config must have the fields {sorted(_CONFIG_TYPES)}, found {found}; "
+                         "the file is damaged or was edited by hand: save the probe again")
+    for name, kind in _CONFIG_TYPES.items():
+        value = config[name]
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float
+              else isinstance(value, kind) and (kind is bool or not isinstance(value, bool)))
+        if name in _SIZES and ok:
+            ok = value > 0
+        if name == "layers" and ok:
+            ok = bool(value) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+        if name == "label_names" and ok and value is not None:
+            ok = all(isinstance(n, str) for n in value)
+        if not ok:
+            expected = ("a positive int" if name in _SIZES else "non-negative layer indices" if name == "layers"
+                        else kind)
+            raise ValueError(f"{source}: probe config field {name} is malformed ({value!r:.80}); expected {expected}")
+    recorded = {"layers": list(provenance.layers), "aggregation": provenance.pooling,
+                "freeze_backbone": provenance.kind == "probe",
+                "embedding_dim": provenance.backbone_config.get("encoder_embed_dim", config["embedding_dim"])}
+    if provenance.label_names is not None:
+        recorded["label_names"] = list(provenance.label_names)
+    for name, value in recorded.items():
+        if config[name] != value:
+            raise ValueError(f"{source}: probe config field {name}={config[name]!r} disagrees with its provenance "
+                             f"({value!r}{', kind ' + repr(provenance.kind) if name == 'freeze_backbone' else ''}); "
+                             "the file was edited by hand: save the probe again")
 
 
 def _canonical(data) -> str:

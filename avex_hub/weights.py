@@ -38,6 +38,10 @@ class WeightsEntry:
     filename: str
     sha256: str
     label_map_filename: str | None  # None: encoder only, no species head
+    # SHA-256 of the published label map, checked on every load when set. None: not pinned yet (the published
+    # digests were not known when this was written: no Hub access); the Hub cache's content address is still
+    # checked. `AVEX_HUB_NETWORK_TESTS=1 pytest tests/test_network.py -s` prints the digests to pin.
+    label_map_sha256: str | None = None
     config: BEATsConfig = field(default_factory=BEATsConfig)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     revision: str | None = None  # None: the repo's default branch; the digest pins the content

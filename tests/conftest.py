@@ -81,8 +81,16 @@ def tiny_copy(tmp_path) -> Path:
     return target
 
 
+def hub_address(name: str, data: bytes) -> str:
+    """The blob name the Hub gives a file: SHA-256 for LFS files (weights), the git blob SHA-1 otherwise."""
+    if name.endswith(".safetensors"):
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 def populate_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], *, commit: str = "a" * 40) -> Path:
-    """Lay files out exactly as huggingface_hub caches them: blobs, a snapshot of symlinks, refs/main."""
+    """Lay files out exactly as huggingface_hub caches them: blobs (named by content address, see
+    ``hub_address``), a snapshot of symlinks, refs/main."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo / "snapshots" / commit
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
@@ -91,7 +99,7 @@ def populate_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], *, com
     (repo / "refs" / "main").write_text(commit)
     for name, source in files.items():
         data = Path(source).read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob = repo / "blobs" / hub_address(name, data)
         blob.write_bytes(data)
         os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
     return snapshot

@@ -245,15 +245,20 @@ def test_fine_tuned_probe_carries_its_backbone(tiny_dir, clips, tmp_path):
         base.backbone.encoder.layers[-1].fc1.weight.add_(0.01)  # stands for fine-tuning
     path = save_probe(probe, tmp_path / "ft.safetensors")
     target = _build(tiny_dir)  # the base weights: what it was fine-tuned from
+    before = {k: v.clone() for k, v in target.state_dict().items()}
     loaded = load_probe(path, target)
     assert loaded.provenance.kind == "fine-tuned probe"
     assert torch.equal(_outputs(loaded, clips), _outputs(probe, clips))
-    assert target.weights_sha256 == sha256_file(path)  # it now holds the fine-tuned weights, not the base file's
+    # The fine-tuned weights went into a copy, which records the probe file's digest; the caller's model is as given.
+    assert loaded.backbone is not target and loaded.backbone.weights_sha256 == sha256_file(path)
+    assert target.weights_sha256 == sha256_file(tiny_dir / "model.safetensors")
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
     with pytest.raises(ValueError, match="fine-tuned its backbone"):
         load_probe(path)  # a head without its fine-tuned backbone would be fed the wrong embeddings
     frozen = save_probe(linear_probe(_build(tiny_dir), 3), tmp_path / "frozen.safetensors")
+    load_probe(frozen, target)  # the base model is still the base
     with pytest.raises(ProvenanceMismatchError, match="weights:"):
-        load_probe(frozen, target)
+        load_probe(frozen, loaded.backbone)  # the copy holds the fine-tuned weights
 
 
 def test_export_provenance_round_trip_and_checks(tiny_copy):
