@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from .audio import (
-    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop,
+    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, find_audio, load_audio,
+    pad_or_crop,
 )
 from .labels import LabelMap
 
@@ -215,36 +216,45 @@ class AudioDataset(torch.utils.data.Dataset):
     # -- constructors ---------------------------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, root: str | os.PathLike, *, extensions: Sequence[str] = AUDIO_EXTENSIONS,
-                    label_map=None, **kwargs) -> "AudioDataset":
+                    label_map=None, on_error: str = "raise", **kwargs) -> "AudioDataset":
         """Files under ``root/<label>/`` (any depth below it) labelled by their class folder's name.
 
         Labels are the sorted folder names unless ``label_map`` is given. Hidden files and folders (``.name``)
-        and audio lying directly in ``root`` are left out and counted in a warning. ``kwargs`` go to the
-        constructor.
+        and audio lying directly in ``root`` are left out and counted in a warning. Linked folders are followed
+        (:func:`avex_hub.audio.find_audio`); a folder that cannot be listed raises PermissionError, or with
+        ``on_error="skip"`` is warned about and listed in :attr:`failures`. ``kwargs`` go to the constructor.
         """
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"audio folder not found: {root} (expected {root}/<label>/<files>)")
         suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-        items, loose, hidden = [], 0, 0
-        for path in sorted(root.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in suffixes:
-                continue
+        search = find_audio([root], extensions=suffixes)
+        if search.failures and on_error == "raise":
+            raise PermissionError(f"{root}: {len(search.failures)} folder(s) could not be listed, so their files "
+                                  "would be missing: " + _listing([f"{k}: {v}" for k, v in search.failures.items()])
+                                  + "\nfix their permissions, or pass on_error='skip' to go on without them")
+        items, loose = [], 0
+        for name in search.files:
+            path = Path(name)
             parts = path.relative_to(root).parts
-            if any(part.startswith(".") for part in parts):
-                hidden += 1
-            elif len(parts) == 1:
+            if len(parts) == 1:
                 loose += 1
             else:
                 items.append(AudioItem(path, (parts[0],), origin=str(path)))
+        hidden = search.hidden
         ignored = [f"{n} {what}" for n, what in ((loose, "directly in the root folder (no class folder)"),
-                                                 (hidden, "hidden or in hidden folders")) if n]
+                                                 (hidden, "hidden files or folders")) if n]
         if not items:
             raise ValueError(f"no audio files with extensions {suffixes} in class sub-folders of {root}; expected "
                              f"{root}/<label>/<file>" + (f" (ignored: {', '.join(ignored)})" if ignored else ""))
         if ignored:
             warnings.warn(f"{root}: ignored audio files: {', '.join(ignored)}", stacklevel=2)
-        return cls(items, label_map=label_map, source=f"folder {root}", **kwargs)
+        dataset = cls(items, label_map=label_map, source=f"folder {root}", on_error=on_error, **kwargs)
+        if search.failures:  # on_error="skip": counted and listed like any other skipped input
+            warnings.warn(f"{root}: skipped {len(search.failures)} folder(s) that could not be listed (see "
+                          ".failures)", stacklevel=2)
+            dataset.failures.extend(search.failures.items())
+        return dataset
 
     @classmethod
     def from_manifest(cls, csv_path: str | os.PathLike, *, label_map=None, split: str | Sequence[str] | None = None,

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL
+from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
 from .precision import inference_context, prepare_for_inference, resolve_device
 
 __all__ = [
@@ -50,32 +50,33 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files named directly (any extension) plus audio files found under folders (recursive, sorted).
+    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.find_audio`:
+    recursive, sorted, links followed, hidden entries skipped, each file once).
 
-    Raises FileNotFoundError for a path that does not exist. Hidden files and folders are skipped.
+    Raises FileNotFoundError for a path that does not exist and PermissionError naming every folder that could
+    not be listed (``avex_hub.audio.find_audio`` returns the readable files and those folders instead).
     """
-    found: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".parts"))
-                found.extend(os.path.join(root, f) for f in sorted(files)
-                             if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS))
-        elif path.exists():
-            found.append(str(path))
-        else:
-            raise FileNotFoundError(f"input not found: {path} (working directory {os.getcwd()}); "
-                                    "pass audio files or folders holding them")
-    return list(dict.fromkeys(found))  # a file named twice is processed once
+    search = find_audio(paths)
+    if search.failures:
+        raise PermissionError(f"{len(search.failures)} folder(s) could not be listed: "
+                              + "; ".join(f"{k} ({v})" for k, v in search.failures.items()))
+    return search.files
 
 
 def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float | None = None,
                        channels="mix", layer=-1, pooling: str = "mean", precision: str = "fp32",
                        top_k: int = 5) -> dict:
-    """Everything that changes the numbers in an output (not device or batch size); stored with it."""
-    from . import __version__
+    """Everything that changes the numbers in an output (not device or batch size); stored with it.
 
+    Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
+    pooling (embed) or top-k and the label names' digest (classify), and the output format version; the CLI
+    reuses a stored shard only when all of them agree.
+    """
+    import hashlib
+    import json
+
+    from . import __version__
+    from .outputs import OUTPUT_VERSION
     from .windows import window_params
 
     if task not in ("embed", "classify"):
@@ -86,7 +87,8 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
     settings = {"task": task, "model": model.name, "weights_sha256": model.weights_sha256,
                 "window_s": float(window_s), "hop_s": float(window_s if hop_s is None else hop_s),
                 "channels": channels, "precision": precision, "sample_rate": model.sample_rate,
-                "avex_hub_version": __version__}
+                "architecture": model.config.to_dict(), "preprocessing": model.preprocessing.to_dict(),
+                "output_version": OUTPUT_VERSION, "avex_hub_version": __version__}
     if task == "embed":
         layers = "all" if layer == "all" else (list(layer) if isinstance(layer, (list, tuple)) else layer)
         settings.update(layers=model.layer_indices(layers), pooling=pooling)
@@ -97,7 +99,9 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
             raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
         if not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels))
+        names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels),
+                        labels_sha256=hashlib.sha256(names).hexdigest())
     return settings
 
 
@@ -349,13 +353,14 @@ def _run(model, task: str, paths, *, window_s, hop_s, channels, layer, pooling, 
          precision, device, progress) -> InferenceResult:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files = find_audio_files(paths)
+    search = find_audio(paths)
+    files = search.files
     settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
                                   pooling=pooling, precision=precision, top_k=top_k)
     results = {r.path: r for r in iter_file_results(model, files, settings, batch_size=batch_size,
                                                    num_workers=num_workers, device=device, progress=progress)}
     ok = [results[p] for p in files if results[p].error is None]
-    failures = {p: results[p].error for p in files if results[p].error is not None}
+    failures = {**search.failures, **{p: results[p].error for p in files if results[p].error is not None}}
     return InferenceResult(task, settings, tuple(model.labels), ok, failures)
 
 
