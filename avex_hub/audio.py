@@ -27,6 +27,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
@@ -43,7 +44,8 @@ __all__ = [
     "SAMPLE_RATE", "MIN_SAMPLES", "MIX_CHANNEL", "AUDIO_EXTENSIONS", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB",
     "HIGH_FREQUENCY_FRACTION",
     "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags",
-    "ChannelMode", "AudioSearch", "find_audio", "audio_info", "load_audio", "select_channels", "resample", "high_frequency_energy_fraction",
+    "ChannelMode", "AudioSearch", "find_audio", "audio_info", "stated_frames", "load_audio", "select_channels",
+    "resample", "high_frequency_energy_fraction", "HighFrequencyMeter", "warn_high_frequency",
     "to_float_audio", "quality_flags", "pad_or_crop", "collate_audio",
 ]
 
@@ -94,10 +96,11 @@ class QualityFlags:
     too_short: bool  # fewer than MIN_SAMPLES samples once at 16 kHz
     peak: float = math.nan  # max |x|
     rms_db: float = math.nan  # 20 log10(RMS), -inf for digital silence
+    truncated: bool = False  # the file decodes fewer frames than its header states (a cut-short file)
 
     @property
     def ok(self) -> bool:
-        return not (self.clipped or self.silent or self.too_short)
+        return not (self.clipped or self.silent or self.too_short or self.truncated)
 
 
 @dataclass
@@ -187,33 +190,78 @@ def _check_rate(rate, name: str) -> int:
     return int(rate)
 
 
+class HighFrequencyMeter:
+    """Share of spectral energy above ``cutoff_hz``, accumulated over consecutive chunks ``[rows, n]`` of one
+    signal in constant memory (the frames left over between chunks are carried over).
+
+    Frames of 8192 samples, Hann windowed, per row; a signal shorter than a frame is one frame, and a tail
+    shorter than a frame is left out. ``add`` every chunk in order, then read :attr:`fraction`: it equals
+    :func:`high_frequency_energy_fraction` of the whole signal.
+    """
+
+    def __init__(self, sample_rate: int, cutoff_hz: float = 8000.0) -> None:
+        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self.cutoff_hz = float(cutoff_hz)
+        self.rest: torch.Tensor | None = None  # [rows, < frame] samples not yet in a frame
+        self.total = self.above = 0.0
+        self.frames = 0
+
+    @property
+    def active(self) -> bool:
+        return self.sample_rate / 2 > self.cutoff_hz
+
+    def add(self, chunk) -> None:
+        if not self.active:
+            return
+        chunk = to_float_audio(chunk, name="chunk").detach().cpu()
+        if chunk.shape[-1] == 0:
+            return
+        chunk = chunk.reshape(-1, chunk.shape[-1])
+        buffer = chunk if self.rest is None else torch.cat([self.rest, chunk], dim=1)
+        whole = buffer.shape[1] // _FFT_FRAME * _FFT_FRAME
+        if whole:
+            self._measure(buffer[:, :whole].reshape(-1, _FFT_FRAME))
+        self.rest = buffer[:, whole:].clone()
+
+    def _measure(self, frames: torch.Tensor) -> None:
+        length = frames.shape[1]
+        window = torch.hann_window(length, periodic=False, dtype=torch.float64)
+        high = torch.fft.rfftfreq(length, 1.0 / self.sample_rate, dtype=torch.float64) > self.cutoff_hz
+        for part in frames.split(256):  # at most 256 frames (2M samples) transformed at once
+            power = torch.fft.rfft(part.double() * window).abs().square()
+            self.total += float(power.sum())
+            self.above += float(power[:, high].sum())
+        self.frames += frames.shape[0]
+
+    @property
+    def fraction(self) -> float:
+        if self.frames == 0 and self.rest is not None and self.rest.shape[1] >= 2:  # shorter than one frame
+            self._measure(self.rest)
+            self.rest = self.rest[:, :0]
+        return self.above / self.total if self.total > 0 else 0.0
+
+
 def high_frequency_energy_fraction(waveform, sample_rate: int, cutoff_hz: float = 8000.0) -> float:
     """Fraction of spectral energy above ``cutoff_hz`` (0 when the signal cannot hold any: sr/2 <= cutoff).
 
     Estimated from Hann-windowed frames of 8192 samples (a shorter input is one frame; a tail shorter
     than a frame is left out), so memory stays bounded for long audio. ``waveform`` is ``[..., samples]``.
     """
-    wave = to_float_audio(waveform, name="waveform").detach().cpu()
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    n = wave.shape[-1]
-    if sample_rate / 2 <= cutoff_hz or n < 2:
-        return 0.0
-    frame = min(n, _FFT_FRAME)
-    frames = wave.reshape(-1, n)[:, : n // frame * frame].reshape(-1, frame)  # [num_frames, frame]
-    window = torch.hann_window(frame, periodic=False, dtype=torch.float64)
-    high = torch.fft.rfftfreq(frame, 1.0 / sample_rate, dtype=torch.float64) > cutoff_hz
-    total = above = 0.0
-    for chunk in frames.split(256):  # at most 256 frames (2M samples) transformed at once
-        power = torch.fft.rfft(chunk.double() * window).abs().square()
-        total += float(power.sum())
-        above += float(power[:, high].sum())
-    return above / total if total > 0 else 0.0
+    wave = to_float_audio(waveform, name="waveform")
+    meter = HighFrequencyMeter(sample_rate, cutoff_hz)
+    if wave.shape[-1] >= 2:
+        meter.add(wave)
+    return meter.fraction
 
 
 def _warn_high_frequency(wave: torch.Tensor, orig_sr: int, target_sr: int, source: str | None) -> None:
     if orig_sr <= target_sr:
         return
-    fraction = high_frequency_energy_fraction(wave, orig_sr, target_sr / 2)
+    warn_high_frequency(high_frequency_energy_fraction(wave, orig_sr, target_sr / 2), orig_sr, target_sr, source)
+
+
+def warn_high_frequency(fraction: float, orig_sr: int, target_sr: int, source: str | None) -> None:
+    """The one HighFrequencyContentWarning, when ``fraction`` of the energy lies above ``target_sr / 2``."""
     if fraction > HIGH_FREQUENCY_FRACTION:
         # Fixed location on purpose: the default filter then shows each message (it names the source) once.
         warnings.warn(
@@ -357,6 +405,35 @@ def _read(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
                                "truncated or corrupt: re-export it or convert it with ffmpeg") from e
 
 
+def stated_frames(f: sf.SoundFile, name: str) -> int:
+    """The frames the container says it holds. libsndfile's ``frames`` already shrinks a cut-short WAV to the
+    bytes present, so for RIFF/RF64 WAV the ``data`` chunk's stated size is read from the header (a streaming
+    size of 0 or 0xFFFFFFFF states nothing); other formats (MP3's Xing/LAME header, FLAC, OGG) report theirs
+    through ``frames``. A file that decodes fewer frames than this is truncated.
+    """
+    if f.format not in ("WAV", "WAVEX"):
+        return f.frames
+    try:
+        with open(name, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        return f.frames
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return f.frames
+    offset, block_align, size = 12, 0, None
+    while offset + 8 <= len(head):
+        chunk, length = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
+        if chunk == b"fmt " and offset + 22 <= len(head):
+            block_align = int.from_bytes(head[offset + 20:offset + 22], "little")
+        if chunk == b"data":
+            size = length
+            break
+        offset += 8 + length + (length & 1)
+    if size in (None, 0, 0xFFFFFFFF) or block_align <= 0:
+        return f.frames
+    return max(f.frames, size // block_align)
+
+
 def audio_info(path) -> AudioInfo:
     """Header facts of an audio file without decoding it."""
     f, name = _open(path)
@@ -383,6 +460,8 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
                 raise ValueError(f"{label} must be a time in seconds >= 0, got {value!r}")
         first = 0 if start_s is None else round(start_s * src)
         last = f.frames if end_s is None else min(f.frames, round(end_s * src))
+        stated = stated_frames(f, name)
+        wanted = stated if end_s is None else min(stated, round(end_s * src))  # what the header promises
         if start_s is not None and start_s >= duration:
             raise ValueError(f"start_s={start_s} is at or past the end of {name} ({duration:.3f} s long)")
         if last <= first:
@@ -395,8 +474,10 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
                                f"says {duration:.3f} s; the file is probably truncated: re-export it")
     wave = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, frames] at the source rate
     wave = resample(wave, src, sample_rate, source=name)
+    truncated = first + data.shape[0] < wanted
+    flags = [dataclasses.replace(quality_flags(row, sample_rate), truncated=truncated) for row in wave]
     return Audio(waveform=wave, sample_rate=sample_rate, source_sample_rate=src, channels=rows, path=name,
-                 flags=[quality_flags(row, sample_rate) for row in wave], start_s=first / src)
+                 flags=flags, start_s=first / src)
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -459,7 +540,7 @@ def collate_audio(batch: list[dict]) -> dict:
 
 def __getattr__(name: str):
     # The windowing half of the contract lives in avex_hub.windows (which imports this module).
-    if name in ("Window", "stream_windows", "windows_from_array"):
+    if name in ("Window", "WindowStream", "stream_windows", "windows_from_array"):
         from . import windows
 
         return getattr(windows, name)

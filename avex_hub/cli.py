@@ -287,7 +287,12 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    truncated = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    if truncated:
+        print(f"avex-hub: warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
+              "(cut short by a copy or download?); their rows are flagged truncated: "
+              + ", ".join(outputs.text_cell(f) for f in truncated[:20]) + (" ..." if len(truncated) > 20 else ""),
+              file=sys.stderr)
     if failures:
         outputs.write_failures(failures_path, failures)
         total = len(files) + len(search.failures)
@@ -314,13 +319,19 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> None:
-    """Rebuild --out from the shards of every successful input, in input order, one shard at a time."""
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> list[str]:
+    """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns
+    the inputs flagged truncated."""
     from . import outputs
+
+    truncated: dict[str, None] = {}
+    column = outputs.FLAG_NAMES.index("truncated")
 
     def parts():
         for name, path in shards:
             arrays, _ = outputs.read_shard(path)
+            if arrays["flags"][:, column].any():
+                truncated[name] = None
             yield name, arrays
 
     if fmt == "parquet":
@@ -334,6 +345,7 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)
     if not args.no_progress:
         print(f"avex-hub: wrote {rows} rows from {len(shards)} files to {args.out}", file=sys.stderr)
+    return list(truncated)
 
 
 # -- info / download / verify -------------------------------------------------------------------------

@@ -364,9 +364,10 @@ class AudioDataset(torch.utils.data.Dataset):
         else:
             mask = torch.zeros(wave.shape, dtype=torch.bool)
         out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s,
-               # the same contract as the CLI's outputs: -1 is the mono mix; flags are (clipped, silent, too_short)
+               # the same contract as the CLI's outputs: -1 is the mono mix; flags are outputs.FLAG_NAMES
+               # (clipped, silent, too_short, truncated)
                "channel": MIX_CHANNEL if channel is None else channel,
-               "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short])}
+               "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short, flags.truncated])}
         if self._labels and self.multilabel:
             target = torch.zeros(self.num_classes)
             target[[self._label_to_index[name] for name in item.labels]] = 1.0

@@ -27,6 +27,8 @@ import torch
 from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
 from .precision import inference_context, prepare_for_inference, resolve_device
 
+FLAG_TRUNCATED = 3  # column of the truncated flag in ``flags`` (outputs.FLAG_NAMES order)
+
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
     "iter_file_results", "embed_files", "classify_files", "default_batch_size", "default_num_workers",
@@ -110,8 +112,9 @@ class FileResult:
     """The rows of one input file (``error`` set and no rows when it could not be processed).
 
     ``arrays``: ``channel`` int32 [n] (-1 = mono mix), ``start_s``/``end_s`` float64 [n], ``flags`` bool
-    [n, 3] (clipped, silent, too_short); for embed ``layer`` int16 [n] and ``embeddings`` float32 [n, C]
-    (rows are window-major, then layer); for classify ``top_indices`` int32 [n, k] and ``top_scores``
+    [n, 4] (clipped, silent, too_short, truncated: set on every row of a file that decodes fewer frames than
+    its header states; ``truncated`` says the same of the file); for embed ``layer`` int16 [n] and
+    ``embeddings`` float32 [n, C] (rows are window-major, then layer); for classify ``top_indices`` int32 [n, k] and ``top_scores``
     float32 [n, k] (sigmoid scores, best first).
     """
 
@@ -120,6 +123,7 @@ class FileResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     num_windows: int = 0
     duration_s: float = 0.0  # audio covered (end of the last window's real audio)
+    truncated: bool = False
 
 
 # -- the worker side: files -> batches of windows -------------------------------------------------------
@@ -136,8 +140,9 @@ def _assign(sizes: Sequence[int], workers: int) -> list[list[int]]:
 
 class _WindowBatches(torch.utils.data.IterableDataset):
     """Yields ready batches: ``audio`` [b, S], ``padding_mask`` [b, S], per-row ``file`` (index into
-    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 3], and ``events``: files finished
-    since the previous batch as ``(file index, error or None)``. A file's event never precedes its windows."""
+    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 4], and ``events``: files finished
+    since the previous batch as ``(file index, error or None, truncated)``. A file's event never precedes its
+    windows."""
 
     def __init__(self, paths: list[str], *, window_s: float, hop_s: float | None, channels, batch_size: int,
                  block_s: float = 60.0) -> None:
@@ -152,18 +157,19 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
         rows: list = []
-        events: list[tuple[int, str | None]] = []
+        events: list[tuple[int, str | None, bool]] = []
         for index in mine:
             try:
-                for w in stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
-                                        channels=self.channels, block_s=self.block_s):
+                stream = stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
+                                        channels=self.channels, block_s=self.block_s)
+                for w in stream:
                     rows.append((index, w))
                     if len(rows) == self.batch_size:
                         yield self._batch(rows, events)
                         rows, events = [], []
-                events.append((index, None))
+                events.append((index, None, stream.truncated))
             except Exception as error:  # noqa: BLE001 - any failure of one input is reported, the rest go on
-                events.append((index, f"{type(error).__name__}: {error}"))
+                events.append((index, f"{type(error).__name__}: {error}", False))
         if rows or events:
             yield self._batch(rows, events)
 
@@ -180,7 +186,8 @@ class _WindowBatches(torch.utils.data.IterableDataset):
                                     dtype=torch.int32),
             "start_s": torch.tensor([w.start_s for w in windows], dtype=torch.float64),
             "end_s": torch.tensor([w.end_s for w in windows], dtype=torch.float64),
-            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short] for w in windows]),
+            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short, w.flags.truncated]
+                                   for w in windows]),
             "events": events,
         }
 
@@ -270,16 +277,18 @@ def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size
                     bar.update(max(0.0, end - covered.get(int(index), 0.0)))
                     covered[int(index)] = max(end, covered.get(int(index), 0.0))
                 windows += len(files)
-            for index, error in batch["events"]:
+            for index, error, truncated in batch["events"]:
                 file_chunks = chunks.pop(index, [])
                 done += 1
                 if error is not None:
                     yield FileResult(paths[index], error=error)
                 else:
                     arrays = _file_arrays(file_chunks, settings)
+                    if truncated and arrays:  # known at the file's end: every row of it carries the flag
+                        arrays["flags"][:, FLAG_TRUNCATED] = True
                     windows_in_file = sum(len(c["start_s"]) for c in file_chunks)
                     yield FileResult(paths[index], arrays=arrays, num_windows=windows_in_file,
-                                     duration_s=covered.get(index, 0.0))
+                                     duration_s=covered.get(index, 0.0), truncated=truncated)
                 covered.pop(index, None)
             elapsed = max(time.perf_counter() - started, 1e-9)
             bar.set_postfix_str(f"files {done}/{len(paths)}, windows {windows}, {bar.n / elapsed:.1f}x real time",
@@ -314,7 +323,7 @@ class InferenceResult:
     channel = property(lambda self: self._cat("channel", np.zeros(0, np.int32)))
     start_s = property(lambda self: self._cat("start_s", np.zeros(0)))
     end_s = property(lambda self: self._cat("end_s", np.zeros(0)))
-    flags = property(lambda self: self._cat("flags", np.zeros((0, 3), bool)))
+    flags = property(lambda self: self._cat("flags", np.zeros((0, 4), bool)))
     layer = property(lambda self: self._cat("layer", np.zeros(0, np.int16)))
     embeddings = property(lambda self: self._cat("embeddings", np.zeros((0, 0), np.float32)))
     top_indices = property(lambda self: self._cat("top_indices", np.zeros((0, 0), np.int32)))

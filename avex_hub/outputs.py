@@ -8,16 +8,18 @@ Schemas (one row per window, or per window and layer for embeddings):
 * Parquet (``embed``): ``file`` string, ``channel`` int32 (null for the mono mix), ``start_s`` and
   ``end_s`` float64 (seconds on the file's timeline; ``end_s`` is the end of real audio, before
   padding), ``layer`` int16, ``clipped`` / ``silent`` / ``too_short`` bool (quality of the window's
-  real audio), ``embedding`` fixed_size_list<float32>[C]. The schema metadata key ``avex_hub``
-  holds the settings as JSON (model, weights digest, window, hop, pooling, precision, ...).
+  real audio), ``truncated`` bool (on every row of a file that decodes fewer frames than its header
+  states), ``embedding`` fixed_size_list<float32>[C]. The schema metadata key ``avex_hub`` holds the
+  settings as JSON (model, weights digest, architecture, preprocessing, window, hop, pooling, precision, ...).
 * NPZ (``embed``): ``embeddings`` float32 [n, C], ``file`` str [n], ``channel`` int32 [n] (-1 for the
-  mix), ``start_s``, ``end_s`` float64 [n], ``layer`` int16 [n], ``flags`` bool [n, 3] (clipped,
-  silent, too_short), ``settings`` (a JSON string). Loads with ``np.load(path)`` (no pickle).
-* CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score``; top-k rows per window, rank 1
-  first, ``score`` the sigmoid probability; ``channel`` empty for the mix. Times are plain decimal seconds
+  mix), ``start_s``, ``end_s`` float64 [n], ``layer`` int16 [n], ``flags`` bool [n, 4] (clipped,
+  silent, too_short, truncated), ``settings`` (a JSON string). Loads with ``np.load(path)`` (no pickle).
+* CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score,flags``; top-k rows per window, rank 1
+  first, ``score`` the sigmoid probability; ``channel`` empty for the mix; ``flags`` the window's set flags
+  joined by ``;`` (e.g. ``silent;truncated``), empty when none. Times are plain decimal seconds
   (``1234567.5``, never ``1.23457e+06``). The settings go to the sidecar ``<out>.settings.json``.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
-  Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score`` for windows whose
+  Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
   top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix). Tabs and line breaks in a
   label are written as ``\\t``, ``\\n``, ``\\r`` so that a row stays one row.
 
@@ -48,7 +50,7 @@ __all__ = [
     "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
 ]
 
-FLAG_NAMES = ("clipped", "silent", "too_short")
+FLAG_NAMES = ("clipped", "silent", "too_short", "truncated")
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
 # Raised whenever a release changes the values or layout written for the same settings; part of the settings,
 # so shards of an older layout are recomputed instead of merged with new ones.
@@ -117,6 +119,10 @@ def _csv_text(value: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def _flag_cell(flags: np.ndarray) -> str:
+    return ";".join(name for name, on in zip(FLAG_NAMES, flags) if on)
+
+
 def _seconds(value) -> str:
     """Seconds in plain decimal notation, as short as round-trips (``1234567.5``, ``0.0000625``, ``10``)."""
     return np.format_float_positional(float(value), trim="-")
@@ -147,7 +153,8 @@ def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str
                 columns = [
                     pa.array([text_cell(name)] * n, pa.string()), pa.array(_channel_or_none(a["channel"]), pa.int32()),
                     pa.array(a["start_s"], pa.float64()), pa.array(a["end_s"], pa.float64()),
-                    pa.array(a["layer"], pa.int16()), *[pa.array(a["flags"][:, i]) for i in range(3)],
+                    pa.array(a["layer"], pa.int16()),
+                    *[pa.array(a["flags"][:, i]) for i in range(len(FLAG_NAMES))],
                     pa.FixedSizeListArray.from_arrays(flat, embedding_dim),
                 ]
                 writer.write_table(pa.Table.from_arrays(columns, schema=schema))
@@ -166,7 +173,7 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
             collected[k].append(a[k])
         files.extend([text_cell(name)] * len(a["start_s"]))
     empty = {"channel": np.zeros(0, np.int32), "start_s": np.zeros(0), "end_s": np.zeros(0),
-             "layer": np.zeros(0, np.int16), "flags": np.zeros((0, 3), bool),
+             "layer": np.zeros(0, np.int16), "flags": np.zeros((0, len(FLAG_NAMES)), bool),
              "embeddings": np.zeros((0, embedding_dim), np.float32)}
     out = {k: (np.concatenate(v) if v else empty[k]) for k, v in collected.items()}
     _savez(Path(target), {"file": np.array(files, dtype=str),
@@ -186,14 +193,14 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score"])
+            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score", "flags"])
             for name, a in parts:
                 file_cell = _csv_text(name)
                 for i in range(len(a["start_s"])):
                     channel = "" if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i])
-                    start, end = _seconds(a["start_s"][i]), _seconds(a["end_s"][i])
+                    start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
                     for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
-                        writer.writerow([file_cell, channel, start, end, rank, cells[index], f"{score:.6f}"])
+                        writer.writerow([file_cell, channel, start, end, rank, cells[index], f"{score:.6f}", flags])
                 windows += 1
     return windows
 
@@ -227,7 +234,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
     written = []
     species = [_raven_text(label) for label in labels]
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-              "High Freq (Hz)", "Species", "Score"]
+              "High Freq (Hz)", "Species", "Score", "Flags"]
     for name, a in parts:
         target = Path(folder) / names[name]
         with atomic_path(target, ".txt") as tmp:
@@ -241,7 +248,8 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     selection += 1
                     channel = 1 if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i]) + 1
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
-                              "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}"]
+                              "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}",
+                              _flag_cell(a["flags"][i])]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
         for other in _raven_candidates(name):
             if other != names[name]:
