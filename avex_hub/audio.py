@@ -387,7 +387,7 @@ def _open(path) -> tuple[sf.SoundFile, str]:
         raise AudioDecodeError(f"{name}: the file is empty (0 bytes), probably an interrupted write or download; "
                                "re-export or re-download it")
     try:
-        return sf.SoundFile(name), name
+        return sf.SoundFile(os.fsencode(name)), name  # bytes: soundfile cannot encode a non-UTF-8 name given as str
     except (sf.SoundFileError, RuntimeError) as e:
         cause = getattr(e, "error_string", None) or str(e)
         raise AudioDecodeError(

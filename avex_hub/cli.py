@@ -298,7 +298,7 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         total = len(files) + len(search.failures)
         _error(f"{len(failures)} of {total} inputs could not be processed (listed in {failures_path}):")
         for path, why in failures.items():
-            print(f"  {outputs.text_cell(path)}: {why.splitlines()[0][:300]}", file=sys.stderr)
+            print(f"  {outputs.text_cell(path)}: {outputs.text_cell(why.splitlines()[0][:300])}", file=sys.stderr)
         return EXIT_PARTIAL
     failures_path.unlink(missing_ok=True)  # an old report would describe a run that is now complete
     return EXIT_OK

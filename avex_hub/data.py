@@ -16,7 +16,9 @@ item always raises an error naming it: substituting another item would hide the 
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import math
 import os
@@ -79,6 +81,26 @@ def _label_order(label_map) -> list[str] | None:
 def _listing(lines: list[str]) -> str:
     more = f"\n  ... and {len(lines) - _LISTED} more" if len(lines) > _LISTED else ""
     return "\n  " + "\n  ".join(lines[:_LISTED]) + more
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE starts like UTF-16 LE
+
+
+def _manifest_text(path: Path) -> str:
+    """A manifest's text: UTF-8, or UTF-8/16/32 with a byte-order mark; anything else is a ValueError saying how
+    to re-save it (a Latin-1 or Windows-1252 file cannot be told apart from other 8-bit encodings reliably)."""
+    data = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        hint = ("it looks like UTF-16 without a byte-order mark" if data[:200].count(0) > len(data[:200]) // 4
+                else "probably Latin-1 / Windows-1252")
+        raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
+                         f"{error.start}; {hint}); save the manifest as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
+                         f"`iconv -f latin1 -t utf-8`)") from None
 
 
 class AudioDataset(torch.utils.data.Dataset):
@@ -272,7 +294,7 @@ class AudioDataset(torch.utils.data.Dataset):
         base = Path(root) if root is not None else csv_path.parent
         if not csv_path.is_file():
             raise FileNotFoundError(f"manifest not found: {csv_path}")
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        with io.StringIO(_manifest_text(csv_path), newline="") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             rows = []
