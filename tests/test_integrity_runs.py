@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 
 from avex_hub import outputs
-from avex_hub.audio import HighFrequencyContentWarning, find_audio, high_frequency_energy_fraction, load_audio
+from avex_hub.audio import HighFrequencyContentWarning, high_frequency_energy_fraction, load_audio
 from avex_hub.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from avex_hub.windows import stream_windows
 
@@ -114,6 +114,8 @@ def test_truncated_shard_is_recomputed_with_a_line(tmp_path, monkeypatch, capsys
 
 # -- 5. one folder walk, nothing skipped in silence -------------------------------------------------------------
 def test_walk_follows_links_guards_loops_and_keeps_parts_named_folders(tmp_path):
+    from avex_hub.audio import find_audio
+
     real = clips(tmp_path / "elsewhere", n=1)
     root = tmp_path / "root"
     clips(root / "a.parts", n=1)  # a user's folder that happens to end in .parts
