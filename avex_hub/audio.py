@@ -19,7 +19,10 @@ Conventions:
   ``HighFrequencyContentWarning`` per source and message: it is issued from a fixed line of this
   module, so Python's default warning filter shows each distinct message (it names the path) once
   per process. Silence it with ``warnings.filterwarnings("ignore", category=HighFrequencyContentWarning)``.
-* Quality flags (``QualityFlags``) describe the audio as returned (after resampling).
+  The share is measured over the whole signal, also when a file is streamed (``HighFrequencyMeter``).
+* Quality flags (``QualityFlags``) describe the audio as returned (after resampling); ``truncated`` marks a
+  file that decodes fewer frames than its header states (``stated_frames``).
+* ``find_audio`` is the one folder walk (links followed, unreadable folders reported, each file once).
 * Windows: window k covers [k * hop, k * hop + window) on the 16 kHz timeline (seconds of the original
   file); they continue until one reaches the end, so no sample is lost (hop <= window is required). The last
   is zero padded with its mask and kept however short (flagged too_short). Order: time-major, then channel.
