@@ -191,10 +191,10 @@ def _check_writable(folder: Path, flag: str) -> None:
                          "write to") from None
 
 
-def _check_targets(args, out: Path, parts: Path) -> None:
+def _check_targets(args, fmt: str, out: Path, parts: Path) -> None:
     """Usage errors about where the outputs go, found before any audio is read."""
     if out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a file name such as {out / 'embeddings.parquet'}")
+        raise UsageError(f"--out {out} is a folder; give a file name such as {out / ('embeddings.' + fmt)}")
     if out.exists() and not parts.is_dir() and not args.overwrite:
         raise UsageError(f"{out} exists and was not written by a resumable avex-hub run (no {parts}/); "
                          "pass --overwrite to replace it or choose another --out")
@@ -247,7 +247,7 @@ def _run(args) -> int:
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    _check_targets(args, out, parts)
+    _check_targets(args, fmt, out, parts)
     model = _load_model(args)
     if model is None:
         return EXIT_ERROR

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
+from .outputs import FLAG_NAMES
 from .precision import inference_context, prepare_for_inference, resolve_device
 
-FLAG_TRUNCATED = 3  # column of the truncated flag in ``flags`` (outputs.FLAG_NAMES order)
+FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
@@ -114,7 +115,8 @@ class FileResult:
     ``arrays``: ``channel`` int32 [n] (-1 = mono mix), ``start_s``/``end_s`` float64 [n], ``flags`` bool
     [n, 4] (clipped, silent, too_short, truncated: set on every row of a file that decodes fewer frames than
     its header states; ``truncated`` says the same of the file); for embed ``layer`` int16 [n] and
-    ``embeddings`` float32 [n, C] (rows are window-major, then layer); for classify ``top_indices`` int32 [n, k] and ``top_scores``
+    ``embeddings`` float32 [n, C] (rows are window-major, then layer); for classify ``top_indices`` int32
+    [n, k] and ``top_scores``
     float32 [n, k] (sigmoid scores, best first).
     """
 
@@ -349,7 +351,7 @@ class InferenceResult:
     def to_csv(self, path) -> int:
         from .outputs import write_csv
 
-        return write_csv(path, self._parts(), self.labels)
+        return write_csv(path, self._parts(), self.labels, settings=self.settings)
 
     def to_raven(self, folder, min_score: float = 0.0) -> list[Path]:
         from .outputs import raven_names, write_raven_tables
