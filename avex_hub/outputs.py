@@ -184,7 +184,7 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
               labels: tuple[str, ...], *, settings: dict | None = None) -> int:
     """Top-k classification rows; returns the number of windows written. ``settings`` (when given) go to the
-    sidecar ``<target>.settings.json``, written first so that a CSV never stands beside another run's settings."""
+    sidecar ``<target>.settings.json`` (CSV has no place for them)."""
     if settings is not None:
         with atomic_path(f"{target}.settings.json", ".json") as tmp:
             tmp.write_text(json.dumps(settings, sort_keys=True, indent=1) + "\n", encoding="utf-8")
