@@ -19,7 +19,10 @@ Conventions:
   ``HighFrequencyContentWarning`` per source and message: it is issued from a fixed line of this
   module, so Python's default warning filter shows each distinct message (it names the path) once
   per process. Silence it with ``warnings.filterwarnings("ignore", category=HighFrequencyContentWarning)``.
-* Quality flags (``QualityFlags``) describe the audio as returned (after resampling).
+  The share is measured over the whole signal, also when a file is streamed (``HighFrequencyMeter``).
+* Quality flags (``QualityFlags``) describe the audio as returned (after resampling); ``truncated`` marks a
+  file that decodes fewer frames than its header states (``stated_frames``).
+* ``find_audio`` is the one folder walk (links followed, unreadable folders reported, each file once).
 * Windows: window k covers [k * hop, k * hop + window) on the 16 kHz timeline (seconds of the original
   file); they continue until one reaches the end, so no sample is lost (hop <= window is required). The last
   is zero padded with its mask and kept however short (flagged too_short). Order: time-major, then channel.
@@ -27,6 +30,7 @@ Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
@@ -43,7 +47,8 @@ __all__ = [
     "SAMPLE_RATE", "MIN_SAMPLES", "MIX_CHANNEL", "AUDIO_EXTENSIONS", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB",
     "HIGH_FREQUENCY_FRACTION",
     "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags",
-    "ChannelMode", "audio_info", "load_audio", "select_channels", "resample", "high_frequency_energy_fraction",
+    "ChannelMode", "AudioSearch", "find_audio", "audio_info", "stated_frames", "load_audio", "select_channels",
+    "resample", "high_frequency_energy_fraction", "HighFrequencyMeter", "warn_high_frequency",
     "to_float_audio", "quality_flags", "pad_or_crop", "collate_audio",
 ]
 
@@ -94,10 +99,11 @@ class QualityFlags:
     too_short: bool  # fewer than MIN_SAMPLES samples once at 16 kHz
     peak: float = math.nan  # max |x|
     rms_db: float = math.nan  # 20 log10(RMS), -inf for digital silence
+    truncated: bool = False  # the file decodes fewer frames than its header states (a cut-short file)
 
     @property
     def ok(self) -> bool:
-        return not (self.clipped or self.silent or self.too_short)
+        return not (self.clipped or self.silent or self.too_short or self.truncated)
 
 
 @dataclass
@@ -187,33 +193,85 @@ def _check_rate(rate, name: str) -> int:
     return int(rate)
 
 
+class HighFrequencyMeter:
+    """Share of spectral energy above ``cutoff_hz``, accumulated over consecutive chunks ``[rows, n]`` of one
+    signal in constant memory (the frames left over between chunks are carried over).
+
+    Frames of 8192 samples, Hann windowed, per row; a signal shorter than a frame is one frame, and a tail
+    shorter than a frame is left out. ``add`` every chunk in order, then read :attr:`fraction`: it equals
+    :func:`high_frequency_energy_fraction` of the whole signal.
+    """
+
+    def __init__(self, sample_rate: int, cutoff_hz: float = 8000.0) -> None:
+        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self.cutoff_hz = float(cutoff_hz)
+        self.rest: torch.Tensor | None = None  # [rows, < frame] samples not yet in a frame
+        self.total = self.above = 0.0
+        self.frames = 0
+
+    @property
+    def active(self) -> bool:
+        return self.sample_rate / 2 > self.cutoff_hz
+
+    def add(self, chunk) -> None:
+        if not self.active:
+            return
+        chunk = to_float_audio(chunk, name="chunk").detach().cpu()
+        if chunk.shape[-1] == 0:
+            return
+        chunk = chunk.reshape(-1, chunk.shape[-1])
+        if self.rest is not None and self.rest.shape[1]:  # complete the carried-over frame first
+            need = _FFT_FRAME - self.rest.shape[1]
+            head, chunk = torch.cat([self.rest, chunk[:, :need]], dim=1), chunk[:, need:]
+            if head.shape[1] < _FFT_FRAME:
+                self.rest = head
+                return
+            self._measure(head)
+        whole = chunk.shape[1] // _FFT_FRAME * _FFT_FRAME
+        if whole:
+            self._measure(chunk[:, :whole].reshape(-1, _FFT_FRAME))
+        self.rest = chunk[:, whole:].clone()
+
+    def _measure(self, frames: torch.Tensor) -> None:
+        length = frames.shape[1]
+        window = torch.hann_window(length, periodic=False, dtype=torch.float64).float()
+        high = torch.fft.rfftfreq(length, 1.0 / self.sample_rate, dtype=torch.float64) > self.cutoff_hz
+        for part in frames.split(256):  # at most 256 frames (2M samples) transformed at once
+            # float32 transforms (5x faster than float64, the same fraction to 6 digits), float64 sums
+            power = torch.view_as_real(torch.fft.rfft(part.float() * window)).square().sum(-1)
+            self.total += float(power.sum(dtype=torch.float64))
+            self.above += float(power[:, high].sum(dtype=torch.float64))
+        self.frames += frames.shape[0]
+
+    @property
+    def fraction(self) -> float:
+        if self.frames == 0 and self.rest is not None and self.rest.shape[1] >= 2:  # shorter than one frame
+            self._measure(self.rest)
+            self.rest = self.rest[:, :0]
+        return self.above / self.total if self.total > 0 else 0.0
+
+
 def high_frequency_energy_fraction(waveform, sample_rate: int, cutoff_hz: float = 8000.0) -> float:
     """Fraction of spectral energy above ``cutoff_hz`` (0 when the signal cannot hold any: sr/2 <= cutoff).
 
     Estimated from Hann-windowed frames of 8192 samples (a shorter input is one frame; a tail shorter
     than a frame is left out), so memory stays bounded for long audio. ``waveform`` is ``[..., samples]``.
     """
-    wave = to_float_audio(waveform, name="waveform").detach().cpu()
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    n = wave.shape[-1]
-    if sample_rate / 2 <= cutoff_hz or n < 2:
-        return 0.0
-    frame = min(n, _FFT_FRAME)
-    frames = wave.reshape(-1, n)[:, : n // frame * frame].reshape(-1, frame)  # [num_frames, frame]
-    window = torch.hann_window(frame, periodic=False, dtype=torch.float64)
-    high = torch.fft.rfftfreq(frame, 1.0 / sample_rate, dtype=torch.float64) > cutoff_hz
-    total = above = 0.0
-    for chunk in frames.split(256):  # at most 256 frames (2M samples) transformed at once
-        power = torch.fft.rfft(chunk.double() * window).abs().square()
-        total += float(power.sum())
-        above += float(power[:, high].sum())
-    return above / total if total > 0 else 0.0
+    wave = to_float_audio(waveform, name="waveform")
+    meter = HighFrequencyMeter(sample_rate, cutoff_hz)
+    if wave.shape[-1] >= 2:
+        meter.add(wave)
+    return meter.fraction
 
 
 def _warn_high_frequency(wave: torch.Tensor, orig_sr: int, target_sr: int, source: str | None) -> None:
     if orig_sr <= target_sr:
         return
-    fraction = high_frequency_energy_fraction(wave, orig_sr, target_sr / 2)
+    warn_high_frequency(high_frequency_energy_fraction(wave, orig_sr, target_sr / 2), orig_sr, target_sr, source)
+
+
+def warn_high_frequency(fraction: float, orig_sr: int, target_sr: int, source: str | None) -> None:
+    """The one HighFrequencyContentWarning, when ``fraction`` of the energy lies above ``target_sr / 2``."""
     if fraction > HIGH_FREQUENCY_FRACTION:
         # Fixed location on purpose: the default filter then shows each message (it names the source) once.
         warnings.warn(
@@ -262,6 +320,72 @@ def quality_flags(waveform, sample_rate: int = SAMPLE_RATE) -> QualityFlags:
 
 
 # -- files ----------------------------------------------------------------------------------------
+@dataclass
+class AudioSearch:
+    """What :func:`find_audio` found: audio files in order, and the folders it could not list (path -> why)."""
+
+    files: list[str]
+    failures: dict[str, str]
+    hidden: int = 0  # hidden (``.name``) audio files and hidden folders left out
+
+
+def find_audio(paths, *, extensions=AUDIO_EXTENSIONS, skip=()) -> AudioSearch:
+    """Files named directly (any ending) plus files with an audio ending under folders: the one folder walk.
+
+    Folders are searched recursively in sorted order (a folder's files, then its sub-folders), following
+    symbolic links; a folder reached twice (a link loop, or two links to one folder) is walked once, by real
+    path. Hidden files and folders (``.name``) are skipped, and so are the folders in ``skip`` (a run's own
+    ``<out>.parts``). A folder that cannot be listed is not skipped in silence: it lands in ``failures``.
+    A file named twice (relative and absolute, or through a link) is listed once, first spelling kept.
+    Raises FileNotFoundError for a path that does not exist.
+    """
+    endings = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    skipped = {os.path.realpath(s) for s in skip}
+    found: dict[str, str] = {}  # real path -> path as found
+    failures: dict[str, str] = {}
+    walked: set[str] = set()
+    hidden = 0
+
+    def walk(folder: str) -> None:
+        real = os.path.realpath(folder)
+        if real in walked or real in skipped:
+            return
+        walked.add(real)
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as error:
+            failures[folder] = f"{type(error).__name__}: cannot list this folder ({error.strerror or error})"
+            return
+        nonlocal hidden
+        hidden += sum(e.name.startswith(".") and (_is_dir(e) or e.name.lower().endswith(endings)) for e in entries)
+        entries = [e for e in entries if not e.name.startswith(".")]
+        folders = [e.path for e in entries if _is_dir(e)]
+        for e in entries:
+            if e.path not in folders and e.name.lower().endswith(endings):
+                found.setdefault(os.path.realpath(e.path), e.path)
+        for sub in folders:
+            walk(sub)
+
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            walk(path)
+        elif os.path.lexists(path):  # any file named directly; a dangling link fails (reported) when read
+            found.setdefault(os.path.realpath(path), path)
+        else:
+            raise FileNotFoundError(f"input not found: {path} (working directory {os.getcwd()}); "
+                                    "pass audio files or folders holding them")
+    return AudioSearch(list(found.values()), failures, hidden)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False
+
+
 def _open(path) -> tuple[sf.SoundFile, str]:
     """Open an audio file for reading, or raise FileNotFoundError / AudioDecodeError naming it."""
     name = os.fsdecode(os.fspath(path))
@@ -273,7 +397,7 @@ def _open(path) -> tuple[sf.SoundFile, str]:
         raise AudioDecodeError(f"{name}: the file is empty (0 bytes), probably an interrupted write or download; "
                                "re-export or re-download it")
     try:
-        return sf.SoundFile(name), name
+        return sf.SoundFile(os.fsencode(name)), name  # bytes: soundfile cannot encode a non-UTF-8 name given as str
     except (sf.SoundFileError, RuntimeError) as e:
         cause = getattr(e, "error_string", None) or str(e)
         raise AudioDecodeError(
@@ -289,6 +413,35 @@ def _read(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
     except (sf.SoundFileError, RuntimeError) as e:
         raise AudioDecodeError(f"{name}: decoding failed at frame {f.tell()} ({e}); the file is probably "
                                "truncated or corrupt: re-export it or convert it with ffmpeg") from e
+
+
+def stated_frames(f: sf.SoundFile, name: str) -> int:
+    """The frames the container says it holds. libsndfile's ``frames`` already shrinks a cut-short WAV to the
+    bytes present, so for RIFF/RF64 WAV the ``data`` chunk's stated size is read from the header (a streaming
+    size of 0 or 0xFFFFFFFF states nothing); other formats (MP3's Xing/LAME header, FLAC, OGG) report theirs
+    through ``frames``. A file that decodes fewer frames than this is truncated.
+    """
+    if f.format not in ("WAV", "WAVEX"):
+        return f.frames
+    try:
+        with open(name, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        return f.frames
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return f.frames
+    offset, block_align, size = 12, 0, None
+    while offset + 8 <= len(head):
+        chunk, length = head[offset:offset + 4], int.from_bytes(head[offset + 4:offset + 8], "little")
+        if chunk == b"fmt " and offset + 22 <= len(head):
+            block_align = int.from_bytes(head[offset + 20:offset + 22], "little")
+        if chunk == b"data":
+            size = length
+            break
+        offset += 8 + length + (length & 1)
+    if size in (None, 0, 0xFFFFFFFF) or block_align <= 0:
+        return f.frames
+    return max(f.frames, size // block_align)
 
 
 def audio_info(path) -> AudioInfo:
@@ -317,6 +470,8 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
                 raise ValueError(f"{label} must be a time in seconds >= 0, got {value!r}")
         first = 0 if start_s is None else round(start_s * src)
         last = f.frames if end_s is None else min(f.frames, round(end_s * src))
+        stated = stated_frames(f, name)
+        wanted = stated if end_s is None else min(stated, round(end_s * src))  # what the header promises
         if start_s is not None and start_s >= duration:
             raise ValueError(f"start_s={start_s} is at or past the end of {name} ({duration:.3f} s long)")
         if last <= first:
@@ -329,8 +484,10 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
                                f"says {duration:.3f} s; the file is probably truncated: re-export it")
     wave = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, frames] at the source rate
     wave = resample(wave, src, sample_rate, source=name)
+    truncated = first + data.shape[0] < wanted
+    flags = [dataclasses.replace(quality_flags(row, sample_rate), truncated=truncated) for row in wave]
     return Audio(waveform=wave, sample_rate=sample_rate, source_sample_rate=src, channels=rows, path=name,
-                 flags=[quality_flags(row, sample_rate) for row in wave], start_s=first / src)
+                 flags=flags, start_s=first / src)
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -393,7 +550,7 @@ def collate_audio(batch: list[dict]) -> dict:
 
 def __getattr__(name: str):
     # The windowing half of the contract lives in avex_hub.windows (which imports this module).
-    if name in ("Window", "stream_windows", "windows_from_array"):
+    if name in ("Window", "WindowStream", "stream_windows", "windows_from_array"):
         from . import windows
 
         return getattr(windows, name)

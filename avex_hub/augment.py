@@ -144,17 +144,21 @@ class AddBackgroundNoise:
 
     @staticmethod
     def _find_files(source) -> list[Path]:
-        from .audio import AUDIO_EXTENSIONS
+        from .audio import AUDIO_EXTENSIONS, find_audio
 
         if isinstance(source, (str, os.PathLike)):
             folder = Path(source)
             if not folder.is_dir():
                 raise FileNotFoundError(f"noise folder not found: {folder}; pass a folder of noise recordings, a "
                                         "list of files, a tensor, or None for generated noise")
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+            search = find_audio([folder])
+            if search.failures:
+                raise PermissionError(f"noise folder {folder}: could not list {sorted(search.failures)}; fix their "
+                                      "permissions or pass a list of files")
+            files = sorted(Path(f) for f in search.files)
             if not files:
-                raise FileNotFoundError(f"no audio files {AUDIO_EXTENSIONS} under the noise folder {folder}")
+                raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under the noise folder "
+                                        f"{folder}")
             return files
         files = [Path(f) for f in source]
         missing = [str(f) for f in files if not f.is_file()]

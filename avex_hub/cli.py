@@ -8,10 +8,18 @@
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
-input's absolute path, size and modification time and the settings) and then rebuilds ``--out`` from
-the shards. Exit codes: 0 success; 1 an error stopped the command (weights unavailable, digest
-mismatch); 2 usage error (bad arguments, no inputs); 3 some inputs could not be read (every other input
-was written; they are listed in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
+input's absolute path, size and modification time and every setting that changes an output value:
+weights digest, architecture, preprocessing, precision, channels, window, hop, layers, pooling, top-k,
+label names and the output format version) and then rebuilds ``--out`` from the shards. A shard that
+cannot be read (a disk filled up, a copy cut short) is recomputed, with a line naming it. The settings
+are recorded in the output: Parquet schema metadata ``avex_hub``, NPZ field ``settings``, and for CSV
+the sidecar ``<out>.settings.json``.
+
+Exit codes: 0 success; 1 an error stopped the command (weights unavailable or unreadable, digest
+mismatch, disk full or another write error: finished files are kept and a re-run resumes); 2 usage
+error (bad arguments, no inputs, an --out or --raven that cannot be written, checked before any work);
+3 some inputs could not be read (every other input was written; they and any folder that could not be
+listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
 """
 
 from __future__ import annotations
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- embed / classify ---------------------------------------------------------------------------------
 def _comparable(settings: dict) -> dict:
-    """The settings that decide whether a stored shard can be reused (the package version does not)."""
+    """The settings that decide whether a stored shard can be reused: all of them but the package version
+    (``output_version`` changes when a release changes what is written)."""
     return {k: v for k, v in settings.items() if k != "avex_hub_version"}
 
 
@@ -149,6 +158,12 @@ def _load_model(args):
         return None
     except (FileNotFoundError, ValueError) as error:  # a bad --checkpoint
         raise UsageError(str(error)) from None
+    except OSError as error:  # a cached or given weights path that is a folder, unreadable, ...
+        where = error.filename if error.filename is not None else args.checkpoint or args.model
+        _error(f"cannot read the weights at {where} ({error.strerror or error}); "
+               + ("check --checkpoint" if args.checkpoint else
+                  f"delete that cached copy and run `avex-hub download {args.model}`"))
+        return None
 
 
 def _output_format(args) -> str:
@@ -164,35 +179,75 @@ def _output_format(args) -> str:
     return fmt
 
 
-def _run(args) -> int:
-    from . import outputs
-    from .audio import SAMPLE_RATE
-    from .windows import window_params
-    from .inference import find_audio_files, inference_settings, iter_file_results
-    from .precision import check_precision, resolve_device
+def _check_writable(folder: Path, flag: str) -> None:
+    """Create and remove a file in ``folder`` (made if missing): a read-only --out fails before any work."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".avex-hub-write-test.{os.getpid()}"
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{flag}: cannot write in {folder} ({error.strerror or error}); choose a folder you can "
+                         "write to") from None
 
-    fmt = _output_format(args)
-    out: Path = args.out
-    parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
+
+def _check_targets(args, fmt: str, out: Path, parts: Path) -> None:
+    """Usage errors about where the outputs go, found before any audio is read."""
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name such as {out / ('embeddings.' + fmt)}")
     if out.exists() and not parts.is_dir() and not args.overwrite:
         raise UsageError(f"{out} exists and was not written by a resumable avex-hub run (no {parts}/); "
                          "pass --overwrite to replace it or choose another --out")
+    raven = getattr(args, "raven", None)
+    if raven is not None and raven.exists() and not raven.is_dir():
+        raise UsageError(f"--raven {raven} is a file; --raven takes a folder, which gets one selection table per "
+                         "input file")
+    _check_writable(out.parent, "--out")
+    _check_writable(parts, "--out")
+    if raven is not None:
+        _check_writable(raven, "--raven")
+
+
+def _written(parts: Path) -> str:
+    sizes = [p.stat().st_size for p in parts.glob("*.npz")] if parts.is_dir() else []
+    return f"{len(sizes)} finished files ({sum(sizes) / 1e6:.1f} MB) are kept in {parts}/"
+
+
+def _write_error(error: OSError, parts: Path) -> int:
+    """A failed write (disk full, quota, I/O error): one line, and how to go on."""
+    import errno
+
+    what = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+    where = f" writing {error.filename}" if error.filename else ""
+    _error(f"{what}{where}; {_written(parts)}: free space (or fix the cause) and run the same command again, it "
+           "resumes from them")
+    return EXIT_ERROR
+
+
+def _run(args) -> int:
+    from .audio import SAMPLE_RATE, find_audio
+    from .windows import window_params
+    from .inference import inference_settings
+    from .precision import check_precision, resolve_device
+
+    fmt = _output_format(args)
+    out: Path = args.out
+    parts = Path(f"{out}.parts")
     if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
     try:
-        files = find_audio_files(args.paths)
+        search = find_audio(args.paths, skip=[parts])
         device = resolve_device(args.device)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise UsageError(str(error)) from None
-    if not files:
+    if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     try:  # cheap checks before loading weights
         window_params(args.window, args.hop, SAMPLE_RATE)
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    _check_targets(args, fmt, out, parts)
     model = _load_model(args)
     if model is None:
         return EXIT_ERROR
@@ -203,13 +258,25 @@ def _run(args) -> int:
                                       top_k=getattr(args, "top_k", 5))
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
+    try:
+        return _process(args, fmt, model, settings, search, device)
+    except OSError as error:
+        return _write_error(error, parts)
 
+
+def _process(args, fmt: str, model, settings: dict, search, device) -> int:
+    """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
+    from . import outputs
+    from .inference import iter_file_results
+
+    files, out = search.files, args.out
+    parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
     names = {f: shard_name(f, settings) for f in files}
     todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], settings, f)]
     skipped = len(files) - len(todo)
     if skipped and not args.no_progress:
         print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)
-    failures: dict[str, str] = {}
+    failures: dict[str, str] = dict(search.failures)  # folders that could not be listed come first
     for result in iter_file_results(model, todo, settings, batch_size=args.batch_size, num_workers=args.workers,
                                     device=device, progress=not args.no_progress):
         if result.error is not None:
@@ -220,37 +287,51 @@ def _run(args) -> int:
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    truncated = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    if truncated:
+        print(f"avex-hub: warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
+              "(cut short by a copy or download?); their rows are flagged truncated: "
+              + ", ".join(outputs.text_cell(f) for f in truncated[:20]) + (" ..." if len(truncated) > 20 else ""),
+              file=sys.stderr)
     if failures:
-        outputs.write_failures(failures_path, {f: failures[f] for f in files if f in failures})
-        _error(f"{len(failures)} of {len(files)} inputs could not be processed (listed in {failures_path}):")
+        outputs.write_failures(failures_path, failures)
+        total = len(files) + len(search.failures)
+        _error(f"{len(failures)} of {total} inputs could not be processed (listed in {failures_path}):")
         for path, why in failures.items():
-            print(f"  {path}: {why.splitlines()[0][:300]}", file=sys.stderr)
+            print(f"  {outputs.text_cell(path)}: {outputs.text_cell(why.splitlines()[0][:300])}", file=sys.stderr)
         return EXIT_PARTIAL
     failures_path.unlink(missing_ok=True)  # an old report would describe a run that is now complete
     return EXIT_OK
 
 
 def _shard_ok(path: Path, settings: dict, source: str) -> bool:
+    """Whether the shard at ``path`` holds ``source`` under ``settings``; an unreadable one is announced."""
     if not path.is_file():
         return False
-    from .outputs import read_shard
+    from .outputs import read_shard, text_cell
 
     try:
         _, meta = read_shard(path)
-    except ValueError:
+    except ValueError as error:
+        print(f"avex-hub: recomputing {text_cell(source)}: {error}", file=sys.stderr)
         return False
     same_file = meta.get("abspath") == os.path.abspath(source)
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> None:
-    """Rebuild --out from the shards of every successful input, in input order, one shard at a time."""
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> list[str]:
+    """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns
+    the inputs flagged truncated."""
     from . import outputs
+
+    truncated: dict[str, None] = {}
+    column = outputs.FLAG_NAMES.index("truncated")
 
     def parts():
         for name, path in shards:
             arrays, _ = outputs.read_shard(path)
+            if arrays["flags"][:, column].any():
+                truncated[name] = None
             yield name, arrays
 
     if fmt == "parquet":
@@ -258,12 +339,13 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
     elif fmt == "npz":
         rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim)
     else:
-        rows = outputs.write_csv(args.out, parts(), tuple(model.labels))
+        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings)
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)
     if not args.no_progress:
         print(f"avex-hub: wrote {rows} rows from {len(shards)} files to {args.out}", file=sys.stderr)
+    return list(truncated)
 
 
 # -- info / download / verify -------------------------------------------------------------------------

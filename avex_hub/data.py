@@ -16,7 +16,9 @@ item always raises an error naming it: substituting another item would hide the 
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import math
 import os
@@ -29,7 +31,8 @@ import numpy as np
 import torch
 
 from .audio import (
-    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, load_audio, pad_or_crop,
+    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, find_audio, load_audio,
+    pad_or_crop,
 )
 from .labels import LabelMap
 
@@ -78,6 +81,26 @@ def _label_order(label_map) -> list[str] | None:
 def _listing(lines: list[str]) -> str:
     more = f"\n  ... and {len(lines) - _LISTED} more" if len(lines) > _LISTED else ""
     return "\n  " + "\n  ".join(lines[:_LISTED]) + more
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE starts like UTF-16 LE
+
+
+def _manifest_text(path: Path) -> str:
+    """A manifest's text: UTF-8, or UTF-8/16/32 with a byte-order mark; anything else is a ValueError saying how
+    to re-save it (a Latin-1 or Windows-1252 file cannot be told apart from other 8-bit encodings reliably)."""
+    data = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        hint = ("it looks like UTF-16 without a byte-order mark" if data[:200].count(0) > len(data[:200]) // 4
+                else "probably Latin-1 / Windows-1252")
+        raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
+                         f"{error.start}; {hint}); save the manifest as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
+                         f"`iconv -f latin1 -t utf-8`)") from None
 
 
 class AudioDataset(torch.utils.data.Dataset):
@@ -215,36 +238,45 @@ class AudioDataset(torch.utils.data.Dataset):
     # -- constructors ---------------------------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, root: str | os.PathLike, *, extensions: Sequence[str] = AUDIO_EXTENSIONS,
-                    label_map=None, **kwargs) -> "AudioDataset":
+                    label_map=None, on_error: str = "raise", **kwargs) -> "AudioDataset":
         """Files under ``root/<label>/`` (any depth below it) labelled by their class folder's name.
 
         Labels are the sorted folder names unless ``label_map`` is given. Hidden files and folders (``.name``)
-        and audio lying directly in ``root`` are left out and counted in a warning. ``kwargs`` go to the
-        constructor.
+        and audio lying directly in ``root`` are left out and counted in a warning. Linked folders are followed
+        (:func:`avex_hub.audio.find_audio`); a folder that cannot be listed raises PermissionError, or with
+        ``on_error="skip"`` is warned about and listed in :attr:`failures`. ``kwargs`` go to the constructor.
         """
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"audio folder not found: {root} (expected {root}/<label>/<files>)")
         suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-        items, loose, hidden = [], 0, 0
-        for path in sorted(root.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in suffixes:
-                continue
+        search = find_audio([root], extensions=suffixes)
+        if search.failures and on_error == "raise":
+            raise PermissionError(f"{root}: {len(search.failures)} folder(s) could not be listed, so their files "
+                                  "would be missing: " + _listing([f"{k}: {v}" for k, v in search.failures.items()])
+                                  + "\nfix their permissions, or pass on_error='skip' to go on without them")
+        items, loose = [], 0
+        for name in search.files:
+            path = Path(name)
             parts = path.relative_to(root).parts
-            if any(part.startswith(".") for part in parts):
-                hidden += 1
-            elif len(parts) == 1:
+            if len(parts) == 1:
                 loose += 1
             else:
                 items.append(AudioItem(path, (parts[0],), origin=str(path)))
+        hidden = search.hidden
         ignored = [f"{n} {what}" for n, what in ((loose, "directly in the root folder (no class folder)"),
-                                                 (hidden, "hidden or in hidden folders")) if n]
+                                                 (hidden, "hidden files or folders")) if n]
         if not items:
             raise ValueError(f"no audio files with extensions {suffixes} in class sub-folders of {root}; expected "
                              f"{root}/<label>/<file>" + (f" (ignored: {', '.join(ignored)})" if ignored else ""))
         if ignored:
             warnings.warn(f"{root}: ignored audio files: {', '.join(ignored)}", stacklevel=2)
-        return cls(items, label_map=label_map, source=f"folder {root}", **kwargs)
+        dataset = cls(items, label_map=label_map, source=f"folder {root}", on_error=on_error, **kwargs)
+        if search.failures:  # on_error="skip": counted and listed like any other skipped input
+            warnings.warn(f"{root}: skipped {len(search.failures)} folder(s) that could not be listed (see "
+                          ".failures)", stacklevel=2)
+            dataset.failures.extend(search.failures.items())
+        return dataset
 
     @classmethod
     def from_manifest(cls, csv_path: str | os.PathLike, *, label_map=None, split: str | Sequence[str] | None = None,
@@ -262,7 +294,7 @@ class AudioDataset(torch.utils.data.Dataset):
         base = Path(root) if root is not None else csv_path.parent
         if not csv_path.is_file():
             raise FileNotFoundError(f"manifest not found: {csv_path}")
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        with io.StringIO(_manifest_text(csv_path), newline="") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             rows = []
@@ -354,9 +386,10 @@ class AudioDataset(torch.utils.data.Dataset):
         else:
             mask = torch.zeros(wave.shape, dtype=torch.bool)
         out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s,
-               # the same contract as the CLI's outputs: -1 is the mono mix; flags are (clipped, silent, too_short)
+               # the same contract as the CLI's outputs: -1 is the mono mix; flags are outputs.FLAG_NAMES
+               # (clipped, silent, too_short, truncated)
                "channel": MIX_CHANNEL if channel is None else channel,
-               "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short])}
+               "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short, flags.truncated])}
         if self._labels and self.multilabel:
             target = torch.zeros(self.num_classes)
             target[[self._label_to_index[name] for name in item.labels]] = 1.0

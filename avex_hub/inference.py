@@ -24,8 +24,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL
+from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
+from .outputs import FLAG_NAMES
 from .precision import inference_context, prepare_for_inference, resolve_device
+
+FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
@@ -50,32 +53,33 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files named directly (any extension) plus audio files found under folders (recursive, sorted).
+    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.find_audio`:
+    recursive, sorted, links followed, hidden entries skipped, each file once).
 
-    Raises FileNotFoundError for a path that does not exist. Hidden files and folders are skipped.
+    Raises FileNotFoundError for a path that does not exist and PermissionError naming every folder that could
+    not be listed (``avex_hub.audio.find_audio`` returns the readable files and those folders instead).
     """
-    found: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".parts"))
-                found.extend(os.path.join(root, f) for f in sorted(files)
-                             if not f.startswith(".") and f.lower().endswith(AUDIO_EXTENSIONS))
-        elif path.exists():
-            found.append(str(path))
-        else:
-            raise FileNotFoundError(f"input not found: {path} (working directory {os.getcwd()}); "
-                                    "pass audio files or folders holding them")
-    return list(dict.fromkeys(found))  # a file named twice is processed once
+    search = find_audio(paths)
+    if search.failures:
+        raise PermissionError(f"{len(search.failures)} folder(s) could not be listed: "
+                              + "; ".join(f"{k} ({v})" for k, v in search.failures.items()))
+    return search.files
 
 
 def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float | None = None,
                        channels="mix", layer=-1, pooling: str = "mean", precision: str = "fp32",
                        top_k: int = 5) -> dict:
-    """Everything that changes the numbers in an output (not device or batch size); stored with it."""
-    from . import __version__
+    """Everything that changes the numbers in an output (not device or batch size); stored with it.
 
+    Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
+    pooling (embed) or top-k and the label names' digest (classify), and the output format version; the CLI
+    reuses a stored shard only when all of them agree.
+    """
+    import hashlib
+    import json
+
+    from . import __version__
+    from .outputs import OUTPUT_VERSION
     from .windows import window_params
 
     if task not in ("embed", "classify"):
@@ -86,7 +90,8 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
     settings = {"task": task, "model": model.name, "weights_sha256": model.weights_sha256,
                 "window_s": float(window_s), "hop_s": float(window_s if hop_s is None else hop_s),
                 "channels": channels, "precision": precision, "sample_rate": model.sample_rate,
-                "avex_hub_version": __version__}
+                "architecture": model.config.to_dict(), "preprocessing": model.preprocessing.to_dict(),
+                "output_version": OUTPUT_VERSION, "avex_hub_version": __version__}
     if task == "embed":
         layers = "all" if layer == "all" else (list(layer) if isinstance(layer, (list, tuple)) else layer)
         settings.update(layers=model.layer_indices(layers), pooling=pooling)
@@ -97,7 +102,9 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
             raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
         if not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels))
+        names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels),
+                        labels_sha256=hashlib.sha256(names).hexdigest())
     return settings
 
 
@@ -106,8 +113,10 @@ class FileResult:
     """The rows of one input file (``error`` set and no rows when it could not be processed).
 
     ``arrays``: ``channel`` int32 [n] (-1 = mono mix), ``start_s``/``end_s`` float64 [n], ``flags`` bool
-    [n, 3] (clipped, silent, too_short); for embed ``layer`` int16 [n] and ``embeddings`` float32 [n, C]
-    (rows are window-major, then layer); for classify ``top_indices`` int32 [n, k] and ``top_scores``
+    [n, 4] (clipped, silent, too_short, truncated: set on every row of a file that decodes fewer frames than
+    its header states; ``truncated`` says the same of the file); for embed ``layer`` int16 [n] and
+    ``embeddings`` float32 [n, C] (rows are window-major, then layer); for classify ``top_indices`` int32
+    [n, k] and ``top_scores``
     float32 [n, k] (sigmoid scores, best first).
     """
 
@@ -116,6 +125,7 @@ class FileResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     num_windows: int = 0
     duration_s: float = 0.0  # audio covered (end of the last window's real audio)
+    truncated: bool = False
 
 
 # -- the worker side: files -> batches of windows -------------------------------------------------------
@@ -132,8 +142,9 @@ def _assign(sizes: Sequence[int], workers: int) -> list[list[int]]:
 
 class _WindowBatches(torch.utils.data.IterableDataset):
     """Yields ready batches: ``audio`` [b, S], ``padding_mask`` [b, S], per-row ``file`` (index into
-    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 3], and ``events``: files finished
-    since the previous batch as ``(file index, error or None)``. A file's event never precedes its windows."""
+    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 4], and ``events``: files finished
+    since the previous batch as ``(file index, error or None, truncated)``. A file's event never precedes its
+    windows."""
 
     def __init__(self, paths: list[str], *, window_s: float, hop_s: float | None, channels, batch_size: int,
                  block_s: float = 60.0) -> None:
@@ -148,18 +159,19 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
         rows: list = []
-        events: list[tuple[int, str | None]] = []
+        events: list[tuple[int, str | None, bool]] = []
         for index in mine:
             try:
-                for w in stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
-                                        channels=self.channels, block_s=self.block_s):
+                stream = stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
+                                        channels=self.channels, block_s=self.block_s)
+                for w in stream:
                     rows.append((index, w))
                     if len(rows) == self.batch_size:
                         yield self._batch(rows, events)
                         rows, events = [], []
-                events.append((index, None))
+                events.append((index, None, stream.truncated))
             except Exception as error:  # noqa: BLE001 - any failure of one input is reported, the rest go on
-                events.append((index, f"{type(error).__name__}: {error}"))
+                events.append((index, f"{type(error).__name__}: {error}", False))
         if rows or events:
             yield self._batch(rows, events)
 
@@ -176,7 +188,8 @@ class _WindowBatches(torch.utils.data.IterableDataset):
                                     dtype=torch.int32),
             "start_s": torch.tensor([w.start_s for w in windows], dtype=torch.float64),
             "end_s": torch.tensor([w.end_s for w in windows], dtype=torch.float64),
-            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short] for w in windows]),
+            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short, w.flags.truncated]
+                                   for w in windows]),
             "events": events,
         }
 
@@ -266,16 +279,18 @@ def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size
                     bar.update(max(0.0, end - covered.get(int(index), 0.0)))
                     covered[int(index)] = max(end, covered.get(int(index), 0.0))
                 windows += len(files)
-            for index, error in batch["events"]:
+            for index, error, truncated in batch["events"]:
                 file_chunks = chunks.pop(index, [])
                 done += 1
                 if error is not None:
                     yield FileResult(paths[index], error=error)
                 else:
                     arrays = _file_arrays(file_chunks, settings)
+                    if truncated and arrays:  # known at the file's end: every row of it carries the flag
+                        arrays["flags"][:, FLAG_TRUNCATED] = True
                     windows_in_file = sum(len(c["start_s"]) for c in file_chunks)
                     yield FileResult(paths[index], arrays=arrays, num_windows=windows_in_file,
-                                     duration_s=covered.get(index, 0.0))
+                                     duration_s=covered.get(index, 0.0), truncated=truncated)
                 covered.pop(index, None)
             elapsed = max(time.perf_counter() - started, 1e-9)
             bar.set_postfix_str(f"files {done}/{len(paths)}, windows {windows}, {bar.n / elapsed:.1f}x real time",
@@ -310,7 +325,7 @@ class InferenceResult:
     channel = property(lambda self: self._cat("channel", np.zeros(0, np.int32)))
     start_s = property(lambda self: self._cat("start_s", np.zeros(0)))
     end_s = property(lambda self: self._cat("end_s", np.zeros(0)))
-    flags = property(lambda self: self._cat("flags", np.zeros((0, 3), bool)))
+    flags = property(lambda self: self._cat("flags", np.zeros((0, 4), bool)))
     layer = property(lambda self: self._cat("layer", np.zeros(0, np.int16)))
     embeddings = property(lambda self: self._cat("embeddings", np.zeros((0, 0), np.float32)))
     top_indices = property(lambda self: self._cat("top_indices", np.zeros((0, 0), np.int32)))
@@ -336,7 +351,7 @@ class InferenceResult:
     def to_csv(self, path) -> int:
         from .outputs import write_csv
 
-        return write_csv(path, self._parts(), self.labels)
+        return write_csv(path, self._parts(), self.labels, settings=self.settings)
 
     def to_raven(self, folder, min_score: float = 0.0) -> list[Path]:
         from .outputs import raven_names, write_raven_tables
@@ -349,13 +364,14 @@ def _run(model, task: str, paths, *, window_s, hop_s, channels, layer, pooling, 
          precision, device, progress) -> InferenceResult:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files = find_audio_files(paths)
+    search = find_audio(paths)
+    files = search.files
     settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
                                   pooling=pooling, precision=precision, top_k=top_k)
     results = {r.path: r for r in iter_file_results(model, files, settings, batch_size=batch_size,
                                                    num_workers=num_workers, device=device, progress=progress)}
     ok = [results[p] for p in files if results[p].error is None]
-    failures = {p: results[p].error for p in files if results[p].error is not None}
+    failures = {**search.failures, **{p: results[p].error for p in files if results[p].error is not None}}
     return InferenceResult(task, settings, tuple(model.labels), ok, failures)
 
 

@@ -8,16 +8,25 @@ Schemas (one row per window, or per window and layer for embeddings):
 * Parquet (``embed``): ``file`` string, ``channel`` int32 (-1 for the mono mix), ``start_s`` and
   ``end_s`` float64 (seconds on the file's timeline; ``end_s`` is the end of real audio, before
   padding), ``layer`` int16, ``clipped`` / ``silent`` / ``too_short`` bool (quality of the window's
-  real audio), ``embedding`` fixed_size_list<float32>[C]. The schema metadata key ``avex_hub``
-  holds the settings as JSON (model, weights digest, window, hop, pooling, precision, ...).
+  real audio), ``truncated`` bool (on every row of a file that decodes fewer frames than its header
+  states), ``embedding`` fixed_size_list<float32>[C]. The schema metadata key ``avex_hub`` holds the
+  settings as JSON (model, weights digest, architecture, preprocessing, window, hop, pooling, precision, ...).
 * NPZ (``embed``): ``embeddings`` float32 [n, C], ``file`` str [n], ``channel`` int32 [n] (-1 for the
-  mix), ``start_s``, ``end_s`` float64 [n], ``layer`` int16 [n], ``flags`` bool [n, 3] (clipped,
-  silent, too_short), ``settings`` (a JSON string). Loads with ``np.load(path)`` (no pickle).
-* CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score``; top-k rows per window, rank 1
-  first, ``score`` the sigmoid probability; ``channel`` -1 for the mix.
+  mix), ``start_s``, ``end_s`` float64 [n], ``layer`` int16 [n], ``flags`` bool [n, 4] (clipped,
+  silent, too_short, truncated), ``settings`` (a JSON string). Loads with ``np.load(path)`` (no pickle).
+* CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score,flags``; top-k rows per window, rank 1
+  first, ``score`` the sigmoid probability; ``channel`` -1 for the mix; ``flags`` the window's set flags
+  joined by ``;`` (e.g. ``silent;truncated``), empty when none. Times are plain decimal seconds
+  (``1234567.5``, never ``1.23457e+06``). The settings go to the sidecar ``<out>.settings.json``.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
-  Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score`` for windows whose
-  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix).
+  Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
+  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix). Tabs and line breaks in a
+  label are written as ``\\t``, ``\\n``, ``\\r`` so that a row stays one row.
+
+Text cells stay readable in other programs: a file name that is not valid UTF-8 is written with its odd
+bytes as ``\\xNN`` escapes (every output, the failure report included), and in CSV files a text cell
+starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so that a
+spreadsheet shows it as text instead of running it as a formula (numbers are written as numbers).
 """
 
 from __future__ import annotations
@@ -37,12 +46,16 @@ import numpy as np
 from .audio import MIX_CHANNEL
 
 __all__ = [
-    "FLAG_NAMES", "atomic_path", "write_shard", "read_shard", "write_parquet", "write_npz", "write_csv",
-    "write_raven_tables", "write_failures", "raven_names",
+    "FLAG_NAMES", "OUTPUT_VERSION", "atomic_path", "write_shard", "read_shard", "write_parquet", "write_npz",
+    "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
 ]
 
-FLAG_NAMES = ("clipped", "silent", "too_short")
+FLAG_NAMES = ("clipped", "silent", "too_short", "truncated")
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
+# Raised whenever a release changes the values or layout written for the same settings; part of the settings,
+# so shards of an older layout are recomputed instead of merged with new ones.
+OUTPUT_VERSION = 2
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @contextlib.contextmanager
@@ -84,10 +97,35 @@ def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: unreadable shard ({error})") from error
-    meta = json.loads(str(arrays.pop("meta")))
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # cut short, damaged, not ours
+        raise ValueError(f"{path}: unreadable shard ({type(error).__name__}: {error})") from error
     return arrays, meta
+
+
+# -- text cells -----------------------------------------------------------------------------------------
+def text_cell(value: str) -> str:
+    """``value`` as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN`` escapes."""
+    try:
+        raw = value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that did not come from os.fsdecode
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _csv_text(value: str) -> str:
+    """A text cell for a CSV: UTF-8 safe, and not taken for a formula by a spreadsheet."""
+    text = text_cell(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _flag_cell(flags: np.ndarray) -> str:
+    return ";".join(name for name, on in zip(FLAG_NAMES, flags) if on)
+
+
+def _seconds(value) -> str:
+    """Seconds in plain decimal notation, as short as round-trips (``1234567.5``, ``0.0000625``, ``10``)."""
+    return np.format_float_positional(float(value), trim="-")
 
 
 # -- combined outputs: the mix's channel is MIX_CHANNEL (-1) in every format ------------------------------
@@ -109,9 +147,10 @@ def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str
                 n = len(a["start_s"])
                 flat = pa.array(np.ascontiguousarray(a["embeddings"], dtype=np.float32).reshape(-1))
                 columns = [
-                    pa.array([name] * n, pa.string()), pa.array(a["channel"], pa.int32()),
+                    pa.array([text_cell(name)] * n, pa.string()), pa.array(a["channel"], pa.int32()),
                     pa.array(a["start_s"], pa.float64()), pa.array(a["end_s"], pa.float64()),
-                    pa.array(a["layer"], pa.int16()), *[pa.array(a["flags"][:, i]) for i in range(3)],
+                    pa.array(a["layer"], pa.int16()),
+                    *[pa.array(a["flags"][:, i]) for i in range(len(FLAG_NAMES))],
                     pa.FixedSizeListArray.from_arrays(flat, embedding_dim),
                 ]
                 writer.write_table(pa.Table.from_arrays(columns, schema=schema))
@@ -128,9 +167,9 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     for name, a in parts:
         for k in keys:
             collected[k].append(a[k])
-        files.extend([name] * len(a["start_s"]))
+        files.extend([text_cell(name)] * len(a["start_s"]))
     empty = {"channel": np.zeros(0, np.int32), "start_s": np.zeros(0), "end_s": np.zeros(0),
-             "layer": np.zeros(0, np.int16), "flags": np.zeros((0, 3), bool),
+             "layer": np.zeros(0, np.int16), "flags": np.zeros((0, len(FLAG_NAMES)), bool),
              "embeddings": np.zeros((0, embedding_dim), np.float32)}
     out = {k: (np.concatenate(v) if v else empty[k]) for k, v in collected.items()}
     _savez(Path(target), {"file": np.array(files, dtype=str),
@@ -139,21 +178,34 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
 
 
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-              labels: tuple[str, ...]) -> int:
-    """Top-k classification rows; returns the number of rows written (top-k per window)."""
+              labels: tuple[str, ...], *, settings: dict | None = None) -> int:
+    """Top-k classification rows; returns the number of rows written (top-k per window). ``settings`` (when given) go to the
+    sidecar ``<target>.settings.json`` (CSV has no place for them)."""
+    if settings is not None:
+        with atomic_path(f"{target}.settings.json", ".json") as tmp:
+            tmp.write_text(json.dumps(settings, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    cells = [_csv_text(label) for label in labels]
     rows = 0
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score"])
+            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score", "flags"])
             for name, a in parts:
+                file_cell = _csv_text(name)
                 for i in range(len(a["start_s"])):
                     channel = int(a["channel"][i])
-                    start, end = f"{a['start_s'][i]:.6g}", f"{a['end_s'][i]:.6g}"
+                    start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
                     for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
-                        writer.writerow([name, channel, start, end, rank, labels[index], f"{score:.6f}"])
+                        writer.writerow([file_cell, channel, start, end, rank, cells[index], f"{score:.6f}", flags])
                         rows += 1
     return rows
+
+
+def _raven_candidates(file: str) -> tuple[str, str]:
+    """The two table names an input can get: ``<stem>.Table.1.selections.txt``, and with a path hash on a clash."""
+    stem = text_cell(Path(file).stem)
+    tag = hashlib.sha256(os.fsencode(os.path.abspath(file))).hexdigest()[:8]
+    return f"{stem}.Table.1.selections.txt", f"{stem}_{tag}.Table.1.selections.txt"
 
 
 def raven_names(files: list[str]) -> dict[str, str]:
@@ -161,21 +213,24 @@ def raven_names(files: list[str]) -> dict[str, str]:
     stems: dict[str, int] = {}
     for f in files:
         stems[Path(f).stem] = stems.get(Path(f).stem, 0) + 1
-    names = {}
-    for f in files:
-        stem = Path(f).stem
-        if stems[stem] > 1:
-            stem += "_" + hashlib.sha256(os.path.abspath(f).encode()).hexdigest()[:8]
-        names[f] = f"{stem}.Table.1.selections.txt"
-    return names
+    return {f: _raven_candidates(f)[stems[Path(f).stem] > 1] for f in files}
+
+
+def _raven_text(label: str) -> str:
+    return text_cell(label).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
                        labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0) -> list[Path]:
-    """One Raven selection table per input file (header only when no window reaches ``min_score``)."""
+    """One Raven selection table per input file (header only when no window reaches ``min_score``).
+
+    The input's other possible table name (see :func:`raven_names`) is removed: a table left from a run in
+    which its stem clashed with another input's, or did not, would otherwise stand beside the new one.
+    """
     written = []
+    species = [_raven_text(label) for label in labels]
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-              "High Freq (Hz)", "Species", "Score"]
+              "High Freq (Hz)", "Species", "Score", "Flags"]
     for name, a in parts:
         target = Path(folder) / names[name]
         with atomic_path(target, ".txt") as tmp:
@@ -189,8 +244,12 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     selection += 1
                     channel = 1 if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i]) + 1
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
-                              "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", labels[int(a["top_indices"][i][0])], f"{score:.6f}"]
+                              "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}",
+                              _flag_cell(a["flags"][i])]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
+        for other in _raven_candidates(name):
+            if other != names[name]:
+                (Path(folder) / other).unlink(missing_ok=True)
         written.append(target)
     return written
 
@@ -202,4 +261,4 @@ def write_failures(target: str | os.PathLike, failures: dict[str, str]) -> None:
             writer = csv.writer(handle)
             writer.writerow(["path", "error"])
             for path, error in failures.items():
-                writer.writerow([path, error])
+                writer.writerow([_csv_text(path), _csv_text(error)])

@@ -8,6 +8,7 @@ Order: time-major, then channel. ``stream_windows`` holds one block in memory, w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -17,11 +18,11 @@ import soxr
 import torch
 
 from .audio import (
-    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, QualityFlags, _channel_rows, _check_rate, _open, _read,
-    _take_rows, _warn_high_frequency, quality_flags, resample, to_float_audio,
+    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, _channel_rows,
+    _check_rate, _open, _read, _take_rows, quality_flags, resample, stated_frames, to_float_audio, warn_high_frequency,
 )
 
-__all__ = ["Window", "window_params", "stream_windows", "windows_from_array"]
+__all__ = ["Window", "WindowStream", "window_params", "stream_windows", "windows_from_array"]
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _Windower:
         self.rows, self.sample_rate, self.window, self.hop, self.path = rows, sample_rate, window, hop, path
         self.buffer = np.zeros((len(rows), 0), np.float32)  # [rows, buffered], starting at sample buffer_start
         self.buffer_start = self.total = self.k = 0
+        self.truncated = False  # set once the source is known to end before its stated length
 
     def _emit(self, end: int) -> Iterator[Window]:
         start = self.k * self.hop
@@ -74,7 +76,8 @@ class _Windower:
             audio[: real.shape[0]] = real
             yield Window(audio=torch.from_numpy(audio), padding_mask=torch.arange(self.window) >= real.shape[0],
                          path=self.path, channel=channel, start_s=start / self.sample_rate,
-                         end_s=end / self.sample_rate, flags=quality_flags(real, self.sample_rate), index=self.k)
+                         end_s=end / self.sample_rate, index=self.k,
+                         flags=dataclasses.replace(quality_flags(real, self.sample_rate), truncated=self.truncated))
         self.k += 1
         drop = min(self.k * self.hop, self.total) - self.buffer_start
         self.buffer, self.buffer_start = self.buffer[:, drop:], self.buffer_start + drop
@@ -109,13 +112,36 @@ def windows_from_array(waveform, sample_rate: int, *, window_s: float = 10.0, ho
     return [*windower.push(out.numpy()), *windower.finish()]
 
 
+class WindowStream:
+    """The windows of one file, as an iterator; once it is exhausted, ``truncated`` says whether the file decoded
+    fewer frames than its header states (see :func:`avex_hub.audio.stated_frames`), ``decoded_s`` and
+    ``stated_s`` give both lengths, and ``high_frequency_fraction`` the share of energy above 8 kHz over the
+    whole file (measured at the source rate, before resampling)."""
+
+    def __init__(self, windows: Iterator[Window]) -> None:
+        self._windows = windows
+        self.truncated = False
+        self.decoded_s = self.stated_s = 0.0
+        self.high_frequency_fraction = 0.0
+
+    def __iter__(self) -> "WindowStream":
+        return self
+
+    def __next__(self) -> Window:
+        return next(self._windows)
+
+
 def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, channels: ChannelMode = "mix",
-                   sample_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> Iterator[Window]:
+                   sample_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> WindowStream:
     """Windows of an audio file of any length, read ``block_s`` seconds at a time and resampled as a stream.
 
     Peak memory depends on ``block_s`` and ``window_s``, not on the file's length. Windows come in time
     order; with ``channels="all"`` each time position yields one window per channel (time-major).
     Arguments and the file header are checked now; decoding happens as the iterator is consumed.
+    Energy above the new Nyquist is measured over the whole file as it streams (one
+    ``HighFrequencyContentWarning`` at its end, as :func:`avex_hub.audio.load_audio` gives). A file that
+    decodes fewer frames than its header states is truncated: the windows from its last block on are flagged
+    ``truncated`` and so is the returned stream (``stream.truncated``), for callers that flag the whole file.
     """
     sample_rate = _check_rate(sample_rate, "sample_rate")
     window, hop = window_params(window_s, hop_s, sample_rate)
@@ -126,29 +152,37 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
         rows, src = _channel_rows(channels, f.channels, name), f.samplerate
         if f.frames == 0:
             raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
+        stated = stated_frames(f, name)
 
     def windows() -> Iterator[Window]:
         block = max(1, round(block_s * src))
         # One stream for all rows: soxr resamples each channel on its own, as soxr.resample does.
         stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
             if src != sample_rate else None
+        meter = HighFrequencyMeter(src, sample_rate / 2)
         windower = _Windower(rows, sample_rate, window, hop, name)
-        first = True
+        decoded = 0
         with _open(name)[0] as f:
             while True:
                 data = _read(f, block, name)  # [n <= block, channels]; short only at the end
                 last = data.shape[0] < block
+                decoded += data.shape[0]
                 chunk = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
                 if stream is not None:
-                    if first:  # judge lost high-frequency content on the first block
-                        _warn_high_frequency(chunk, src, sample_rate, name)
+                    meter.add(chunk)
                     chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
-                first = False
+                if last:
+                    windower.truncated = result.truncated = decoded < stated
+                    result.decoded_s, result.stated_s = decoded / src, stated / src
                 yield from windower.push(chunk.numpy())
                 if last:
                     break
         if windower.total == 0:
             raise AudioDecodeError(f"{name}: no audio frames could be decoded; the file is probably truncated")
+        if stream is not None:
+            result.high_frequency_fraction = meter.fraction
+            warn_high_frequency(result.high_frequency_fraction, src, sample_rate, name)
         yield from windower.finish()
 
-    return windows()
+    result = WindowStream(windows())
+    return result

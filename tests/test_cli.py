@@ -75,7 +75,7 @@ def test_embed_mixed_folder_writes_every_good_file_and_reports_the_bad(tiny_mode
     assert code == EXIT_PARTIAL
     table = read_parquet(out)
     assert [f.name for f in table.schema] == ["file", "channel", "start_s", "end_s", "layer", "clipped", "silent",
-                                             "too_short", "embedding"]
+                                             "too_short", "truncated", "embedding"]
     assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[64]"
     settings = json.loads(table.schema.metadata[b"avex_hub"])
     assert settings["window_s"] == 10.0 and settings["channels"] == "all" and settings["layers"] == [3]
@@ -168,7 +168,7 @@ def test_classify_csv_and_raven_tables(tiny_model, mixed, tmp_path):
     assert main([*args, "--min-score", "0"]) == EXIT_PARTIAL
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["file", "channel", "start_s", "end_s", "rank", "label", "score"]
+    assert list(rows[0]) == ["file", "channel", "start_s", "end_s", "rank", "label", "score", "flags"]
     windows: dict[tuple, list] = {}
     for r in rows:
         windows.setdefault((r["file"], r["channel"], float(r["start_s"])), []).append(r)
@@ -193,7 +193,7 @@ def test_classify_csv_and_raven_tables(tiny_model, mixed, tmp_path):
     for path in mixed["good"]:
         lines = (raven / (Path(path).stem + ".Table.1.selections.txt")).read_text().splitlines()
         assert lines[0].split("\t") == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)",
-                                        "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score"]
+                                        "Low Freq (Hz)", "High Freq (Hz)", "Species", "Score", "Flags"]
         kept = [g[0] for (f, _, _), g in windows.items() if f == path and float(g[0]["score"]) >= threshold]
         fields = [line.split("\t") for line in lines[1:]]
         assert [int(f[0]) for f in fields] == list(range(1, len(kept) + 1))
@@ -214,7 +214,7 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
     np.testing.assert_array_equal(arrays["file"], api.file)
     np.testing.assert_array_equal(arrays["layer"], [1, 3] * 7)
     np.testing.assert_array_equal(arrays["channel"], -1)
-    assert arrays["flags"].shape == (14, 3)
+    assert arrays["flags"].shape == (14, 4)
     assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
 
 

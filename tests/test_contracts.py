@@ -141,8 +141,8 @@ def test_dataset_items_carry_quality_flags(files):
     dataset = _quiet(AudioDataset.from_manifest, files["manifest"], clip_s=1.0)
     items = [_quiet(dataset.__getitem__, i) for i in range(len(dataset))]
     flags = {Path(item["path"]).stem: item["flags"].tolist() for item in items}
-    assert flags == {"clipped": [True, False, False], "silent": [False, True, False],
-                     "short": [False, False, True], "stereo": [False, False, False]}
+    assert flags == {"clipped": [True, False, False, False], "silent": [False, True, False, False],
+                     "short": [False, False, True, False], "stereo": [False, False, False, False]}
 
 
 # -- (c) AvexModel.predict ---------------------------------------------------------------------------------------------
@@ -234,6 +234,6 @@ def test_cli_flags_clipped_silent_and_short_windows(files, tiny_dir, tmp_path):
     names = ["clipped", "silent", "short", "stereo"]
     rows = _quiet(_embed_cli, files, tiny_dir, tmp_path, "mix", [files[n] for n in names])
     flags = {Path(f).stem: row.tolist() for f, row in zip(rows["file"], rows["flags"])}
-    assert flags == {"clipped": [True, False, False], "silent": [False, True, False],
-                     "short": [False, False, True], "stereo": [False, False, False]}
+    assert flags == {"clipped": [True, False, False, False], "silent": [False, True, False, False],
+                     "short": [False, False, True, False], "stereo": [False, False, False, False]}
     assert math.isclose(float(rows["end_s"][list(rows["file"]).index(str(files["short"]))]), 0.1, abs_tol=1e-9)
