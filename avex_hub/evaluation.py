@@ -35,7 +35,7 @@ from .model import AvexModel
 from .probes import Probe, attention_probe
 from .training import TrainResult, predict, split_indices, train_probe
 
-__all__ = ["Evaluation", "evaluate", "compare_models", "compare_layers", "side_by_side", "resolve_splits"]
+__all__ = ["CARD_METRIC_NAMES", "Evaluation", "evaluate", "compare_models", "compare_layers", "side_by_side", "resolve_splits"]
 
 _ROLES = ("train", "val", "test")
 
@@ -183,6 +183,12 @@ def _score(emb: dict[str, Embeddings], indices: list[int], *, probe: str, seed: 
     if clustering and not multilabel:
         table.add("clustering", "nmi", clustering_nmi(representation, labels, seed=seed), **row)
     return Evaluation(table, head, result, emb, logits, representation)
+
+
+# The model card's names for the metrics this protocol reports (rows keep their short names; tables shown beside
+# the card's use these).
+CARD_METRIC_NAMES = {"accuracy": "Accuracy", "mAP": "mAP", "roc_auc": "ROC AUC", "precision_at_1": "Precision@1",
+                     "nmi": "NMI"}
 
 
 def evaluate(model_or_embeddings, data=None, *, layers="last", probe: str = "linear", pooling: str = "mean",

@@ -9,8 +9,10 @@ The notebooks run in one of two modes, chosen by ``AVEX_HUB_TUTORIAL_MODE``:
 
 :func:`tutorial_mode` validates the setting and never picks a mode on its own. :class:`FigureLog` displays each
 figure as an inline PNG (refusing one that does not render) and keeps its title, so the last cell of a notebook
-can list every figure it showed. pyarrow, fsspec, IPython and matplotlib are imported only when a function needs
-them.
+can list every figure it showed. :func:`load_model` and :func:`load_data` are the model and the data of a mode,
+so the notebooks share one setup instead of repeating it. :func:`mel_band_hz` and :func:`mel_axis_khz` put the
+model's filterbank on a frequency axis. torch, pyarrow, fsspec, IPython and matplotlib are imported only when a
+function needs them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import io
 import json
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -27,7 +30,7 @@ import numpy as np
 from .outputs import atomic_path
 
 __all__ = ["MODES", "MODE_VARIABLE", "BEANS_ZERO", "tutorial_mode", "find_repo_root", "FigureLog", "show",
-           "fetch_beans_zero"]
+           "fetch_beans_zero", "TutorialData", "load_model", "load_data", "mel_band_hz", "mel_axis_khz"]
 
 MODES = ("real", "ci")
 MODE_VARIABLE = "AVEX_HUB_TUTORIAL_MODE"
@@ -117,6 +120,83 @@ def show(fig, title: str, log: FigureLog | None = None) -> None:
     plt.close(fig)  # otherwise the inline backend displays it a second time at the end of the cell
     if log is not None:
         log.titles.append(title)
+
+
+def load_model(mode: str, device=None, repo_root: str | os.PathLike | None = None):
+    """The model a tutorial runs on, through ``torch.hub.load`` as a reader would load it.
+
+    ``"real"``: the published ``esp_aves2_sl_beats_all`` weights (repository ``earthspecies/avex``, weights from the
+    Hugging Face Hub, SHA-256 verified). ``"ci"``: the same entry point of the checkout ``repo_root`` (default
+    :func:`find_repo_root`) with its tiny test checkpoint. ``device=None`` keeps the model on the CPU.
+    """
+    import torch
+
+    if tutorial_mode(mode) == "real":
+        return torch.hub.load("earthspecies/avex", "esp_aves2_sl_beats_all", trust_repo=True, device=device)
+    root = find_repo_root() if repo_root is None else Path(repo_root)
+    return torch.hub.load(str(root), "esp_aves2_sl_beats_all", source="local", device=device,
+                          checkpoint=str(root / TINY_CHECKPOINT))
+
+
+@dataclass(frozen=True)
+class TutorialData:
+    """A tutorial's dataset: ``manifest`` (columns path, label, split), the clip length ``clip_s`` the notebooks
+    crop or pad to, and in ci mode the :class:`avex_hub.synthetic.SyntheticDataset` (``None`` in real mode)."""
+
+    manifest: Path
+    clip_s: float
+    synthetic: object | None = None
+
+
+def load_data(mode: str, work: str | os.PathLike, *, seed: int = 0, source: str = BEANS_ZERO,
+              long_recordings: int = 0) -> TutorialData:
+    """The data of a mode, written under ``work``: the ``watkins`` subset of BEANS-Zero (``"real"``, through
+    :func:`fetch_beans_zero` from ``source``, clips of up to 3 s) or a synthetic dataset of 5 species, 120 clips
+    of 2 s at 16 and 44.1 kHz (``"ci"``), with ``long_recordings`` annotated 60 s recordings (ci mode only)."""
+    work = Path(work).expanduser()
+    if tutorial_mode(mode) == "real":
+        return TutorialData(fetch_beans_zero("watkins", work / "beans-zero-watkins", source=source, seed=seed), 3.0)
+    from .synthetic import make_synthetic_dataset
+
+    synthetic = make_synthetic_dataset(work / "synthetic", num_species=5, individuals_per_species=3,
+                                       clips_per_individual=8, clip_s=2.0, sample_rate=[16000, 44100], seed=seed,
+                                       num_long_recordings=long_recordings, long_recording_s=60)
+    return TutorialData(synthetic.manifest, 2.0, synthetic)
+
+
+def mel_band_hz(config=None) -> np.ndarray:
+    """Centre frequency (Hz) of each band of the model's log-mel filterbank, lowest first.
+
+    ``config`` is an :class:`avex_hub.fbank.FbankConfig` (default: the one every esp-aves2 BEATs model uses, 128
+    bands from 20 Hz to the Nyquist frequency of 16 kHz audio, 8 kHz). Kaldi spaces the band edges evenly on the
+    mel scale, ``mel = 1127 ln(1 + f / 700)``: the bands are narrow at low frequencies and wide at high ones.
+    """
+    from .fbank import FbankConfig
+
+    config = FbankConfig() if config is None else config
+    high = config.high_freq if config.high_freq > 0 else config.sample_rate / 2 + config.high_freq
+    low_mel, high_mel = (1127.0 * np.log1p(f / 700.0) for f in (config.low_freq, high))
+    centres = low_mel + (high_mel - low_mel) * np.arange(1, config.num_mel_bins + 1) / (config.num_mel_bins + 1)
+    return 700.0 * np.expm1(centres / 1127.0)
+
+
+def mel_axis_khz(ax, axis: str = "y", ticks_khz: Sequence[float] = (0.1, 0.5, 1, 2, 4, 8), config=None) -> None:
+    """Label the band axis of a filterbank image in kHz.
+
+    The image must be drawn with band ``k`` covering ``[k, k + 1]`` on ``axis`` (``imshow(..., origin="lower",
+    extent=[..., 0, 128])``). Ticks go at the bands whose centre is ``ticks_khz``; the label says "kHz (mel scale)".
+    """
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    centres = mel_band_hz(config)
+    positions = np.interp(np.asarray(ticks_khz, dtype=float) * 1000.0, centres, np.arange(len(centres)) + 0.5)
+    labels = [f"{k:g}" for k in ticks_khz]
+    if axis == "y":
+        ax.set_yticks(positions, labels)
+        ax.set_ylabel("frequency (kHz, mel scale)")
+    else:
+        ax.set_xticks(positions, labels)
+        ax.set_xlabel("frequency (kHz, mel scale)")
 
 
 def fetch_beans_zero(subset: str, root: str | os.PathLike, *, source: str = BEANS_ZERO, seed: int = 0,

@@ -143,3 +143,17 @@ def test_bad_evaluation_inputs(model, dataset):
         evaluate("model.safetensors")
     with pytest.raises(ValueError, match="out of range"):
         evaluate(model, dataset, layers=[8])
+
+
+def test_every_metric_evaluate_reports_has_its_model_card_name():
+    # Notebook 04 shows our rows beside the model card's table under the card's names: a metric evaluate starts to
+    # report without a card name would stop that table with a KeyError.
+    from avex_hub.evaluation import CARD_METRIC_NAMES
+
+    single = {r.metric for r in evaluate(_blobs(60, 3, 8, seed=1), seed=0)}
+    y = torch.nn.functional.one_hot(torch.arange(60) % 3, 3).float()
+    y[::4, (torch.arange(60)[::4] + 1) % 3] = 1.0  # a quarter of the clips carry two labels
+    multi = {r.metric for r in evaluate(Embeddings.from_arrays(_blobs(60, 3, 8, seed=2).embeddings, y), seed=0)}
+    assert single == {"accuracy", "roc_auc", "precision_at_1", "nmi"} and "mAP" in multi
+    assert single | multi <= set(CARD_METRIC_NAMES)
+    assert [CARD_METRIC_NAMES[m] for m in ("accuracy", "mAP", "roc_auc", "nmi")] == ["Accuracy", "mAP", "ROC AUC", "NMI"]

@@ -128,3 +128,61 @@ def test_notebook_checks_cover_the_mode_independent_facts():
             if cell.source.startswith(CHECK):
                 text = "".join(output.text for output in cell.outputs)
                 assert not re.search(r"\b(64|7 labels|beats-tiny|synthetic)\b", text), (name, text)
+
+
+def test_each_tutorial_teaches_with_exercises_and_collapsed_answers(notebook):
+    # Two or three exercises, each under a markdown heading "Exercise N: ...", with an empty cell to try it in and
+    # an answer that is collapsed (Jupyter's source_hidden, Colab's form view) but executed like any other cell.
+    name, nb = notebook
+    headings = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
+                and re.match(r"#+ Exercise \d+: \S", cell.source)]
+    assert 2 <= len(headings) <= 3, f"{name}: {len(headings)} exercises"
+    for number, i in enumerate(headings, start=1):
+        assert f"Exercise {number}:" in nb.cells[i].source
+        stub, reveal, answer = nb.cells[i + 1:i + 4]
+        assert stub.cell_type == "code" and "answer is below" in stub.source
+        assert reveal.cell_type == "markdown" and reveal.source.startswith("<details>")
+        assert answer.cell_type == "code" and answer.source.startswith(f"# Answer to exercise {number}")
+        assert answer.metadata["jupyter"]["source_hidden"] and "answer" in answer.metadata["tags"]
+        assert "NBVAL_SKIP" not in answer.source  # nbval runs the answers too
+
+
+def test_each_tutorial_states_goal_runtime_and_points_to_the_one_mode_explanation(notebook):
+    name, nb = notebook
+    first = nb.cells[0].source
+    assert "**Goal.**" in first and "**Runtime.**" in first and "GPU" in first
+    assert "https://github.com/earthspecies/avex/blob/main/notebooks/README.md" in first
+    # The mode table and the data-source prose live once, in notebooks/README.md, not in every notebook.
+    prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    assert "| mode | model | data | needs |" not in prose and "### Where the data comes from" not in prose
+    install = code_cells(nb)[1].source
+    assert "avex-hub[colab]" in install and "jupyter" not in install.split("google.colab")[1]
+
+
+def test_the_8_khz_ceiling_is_shown_not_hidden():
+    # Notebook 01 shows the HighFrequencyContentWarning once on purpose, measures the energy above 8 kHz per class,
+    # and only then silences the warning; the filterbank's frequency axis is in kHz, not "mel band".
+    nb = load("01_embedding_extraction")
+    sources = [cell.source for cell in code_cells(nb)]
+    shown = next(i for i, s in enumerate(sources) if "catch_warnings(record=True)" in s and "load_audio" in s)
+    silenced = [i for i, s in enumerate(sources) if 'filterwarnings("ignore", category=HighFrequencyContentWarning)' in s]
+    measured = next(i for i, s in enumerate(sources) if "energy above 8 kHz per class" in s)
+    assert silenced and shown < measured <= min(silenced)
+    for name in NAMES:
+        for source in (cell.source for cell in code_cells(load(name))):
+            assert 'set_ylabel("mel band")' not in source, name
+
+
+def test_fine_tuning_uses_the_package_precision_and_quiets_lightning():
+    nb = load("03_fine_tuning")
+    source = "\n".join(cell.source for cell in code_cells(nb))
+    assert "precision=default_precision()" in source and '"bf16-mixed" if' not in source
+    assert 'logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)' in source
+
+
+def test_evaluation_states_the_training_data_overlap_and_uses_the_card_metric_names():
+    nb = load("04_evaluation")
+    prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    assert "post-trained on" in prose and "**overstate**" in prose
+    source = "\n".join(cell.source for cell in code_cells(nb))
+    assert "CARD_METRIC_NAMES[" in source and "UNSEEN_SUBSET" in code_cells(nb)[0].source

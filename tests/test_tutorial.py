@@ -163,3 +163,89 @@ def test_fetch_beans_zero_checks_its_arguments(beans, tmp_path):
     with pytest.raises(TypeError, match="dataset_name such as 'watkins'"):
         fetch_beans_zero("", tmp_path / "x", source=str(source))
     assert not (tmp_path / "x").exists()
+
+
+# -- the model's frequency axis, the mode's model and data --------------------------------------------------------
+def test_mel_band_hz_matches_the_peaks_of_the_model_filterbank():
+    import torch
+
+    from avex_hub.fbank import FbankConfig, mel_filterbank
+    from avex_hub.tutorial import mel_band_hz
+
+    config = FbankConfig()
+    centres = mel_band_hz(config)
+    weights = mel_filterbank(config)
+    weights = weights if weights.shape[0] == config.num_mel_bins else weights.T  # [bands, fft bins]
+    bin_hz = config.sample_rate / config.n_fft
+    peaks = torch.argmax(weights, dim=1).numpy() * bin_hz  # brute force: where each triangle is highest
+    assert centres.shape == (128,) and np.all(np.diff(centres) > 0)
+    assert 20 < centres[0] < 60 and 7700 < centres[-1] < 8000  # 20 Hz .. Nyquist of 16 kHz audio
+    # The lowest bands are narrower than an FFT bin (some get no weight at all): check those whose apex a bin hits.
+    sampled = (weights.max(dim=1).values > 0.5).numpy()
+    assert sampled.sum() > 100 and np.abs(peaks - centres)[sampled].max() <= bin_hz / 2
+    assert np.allclose(mel_band_hz(FbankConfig(sample_rate=32000))[-1], 15500, rtol=0.02)  # follows the rate
+
+
+def test_mel_axis_khz_puts_ticks_on_the_bands_of_those_frequencies():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from avex_hub.tutorial import mel_axis_khz, mel_band_hz
+
+    fig, ax = plt.subplots()
+    try:
+        mel_axis_khz(ax, ticks_khz=(1, 8))
+        ticks = ax.get_yticks()
+        centres = mel_band_hz()
+        assert abs(centres[int(ticks[0])] - 1000) < 60 and int(ticks[1]) == 127
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["1", "8"] and "kHz" in ax.get_ylabel()
+        with pytest.raises(ValueError, match="axis must be 'x' or 'y'"):
+            mel_axis_khz(ax, axis="z")
+    finally:
+        plt.close(fig)
+
+
+def test_load_data_and_load_model_in_ci_mode(tmp_path):
+    from avex_hub.tutorial import load_data, load_model
+
+    data = load_data("ci", tmp_path, seed=0, long_recordings=1)
+    with open(data.manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 120 and len({r["label"] for r in rows}) == 5 and data.clip_s == 2.0
+    assert len(data.synthetic.long_recordings) == 1
+    model = load_model("ci", repo_root=REPO)
+    assert (model.num_layers, model.embedding_dim, model.sample_rate) == (3, 64, 16000)
+    with pytest.raises(ValueError, match="must be 'real' or 'ci'"):
+        load_data("fake", tmp_path)
+
+
+def test_load_data_real_mode_reads_beans_zero_from_the_given_source(beans, tmp_path):
+    from avex_hub.tutorial import load_data
+
+    source, watkins = beans
+    data = load_data("real", tmp_path, source=str(source), seed=0)
+    assert data.manifest == tmp_path / "beans-zero-watkins" / "manifest.csv" and data.manifest.is_file()
+    assert data.clip_s == 3.0 and data.synthetic is None
+    with open(data.manifest, newline="", encoding="utf-8") as f:
+        assert len(list(csv.DictReader(f))) == len(watkins)
+
+
+@pytest.mark.network
+def test_fetch_beans_zero_real_watkins_subset_from_the_hub(tmp_path):
+    # Real mode's data: the Watkins clips of BEANS-Zero on the Hub (skipped unless AVEX_HUB_NETWORK_TESTS=1). The
+    # printed size and time are what notebooks/README.md quotes once measured (run with -s).
+    import time
+
+    from avex_hub.tutorial import BEANS_ZERO
+
+    start = time.perf_counter()
+    manifest = fetch_beans_zero("watkins", tmp_path / "watkins", source=BEANS_ZERO, seed=0, progress=False)
+    seconds = time.perf_counter() - start
+    with open(manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    species = {row["label"] for row in rows}
+    assert len(species) == 31 and len(rows) >= 100, (len(species), len(rows))
+    assert {row["split"] for row in rows} == {"train", "val", "test"}
+    for row in rows[:20]:
+        info = sf.info(manifest.parent / row["path"])
+        assert 0 < info.duration <= 3.01 and info.samplerate >= 1000
+    size = sum(p.stat().st_size for p in (tmp_path / "watkins").rglob("*.wav"))
+    print(f"\nwatkins: {len(rows)} clips of {len(species)} species, {size / 1e6:.0f} MB of WAV, {seconds:.0f} s")
