@@ -22,9 +22,10 @@ from .fbank import FbankConfig, KaldiFbank
 from .hub import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
 from .model import MIN_SAMPLES, AvexModel, Prediction
-from .weights import WEIGHTS, Preprocessing, WeightsEntry, get_weights
+from .preprocessing import Preprocessing
+from .weights import WEIGHTS, WeightsEntry, get_weights
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AvexModel", "BEATsConfig", "ChecksumError", "EncoderOutput", "FbankConfig", "KaldiFbank", "LabelMap",
