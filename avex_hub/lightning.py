@@ -104,7 +104,7 @@ class AvexClassifier(L.LightningModule):
         names = self._label_names(model, labels)
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
-        finetune._min_depth(unfreeze, model.num_layers)  # validates unfreeze
+        finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
         self.model = model
         self.multilabel, self.unfreeze, self.seed = bool(multilabel), unfreeze, int(seed)
         self.metric_name = "mAP" if self.multilabel else "accuracy"

@@ -39,7 +39,7 @@ def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None,
     """An :class:`avex_hub.data.AudioDataset` with one item per ``window_s`` window (every ``hop_s``) of each file
     (files and folders, searched recursively).
 
-    Windows follow :func:`avex_hub.audio.stream_windows`: window k starts at ``k * hop_s`` and windows continue
+    Windows follow :func:`avex_hub.windows.stream_windows`: window k starts at ``k * hop_s`` and windows continue
     until one reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """

@@ -17,8 +17,8 @@ import soxr
 import torch
 
 from .audio import (
-    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, QualityFlags, _channel_rows, _check_rate, _open, _read,
-    _take_rows, _warn_high_frequency, quality_flags, resample, to_float_audio,
+    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, QualityFlags, channel_rows, check_rate, open_audio,
+    quality_flags, read_frames, resample, take_rows, to_float_audio, warn_high_frequency,
 )
 
 __all__ = ["Window", "window_params", "stream_windows", "windows_from_array"]
@@ -103,8 +103,8 @@ def windows_from_array(waveform, sample_rate: int, *, window_s: float = 10.0, ho
     if wave.dim() != 2 or 0 in wave.shape:
         raise ValueError(f"expected waveform [samples] or [channels, samples] with samples, got {tuple(wave.shape)}")
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
-    rows = _channel_rows(channels, wave.shape[0])
-    out = resample(_take_rows(wave, rows), _check_rate(sample_rate, "sample_rate"), SAMPLE_RATE, source=path)
+    rows = channel_rows(channels, wave.shape[0])
+    out = resample(take_rows(wave, rows), check_rate(sample_rate, "sample_rate"), SAMPLE_RATE, source=path)
     windower = _Windower(rows, SAMPLE_RATE, window, hop, path)
     return [*windower.push(out.numpy()), *windower.finish()]
 
@@ -117,13 +117,13 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
     order; with ``channels="all"`` each time position yields one window per channel (time-major).
     Arguments and the file header are checked now; decoding happens as the iterator is consumed.
     """
-    sample_rate = _check_rate(sample_rate, "sample_rate")
+    sample_rate = check_rate(sample_rate, "sample_rate")
     window, hop = window_params(window_s, hop_s, sample_rate)
     if not (math.isfinite(block_s) and block_s > 0):
         raise ValueError(f"block_s must be positive seconds, got {block_s!r}")
-    f, name = _open(path)
+    f, name = open_audio(path)
     with f:  # fail now, not at the first next(), for bad files and channels
-        rows, src = _channel_rows(channels, f.channels, name), f.samplerate
+        rows, src = channel_rows(channels, f.channels, name), f.samplerate
         if f.frames == 0:
             raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
 
@@ -134,14 +134,14 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
             if src != sample_rate else None
         windower = _Windower(rows, sample_rate, window, hop, name)
         first = True
-        with _open(name)[0] as f:
+        with open_audio(name)[0] as f:
             while True:
-                data = _read(f, block, name)  # [n <= block, channels]; short only at the end
+                data = read_frames(f, block, name)  # [n <= block, channels]; short only at the end
                 last = data.shape[0] < block
-                chunk = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
+                chunk = take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
                 if stream is not None:
                     if first:  # judge lost high-frequency content on the first block
-                        _warn_high_frequency(chunk, src, sample_rate, name)
+                        warn_high_frequency(chunk, src, sample_rate, name)
                     chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
                 first = False
                 yield from windower.push(chunk.numpy())
