@@ -309,18 +309,18 @@ def _info(args) -> int:
     rows = []
     for entry in _entries([]):
         weights = _cached_copies(entry, entry.filename)
-        labels = None
+        labels, label_map_error = None, None
         if entry.label_map_filename:
             cached = _cached_copies(entry, entry.label_map_filename)
             if cached:
                 try:
                     labels = len(LabelMap.from_json(cached[-1][1]))
-                except (OSError, ValueError):
-                    labels = None
+                except (OSError, ValueError) as error:  # reported, not dropped: a broken cached file needs action
+                    label_map_error = f"{cached[-1][1]}: {error}; delete it and run `avex-hub download {entry.name}`"
         rows.append({"name": entry.name, "repo_id": entry.repo_id,
                      "encoder_parameters": _encoder_parameters(entry.config),
                      "embedding_dim": entry.config.encoder_embed_dim, "layers": entry.config.encoder_layers,
-                     "species_head": entry.has_classifier, "labels": labels, "licence": entry.licence,
+                     "species_head": entry.has_classifier, "labels": labels, "label_map_error": label_map_error, "licence": entry.licence,
                      "sha256": entry.sha256, "cached": [str(p) for _, p in weights],
                      "cached_bytes": sum(p.stat().st_size for _, p in weights if p.exists()),
                      "description": entry.description})
@@ -331,12 +331,16 @@ def _info(args) -> int:
     print(f"Hub cache: {constants.HF_HUB_CACHE}{' (HF_HUB_OFFLINE: no downloads)' if offline else ''}")
     print(f"{'model':<36} {'params':>8} {'dim':>4} {'layers':>6} {'labels':>8}  weights")
     for r in rows:
-        labels = ("-" if not r["species_head"] else "?" if r["labels"] is None else str(r["labels"]))
+        labels = ("-" if not r["species_head"] else "!" if r["label_map_error"] else "?" if r["labels"] is None
+                  else str(r["labels"]))
         state = (f"cached, {r['cached_bytes'] / 1e6:.0f} MB (`avex-hub verify` re-hashes)" if r["cached"]
                  else "not cached (`avex-hub download " + r["name"] + "`)")
         print(f"{r['name']:<36} {r['encoder_parameters'] / 1e6:>7.1f}M {r['embedding_dim']:>4} {r['layers']:>6} "
               f"{labels:>8}  {state}")
-    print("labels: species in the head ('?' = label map not cached, '-' = encoder only); licence of the weights: "
+        if r["label_map_error"]:
+            print(f"  label map unreadable: {r['label_map_error']}", file=sys.stderr)
+    print("labels: species in the head ('?' = label map not cached, '!' = unreadable, '-' = encoder only); "
+          "licence of the weights: "
           + ", ".join(sorted({r["licence"] for r in rows})))
     return EXIT_OK
 
