@@ -44,7 +44,7 @@ _LAZY_NAMES = {
     "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",
     "extract_embeddings": "embeddings", "Embeddings": "embeddings", "train_probe": "training",
     "save_probe": "probes", "evaluate": "evaluation", "compare_models": "evaluation",
-    "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexEmbedder": "sklearn",
+    "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexSklearnEmbedder": "sklearn",
     "ProvenanceMismatchError": "provenance",
 }
 

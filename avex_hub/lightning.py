@@ -424,9 +424,9 @@ class AvexDataModule(L.LightningDataModule):
 
 
 from .lightning_predict import (  # noqa: E402  (re-exported: one place to import the Lightning API from)
-    AvexEmbedder, MergedPredictions, ShardedPredictionWriter, extract_embeddings_distributed, merge_shards,
+    AvexLightningEmbedder, MergedPredictions, ShardedPredictionWriter, extract_embeddings_distributed, merge_shards,
     window_dataset,
 )
 
-__all__ += ["AvexEmbedder", "MergedPredictions", "ShardedPredictionWriter", "extract_embeddings_distributed",
+__all__ += ["AvexLightningEmbedder", "MergedPredictions", "ShardedPredictionWriter", "extract_embeddings_distributed",
             "merge_shards", "window_dataset"]

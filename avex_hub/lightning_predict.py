@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from .model import AvexModel
 from .outputs import atomic_path
 
-__all__ = ["AvexEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
+__all__ = ["AvexLightningEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
            "extract_embeddings_distributed", "window_dataset", "SHARD_FORMAT"]
 
 SHARD_FORMAT = "avex-hub-shards/1"
@@ -63,7 +63,7 @@ def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None,
     return AudioDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}", **kwargs)
 
 
-class AvexEmbedder(L.LightningModule):
+class AvexLightningEmbedder(L.LightningModule):
     """A frozen AvexModel for ``Trainer.predict``: each batch gives ``index`` [B] and ``embedding`` float32
     ``[B, C]`` (one layer) or ``[B, L, C]`` (several), pooled over non-padded frames."""
 
@@ -266,7 +266,7 @@ def extract_embeddings_distributed(model: AvexModel, data, folder: str | os.Path
     settings = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **trainer_kwargs}
     settings["callbacks"] = [*settings.get("callbacks", []), writer]
     trainer = L.Trainer(**settings)
-    trainer.predict(AvexEmbedder(model, layers=layers, pooling=pooling), loader, return_predictions=False)
+    trainer.predict(AvexLightningEmbedder(model, layers=layers, pooling=pooling), loader, return_predictions=False)
     trainer.strategy.barrier("avex_shards_written")
     merged, error, problem = None, None, None
     if trainer.is_global_zero:
