@@ -226,7 +226,8 @@ class Probe(nn.Module):
         """The constructor arguments (without the backbone), JSON-serialisable."""
         return {"num_classes": self.num_classes, "layers": self.layer_indices, "embedding_dim": self._embedding_dim,
                 "aggregation": self.aggregation,
-                "head": self.head_type, "hidden_dim": 256 if self.hidden_dim is None else self.hidden_dim, "dropout": self.dropout,
+                "head": self.head_type, "hidden_dim": 256 if self.hidden_dim is None else self.hidden_dim,
+                "dropout": self.dropout,
                 "num_heads": self.num_heads or 4, "freeze_backbone": self.frozen, "multilabel": self.multilabel,
                 "learned_layer_weights": self.learned_layer_weights,
                 "label_names": self.label_names, "seed": self.seed}

@@ -114,6 +114,7 @@ _OLD = "|".join(sorted(map(re.escape, MOVES), key=len, reverse=True))
 _DOTTED = re.compile(rf"(?<![\w.]){PACKAGE}\.({_OLD})(?![\w])")
 _PATH = re.compile(rf"(?<![\w/]){PACKAGE}/({_OLD})\.py\b")
 _ALIAS = r"\w+(?:\s+as\s+\w+)?"
+_DROP = re.compile(r"^.*<!-- restructure: remove after applying -->\n", re.M)
 _FROM_PACKAGE = re.compile(rf"^([ \t]*)from {PACKAGE} import ({_ALIAS}(?:[ \t]*,[ \t]*{_ALIAS})*)([ \t]*#.*)?$", re.M)
 _FROM_PACKAGE_INLINE = re.compile(rf"from {PACKAGE} import ({_ALIAS}(?:, {_ALIAS})*)(?=\\n|\"|$)", re.M)
 
@@ -156,6 +157,7 @@ def rewrite_text(text: str, *, notebook_json: bool = False) -> str:
             return match.group(0)
         return "; ".join(_from_statements(PACKAGE, names))
 
+    text = _DROP.sub("", text)  # lines that only describe the flat layout
     # Dotted names first: the import lines written next hold new dotted names that must not be rewritten again.
     text = _DOTTED.sub(lambda m: f"{PACKAGE}.{MOVES[m.group(1)]}", text)
     text = _FROM_PACKAGE_INLINE.sub(inline, text) if notebook_json else _FROM_PACKAGE.sub(line, text)
