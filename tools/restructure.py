@@ -310,14 +310,15 @@ def __dir__() -> list[str]:
 def apply(root: Path, modules: list[str]) -> None:
     package = root / PACKAGE
     new_text: dict[Path, str] = {}
+    before: dict[Path, str] = {}  # the original text, by the path it ends up at
     for path in sorted(package.glob("*.py")):
         stem = path.stem
         old_module = PACKAGE if stem == "__init__" else f"{PACKAGE}.{stem}"
-        text = rewrite_module(path.read_text(), old_module, stem == "__init__")
         target = package / (MOVES[stem].replace(".", "/") + ".py") if stem in MOVES else path
-        new_text[target] = text
+        before[target] = path.read_text()
+        new_text[target] = rewrite_module(before[target], old_module, stem == "__init__")
     for path in text_files(root):
-        text = path.read_text()
+        text = before[path] = path.read_text()
         rewritten = rewrite_text(text, notebook_json=path.suffix == ".ipynb")
         if path.suffix == ".ipynb":
             json.loads(rewritten)  # still valid JSON
@@ -342,9 +343,9 @@ def apply(root: Path, modules: list[str]) -> None:
     git("add", "-A", PACKAGE, *[str(p.relative_to(root)) for p in new_text])
     print(f"restructure: moved {len(modules)} modules into {sorted(homes)}; rewrote {len(new_text)} files")
     long = [f"{p.relative_to(root)}:{i}" for p, text in new_text.items() if p.suffix == ".py"
-            for i, line in enumerate(text.splitlines(), 1) if len(line) > 120]
+            for i, line in enumerate(text.splitlines(), 1) if len(line) > 120 and line not in before.get(p, "")]
     if long:  # longer dotted paths can push a line over the limit: worth a look, not an error
-        print(f"restructure: {len(long)} rewritten line(s) over 120 characters: {', '.join(long)}", file=sys.stderr)
+        print(f"restructure: {len(long)} line(s) now over 120 characters: {', '.join(long)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
