@@ -22,9 +22,10 @@ from .fbank import FbankConfig, KaldiFbank
 from .hub import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
 from .model import MIN_SAMPLES, AvexModel, Prediction
-from .weights import WEIGHTS, Preprocessing, WeightsEntry, get_weights
+from .preprocessing import Preprocessing
+from .weights import WEIGHTS, WeightsEntry, get_weights
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AvexModel", "BEATsConfig", "ChecksumError", "EncoderOutput", "FbankConfig", "KaldiFbank", "LabelMap",
@@ -43,7 +44,7 @@ _LAZY_NAMES = {
     "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",
     "extract_embeddings": "embeddings", "Embeddings": "embeddings", "train_probe": "training",
     "save_probe": "probes", "evaluate": "evaluation", "compare_models": "evaluation",
-    "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexEmbedder": "sklearn",
+    "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexSklearnEmbedder": "sklearn",
     "ProvenanceMismatchError": "provenance",
 }
 

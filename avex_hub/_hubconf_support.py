@@ -21,10 +21,10 @@ class ShadowedCheckoutWarning(UserWarning):
 
 
 def _same_code(first: str, second: str) -> bool:
-    """Whether two folders hold byte-identical ``avex_hub/*.py`` (a pip install of this very checkout)."""
+    """Whether two folders hold byte-identical ``avex_hub/**/*.py`` (a pip install of this very checkout)."""
     def sources(root: str) -> dict[str, bytes]:
-        package = Path(root, "avex_hub")
-        return {path.name: path.read_bytes() for path in sorted(package.glob("*.py"))}
+        package = Path(root, "avex_hub")  # every module, subpackages included
+        return {path.relative_to(package).as_posix(): path.read_bytes() for path in sorted(package.rglob("*.py"))}
 
     try:
         return sources(first) == sources(second)

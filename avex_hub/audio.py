@@ -4,8 +4,11 @@ One implementation shared by ``AvexModel.predict``, the CLI and the dataset clas
 
 * ``load_audio`` reads a file (or a time range of it), picks channels and resamples to 16 kHz.
 * ``avex_hub.windows``: ``stream_windows`` cuts a file of any length into fixed windows holding one
-  block in memory; ``windows_from_array`` cuts in-memory audio through the same code (both are also
-  reachable as ``avex_hub.audio.stream_windows`` etc.).
+  block in memory; ``windows_from_array`` cuts in-memory audio through the same code. It builds on the file
+  and channel pieces here (``open_audio``, ``read_frames``, ``channel_rows``, ``take_rows``); this module
+  does not import it (imports run one way).
+* soundfile (libsndfile) is imported when a file is first opened, so tensor-in users of the model do not
+  need it.
 * ``to_float_audio``, ``select_channels``, ``resample``, ``pad_or_crop`` and ``collate_audio``
   are the pieces, usable on their own.
 
@@ -36,12 +39,14 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
-import soundfile as sf
 import soxr
 import torch
+
+if TYPE_CHECKING:  # annotations only; the import itself happens when a file is opened
+    import soundfile as sf
 
 __all__ = [
     "SAMPLE_RATE", "MIN_SAMPLES", "MIX_CHANNEL", "AUDIO_EXTENSIONS", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB",
@@ -49,7 +54,8 @@ __all__ = [
     "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags",
     "ChannelMode", "AudioSearch", "find_audio", "audio_info", "stated_frames", "load_audio", "select_channels",
     "resample", "high_frequency_energy_fraction", "HighFrequencyMeter", "warn_high_frequency",
-    "to_float_audio", "quality_flags", "pad_or_crop", "collate_audio",
+    "to_float_audio", "quality_flags", "pad_or_crop", "collate_audio", "channel_rows", "take_rows", "check_rate",
+    "open_audio", "read_frames",
 ]
 
 SAMPLE_RATE = 16_000
@@ -159,7 +165,7 @@ def to_float_audio(x, *, name: str = "audio") -> torch.Tensor:
     return t
 
 
-def _channel_rows(mode: ChannelMode, num_channels: int, where: str = "audio") -> list[int | None]:
+def channel_rows(mode: ChannelMode, num_channels: int, where: str = "audio") -> list[int | None]:
     """Rows to produce for ``mode`` from ``num_channels`` source channels (None = mean of all)."""
     if isinstance(mode, str) and mode in ("mix", "all"):
         return [None] if mode == "mix" else list(range(num_channels))
@@ -171,7 +177,7 @@ def _channel_rows(mode: ChannelMode, num_channels: int, where: str = "audio") ->
     raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {mode!r}")
 
 
-def _take_rows(wave: torch.Tensor, rows: list[int | None]) -> torch.Tensor:
+def take_rows(wave: torch.Tensor, rows: list[int | None]) -> torch.Tensor:
     """[C, S] -> [len(rows), S]: the channel mean for [None], else the listed channels."""
     return wave.mean(dim=0, keepdim=True) if rows == [None] else wave[rows]
 
@@ -182,11 +188,12 @@ def select_channels(waveform, mode: ChannelMode = "mix") -> tuple[torch.Tensor, 
     if wave.dim() != 2 or wave.shape[0] == 0:
         raise ValueError(f"expected waveform of shape [channels, samples], got {tuple(wave.shape)}; "
                          "for mono audio use x[None] (or x.unsqueeze(0))")
-    rows = _channel_rows(mode, wave.shape[0])
-    return _take_rows(wave, rows), rows
+    rows = channel_rows(mode, wave.shape[0])
+    return take_rows(wave, rows), rows
 
 
-def _check_rate(rate, name: str) -> int:
+def check_rate(rate, name: str) -> int:
+    """``rate`` as a positive int number of samples per second, or a ValueError naming ``name``."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
             or not math.isfinite(rate) or rate <= 0 or rate != int(rate):
         raise ValueError(f"{name} must be a positive whole number of Hz (e.g. 48000), got {rate!r}")
@@ -203,7 +210,7 @@ class HighFrequencyMeter:
     """
 
     def __init__(self, sample_rate: int, cutoff_hz: float = 8000.0) -> None:
-        self.sample_rate = _check_rate(sample_rate, "sample_rate")
+        self.sample_rate = check_rate(sample_rate, "sample_rate")
         self.cutoff_hz = float(cutoff_hz)
         self.rest: torch.Tensor | None = None  # [rows, < frame] samples not yet in a frame
         self.total = self.above = 0.0
@@ -290,7 +297,7 @@ def resample(waveform, orig_sr: int, target_sr: int = SAMPLE_RATE, *, warn: bool
     (see the module docstring); ``source`` names the audio in that warning.
     """
     wave = to_float_audio(waveform, name=source or "waveform")
-    orig_sr, target_sr = _check_rate(orig_sr, "orig_sr"), _check_rate(target_sr, "target_sr")
+    orig_sr, target_sr = check_rate(orig_sr, "orig_sr"), check_rate(target_sr, "target_sr")
     if orig_sr == target_sr:
         return wave
     if warn:
@@ -308,7 +315,7 @@ def quality_flags(waveform, sample_rate: int = SAMPLE_RATE) -> QualityFlags:
     if wave.dim() != 1:
         raise ValueError(f"expected one row of samples [samples], got {tuple(wave.shape)}")
     n = wave.numel()
-    too_short = round(n * SAMPLE_RATE / _check_rate(sample_rate, "sample_rate")) < MIN_SAMPLES
+    too_short = round(n * SAMPLE_RATE / check_rate(sample_rate, "sample_rate")) < MIN_SAMPLES
     if n == 0:
         return QualityFlags(clipped=False, silent=True, too_short=True, peak=0.0, rms_db=-math.inf)
     magnitude = wave.abs()
@@ -386,8 +393,10 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _open(path) -> tuple[sf.SoundFile, str]:
+def open_audio(path) -> tuple[sf.SoundFile, str]:
     """Open an audio file for reading, or raise FileNotFoundError / AudioDecodeError naming it."""
+    import soundfile as sf  # here, not at import: the model (tensors in) must not need libsndfile
+
     name = os.fsdecode(os.fspath(path))
     if not os.path.exists(name):
         raise FileNotFoundError(errno.ENOENT, f"audio file not found (working directory {os.getcwd()})", name)
@@ -406,8 +415,10 @@ def _open(path) -> tuple[sf.SoundFile, str]:
             "`ffmpeg -i in.m4a out.flac`); otherwise it is corrupt or truncated") from e
 
 
-def _read(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
+def read_frames(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
     """Up to ``frames`` frames from the current position -> float32 [frames_read, channels]."""
+    import soundfile as sf
+
     try:
         return f.read(frames, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
@@ -446,7 +457,7 @@ def stated_frames(f: sf.SoundFile, name: str) -> int:
 
 def audio_info(path) -> AudioInfo:
     """Header facts of an audio file without decoding it."""
-    f, name = _open(path)
+    f, name = open_audio(path)
     with f:
         return AudioInfo(path=name, sample_rate=f.samplerate, channels=f.channels, frames=f.frames,
                          duration_s=f.frames / f.samplerate, format=f.format, subtype=f.subtype)
@@ -458,10 +469,10 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
 
     ``end_s`` past the end of the file reads to the end; ``start_s`` at or past it is an error.
     """
-    sample_rate = _check_rate(sample_rate, "sample_rate")
-    f, name = _open(path)
+    sample_rate = check_rate(sample_rate, "sample_rate")
+    f, name = open_audio(path)
     with f:
-        rows = _channel_rows(channels, f.channels, name)
+        rows = channel_rows(channels, f.channels, name)
         src, duration = f.samplerate, f.frames / f.samplerate
         if f.frames == 0:
             raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
@@ -478,11 +489,11 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
             raise ValueError(f"end_s={end_s} must be after start_s={start_s or 0} (file {name}, {duration:.3f} s)")
         if first:
             f.seek(first)
-        data = _read(f, last - first, name)  # [frames, channels]
+        data = read_frames(f, last - first, name)  # [frames, channels]
     if data.shape[0] == 0:  # the header promised frames that do not decode
         raise AudioDecodeError(f"{name}: no audio could be decoded from {first / src:.3f} s on, although the header "
                                f"says {duration:.3f} s; the file is probably truncated: re-export it")
-    wave = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, frames] at the source rate
+    wave = take_rows(to_float_audio(data.T, name=name), rows)  # [rows, frames] at the source rate
     wave = resample(wave, src, sample_rate, source=name)
     truncated = first + data.shape[0] < wanted
     flags = [dataclasses.replace(quality_flags(row, sample_rate), truncated=truncated) for row in wave]
@@ -546,12 +557,3 @@ def collate_audio(batch: list[dict]) -> dict:
         else:
             out[key] = values
     return out
-
-
-def __getattr__(name: str):
-    # The windowing half of the contract lives in avex_hub.windows (which imports this module).
-    if name in ("Window", "WindowStream", "stream_windows", "windows_from_array"):
-        from . import windows
-
-        return getattr(windows, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

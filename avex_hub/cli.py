@@ -397,7 +397,7 @@ def _info(args) -> int:
         rows.append({"name": entry.name, "repo_id": entry.repo_id, "label_map": label_map,
                      "encoder_parameters": _encoder_parameters(entry.config),
                      "embedding_dim": entry.config.encoder_embed_dim, "layers": entry.config.encoder_layers,
-                     "species_head": entry.has_classifier, "labels": labels, "licence": entry.licence,
+                     "species_head": entry.has_classifier, "labels": labels, "label_map_error": label_map_error, "licence": entry.licence,
                      "sha256": entry.sha256, "cached": [str(p) for _, p in weights],
                      "cached_bytes": sum(p.stat().st_size for _, p in weights if p.exists()),
                      "description": entry.description})
@@ -408,7 +408,8 @@ def _info(args) -> int:
     print(f"Hub cache: {constants.HF_HUB_CACHE}{' (HF_HUB_OFFLINE: no downloads)' if offline else ''}")
     print(f"{'model':<36} {'params':>8} {'dim':>4} {'layers':>6} {'labels':>8}  weights")
     for r in rows:
-        labels = ("-" if not r["species_head"] else "?" if r["labels"] is None else str(r["labels"]))
+        labels = ("-" if not r["species_head"] else "!" if r["label_map_error"] else "?" if r["labels"] is None
+                  else str(r["labels"]))
         state = (f"cached, {r['cached_bytes'] / 1e6:.0f} MB (`avex-hub verify` re-hashes)" if r["cached"]
                  else "not cached (`avex-hub download " + r["name"] + "`)")
         print(f"{r['name']:<36} {r['encoder_parameters'] / 1e6:>7.1f}M {r['embedding_dim']:>4} {r['layers']:>6} "
@@ -430,7 +431,8 @@ def _label_map_status(entry, path: Path) -> tuple[int | None, dict]:
         address = verify_label_map(path, entry)
         labels = len(LabelMap.from_json(path))
     except (OSError, ValueError) as error:  # ChecksumError is a ValueError
-        return None, {"path": str(path), "status": "refused", "detail": str(error)}
+        return None, {"path": str(path), "status": "refused",
+                      "detail": f"{error}; delete it and run `avex-hub download {entry.name}`"}
     if address is None and entry.label_map_sha256 is None:
         return labels, {"path": str(path), "status": "unchecked",
                         "detail": "a plain file without a Hub content address, and no pinned digest"}

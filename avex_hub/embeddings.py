@@ -206,8 +206,7 @@ class ClipList(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         clip = self.clips[index]
         if isinstance(clip, (str, os.PathLike)):
-            end = self.max_s if self.max_s is not None else None
-            wave = load_audio(clip, end_s=end).waveform[0]
+            wave = load_audio(clip, end_s=self.max_s).waveform[0]
         else:
             wave = to_float_audio(clip, name=f"clip {index}")
             if wave.dim() != 1:

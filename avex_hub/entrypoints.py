@@ -45,35 +45,57 @@ def _check_num_classes(num_classes, loading: bool) -> None:
                          "AvexClassifier(model, labels=...) or a probe (avex_hub.linear_probe(model, N))")
 
 
-def _builder(name: str, summary: str):
-    def build(*, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
-              return_features_only: bool = False, device: str | torch.device | None = None,
-              revision: str | None = None, progress: bool = True, num_classes: int | None = None,
-              **kwargs) -> AvexModel:
-        if num_classes is not None:
-            _check_num_classes(num_classes, pretrained or checkpoint is not None)
-        if not pretrained and checkpoint is None and num_classes is None:
-            # Fresh weights need no download, so no label map to size a head: the encoder alone, the same
-            # offline or online (a head sized by whatever happens to be cached would change what model() returns).
-            return_features_only = True
-        return build_model(name, pretrained=pretrained, checkpoint=checkpoint,
-                           return_features_only=return_features_only, device=device,
-                           revision=revision, progress=progress, num_classes=num_classes, **kwargs)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = summary + "\n" + _ARGS
-    return build
+def _documented(builder):
+    """Append the shared keyword arguments' documentation to a model entry point's one-line summary."""
+    builder.__doc__ = builder.__doc__ + "\n" + _ARGS
+    return builder
 
 
-esp_aves2_sl_beats_all = _builder(
-    "esp_aves2_sl_beats_all",
-    "esp-aves2-sl-beats-all: BEATs post-trained on Xeno-canto, iNaturalist, Watkins, ASA and AudioSet, with its species head.")
-esp_aves2_sl_beats_bio = _builder(
-    "esp_aves2_sl_beats_bio",
-    "esp-aves2-sl-beats-bio: BEATs post-trained on the bioacoustic sources only, with its species head.")
-esp_aves2_naturelm_audio_v1_beats = _builder(
-    "esp_aves2_naturelm_audio_v1_beats",
-    "esp-aves2-naturelm-audio-v1-beats: the BEATs encoder of NatureLM-audio v1 (encoder only, no species head).")
+def _published_model(name: str, *, pretrained: bool, checkpoint: str | os.PathLike | None,
+                     return_features_only: bool, device: str | torch.device | None, revision: str | None,
+                     progress: bool, num_classes: int | None, **kwargs) -> AvexModel:
+    """The one builder behind every model entry point: the weights entry ``name`` through ``build_model``."""
+    if num_classes is not None:
+        _check_num_classes(num_classes, pretrained or checkpoint is not None)
+    if not pretrained and checkpoint is None and num_classes is None:
+        # Fresh weights need no download, so no label map to size a head: the encoder alone, the same
+        # offline or online (a head sized by whatever happens to be cached would change what model() returns).
+        return_features_only = True
+    return build_model(name, pretrained=pretrained, checkpoint=checkpoint, return_features_only=return_features_only,
+                       device=device, revision=revision, progress=progress, num_classes=num_classes, **kwargs)
+
+
+@_documented
+def esp_aves2_sl_beats_all(*, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
+                           return_features_only: bool = False, device: str | torch.device | None = None,
+                           revision: str | None = None, progress: bool = True, num_classes: int | None = None,
+        **kwargs) -> AvexModel:
+    """esp-aves2-sl-beats-all: BEATs post-trained on Xeno-canto, iNaturalist, Watkins, ASA, AudioSet; species head."""
+    return _published_model("esp_aves2_sl_beats_all", pretrained=pretrained, checkpoint=checkpoint,
+                            return_features_only=return_features_only, device=device, revision=revision,
+                            progress=progress, num_classes=num_classes, **kwargs)
+
+
+@_documented
+def esp_aves2_sl_beats_bio(*, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
+                           return_features_only: bool = False, device: str | torch.device | None = None,
+                           revision: str | None = None, progress: bool = True, num_classes: int | None = None,
+        **kwargs) -> AvexModel:
+    """esp-aves2-sl-beats-bio: BEATs post-trained on the bioacoustic sources only, with its species head."""
+    return _published_model("esp_aves2_sl_beats_bio", pretrained=pretrained, checkpoint=checkpoint,
+                            return_features_only=return_features_only, device=device, revision=revision,
+                            progress=progress, num_classes=num_classes, **kwargs)
+
+
+@_documented
+def esp_aves2_naturelm_audio_v1_beats(*, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
+                                      return_features_only: bool = False, device: str | torch.device | None = None,
+                                      revision: str | None = None, progress: bool = True, num_classes: int | None = None,
+        **kwargs) -> AvexModel:
+    """esp-aves2-naturelm-audio-v1-beats: the BEATs encoder of NatureLM-audio v1 (encoder only, no species head)."""
+    return _published_model("esp_aves2_naturelm_audio_v1_beats", pretrained=pretrained, checkpoint=checkpoint,
+                            return_features_only=return_features_only, device=device, revision=revision,
+                            progress=progress, num_classes=num_classes, **kwargs)
 
 
 def label_map(model: str = "esp_aves2_sl_beats_all", *, checkpoint: str | os.PathLike | None = None,

@@ -26,8 +26,8 @@ from torch import nn
 from .model import AvexModel
 from .outputs import atomic_path
 
-__all__ = ["parameter_depth", "set_trainable", "trainable_modules", "default_layer_decay", "layerwise_param_groups", "warmup_cosine",
-           "warmup_cosine_scheduler", "export_model", "EXPORT_FORMAT"]
+__all__ = ["parameter_depth", "lowest_trainable_depth", "set_trainable", "trainable_modules", "default_layer_decay",
+           "layerwise_param_groups", "warmup_cosine", "warmup_cosine_scheduler", "export_model", "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = "avex-hub-finetune/1"
 _EMBEDDING_PREFIXES = ("backbone.patch_embedding.", "backbone.layer_norm.", "backbone.post_extract_proj.",
@@ -68,7 +68,7 @@ def _unique_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return out
 
 
-def _min_depth(unfreeze: str | int, num_layers: int) -> int:
+def lowest_trainable_depth(unfreeze: str | int, num_layers: int) -> int:
     """Lowest trainable depth for ``unfreeze``: "all" -> 0; N -> the top N layers (N = 0: the head only)."""
     if unfreeze == "all":
         return 0
@@ -85,7 +85,7 @@ def set_trainable(model, unfreeze: str | int = "all") -> list[str]:
     (training it would change the frozen layers too). Returns the trainable parameter names.
     """
     model = _model_of(model)
-    lowest = _min_depth(unfreeze, model.num_layers)
+    lowest = lowest_trainable_depth(unfreeze, model.num_layers)
     trainable = []
     for name, param in _unique_parameters(model):
         depth = parameter_depth(name, model.num_layers)
@@ -99,7 +99,7 @@ def trainable_modules(model, unfreeze: str | int = "all") -> list[nn.Module]:
     """The submodules that run in train mode for ``unfreeze``; everything else stays in eval mode (no dropout or
     layer drop in frozen parts). ``"all"``: the whole model; N: the top N transformer layers and the head."""
     model = _model_of(model)
-    if _min_depth(unfreeze, model.num_layers) == 0:
+    if lowest_trainable_depth(unfreeze, model.num_layers) == 0:
         return [model]
     layers = list(model.backbone.encoder.layers)
     return layers[len(layers) - unfreeze:] + [model.classifier]

@@ -7,7 +7,7 @@
 
 How it runs: a DataLoader over an ``IterableDataset`` whose workers each take a share of the files
 (largest first, to the least loaded worker), decode and resample them block by block
-(:func:`avex_hub.audio.stream_windows`) and hand over ready batches of windows; the main process runs
+(:func:`avex_hub.windows.stream_windows`) and hand over ready batches of windows; the main process runs
 the model. Per-file results are assembled in the main process and yielded as each file completes
 (:func:`iter_file_results`); ``embed_files``/``classify_files`` return them in input order. The CLI
 (``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one implementation.
@@ -78,7 +78,7 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
     import hashlib
     import json
 
-    from . import __version__
+    from ._version import __version__
     from .outputs import OUTPUT_VERSION
     from .windows import window_params
 

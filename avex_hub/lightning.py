@@ -138,7 +138,7 @@ class AvexClassifier(L.LightningModule):
         names = self._label_names(model, labels)
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
-        finetune._min_depth(unfreeze, model.num_layers)  # validates unfreeze
+        finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
         if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
             layer_decay = finetune.default_layer_decay(model)
         self.model = model
@@ -473,9 +473,9 @@ class AvexDataModule(L.LightningDataModule):
 
 
 from .lightning_predict import (  # noqa: E402  (re-exported: one place to import the Lightning API from)
-    AvexEmbedder, MergedPredictions, ShardedPredictionWriter, extract_embeddings_distributed, merge_shards,
+    AvexLightningEmbedder, MergedPredictions, ShardedPredictionWriter, extract_embeddings_distributed, merge_shards,
     window_dataset,
 )
 
-__all__ += ["AvexEmbedder", "MergedPredictions", "ShardedPredictionWriter", "extract_embeddings_distributed",
+__all__ += ["AvexLightningEmbedder", "MergedPredictions", "ShardedPredictionWriter", "extract_embeddings_distributed",
             "merge_shards", "window_dataset"]

@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from .model import AvexModel
 from .outputs import atomic_path
 
-__all__ = ["AvexEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
+__all__ = ["AvexLightningEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
            "extract_embeddings_distributed", "window_dataset", "SHARD_FORMAT"]
 
 SHARD_FORMAT = "avex-hub-shards/1"
@@ -44,7 +44,7 @@ def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None,
     """An :class:`avex_hub.data.AudioDataset` with one item per ``window_s`` window (every ``hop_s``) of each file
     (files and folders, searched recursively).
 
-    Windows follow :func:`avex_hub.audio.stream_windows`: window k starts at ``k * hop_s`` and windows continue
+    Windows follow :func:`avex_hub.windows.stream_windows`: window k starts at ``k * hop_s`` and windows continue
     until one reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
@@ -114,7 +114,7 @@ def _collate_skipping(batch: list[dict]) -> dict:
     return out
 
 
-class AvexEmbedder(L.LightningModule):
+class AvexLightningEmbedder(L.LightningModule):
     """A frozen AvexModel for ``Trainer.predict``: each batch gives ``index`` [B] and ``embedding`` float32
     ``[B, C]`` (one layer) or ``[B, L, C]`` (several), pooled over non-padded frames."""
 
@@ -345,7 +345,7 @@ def extract_embeddings_distributed(model: AvexModel, data, folder: str | os.Path
     settings = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **trainer_kwargs}
     settings["callbacks"] = [*settings.get("callbacks", []), writer]
     trainer = L.Trainer(**settings)
-    trainer.predict(AvexEmbedder(model, layers=layers, pooling=pooling), loader, return_predictions=False)
+    trainer.predict(AvexLightningEmbedder(model, layers=layers, pooling=pooling), loader, return_predictions=False)
     trainer.strategy.barrier("avex_shards_written")
     merged, error, problem = None, None, None
     if trainer.is_global_zero:

@@ -19,7 +19,7 @@ from .audio import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
 from .labels import LabelMap
-from .weights import Preprocessing
+from .preprocessing import Preprocessing
 
 __all__ = ["AvexModel", "Prediction", "validate_audio", "MIN_SAMPLES"]
 

@@ -100,6 +100,8 @@ class Probe(nn.Module):
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         if head not in ("linear", "mlp"):
             raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}")
+        if head == "mlp" and (isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1):
+            raise ValueError(f"hidden_dim must be a positive int (the MLP head's width), got {hidden_dim!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if label_names is not None and len(label_names) != num_classes:
@@ -224,7 +226,8 @@ class Probe(nn.Module):
         """The constructor arguments (without the backbone), JSON-serialisable."""
         return {"num_classes": self.num_classes, "layers": self.layer_indices, "embedding_dim": self._embedding_dim,
                 "aggregation": self.aggregation,
-                "head": self.head_type, "hidden_dim": self.hidden_dim or 256, "dropout": self.dropout,
+                "head": self.head_type, "hidden_dim": 256 if self.hidden_dim is None else self.hidden_dim,
+                "dropout": self.dropout,
                 "num_heads": self.num_heads or 4, "freeze_backbone": self.frozen, "multilabel": self.multilabel,
                 "learned_layer_weights": self.learned_layer_weights,
                 "label_names": self.label_names, "seed": self.seed}
@@ -264,24 +267,22 @@ def mlp_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list
               seed: int = 0) -> Probe:
     """A two-layer MLP probe: ``Linear(C, hidden_dim) -> GELU -> Dropout -> Linear(hidden_dim, num_classes)``."""
     _check_mean_or_max("mlp_probe", aggregation)
-    if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
-        raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
     return Probe(backbone, num_classes, layers=layers, aggregation=aggregation, head="mlp", hidden_dim=hidden_dim,
                  dropout=dropout, freeze_backbone=freeze_backbone, multilabel=multilabel,
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
 
 
 def attention_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list[int] = "last",
-                    aggregation: str = "attention", num_heads: int = 4, hidden_dim: int | None = None,
+                    num_heads: int = 4, hidden_dim: int | None = None,
                     dropout: float = 0.0, freeze_backbone: bool = True, multilabel: bool = False,
                     learned_layer_weights: bool = True, label_names: list[str] | None = None,
                     seed: int = 0) -> Probe:
-    """An attention probe: learned-query attention pooling over frames, then a linear (or MLP) head."""
-    if aggregation != "attention":
-        raise ValueError(f"attention_probe pools with attention; got aggregation={aggregation!r} "
-                         "(use linear_probe or mlp_probe for mean/max pooling)")
+    """An attention probe: learned-query attention pooling over frames, then a linear head (an MLP head with
+    ``hidden_dim`` units when given). Its pooling is attention by definition; linear_probe and mlp_probe pool by
+    mean or max."""
     return Probe(backbone, num_classes, layers=layers, aggregation="attention",
-                 head="linear" if hidden_dim is None else "mlp", hidden_dim=hidden_dim or 256, dropout=dropout,
+                 head="linear" if hidden_dim is None else "mlp", hidden_dim=256 if hidden_dim is None else hidden_dim,
+                 dropout=dropout,
                  num_heads=num_heads, freeze_backbone=freeze_backbone, multilabel=multilabel,
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
 

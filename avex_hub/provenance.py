@@ -142,7 +142,7 @@ class Provenance:
     def from_model(cls, model, *, layers: Sequence[int], pooling: str, label_names: Sequence[str] | None = None,
                    metrics=None, kind: str = "probe") -> "Provenance":
         """The provenance of a head on ``model`` (an AvexModel) reading hidden states ``layers`` (indices)."""
-        from . import __version__
+        from ._version import __version__
 
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

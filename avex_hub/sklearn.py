@@ -3,9 +3,9 @@
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
-    from avex_hub.sklearn import AvexEmbedder
+    from avex_hub.sklearn import AvexSklearnEmbedder
 
-    pipe = make_pipeline(AvexEmbedder(model), LogisticRegression(max_iter=1000))
+    pipe = make_pipeline(AvexSklearnEmbedder(model), LogisticRegression(max_iter=1000))
     cross_val_score(pipe, ["a.wav", "b.flac", ...], labels, cv=5)
 
 ``X`` is a list of file paths, a list of 1-D arrays (at ``sample_rate``), or a 2-D array ``[n, samples]``.
@@ -26,10 +26,10 @@ from sklearn.utils.validation import check_is_fitted
 from .embeddings import ClipList, extract_embeddings
 from .model import AvexModel
 
-__all__ = ["AvexEmbedder"]
+__all__ = ["AvexSklearnEmbedder"]
 
 
-class AvexEmbedder(TransformerMixin, BaseEstimator):
+class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
     """Audio -> pooled embeddings ``[n, C]`` (several layers: concatenated, ``[n, L * C]``).
 
     Args:
@@ -61,7 +61,7 @@ class AvexEmbedder(TransformerMixin, BaseEstimator):
         self.precision = precision
         self.progress = progress
 
-    def __sklearn_clone__(self) -> "AvexEmbedder":
+    def __sklearn_clone__(self) -> "AvexSklearnEmbedder":
         # Share the (read-only) model; copy the other parameters as sklearn.base.clone would.
         params = {k: (v if k == "model" else copy.deepcopy(v)) for k, v in self.get_params(deep=False).items()}
         return type(self)(**params)
@@ -75,7 +75,7 @@ class AvexEmbedder(TransformerMixin, BaseEstimator):
 
         return build_model(self.model_name, checkpoint=self.checkpoint, device=self.device, progress=self.progress)
 
-    def fit(self, X, y=None) -> "AvexEmbedder":
+    def fit(self, X, y=None) -> "AvexSklearnEmbedder":
         """Resolve the model and the output width; nothing is learned (``X`` and ``y`` are only checked)."""
         if self.pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', got {self.pooling!r}")

@@ -226,11 +226,14 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
     if mode == "online" and isinstance(val, Embeddings):
         raise ValueError("online training validates on audio; pass the validation AudioDataset, not Embeddings")
     cfg = _DEFAULTS[mode]
-    epochs, batch_size = epochs or cfg["epochs"], batch_size or cfg["batch_size"]
-    lr, patience = lr or cfg["lr"], cfg["patience"] if patience is None else patience
-    if epochs < 1 or batch_size < 1 or patience < 1 or not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"need epochs, batch_size, patience >= 1 and 0 <= val_fraction < 1; got epochs={epochs}, "
-                         f"batch_size={batch_size}, patience={patience}, val_fraction={val_fraction}")
+    # None means "the mode's default"; an explicit 0 is refused below, not replaced.
+    epochs = cfg["epochs"] if epochs is None else epochs
+    batch_size = cfg["batch_size"] if batch_size is None else batch_size
+    lr, patience = cfg["lr"] if lr is None else lr, cfg["patience"] if patience is None else patience
+    if epochs < 1 or batch_size < 1 or patience < 1 or not 0.0 <= val_fraction < 1.0 or not lr > 0:
+        raise ValueError(f"need epochs, batch_size, patience >= 1, lr > 0 and 0 <= val_fraction < 1; got "
+                         f"epochs={epochs}, batch_size={batch_size}, patience={patience}, lr={lr}, "
+                         f"val_fraction={val_fraction}")
     device = torch.device(device) if device is not None else next(probe.parameters()).device
     probe.to(device)
     ex = dict(batch_size=extract_batch_size, num_workers=num_workers, precision=precision, cache_dir=cache_dir,

@@ -8,25 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .beats import BEATsConfig
+from .preprocessing import Preprocessing  # the model carries it; each entry names one
 
 __all__ = ["Preprocessing", "WeightsEntry", "WEIGHTS", "get_weights"]
 
 LICENCE = "CC-BY-NC-SA-4.0"
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How raw audio becomes the encoder's input; part of the contract a probe is bound to."""
-
-    sample_rate: int = 16_000
-    fbank_mean: float = 15.41663
-    fbank_std: float = 6.55582
-    input_scale: float = 2.0**15  # float audio in [-1, 1] is scaled to 16-bit range before the filterbank
-    clip_input: bool = False  # clamp audio to [-1, 1] first (the NatureLM-audio encoder was trained so)
-    window_s: float = 10.0  # the clip length the model was trained on
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True)

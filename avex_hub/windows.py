@@ -18,8 +18,8 @@ import soxr
 import torch
 
 from .audio import (
-    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, _channel_rows,
-    _check_rate, _open, _read, _take_rows, quality_flags, resample, stated_frames, to_float_audio, warn_high_frequency,
+    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, channel_rows,
+    check_rate, open_audio, read_frames, take_rows, quality_flags, resample, stated_frames, to_float_audio, warn_high_frequency,
 )
 
 __all__ = ["Window", "WindowStream", "window_params", "stream_windows", "windows_from_array"]
@@ -106,8 +106,8 @@ def windows_from_array(waveform, sample_rate: int, *, window_s: float = 10.0, ho
     if wave.dim() != 2 or 0 in wave.shape:
         raise ValueError(f"expected waveform [samples] or [channels, samples] with samples, got {tuple(wave.shape)}")
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
-    rows = _channel_rows(channels, wave.shape[0])
-    out = resample(_take_rows(wave, rows), _check_rate(sample_rate, "sample_rate"), SAMPLE_RATE, source=path)
+    rows = channel_rows(channels, wave.shape[0])
+    out = resample(take_rows(wave, rows), check_rate(sample_rate, "sample_rate"), SAMPLE_RATE, source=path)
     windower = _Windower(rows, SAMPLE_RATE, window, hop, path)
     return [*windower.push(out.numpy()), *windower.finish()]
 
@@ -143,13 +143,13 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
     decodes fewer frames than its header states is truncated: the windows from its last block on are flagged
     ``truncated`` and so is the returned stream (``stream.truncated``), for callers that flag the whole file.
     """
-    sample_rate = _check_rate(sample_rate, "sample_rate")
+    sample_rate = check_rate(sample_rate, "sample_rate")
     window, hop = window_params(window_s, hop_s, sample_rate)
     if not (math.isfinite(block_s) and block_s > 0):
         raise ValueError(f"block_s must be positive seconds, got {block_s!r}")
-    f, name = _open(path)
+    f, name = open_audio(path)
     with f:  # fail now, not at the first next(), for bad files and channels
-        rows, src = _channel_rows(channels, f.channels, name), f.samplerate
+        rows, src = channel_rows(channels, f.channels, name), f.samplerate
         if f.frames == 0:
             raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
         stated = stated_frames(f, name)
@@ -162,12 +162,12 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
         meter = HighFrequencyMeter(src, sample_rate / 2)
         windower = _Windower(rows, sample_rate, window, hop, name)
         decoded = 0
-        with _open(name)[0] as f:
+        with open_audio(name)[0] as f:
             while True:
-                data = _read(f, block, name)  # [n <= block, channels]; short only at the end
+                data = read_frames(f, block, name)  # [n <= block, channels]; short only at the end
                 last = data.shape[0] < block
                 decoded += data.shape[0]
-                chunk = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
+                chunk = take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
                 if stream is not None:
                     meter.add(chunk)
                     chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)

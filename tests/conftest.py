@@ -36,6 +36,18 @@ def tones(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarr
     return out
 
 
+def blobs(n: int, k: int, dim: int, seed: int, *, centers: torch.Tensor | None = None, center_seed: int = 123,
+          spread: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian blobs (unit variance) around ``k`` random centers: separable, labels 0..k-1 equally often.
+
+    Returns ``(x [n, dim], y [n])``; the centers come from ``center_seed`` (scaled by ``spread``) unless given.
+    """
+    if centers is None:
+        centers = torch.randn(k, dim, generator=torch.Generator().manual_seed(center_seed)) * spread
+    y = torch.arange(n) % k
+    return centers[y] + torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), y
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small-tensor work (item loading as in a DataLoader worker, the tiny model) gains nothing from intra-op

@@ -44,10 +44,14 @@ def no_hf_warning():
 
 
 # -- constants and array conversion -----------------------------------------------------------------
-def test_constants_match_the_model():
-    from avex_hub.model import MIN_SAMPLES as MODEL_MIN
-
-    assert SAMPLE_RATE == 16_000 and MIN_SAMPLES == 2_800 == MODEL_MIN
+def test_constants_match_the_model(tiny_model):
+    """MIN_SAMPLES is what the model really needs: one 16-frame patch row of the filterbank, no less."""
+    assert SAMPLE_RATE == tiny_model.sample_rate == 16_000 and MIN_SAMPLES == 2_800
+    audio = 0.1 * torch.randn(1, MIN_SAMPLES, generator=torch.Generator().manual_seed(0))
+    assert tiny_model.fbank(audio).shape[1] == 16  # [batch, frames, mel bins]: exactly one patch row
+    assert torch.isfinite(tiny_model(audio)).all()
+    with pytest.raises(ValueError, match=f"the {MIN_SAMPLES} samples"):
+        tiny_model(audio[:, :-1])
 
 
 def test_to_float_audio_scales_integer_pcm():

@@ -14,14 +14,8 @@ import torch
 from avex_hub.augment import AddBackgroundNoise, Mixup, generated_noise, multi_hot
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are far too small to gain from intra-op threads, and on a busy machine the thread hand-off
-    costs ~100x; restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# These tensors are far too small to gain from intra-op threads (conftest's one_torch_thread says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(rows=6, samples=8000, seed=0):

@@ -327,6 +327,24 @@ def test_info_and_verify_with_a_cache(offline_hub, tiny_dir, monkeypatch, capsys
     assert "MISMATCH" in capsys.readouterr().out
 
 
+def test_info_reports_an_unreadable_label_map(offline_hub, tiny_dir, tmp_path, capsys):
+    """A cached label map that does not parse is reported with what to do (it used to show as not cached)."""
+    from avex_hub.weights import get_weights
+
+    entry = get_weights("esp_aves2_sl_beats_all")
+    broken = tmp_path / "label_map.json"
+    broken.write_text("{not json")
+    populate_hub_cache(offline_hub, entry.repo_id, {entry.filename: tiny_dir / "model.safetensors",
+                                                    "label_map.json": broken})
+    assert main(["info", "--json"]) == EXIT_OK
+    row = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}[entry.name]
+    status = row["label_map"]
+    assert row["labels"] is None and status["status"] == "refused" and "not valid JSON" in status["detail"]
+    assert f"avex-hub download {entry.name}" in status["detail"]
+    assert main(["info"]) == EXIT_OK
+    assert f"{entry.name}: label map refused" in capsys.readouterr().out
+
+
 def test_download_offline(offline_hub, tiny_dir, monkeypatch, capsys):
     import avex_hub.weights as weights
 

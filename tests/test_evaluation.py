@@ -12,6 +12,7 @@ from avex_hub.evaluation import compare_layers, compare_models, evaluate, resolv
 from avex_hub.metrics import accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from avex_hub.synthetic import make_synthetic_dataset
 from avex_hub.training import split_indices, train_probe
+from conftest import blobs
 
 ROWS = [("probe", "accuracy"), ("retrieval", "roc_auc"), ("retrieval", "precision_at_1"), ("clustering", "nmi")]
 
@@ -28,10 +29,8 @@ def dataset(synthetic):
 
 
 def _blobs(n: int, k: int, dim: int, seed: int) -> Embeddings:
-    centers = torch.randn(k, dim, generator=torch.Generator().manual_seed(99)) * 3
-    y = torch.arange(n) % k
-    return Embeddings.from_arrays(centers[y] + torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), y,
-                                  layers=[5])
+    """conftest's blobs as Embeddings of layer 5."""
+    return Embeddings.from_arrays(*blobs(n, k, dim, seed, center_seed=99, spread=3.0), layers=[5])
 
 
 def test_end_to_end_rows_equal_direct_metrics(model, tiny_dir, synthetic, dataset):

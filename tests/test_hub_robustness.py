@@ -156,6 +156,7 @@ def test_an_identical_installed_copy_is_not_reported_as_shadowing(tmp_path, tiny
     result = _run_without_install(SHADOW_SCRIPT, tmp_path, str(checkout), str(tiny_dir), "yes", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNINGS []" in result.stdout
-    (installed / "avex_hub" / "weights.py").write_text("# an older release\n" + (checkout / "avex_hub" / "weights.py").read_text())
+    older = "# an older release\n" + (checkout / "avex_hub" / "labels.py").read_text()
+    (installed / "avex_hub" / "labels.py").write_text(older)
     result = _run_without_install(SHADOW_SCRIPT, tmp_path, str(checkout), str(tiny_dir), "yes", env=env)
     assert "ShadowedCheckoutWarning" in result.stdout

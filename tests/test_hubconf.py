@@ -80,15 +80,35 @@ def test_hub_load_offline_with_empty_cache_explains(tmp_path):
     assert "checkpoint=" in out.stdout
 
 
+def test_same_code_compares_every_file_of_the_package(tmp_path):
+    """A pip-installed copy counts as this checkout only if every module, in every subfolder, is identical."""
+    import shutil
+
+    from avex_hub._hubconf_support import _same_code
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root in (first, second):
+        shutil.copytree(REPO_ROOT / "avex_hub", root / "avex_hub", ignore=shutil.ignore_patterns("__pycache__"))
+    assert _same_code(str(first), str(second))
+    (first / "avex_hub" / "encoder_extra").mkdir()
+    (first / "avex_hub" / "encoder_extra" / "model.py").write_text("VERSION = 1\n")
+    (second / "avex_hub" / "encoder_extra").mkdir()
+    (second / "avex_hub" / "encoder_extra" / "model.py").write_text("VERSION = 2\n")
+    assert not _same_code(str(first), str(second))  # the flat glob saw only avex_hub/*.py and said True
+
+
 def test_public_api_is_documented():
     import importlib
+    import pkgutil
 
     undocumented = [name for name in avex_hub.__all__
                     if callable(getattr(avex_hub, name)) and not (getattr(avex_hub, name).__doc__ or "").strip()]
     assert undocumented == []
-    for module in ("audio", "windows", "data", "synthetic", "metrics", "probes", "training", "embeddings",
-                   "evaluation", "inference", "precision", "provenance", "augment", "finetune"):
-        mod = importlib.import_module(f"avex_hub.{module}")
+    # Every module of the package, whatever its folder (optional extras: sklearn and lightning are dev installs).
+    modules = [info.name for info in pkgutil.walk_packages(avex_hub.__path__, "avex_hub.")]
+    assert len(modules) >= 25
+    for module in modules:
+        mod = importlib.import_module(module)
         assert (mod.__doc__ or "").strip(), module
         objects = [getattr(mod, n) for n in getattr(mod, "__all__", [])]
         missing = [o for o in objects if (inspect.isfunction(o) or inspect.isclass(o)) and not (o.__doc__ or "").strip()]
@@ -99,8 +119,10 @@ def test_import_has_no_heavy_or_global_side_effects():
     import subprocess
     import sys
 
-    code = ("import sys, torch; threads = torch.get_num_threads(); import avex_hub, warnings; "
+    # warnings.filters is compared with a copy taken before the import (an import that adds a filter fails).
+    code = ("import sys, warnings, torch; threads = torch.get_num_threads(); filters = list(warnings.filters); "
+            "import avex_hub; "
             "print(sorted(m for m in ('sklearn', 'lightning', 'pyarrow', 'matplotlib') if m in sys.modules), "
-            "torch.get_num_threads() == threads, warnings.filters == warnings.filters)")
+            "torch.get_num_threads() == threads, warnings.filters == filters)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["[]", "True", "True"], out.stderr

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 import avex_hub  # noqa: E402
 from avex_hub import finetune  # noqa: E402
 from avex_hub.lightning import (  # noqa: E402
-    AvexClassifier, AvexDataModule, ShardedPredictionWriter, AvexEmbedder, merge_shards,
+    AvexClassifier, AvexDataModule, ShardedPredictionWriter, AvexLightningEmbedder, merge_shards,
 )
 from avex_hub.synthetic import make_synthetic_dataset  # noqa: E402
 
@@ -340,7 +340,7 @@ def test_sharded_prediction_writer_and_merge(tiny_dir, small, tmp_path):
                                       splits={"train": "train", "predict": "train"})
     model = _tiny(tiny_dir)
     writer = ShardedPredictionWriter(tmp_path / "shards", flush_every=5)
-    L.Trainer(callbacks=[writer], **QUIET).predict(AvexEmbedder(model), dm.predict_dataloader(),
+    L.Trainer(callbacks=[writer], **QUIET).predict(AvexLightningEmbedder(model), dm.predict_dataloader(),
                                                    return_predictions=False)
     merged = merge_shards(tmp_path / "shards")
     n = len(dm.predict_set)
@@ -354,7 +354,7 @@ def test_sharded_prediction_writer_and_merge(tiny_dir, small, tmp_path):
 
     with pytest.raises(FileExistsError, match="overwrite=True"):
         L.Trainer(callbacks=[ShardedPredictionWriter(tmp_path / "shards")], **QUIET).predict(
-            AvexEmbedder(model), dm.predict_dataloader(), return_predictions=False)
+            AvexLightningEmbedder(model), dm.predict_dataloader(), return_predictions=False)
 
     # A run whose rank 1 died, and one that lost a part: refused by name. Repeated rows are dropped.
     fake = tmp_path / "fake"

@@ -167,8 +167,11 @@ def test_bad_probe_arguments(model, padded):
         Probe(model, 5, aggregation="median")
     with pytest.raises(ValueError, match="use attention_probe"):
         linear_probe(model, 5, aggregation="attention")
-    with pytest.raises(ValueError, match="linear_probe or mlp_probe"):
-        attention_probe(model, 5, aggregation="mean")
+    with pytest.raises(TypeError, match="aggregation"):  # its pooling is attention; there is nothing to choose
+        attention_probe(model, 5, aggregation="attention")
+    for build in (mlp_probe, attention_probe):  # an explicit 0 was silently replaced by 256 (attention_probe)
+        with pytest.raises(ValueError, match="hidden_dim must be a positive int"):
+            build(model, 5, hidden_dim=0)
     with pytest.raises(ValueError, match=r"out of range; expected 0\.\.3"):
         linear_probe(model, 5, layers=[1, 7])
     with pytest.raises(ValueError, match="num_classes must be an int >= 2"):

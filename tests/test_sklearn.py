@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from avex_hub.audio import resample
 from avex_hub.data import AudioDataset
 from avex_hub.embeddings import extract_embeddings
-from avex_hub.sklearn import AvexEmbedder
+from avex_hub.sklearn import AvexSklearnEmbedder
 from avex_hub.synthetic import make_synthetic_dataset
 
 
@@ -31,14 +31,14 @@ def _manual_cv(model, x, y, cv, **embedder_kwargs) -> list[float]:
     """What cross_val_score must compute: per fold, embed, fit a logistic regression, score on the held-out part."""
     scores = []
     for train, test in cv.split(np.zeros(len(y)), y):
-        embed = AvexEmbedder(model, **embedder_kwargs).fit([x[i] for i in train])
+        embed = AvexSklearnEmbedder(model, **embedder_kwargs).fit([x[i] for i in train])
         clf = LogisticRegression(max_iter=1000).fit(embed.transform([x[i] for i in train]), y[train])
         scores.append(clf.score(embed.transform([x[i] for i in test]), y[test]))
     return scores
 
 
 def test_params_and_clone_share_the_model(model):
-    embedder = AvexEmbedder(model, layers=[1, 3], pooling="max", batch_size=4)
+    embedder = AvexSklearnEmbedder(model, layers=[1, 3], pooling="max", batch_size=4)
     params = embedder.get_params()
     assert params["model"] is model and params["layers"] == [1, 3] and params["pooling"] == "max"
     twin = clone(embedder)
@@ -53,7 +53,7 @@ def test_params_and_clone_share_the_model(model):
 
 def test_transform_matches_extraction_and_names(model, arrays):
     x, _ = arrays
-    embedder = AvexEmbedder(model, layers=[1, 3]).fit(x)
+    embedder = AvexSklearnEmbedder(model, layers=[1, 3]).fit(x)
     out = embedder.transform(x[:5])
     assert out.shape == (5, 128) and out.dtype == np.float32 and embedder.n_features_out_ == 128
     direct = extract_embeddings(model, torch.from_numpy(x[:5]), layers=[1, 3], progress=False).embeddings
@@ -61,7 +61,7 @@ def test_transform_matches_extraction_and_names(model, arrays):
     names = embedder.get_feature_names_out()
     assert len(names) == 128 and names[0] == "avex_l1_0" and names[64] == "avex_l3_0" and names[-1] == "avex_l3_63"
     at_48k = resample(torch.from_numpy(x[:2]), 16000, 48000, warn=False).numpy()
-    resampled = AvexEmbedder(model, layers=[1, 3], sample_rate=48000).fit(at_48k).transform(list(at_48k))
+    resampled = AvexSklearnEmbedder(model, layers=[1, 3], sample_rate=48000).fit(at_48k).transform(list(at_48k))
     back = resample(torch.from_numpy(at_48k), 48000, 16000, warn=False)
     expected = extract_embeddings(model, back, layers=[1, 3], progress=False).embeddings.reshape(2, -1).numpy()
     np.testing.assert_allclose(resampled, expected, atol=1e-5)
@@ -70,7 +70,7 @@ def test_transform_matches_extraction_and_names(model, arrays):
 def test_cross_val_score_on_arrays(model, arrays):
     x, y = arrays
     cv = StratifiedKFold(3)
-    pipe = make_pipeline(AvexEmbedder(model, batch_size=6), LogisticRegression(max_iter=1000))
+    pipe = make_pipeline(AvexSklearnEmbedder(model, batch_size=6), LogisticRegression(max_iter=1000))
     assert cross_val_score(pipe, x, y, cv=cv).tolist() == [1.0, 1.0, 1.0]  # tone vs noise: separable
     assert not hasattr(pipe.steps[0][1], "model_")  # cross_val_score fitted clones, not the pipeline
     noise_labels = np.random.default_rng(1).permutation(y)  # no signal: fold scores vary, and must match by hand
@@ -84,7 +84,7 @@ def test_cross_val_score_on_files_with_a_named_checkpoint(model, tiny_dir, tmp_p
                                   clip_s=0.5)
     dataset = AudioDataset.from_manifest(data.manifest, clip_s=None)
     paths, y = [it.path for it in dataset.items], np.asarray(dataset.targets)
-    by_name = AvexEmbedder(model_name="esp_aves2_sl_beats_all", checkpoint=tiny_dir)
+    by_name = AvexSklearnEmbedder(model_name="esp_aves2_sl_beats_all", checkpoint=tiny_dir)
     fitted = clone(by_name).fit(paths)
     assert fitted.model_.weights_sha256 == model.weights_sha256
     direct = extract_embeddings(model, dataset, progress=False).embeddings.numpy()
@@ -97,16 +97,16 @@ def test_cross_val_score_on_files_with_a_named_checkpoint(model, tiny_dir, tmp_p
 def test_bad_embedder_inputs(model, arrays):
     x, _ = arrays
     with pytest.raises(NotFittedError):
-        AvexEmbedder(model).transform(x)
+        AvexSklearnEmbedder(model).transform(x)
     with pytest.raises(TypeError, match="not a single string"):
-        AvexEmbedder(model).fit("clip.wav")
+        AvexSklearnEmbedder(model).fit("clip.wav")
     with pytest.raises(ValueError, match="pooling must be"):
-        AvexEmbedder(model, pooling="sum").fit(x)
+        AvexSklearnEmbedder(model, pooling="sum").fit(x)
     with pytest.raises(TypeError, match="AvexModel or None"):
-        AvexEmbedder(torch.nn.Linear(2, 2)).fit(x)
+        AvexSklearnEmbedder(torch.nn.Linear(2, 2)).fit(x)
     with pytest.raises(ValueError, match="out of range"):
-        AvexEmbedder(model, layers=[9]).fit(x)
+        AvexSklearnEmbedder(model, layers=[9]).fit(x)
     with pytest.raises(ValueError, match="empty"):
-        AvexEmbedder(model).fit([])
+        AvexSklearnEmbedder(model).fit([])
     with pytest.raises(FileNotFoundError):
-        AvexEmbedder(model).fit(["missing.wav"]).transform(["missing.wav"])
+        AvexSklearnEmbedder(model).fit(["missing.wav"]).transform(["missing.wav"])

@@ -14,6 +14,7 @@ from avex_hub.metrics import accuracy, mean_average_precision
 from avex_hub.probes import Probe, attention_probe, linear_probe, mlp_probe
 from avex_hub.synthetic import make_synthetic_dataset
 from avex_hub.training import compute_class_weights, predict, split_indices, train_probe
+from conftest import blobs
 
 
 @pytest.fixture(scope="module")
@@ -27,29 +28,12 @@ def splits(synthetic):
     return {s: AudioDataset.from_manifest(synthetic.manifest, split=s, clip_s=1.0) for s in ("train", "val", "test")}
 
 
-def _blobs(n: int, k: int, dim: int, seed: int, centers: torch.Tensor | None = None):
-    """Gaussian blobs around random centers: separable, labels 0..k-1 equally often."""
-    g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(k, dim, generator=torch.Generator().manual_seed(123)) * 2 if centers is None else centers
-    y = torch.arange(n) % k
-    return centers[y] + torch.randn(n, dim, generator=g), y
-
-
-@pytest.fixture
-def one_thread():
-    """Small ops on a CPU shared with other processes run far faster without intra-op threads; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_linear_probe_on_10k_cached_embeddings(one_thread):
+def test_linear_probe_on_10k_cached_embeddings(one_torch_thread):
     # Measured (defaults: 100 epochs x 9 minibatches of 1024): 1.3 s on a quiet 2-core CPU, 2.3 s on one thread of
-    # the same CPU when busy (25 s with two contending threads, hence one_thread);
+    # the same CPU when busy (25 s with two contending threads, hence one_torch_thread);
     # speed is benchmarked, not asserted here.
-    x, y = _blobs(10_000, 10, 64, seed=0)
-    xt, yt = _blobs(2_000, 10, 64, seed=1)
+    x, y = blobs(10_000, 10, 64, seed=0)
+    xt, yt = blobs(2_000, 10, 64, seed=1)
     probe = Probe(None, 10, layers=[12], embedding_dim=64)
     result = train_probe(probe, Embeddings.from_arrays(x, y, layers=[12]), progress=False)
     assert result.mode == "offline" and result.metric_name == "accuracy"
@@ -57,7 +41,7 @@ def test_linear_probe_on_10k_cached_embeddings(one_thread):
 
 
 def test_training_is_deterministic_and_leaves_the_global_rng():
-    x, y = _blobs(600, 3, 16, seed=0)
+    x, y = blobs(600, 3, 16, seed=0)
     emb = Embeddings.from_arrays(x, y, layers=[0])
     trained = []
     for seed in (5, 5, 6):
@@ -72,7 +56,7 @@ def test_training_is_deterministic_and_leaves_the_global_rng():
 
 def test_early_stopping_stops_and_restores_the_best_epoch():
     # Validation labels are shifted by one class: the better the probe fits train, the worse val gets.
-    x, y = _blobs(300, 3, 8, seed=0)
+    x, y = blobs(300, 3, 8, seed=0)
     train, val = Embeddings.from_arrays(x, y, layers=[0]), Embeddings.from_arrays(x[:90], (y[:90] + 1) % 3, layers=[0])
     probe = Probe(None, 3, layers=[0], embedding_dim=8)
     result = train_probe(probe, train, val, epochs=200, batch_size=32, lr=0.05, patience=4, progress=False)
@@ -95,7 +79,7 @@ def test_balanced_class_weights():
 
 def test_class_weights_enter_the_loss():
     # One full-batch AdamW step from the same init must equal a hand-written weighted cross-entropy step.
-    x, y = _blobs(40, 3, 8, seed=0)
+    x, y = blobs(40, 3, 8, seed=0)
     y[:20] = 0  # imbalance: 0 is frequent
     probe = Probe(None, 3, layers=[0], embedding_dim=8, seed=3)
     manual = Probe(None, 3, layers=[0], embedding_dim=8, seed=3)
@@ -224,8 +208,16 @@ def test_cache_reload_mismatch_and_resume(model, splits, tmp_path, monkeypatch):
     assert torch.allclose(resumed.embeddings, full.embeddings, atol=1e-6)
 
 
+def test_an_explicit_zero_is_refused_not_replaced_by_the_default(model):
+    x, y = blobs(30, 3, 64, seed=0)
+    train = Embeddings.from_arrays(x, y, layers=[3])
+    for bad in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"patience": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=0"):
+            train_probe(linear_probe(model, 3), train, progress=False, **bad)
+
+
 def test_bad_training_inputs(model, splits):
-    x, y = _blobs(30, 3, 64, seed=0)
+    x, y = blobs(30, 3, 64, seed=0)
     probe = linear_probe(model, 3)
     with pytest.raises(ValueError, match=r"labels \[3\] are outside 0\.\.2"):
         train_probe(probe, Embeddings.from_arrays(x, torch.where(y == 2, 3, y), layers=[3]), progress=False)

@@ -1,0 +1,218 @@
+"""The package's shape, read from its source with ``ast``: imports run one way, no private name crosses a module,
+and the model needs no file I/O library. Every import counts, also those inside functions (a lazy import is still
+a dependency). tools/restructure.py rewrites the module names below when it moves the modules into subpackages.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import avex_hub
+from conftest import FIXTURE
+
+PACKAGE_DIR = Path(avex_hub.__file__).parent
+
+# The layer of every module, lowest first: a module may import from its own layer or a lower one, never a higher
+# one, and never in a cycle. A new module needs a row here (which room does it belong in?).
+LAYERS = {
+    "avex_hub._version": 0,
+    "avex_hub.labels": 0,
+    # audio in: decoding and the channel contract, windows, datasets, augmentations, synthetic data
+    "avex_hub.audio": 1,
+    "avex_hub.windows": 1,
+    "avex_hub.data": 1,
+    "avex_hub.augment": 1,
+    "avex_hub.synthetic": 1,
+    # the encoder: BEATs, the filterbank, the preprocessing contract and the user-facing model
+    "avex_hub.beats": 2,
+    "avex_hub.fbank": 2,
+    "avex_hub.preprocessing": 2,
+    "avex_hub.model": 2,
+    # weights as data, download -> verify -> strict load, provenance
+    "avex_hub.weights": 3,
+    "avex_hub.hub": 3,
+    "avex_hub.provenance": 3,
+    # embeddings out: extraction, file inference, output writers, precision modes
+    "avex_hub.embeddings": 4,
+    "avex_hub.inference": 4,
+    "avex_hub.outputs": 4,
+    "avex_hub.precision": 4,
+    # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
+    "avex_hub.probes": 5,
+    "avex_hub.training": 5,
+    "avex_hub.finetune": 5,
+    "avex_hub.evaluation": 5,
+    "avex_hub.metrics": 5,
+    # other libraries' interfaces
+    "avex_hub.sklearn": 6,
+    "avex_hub.lightning": 6,
+    "avex_hub.lightning_predict": 6,
+    # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
+    "avex_hub.entrypoints": 7,
+    "avex_hub.tutorial": 7,
+    "avex_hub.cli": 8,
+    "avex_hub": 9,
+    "avex_hub._hubconf_support": 10,
+}
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted name -> file, for every module of the package (a package's own name for its __init__.py)."""
+    out = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = ("avex_hub", *path.relative_to(PACKAGE_DIR).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _imports(name: str) -> list[tuple[str, list[str], int]]:
+    """(imported internal module, names taken from it, line) for every import in module ``name``."""
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names if alias.name in MODULES]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = ".".join(base[: len(base) - node.level + 1])
+                source = f"{base}.{node.module}" if node.module else base
+            else:
+                source = node.module or ""
+            if source not in MODULES:
+                continue
+            for alias in node.names:  # "from . import windows" imports the module avex_hub.windows
+                as_module = f"{source}.{alias.name}"
+                if as_module in MODULES:
+                    found.append((as_module, [], node.lineno))
+                else:
+                    found.append((source, [alias.name], node.lineno))
+    return found
+
+
+def _module_aliases(name: str) -> dict[str, str]:
+    """Local names bound to internal modules in ``name`` ("from . import finetune" binds finetune)."""
+    package = name if _is_package(name) else name.rpartition(".")[0]
+    aliases = {}
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            base = ".".join(base[: len(base) - node.level + 1]) if node.level else ""
+            source = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+            for alias in node.names:
+                if f"{source}.{alias.name}" in MODULES:
+                    aliases[alias.asname or alias.name] = f"{source}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    aliases[alias.asname] = alias.name
+    return aliases
+
+
+def _edges() -> dict[str, set[str]]:
+    return {name: {target for target, _, _ in _imports(name) if target != name} for name in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one member (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _room(name: str) -> str:
+    """The top-level room of a module: its subpackage, or the module itself at the top level."""
+    parts = name.split(".")
+    return ".".join(parts[:2])
+
+
+def test_every_module_has_a_layer():
+    # A subpackage's __init__ that imports nothing of the package needs no row (it only names the room).
+    missing = [name for name in MODULES if name not in LAYERS and (not _is_package(name) or _imports(name))]
+    assert missing == [], f"add these modules to LAYERS in tests/test_architecture.py: {missing}"
+    stale = sorted(set(LAYERS) - set(MODULES))
+    assert stale == [], f"LAYERS names modules that do not exist: {stale}"
+
+
+def test_imports_run_downward():
+    upward = [f"{name} (layer {LAYERS[name]}) imports {target} (layer {LAYERS[target]}), line {line}"
+              for name in MODULES if name in LAYERS
+              for target, _, line in _imports(name) if target in LAYERS and LAYERS[target] > LAYERS[name]]
+    assert upward == []
+
+
+def test_no_import_cycles_between_modules_or_rooms():
+    graph = _edges()
+    assert _cycles(graph) == []
+    rooms: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        rooms.setdefault(_room(name), set()).update(_room(t) for t in targets if _room(t) != _room(name))
+    rooms.pop("avex_hub", None)  # the package's __init__ is the public face: it imports every room by design
+    for targets in rooms.values():
+        targets.discard("avex_hub")
+    assert _cycles(rooms) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_private_name_crosses_a_module():
+    crossing = []
+    for name in MODULES:
+        for target, names, line in _imports(name):
+            crossing += [f"{name}:{line} imports {target}.{n}" for n in names
+                         if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+        aliases = _module_aliases(name)
+        for node in ast.walk(ast.parse(MODULES[name].read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                crossing.append(f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    assert crossing == []
+
+
+def test_the_model_runs_without_file_io_libraries():
+    """Tensor-in users need neither libsndfile nor the optional extras: import, build and run the model."""
+    code = ("import sys, torch; import avex_hub.model; from avex_hub import build_model; "
+            f"model = build_model('esp_aves2_sl_beats_all', checkpoint={str(FIXTURE)!r}); "
+            "out = model(torch.zeros(1, 4000)); "
+            "print(sorted(m for m in ('soundfile', 'sklearn', 'lightning', 'pyarrow') if m in sys.modules), "
+            "tuple(out.shape))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[0] == "[] (1, 7)"
