@@ -397,7 +397,7 @@ def _info(args) -> int:
         rows.append({"name": entry.name, "repo_id": entry.repo_id, "label_map": label_map,
                      "encoder_parameters": _encoder_parameters(entry.config),
                      "embedding_dim": entry.config.encoder_embed_dim, "layers": entry.config.encoder_layers,
-                     "species_head": entry.has_classifier, "labels": labels, "label_map_error": label_map_error, "licence": entry.licence,
+                     "species_head": entry.has_classifier, "labels": labels, "licence": entry.licence,
                      "sha256": entry.sha256, "cached": [str(p) for _, p in weights],
                      "cached_bytes": sum(p.stat().st_size for _, p in weights if p.exists()),
                      "description": entry.description})
@@ -408,7 +408,7 @@ def _info(args) -> int:
     print(f"Hub cache: {constants.HF_HUB_CACHE}{' (HF_HUB_OFFLINE: no downloads)' if offline else ''}")
     print(f"{'model':<36} {'params':>8} {'dim':>4} {'layers':>6} {'labels':>8}  weights")
     for r in rows:
-        labels = ("-" if not r["species_head"] else "!" if r["label_map_error"] else "?" if r["labels"] is None
+        labels = ("-" if not r["species_head"] else "?" if r["labels"] is None
                   else str(r["labels"]))
         state = (f"cached, {r['cached_bytes'] / 1e6:.0f} MB (`avex-hub verify` re-hashes)" if r["cached"]
                  else "not cached (`avex-hub download " + r["name"] + "`)")

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from ._files import read_capped
 from .beats import BEATsConfig
 from .integrity import (
     ChecksumError, check_config, check_config_values, check_finite, check_float_dtypes, check_preprocessing,
-    read_capped, tensor_header, verify_cached_file,
+    tensor_header, verify_cached_file,
 )
 from .labels import LabelMap
 from .model import AvexModel

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
+from ._files import read_capped
 from .beats import BEATsConfig
 
 __all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values",
-           "check_preprocessing", "git_blob_sha1", "read_capped", "cached_file_address", "verify_cached_file",
+           "check_preprocessing", "git_blob_sha1", "cached_file_address", "verify_cached_file",
            "ChecksumError"]
 
 
@@ -156,16 +157,6 @@ def check_config(config: BEATsConfig, header: dict[str, tuple[str, tuple[int, ..
     if wrong:
         raise ValueError(f"{source}: the config's sizes disagree with the weights ({'; '.join(wrong)}); use the "
                          "config.json saved with these weights")
-
-
-def read_capped(path: str | os.PathLike, max_bytes: int, *, what: str) -> bytes:
-    """The bytes of a small file, refusing more than ``max_bytes`` (a link to /dev/zero, a wrong file)."""
-    with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"{path}: expected {what} of at most {max_bytes / 2**20:.0f} MiB, found a larger file (or a "
-                         "stream); it is not the file it should be: restore or re-download it")
-    return data
 
 
 # -- content addresses in the Hugging Face cache ---------------------------------------------------------------

@@ -52,7 +52,7 @@ class LabelMap(Mapping[str, int]):
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "LabelMap":
         """Read ``{"name": index}`` JSON, at most ``MAX_BYTES`` of it (a ValueError beyond)."""
-        from .integrity import read_capped
+        from ._files import read_capped
 
         path = Path(path)
         try:

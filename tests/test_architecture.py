@@ -19,6 +19,7 @@ PACKAGE_DIR = Path(avex_hub.__file__).parent
 # one, and never in a cycle. A new module needs a row here (which room does it belong in?).
 LAYERS = {
     "avex_hub._version": 0,
+    "avex_hub._files": 0,
     "avex_hub.labels": 0,
     # audio in: decoding and the channel contract, windows, datasets, augmentations, synthetic data
     "avex_hub.audio": 1,
@@ -35,6 +36,7 @@ LAYERS = {
     "avex_hub.weights": 3,
     "avex_hub.hub": 3,
     "avex_hub.provenance": 3,
+    "avex_hub.integrity": 3,
     # embeddings out: extraction, file inference, output writers, precision modes
     "avex_hub.embeddings": 4,
     "avex_hub.inference": 4,

@@ -224,7 +224,7 @@ def _parts(channels: list[list[int]], k: int = 2):
         n = len(chans)
         yield f"f{f}.wav", {"channel": np.array(chans, np.int32), "start_s": np.arange(n, dtype=float),
                             "end_s": np.arange(n, dtype=float) + 1, "layer": np.full(n, 3, np.int16),
-                            "flags": np.zeros((n, 3), bool), "embeddings": np.ones((n, 4), np.float32),
+                            "flags": np.zeros((n, len(outputs.FLAG_NAMES)), bool), "embeddings": np.ones((n, 4), np.float32),
                             "top_indices": np.tile(np.arange(k, dtype=np.int32), (n, 1)),
                             "top_scores": np.tile(np.linspace(0.9, 0.5, k, dtype=np.float32), (n, 1))}
 

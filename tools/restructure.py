@@ -76,7 +76,7 @@ MOVES: dict[str, str] = {
 }
 
 # Modules that stay at the top level: the public face, the hub entry points, labels, the CLI, the notebooks' helpers.
-STAY = {"__init__", "_version", "_hubconf_support", "entrypoints", "labels", "cli", "tutorial"}
+STAY = {"__init__", "_version", "_files", "_hubconf_support", "entrypoints", "labels", "cli", "tutorial"}
 
 SUBPACKAGES: dict[str, str] = {
     "encoder": "The encoder: BEATs, the Kaldi filterbank, the user-facing ``AvexModel`` and the preprocessing "
