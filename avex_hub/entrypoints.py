@@ -10,6 +10,7 @@ from torch import nn
 from .hub import build_model, load_label_map
 from .labels import LabelMap
 from .model import AvexModel
+from .precision import resolve_device
 
 __all__ = [
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
@@ -30,10 +31,17 @@ _ARGS = """
 """
 
 
+def _check_device(device: str | torch.device | None) -> None:
+    """A device this torch cannot use (``"cuda"`` on a CPU-only build) is a ValueError now, before any download."""
+    if device is not None:
+        resolve_device(device)
+
+
 def _builder(name: str, summary: str):
     def build(*, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
               return_features_only: bool = False, device: str | torch.device | None = None,
               revision: str | None = None, progress: bool = True, **kwargs) -> AvexModel:
+        _check_device(device)
         return build_model(name, pretrained=pretrained, checkpoint=checkpoint,
                            return_features_only=return_features_only, device=device,
                            revision=revision, progress=progress, **kwargs)
@@ -100,6 +108,7 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     from .probes import load_probe as load
     from .provenance import read_probe_metadata
 
+    _check_device(device)
     if backbone is None and not embeddings_only:
         provenance = read_probe_metadata(path)["provenance"]
         if provenance.backbone_sha256 is None:

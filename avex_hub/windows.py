@@ -21,7 +21,14 @@ from .audio import (
     _take_rows, _warn_high_frequency, quality_flags, resample, to_float_audio,
 )
 
-__all__ = ["Window", "window_params", "stream_windows", "windows_from_array"]
+__all__ = ["Window", "window_params", "stream_windows", "windows_from_array", "iter_array_windows",
+           "default_batch_size"]
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Windows per batch: 8 on CPU, 64 on CUDA (a starting point: `benchmarks/throughput.py --device cuda
+    --batch-sizes 16,32,64,128` measures the batch that saturates a given GPU)."""
+    return 64 if device.type == "cuda" else 8
 
 
 @dataclass
@@ -127,28 +134,61 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
         if f.frames == 0:
             raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
 
-    def windows() -> Iterator[Window]:
-        block = max(1, round(block_s * src))
-        # One stream for all rows: soxr resamples each channel on its own, as soxr.resample does.
-        stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
-            if src != sample_rate else None
-        windower = _Windower(rows, sample_rate, window, hop, name)
-        first = True
+    def blocks() -> Iterator[tuple[np.ndarray, bool]]:
+        step = max(1, round(block_s * src))
         with _open(name)[0] as f:
             while True:
-                data = _read(f, block, name)  # [n <= block, channels]; short only at the end
-                last = data.shape[0] < block
-                chunk = _take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
-                if stream is not None:
-                    if first:  # judge lost high-frequency content on the first block
-                        _warn_high_frequency(chunk, src, sample_rate, name)
-                    chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
-                first = False
-                yield from windower.push(chunk.numpy())
-                if last:
-                    break
-        if windower.total == 0:
-            raise AudioDecodeError(f"{name}: no audio frames could be decoded; the file is probably truncated")
-        yield from windower.finish()
+                data = _read(f, step, name)  # [n <= step, channels]; short only at the end
+                yield data.T, data.shape[0] < step
 
-    return windows()
+    return _windows_of_blocks(blocks(), rows, src, sample_rate, window, hop, name)
+
+
+def iter_array_windows(waveform, sample_rate: int, *, window_s: float = 10.0, hop_s: float | None = None,
+                       channels: ChannelMode = "mix", block_s: float = 60.0, name: str | None = None
+                       ) -> Iterator[Window]:
+    """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz,
+    made as :func:`stream_windows` makes them from a file: converted, mixed and resampled ``block_s``
+    seconds at a time, so memory beyond the array itself is one block, whatever its length.
+
+    ``name`` only labels the windows and messages. Arguments are checked now.
+    """
+    if not isinstance(waveform, (torch.Tensor, np.ndarray)):
+        waveform = np.asarray(waveform)
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu()
+    shape = tuple(waveform.shape)
+    if len(shape) not in (1, 2) or 0 in shape:
+        raise ValueError(f"expected audio [samples] or [channels, samples] with samples, got {shape}")
+    src = _check_rate(sample_rate, "sample_rate")
+    window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
+    if not (math.isfinite(block_s) and block_s > 0):
+        raise ValueError(f"block_s must be positive seconds, got {block_s!r}")
+    wave = waveform[None] if len(shape) == 1 else waveform  # a view
+    rows = _channel_rows(channels, wave.shape[0])
+    step, total = max(1, round(block_s * src)), wave.shape[1]
+    blocks = ((wave[:, i: i + step], i + step >= total) for i in range(0, total, step))
+    return _windows_of_blocks(blocks, rows, src, SAMPLE_RATE, window, hop, name)
+
+
+def _windows_of_blocks(blocks: Iterator[tuple], rows: list[int | None], src: int, sample_rate: int, window: int,
+                       hop: int, name: str | None) -> Iterator[Window]:
+    """Windows of audio arriving as ``(block [channels, n] at src, is_last)``: rows selected, resampled as a stream."""
+    # One stream for all rows: soxr resamples each channel on its own, as soxr.resample does.
+    stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
+        if src != sample_rate else None
+    windower = _Windower(rows, sample_rate, window, hop, name)
+    first = True
+    for block, last in blocks:
+        chunk = _take_rows(to_float_audio(block, name=name or "audio"), rows)  # [rows, n] at the source rate
+        if stream is not None:
+            if first:  # judge lost high-frequency content on the first block
+                _warn_high_frequency(chunk, src, sample_rate, name)
+            chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
+        first = False
+        yield from windower.push(chunk.numpy())
+        if last:
+            break
+    if windower.total == 0:
+        raise AudioDecodeError(f"{name}: no audio frames could be decoded; the file is probably truncated")
+    yield from windower.finish()
