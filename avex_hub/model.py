@@ -332,49 +332,45 @@ class AvexModel(nn.Module):
             return [self.predict(item, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
                                  batch_size=batch_size) for item in audio]
         k = min(top_k, len(self.labels))
-        scorer = self._window_rows(k) if per_window else self._best_windows(k)
-        answers = scorer(self._recording_batches(audio, sample_rate, channels, batch_size))
+        batches = self._recording_batches(audio, sample_rate, channels, batch_size)
+        answers = self._window_rows(batches, k) if per_window else self._best_windows(batches, k)
         return answers if channels == "all" else answers[0]
 
     def _window_scores(self, batches: Iterator[_Batch]) -> Iterator[tuple[_Batch, torch.Tensor]]:
         for batch in batches:
             yield batch, torch.sigmoid(self.logits(batch.audio, batch.padding_mask)).float().cpu()  # [b, labels]
 
-    def _best_windows(self, k: int):
+    def _best_windows(self, batches: Iterator[_Batch], k: int) -> list[list[Prediction]]:
         """Per row: each label's max window score and where it was; top-k of those (memory: one row of scores)."""
-        def score(batches: Iterator[_Batch]) -> list[list[Prediction]]:
-            best: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # row -> (max, start, end)
-            for batch, scores in self._window_scores(batches):
-                for i, row in enumerate(batch.row):
-                    start = torch.full_like(scores[i], batch.start_s[i], dtype=torch.float64)
-                    end = torch.full_like(start, batch.end_s[i])
-                    if row not in best:
-                        best[row] = (scores[i], start, end)
-                        continue
-                    top, starts, ends = best[row]
-                    better = scores[i] > top  # ties keep the earlier window
-                    best[row] = (torch.where(better, scores[i], top), torch.where(better, start, starts),
-                                 torch.where(better, end, ends))
-            answers = []
-            for _, (top, starts, ends) in sorted(best.items()):
-                values, indices = top.topk(k)
-                answers.append([Prediction(self.label_map.name(i), i, v, float(starts[i]), float(ends[i]))
-                                for v, i in zip(values.tolist(), indices.tolist())])
-            return answers
-        return score
+        best: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # row -> (max, start, end) [labels]
+        for batch, scores in self._window_scores(batches):
+            for i, row in enumerate(batch.row):
+                start = torch.full_like(scores[i], batch.start_s[i], dtype=torch.float64)
+                end = torch.full_like(start, batch.end_s[i])
+                if row not in best:
+                    best[row] = (scores[i], start, end)
+                    continue
+                top, starts, ends = best[row]
+                better = scores[i] > top  # ties keep the earlier window
+                best[row] = (torch.where(better, scores[i], top), torch.where(better, start, starts),
+                             torch.where(better, end, ends))
+        answers = []
+        for _, (top, starts, ends) in sorted(best.items()):
+            values, indices = top.topk(k)
+            answers.append([Prediction(self.label_map.name(i), i, v, float(starts[i]), float(ends[i]))
+                            for v, i in zip(values.tolist(), indices.tolist())])
+        return answers
 
-    def _window_rows(self, k: int):
+    def _window_rows(self, batches: Iterator[_Batch], k: int) -> list[list[WindowPrediction]]:
         """Per row: each window's top-k as time-stamped rows."""
-        def score(batches: Iterator[_Batch]) -> list[list[WindowPrediction]]:
-            rows: dict[int, list[WindowPrediction]] = {}
-            for batch, scores in self._window_scores(batches):
-                values, indices = scores.topk(k, dim=1)
-                for i, row in enumerate(batch.row):
-                    rows.setdefault(row, []).extend(
-                        WindowPrediction(batch.start_s[i], batch.end_s[i], self.label_map.name(j), j, v)
-                        for v, j in zip(values[i].tolist(), indices[i].tolist()))
-            return [rows[r] for r in sorted(rows)]
-        return score
+        rows: dict[int, list[WindowPrediction]] = {}
+        for batch, scores in self._window_scores(batches):
+            values, indices = scores.topk(k, dim=1)
+            for i, row in enumerate(batch.row):
+                rows.setdefault(row, []).extend(
+                    WindowPrediction(batch.start_s[i], batch.end_s[i], self.label_map.name(j), j, v)
+                    for v, j in zip(values[i].tolist(), indices[i].tolist()))
+        return [rows[r] for r in sorted(rows)]
 
     def _recording_batches(self, audio, sample_rate: int | None, channels,
                            batch_size: int | None = None) -> Iterator[_Batch]:
@@ -395,18 +391,19 @@ class AvexModel(nn.Module):
                          [n / self.sample_rate] * len(short))
             return
         windows, source = self._windows(audio, sample_rate, channels)
-        rows, flags = {}, {}
+        rows: dict[int | None, int] = {}  # source channel (None: the mix) -> answer row
+        flags: dict[int, QualityFlags] = {}  # per answer row, merged over its windows so far
         batch: list[Window] = []
         for window in windows:
             row = rows.setdefault(window.channel, len(rows))
-            flags.setdefault(row, []).append(window.flags)
+            flags[row] = _merge_flags(flags.get(row), window.flags)
             batch.append(window)
             if len(batch) == size:
                 yield self._stack(batch, rows, device)
                 batch = []
         if batch:
             yield self._stack(batch, rows, device)
-        _warn_quality([_merge_flags(f) for _, f in sorted(flags.items())], source)
+        _warn_quality([f for _, f in sorted(flags.items())], source)
 
     @staticmethod
     def _stack(windows: list[Window], rows: dict, device: torch.device) -> _Batch:
@@ -501,10 +498,12 @@ def _is_path(audio) -> bool:
     return isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__")
 
 
-def _merge_flags(flags: list[QualityFlags]) -> QualityFlags:
-    """A recording's flags from its windows': clipped if any window is, silent if all are."""
-    return QualityFlags(clipped=any(f.clipped for f in flags), silent=all(f.silent for f in flags),
-                        too_short=all(f.too_short for f in flags))
+def _merge_flags(merged: QualityFlags | None, window: QualityFlags) -> QualityFlags:
+    """A recording's flags from its windows': clipped if any window is, silent (too short) if all are."""
+    if merged is None:
+        return window
+    return QualityFlags(clipped=merged.clipped or window.clipped, silent=merged.silent and window.silent,
+                        too_short=merged.too_short and window.too_short)
 
 
 def _warn_quality(flags: list[QualityFlags], source: str) -> None:

@@ -278,3 +278,19 @@ def test_array_windows_equal_file_windows(tmp_path):
             assert torch.equal(a.audio, b.audio) and torch.equal(a.padding_mask, b.padding_mask)
     with pytest.raises(ValueError, match=r"expected audio \[samples\]"):
         iter_array_windows(np.zeros((1, 2, 3), np.float32), 16000)
+
+
+def test_long_recording_quality_is_judged_over_its_windows(tiny_model, long_wave):
+    from avex_hub.audio import AudioQualityWarning
+
+    clipped = long_wave.copy()
+    clipped[16000 * 12: 16000 * 13] = 1.0  # one second of the second window at full scale
+    quiet = np.zeros_like(long_wave)
+    quiet[16000 * 21] = 0.5  # a click: the last window is not silent, the recording is not
+    for audio, expected in ((clipped, "clipped"), (np.zeros_like(long_wave), "silent"), (quiet, None)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tiny_model.predict(audio, 16000)
+        messages = [str(w.message) for w in caught if issubclass(w.category, AudioQualityWarning)]
+        assert messages == ([] if expected is None else [f"the audio array is {expected}; its scores are not reliable"])
+        assert all(w.filename == __file__ for w in caught if issubclass(w.category, AudioQualityWarning))
