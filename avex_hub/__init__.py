@@ -2,7 +2,7 @@
 
     import avex_hub
     model = avex_hub.esp_aves2_sl_beats_all()          # published weights, SHA-256 verified
-    model.predict("recording.wav", top_k=5)             # species with sigmoid scores
+    model.predict("recording.wav", top_k=5)             # species with sigmoid scores (best 10 s window each)
 """
 
 from importlib import import_module
@@ -21,7 +21,7 @@ from .entrypoints import (
 from .fbank import FbankConfig, KaldiFbank
 from .hub import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
-from .model import MIN_SAMPLES, AvexModel, Prediction
+from .model import MIN_SAMPLES, AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
 from .preprocessing import Preprocessing
 from .weights import WEIGHTS, WeightsEntry, get_weights
 
@@ -29,7 +29,7 @@ from ._version import __version__
 
 __all__ = [
     "AvexModel", "BEATsConfig", "ChecksumError", "EncoderOutput", "FbankConfig", "KaldiFbank", "LabelMap",
-    "MIN_SAMPLES", "Prediction", "Preprocessing", "WEIGHTS", "WeightsEntry", "WeightsNotAvailableError",
+    "LongInputWarning", "MIN_SAMPLES", "Prediction", "WindowEmbeddings", "WindowPrediction", "Preprocessing", "WEIGHTS", "WeightsEntry", "WeightsNotAvailableError",
     "attention_probe", "build_model", "download_weights", "esp_aves2_naturelm_audio_v1_beats",
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "get_weights", "label_map", "linear_probe",
     "load_label_map", "load_probe", "mlp_probe",

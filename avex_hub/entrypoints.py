@@ -10,6 +10,7 @@ from torch import nn
 from .hub import build_model, load_label_map
 from .labels import LabelMap
 from .model import AvexModel
+from .precision import resolve_device
 
 __all__ = [
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
@@ -45,6 +46,13 @@ def _check_num_classes(num_classes, loading: bool) -> None:
                          "AvexClassifier(model, labels=...) or a probe (avex_hub.linear_probe(model, N))")
 
 
+def _check_device(device: str | torch.device | None) -> None:
+    """A device this torch cannot use (``"cuda"`` on a CPU-only build) is a ValueError now, before any download."""
+    if device is not None:
+        resolve_device(device)
+
+
+
 def _documented(builder):
     """Append the shared keyword arguments' documentation to a model entry point's one-line summary."""
     builder.__doc__ = builder.__doc__ + "\n" + _ARGS
@@ -55,6 +63,7 @@ def _published_model(name: str, *, pretrained: bool, checkpoint: str | os.PathLi
                      return_features_only: bool, device: str | torch.device | None, revision: str | None,
                      progress: bool, num_classes: int | None, **kwargs) -> AvexModel:
     """The one builder behind every model entry point: the weights entry ``name`` through ``build_model``."""
+    _check_device(device)
     if num_classes is not None:
         _check_num_classes(num_classes, pretrained or checkpoint is not None)
     if not pretrained and checkpoint is None and num_classes is None:
@@ -144,6 +153,7 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     from .probes import load_probe as load
     from .provenance import read_probe_metadata
 
+    _check_device(device)
     if backbone is None and not embeddings_only:
         provenance = read_probe_metadata(path)["provenance"]
         if provenance.backbone_sha256 is None:

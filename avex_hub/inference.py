@@ -27,6 +27,7 @@ import torch
 from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
 from .outputs import FLAG_NAMES
 from .precision import inference_context, prepare_for_inference, resolve_device
+from .windows import default_batch_size  # one home (windows); re-exported here, where it was first
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
@@ -34,12 +35,6 @@ __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
     "iter_file_results", "embed_files", "classify_files", "default_batch_size", "default_num_workers",
 ]
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Windows per batch: 8 on CPU, 64 on CUDA (a starting point: `benchmarks/throughput.py --device cuda
-    --batch-sizes 16,32,64,128` measures the batch that saturates a given GPU)."""
-    return 64 if device.type == "cuda" else 8
 
 
 def default_num_workers(device: torch.device | str | None = None) -> int:

@@ -22,7 +22,14 @@ from .audio import (
     check_rate, open_audio, read_frames, take_rows, quality_flags, resample, stated_frames, to_float_audio, warn_high_frequency,
 )
 
-__all__ = ["Window", "WindowStream", "window_params", "stream_windows", "windows_from_array"]
+__all__ = ["Window", "WindowStream", "window_params", "stream_windows", "windows_from_array", "iter_array_windows",
+           "default_batch_size"]
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Windows per batch: 8 on CPU, 64 on CUDA (a starting point: `benchmarks/throughput.py --device cuda
+    --batch-sizes 16,32,64,128` measures the batch that saturates a given GPU)."""
+    return 64 if device.type == "cuda" else 8
 
 
 @dataclass
@@ -154,35 +161,78 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
             raise AudioDecodeError(f"{name}: contains no audio frames; re-export it")
         stated = stated_frames(f, name)
 
-    def windows() -> Iterator[Window]:
-        block = max(1, round(block_s * src))
-        # One stream for all rows: soxr resamples each channel on its own, as soxr.resample does.
-        stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
-            if src != sample_rate else None
-        meter = HighFrequencyMeter(src, sample_rate / 2)
-        windower = _Windower(rows, sample_rate, window, hop, name)
-        decoded = 0
+    result = WindowStream(iter(()))
+
+    def blocks() -> Iterator[tuple[np.ndarray, bool]]:
+        step, decoded = max(1, round(block_s * src)), 0
         with open_audio(name)[0] as f:
             while True:
-                data = read_frames(f, block, name)  # [n <= block, channels]; short only at the end
-                last = data.shape[0] < block
+                data = read_frames(f, step, name)  # [n <= step, channels]; short only at the end
+                last = data.shape[0] < step
                 decoded += data.shape[0]
-                chunk = take_rows(to_float_audio(data.T, name=name), rows)  # [rows, n] at the source rate
-                if stream is not None:
-                    meter.add(chunk)
-                    chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
-                if last:
-                    windower.truncated = result.truncated = decoded < stated
+                if last:  # known only now: the file ends before the length its header states
+                    result.truncated = decoded < stated
                     result.decoded_s, result.stated_s = decoded / src, stated / src
-                yield from windower.push(chunk.numpy())
-                if last:
-                    break
-        if windower.total == 0:
-            raise AudioDecodeError(f"{name}: no audio frames could be decoded; the file is probably truncated")
-        if stream is not None:
-            result.high_frequency_fraction = meter.fraction
-            warn_high_frequency(result.high_frequency_fraction, src, sample_rate, name)
-        yield from windower.finish()
+                yield data.T, last
 
-    result = WindowStream(windows())
+    result._windows = _windows_of_blocks(blocks(), rows, src, sample_rate, window, hop, name, result)
     return result
+
+
+def iter_array_windows(waveform, sample_rate: int, *, window_s: float = 10.0, hop_s: float | None = None,
+                       channels: ChannelMode = "mix", block_s: float = 60.0, name: str | None = None
+                       ) -> Iterator[Window]:
+    """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz,
+    made as :func:`stream_windows` makes them from a file: converted, mixed and resampled ``block_s``
+    seconds at a time, so memory beyond the array itself is one block, whatever its length.
+
+    ``name`` only labels the windows and messages. Arguments are checked now.
+    """
+    if not isinstance(waveform, (torch.Tensor, np.ndarray)):
+        waveform = np.asarray(waveform)
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu()
+    shape = tuple(waveform.shape)
+    if len(shape) not in (1, 2) or 0 in shape:
+        raise ValueError(f"expected audio [samples] or [channels, samples] with samples, got {shape}")
+    src = check_rate(sample_rate, "sample_rate")
+    window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
+    if not (math.isfinite(block_s) and block_s > 0):
+        raise ValueError(f"block_s must be positive seconds, got {block_s!r}")
+    wave = waveform[None] if len(shape) == 1 else waveform  # a view
+    rows = channel_rows(channels, wave.shape[0])
+    step, total = max(1, round(block_s * src)), wave.shape[1]
+    blocks = ((wave[:, i: i + step], i + step >= total) for i in range(0, total, step))
+    return _windows_of_blocks(blocks, rows, src, SAMPLE_RATE, window, hop, name)
+
+
+def _windows_of_blocks(blocks: Iterator[tuple], rows: list[int | None], src: int, sample_rate: int, window: int,
+                       hop: int, name: str | None, result: WindowStream | None = None) -> Iterator[Window]:
+    """Windows of audio arriving as ``(block [channels, n] at src, is_last)``: rows selected, resampled as a stream.
+
+    Energy above the new Nyquist is measured over every block (one warning at the end, and
+    ``result.high_frequency_fraction``); ``result.truncated``, when the block source sets it before its last
+    block, flags the windows from that block on.
+    """
+    # One stream for all rows: soxr resamples each channel on its own, as soxr.resample does.
+    stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
+        if src != sample_rate else None
+    meter = HighFrequencyMeter(src, sample_rate / 2)
+    windower = _Windower(rows, sample_rate, window, hop, name)
+    for block, last in blocks:
+        chunk = take_rows(to_float_audio(block, name=name or "audio"), rows)  # [rows, n] at the source rate
+        if stream is not None:
+            meter.add(chunk)
+            chunk = torch.from_numpy(stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T)
+        if last and result is not None:
+            windower.truncated = result.truncated
+        yield from windower.push(chunk.numpy())
+        if last:
+            break
+    if windower.total == 0:
+        raise AudioDecodeError(f"{name}: no audio frames could be decoded; the file is probably truncated")
+    if stream is not None:
+        if result is not None:
+            result.high_frequency_fraction = meter.fraction
+        warn_high_frequency(meter.fraction, src, sample_rate, name)
+    yield from windower.finish()

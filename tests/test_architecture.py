@@ -32,6 +32,7 @@ LAYERS = {
     "avex_hub.fbank": 2,
     "avex_hub.preprocessing": 2,
     "avex_hub.model": 2,
+    "avex_hub.precision": 2,
     # weights as data, download -> verify -> strict load, provenance
     "avex_hub.weights": 3,
     "avex_hub.hub": 3,
@@ -41,7 +42,6 @@ LAYERS = {
     "avex_hub.embeddings": 4,
     "avex_hub.inference": 4,
     "avex_hub.outputs": 4,
-    "avex_hub.precision": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.probes": 5,
     "avex_hub.training": 5,

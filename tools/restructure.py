@@ -48,21 +48,22 @@ MOVES: dict[str, str] = {
     "fbank": "encoder.fbank",
     "model": "encoder.model",
     "preprocessing": "encoder.preprocessing",
+    "precision": "encoder.precision",  # devices and precision modes the model runs in (the model checks devices)
     # hub/: the weights registry, download -> verify -> strict load, provenance of weights
     "weights": "hub.weights",
     "hub": "hub.loading",
     "provenance": "hub.provenance",
+    "integrity": "hub.integrity",
     # audio/: decoding and the channel contract, windows, datasets, augmentations, synthetic data
     "audio": "audio.contract",
     "windows": "audio.windows",
     "data": "audio.datasets",
     "augment": "audio.augment",
     "synthetic": "audio.synthetic",
-    # embed/: extraction with caches, file inference, output writers, precision modes
+    # embed/: extraction with caches, file inference, output writers
     "embeddings": "embed.extract",
     "inference": "embed.inference",
     "outputs": "embed.outputs",
-    "precision": "embed.precision",
     # heads/: probes, probe training, fine-tuning (pure torch), evaluation and metrics
     "probes": "heads.probes",
     "training": "heads.training",
@@ -85,7 +86,7 @@ SUBPACKAGES: dict[str, str] = {
            "strict load, and the provenance of weights and probes.",
     "audio": "Audio in: decoding and the channel contract, windows, datasets (folders, manifests), "
              "augmentations and the synthetic dataset.",
-    "embed": "Embeddings out: extraction with caches, file inference, output writers and precision modes.",
+    "embed": "Embeddings out: extraction with caches, file inference and output writers.",
     "heads": "What sits on the embeddings: probes, probe training, fine-tuning helpers, evaluation and metrics.",
     "integrations": "Other libraries' interfaces: scikit-learn, Lightning (fine-tuning, distributed prediction).",
 }
