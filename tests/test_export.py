@@ -142,3 +142,21 @@ def test_read_metadata_of_foreign_or_missing_file(tmp_path):
     onnx.save_model(helper.make_model(graph), str(tmp_path / "plain.onnx"))
     with pytest.raises(ValueError, match="avex-hub export"):
         read_onnx_metadata(tmp_path / "plain.onnx")
+
+
+def test_int8_export_keeps_the_filterbank_fp32_and_the_embedding_close(tmp_path, model, caplog):
+    import onnx
+
+    path = tmp_path / "q.onnx"
+    worst = export_onnx(model, path, quantize="int8")
+    assert worst["embedding_cosine"] >= 0.9999  # measured 0.99991 on the fixture
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    graph = onnx.load(str(path)).graph
+    integer = [n.name for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    assert len(integer) == 6 * model.num_layers
+    assert all(n.name.startswith("/backbone/encoder/") for n in graph.node
+               if n.op_type == "DynamicQuantizeLinear")
+    assert [n.op_type for n in graph.node if n.name in ("/Conv", "/MatMul")] == ["Conv", "MatMul"]  # filterbank fp32
+    assert "int8" in read_onnx_metadata(path)["quantization"]
+    with pytest.raises(ValueError, match="quantize"):
+        export_onnx(model, tmp_path / "x.onnx", quantize="int4")
