@@ -6,8 +6,8 @@
 2. The model: GFLOP per 10 s window counted from the architecture (matmuls and convolutions).
 3. Throughput (esp-aves2 architecture, fresh weights: speed does not depend on the values) of fp32, bf16 under
    ``torch.autocast`` (the CLI's ``--precision bf16``), int8 (dynamic quantisation) and the ONNX export (fp32 and
-   ``--quantize int8``) under onnxruntime, timed in interleaved rounds (A/B/C/D, A/B/C/D, ...) so other load hits all alike; reported as
-   audio seconds per second, GFLOP/s, the fraction of the matching peak, and the ratio to fp32 with its spread
+   ``--quantize int8``) under onnxruntime, timed in interleaved rounds (A/B/C/D, A/B/C/D, ...) so other load hits
+   all alike; reported as audio seconds per second, GFLOP/s, the fraction of the matching peak, and the ratio to fp32 with its spread
    (min..max over rounds, each round's ratio taken within the round).
 4. Accuracy against fp32: min cosine of pooled embeddings (full size), and on the beats-tiny checkpoint top-1
    agreement with the largest fp32 top-2 margin among flipped clips next to the largest logit change.
