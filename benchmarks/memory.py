@@ -24,9 +24,9 @@ MODES = ("forward", "embed_last", "pooled_all")
 
 _CHILD = r"""
 import json, sys, torch
-torch.set_num_threads(1)
 from avex_hub import AvexModel, BEATsConfig, build_model
 spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"])
 torch.manual_seed(0)
 if spec["config"] is None:
     model = build_model("esp_aves2_sl_beats_all", checkpoint=spec["tiny"])
@@ -55,13 +55,15 @@ print(json.dumps(out))
 """
 
 
-def measure(modes=MODES, *, batch: int, samples: int, config: dict | None = None) -> dict[str, float]:
+def measure(modes=MODES, *, batch: int, samples: int, config: dict | None = None, threads: int = 1,
+            timeout: float = 3600) -> dict[str, float]:
     """Peak MB above the resting process for each of ``modes`` (see MODES), measured one after the other in one fresh
     process; ``config`` None means the beats-tiny fixture, else a BEATs config dict with fresh weights."""
-    spec = {"modes": list(modes), "batch": batch, "samples": samples, "config": config, "tiny": str(TINY)}
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    spec = {"modes": list(modes), "batch": batch, "samples": samples, "config": config, "tiny": str(TINY),
+            "threads": threads}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(threads)}
     result = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], capture_output=True, text=True,
-                            env=env, cwd=HERE.parent, check=False, timeout=600)
+                            env=env, cwd=HERE.parent, check=False, timeout=timeout)
     if result.returncode:
         raise RuntimeError(f"memory child failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -72,12 +74,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--tiny", action="store_true", help="the beats-tiny fixture instead of the full-size architecture")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in the measuring process (default: all)")
     args = p.parse_args(argv)
     from avex_hub import BEATsConfig
 
     config = None if args.tiny else BEATsConfig().to_dict()
     samples = round(args.seconds * 16000)
-    out = measure(MODES, batch=args.batch_size, samples=samples, config=config)
+    import torch
+
+    out = measure(MODES, batch=args.batch_size, samples=samples, config=config,
+                  threads=args.threads or torch.get_num_threads())
     for mode, mb in out.items():
         print(json.dumps({"mode": mode, "batch": args.batch_size, "seconds": args.seconds, "peak_mb": round(mb, 1),
                           "vs_forward": round(mb / out["forward"], 3)}))

@@ -14,7 +14,7 @@
 5. Memory: peak above the resting process of the forward pass, ``embed`` (one layer) and ``pooled_layers("all")``
    (benchmarks/memory.py).
 
-``--quick`` (about 2-3 minutes on 2 cores) uses smaller matrices, fewer rounds and a smaller memory batch.
+``--quick`` (about 3 minutes on 2 quiet cores) uses smaller matrices, fewer rounds and memory batch 2.
 The machine (CPU model, cores, torch) is printed beside every number; say whether it was loaded.
 """
 
@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 6, quick 3)")
     p.add_argument("--precisions", default="fp32,bf16,int8")
-    p.add_argument("--memory-batch", type=int, default=None, help="batch of the memory check (default 32, quick 8)")
+    p.add_argument("--memory-batch", type=int, default=None, help="batch of the memory check (default 32, quick 2)")
     p.add_argument("--out", default=str(HERE / "SPEED.md"), help="Markdown results ('' to skip)")
     args = p.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 6)
@@ -167,8 +167,8 @@ def main(argv=None) -> dict:
 
     from memory import MODES, measure
 
-    mem_batch = args.memory_batch or (8 if args.quick else 32)
-    memory = measure(MODES, batch=mem_batch, samples=160000, config=model.config.to_dict())
+    mem_batch = args.memory_batch or (2 if args.quick else 32)
+    memory = measure(MODES, batch=mem_batch, samples=160000, config=model.config.to_dict(), threads=threads)
     print(json.dumps({"memory_mb": {k: round(v, 1) for k, v in memory.items()}, "batch": mem_batch}))
     result = {"machine": info, "peak": peak, "gflop_per_window": gflop, "rows": rows, "tiny": accuracy,
               "memory": memory, "memory_batch": mem_batch, "rounds": rounds}
