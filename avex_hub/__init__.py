@@ -38,7 +38,7 @@ __all__ = [
 # Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
 _LAZY = {"audio", "data", "synthetic", "metrics", "embeddings", "evaluation", "probes", "training", "sklearn",
          "inference", "outputs", "windows", "precision", "provenance", "lightning", "lightning_predict", "augment",
-         "finetune", "cli", "tutorial"}
+         "finetune", "cli", "tutorial", "export"}
 # ... and these names from them.
 _LAZY_NAMES = {
     "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection
 
 import torch
 import torch.nn.functional as F
@@ -101,12 +101,13 @@ class EncoderOutput:
 
     ``features``: ``[B, N, C]`` last-layer frames. ``padding_mask``: ``[B, N]`` (True = padding) or
     None. ``hidden_states``: when asked for, ``encoder_layers + 1`` tensors ``[B, N, C]``: index 0 is
-    the encoder input (after the position convolution), index i the output of layer i.
+    the encoder input (after the position convolution), index i the output of layer i; None at the
+    indices left out by ``hidden_layers``.
     """
 
     features: torch.Tensor
     padding_mask: torch.Tensor | None
-    hidden_states: list[torch.Tensor] | None = None
+    hidden_states: list[torch.Tensor | None] | None = None
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
@@ -254,8 +255,8 @@ class TransformerEncoder(nn.Module):
         return table(buckets.to(table.weight.device)).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
-                output_hidden_states: bool = False, num_layers: int | None = None
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                output_hidden_states: bool = False, num_layers: int | None = None,
+                hidden_layers: Collection[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)  # padded frames do not leak into the conv
         conv = self.pos_conv(x.transpose(1, 2))  # [B, C, N + trim]
@@ -265,12 +266,13 @@ class TransformerEncoder(nn.Module):
             x = self.layer_norm(x)
         x = F.dropout(x, self.dropout, self.training)
         position_bias = self.position_bias(x.shape[1])
-        hidden = [x] if output_hidden_states else []
-        for layer in self.layers[:num_layers]:
+        keep = None if hidden_layers is None else set(hidden_layers)
+        hidden = [x if keep is None or 0 in keep else None] if output_hidden_states else []
+        for index, layer in enumerate(self.layers[:num_layers], start=1):
             if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
                 x = layer(x, position_bias, padding_mask)
-            if output_hidden_states:
-                hidden.append(x)
+            if output_hidden_states:  # a state nobody asked for is dropped at once (13 x [B, N, C] otherwise)
+                hidden.append(x if keep is None or index in keep else None)
         if self.layer_norm_first and num_layers is None:
             x = self.layer_norm(x)
         return x, hidden
@@ -310,10 +312,13 @@ class BEATs(nn.Module):
         )
 
     def forward(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
-                output_hidden_states: bool = False, num_layers: int | None = None) -> EncoderOutput:
+                output_hidden_states: bool = False, num_layers: int | None = None,
+                hidden_layers: Collection[int] | None = None) -> EncoderOutput:
         """``fbank``: ``[B, T, mels]`` normalised; ``padding_mask``: ``[B, T]`` frame mask or None.
 
-        ``num_layers`` stops after that many layers (cheaper when only early layers are wanted).
+        ``num_layers`` stops after that many layers (cheaper when only early layers are wanted);
+        ``hidden_layers`` keeps only those hidden states (the others are None), so memory does not grow with
+        states nobody reads.
         """
         x = self.patch_embedding(fbank.unsqueeze(1))  # [B, E, T / 16, mels / 16]
         x = x.flatten(2).transpose(1, 2)  # [B, N, E], time-major
@@ -323,5 +328,5 @@ class BEATs(nn.Module):
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)  # [B, N, C]
         x = F.dropout(x, self.config.dropout_input, self.training)
-        x, hidden = self.encoder(x, padding_mask, output_hidden_states, num_layers)
+        x, hidden = self.encoder(x, padding_mask, output_hidden_states, num_layers, hidden_layers)
         return EncoderOutput(x, padding_mask, hidden if output_hidden_states else None)

@@ -5,6 +5,7 @@
     avex-hub info                                           # models, sizes, label counts, cache state
     avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
     avex-hub verify                                         # re-hash the cache against the pinned digests
+    avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
@@ -104,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
     verify = sub.add_parser("verify", help="re-hash cached weights against the pinned SHA-256 digests")
     verify.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
+    from .export import add_export_arguments
+
+    add_export_arguments(sub.add_parser("export", help="the model as one ONNX file (audio -> features, logits)"))
     return parser
 
 
@@ -120,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("embed", "classify"):
             return _run(args)
+        if args.command == "export":
+            from .export import run_export
+
+            return run_export(args)
         return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
     except UsageError as error:
         _error(str(error))

@@ -198,8 +198,10 @@ class AvexModel(nn.Module):
         return (fbank - p.fbank_mean) / (2 * p.fbank_std)
 
     def encode(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
-               output_hidden_states: bool = False, num_layers: int | None = None) -> EncoderOutput:
-        """Run the encoder; returns features ``[B, N, C]``, the frame padding mask and hidden states.
+               output_hidden_states: bool = False, num_layers: int | None = None,
+               hidden_layers: list[int] | None = None) -> EncoderOutput:
+        """Run the encoder; returns features ``[B, N, C]``, the frame padding mask and hidden states
+        (only ``hidden_layers`` of them when given, the others None).
 
         The whole tensor is one attention pass: beyond ``LONG_INPUT_S`` seconds a LongInputWarning says
         so (``predict``/``embed`` on a recording window it by the model's ``preprocessing.window_s``).
@@ -208,7 +210,8 @@ class AvexModel(nn.Module):
         self._warn_if_long(audio.shape[1])
         fbank = self.preprocess(audio)
         frame_mask = frame_padding_mask(padding_mask, fbank.shape[1]) if padding_mask is not None else None
-        return self.backbone(fbank, frame_mask, output_hidden_states=output_hidden_states, num_layers=num_layers)
+        return self.backbone(fbank, frame_mask, output_hidden_states=output_hidden_states, num_layers=num_layers,
+                             hidden_layers=hidden_layers)
 
     def hidden_states(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None,
                       layers: int | list[int] | str = "all") -> list[torch.Tensor]:
@@ -218,7 +221,8 @@ class AvexModel(nn.Module):
         transformer layer i; negative indices count from the end (-1 is the last layer).
         """
         indices = self.layer_indices(layers)
-        out = self.encode(audio, padding_mask, output_hidden_states=True, num_layers=max(indices))
+        out = self.encode(audio, padding_mask, output_hidden_states=True, num_layers=max(indices),
+                          hidden_layers=indices)
         return [out.hidden_states[i] for i in indices]
 
     def layer_indices(self, layers: int | list[int] | str) -> list[int]:
@@ -300,7 +304,8 @@ class AvexModel(nn.Module):
         """``[B, L, C]``: each of ``layers`` (as in :meth:`hidden_states`) pooled over the frames that are not
         padding, all from one encoder pass that stops at the deepest layer asked for."""
         indices = self.layer_indices(layers)
-        out = self.encode(audio, padding_mask, output_hidden_states=True, num_layers=max(indices))
+        out = self.encode(audio, padding_mask, output_hidden_states=True, num_layers=max(indices),
+                          hidden_layers=indices)
         return torch.stack([self.pool(out.hidden_states[i], out.padding_mask, pooling) for i in indices], dim=1)
 
     def forward(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
