@@ -11,7 +11,8 @@
     detections.uncertain(50)                        # margin sampling for the next round
 
 The database is hoplite's own (``perch_hoplite.db.sqlite_usearch_impl``: SQLite tables + a usearch vector index,
-cosine metric, float16 vectors by default), so hoplite's notebooks and search work on it. It stores the raw pooled
+cosine metric, float16 vectors: the only
+vector type hoplite 1.0 stores), so hoplite's notebooks and search work on it. It stores the raw pooled
 embeddings (as ``avex-hub embed`` writes them), one row per window and channel, and under the metadata key
 ``avex_hub`` the settings that made them (weights digest, layer, pooling, window, hop, channels, precision and
 the :class:`~avex_hub.provenance.Provenance` of the embeddings). Searching with another model or settings, and
@@ -119,7 +120,7 @@ class Archive:
         return cls(path, db, json.loads(metadata[METADATA_KEY].json))
 
     @classmethod
-    def create_or_open(cls, path: str | os.PathLike, settings: dict, *, vector_dtype: str = "float16") -> "Archive":
+    def create_or_open(cls, path: str | os.PathLike, settings: dict) -> "Archive":
         """Open the archive at ``path`` if its settings equal ``settings`` (else SettingsMismatchError), or make it."""
         path = Path(path)
         if (path / sqlite_usearch_impl.HOPLITE_FILENAME).is_file():
@@ -131,10 +132,8 @@ class Archive:
             return archive
         if path.exists() and any(path.iterdir()):
             raise FileExistsError(f"{path} is not empty and holds no embedding database; choose a new or empty folder")
-        if vector_dtype not in ("float16", "float32"):
-            raise ValueError(f"vector_dtype must be 'float16' or 'float32', got {vector_dtype!r}")
         config = sqlite_usearch_impl.get_default_usearch_config(settings["embedding_dim"])
-        config.metric_name, config.dtype = "Cos", vector_dtype  # cosine: stored vectors stay raw embeddings
+        config.metric_name = "Cos"  # cosine, so the stored vectors stay the raw embeddings (probes read them)
         db = sqlite_usearch_impl.SQLiteUSearchDB.create(str(path), usearch_cfg=config)
         for table, column, kind in (("recordings", "size", int), ("recordings", "mtime_ns", int),
                                     ("recordings", "duration_s", float), ("windows", "channel", int),
@@ -331,7 +330,7 @@ def _insert_file(archive: Archive, deployment: int, result) -> int:
 
 def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.PathLike, *, layer: int = -1,
                 pooling: str = "mean", window_s: float = 10.0, hop_s: float | None = None, channels="mix",
-                precision: str = "fp32", vector_dtype: str = "float16", batch_size: int | None = None,
+                precision: str = "fp32", batch_size: int | None = None,
                 num_workers: int | None = None, device=None, progress: bool = True) -> IndexReport:
     """Embed the audio files under ``paths`` into the archive at ``db_path`` (made if new).
 
@@ -343,7 +342,7 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
     files = find_audio_files(paths)
     settings = archive_settings(model, layer=layer, pooling=pooling, window_s=window_s, hop_s=hop_s,
                                 channels=channels, precision=precision)
-    archive = Archive.create_or_open(db_path, settings, vector_dtype=vector_dtype)
+    archive = Archive.create_or_open(db_path, settings)
     _repair(archive)
     known = _known_recordings(archive)
     todo, skipped = [], []

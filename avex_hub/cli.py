@@ -5,6 +5,7 @@
     avex-hub info                                           # models, sizes, label counts, cache state
     avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
     avex-hub verify                                         # re-hash the cache against the pinned digests
+    avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
@@ -96,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
     verify = sub.add_parser("verify", help="re-hash cached weights against the pinned SHA-256 digests")
     verify.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
+    from .cli_agile import add_parsers as add_agile_parsers  # index, search, label, train-classifier, detect
+
+    add_agile_parsers(sub, _channels)
     return parser
 
 
@@ -112,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("embed", "classify"):
             return _run(args)
+        from . import cli_agile
+
+        if args.command in cli_agile.COMMANDS:
+            return cli_agile.run(args, UsageError)
         return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
     except UsageError as error:
         _error(str(error))
