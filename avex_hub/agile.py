@@ -161,19 +161,29 @@ class Archive:
                             f"{self.settings['weights_sha256']}), or index the recordings again with this one")
 
     def window_table(self, ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-        """``window_id``, ``file``, ``channel``, ``start_s``, ``end_s`` of ``ids`` (default: every window), by id."""
+        """``window_id``, ``file``, ``channel``, ``start_s``, ``end_s`` of ``ids`` (in that order; default: every
+        window, by id). KeyError for an id that is not in the archive."""
         cursor = self.db.db.cursor()
-        cursor.execute("SELECT windows.id, recordings.filename, windows.channel, windows.offsets FROM windows "
-                       "JOIN recordings ON windows.recording_id = recordings.id ORDER BY windows.id")
-        rows = cursor.fetchall()
-        table = {"window_id": np.array([r[0] for r in rows], np.int64), "file": np.array([r[1] for r in rows], object),
-                 "channel": np.array([r[2] for r in rows], np.int32),
-                 "start_s": np.array([r[3][0] for r in rows], np.float64),
-                 "end_s": np.array([r[3][1] for r in rows], np.float64)}
+        query = ("SELECT windows.id, recordings.filename, windows.channel, windows.offsets FROM windows "
+                 "JOIN recordings ON windows.recording_id = recordings.id")
         if ids is None:
-            return table
-        where = np.searchsorted(table["window_id"], np.asarray(ids, np.int64))
-        return {k: v[where] for k, v in table.items()}
+            cursor.execute(query + " ORDER BY windows.id")
+            rows = cursor.fetchall()
+        else:
+            wanted = [int(i) for i in ids]
+            found = {}
+            for start in range(0, len(wanted), 500):  # SQLite caps the number of parameters of one statement
+                chunk = wanted[start:start + 500]
+                cursor.execute(query + f" WHERE windows.id IN ({','.join('?' * len(chunk))})", chunk)
+                found.update((r[0], r) for r in cursor.fetchall())
+            missing = [i for i in wanted if i not in found]
+            if missing:
+                raise KeyError(f"windows {missing[:5]} are not in {self.path}")
+            rows = [found[i] for i in wanted]
+        return {"window_id": np.array([r[0] for r in rows], np.int64), "file": np.array([r[1] for r in rows], object),
+                "channel": np.array([r[2] for r in rows], np.int32),
+                "start_s": np.array([r[3][0] for r in rows], np.float64),
+                "end_s": np.array([r[3][1] for r in rows], np.float64)}
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """Stored embeddings ``[len(ids), dim]`` as float32."""
@@ -452,7 +462,7 @@ def search_vectors(archive: Archive, vectors: np.ndarray, *, top: int = 100, com
                    exact: bool = False, candidates: int | None = None) -> list[Hit]:
     """Nearest windows by cosine to query ``vectors`` ``[q, dim]``; several queries' scores averaged or maxed.
 
-    Each query's ``candidates`` (default ``4 * top``) nearest windows come from hoplite's search (usearch HNSW, or
+    Each query's ``candidates`` (default ``8 * top``) nearest windows come from hoplite's search (usearch HNSW, or
     exact with ``exact=True``); the union is rescored exactly against every query and combined.
     """
     if combine not in ("mean", "max"):
@@ -464,7 +474,7 @@ def search_vectors(archive: Archive, vectors: np.ndarray, *, top: int = 100, com
         raise ValueError(f"query vectors are {vectors.shape[1]}-dim, the archive's {archive.settings['embedding_dim']}")
     if len(archive) == 0:
         return []
-    count = min(len(archive), candidates or (top if len(vectors) == 1 else 4 * top))
+    count = min(len(archive), candidates or 8 * top)  # recall@100 0.79 at 1x, 0.93 at 4x, 0.98 at 8x (20 k vectors)
     ids: set[int] = set()
     for q in vectors:
         found = archive.db.ui.search(q, count=count, exact=exact)

@@ -19,6 +19,7 @@ pytest.importorskip("perch_hoplite")
 from avex_hub import agile  # noqa: E402
 from avex_hub.cli import main  # noqa: E402
 from avex_hub.synthetic import make_synthetic_dataset  # noqa: E402
+from conftest import REPO_ROOT  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 WINDOW, HOP = 2.0, 1.0
@@ -273,7 +274,7 @@ def test_labels_from_a_csv_live_in_the_database_and_relabelling_replaces(archive
         agile.add_labels(archive, [(hits[0].window_id, "Sweepus", "maybe")])
 
 
-def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path):
+def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path, tiny_dir):
     from avex_hub.probes import load_probe
 
     shutil.copytree(archive_path, tmp_path / "db")
@@ -307,6 +308,9 @@ def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path):
     with torch.no_grad():
         fresh = torch.sigmoid(probe.forward_embeddings(model.embed(audio)))[0, 0].item()
     assert fresh == pytest.approx(scores[3], abs=2e-3)  # the archive stores float16 vectors
+    hub_probe = torch.hub.load(str(REPO_ROOT), "load_probe", str(path), source="local", checkpoint=str(tiny_dir))
+    with torch.no_grad():
+        assert torch.sigmoid(hub_probe(audio))[0, 0].item() == pytest.approx(scores[3], abs=2e-3)
     # Margin sampling: the windows nearest the threshold, brute force.
     nearest = detections.uncertain(5)
     assert [h.window_id for h in nearest] == table["window_id"][np.argsort(np.abs(scores - 0.5), kind="stable")][:5].tolist()
