@@ -385,3 +385,20 @@ def test_cli_runs_the_whole_loop(data, tmp_path, tiny_dir):
     # Another database's settings: a usage error naming both.
     assert main(["index", str(data.root / "long"), "--db", str(db), "--window", "3", "--no-progress", *ck]) == 2
     assert main(["search", "--db", str(tmp_path / "none"), "--query", query, "--out", str(hits_csv), *ck]) == 2
+
+
+def test_cli_index_lists_unreadable_inputs_and_keeps_the_others(data, tmp_path, tiny_dir):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    shutil.copy(data.long_recordings[0], folder / "good.wav")
+    (folder / "broken.wav").write_bytes(b"RIFF\0\0\0\0WAVEfmt not really")
+    db = tmp_path / "db"
+    argv = ["index", str(folder), "--db", str(db), "--window", "2", "--hop", "1", "--no-progress",
+            "--checkpoint", str(tiny_dir)]
+    assert main(argv) == 3
+    failures = list(csv.DictReader(open(db / "failures.csv", encoding="utf-8")))
+    assert [os.path.basename(r["path"]) for r in failures] == ["broken.wav"]
+    archive = agile.Archive.open(db, readonly=True)
+    assert len(archive) == 19 and set(archive.window_table()["file"]) == {str(folder / "good.wav")}
+    (folder / "broken.wav").unlink()
+    assert main(argv) == 0 and not (db / "failures.csv").exists()
