@@ -1,7 +1,7 @@
 """Scale of the agile archive (avex_hub.agile on perch-hoplite): build, query, recall and disk for N x 768 vectors.
 
-    python benchmarks/agile_index.py                  # 100 k and 1 M vectors (about 15-30 min on 2 busy cores)
-    python benchmarks/agile_index.py --quick          # 20 k vectors, a minute
+    python benchmarks/agile_index.py                  # 100 k and 1 M vectors (100 k alone: 41 min on 2 heavily loaded cores)
+    python benchmarks/agile_index.py --quick          # 20 k vectors: 1.5-4 min
     python benchmarks/agile_index.py --sizes 100000 --queries 50 --out results.json
     python benchmarks/agile_index.py --embed-speed    # `avex-hub index` vs `avex-hub embed` on the same files
 
