@@ -6,6 +6,7 @@
     avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
     avex-hub verify                                         # re-hash the cache against the pinned digests
     avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
+    avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
@@ -108,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     from .export import add_export_arguments
 
     add_export_arguments(sub.add_parser("export", help="the model as one ONNX file (audio -> features, logits)"))
+
+    from .cli_agile import add_parsers as add_agile_parsers  # index, search, label, train-classifier, detect
+
+    add_agile_parsers(sub, _channels)
     return parser
 
 
@@ -128,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             from .export import run_export
 
             return run_export(args)
+
+        from . import cli_agile
+
+        if args.command in cli_agile.COMMANDS:
+            return cli_agile.run(args, UsageError)
         return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
     except UsageError as error:
         _error(str(error))

@@ -128,7 +128,7 @@ def output_names(model: AvexModel) -> list[str]:
 
 def export_metadata(model: AvexModel, opset: int) -> dict:
     """The ``avex_hub`` metadata of an exported file: provenance plus the input/output contract."""
-    from . import __version__
+    from ._version import __version__
     from .provenance import architecture, config_digest
 
     return {

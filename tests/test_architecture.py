@@ -52,9 +52,12 @@ LAYERS = {
     "avex_hub.sklearn": 6,
     "avex_hub.lightning": 6,
     "avex_hub.lightning_predict": 6,
+    "avex_hub.export": 6,
+    "avex_hub.agile": 6,
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,
+    "avex_hub.cli_agile": 8,
     "avex_hub.cli": 8,
     "avex_hub": 9,
     "avex_hub._hubconf_support": 10,

@@ -74,10 +74,12 @@ MOVES: dict[str, str] = {
     "sklearn": "integrations.sklearn",
     "lightning": "integrations.lightning",
     "lightning_predict": "integrations.lightning_predict",
+    "export": "integrations.onnx_export",  # the ONNX export (onnx, onnxruntime)
+    "agile": "integrations.hoplite",  # agile modelling on perch-hoplite's embedding database
 }
 
 # Modules that stay at the top level: the public face, the hub entry points, labels, the CLI, the notebooks' helpers.
-STAY = {"__init__", "_version", "_files", "_hubconf_support", "entrypoints", "labels", "cli", "tutorial"}
+STAY = {"__init__", "_version", "_files", "_hubconf_support", "entrypoints", "labels", "cli", "cli_agile", "tutorial"}
 
 SUBPACKAGES: dict[str, str] = {
     "encoder": "The encoder: BEATs, the Kaldi filterbank, the user-facing ``AvexModel`` and the preprocessing "
@@ -88,7 +90,8 @@ SUBPACKAGES: dict[str, str] = {
              "augmentations and the synthetic dataset.",
     "embed": "Embeddings out: extraction with caches, file inference and output writers.",
     "heads": "What sits on the embeddings: probes, probe training, fine-tuning helpers, evaluation and metrics.",
-    "integrations": "Other libraries' interfaces: scikit-learn, Lightning (fine-tuning, distributed prediction).",
+    "integrations": "Other libraries' interfaces: scikit-learn, Lightning (fine-tuning, distributed prediction), "
+                    "ONNX export, perch-hoplite (agile modelling).",
 }
 
 # Files outside the package whose text is rewritten (globs from the repository root).
