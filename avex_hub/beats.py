@@ -226,6 +226,21 @@ class EncoderLayer(nn.Module):
         return self.final_layer_norm(x * self.residual_scale + h)
 
 
+class _GradientScale(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``scale``. Applied before every layer with the
+    config's ``layer_wise_gradient_decay_ratio``, as the reference BEATs does in training, so the gradient reaching
+    layer k from above is scaled by ratio ** (layers above it)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
 class TransformerEncoder(nn.Module):
     def __init__(self, config: BEATsConfig) -> None:
         super().__init__()
@@ -238,6 +253,7 @@ class TransformerEncoder(nn.Module):
         self.layer_norm_first = config.layer_norm_first
         self.dropout = config.dropout
         self.layerdrop = config.encoder_layerdrop
+        self.gradient_decay = config.layer_wise_gradient_decay_ratio
         self.num_buckets, self.max_distance = config.num_buckets, config.max_distance
         if config.relative_position_embedding:
             table = nn.Embedding(config.num_buckets, config.encoder_attention_heads)
@@ -268,7 +284,10 @@ class TransformerEncoder(nn.Module):
         position_bias = self.position_bias(x.shape[1])
         keep = None if hidden_layers is None else set(hidden_layers)
         hidden = [x if keep is None or 0 in keep else None] if output_hidden_states else []
+        scale_gradients = self.gradient_decay != 1.0 and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers[:num_layers], start=1):
+            if scale_gradients and x.requires_grad:
+                x = _GradientScale.apply(x, self.gradient_decay)
             if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
                 x = layer(x, position_bias, padding_mask)
             if output_hidden_states:  # a state nobody asked for is dropped at once (13 x [B, N, C] otherwise)

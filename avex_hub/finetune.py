@@ -3,7 +3,7 @@ fine-tuned model is saved in the published layout. :mod:`avex_hub.lightning` bui
 
     from avex_hub.finetune import set_trainable, layerwise_param_groups, warmup_cosine, export_model
     set_trainable(model, unfreeze=4)                  # the top 4 transformer layers and the head train
-    groups = layerwise_param_groups(model, lr=1e-4)  # layer_decay: the weights' own ratio (0.6 for sl-beats-all)
+    groups = layerwise_param_groups(model, lr=1e-4)  # layer_decay=LAYER_DECAY: 0.75 per layer down
     export_model(model, "my-finetune")               # model.safetensors + label_map.json + config.json
     avex_hub.esp_aves2_sl_beats_all(checkpoint="my-finetune")   # loads it back, same outputs
 
@@ -26,7 +26,7 @@ from torch import nn
 from .model import AvexModel
 from .outputs import atomic_path
 
-__all__ = ["parameter_depth", "lowest_trainable_depth", "set_trainable", "trainable_modules", "default_layer_decay",
+__all__ = ["parameter_depth", "lowest_trainable_depth", "set_trainable", "trainable_modules", "LAYER_DECAY",
            "layerwise_param_groups", "warmup_cosine", "warmup_cosine_scheduler", "export_model", "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = "avex-hub-finetune/1"
@@ -105,24 +105,24 @@ def trainable_modules(model, unfreeze: str | int = "all") -> list[nn.Module]:
     return layers[len(layers) - unfreeze:] + [model.classifier]
 
 
-def default_layer_decay(model) -> float:
-    """The layer-wise LR decay a fine-tune starts from: the ``layer_wise_gradient_decay_ratio`` the weights were
-    trained with (0.6 for esp-aves2-sl-beats-all/bio, 1.0, no decay, for the NatureLM-audio encoder)."""
-    return float(_model_of(model).config.layer_wise_gradient_decay_ratio)
+# The layer-wise learning-rate decay a fine-tune starts from. It is not the weights' published
+# ``layer_wise_gradient_decay_ratio``: that ratio scales gradients inside the encoder (before every layer, as the
+# reference BEATs does; see avex_hub.beats), which AdamW's per-parameter normalisation largely cancels, while a
+# learning-rate decay of 0.6 would leave the embedding stage 0.6 ** 13 (0.1 %) of the rate.
+LAYER_DECAY = 0.75
 
 
 def layerwise_param_groups(model, *, lr: float, layer_decay: float | None = None, weight_decay: float = 0.01,
                            unfreeze: str | int | None = None) -> list[dict]:
     """AdamW parameter groups with layer-wise learning-rate decay: ``lr * layer_decay ** (num_layers + 1 - depth)``
-    (the head gets ``lr``, the embedding stage the lowest rate). ``layer_decay=None``: the model's own
-    (:func:`default_layer_decay`).
+    (the head gets ``lr``, the embedding stage the lowest rate). ``layer_decay=None``: :data:`LAYER_DECAY`.
 
     Only parameters with ``requires_grad`` enter (after :func:`set_trainable`, or ``unfreeze`` to set it here).
     Biases, norms and other 1-D or scale parameters get no weight decay. Each group carries ``name``
     (``"depth3"``, ``"depth3_no_decay"``, ...) and ``depth``.
     """
     model = _model_of(model)
-    layer_decay = default_layer_decay(model) if layer_decay is None else layer_decay
+    layer_decay = LAYER_DECAY if layer_decay is None else layer_decay
     if not lr > 0 or not 0 < layer_decay <= 1 or weight_decay < 0:
         raise ValueError(f"need lr > 0, 0 < layer_decay <= 1 and weight_decay >= 0; got lr={lr}, "
                          f"layer_decay={layer_decay}, weight_decay={weight_decay}")

@@ -110,8 +110,8 @@ class AvexClassifier(L.LightningModule):
         multilabel: BCE on multi-hot targets and mAP; else cross-entropy and accuracy.
         unfreeze: ``"all"`` (full fine-tuning) or N: the top N transformer layers and the head (0: head only).
         lr, layer_decay, weight_decay, betas: AdamW with layer-wise LR decay (see
-            :func:`avex_hub.finetune.layerwise_param_groups`); ``layer_decay=None`` takes the ratio the weights were
-            trained with (``model.config.layer_wise_gradient_decay_ratio``: 0.6 for esp-aves2-sl-beats-all/bio).
+            :func:`avex_hub.finetune.layerwise_param_groups`); ``layer_decay=None``: ``finetune.LAYER_DECAY`` (0.75); the weights'
+            published ``layer_wise_gradient_decay_ratio`` acts on gradients inside the encoder (as in the reference).
         warmup_steps / warmup_fraction, total_steps, min_lr_ratio: linear warm-up then cosine decay, stepped per
             optimiser step; ``total_steps`` defaults to the trainer's estimate.
         noise: an :class:`AddBackgroundNoise`, a noise folder, or True for generated noise (p=0.5, [-10, 20] dB).
@@ -140,7 +140,7 @@ class AvexClassifier(L.LightningModule):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
         finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
         if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
-            layer_decay = finetune.default_layer_decay(model)
+            layer_decay = finetune.LAYER_DECAY
         self.model = model
         self.multilabel, self.unfreeze, self.seed = bool(multilabel), unfreeze, int(seed)
         self.metric_name = "mAP" if self.multilabel else "accuracy"

@@ -224,7 +224,8 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                        labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0) -> list[Path]:
     """One Raven selection table per input file (header only when no window reaches ``min_score``).
 
-    The input's other possible table name (see :func:`raven_names`) is removed: a table left from a run in
+    Parts without quality ``flags`` (search hits and detections read back from an agile database) leave the
+    Flags column empty. The input's other possible table name (see :func:`raven_names`) is removed: a table left from a run in
     which its stem clashed with another input's, or did not, would otherwise stand beside the new one.
     """
     written = []
@@ -245,7 +246,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     channel = 1 if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i]) + 1
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
                               "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}",
-                              _flag_cell(a["flags"][i])]
+                              _flag_cell(a["flags"][i]) if "flags" in a else ""]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
         for other in _raven_candidates(name):
             if other != names[name]:

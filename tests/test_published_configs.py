@@ -1,7 +1,9 @@
 """The training-time settings each published file was trained with, and how they act: layer drop and input dropout in
-train mode only (as in the reference BEATs), the gradient decay ratio as the default layer-wise LR decay."""
+train mode only (as in the reference BEATs), the gradient decay ratio scaling gradients before every layer (as there)."""
 
 from __future__ import annotations
+
+import copy
 
 import json
 from dataclasses import replace
@@ -113,15 +115,39 @@ def test_dropout_input_acts_on_the_encoder_input_in_train_mode_only(tiny_dir):
         assert torch.allclose(model.train()(fbank).features, model.eval()(fbank).features)
 
 
-def test_default_layer_decay_is_the_published_ratio(tiny_dir):
+def test_published_gradient_decay_scales_gradients_before_every_layer(tiny_dir):
+    """The config's layer_wise_gradient_decay_ratio acts as in the reference BEATs: the gradient entering each layer
+    from above is multiplied by the ratio, so the embedding stage of a 3-layer encoder gets ratio ** 3 of the
+    gradient and the top layer's own weights an unscaled one; the forward pass is unchanged."""
     import avex_hub
 
-    model = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)  # ratio 0.6 in its config.json
-    assert finetune.default_layer_decay(model) == 0.6
+    decayed = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)  # ratio 0.6 in its config.json
+    assert decayed.backbone.encoder.gradient_decay == 0.6
+    plain = copy.deepcopy(decayed)
+    plain.backbone.encoder.gradient_decay = 1.0
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for model in (decayed, plain):
+        model.zero_grad()
+        out = model.encode(audio).features
+        out.square().sum().backward()
+        grads.append((out.detach(), model.backbone.patch_embedding.weight.grad.clone(),
+                      model.backbone.encoder.layers[-1].fc1.weight.grad.clone()))
+    (out_d, embed_d, top_d), (out_p, embed_p, top_p) = grads
+    assert torch.equal(out_d, out_p)
+    assert torch.allclose(embed_d, embed_p * 0.6 ** 3, rtol=1e-4, atol=1e-9)
+    assert torch.allclose(top_d, top_p, rtol=1e-5, atol=1e-9)
+    with torch.no_grad():  # no graph, nothing to scale (kernels without autograd may differ in the last bits)
+        assert torch.allclose(decayed.encode(audio).features, out_p, atol=1e-5)
+
+
+def test_default_layer_decay_is_the_learning_rate_decay_not_the_gradient_ratio(tiny_dir):
+    import avex_hub
+
+    model = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
     groups = finetune.layerwise_param_groups(model, lr=1.0, unfreeze="all")
-    assert {g["depth"]: g["lr"] for g in groups} == {d: pytest.approx(0.6 ** (4 - d)) for d in range(5)}
-    model.config = replace(model.config, layer_wise_gradient_decay_ratio=1.0)  # as the NatureLM encoder's
-    assert {g["lr"] for g in finetune.layerwise_param_groups(model, lr=1.0)} == {1.0}
+    assert finetune.LAYER_DECAY == 0.75
+    assert {g["depth"]: g["lr"] for g in groups} == {d: pytest.approx(0.75 ** (4 - d)) for d in range(5)}
 
 
 def test_classifier_starts_from_the_published_settings_and_keeps_the_override(tiny_dir):
@@ -131,7 +157,7 @@ def test_classifier_starts_from_the_published_settings_and_keeps_the_override(ti
 
     build = lambda: avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)  # noqa: E731
     module = AvexClassifier(build(), labels=["a", "b"])
-    assert module.hparams.layer_decay == 0.6 and module.model.backbone.encoder.layerdrop == 0.05
+    assert module.hparams.layer_decay == finetune.LAYER_DECAY and module.model.backbone.encoder.layerdrop == 0.05
     assert AvexClassifier(build(), labels=["a", "b"], layer_decay=0.9).hparams.layer_decay == 0.9
     assert AvexClassifier(build(), labels=["a", "b"], layerdrop=0.2).model.backbone.encoder.layerdrop == 0.2
     assert AvexClassifier(build(), labels=["a", "b"], layerdrop=0.0).model.backbone.encoder.layerdrop == 0.0
