@@ -263,7 +263,7 @@ class AvexModel(nn.Module):
         A tensor ``[B, samples]`` at the model's rate (no ``sample_rate``): ``[B, C]``, each row one
         attention pass, as before. A recording (a file path, or an array or tensor with ``sample_rate``):
         cut into the model's windows (``preprocessing.window_s``, the last one padded and masked; files
-        are streamed), embedded ``batch_size`` windows at a time (default as ``inference``: 8 on CPU, 64 on
+        are streamed), embedded ``batch_size`` windows at a time (default as ``inference``: 2 on CPU, 64 on
         CUDA); ``per_window=True`` returns :class:`WindowEmbeddings`,
         otherwise the windows pooled by ``clip_pooling`` (``"mean"`` of the window embeddings, or
         ``"max"``): ``[C]``, or ``[channels, C]`` (one answer per channel) for ``channels="all"``.
@@ -330,7 +330,7 @@ class AvexModel(nn.Module):
         samples]`` (one multi-channel recording) at ``sample_rate`` (required for arrays); it is
         resampled to the model's rate. It is cut into the model's windows (``preprocessing.window_s``,
         10 s; the last padded and masked), run ``batch_size`` windows at a time (default as ``inference``:
-        8 on CPU, 64 on CUDA; peak memory grows with it); files are streamed, so memory does not grow
+        2 on CPU, 64 on CUDA; peak memory grows with it); files are streamed, so memory does not grow
         with length. A recording of at most one window is scored whole, unpadded, as before.
 
         Returns a list of :class:`Prediction`: per label the MAX of its window scores, with the span
