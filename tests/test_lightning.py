@@ -162,6 +162,8 @@ def test_finetune_beats_the_frozen_linear_probe(tiny_dir, tmp_path):
 
 
 # -- resume -----------------------------------------------------------------------------------------------------------
+# Harmless here: the resumed Trainer is built with the same (default) callbacks as the one that wrote the checkpoint.
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 def test_resume_from_a_mid_training_checkpoint_matches_the_uninterrupted_run(tiny_dir, small, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -265,6 +267,8 @@ def test_export_round_trip_is_exact(tiny_dir, small, tmp_path):
 
 
 # -- label checks -----------------------------------------------------------------------------------------------------
+# Harmless here: the test fits without validation data on purpose (it checks the label error raised at fit start).
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_label_count_or_order_that_does_not_match_the_data_is_a_clear_error(tiny_dir, small):
     dm = AvexDataModule.from_manifest(small.manifest, clip_s=1.0, batch_size=4, seed=0)
     module = AvexClassifier(_tiny(tiny_dir), labels=dm.labels + ["Extra species"])
