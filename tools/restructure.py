@@ -75,7 +75,7 @@ MOVES: dict[str, str] = {
     "lightning": "integrations.lightning",
     "lightning_predict": "integrations.lightning_predict",
     "export": "integrations.onnx_export",  # the ONNX export (onnx, onnxruntime)
-    "agile": "integrations.hoplite",  # agile modelling on perch-hoplite's embedding database
+    "agile": "integrations.agile",  # agile modelling on perch-hoplite's embedding database
 }
 
 # Modules that stay at the top level: the public face, the hub entry points, labels, the CLI, the notebooks' helpers.
