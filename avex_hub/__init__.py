@@ -7,7 +7,7 @@
 
 from importlib import import_module
 
-from .beats import BEATsConfig, EncoderOutput
+from .encoder.beats import BEATsConfig, EncoderOutput
 from .entrypoints import (
     attention_probe,
     esp_aves2_naturelm_audio_v1_beats,
@@ -18,12 +18,12 @@ from .entrypoints import (
     load_probe,
     mlp_probe,
 )
-from .fbank import FbankConfig, KaldiFbank
-from .hub import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
+from .encoder.fbank import FbankConfig, KaldiFbank
+from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
-from .model import MIN_SAMPLES, AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
-from .preprocessing import Preprocessing
-from .weights import WEIGHTS, WeightsEntry, get_weights
+from .encoder.model import MIN_SAMPLES, AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
+from .encoder.preprocessing import Preprocessing
+from .hub.weights import WEIGHTS, WeightsEntry, get_weights
 
 from ._version import __version__
 
@@ -35,17 +35,23 @@ __all__ = [
     "load_label_map", "load_probe", "mlp_probe",
 ]
 
-# Submodules with optional or heavier dependencies load on first use: avex_hub.metrics, .probes, ...
-_LAZY = {"audio", "data", "synthetic", "metrics", "embeddings", "evaluation", "probes", "training", "sklearn",
-         "inference", "outputs", "windows", "precision", "provenance", "lightning", "lightning_predict", "augment",
-         "finetune", "cli", "tutorial", "export"}
+# Submodules with optional or heavier dependencies load on first use: avex_hub.heads.metrics, .probes, ...
+_LAZY = {"audio", "heads", "embed", "integrations", "encoder", "hub", "cli", "tutorial"}
 # ... and these names from them.
 _LAZY_NAMES = {
-    "load_audio": "audio", "AudioDataset": "data", "make_synthetic_dataset": "synthetic",
-    "extract_embeddings": "embeddings", "Embeddings": "embeddings", "train_probe": "training",
-    "save_probe": "probes", "evaluate": "evaluation", "compare_models": "evaluation",
-    "compare_layers": "evaluation", "ResultsTable": "metrics", "AvexSklearnEmbedder": "sklearn",
-    "ProvenanceMismatchError": "provenance",
+    "load_audio": "audio.contract",
+    "AudioDataset": "audio.datasets",
+    "make_synthetic_dataset": "audio.synthetic",
+    "extract_embeddings": "embed.extract",
+    "Embeddings": "embed.extract",
+    "train_probe": "heads.training",
+    "save_probe": "heads.probes",
+    "evaluate": "heads.evaluation",
+    "compare_models": "heads.evaluation",
+    "compare_layers": "heads.evaluation",
+    "ResultsTable": "heads.metrics",
+    "AvexSklearnEmbedder": "integrations.sklearn",
+    "ProvenanceMismatchError": "hub.provenance",
 }
 
 

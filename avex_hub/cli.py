@@ -63,8 +63,8 @@ def _layers(value: str):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .precision import PRECISIONS
-    from .weights import WEIGHTS
+    from .encoder.precision import PRECISIONS
+    from .hub.weights import WEIGHTS
 
     parser = argparse.ArgumentParser(prog="avex-hub", description=__doc__.split("\n\n")[0].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
     verify = sub.add_parser("verify", help="re-hash cached weights against the pinned SHA-256 digests")
     verify.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
-    from .export import add_export_arguments
+    from .integrations.onnx_export import add_export_arguments
 
     add_export_arguments(sub.add_parser("export", help="the model as one ONNX file (audio -> features, logits)"))
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("embed", "classify"):
             return _run(args)
         if args.command == "export":
-            from .export import run_export
+            from .integrations.onnx_export import run_export
 
             return run_export(args)
 
@@ -167,7 +167,7 @@ def shard_name(path: str, settings: dict) -> str:
 
 
 def _load_model(args):
-    from .hub import ChecksumError, WeightsNotAvailableError, build_model
+    from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
 
     try:
         return build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
@@ -243,10 +243,10 @@ def _write_error(error: OSError, parts: Path) -> int:
 
 
 def _run(args) -> int:
-    from .audio import SAMPLE_RATE, find_audio
-    from .windows import window_params
-    from .inference import inference_settings
-    from .precision import check_precision, resolve_device
+    from .audio.contract import SAMPLE_RATE, find_audio
+    from .audio.windows import window_params
+    from .embed.inference import inference_settings
+    from .encoder.precision import check_precision, resolve_device
 
     fmt = _output_format(args)
     out: Path = args.out
@@ -284,8 +284,8 @@ def _run(args) -> int:
 
 def _process(args, fmt: str, model, settings: dict, search, device) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
-    from . import outputs
-    from .inference import iter_file_results
+    from .embed import outputs
+    from .embed.inference import iter_file_results
 
     files, out = search.files, args.out
     parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
@@ -326,7 +326,7 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     """Whether the shard at ``path`` holds ``source`` under ``settings``; an unreadable one is announced."""
     if not path.is_file():
         return False
-    from .outputs import read_shard, text_cell
+    from .embed.outputs import read_shard, text_cell
 
     try:
         _, meta = read_shard(path)
@@ -340,7 +340,7 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
 def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> list[str]:
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns
     the inputs flagged truncated."""
-    from . import outputs
+    from .embed import outputs
 
     truncated: dict[str, None] = {}
     column = outputs.FLAG_NAMES.index("truncated")
@@ -368,7 +368,7 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
 
 # -- info / download / verify -------------------------------------------------------------------------
 def _entries(names: list[str]):
-    from .weights import WEIGHTS, get_weights
+    from .hub.weights import WEIGHTS, get_weights
 
     try:
         return [get_weights(n) for n in names] if names else list(WEIGHTS.values())
@@ -394,7 +394,7 @@ def _cached_copies(entry, filename: str) -> list[tuple[str, Path]]:
 def _encoder_parameters(config) -> int:
     import torch
 
-    from .beats import BEATs
+    from .encoder.beats import BEATs
 
     with torch.device("meta"):  # sizes without allocating weights
         encoder = BEATs(config)
@@ -442,7 +442,7 @@ def _info(args) -> int:
 
 def _label_map_status(entry, path: Path) -> tuple[int | None, dict]:
     """(number of labels or None, {"path", "status": ok | unchecked | refused, "detail"}) of a cached label map."""
-    from .hub import verify_label_map
+    from .hub.loading import verify_label_map
     from .labels import LabelMap
 
     try:
@@ -459,7 +459,7 @@ def _label_map_status(entry, path: Path) -> tuple[int | None, dict]:
 
 
 def _download(args) -> int:
-    from .hub import ChecksumError, WeightsNotAvailableError, download_weights
+    from .hub.loading import ChecksumError, WeightsNotAvailableError, download_weights
 
     status = EXIT_OK
     for entry in _entries(args.models):
@@ -476,7 +476,7 @@ def _download(args) -> int:
 
 
 def _verify(args) -> int:
-    from .hub import sha256_file
+    from .hub.loading import sha256_file
 
     status, checked = EXIT_OK, 0
     for entry in _entries(args.models):

@@ -6,7 +6,7 @@
     avex-hub train-classifier --db archive/ --out probe.safetensors
     avex-hub detect --db archive/ --probe probe.safetensors --out detections.csv --raven tables/ --uncertain 50
 
-Needs ``pip install 'avex-hub[agile]'`` (perch-hoplite); see :mod:`avex_hub.agile`. Exit codes as for
+Needs ``pip install 'avex-hub[agile]'`` (perch-hoplite); see :mod:`avex_hub.integrations.agile`. Exit codes as for
 ``avex-hub embed``: 0 ok, 1 error, 2 usage (bad arguments, another database's settings), 3 some inputs failed.
 """
 
@@ -21,8 +21,8 @@ COMMANDS = ("index", "search", "label", "train-classifier", "detect")
 
 def add_parsers(sub, channels_type) -> None:
     """Register the agile subcommands on ``sub`` (the CLI's subparsers); ``channels_type`` parses --channels."""
-    from .precision import PRECISIONS
-    from .weights import WEIGHTS
+    from .encoder.precision import PRECISIONS
+    from .hub.weights import WEIGHTS
 
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("--model", default=None, choices=sorted(WEIGHTS), metavar="MODEL",
@@ -75,7 +75,7 @@ def add_parsers(sub, channels_type) -> None:
 def run(args, usage_error) -> int:
     """Run an agile subcommand; ``usage_error`` is the CLI's UsageError class (exit code 2)."""
     try:
-        from . import agile
+        from .integrations import agile
     except ImportError as error:
         raise usage_error(str(error)) from None
     try:
@@ -91,7 +91,7 @@ def _say(args, message: str) -> None:
 
 
 def _model(args, default: str):
-    from .hub import ChecksumError, WeightsNotAvailableError, build_model
+    from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
 
     try:
         return build_model(args.model or default, checkpoint=args.checkpoint, progress=not args.no_progress)
@@ -101,7 +101,7 @@ def _model(args, default: str):
 
 
 def _index(args, agile) -> int:
-    from . import outputs
+    from .embed import outputs
 
     if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")

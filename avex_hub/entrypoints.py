@@ -7,10 +7,10 @@ import os
 import torch
 from torch import nn
 
-from .hub import build_model, load_label_map
+from .hub.loading import build_model, load_label_map
 from .labels import LabelMap
-from .model import AvexModel
-from .precision import resolve_device
+from .encoder.model import AvexModel
+from .encoder.precision import resolve_device
 
 __all__ = [
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
@@ -114,22 +114,22 @@ def label_map(model: str = "esp_aves2_sl_beats_all", *, checkpoint: str | os.Pat
 
 
 def linear_probe(backbone: AvexModel, num_classes: int, **kwargs) -> nn.Module:
-    """A linear probe on a (frozen) backbone: ``probe(audio) -> [batch, num_classes]``; see avex_hub.probes."""
-    from .probes import linear_probe as build
+    """A linear probe on a (frozen) backbone: ``probe(audio) -> [batch, num_classes]``; see avex_hub.heads.probes."""
+    from .heads.probes import linear_probe as build
 
     return build(backbone, num_classes, **kwargs)
 
 
 def mlp_probe(backbone: AvexModel, num_classes: int, **kwargs) -> nn.Module:
-    """A two-layer MLP probe on a (frozen) backbone; see avex_hub.probes."""
-    from .probes import mlp_probe as build
+    """A two-layer MLP probe on a (frozen) backbone; see avex_hub.heads.probes."""
+    from .heads.probes import mlp_probe as build
 
     return build(backbone, num_classes, **kwargs)
 
 
 def attention_probe(backbone: AvexModel, num_classes: int, **kwargs) -> nn.Module:
-    """An attention-pooling probe over the backbone's frames; see avex_hub.probes."""
-    from .probes import attention_probe as build
+    """An attention-pooling probe over the backbone's frames; see avex_hub.heads.probes."""
+    from .heads.probes import attention_probe as build
 
     return build(backbone, num_classes, **kwargs)
 
@@ -141,7 +141,7 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     """A saved probe on the backbone it was trained on (built from its provenance unless given), verified.
 
     Args:
-        path: a ``.safetensors`` file written by ``avex_hub.probes.save_probe``.
+        path: a ``.safetensors`` file written by ``avex_hub.heads.probes.save_probe``.
         backbone: the model to put it on; None builds the one recorded in the probe's provenance (the
             published weights, or ``checkpoint``) and checks it against the recorded weights digest,
             architecture and preprocessing (a ProvenanceMismatchError names both sides of a difference).
@@ -150,8 +150,8 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
         embeddings_only: no backbone at all: a head for precomputed embeddings (``forward_embeddings``).
         allow_backbone_mismatch: load onto a mismatching backbone with a warning instead of an error.
     """
-    from .probes import load_probe as load
-    from .provenance import read_probe_metadata
+    from .heads.probes import load_probe as load
+    from .hub.provenance import read_probe_metadata
 
     _check_device(device)
     if backbone is None and not embeddings_only:

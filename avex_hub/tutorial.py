@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .outputs import atomic_path
+from .embed.outputs import atomic_path
 
 __all__ = ["MODES", "MODE_VARIABLE", "BEANS_ZERO", "tutorial_mode", "find_repo_root", "FigureLog", "show",
            "fetch_beans_zero", "TutorialData", "load_model", "load_data", "mel_band_hz", "mel_axis_khz"]
@@ -141,7 +141,7 @@ def load_model(mode: str, device=None, repo_root: str | os.PathLike | None = Non
 @dataclass(frozen=True)
 class TutorialData:
     """A tutorial's dataset: ``manifest`` (columns path, label, split), the clip length ``clip_s`` the notebooks
-    crop or pad to, and in ci mode the :class:`avex_hub.synthetic.SyntheticDataset` (``None`` in real mode)."""
+    crop or pad to, and in ci mode the :class:`avex_hub.audio.synthetic.SyntheticDataset` (``None`` in real mode)."""
 
     manifest: Path
     clip_s: float
@@ -156,7 +156,7 @@ def load_data(mode: str, work: str | os.PathLike, *, seed: int = 0, source: str 
     work = Path(work).expanduser()
     if tutorial_mode(mode) == "real":
         return TutorialData(fetch_beans_zero("watkins", work / "beans-zero-watkins", source=source, seed=seed), 3.0)
-    from .synthetic import make_synthetic_dataset
+    from .audio.synthetic import make_synthetic_dataset
 
     synthetic = make_synthetic_dataset(work / "synthetic", num_species=5, individuals_per_species=3,
                                        clips_per_individual=8, clip_s=2.0, sample_rate=[16000, 44100], seed=seed,
@@ -167,11 +167,11 @@ def load_data(mode: str, work: str | os.PathLike, *, seed: int = 0, source: str 
 def mel_band_hz(config=None) -> np.ndarray:
     """Centre frequency (Hz) of each band of the model's log-mel filterbank, lowest first.
 
-    ``config`` is an :class:`avex_hub.fbank.FbankConfig` (default: the one every esp-aves2 BEATs model uses, 128
+    ``config`` is an :class:`avex_hub.encoder.fbank.FbankConfig` (default: the one every esp-aves2 BEATs model uses, 128
     bands from 20 Hz to the Nyquist frequency of 16 kHz audio, 8 kHz). Kaldi spaces the band edges evenly on the
     mel scale, ``mel = 1127 ln(1 + f / 700)``: the bands are narrow at low frequencies and wide at high ones.
     """
-    from .fbank import FbankConfig
+    from .encoder.fbank import FbankConfig
 
     config = FbankConfig() if config is None else config
     high = config.high_freq if config.high_freq > 0 else config.sample_rate / 2 + config.high_freq

@@ -1,4 +1,4 @@
-"""Scale of the agile archive (avex_hub.agile on perch-hoplite): build, query, recall and disk for N x 768 vectors.
+"""Scale of the agile archive (avex_hub.integrations.agile on perch-hoplite): build, query, recall and disk for N x 768 vectors.
 
     python benchmarks/agile_index.py                  # 100 k and 1 M vectors (100 k alone: 41 min on 2 heavily loaded cores)
     python benchmarks/agile_index.py --quick          # 20 k vectors: 1.5-4 min
@@ -46,7 +46,7 @@ def _du(path: Path) -> int:
 
 
 def build(path: Path, size: int, dim: int, seed: int, chunk: int = 20000):
-    from avex_hub import agile
+    from avex_hub.integrations import agile
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, dim)).astype(np.float32)
@@ -67,7 +67,7 @@ def build(path: Path, size: int, dim: int, seed: int, chunk: int = 20000):
 
 
 def measure(path: Path, queries: np.ndarray, count: int, top: int) -> dict:
-    from avex_hub import agile
+    from avex_hub.integrations import agile
 
     archive = agile.Archive.open(path, readonly=True)
     out = {}
@@ -97,7 +97,7 @@ def embed_speed(repeats: int, checkpoint: str | None) -> dict:
 
     from avex_hub import build_model
     from avex_hub.cli import main as cli
-    from avex_hub.synthetic import make_synthetic_dataset
+    from avex_hub.audio.synthetic import make_synthetic_dataset
 
     root = Path(tempfile.mkdtemp(prefix="agile-speed-"))
     try:

@@ -4,7 +4,7 @@
     python benchmarks/memory.py --lengths 10,600,1800 --out benchmarks/memory.json
 
 Each (input, length) runs in a fresh Python process that builds the esp_aves2_sl_beats_all architecture
-(the encoder config of ``avex_hub.weights``; fresh random weights: memory does not depend on their values,
+(the encoder config of ``avex_hub.hub.weights``; fresh random weights: memory does not depend on their values,
 nor on the head's width, set by ``--labels``), calls ``predict`` once (default batch size, or ``--batch-size``), reports
 its own peak resident set size during the call (VmHWM after resetting it through ``/proc/self/clear_refs``;
 else ``getrusage(RUSAGE_SELF).ru_maxrss`` of the whole process), the RSS before the call, and the
@@ -94,8 +94,8 @@ def child(kind: str, seconds: float, args) -> dict:
     import torch
 
     from avex_hub.labels import LabelMap
-    from avex_hub.model import AvexModel
-    from avex_hub.weights import get_weights
+    from avex_hub.encoder.model import AvexModel
+    from avex_hub.hub.weights import get_weights
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -39,8 +39,8 @@ def _load_file(name: str, path: Path) -> types.ModuleType:
 
 
 def _kaldi_shim() -> types.ModuleType:
-    """SHIM (benchmark only): ``fbank(waveform [1, S], ...) -> [frames, mels]`` computed by avex_hub.fbank."""
-    from avex_hub.fbank import FbankConfig, KaldiFbank
+    """SHIM (benchmark only): ``fbank(waveform [1, S], ...) -> [frames, mels]`` computed by avex_hub.encoder.fbank."""
+    from avex_hub.encoder.fbank import FbankConfig, KaldiFbank
 
     module = types.ModuleType("torchaudio.compliance.kaldi")
     module.__doc__ = "avex-hub benchmark shim standing in for torchaudio.compliance.kaldi (fbank only)"
@@ -92,7 +92,7 @@ def load_reference(reference_dir: str | Path, torchaudio_dir: str | Path | None 
                 source = f"torchaudio's kaldi.py loaded on its own from {kaldi_py}"
             else:
                 kaldi = _kaldi_shim()
-                source = "SHIM: avex_hub.fbank standing in for torchaudio.compliance.kaldi (torchaudio not usable)"
+                source = "SHIM: avex_hub.encoder.fbank standing in for torchaudio.compliance.kaldi (torchaudio not usable)"
             parent.compliance.kaldi = kaldi
             sys.modules["torchaudio.compliance.kaldi"] = kaldi
         _load_file("modules", folder / "modules.py")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import avex_hub  # noqa: E402
-from avex_hub.precision import inference_context, prepare_for_inference  # noqa: E402
+from avex_hub.encoder.precision import inference_context, prepare_for_inference  # noqa: E402
 from throughput import TINY, clips, cosine, machine  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def onnx_runner(model, threads: int, quantize: str | None = None):
         import onnxruntime as ort
     except ImportError:
         return None
-    from avex_hub.export import export_onnx
+    from avex_hub.integrations.onnx_export import export_onnx
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     export_onnx(model, path, quantize=quantize)

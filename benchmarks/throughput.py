@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
 import avex_hub  # noqa: E402
-from avex_hub.inference import default_num_workers, inference_settings, iter_file_results  # noqa: E402
-from avex_hub.precision import inference_context, prepare_for_inference, resolve_device  # noqa: E402
+from avex_hub.embed.inference import default_num_workers, inference_settings, iter_file_results  # noqa: E402
+from avex_hub.encoder.precision import inference_context, prepare_for_inference, resolve_device  # noqa: E402
 from reference import HOW_TO_GET, load_reference, reference_embed, reference_model  # noqa: E402
 
 TINY = HERE.parent / "tests" / "fixtures" / "beats-tiny"
@@ -164,7 +164,7 @@ def end_to_end(model, precision: str, device: torch.device, batch_size: int, sec
     interleaved passes each, so that load from other processes hits all alike)."""
     import soundfile as sf
 
-    from avex_hub.windows import stream_windows
+    from avex_hub.audio.windows import stream_windows
 
     kinds = [(44100, 2, "flac"), (48000, 1, "wav"), (16000, 1, "wav"), (96000, 1, "flac")]
     per_file = 30.0
@@ -300,7 +300,7 @@ def write_results(path: Path, info: dict, rows: list[dict], sweep: list[dict], e
                   "|---|---|---|---|"]
         lines += [f"| {w} | {e2e['model_only']:.1f} | {v:.1f} | {v / e2e['model_only']:.2f} |"
                   for w, v in e2e["end_to_end"].items()]
-    from avex_hub.outputs import atomic_path
+    from avex_hub.embed.outputs import atomic_path
 
     with atomic_path(path, ".md") as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

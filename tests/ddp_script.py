@@ -23,7 +23,7 @@ def main(data_root: Path, out: Path, tiny: Path) -> None:
     from safetensors.torch import save_file
 
     import avex_hub
-    from avex_hub.lightning import AvexClassifier, AvexDataModule, extract_embeddings_distributed, window_dataset
+    from avex_hub.integrations.lightning import AvexClassifier, AvexDataModule, extract_embeddings_distributed, window_dataset
 
     L.seed_everything(0, verbose=False)
     data = AvexDataModule.from_manifest(data_root / "manifest.csv", clip_s=1.0, batch_size=2, seed=0,

@@ -1,4 +1,4 @@
-"""Agile modelling on perch-hoplite (avex_hub.agile, avex-hub index|search|label|train-classifier|detect).
+"""Agile modelling on perch-hoplite (avex_hub.integrations.agile, avex-hub index|search|label|train-classifier|detect).
 
 The tiny BEATs fixture embeds the synthetic dataset; hoplite's own database, embedding pipeline and search run
 unchanged on what we build and are compared with brute force and with our retrieval metrics.
@@ -16,9 +16,9 @@ import torch
 
 pytest.importorskip("perch_hoplite")
 
-from avex_hub import agile  # noqa: E402
+from avex_hub.integrations import agile  # noqa: E402
 from avex_hub.cli import main  # noqa: E402
-from avex_hub.synthetic import make_synthetic_dataset  # noqa: E402
+from avex_hub.audio.synthetic import make_synthetic_dataset  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,7 +142,7 @@ def test_hoplite_search_returns_the_brute_force_neighbours(archive_path, tmp_pat
 
 
 def test_retrieval_from_the_database_equals_the_metric(model, data, tmp_path):
-    from avex_hub.metrics import retrieval_per_query
+    from avex_hub.heads.metrics import retrieval_per_query
 
     agile.index_files(model, [data.root / "clips"], tmp_path / "clips", window_s=WINDOW,
                       progress=False)
@@ -172,7 +172,7 @@ def test_index_adds_new_files_only_and_survives_interruptions(model, data, tmp_p
     for p in data.long_recordings:
         shutil.copy(p, folder / p.name)
     db = tmp_path / "db"
-    import avex_hub.agile as module
+    import avex_hub.integrations.agile as module
 
     real = module.iter_file_results
 
@@ -275,7 +275,7 @@ def test_labels_from_a_csv_live_in_the_database_and_relabelling_replaces(archive
 
 
 def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path, tiny_dir):
-    from avex_hub.probes import load_probe
+    from avex_hub.heads.probes import load_probe
 
     shutil.copytree(archive_path, tmp_path / "db")
     archive = agile.Archive.open(tmp_path / "db")
@@ -302,7 +302,7 @@ def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path, 
     probe = load_probe(path)
     assert probe.provenance.backbone_sha256 == model.weights_sha256 and probe.provenance.label_names == (species,)
     start = table["start_s"][3]
-    from avex_hub.audio import load_audio
+    from avex_hub.audio.contract import load_audio
 
     audio = load_audio(table["file"][3], start_s=start, end_s=start + WINDOW).waveform
     with torch.no_grad():

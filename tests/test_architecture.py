@@ -1,6 +1,6 @@
 """The package's shape, read from its source with ``ast``: imports run one way, no private name crosses a module,
 and the model needs no file I/O library. Every import counts, also those inside functions (a lazy import is still
-a dependency). tools/restructure.py rewrites the module names below when it moves the modules into subpackages.
+a dependency). Every module of the package has a row in LAYERS.
 """
 
 from __future__ import annotations
@@ -22,38 +22,38 @@ LAYERS = {
     "avex_hub._files": 0,
     "avex_hub.labels": 0,
     # audio in: decoding and the channel contract, windows, datasets, augmentations, synthetic data
-    "avex_hub.audio": 1,
-    "avex_hub.windows": 1,
-    "avex_hub.data": 1,
-    "avex_hub.augment": 1,
-    "avex_hub.synthetic": 1,
+    "avex_hub.audio.contract": 1,
+    "avex_hub.audio.windows": 1,
+    "avex_hub.audio.datasets": 1,
+    "avex_hub.audio.augment": 1,
+    "avex_hub.audio.synthetic": 1,
     # the encoder: BEATs, the filterbank, the preprocessing contract and the user-facing model
-    "avex_hub.beats": 2,
-    "avex_hub.fbank": 2,
-    "avex_hub.preprocessing": 2,
-    "avex_hub.model": 2,
-    "avex_hub.precision": 2,
+    "avex_hub.encoder.beats": 2,
+    "avex_hub.encoder.fbank": 2,
+    "avex_hub.encoder.preprocessing": 2,
+    "avex_hub.encoder.model": 2,
+    "avex_hub.encoder.precision": 2,
     # weights as data, download -> verify -> strict load, provenance
-    "avex_hub.weights": 3,
-    "avex_hub.hub": 3,
-    "avex_hub.provenance": 3,
-    "avex_hub.integrity": 3,
+    "avex_hub.hub.weights": 3,
+    "avex_hub.hub.loading": 3,
+    "avex_hub.hub.provenance": 3,
+    "avex_hub.hub.integrity": 3,
     # embeddings out: extraction, file inference, output writers, precision modes
-    "avex_hub.embeddings": 4,
-    "avex_hub.inference": 4,
-    "avex_hub.outputs": 4,
+    "avex_hub.embed.extract": 4,
+    "avex_hub.embed.inference": 4,
+    "avex_hub.embed.outputs": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
-    "avex_hub.probes": 5,
-    "avex_hub.training": 5,
-    "avex_hub.finetune": 5,
-    "avex_hub.evaluation": 5,
-    "avex_hub.metrics": 5,
+    "avex_hub.heads.probes": 5,
+    "avex_hub.heads.training": 5,
+    "avex_hub.heads.finetune": 5,
+    "avex_hub.heads.evaluation": 5,
+    "avex_hub.heads.metrics": 5,
     # other libraries' interfaces
-    "avex_hub.sklearn": 6,
-    "avex_hub.lightning": 6,
-    "avex_hub.lightning_predict": 6,
-    "avex_hub.export": 6,
-    "avex_hub.agile": 6,
+    "avex_hub.integrations.sklearn": 6,
+    "avex_hub.integrations.lightning": 6,
+    "avex_hub.integrations.lightning_predict": 6,
+    "avex_hub.integrations.onnx_export": 6,
+    "avex_hub.integrations.agile": 6,
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,
@@ -96,7 +96,7 @@ def _imports(name: str) -> list[tuple[str, list[str], int]]:
                 source = node.module or ""
             if source not in MODULES:
                 continue
-            for alias in node.names:  # "from . import windows" imports the module avex_hub.windows
+            for alias in node.names:  # "from . import windows" imports the module avex_hub.audio.windows
                 as_module = f"{source}.{alias.name}"
                 if as_module in MODULES:
                     found.append((as_module, [], node.lineno))
@@ -213,7 +213,7 @@ def test_no_private_name_crosses_a_module():
 
 def test_the_model_runs_without_file_io_libraries():
     """Tensor-in users need neither libsndfile nor the optional extras: import, build and run the model."""
-    code = ("import sys, torch; import avex_hub.model; from avex_hub import build_model; "
+    code = ("import sys, torch; import avex_hub.encoder.model; from avex_hub import build_model; "
             f"model = build_model('esp_aves2_sl_beats_all', checkpoint={str(FIXTURE)!r}); "
             "out = model(torch.zeros(1, 4000)); "
             "print(sorted(m for m in ('soundfile', 'sklearn', 'lightning', 'pyarrow') if m in sys.modules), "

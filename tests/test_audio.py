@@ -1,4 +1,4 @@
-"""The audio input contract (avex_hub.audio): real files written with soundfile, real values checked."""
+"""The audio input contract (avex_hub.audio.contract): real files written with soundfile, real values checked."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub import audio as A
-from avex_hub.audio import (
+from avex_hub.audio import contract as A
+from avex_hub.audio.contract import (
     MIN_SAMPLES, SAMPLE_RATE, Audio, AudioDecodeError, HighFrequencyContentWarning, QualityFlags,
     audio_info, collate_audio, high_frequency_energy_fraction, load_audio, pad_or_crop, quality_flags, resample,
     select_channels, to_float_audio,
 )
-from avex_hub.windows import Window, stream_windows, windows_from_array
+from avex_hub.audio.windows import Window, stream_windows, windows_from_array
 
 
 def tone(freq: float, sr: int, seconds: float, amp: float = 0.5, phase: float = 0.0) -> np.ndarray:

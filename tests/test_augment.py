@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.augment import AddBackgroundNoise, Mixup, generated_noise, multi_hot
+from avex_hub.audio.augment import AddBackgroundNoise, Mixup, generated_noise, multi_hot
 
 
 # These tensors are far too small to gain from intra-op threads (conftest's one_torch_thread says why).
@@ -180,7 +180,7 @@ def test_multi_hot():
 
 
 def test_augment_and_finetune_import_without_lightning():
-    code = ("import sys, avex_hub, avex_hub.augment, avex_hub.finetune\n"
+    code = ("import sys, avex_hub, avex_hub.audio.augment, avex_hub.heads.finetune\n"
             "print(sorted(m for m in ('lightning', 'pytorch_lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=str(__import__("conftest").REPO_ROOT))

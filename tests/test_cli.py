@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub import outputs
-from avex_hub.audio import audio_info
+from avex_hub.embed import outputs
+from avex_hub.audio.contract import audio_info
 from avex_hub.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 
 from conftest import populate_hub_cache, tones
@@ -105,7 +105,7 @@ def test_embed_mixed_folder_writes_every_good_file_and_reports_the_bad(tiny_mode
 
 
 def test_rerun_processes_nothing_new(mixed, embedded, monkeypatch):
-    import avex_hub.inference as inference
+    import avex_hub.embed.inference as inference
 
     code, out = embedded
     before = read_parquet(out)
@@ -201,7 +201,7 @@ def test_classify_csv_and_raven_tables(tiny_model, mixed, tmp_path):
 
 
 def test_npz_output_matches_the_api(tiny_model, tmp_path):
-    from avex_hub.inference import embed_files
+    from avex_hub.embed.inference import embed_files
 
     folder = small_folder(tmp_path / "in")
     out = tmp_path / "emb.npz"
@@ -287,7 +287,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 
 def _cache_with_tiny(offline_hub, tiny_dir):
-    from avex_hub.weights import get_weights
+    from avex_hub.hub.weights import get_weights
 
     entry = get_weights("esp_aves2_sl_beats_all")
     snapshot = populate_hub_cache(offline_hub, entry.repo_id, {entry.filename: tiny_dir / "model.safetensors",
@@ -296,7 +296,7 @@ def _cache_with_tiny(offline_hub, tiny_dir):
 
 
 def test_info_and_verify_with_a_cache(offline_hub, tiny_dir, monkeypatch, capsys):
-    import avex_hub.weights as weights
+    import avex_hub.hub.weights as weights
 
     entry, cached = _cache_with_tiny(offline_hub, tiny_dir)
     assert main(["info", "--json"]) == EXIT_OK
@@ -329,7 +329,7 @@ def test_info_and_verify_with_a_cache(offline_hub, tiny_dir, monkeypatch, capsys
 
 def test_info_reports_an_unreadable_label_map(offline_hub, tiny_dir, tmp_path, capsys):
     """A cached label map that does not parse is reported with what to do (it used to show as not cached)."""
-    from avex_hub.weights import get_weights
+    from avex_hub.hub.weights import get_weights
 
     entry = get_weights("esp_aves2_sl_beats_all")
     broken = tmp_path / "label_map.json"
@@ -346,7 +346,7 @@ def test_info_reports_an_unreadable_label_map(offline_hub, tiny_dir, tmp_path, c
 
 
 def test_download_offline(offline_hub, tiny_dir, monkeypatch, capsys):
-    import avex_hub.weights as weights
+    import avex_hub.hub.weights as weights
 
     assert main(["download", "esp_aves2_sl_beats_all"]) == 1
     err = capsys.readouterr().err
@@ -371,7 +371,7 @@ def test_console_script_in_a_subprocess(tiny_model, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "real time" in run.stderr and "wrote 7 rows from 3 files" in run.stderr
     table = read_parquet(out).to_pydict()
-    from avex_hub.inference import embed_files
+    from avex_hub.embed.inference import embed_files
 
     api = embed_files(tiny_model, folder, window_s=2, num_workers=0, progress=False)
     np.testing.assert_allclose(np.array(table["embedding"]), api.embeddings, atol=1e-5)

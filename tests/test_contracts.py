@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.audio import AudioQualityWarning, HighFrequencyContentWarning, load_audio
-from avex_hub.data import AudioDataset
+from avex_hub.audio.contract import AudioQualityWarning, HighFrequencyContentWarning, load_audio
+from avex_hub.audio.datasets import AudioDataset
 
 SR = 48_000
 MODES = ["mix", 0, 1, "all"]

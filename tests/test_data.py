@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.audio import AudioDecodeError
-from avex_hub.data import AudioDataset, AudioItem
-from avex_hub.inference import find_audio_files
-from avex_hub.synthetic import make_synthetic_dataset
+from avex_hub.audio.contract import AudioDecodeError
+from avex_hub.audio.datasets import AudioDataset, AudioItem
+from avex_hub.embed.inference import find_audio_files
+from avex_hub.audio.synthetic import make_synthetic_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

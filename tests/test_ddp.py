@@ -16,7 +16,7 @@ pytest.importorskip("lightning")
 from safetensors.torch import load_file  # noqa: E402
 
 import avex_hub  # noqa: E402
-from avex_hub.synthetic import make_synthetic_dataset  # noqa: E402
+from avex_hub.audio.synthetic import make_synthetic_dataset  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 
@@ -70,7 +70,7 @@ def test_two_process_ddp_fit_and_sharded_prediction(tmp_path, tiny_dir):
 
     # Sharded prediction: 9 windows (odd, the last one padded) over 2 ranks; each rank wrote its own shard, and the
     # merge has every window exactly once, equal to a single-process pass.
-    from avex_hub.lightning import window_dataset
+    from avex_hub.integrations.lightning import window_dataset
 
     windows = window_dataset(data.long_recordings[0], window_s=1.0, hop_s=0.5)
     assert len(windows) == infos[0]["windows"] == 9

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import avex_hub
-from avex_hub.data import AudioDataset
-from avex_hub.embeddings import Embeddings, extract_embeddings
-from avex_hub.evaluation import compare_layers, compare_models, evaluate, resolve_splits, side_by_side
-from avex_hub.metrics import accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
-from avex_hub.synthetic import make_synthetic_dataset
-from avex_hub.training import split_indices, train_probe
+from avex_hub.audio.datasets import AudioDataset
+from avex_hub.embed.extract import Embeddings, extract_embeddings
+from avex_hub.heads.evaluation import compare_layers, compare_models, evaluate, resolve_splits, side_by_side
+from avex_hub.heads.metrics import accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
+from avex_hub.audio.synthetic import make_synthetic_dataset
+from avex_hub.heads.training import split_indices, train_probe
 from conftest import blobs
 
 ROWS = [("probe", "accuracy"), ("retrieval", "roc_auc"), ("retrieval", "precision_at_1"), ("clustering", "nmi")]
@@ -147,7 +147,7 @@ def test_bad_evaluation_inputs(model, dataset):
 def test_every_metric_evaluate_reports_has_its_model_card_name():
     # Notebook 04 shows our rows beside the model card's table under the card's names: a metric evaluate starts to
     # report without a card name would stop that table with a KeyError.
-    from avex_hub.evaluation import CARD_METRIC_NAMES
+    from avex_hub.heads.evaluation import CARD_METRIC_NAMES
 
     single = {r.metric for r in evaluate(_blobs(60, 3, 8, seed=1), seed=0)}
     y = torch.nn.functional.one_hot(torch.arange(60) % 3, 3).float()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from avex_hub.cli import main
-from avex_hub.export import (
+from avex_hub.integrations.onnx_export import (
     ExportGraph, OnnxExportError, dft_frame_basis, export_onnx, read_onnx_metadata, validation_audio,
 )
-from avex_hub.fbank import FbankConfig
+from avex_hub.encoder.fbank import FbankConfig
 
 from conftest import FIXTURE
 

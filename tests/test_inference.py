@@ -1,4 +1,4 @@
-"""Windowed, batched inference over files (avex_hub.inference): rows, values, failures, workers, memory."""
+"""Windowed, batched inference over files (avex_hub.embed.inference): rows, values, failures, workers, memory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.inference import classify_files, embed_files, find_audio_files, inference_settings
+from avex_hub.embed.inference import classify_files, embed_files, find_audio_files, inference_settings
 
 from conftest import tones
 
@@ -71,7 +71,7 @@ def test_windows_cover_the_file_and_equal_model_embed(tiny_model, files, hop_s):
 
 
 def test_all_channels_several_layers_max_pooling(tiny_model, files):
-    from avex_hub.windows import windows_from_array
+    from avex_hub.audio.windows import windows_from_array
 
     result = embed_files(tiny_model, [files["stereo"]], window_s=5, channels="all", layer=[0, -1], pooling="max",
                          num_workers=0, progress=False)
@@ -166,7 +166,7 @@ def test_find_audio_files(tmp_path):
 MEMORY_SCRIPT = r"""
 import json, resource, sys, tracemalloc
 from avex_hub import AvexModel, BEATsConfig
-from avex_hub.inference import embed_files
+from avex_hub.embed.inference import embed_files
 # A one-layer 16-dim BEATs with fresh weights: memory per batch does not depend on the file, so the
 # cheapest valid model keeps this test about decoding and windowing (and fast on a loaded CI box).
 model = AvexModel(BEATsConfig(embed_dim=16, encoder_embed_dim=16, encoder_ffn_embed_dim=32,
@@ -215,7 +215,7 @@ def test_atomic_writes_keep_the_umask_permissions(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from avex_hub.outputs import atomic_path
+    from avex_hub.embed.outputs import atomic_path
 
     previous = os.umask(0o022)
     try:

@@ -16,12 +16,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import avex_hub
-from avex_hub import weights as weights_module
-from avex_hub.hub import ChecksumError, build_model, sha256_file
-from avex_hub.integrity import git_blob_sha1
-from avex_hub.model import MIN_SAMPLES
-from avex_hub.probes import linear_probe, load_probe, mlp_probe, save_probe
-from avex_hub.provenance import PROBE_META_KEY
+from avex_hub.hub import weights as weights_module
+from avex_hub.hub.loading import ChecksumError, build_model, sha256_file
+from avex_hub.hub.integrity import git_blob_sha1
+from avex_hub.encoder.model import MIN_SAMPLES
+from avex_hub.heads.probes import linear_probe, load_probe, mlp_probe, save_probe
+from avex_hub.hub.provenance import PROBE_META_KEY
 from conftest import populate_hub_cache
 
 
@@ -212,7 +212,7 @@ def test_weights_of_integer_dtype_or_non_finite_values_are_refused_by_name(tiny_
 @pytest.fixture
 def tiny_entry(monkeypatch, tiny_dir):
     """The published entry pointed at the tiny checkpoint's digest and architecture."""
-    from avex_hub.beats import BEATsConfig
+    from avex_hub.encoder.beats import BEATsConfig
 
     entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]
     config = BEATsConfig.from_dict(json.loads((tiny_dir / "config.json").read_text()))
@@ -261,7 +261,7 @@ def test_pinned_label_map_digest_is_checked(offline_hub, tiny_entry, tiny_dir, m
     with pytest.raises(ChecksumError, match=f"label_map.json: SHA-256 {digest} is not the pinned {'0' * 64}"):
         avex_hub.label_map()
     # A plain file (a local_dir copy) has no content address: only the pin can vouch for it.
-    from avex_hub.hub import verify_label_map
+    from avex_hub.hub.loading import verify_label_map
 
     plain = tmp_path / "label_map.json"
     plain.write_bytes((tiny_dir / "label_map.json").read_bytes())

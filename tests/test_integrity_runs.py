@@ -16,10 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub import outputs
-from avex_hub.audio import HighFrequencyContentWarning, high_frequency_energy_fraction, load_audio
+from avex_hub.embed import outputs
+from avex_hub.audio.contract import HighFrequencyContentWarning, high_frequency_energy_fraction, load_audio
 from avex_hub.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
-from avex_hub.windows import stream_windows
+from avex_hub.audio.windows import stream_windows
 
 from conftest import tones
 
@@ -43,7 +43,7 @@ def parquet(path):
 
 def spy_files(monkeypatch) -> list[list[str]]:
     """Record which inputs each run actually decodes and embeds."""
-    import avex_hub.inference as inference
+    import avex_hub.embed.inference as inference
 
     seen: list[list[str]] = []
     real = inference.iter_file_results
@@ -115,7 +115,7 @@ def test_truncated_shard_is_recomputed_with_a_line(tmp_path, monkeypatch, capsys
 
 # -- 5. one folder walk, nothing skipped in silence -------------------------------------------------------------
 def test_walk_follows_links_guards_loops_and_keeps_parts_named_folders(tmp_path):
-    from avex_hub.audio import find_audio
+    from avex_hub.audio.contract import find_audio
 
     real = clips(tmp_path / "elsewhere", n=1)
     root = tmp_path / "root"
@@ -129,7 +129,7 @@ def test_walk_follows_links_guards_loops_and_keeps_parts_named_folders(tmp_path)
 
 
 def test_unreadable_folder_is_a_failure_everywhere(tmp_path, monkeypatch):
-    from avex_hub.data import AudioDataset
+    from avex_hub.audio.datasets import AudioDataset
 
     root = tmp_path / "root"
     clips(root / "Avis", n=1)
@@ -156,7 +156,7 @@ def test_unreadable_folder_is_a_failure_everywhere(tmp_path, monkeypatch):
 
 
 def test_dataset_follows_linked_class_folders(tmp_path):
-    from avex_hub.data import AudioDataset
+    from avex_hub.audio.datasets import AudioDataset
 
     root = tmp_path / "root"
     clips(root / "Avis", n=1)
@@ -230,7 +230,7 @@ def test_ultrasonic_content_after_the_first_block_is_found(tmp_path):
 
 
 def test_high_frequency_meter_matches_the_whole_signal_in_any_chunking():
-    from avex_hub.audio import HighFrequencyMeter
+    from avex_hub.audio.contract import HighFrequencyMeter
 
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 50_000)).astype(np.float32))
     whole = high_frequency_energy_fraction(wave, 48000)
@@ -294,7 +294,7 @@ def test_raven_pointing_at_a_file_fails_before_work(tmp_path, monkeypatch, capsy
 
 
 def test_cached_weights_that_are_a_folder_give_one_line(tmp_path, monkeypatch, capsys):
-    import avex_hub.hub as hub
+    import avex_hub.hub.loading as hub
 
     folder = clips(tmp_path / "in", n=1)
     bogus = tmp_path / "blob"
@@ -306,7 +306,7 @@ def test_cached_weights_that_are_a_folder_give_one_line(tmp_path, monkeypatch, c
 
 
 def test_manifest_encodings(tmp_path):
-    from avex_hub.data import AudioDataset
+    from avex_hub.audio.datasets import AudioDataset
 
     clips(tmp_path, n=1)
     text = "path,label\nclip0.wav,Pic épeiche\n"

@@ -14,11 +14,11 @@ import lightning as L  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import avex_hub  # noqa: E402
-from avex_hub import finetune  # noqa: E402
-from avex_hub.lightning import (  # noqa: E402
+from avex_hub.heads import finetune  # noqa: E402
+from avex_hub.integrations.lightning import (  # noqa: E402
     AvexClassifier, AvexDataModule, ShardedPredictionWriter, AvexLightningEmbedder, merge_shards,
 )
-from avex_hub.synthetic import make_synthetic_dataset  # noqa: E402
+from avex_hub.audio.synthetic import make_synthetic_dataset  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 
@@ -134,9 +134,9 @@ def test_fit_runs_exactly_the_trainable_parts_in_train_mode(unfreeze, tiny_dir, 
 
 # -- the improvement the recipe is for --------------------------------------------------------------------------------
 def test_finetune_beats_the_frozen_linear_probe(tiny_dir, tmp_path):
-    from avex_hub.metrics import accuracy
-    from avex_hub.probes import linear_probe
-    from avex_hub.training import train_probe
+    from avex_hub.heads.metrics import accuracy
+    from avex_hub.heads.probes import linear_probe
+    from avex_hub.heads.training import train_probe
 
     data = make_synthetic_dataset(tmp_path / "data", num_species=3, individuals_per_species=2,
                                   clips_per_individual=20, clip_s=1.0, snr_db=10, seed=0,
@@ -288,7 +288,7 @@ def test_label_count_or_order_that_does_not_match_the_data_is_a_clear_error(tiny
 
 # -- multi-label, bf16 ------------------------------------------------------------------------------------------------
 def test_multilabel_bce_and_map_in_bf16(tiny_dir, tmp_path):
-    from avex_hub.metrics import mean_average_precision
+    from avex_hub.heads.metrics import mean_average_precision
 
     data = make_synthetic_dataset(tmp_path / "ml", num_species=3, individuals_per_species=1, clips_per_individual=6,
                                   clip_s=1.0, multilabel_fraction=0.4, seed=1)
@@ -385,7 +385,7 @@ def test_distributed_extraction_skips_and_reports_unreadable_files(tiny_dir, tmp
 
     import numpy as np
 
-    from avex_hub.lightning import extract_embeddings_distributed, window_dataset
+    from avex_hub.integrations.lightning import extract_embeddings_distributed, window_dataset
 
     data = make_synthetic_dataset(tmp_path / "src", num_species=2, individuals_per_species=1, clips_per_individual=1,
                                   num_long_recordings=2, long_recording_s=3.3, seed=4)
@@ -424,8 +424,8 @@ def _metadata(path) -> dict:
 
 
 def test_window_dataset_matches_stream_windows(tmp_path):
-    from avex_hub.windows import stream_windows
-    from avex_hub.lightning import window_dataset
+    from avex_hub.audio.windows import stream_windows
+    from avex_hub.integrations.lightning import window_dataset
 
     data = make_synthetic_dataset(tmp_path / "long", num_species=2, individuals_per_species=1, clips_per_individual=1,
                                   num_long_recordings=2, long_recording_s=3.3, sample_rate=[16000, 22050], seed=2)

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import avex_hub
-from avex_hub import weights as weights_module
-from avex_hub.fbank import KaldiFbank
-from avex_hub.hub import ChecksumError, WeightsNotAvailableError, build_model, normalize_state_dict, sha256_file
+from avex_hub.hub import weights as weights_module
+from avex_hub.encoder.fbank import KaldiFbank
+from avex_hub.hub.loading import ChecksumError, WeightsNotAvailableError, build_model, normalize_state_dict, sha256_file
 from conftest import populate_hub_cache
 from published_digests import OURS, TENSOR_SHA256, model_tensor_digests, tensor_sha256
 
@@ -268,7 +268,7 @@ def test_num_classes_is_checked(kwargs, message, offline_hub):
 @pytest.fixture
 def tiny_entry(monkeypatch, tiny_dir):
     """Point the published entry at the tiny checkpoint's digest and architecture."""
-    from avex_hub.beats import BEATsConfig
+    from avex_hub.encoder.beats import BEATsConfig
 
     entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]
     config = BEATsConfig.from_dict(json.loads((tiny_dir / "config.json").read_text()))

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.model import LONG_INPUT_S, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
+from avex_hub.encoder.model import LONG_INPUT_S, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
 
 from conftest import tones
 
@@ -98,7 +98,7 @@ def test_long_input_is_the_max_over_windows(tiny_model, long_wave, tmp_path):
 
 
 def test_per_window_rows_equal_classify_files(tiny_model, long_file):
-    from avex_hub.inference import classify_files
+    from avex_hub.embed.inference import classify_files
 
     for channels in ("mix", "all", 1):
         result = classify_files(tiny_model, [long_file], top_k=3, channels=channels, progress=False)
@@ -123,7 +123,7 @@ def test_per_window_rows_equal_classify_files(tiny_model, long_file):
 
 
 def test_embed_recording_pools_window_embeddings(tiny_model, long_wave, long_file):
-    from avex_hub.inference import embed_files
+    from avex_hub.embed.inference import embed_files
 
     _, embeddings, starts, ends = by_hand(tiny_model, long_wave)
     windows = tiny_model.embed(long_wave, sample_rate=16000, per_window=True)
@@ -265,7 +265,7 @@ def test_memory_does_not_grow_with_recording_length(tmp_path, kind):
 
 
 def test_array_windows_equal_file_windows(tmp_path):
-    from avex_hub.windows import iter_array_windows, stream_windows
+    from avex_hub.audio.windows import iter_array_windows, stream_windows
 
     data = tones(7.3, 44100, channels=2, seed=9)
     sf.write(tmp_path / "x.wav", data, 44100, subtype="FLOAT")
@@ -281,7 +281,7 @@ def test_array_windows_equal_file_windows(tmp_path):
 
 
 def test_long_recording_quality_is_judged_over_its_windows(tiny_model, long_wave):
-    from avex_hub.audio import AudioQualityWarning
+    from avex_hub.audio.contract import AudioQualityWarning
 
     clipped = long_wave.copy()
     clipped[16000 * 12: 16000 * 13] = 1.0  # one second of the second window at full scale

@@ -1,4 +1,4 @@
-"""avex_hub.metrics against independent brute-force computations (explicit loops / pair counting / sklearn)."""
+"""avex_hub.heads.metrics against independent brute-force computations (explicit loops / pair counting / sklearn)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from avex_hub import metrics as M
+from avex_hub.heads import metrics as M
 
 SEEDS = [0, 1, 2, 3]
 
@@ -388,7 +388,7 @@ def test_import_has_no_side_effects():
         "state = lambda: (torch.get_default_dtype(), torch.get_num_threads(), torch.initial_seed(), "
         "len(warnings.filters), np.geterr(), np.random.get_state()[1][:4].tolist(), torch.is_grad_enabled())\n"
         "before = state()\n"
-        "import avex_hub.metrics\n"
+        "import avex_hub.heads.metrics\n"
         "assert state() == before, (before, state())\n"
         "assert 'sklearn' not in sys.modules\n"
     )

@@ -42,13 +42,13 @@ def test_other_published_models_load(name):
 
 @pytest.mark.parametrize("name", ["esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio"])
 def test_published_label_maps_match_their_hub_address_and_pin(name):
-    from avex_hub.hub import download_weights, sha256_file
-    from avex_hub.integrity import cached_file_address
+    from avex_hub.hub.loading import download_weights, sha256_file
+    from avex_hub.hub.integrity import cached_file_address
 
     entry = avex_hub.get_weights(name)
     path = download_weights(name)["label_map"]  # verified against its content address (and the pin, when set)
     checked = cached_file_address(path)
     assert checked is not None and checked[0] == checked[1], checked
     digest = sha256_file(path, reread=True)
-    print(f"{name}: label_map.json SHA-256 {digest} (pin it as label_map_sha256 in avex_hub/weights.py)")
+    print(f"{name}: label_map.json SHA-256 {digest} (pin it as label_map_sha256 in avex_hub/hub/weights.py)")
     assert entry.label_map_sha256 in (None, digest)

@@ -2,8 +2,8 @@
 
 import torch
 
-from avex_hub.beats import frame_padding_mask
-from avex_hub.fbank import KaldiFbank, mel_filterbank, num_frames
+from avex_hub.encoder.beats import frame_padding_mask
+from avex_hub.encoder.fbank import KaldiFbank, mel_filterbank, num_frames
 
 TOL = 1e-4
 
@@ -96,7 +96,7 @@ def test_features_only_and_1d_input(tiny_dir, cases):
 
 
 def test_bf16_and_int8_stay_close_to_fp32(tiny_model, cases):
-    from avex_hub.precision import inference_context, prepare_for_inference
+    from avex_hub.encoder.precision import inference_context, prepare_for_inference
 
     audio = cases["padded.audio"]
     mask = cases["padded.padding_mask"]

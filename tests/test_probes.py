@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import avex_hub
-from avex_hub.probes import AttentionPooling, Probe, attention_probe, linear_probe, load_probe, mlp_probe, save_probe
+from avex_hub.heads.probes import AttentionPooling, Probe, attention_probe, linear_probe, load_probe, mlp_probe, save_probe
 from conftest import REPO_ROOT
 
 BUILDERS = {"linear": linear_probe, "mlp": mlp_probe, "attention": attention_probe}

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import avex_hub
-from avex_hub.hub import sha256_file
-from avex_hub.model import AvexModel
-from avex_hub.probes import linear_probe, load_probe, mlp_probe, save_probe
-from avex_hub.provenance import (Provenance, ProvenanceMismatchError, ProvenanceWarning, architecture,
+from avex_hub.hub.loading import sha256_file
+from avex_hub.encoder.model import AvexModel
+from avex_hub.heads.probes import linear_probe, load_probe, mlp_probe, save_probe
+from avex_hub.hub.provenance import (Provenance, ProvenanceMismatchError, ProvenanceWarning, architecture,
                                  check_export_provenance, config_digest, metrics_dict, provenance_for_export)
 from conftest import REPO_ROOT
 
@@ -49,8 +49,8 @@ def clips():
 @pytest.fixture(scope="module")
 def trained(model, clips, tmp_path_factory):
     """A trained MLP probe on all layers, saved with its TrainResult: (probe, path, result)."""
-    from avex_hub.embeddings import Embeddings
-    from avex_hub.training import train_probe
+    from avex_hub.embed.extract import Embeddings
+    from avex_hub.heads.training import train_probe
 
     probe = mlp_probe(model, 3, layers="all", hidden_dim=16, label_names=NAMES)
     with torch.no_grad():
@@ -232,7 +232,7 @@ def test_metrics_and_label_names_given_at_saving(model, tmp_path):
         metrics_dict({"curve": object()})
     with pytest.raises(ValueError, match="label_names has 2 names"):
         save_probe(probe, tmp_path / "bad.safetensors", label_names=NAMES[:2])
-    from avex_hub.probes import Probe
+    from avex_hub.heads.probes import Probe
 
     with pytest.raises(ValueError, match="backbone="):
         save_probe(Probe(None, 3, layers=[3], embedding_dim=64), tmp_path / "x.safetensors")

@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from avex_hub import finetune
-from avex_hub.beats import BEATs, BEATsConfig
-from avex_hub.weights import WEIGHTS
+from avex_hub.heads import finetune
+from avex_hub.encoder.beats import BEATs, BEATsConfig
+from avex_hub.hub.weights import WEIGHTS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,7 +153,7 @@ def test_default_layer_decay_is_the_learning_rate_decay_not_the_gradient_ratio(t
 def test_classifier_starts_from_the_published_settings_and_keeps_the_override(tiny_dir):
     pytest.importorskip("lightning")
     import avex_hub
-    from avex_hub.lightning import AvexClassifier
+    from avex_hub.integrations.lightning import AvexClassifier
 
     build = lambda: avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)  # noqa: E731
     module = AvexClassifier(build(), labels=["a", "b"])

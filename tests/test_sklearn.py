@@ -11,11 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from avex_hub.audio import resample
-from avex_hub.data import AudioDataset
-from avex_hub.embeddings import extract_embeddings
-from avex_hub.sklearn import AvexSklearnEmbedder
-from avex_hub.synthetic import make_synthetic_dataset
+from avex_hub.audio.contract import resample
+from avex_hub.audio.datasets import AudioDataset
+from avex_hub.embed.extract import extract_embeddings
+from avex_hub.integrations.sklearn import AvexSklearnEmbedder
+from avex_hub.audio.synthetic import make_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

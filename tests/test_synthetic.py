@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from avex_hub.labels import LabelMap
-from avex_hub.synthetic import SPECIES, make_synthetic_dataset, synthesize_call
+from avex_hub.audio.synthetic import SPECIES, make_synthetic_dataset, synthesize_call
 
 SMALL = dict(num_species=3, individuals_per_species=2, clips_per_individual=4, clip_s=1.0)
 

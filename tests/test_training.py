@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import avex_hub
-from avex_hub.data import AudioDataset
-from avex_hub.embeddings import ClipList, Embeddings, extract_embeddings
-from avex_hub.metrics import accuracy, mean_average_precision
-from avex_hub.probes import Probe, attention_probe, linear_probe, mlp_probe
-from avex_hub.synthetic import make_synthetic_dataset
-from avex_hub.training import compute_class_weights, predict, split_indices, train_probe
+from avex_hub.audio.datasets import AudioDataset
+from avex_hub.embed.extract import ClipList, Embeddings, extract_embeddings
+from avex_hub.heads.metrics import accuracy, mean_average_precision
+from avex_hub.heads.probes import Probe, attention_probe, linear_probe, mlp_probe
+from avex_hub.audio.synthetic import make_synthetic_dataset
+from avex_hub.heads.training import compute_class_weights, predict, split_indices, train_probe
 from conftest import blobs
 
 

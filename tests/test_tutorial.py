@@ -169,7 +169,7 @@ def test_fetch_beans_zero_checks_its_arguments(beans, tmp_path):
 def test_mel_band_hz_matches_the_peaks_of_the_model_filterbank():
     import torch
 
-    from avex_hub.fbank import FbankConfig, mel_filterbank
+    from avex_hub.encoder.fbank import FbankConfig, mel_filterbank
     from avex_hub.tutorial import mel_band_hz
 
     config = FbankConfig()

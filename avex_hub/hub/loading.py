@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from ._files import read_capped
-from .beats import BEATsConfig
+from .._files import read_capped
+from ..encoder.beats import BEATsConfig
 from .integrity import (
     ChecksumError, check_config, check_config_values, check_finite, check_float_dtypes, check_preprocessing,
     tensor_header, verify_cached_file,
 )
-from .labels import LabelMap
-from .model import AvexModel
+from ..labels import LabelMap
+from ..encoder.model import AvexModel
 from .weights import Preprocessing, WeightsEntry, get_weights
 
 __all__ = [
@@ -233,7 +233,7 @@ def normalize_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def _check_fbank_buffer(key: str, value: torch.Tensor) -> None:
-    from .fbank import KaldiFbank
+    from ..encoder.fbank import KaldiFbank
 
     ours = dict(KaldiFbank().named_buffers())[_FBANK_NAMES[key.rsplit(".", 1)[1]]]
     if value.shape != ours.shape or not torch.allclose(value.float(), ours, atol=_FBANK_ATOL):
@@ -333,7 +333,7 @@ def _read_preprocessing(block, path: Path) -> Preprocessing:
 def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.PathLike | None = None,
                 return_features_only: bool = False, device: str | torch.device | None = None,
                 revision: str | None = None, progress: bool = True, num_classes: int | None = None) -> AvexModel:
-    """Build a published model (see :mod:`avex_hub.weights`) with verified weights, in eval mode."""
+    """Build a published model (see :mod:`avex_hub.hub.weights`) with verified weights, in eval mode."""
     entry = get_weights(name)
     config, preprocessing = entry.config, entry.preprocessing
     label_map: LabelMap | None = None

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .beats import BEATsConfig
-from .preprocessing import Preprocessing  # the model carries it; each entry names one
+from ..encoder.beats import BEATsConfig
+from ..encoder.preprocessing import Preprocessing  # the model carries it; each entry names one
 
 __all__ = ["Preprocessing", "WeightsEntry", "WEIGHTS", "get_weights"]
 
@@ -45,7 +45,7 @@ class WeightsEntry:
 
 # The training-time settings each file was trained with, as avex 1.4.0 publishes them (api/configs/official_models/
 # <name>.yml, init_config). Inference ignores them; fine-tuning starts from them: dropouts and layer drop act in train
-# mode, and the gradient decay ratio is the default layer-wise learning-rate decay (avex_hub.finetune).
+# mode, and the gradient decay ratio is the default layer-wise learning-rate decay (avex_hub.heads.finetune).
 _SL_TRAINING = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "dropout_input": 0.0,
                 "encoder_layerdrop": 0.05, "layer_wise_gradient_decay_ratio": 0.6}
 _NATURELM_TRAINING = {"dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0, "dropout_input": 0.1,

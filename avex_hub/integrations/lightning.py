@@ -2,7 +2,7 @@
 multi-node training through Lightning's strategies.
 
     import lightning as L
-    from avex_hub.lightning import AvexClassifier, AvexDataModule
+    from avex_hub.integrations.lightning import AvexClassifier, AvexDataModule
     data = AvexDataModule.from_manifest("data/manifest.csv", clip_s=5.0, batch_size=16, num_workers=4)
     module = AvexClassifier(avex_hub.esp_aves2_sl_beats_all(), labels=data.labels, unfreeze=4, lr=1e-4,
                             noise="noise/", mixup=0.5)
@@ -16,7 +16,7 @@ exactly as the uninterrupted run would. Lightning checkpoints are pickles: load 
 
 Distributed prediction over large archives (``Trainer.predict`` writing one shard per rank, then merged with
 each window exactly once) is :class:`ShardedPredictionWriter`, :func:`merge_shards` and
-:func:`extract_embeddings_distributed`, from :mod:`avex_hub.lightning_predict` and importable from here.
+:func:`extract_embeddings_distributed`, from :mod:`avex_hub.integrations.lightning_predict` and importable from here.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import finetune
-from .augment import AddBackgroundNoise, Mixup, multi_hot
-from .labels import LabelMap
-from .model import AvexModel
+from ..heads import finetune
+from ..audio.augment import AddBackgroundNoise, Mixup, multi_hot
+from ..labels import LabelMap
+from ..encoder.model import AvexModel
 
 __all__ = ["AvexClassifier", "AvexDataModule", "check_labels", "default_precision"]
 
@@ -110,7 +110,7 @@ class AvexClassifier(L.LightningModule):
         multilabel: BCE on multi-hot targets and mAP; else cross-entropy and accuracy.
         unfreeze: ``"all"`` (full fine-tuning) or N: the top N transformer layers and the head (0: head only).
         lr, layer_decay, weight_decay, betas: AdamW with layer-wise LR decay (see
-            :func:`avex_hub.finetune.layerwise_param_groups`); ``layer_decay=None``: ``finetune.LAYER_DECAY`` (0.75); the weights'
+            :func:`avex_hub.heads.finetune.layerwise_param_groups`); ``layer_decay=None``: ``finetune.LAYER_DECAY`` (0.75); the weights'
             published ``layer_wise_gradient_decay_ratio`` acts on gradients inside the encoder (as in the reference).
         warmup_steps / warmup_fraction, total_steps, min_lr_ratio: linear warm-up then cosine decay, stepped per
             optimiser step; ``total_steps`` defaults to the trainer's estimate.
@@ -325,7 +325,7 @@ class AvexClassifier(L.LightningModule):
             _, first = np.unique(index_np, return_index=True)
             keep = torch.as_tensor(first, device=index.device)
             logits, targets = logits[keep], targets[keep]
-        from . import metrics
+        from ..heads import metrics
 
         loss = self._loss(logits, targets)
         if self.multilabel:
@@ -356,7 +356,7 @@ class AvexClassifier(L.LightningModule):
 
     # -- export ----------------------------------------------------------------------------------------------------
     def export(self, folder: str | os.PathLike, *, overwrite: bool = False):
-        """Save the fine-tuned model in the published layout (see :func:`avex_hub.finetune.export_model`),
+        """Save the fine-tuned model in the published layout (see :func:`avex_hub.heads.finetune.export_model`),
         recording the latest validation metrics in its provenance."""
         trainer = self._trainer
         metrics = ({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
@@ -365,7 +365,7 @@ class AvexClassifier(L.LightningModule):
 
 
 class AvexDataModule(L.LightningDataModule):
-    """Train / val / test / predict :class:`avex_hub.data.AudioDataset` splits with the padding-mask collate.
+    """Train / val / test / predict :class:`avex_hub.audio.datasets.AudioDataset` splits with the padding-mask collate.
 
     The train loader shuffles with a DistributedSampler seeded by ``seed`` on one device as on many, so the order is
     a function of ``(seed, epoch)``. Evaluation loaders keep dataset order (Lightning shards them under DDP).
@@ -399,7 +399,7 @@ class AvexDataModule(L.LightningDataModule):
                       **kwargs) -> "AvexDataModule":
         """Splits from a manifest's ``split`` column: ``splits`` maps ``train``/``val``/``test``/``predict`` to split
         values (default: train, val, test; None leaves one out). The train split crops at seeded random offsets."""
-        from .data import AudioDataset
+        from ..audio.datasets import AudioDataset
 
         splits = {"train": "train", "val": "val", "test": "test"} if splits is None else dict(splits)
         unknown = set(splits) - {"train", "val", "test", "predict"}
@@ -417,7 +417,7 @@ class AvexDataModule(L.LightningDataModule):
                      random_crop: bool = True, seed: int = 0, dataset_kwargs: dict | None = None,
                      **kwargs) -> "AvexDataModule":
         """Class-folder datasets (``root/<label>/<files>``) per split; labels are the union of the folders' names."""
-        from .data import AudioDataset
+        from ..audio.datasets import AudioDataset
 
         roots = {role: root for role, root in (("train", train), ("val", val), ("test", test)) if root is not None}
         if label_map is None:
@@ -441,7 +441,7 @@ class AvexDataModule(L.LightningDataModule):
         return self._multilabel
 
     def _loader(self, dataset, *, train: bool) -> torch.utils.data.DataLoader:
-        from .audio import collate_audio
+        from ..audio.contract import collate_audio
 
         sampler = None
         if train:

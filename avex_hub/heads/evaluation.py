@@ -1,11 +1,11 @@
 """The evaluation protocol of the model card: probe, retrieval and clustering scores for a dataset.
 
-    from avex_hub.evaluation import evaluate, compare_models, compare_layers, side_by_side
+    from avex_hub.heads.evaluation import evaluate, compare_models, compare_layers, side_by_side
     table = evaluate(model, (train, val, test), layers="last")     # or a dataset with a 'split' column
     print(table.to_markdown())
     print(side_by_side(compare_layers(model, dataset, layers=[4, 8, "last"]), by="layer"))
 
-Rows (``avex_hub.metrics.ResultsTable``):
+Rows (``avex_hub.heads.metrics.ResultsTable``):
 
 - ``("probe", "accuracy")`` (single-label) or ``("probe", "mAP")`` (multi-label): a probe (``linear`` or
   ``mlp`` trained offline on pooled embeddings, ``attention`` trained online on audio) trained on the train split
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .embeddings import Embeddings, cache_path_for, extract_embeddings
+from ..embed.extract import Embeddings, cache_path_for, extract_embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
-from .model import AvexModel
+from ..encoder.model import AvexModel
 from .probes import Probe, attention_probe
 from .training import TrainResult, predict, split_indices, train_probe
 
@@ -55,7 +55,7 @@ class Evaluation:
 
 def _subset(data, rows, role: str):
     """Rows of a dataset as a dataset of the same kind (AudioDataset keeps labels, clip settings, collate)."""
-    from .data import AudioDataset
+    from ..audio.datasets import AudioDataset
 
     if isinstance(data, Embeddings):
         return data.subset(rows)
@@ -202,7 +202,7 @@ def evaluate(model_or_embeddings, data=None, *, layers="last", probe: str = "lin
     ``model_or_embeddings``: an AvexModel with ``data`` (datasets or splits), or Embeddings / splits of
     Embeddings (then ``data`` is None). ``layers``: ``"last"``, an int, a list (mixed with learned weights) or
     ``"all"``. ``probe_kwargs`` go to the probe (e.g. ``hidden_dim``), ``train_kwargs`` to
-    :func:`avex_hub.training.train_probe` (e.g. ``epochs``, ``class_weights``). ``details=True`` returns an
+    :func:`avex_hub.heads.training.train_probe` (e.g. ``epochs``, ``class_weights``). ``details=True`` returns an
     :class:`Evaluation` with the probe, the training history and the embeddings.
     """
     probe_kwargs, train_kwargs = dict(probe_kwargs or {}), dict(train_kwargs or {})

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ._files import read_capped
-from .beats import BEATsConfig
+from .._files import read_capped
+from ..encoder.beats import BEATsConfig
 
 __all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values",
            "check_preprocessing", "git_blob_sha1", "cached_file_address", "verify_cached_file",

@@ -1,7 +1,7 @@
 """Probes: a small trainable head on an esp-aves2 backbone, ``probe(audio) -> [batch, num_classes]``.
 
     probe = avex_hub.linear_probe(model, 10, layers="all")      # softmax-weighted mix of all layers
-    result = avex_hub.training.train_probe(probe, train, val)    # offline: embeddings cached, then seconds
+    result = avex_hub.heads.training.train_probe(probe, train, val)    # offline: embeddings cached, then seconds
 
 A probe is ``backbone -> layer selection -> aggregation over frames -> head``:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import AvexModel
+from ..encoder.model import AvexModel
 
 __all__ = ["Probe", "AttentionPooling", "linear_probe", "mlp_probe", "attention_probe", "save_probe",
            "load_probe", "AGGREGATIONS"]
@@ -287,12 +287,12 @@ def attention_probe(backbone: AvexModel, num_classes: int, *, layers: str | int 
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
 
 
-# -- saving: the head, its config and its provenance (avex_hub.provenance) ---------------------------------------
+# -- saving: the head, its config and its provenance (avex_hub.hub.provenance) ---------------------------------------
 def save_probe(probe: Probe, path: str | os.PathLike, *, metrics=None, label_names: list[str] | None = None,
                backbone: AvexModel | None = None) -> Path:
     """Write the probe's head (and the backbone too when it was fine-tuned) to ``path`` (safetensors, atomic).
 
-    Its config and :class:`~avex_hub.provenance.Provenance` (backbone weights digest and architecture, the
+    Its config and :class:`~avex_hub.hub.provenance.Provenance` (backbone weights digest and architecture, the
     preprocessing contract, layers and pooling, label names, ``metrics``: a TrainResult or a dict) go into the
     file's header and, for people to read, into ``<path>.json``. ``label_names`` names the classes when the probe
     has none. A probe for precomputed embeddings (no backbone) needs ``backbone=``, the model the embeddings came
@@ -300,7 +300,7 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, metrics=None, label_nam
     """
     from safetensors.torch import save_file
 
-    from .provenance import FORMAT_VERSION, PROBE_META_KEY, Provenance, metrics_dict
+    from ..hub.provenance import FORMAT_VERSION, PROBE_META_KEY, Provenance, metrics_dict
 
     names = list(label_names) if label_names is not None else probe.label_names
     if names is not None and len(names) != probe.num_classes:
@@ -336,7 +336,7 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, metrics=None, label_nam
         value = value.detach().cpu().contiguous()         # safetensors refuses shared storage, so copy repeats
         tensors[key] = value.clone() if value.untyped_storage().data_ptr() in seen else value
         seen.add(value.untyped_storage().data_ptr())
-    from .outputs import atomic_path
+    from ..embed.outputs import atomic_path
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={PROBE_META_KEY: meta})
@@ -359,7 +359,7 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     of ``backbone``, whose ``weights_sha256`` becomes the probe file's digest. The file's config, tensor shapes
     and dtypes are checked before anything is allocated, its values must be finite.
     """
-    from .provenance import ProvenanceMismatchError, ProvenanceWarning, read_probe_metadata
+    from ..hub.provenance import ProvenanceMismatchError, ProvenanceWarning, read_probe_metadata
 
     path = Path(path)
     meta = read_probe_metadata(path)
@@ -392,7 +392,7 @@ def load_probe(path: str | os.PathLike, backbone: AvexModel | None = None, *,
     missing, unexpected = probe.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith("backbone.") for k in missing) and (not fine_tuned or not missing)
     if fine_tuned:
-        from .hub import sha256_file
+        from ..hub.loading import sha256_file
 
         backbone.weights_sha256 = sha256_file(path)  # it holds this file's weights now, not the base file's
     probe.provenance = provenance
@@ -416,7 +416,7 @@ def _expected_shapes(config: dict, backbone: AvexModel | None, source: str) -> d
 
 def _check_probe_tensors(path: Path, expected: dict[str, tuple[int, ...]], fine_tuned: bool) -> None:
     """Names, shapes and dtypes of the file's tensors (read from its header) against ``expected``."""
-    from .integrity import check_float_dtypes, tensor_header
+    from ..hub.integrity import check_float_dtypes, tensor_header
 
     header = tensor_header(path)
     intruders = sorted(k for k in header if k.startswith("backbone.") and k not in expected)
@@ -439,7 +439,7 @@ def _check_probe_tensors(path: Path, expected: dict[str, tuple[int, ...]], fine_
 def _read_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from .integrity import check_finite
+    from ..hub.integrity import check_finite
 
     state = load_file(str(path), device=str(device))
     check_finite(state, str(path))

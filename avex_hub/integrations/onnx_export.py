@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fbank import FbankConfig, mel_filterbank
-from .model import MIN_SAMPLES, AvexModel
+from ..encoder.fbank import FbankConfig, mel_filterbank
+from ..encoder.model import MIN_SAMPLES, AvexModel
 
 __all__ = ["ONNX_META_KEY", "OnnxExportError", "ExportGraph", "dft_frame_basis", "export_onnx",
            "read_onnx_metadata", "check_onnx"]
@@ -90,7 +90,7 @@ class ExportGraph(nn.Module):
     """What is exported: ``audio [B, L]`` -> ``(features, embedding[, logits])``, no input checks.
 
     The encoder, head and normalisation are the model's own modules; the filterbank is the convolution
-    form of :class:`~avex_hub.fbank.KaldiFbank` (:func:`dft_frame_basis`).
+    form of :class:`~avex_hub.encoder.fbank.KaldiFbank` (:func:`dft_frame_basis`).
     """
 
     def __init__(self, model: AvexModel) -> None:
@@ -128,8 +128,8 @@ def output_names(model: AvexModel) -> list[str]:
 
 def export_metadata(model: AvexModel, opset: int) -> dict:
     """The ``avex_hub`` metadata of an exported file: provenance plus the input/output contract."""
-    from ._version import __version__
-    from .provenance import architecture, config_digest
+    from .._version import __version__
+    from ..hub.provenance import architecture, config_digest
 
     return {
         "format": "avex_hub.onnx", "format_version": FORMAT_VERSION, "model": model.name,
@@ -193,7 +193,7 @@ def export_onnx(model: AvexModel, out: str | os.PathLike, *, opset: int = OPSET,
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     onnx = _need("onnx")
-    from .outputs import atomic_path
+    from ..embed.outputs import atomic_path
 
     model = model.cpu().eval()
     graph = ExportGraph(model).eval()
@@ -279,7 +279,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict:
 
 # -- the command line: avex-hub export (registered by avex_hub.cli) -------------------------------------------------
 def add_export_arguments(parser) -> None:
-    from .weights import WEIGHTS
+    from ..hub.weights import WEIGHTS
 
     parser.add_argument("model", choices=sorted(WEIGHTS), metavar="MODEL", help="published model (see `avex-hub info`)")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
@@ -299,7 +299,7 @@ def run_export(args) -> int:
     """``avex-hub export``: 0 written and validated, 1 weights unavailable or validation failed, 2 usage error."""
     import sys
 
-    from .hub import ChecksumError, WeightsNotAvailableError, build_model
+    from ..hub.loading import ChecksumError, WeightsNotAvailableError, build_model
 
     def error(message: str, code: int) -> int:
         print(f"avex-hub: error: {message}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Training-time augmentations on a padded batch: background noise at a random SNR, and in-batch mixup.
 
-    from avex_hub.augment import AddBackgroundNoise, Mixup
+    from avex_hub.audio.augment import AddBackgroundNoise, Mixup
     noise = AddBackgroundNoise("noise/", p=0.5, snr_db=(-10, 20))     # or None: generated noise
     mixup = Mixup(p=0.5)
     g = torch.Generator().manual_seed(step)
@@ -8,7 +8,7 @@
     noisy = noise(mixed.audio, mixed.padding_mask, generator=g)
 
 Both work on ``audio [B, S]`` float with ``padding_mask [B, S]`` bool (True = padding, as the model and
-:func:`avex_hub.audio.collate_audio` use it) and keep padding at zero. Every random draw comes from the
+:func:`avex_hub.audio.contract.collate_audio` use it) and keep padding at zero. Every random draw comes from the
 ``generator`` (CPU) given to the call, so a training step can be replayed exactly (resumed runs, DDP ranks).
 Results come back by name (:class:`NoiseResult`, :class:`MixupResult`) with what was drawn per row.
 """
@@ -144,7 +144,7 @@ class AddBackgroundNoise:
 
     @staticmethod
     def _find_files(source) -> list[Path]:
-        from .audio import AUDIO_EXTENSIONS, find_audio
+        from .contract import AUDIO_EXTENSIONS, find_audio
 
         if isinstance(source, (str, os.PathLike)):
             folder = Path(source)
@@ -176,7 +176,7 @@ class AddBackgroundNoise:
     def _file(self, k: int) -> torch.Tensor:
         if k in self._cache:
             return self._cache[k]
-        from .audio import load_audio
+        from .contract import load_audio
 
         wave = load_audio(self.files[k], sample_rate=self.sample_rate, channels="mix").waveform[0]
         cached = sum(v.numel() for v in self._cache.values()) / self.sample_rate
@@ -259,7 +259,7 @@ class Mixup:
         rows = audio.shape[0]
         if targets.dim() != 2 or targets.shape[0] != rows:
             raise ValueError(f"targets must be multi-hot [batch={rows}, classes], got {tuple(targets.shape)}; "
-                             "convert class ids with avex_hub.augment.multi_hot(labels, num_classes)")
+                             "convert class ids with avex_hub.audio.augment.multi_hot(labels, num_classes)")
         chosen = torch.rand(rows, generator=generator) < self.p
         # Another row for every row: i + 1 .. i + rows - 1 (mod rows) never lands on i.
         offset = torch.randint(1, max(rows, 2), (rows,), generator=generator)

@@ -80,7 +80,7 @@ def config_digest(config) -> str:
 
 
 def metrics_dict(metrics) -> dict:
-    """A TrainResult (see avex_hub.training) or a mapping -> a JSON-serialisable dict of metrics.
+    """A TrainResult (see avex_hub.heads.training) or a mapping -> a JSON-serialisable dict of metrics.
 
     A TrainResult gives ``metric`` (accuracy or mAP), ``value`` (its best value), ``split`` ("val", or "train"
     when training had no validation), ``best_epoch``, ``epochs``, ``mode``, ``stopped_early`` and ``loss``.
@@ -142,7 +142,7 @@ class Provenance:
     def from_model(cls, model, *, layers: Sequence[int], pooling: str, label_names: Sequence[str] | None = None,
                    metrics=None, kind: str = "probe") -> "Provenance":
         """The provenance of a head on ``model`` (an AvexModel) reading hidden states ``layers`` (indices)."""
-        from ._version import __version__
+        from .._version import __version__
 
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

@@ -16,16 +16,16 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .audio import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 s at 16 kHz
+from ..audio.contract import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 s at 16 kHz
     MIN_SAMPLES, AudioQualityWarning, QualityFlags, audio_info, load_audio, quality_flags, resample,
     select_channels, to_float_audio,
 )
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
-from .labels import LabelMap
+from ..labels import LabelMap
 from .precision import resolve_device
 from .preprocessing import Preprocessing
-from .windows import Window, default_batch_size, iter_array_windows, stream_windows
+from ..audio.windows import Window, default_batch_size, iter_array_windows, stream_windows
 
 __all__ = ["AvexModel", "Prediction", "WindowPrediction", "WindowEmbeddings", "LongInputWarning",
            "LONG_INPUT_S", "validate_audio", "MIN_SAMPLES"]
@@ -492,7 +492,7 @@ class AvexModel(nn.Module):
                 f"a {seconds:.0f} s tensor goes through one attention pass (memory and time grow with the square of "
                 f"its length; the model was trained on {self.preprocessing.window_s:g} s clips). For long audio use "
                 "model.predict(audio, sample_rate) or model.embed(audio, sample_rate=...) (file paths work too), "
-                "which window it; or avex_hub.inference.classify_files / embed_files", LongInputWarning,
+                "which window it; or avex_hub.embed.inference.classify_files / embed_files", LongInputWarning,
                 stacklevel=_caller_level())
 
     def extra_repr(self) -> str:

@@ -3,7 +3,7 @@
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
-    from avex_hub.sklearn import AvexSklearnEmbedder
+    from avex_hub.integrations.sklearn import AvexSklearnEmbedder
 
     pipe = make_pipeline(AvexSklearnEmbedder(model), LogisticRegression(max_iter=1000))
     cross_val_score(pipe, ["a.wav", "b.flac", ...], labels, cv=5)
@@ -23,8 +23,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .embeddings import ClipList, extract_embeddings
-from .model import AvexModel
+from ..embed.extract import ClipList, extract_embeddings
+from ..encoder.model import AvexModel
 
 __all__ = ["AvexSklearnEmbedder"]
 
@@ -40,7 +40,7 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
         pooling: ``"mean"`` or ``"max"`` over the frames that are not padding.
         sample_rate: the rate of array inputs (files are read at their own rate); all go to 16 kHz.
         max_s: clips keep their first ``max_s`` seconds (None: whole clips).
-        batch_size, num_workers, device, precision: as in :func:`avex_hub.embeddings.extract_embeddings`.
+        batch_size, num_workers, device, precision: as in :func:`avex_hub.embed.extract.extract_embeddings`.
         progress: show a progress bar while embedding.
     """
 
@@ -71,7 +71,7 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
             if not isinstance(self.model, AvexModel):
                 raise TypeError(f"model must be an avex_hub.AvexModel or None, got {type(self.model).__name__}")
             return self.model
-        from .hub import build_model
+        from ..hub.loading import build_model
 
         return build_model(self.model_name, checkpoint=self.checkpoint, device=self.device, progress=self.progress)
 

@@ -1,12 +1,12 @@
 """Offline embedding extraction: run the encoder once over a dataset, pool, cache to disk, train probes in seconds.
 
-    from avex_hub.embeddings import extract_embeddings
+    from avex_hub.embed.extract import extract_embeddings
     emb = extract_embeddings(model, train, layers="all", pooling="mean", cache="cache/train.safetensors")
     emb.embeddings.shape   # [n, L, C] (a list of layers or "all"); [n, C] for "last" or one int
     emb.throughput         # seconds of audio per second of wall time
 
 Batched (a DataLoader over the dataset with its collate and ``num_workers``), under ``torch.inference_mode``
-with optional bf16 autocast (``precision``, see :mod:`avex_hub.precision`). Every requested layer comes out of
+with optional bf16 autocast (``precision``, see :mod:`avex_hub.encoder.precision`). Every requested layer comes out of
 one encoder pass, pooled (``mean``/``max``) over the frames that are not padding.
 
 The cache is one safetensors file (embeddings, labels, and the settings in its header) written atomically, plus a
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import MIN_SAMPLES, SAMPLE_RATE, collate_audio, load_audio, resample, to_float_audio
-from .model import AvexModel
-from .precision import inference_context, prepare_for_inference, resolve_device
+from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, collate_audio, load_audio, resample, to_float_audio
+from ..encoder.model import AvexModel
+from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
 
 __all__ = ["Embeddings", "ClipList", "extract_embeddings", "model_digest", "dataset_fingerprint", "cache_path_for"]
 
@@ -182,7 +182,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 class ClipList(torch.utils.data.Dataset):
     """Audio given directly: file paths, 1-D arrays/tensors (at ``sample_rate``), or a ``[n, samples]`` tensor.
 
-    Files are decoded with :func:`avex_hub.audio.load_audio` (mono mix, 16 kHz) in ``__getitem__``, so DataLoader
+    Files are decoded with :func:`avex_hub.audio.contract.load_audio` (mono mix, 16 kHz) in ``__getitem__``, so DataLoader
     workers share the decoding. Clips longer than ``max_s`` seconds keep their first ``max_s`` (None: all).
     """
 

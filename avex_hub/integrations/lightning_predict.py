@@ -1,6 +1,6 @@
 """Distributed prediction over large archives with ``Trainer.predict``: one shard per rank, merged, each window once.
 
-    from avex_hub.lightning import window_dataset, extract_embeddings_distributed
+    from avex_hub.integrations.lightning import window_dataset, extract_embeddings_distributed
     windows = window_dataset(["archive/"], window_s=10.0)              # one item per 10 s window of every file
     merged = extract_embeddings_distributed(model, windows, "emb/", accelerator="gpu", devices=8,
                                             strategy="ddp", num_nodes=2)
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from .model import AvexModel
-from .outputs import atomic_path
+from ..encoder.model import AvexModel
+from ..embed.outputs import atomic_path
 
 __all__ = ["AvexLightningEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
            "extract_embeddings_distributed", "window_dataset", "SHARD_FORMAT"]
@@ -41,17 +41,17 @@ SHARD_FORMAT = "avex-hub-shards/1"
 
 
 def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None, channels="mix", **kwargs):
-    """An :class:`avex_hub.data.AudioDataset` with one item per ``window_s`` window (every ``hop_s``) of each file
+    """An :class:`avex_hub.audio.datasets.AudioDataset` with one item per ``window_s`` window (every ``hop_s``) of each file
     (files and folders, searched recursively).
 
-    Windows follow :func:`avex_hub.windows.stream_windows`: window k starts at ``k * hop_s`` and windows continue
+    Windows follow :func:`avex_hub.audio.windows.stream_windows`: window k starts at ``k * hop_s`` and windows continue
     until one reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
-    from .audio import SAMPLE_RATE, AudioDecodeError, audio_info
-    from .windows import window_params
-    from .data import AudioDataset, AudioItem
-    from .inference import find_audio_files
+    from ..audio.contract import SAMPLE_RATE, AudioDecodeError, audio_info
+    from ..audio.windows import window_params
+    from ..audio.datasets import AudioDataset, AudioItem
+    from ..embed.inference import find_audio_files
 
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
     items, failures = [], []
@@ -94,7 +94,7 @@ class _SkipUnreadable(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        from .audio import AudioDecodeError
+        from ..audio.contract import AudioDecodeError
 
         try:
             return self.dataset[index]
@@ -105,8 +105,8 @@ class _SkipUnreadable(torch.utils.data.Dataset):
 
 
 def _collate_skipping(batch: list[dict]) -> dict:
-    """:func:`avex_hub.audio.collate_audio` of the readable items, plus ``failures``: [(index, path, error)]."""
-    from .audio import collate_audio
+    """:func:`avex_hub.audio.contract.collate_audio` of the readable items, plus ``failures``: [(index, path, error)]."""
+    from ..audio.contract import collate_audio
 
     good = [item for item in batch if "failed" not in item]
     out = collate_audio(good) if good else {}
@@ -319,7 +319,7 @@ def merge_shards(folder: str | os.PathLike, *, output: str | os.PathLike | None 
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         if unreadable:
-            from .outputs import write_failures
+            from ..embed.outputs import write_failures
 
             write_failures(path.parent / "failures.csv", unreadable)
     return MergedPredictions(tensors, int(length), int(len(index) - len(unique)), int(world), path, unreadable,

@@ -1,11 +1,11 @@
 """Training probes: offline on cached embeddings (seconds) or online on audio (fine-tuning, attention probes).
 
-    from avex_hub.training import train_probe
+    from avex_hub.heads.training import train_probe
     result = train_probe(probe, train_dataset, val_dataset, seed=0)   # frozen linear/MLP: extracted once, offline
     result.best_epoch, result.best_metric, result.history[-1]
 
 - ``mode="auto"`` trains offline when the backbone is frozen and the probe pools with mean/max (the
-  embeddings are extracted once, see :mod:`avex_hub.embeddings`), online otherwise.
+  embeddings are extracted once, see :mod:`avex_hub.embed.extract`), online otherwise.
 - Validation: ``val`` (a dataset or Embeddings), or else ``val_fraction`` of ``train`` held out (stratified
   for single-label data; 0 disables validation). Early stopping watches the validation metric (accuracy for
   single-label, mAP for multi-label; equal metric with lower validation loss also counts as better) with
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embeddings import Embeddings, batch_labels, cache_path_for, extract_embeddings
+from ..embed.extract import Embeddings, batch_labels, cache_path_for, extract_embeddings
 from .probes import Probe
 
 __all__ = ["TrainResult", "train_probe", "compute_class_weights", "split_indices", "predict"]

@@ -1,6 +1,6 @@
 """Agile modelling on a perch-hoplite embedding database: index an archive, search by example, label, train, detect.
 
-    from avex_hub import agile
+    from avex_hub.integrations import agile
     report = agile.index_files(model, ["recordings/"], "archive/")          # resumable; new files only on a re-run
     archive = agile.Archive.open("archive/")
     hits = agile.search(archive, model, [agile.Query("call.wav", 3.0, 5.5)], top=100)
@@ -15,11 +15,11 @@ cosine metric, float16 vectors: the only
 vector type hoplite 1.0 stores), so hoplite's notebooks and search work on it. It stores the raw pooled
 embeddings (as ``avex-hub embed`` writes them), one row per window and channel, and under the metadata key
 ``avex_hub`` the settings that made them (weights digest, layer, pooling, window, hop, channels, precision and
-the :class:`~avex_hub.provenance.Provenance` of the embeddings). Searching with another model or settings, and
+the :class:`~avex_hub.hub.provenance.Provenance` of the embeddings). Searching with another model or settings, and
 detecting with a probe trained on other embeddings, are refused with a :class:`SettingsMismatchError` naming both.
 
 :class:`AvexEmbeddingModel` implements hoplite's ``EmbeddingModel`` interface on our model (for hoplite's own
-``EmbedWorker`` and notebooks); ``index_files`` is built on :func:`avex_hub.inference.iter_file_results`, the code
+``EmbedWorker`` and notebooks); ``index_files`` is built on :func:`avex_hub.embed.inference.iter_file_results`, the code
 behind ``avex-hub embed``, so both run at the same speed. Needs ``pip install 'avex-hub[agile]'``. Importing this
 module imports perch-hoplite, which registers a SQLite adapter for Python lists (its own storage format).
 """
@@ -45,10 +45,10 @@ try:
     from perch_hoplite.db import sqlite_usearch_impl
     from perch_hoplite.zoo import zoo_interface
 except ImportError as _error:  # pragma: no cover - depends on the environment
-    raise ImportError("avex_hub.agile needs perch-hoplite: pip install 'avex-hub[agile]'") from _error
+    raise ImportError("avex_hub.integrations.agile needs perch-hoplite: pip install 'avex-hub[agile]'") from _error
 
-from .inference import find_audio_files, inference_settings, iter_file_results
-from .provenance import Provenance
+from ..embed.inference import find_audio_files, inference_settings, iter_file_results
+from ..hub.provenance import Provenance
 
 __all__ = [
     "AvexEmbeddingModel", "Archive", "IndexReport", "Query", "Hit", "Detections", "SettingsMismatchError",
@@ -213,7 +213,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        from .precision import prepare_for_inference, resolve_device
+        from ..encoder.precision import prepare_for_inference, resolve_device
 
         if self.model is None:
             raise ValueError("AvexEmbeddingModel needs model=<an AvexModel>; use AvexEmbeddingModel.from_model(model)")
@@ -232,7 +232,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
 
     @classmethod
     def from_config(cls, model_config) -> "AvexEmbeddingModel":
-        from .hub import build_model
+        from ..hub.loading import build_model
 
         config = dict(model_config)
         model = build_model(config.pop("model", "esp_aves2_sl_beats_all"), checkpoint=config.pop("checkpoint", None))
@@ -240,7 +240,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
 
     def embed(self, audio_array: np.ndarray) -> zoo_interface.InferenceOutputs:
         """``audio_array`` ``[samples]`` (or ``[channels, samples]``) at ``sample_rate`` -> ``[windows, channels, dim]``."""
-        from .windows import windows_from_array
+        from ..audio.windows import windows_from_array
 
         audio = np.asarray(audio_array, np.float32)
         windows = windows_from_array(audio, self.sample_rate, window_s=self.window_size_s, hop_s=self.hop_size_s,
@@ -253,7 +253,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
         return zoo_interface.batch_embed_from_embed_fn(self.embed, audio_batch)
 
     def _vectors(self, audio: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-        from .precision import inference_context
+        from ..encoder.precision import inference_context
 
         out = []
         for i in range(0, len(audio), self.batch_size):
@@ -419,9 +419,9 @@ def parse_query(text: str) -> Query:
 def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=None) -> np.ndarray:
     """One vector ``[len(queries), dim]`` per query clip with the archive's ``settings`` (a clip longer than the
     window gives several windows, averaged). ValueError for a clip shorter than the model's minimum."""
-    from .audio import load_audio
-    from .model import MIN_SAMPLES
-    from .windows import windows_from_array
+    from ..audio.contract import load_audio
+    from ..encoder.model import MIN_SAMPLES
+    from ..audio.windows import windows_from_array
 
     adapter = AvexEmbeddingModel.from_model(model, window_size_s=settings["window_s"], hop_size_s=settings["hop_s"],
                                             layer=settings["layers"][0], pooling=settings["pooling"],
@@ -502,7 +502,7 @@ HIT_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "score", "lab
 
 def write_hits_csv(hits: Sequence[Hit], path: str | os.PathLike, *, label: str = "") -> Path:
     """Hits as a CSV to label: fill ``label`` (a class name) and ``label_type`` (positive/negative/uncertain)."""
-    from .outputs import atomic_path
+    from ..embed.outputs import atomic_path
 
     with atomic_path(path, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
@@ -516,7 +516,7 @@ def write_hits_csv(hits: Sequence[Hit], path: str | os.PathLike, *, label: str =
 
 def write_hits_raven(hits: Sequence[Hit], folder: str | os.PathLike, *, name: str = "query") -> list[Path]:
     """One Raven selection table per file with hits (Species = ``name``, Score = the similarity)."""
-    from .outputs import raven_names, write_raven_tables
+    from ..embed.outputs import raven_names, write_raven_tables
 
     files = list(dict.fromkeys(h.file for h in hits))
 
@@ -620,7 +620,7 @@ def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 
     """A linear probe (one sigmoid per label) on the stored embeddings of the labelled windows, saved in our probe
     format with the archive's provenance (``load_probe`` and ``torch.hub`` load it). Positives and negatives of
     each class are weighted equally. ValueError when a class lacks positives or negatives."""
-    from .probes import Probe, save_probe
+    from ..heads.probes import Probe, save_probe
 
     ids, targets, names = labelled_windows(archive)
     if not names:
@@ -689,7 +689,7 @@ class Detections:
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """``window_id,file,channel,start_s,end_s`` and one score column per label, every window."""
-        from .outputs import atomic_path
+        from ..embed.outputs import atomic_path
 
         with atomic_path(path, ".csv") as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as handle:
@@ -704,7 +704,7 @@ class Detections:
 
     def to_raven(self, folder: str | os.PathLike) -> list[Path]:
         """One Raven table per file: windows whose best label reaches the threshold."""
-        from .outputs import raven_names, write_raven_tables
+        from ..embed.outputs import raven_names, write_raven_tables
 
         files = list(dict.fromkeys(self.table["file"].tolist()))
         best, score = self.scores.argmax(1).astype(np.int32), self.scores.max(1)
@@ -724,7 +724,7 @@ def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float 
            batch_size: int = 65536) -> Detections:
     """Score every window of the archive with a probe from :func:`train_classifier` (or any linear probe saved on
     the same weights, layer and pooling; SettingsMismatchError otherwise)."""
-    from .probes import load_probe
+    from ..heads.probes import load_probe
 
     probe = load_probe(probe_path)
     recorded, ours = probe.provenance, archive.provenance
@@ -785,7 +785,7 @@ def _wav_bytes(hit: Hit) -> bytes:
 
     import soundfile as sf
 
-    from .audio import load_audio
+    from ..audio.contract import load_audio
 
     clip = load_audio(hit.file, channels="mix" if hit.channel < 0 else hit.channel, start_s=hit.start_s,
                       end_s=hit.end_s)

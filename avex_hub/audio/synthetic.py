@@ -3,7 +3,7 @@
 It exists so tutorials and tests exercise the same code path as real recordings (files on disk, mixed sample
 rates, stereo, a CSV manifest, detection annotations) without downloading anything::
 
-    from avex_hub.synthetic import make_synthetic_dataset
+    from avex_hub.audio.synthetic import make_synthetic_dataset
     data = make_synthetic_dataset("synthetic", num_long_recordings=1, seed=0)
     # synthetic/manifest.csv, synthetic/labels.json, synthetic/clips/<species>/*.wav,
     # synthetic/long/long_000.wav, synthetic/annotations.csv, synthetic/synthetic.json

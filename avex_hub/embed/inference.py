@@ -1,13 +1,13 @@
 """Embedding and classification of whole recordings and folders: windows streamed, batched, bounded in memory.
 
-    from avex_hub.inference import embed_files, classify_files
+    from avex_hub.embed.inference import embed_files, classify_files
     result = embed_files(model, ["site1/", "night.flac"], window_s=10, layer=-1, num_workers=2)
     result.embeddings            # float32 [rows, C]; result.file / .channel / .start_s / .end_s per row
     result.to_parquet("emb.parquet"); result.failures   # {path: error} of unreadable inputs
 
 How it runs: a DataLoader over an ``IterableDataset`` whose workers each take a share of the files
 (largest first, to the least loaded worker), decode and resample them block by block
-(:func:`avex_hub.windows.stream_windows`) and hand over ready batches of windows; the main process runs
+(:func:`avex_hub.audio.windows.stream_windows`) and hand over ready batches of windows; the main process runs
 the model. Per-file results are assembled in the main process and yielded as each file completes
 (:func:`iter_file_results`); ``embed_files``/``classify_files`` return them in input order. The CLI
 (``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one implementation.
@@ -24,10 +24,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
+from ..audio.contract import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
 from .outputs import FLAG_NAMES
-from .precision import inference_context, prepare_for_inference, resolve_device
-from .windows import default_batch_size  # one home (windows); re-exported here, where it was first
+from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
+from ..audio.windows import default_batch_size  # one home (windows); re-exported here, where it was first
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
@@ -48,11 +48,11 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.find_audio`:
+    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.contract.find_audio`:
     recursive, sorted, links followed, hidden entries skipped, each file once).
 
     Raises FileNotFoundError for a path that does not exist and PermissionError naming every folder that could
-    not be listed (``avex_hub.audio.find_audio`` returns the readable files and those folders instead).
+    not be listed (``avex_hub.audio.contract.find_audio`` returns the readable files and those folders instead).
     """
     search = find_audio(paths)
     if search.failures:
@@ -73,9 +73,9 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
     import hashlib
     import json
 
-    from ._version import __version__
+    from .._version import __version__
     from .outputs import OUTPUT_VERSION
-    from .windows import window_params
+    from ..audio.windows import window_params
 
     if task not in ("embed", "classify"):
         raise ValueError(f"task must be 'embed' or 'classify', got {task!r}")
@@ -149,7 +149,7 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
 
     def __iter__(self):
-        from .windows import stream_windows
+        from ..audio.windows import stream_windows
 
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
@@ -216,7 +216,7 @@ def _file_arrays(chunks: list[dict], settings: dict) -> dict[str, np.ndarray]:
 
 
 def _durations(paths: list[str]) -> list[float]:
-    from .audio import audio_info
+    from ..audio.contract import audio_info
 
     out = []
     for p in paths:

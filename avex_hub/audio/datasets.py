@@ -1,11 +1,11 @@
 """Datasets of audio files for probes, fine-tuning and evaluation: class folders or a CSV manifest in,
 16 kHz mono clips with labels out.
 
-    from avex_hub.data import AudioDataset
+    from avex_hub.audio.datasets import AudioDataset
     train = AudioDataset.from_manifest("data/manifest.csv", split="train", clip_s=5.0, random_crop=True)
     loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=AudioDataset.collate)
 
-Every file goes through :func:`avex_hub.audio.load_audio` (any sample rate and channel count in; the mono mix,
+Every file goes through :func:`avex_hub.audio.contract.load_audio` (any sample rate and channel count in; the mono mix,
 or the chosen channel, at 16 kHz out), reading only the ``[start_s, end_s)`` range an item asks for.
 
 Nothing is dropped silently. Files listed but missing fail at construction, all named in one error, or with
@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import (
+from .contract import (
     AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, find_audio, load_audio,
     pad_or_crop,
 )
-from .labels import LabelMap
+from ..labels import LabelMap
 
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS"]
 
@@ -243,7 +243,7 @@ class AudioDataset(torch.utils.data.Dataset):
 
         Labels are the sorted folder names unless ``label_map`` is given. Hidden files and folders (``.name``)
         and audio lying directly in ``root`` are left out and counted in a warning. Linked folders are followed
-        (:func:`avex_hub.audio.find_audio`); a folder that cannot be listed raises PermissionError, or with
+        (:func:`avex_hub.audio.contract.find_audio`); a folder that cannot be listed raises PermissionError, or with
         ``on_error="skip"`` is warned about and listed in :attr:`failures`. ``kwargs`` go to the constructor.
         """
         root = Path(root)

@@ -1,7 +1,7 @@
 """The pure-torch half of fine-tuning: which parameters train, at which learning rate, on which schedule, and how a
-fine-tuned model is saved in the published layout. :mod:`avex_hub.lightning` builds the training loop on these.
+fine-tuned model is saved in the published layout. :mod:`avex_hub.integrations.lightning` builds the training loop on these.
 
-    from avex_hub.finetune import set_trainable, layerwise_param_groups, warmup_cosine, export_model
+    from avex_hub.heads.finetune import set_trainable, layerwise_param_groups, warmup_cosine, export_model
     set_trainable(model, unfreeze=4)                  # the top 4 transformer layers and the head train
     groups = layerwise_param_groups(model, lr=1e-4)  # layer_decay=LAYER_DECAY: 0.75 per layer down
     export_model(model, "my-finetune")               # model.safetensors + label_map.json + config.json
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import AvexModel
-from .outputs import atomic_path
+from ..encoder.model import AvexModel
+from ..embed.outputs import atomic_path
 
 __all__ = ["parameter_depth", "lowest_trainable_depth", "set_trainable", "trainable_modules", "LAYER_DECAY",
            "layerwise_param_groups", "warmup_cosine", "warmup_cosine_scheduler", "export_model", "EXPORT_FORMAT"]
@@ -107,7 +107,7 @@ def trainable_modules(model, unfreeze: str | int = "all") -> list[nn.Module]:
 
 # The layer-wise learning-rate decay a fine-tune starts from. It is not the weights' published
 # ``layer_wise_gradient_decay_ratio``: that ratio scales gradients inside the encoder (before every layer, as the
-# reference BEATs does; see avex_hub.beats), which AdamW's per-parameter normalisation largely cancels, while a
+# reference BEATs does; see avex_hub.encoder.beats), which AdamW's per-parameter normalisation largely cancels, while a
 # learning-rate decay of 0.6 would leave the embedding stage 0.6 ** 13 (0.1 %) of the rate.
 LAYER_DECAY = 0.75
 
@@ -194,7 +194,7 @@ def export_model(model, folder: str | os.PathLike, *, overwrite: bool = False, m
     """
     from safetensors.torch import save_file
 
-    from .provenance import provenance_for_export
+    from ..hub.provenance import provenance_for_export
 
     model = _model_of(model)
     folder = Path(folder)

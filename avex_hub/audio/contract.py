@@ -3,7 +3,7 @@
 One implementation shared by ``AvexModel.predict``, the CLI and the dataset classes.
 
 * ``load_audio`` reads a file (or a time range of it), picks channels and resamples to 16 kHz.
-* ``avex_hub.windows``: ``stream_windows`` cuts a file of any length into fixed windows holding one
+* ``avex_hub.audio.windows``: ``stream_windows`` cuts a file of any length into fixed windows holding one
   block in memory; ``windows_from_array`` cuts in-memory audio through the same code. It builds on the file
   and channel pieces here (``open_audio``, ``read_frames``, ``channel_rows``, ``take_rows``); this module
   does not import it (imports run one way).

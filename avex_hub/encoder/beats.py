@@ -27,7 +27,7 @@ class BEATsConfig:
     """Architecture of a BEATs encoder; field names are the reference's ``config.json`` names.
 
     The architecture defaults are esp-aves2's; the training-time settings (dropouts, layer drop, gradient decay
-    ratio) default to off, and :mod:`avex_hub.weights` sets each published model's.
+    ratio) default to off, and :mod:`avex_hub.hub.weights` sets each published model's.
     """
 
     input_patch_size: int = 16
@@ -62,7 +62,7 @@ class BEATsConfig:
     fbank_mean: float = 15.41663
     fbank_std: float = 6.55582
     # The reference scales gradients by this ratio at each layer's input while training; fine-tuning here applies it
-    # as the default layer-wise learning-rate decay instead (avex_hub.finetune.layerwise_param_groups).
+    # as the default layer-wise learning-rate decay instead (avex_hub.heads.finetune.layerwise_param_groups).
     layer_wise_gradient_decay_ratio: float = 1.0
 
     @classmethod
