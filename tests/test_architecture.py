@@ -20,35 +20,42 @@ PACKAGE_DIR = Path(avex_hub.__file__).parent
 LAYERS = {
     "avex_hub._version": 0,
     "avex_hub._files": 0,
+    "avex_hub._lazy": 0,
     "avex_hub.labels": 0,
     # audio in: decoding and the channel contract, windows, datasets, augmentations, synthetic data
+    "avex_hub.audio": 1,  # the room itself (its modules load on first use)
     "avex_hub.audio.contract": 1,
     "avex_hub.audio.windows": 1,
     "avex_hub.audio.datasets": 1,
     "avex_hub.audio.augment": 1,
     "avex_hub.audio.synthetic": 1,
     # the encoder: BEATs, the filterbank, the preprocessing contract and the user-facing model
+    "avex_hub.encoder": 2,  # the room itself (its modules load on first use)
     "avex_hub.encoder.beats": 2,
     "avex_hub.encoder.fbank": 2,
     "avex_hub.encoder.preprocessing": 2,
     "avex_hub.encoder.model": 2,
     "avex_hub.encoder.precision": 2,
     # weights as data, download -> verify -> strict load, provenance
+    "avex_hub.hub": 3,  # the room itself (its modules load on first use)
     "avex_hub.hub.weights": 3,
     "avex_hub.hub.loading": 3,
     "avex_hub.hub.provenance": 3,
     "avex_hub.hub.integrity": 3,
     # embeddings out: extraction, file inference, output writers, precision modes
+    "avex_hub.embed": 4,  # the room itself (its modules load on first use)
     "avex_hub.embed.extract": 4,
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
+    "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probes": 5,
     "avex_hub.heads.training": 5,
     "avex_hub.heads.finetune": 5,
     "avex_hub.heads.evaluation": 5,
     "avex_hub.heads.metrics": 5,
     # other libraries' interfaces
+    "avex_hub.integrations": 6,  # the room itself (its modules load on first use)
     "avex_hub.integrations.sklearn": 6,
     "avex_hub.integrations.lightning": 6,
     "avex_hub.integrations.lightning_predict": 6,

@@ -61,8 +61,8 @@ class BEATsConfig:
     frame_shift: float = 10.0
     fbank_mean: float = 15.41663
     fbank_std: float = 6.55582
-    # The reference scales gradients by this ratio at each layer's input while training; fine-tuning here applies it
-    # as the default layer-wise learning-rate decay instead (avex_hub.heads.finetune.layerwise_param_groups).
+    # The gradient entering each transformer layer is multiplied by this ratio (TransformerEncoder, as the reference
+    # does in training); the layer-wise learning-rate decay is a separate setting (avex_hub.heads.finetune).
     layer_wise_gradient_decay_ratio: float = 1.0
 
     @classmethod
