@@ -63,6 +63,7 @@ def _layers(value: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .encoder.model import POOLINGS
     from .encoder.precision import PRECISIONS
     from .hub.weights import WEIGHTS
 
@@ -76,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
                      help="published model (default: %(default)s; see `avex-hub info`)")
     run.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
-    run.add_argument("--window", type=float, default=10.0, help="window length in seconds (default: 10, as trained)")
+    run.add_argument("--window", type=float, default=None,
+                     help="window length in seconds (default: the model's preprocessing.window_s, 10, as trained)")
     run.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
     run.add_argument("--channels", type=_channels, default="mix",
                      help="'mix' (mean of channels, default), 'all' (one row per channel) or a channel index")
@@ -94,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="output format (default: from the --out suffix, else parquet)")
     embed.add_argument("--layer", type=_layers, default=-1,
                        help="layer(s): -1 last (default), 0 encoder input, a comma list, or 'all'")
-    embed.add_argument("--pooling", choices=("mean", "max"), default="mean", help="pooling over frames")
+    embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     classify = sub.add_parser("classify", parents=[run], help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
@@ -243,7 +245,7 @@ def _write_error(error: OSError, parts: Path) -> int:
 
 
 def _run(args) -> int:
-    from .audio.contract import SAMPLE_RATE, find_audio
+    from .audio.contract import SAMPLE_RATE, WINDOW_S, find_audio
     from .audio.windows import window_params
     from .embed.inference import inference_settings
     from .encoder.precision import check_precision, resolve_device
@@ -261,7 +263,7 @@ def _run(args) -> int:
     if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     try:  # cheap checks before loading weights
-        window_params(args.window, args.hop, SAMPLE_RATE)
+        window_params(WINDOW_S if args.window is None else args.window, args.hop, SAMPLE_RATE)
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None

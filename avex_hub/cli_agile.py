@@ -21,6 +21,7 @@ COMMANDS = ("index", "search", "label", "train-classifier", "detect")
 
 def add_parsers(sub, channels_type) -> None:
     """Register the agile subcommands on ``sub`` (the CLI's subparsers); ``channels_type`` parses --channels."""
+    from .encoder.model import POOLINGS
     from .encoder.precision import PRECISIONS
     from .hub.weights import WEIGHTS
 
@@ -35,10 +36,11 @@ def add_parsers(sub, channels_type) -> None:
 
     index = sub.add_parser("index", parents=[model, db], help="embed a folder tree into a hoplite database")
     index.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    index.add_argument("--window", type=float, default=10.0, help="window length in seconds (default: 10)")
+    index.add_argument("--window", type=float, default=None,
+                       help="window length in seconds (default: the model's preprocessing.window_s, 10)")
     index.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
     index.add_argument("--layer", type=int, default=-1, help="the layer stored (default: -1, the last)")
-    index.add_argument("--pooling", choices=("mean", "max"), default="mean", help="pooling over frames")
+    index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     index.add_argument("--channels", type=channels_type, default="mix",
                        help="'mix' (default), 'all' (one vector per channel) or a channel index")
     index.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, int8")

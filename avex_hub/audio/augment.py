@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .contract import SAMPLE_RATE
+
 __all__ = ["AddBackgroundNoise", "Mixup", "NoiseResult", "MixupResult", "generated_noise", "multi_hot"]
 
 _NOISE_COLOURS = ("white", "pink", "brown")
@@ -118,7 +120,7 @@ class AddBackgroundNoise:
     """
 
     def __init__(self, noise_source: str | os.PathLike | Sequence | torch.Tensor | None = None, *, p: float = 0.5,
-                 snr_db: tuple[float, float] = (-10.0, 20.0), colour: str = "white", sample_rate: int = 16_000,
+                 snr_db: tuple[float, float] = (-10.0, 20.0), colour: str = "white", sample_rate: int = SAMPLE_RATE,
                  max_cached_s: float = 600.0) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")

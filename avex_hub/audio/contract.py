@@ -49,7 +49,8 @@ if TYPE_CHECKING:  # annotations only; the import itself happens when a file is 
     import soundfile as sf
 
 __all__ = [
-    "SAMPLE_RATE", "MIN_SAMPLES", "MIX_CHANNEL", "AUDIO_EXTENSIONS", "CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB",
+    "SAMPLE_RATE", "WINDOW_S", "MIN_SAMPLES", "MIX_CHANNEL", "AUDIO_EXTENSIONS", "CLIP_LEVEL", "CLIP_FRACTION",
+    "SILENCE_DB",
     "HIGH_FREQUENCY_FRACTION",
     "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags",
     "ChannelMode", "AudioSearch", "find_audio", "audio_info", "stated_frames", "load_audio", "select_channels",
@@ -58,7 +59,8 @@ __all__ = [
     "open_audio", "read_frames",
 ]
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = 16_000  # the audio contract's rate; the model's (Preprocessing.sample_rate) reads it
+WINDOW_S = 10.0  # the clip length the model was trained on (Preprocessing.window_s reads it); for code without a model
 MIN_SAMPLES = 400 + 15 * 160  # 16 filterbank frames = one patch row (0.175 s); the model's shortest input
 MIX_CHANNEL = -1  # the mono mix's channel value in arrays, dataset items and every output format (a Window's is None)
 # File name endings taken as audio when folders are searched (CLI, class-folder datasets, noise folders); all are

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .contract import (
-    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, AudioDecodeError, audio_info, collate_audio, find_audio, load_audio,
-    pad_or_crop,
+    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, WINDOW_S, AudioDecodeError, audio_info, collate_audio, find_audio,
+    load_audio, pad_or_crop,
 )
 from ..labels import LabelMap
 
@@ -128,7 +128,7 @@ class AudioDataset(torch.utils.data.Dataset):
 
     collate = staticmethod(collate_audio)
 
-    def __init__(self, items: Sequence, *, label_map=None, clip_s: float | None = 10.0, random_crop: bool = False,
+    def __init__(self, items: Sequence, *, label_map=None, clip_s: float | None = WINDOW_S, random_crop: bool = False,
                  seed: int | None = None, channels="mix", sample_rate: int = SAMPLE_RATE,
                  multilabel: bool | None = None, on_error: str = "raise", source: str = "the given items") -> None:
         if on_error not in ("raise", "skip"):

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import SAMPLE_RATE
+
 __all__ = ["SPECIES", "SpeciesSpec", "SyntheticDataset", "make_synthetic_dataset", "synthesize_call"]
 
 _TAU = 2.0 * np.pi
@@ -190,7 +192,7 @@ def _species_index(species: str | int) -> int:
     return names.index(species.lower())
 
 
-def synthesize_call(species: str | int, *, call_type: int = 0, individual: int = 0, sample_rate: int = 16000,
+def synthesize_call(species: str | int, *, call_type: int = 0, individual: int = 0, sample_rate: int = SAMPLE_RATE,
                     seed: int = 0) -> np.ndarray:
     """One call as float32 mono audio peaking at 1.0, for notebooks and plots.
 
@@ -272,7 +274,8 @@ def _assign_splits(count: int, fractions: tuple[float, float, float], rng: np.ra
 
 
 def make_synthetic_dataset(root: str | os.PathLike, *, num_species: int = 5, individuals_per_species: int = 3,
-                           clips_per_individual: int = 8, clip_s: float = 2.0, sample_rate: int | list[int] = 16000,
+                           clips_per_individual: int = 8, clip_s: float = 2.0,
+                           sample_rate: int | list[int] = SAMPLE_RATE,
                            snr_db: float | None = 20.0, multilabel_fraction: float = 0.0,
                            num_long_recordings: int = 0, long_recording_s: float = 60.0, stereo: bool = False,
                            seed: int = 0, species_names: list[str] | None = None,

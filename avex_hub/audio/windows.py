@@ -18,7 +18,7 @@ import soxr
 import torch
 
 from .contract import (
-    MIN_SAMPLES, SAMPLE_RATE, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, channel_rows,
+    MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, channel_rows,
     check_rate, open_audio, read_frames, take_rows, quality_flags, resample, stated_frames, to_float_audio, warn_high_frequency,
 )
 
@@ -107,7 +107,7 @@ class _Windower:
             yield from self._emit(self.total)
 
 
-def windows_from_array(waveform, sample_rate: int, *, window_s: float = 10.0, hop_s: float | None = None,
+def windows_from_array(waveform, sample_rate: int, *, window_s: float = WINDOW_S, hop_s: float | None = None,
                        channels: ChannelMode = "mix", path: str | None = None) -> list[Window]:
     """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz.
 
@@ -143,7 +143,7 @@ class WindowStream:
         return next(self._windows)
 
 
-def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, channels: ChannelMode = "mix",
+def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = None, channels: ChannelMode = "mix",
                    sample_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> WindowStream:
     """Windows of an audio file of any length, read ``block_s`` seconds at a time and resampled as a stream.
 
@@ -184,7 +184,7 @@ def stream_windows(path, *, window_s: float = 10.0, hop_s: float | None = None, 
     return result
 
 
-def iter_array_windows(waveform, sample_rate: int, *, window_s: float = 10.0, hop_s: float | None = None,
+def iter_array_windows(waveform, sample_rate: int, *, window_s: float = WINDOW_S, hop_s: float | None = None,
                        channels: ChannelMode = "mix", block_s: float = 60.0, name: str | None = None
                        ) -> Iterator[Window]:
     """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz,

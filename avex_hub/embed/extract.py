@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, collate_audio, load_audio, resample, to_float_audio
-from ..encoder.model import AvexModel
+from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, collate_audio, load_audio, resample, to_float_audio
+from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
 
 __all__ = ["Embeddings", "ClipList", "extract_embeddings", "model_digest", "dataset_fingerprint", "cache_path_for"]
@@ -188,7 +188,7 @@ class ClipList(torch.utils.data.Dataset):
 
     collate = staticmethod(collate_audio)
 
-    def __init__(self, clips, *, sample_rate: int = SAMPLE_RATE, max_s: float | None = 10.0, labels=None) -> None:
+    def __init__(self, clips, *, sample_rate: int = SAMPLE_RATE, max_s: float | None = WINDOW_S, labels=None) -> None:
         if isinstance(clips, (torch.Tensor, np.ndarray)) and clips.ndim == 1:
             clips = [clips]
         self.clips = list(clips)
@@ -306,8 +306,7 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
     """
     if not isinstance(model, AvexModel):
         raise TypeError(f"model must be an avex_hub.AvexModel, got {type(model).__name__}")
-    if pooling not in ("mean", "max"):
-        raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+    check_pooling(pooling)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     indices = model.layer_indices(layers)

@@ -26,6 +26,7 @@ import torch
 
 from ..audio.contract import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
 from .outputs import FLAG_NAMES
+from ..encoder.model import check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
 from ..audio.windows import default_batch_size  # one home (windows); re-exported here, where it was first
 
@@ -61,14 +62,14 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
     return search.files
 
 
-def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float | None = None,
+def inference_settings(model, task: str, *, window_s: float | None = None, hop_s: float | None = None,
                        channels="mix", layer=-1, pooling: str = "mean", precision: str = "fp32",
                        top_k: int = 5) -> dict:
     """Everything that changes the numbers in an output (not device or batch size); stored with it.
 
     Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
     pooling (embed) or top-k and the label names' digest (classify), and the output format version; the CLI
-    reuses a stored shard only when all of them agree.
+    reuses a stored shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``.
     """
     import hashlib
     import json
@@ -79,6 +80,8 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
 
     if task not in ("embed", "classify"):
         raise ValueError(f"task must be 'embed' or 'classify', got {task!r}")
+    if window_s is None:
+        window_s = model.preprocessing.window_s  # the clip length the model was trained on
     window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
     if not (channels in ("mix", "all") or (isinstance(channels, int) and not isinstance(channels, bool))):
         raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
@@ -90,8 +93,7 @@ def inference_settings(model, task: str, *, window_s: float = 10.0, hop_s: float
     if task == "embed":
         layers = "all" if layer == "all" else (list(layer) if isinstance(layer, (list, tuple)) else layer)
         settings.update(layers=model.layer_indices(layers), pooling=pooling)
-        if pooling not in ("mean", "max"):
-            raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+        check_pooling(pooling)
     else:
         if model.label_map is None or getattr(model, "classifier", None) is None:
             raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
@@ -370,21 +372,22 @@ def _run(model, task: str, paths, *, window_s, hop_s, channels, layer, pooling, 
     return InferenceResult(task, settings, tuple(model.labels), ok, failures)
 
 
-def embed_files(model, paths, *, window_s: float = 10.0, hop_s: float | None = None, layer=-1,
+def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | None = None, layer=-1,
                 pooling: str = "mean", channels="mix", batch_size: int | None = None,
                 num_workers: int | None = None, precision: str = "fp32", device=None,
                 progress: bool = True) -> InferenceResult:
     """Pooled embeddings of every window of every file (folders are searched for audio files).
 
     ``layer``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``; ``channels``:
-    ``"mix"``, ``"all"`` or a channel index. Unreadable files end up in ``result.failures``.
+    ``"mix"``, ``"all"`` or a channel index. ``window_s=None``: the model's ``preprocessing.window_s`` (10 s).
+    Unreadable files end up in ``result.failures``.
     """
     return _run(model, "embed", paths, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
                 pooling=pooling, top_k=1, batch_size=batch_size, num_workers=num_workers, precision=precision,
                 device=device, progress=progress)
 
 
-def classify_files(model, paths, *, top_k: int = 5, window_s: float = 10.0, hop_s: float | None = None,
+def classify_files(model, paths, *, top_k: int = 5, window_s: float | None = None, hop_s: float | None = None,
                    channels="mix", batch_size: int | None = None, num_workers: int | None = None,
                    precision: str = "fp32", device=None, progress: bool = True) -> InferenceResult:
     """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`."""

@@ -22,6 +22,11 @@ from torch import nn
 __all__ = ["BEATsConfig", "BEATs", "EncoderOutput"]
 
 
+# config.json keys of the reference BEATs that restate the preprocessing contract (its names for
+# Preprocessing.sample_rate, fbank_mean, fbank_std); read only to check that they agree with it, never kept.
+PREPROCESSING_KEYS = {"sample_frequency": "sample_rate", "fbank_mean": "fbank_mean", "fbank_std": "fbank_std"}
+
+
 @dataclass
 class BEATsConfig:
     """Architecture of a BEATs encoder; field names are the reference's ``config.json`` names.
@@ -54,19 +59,20 @@ class BEATsConfig:
     finetuned_model: bool = True
     predictor_dropout: float = 0.0
     predictor_class: int = 527
-    # Filterbank settings that the reference keeps beside the architecture.
+    # Filterbank settings that the reference keeps beside the architecture. Its sample_frequency, fbank_mean and
+    # fbank_std are not fields: Preprocessing holds them (see PREPROCESSING_KEYS).
     num_mel_bins: int = 128
-    sample_frequency: float = 16_000.0
     frame_length: float = 25.0
     frame_shift: float = 10.0
-    fbank_mean: float = 15.41663
-    fbank_std: float = 6.55582
     # The gradient entering each transformer layer is multiplied by this ratio (TransformerEncoder, as the reference
     # does in training); the layer-wise learning-rate decay is a separate setting (avex_hub.heads.finetune).
     layer_wise_gradient_decay_ratio: float = 1.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "BEATsConfig":
+        """The fields of a config.json; ``PREPROCESSING_KEYS`` are tolerated and dropped (``Preprocessing`` holds
+        them; ``avex_hub.hub.integrity.check_preprocessing`` refuses a config.json that states other values)."""
+        values = {k: v for k, v in values.items() if k not in PREPROCESSING_KEYS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio.contract import SAMPLE_RATE
+
 __all__ = ["FbankConfig", "KaldiFbank", "mel_filterbank", "num_frames"]
 
 
@@ -24,7 +26,7 @@ __all__ = ["FbankConfig", "KaldiFbank", "mel_filterbank", "num_frames"]
 class FbankConfig:
     """The filterbank settings; the defaults are the ones every esp-aves2 BEATs model uses."""
 
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     num_mel_bins: int = 128
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..audio.contract import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 s at 16 kHz
-    MIN_SAMPLES, AudioQualityWarning, QualityFlags, audio_info, load_audio, quality_flags, resample,
+    MIN_SAMPLES, SAMPLE_RATE, AudioQualityWarning, QualityFlags, audio_info, load_audio, quality_flags, resample,
     select_channels, to_float_audio,
 )
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
@@ -28,9 +28,16 @@ from .preprocessing import Preprocessing
 from ..audio.windows import Window, default_batch_size, iter_array_windows, stream_windows
 
 __all__ = ["AvexModel", "Prediction", "WindowPrediction", "WindowEmbeddings", "LongInputWarning",
-           "LONG_INPUT_S", "validate_audio", "MIN_SAMPLES"]
+           "LONG_INPUT_S", "validate_audio", "MIN_SAMPLES", "POOLINGS", "check_pooling"]
 
 LONG_INPUT_S = 60.0  # tensors longer than this (at the model's rate) get a LongInputWarning
+POOLINGS = ("mean", "max")  # what AvexModel.pool does over frames (and embed's clip_pooling over windows)
+
+
+def check_pooling(pooling, name: str = "pooling", hint: str = "") -> None:
+    """Refuse anything but ``"mean"`` or ``"max"`` (``POOLINGS``); ``name`` is the parameter in the message."""
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
+        raise ValueError(f"{name} must be 'mean' or 'max', got {pooling!r}{hint}")
 
 
 class LongInputWarning(UserWarning):
@@ -113,9 +120,9 @@ def validate_audio(audio: torch.Tensor, padding_mask: torch.Tensor | None = None
         raise ValueError(f"audio is empty (shape {tuple(audio.shape)}); expected at least {min_samples} samples")
     if audio.shape[1] < min_samples:
         raise ValueError(
-            f"audio of {audio.shape[1]} samples ({audio.shape[1] / 16000:.3f} s at 16 kHz) is shorter than "
-            f"the {min_samples} samples ({min_samples / 16000:.3f} s) of one 16-frame patch; pad it with zeros "
-            "and pass a padding_mask, or use longer clips"
+            f"audio of {audio.shape[1]} samples ({audio.shape[1] / SAMPLE_RATE:.3f} s at {SAMPLE_RATE // 1000} kHz) "
+            f"is shorter than the {min_samples} samples ({min_samples / SAMPLE_RATE:.3f} s) of one 16-frame patch; "
+            "pad it with zeros and pass a padding_mask, or use longer clips"
         )
     finite = torch.isfinite(audio)
     if not bool(finite.all()):
@@ -244,16 +251,15 @@ class AvexModel(nn.Module):
     @staticmethod
     def pool(features: torch.Tensor, padding_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
         """``[B, N, C]`` -> ``[B, C]`` over frames that are not padding (``mean`` or ``max``)."""
+        check_pooling(pooling)
         if pooling == "mean":
             if padding_mask is None:
                 return features.mean(dim=1)
             valid = (~padding_mask).unsqueeze(-1).to(features.dtype)
             return (features * valid).sum(dim=1) / valid.sum(dim=1)
-        if pooling == "max":
-            if padding_mask is None:
-                return features.amax(dim=1)
-            return features.masked_fill(padding_mask.unsqueeze(-1), float("-inf")).amax(dim=1)
-        raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+        if padding_mask is None:
+            return features.amax(dim=1)
+        return features.masked_fill(padding_mask.unsqueeze(-1), float("-inf")).amax(dim=1)
 
     def embed(self, audio, padding_mask: torch.Tensor | None = None, *, layer: int = -1, pooling: str = "mean",
               sample_rate: int | None = None, channels: str | int = "mix", per_window: bool = False,
@@ -276,8 +282,7 @@ class AvexModel(nn.Module):
         if padding_mask is not None:
             raise ValueError("padding_mask applies to a batch tensor [B, samples]; a recording is windowed and "
                              "masked here: pass it without padding_mask")
-        if clip_pooling not in ("mean", "max"):
-            raise ValueError(f"clip_pooling must be 'mean' or 'max', got {clip_pooling!r}")
+        check_pooling(clip_pooling, "clip_pooling")
         answers = self._embed_recording(self._recording_batches(audio, sample_rate, channels, batch_size), layer,
                                         pooling)
         if not per_window:

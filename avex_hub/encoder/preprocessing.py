@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..audio.contract import SAMPLE_RATE, WINDOW_S
+
 __all__ = ["Preprocessing"]
 
 
@@ -15,12 +17,12 @@ __all__ = ["Preprocessing"]
 class Preprocessing:
     """How raw audio becomes the encoder's input; part of the contract a probe is bound to."""
 
-    sample_rate: int = 16_000
+    sample_rate: int = SAMPLE_RATE
     fbank_mean: float = 15.41663
     fbank_std: float = 6.55582
     input_scale: float = 2.0**15  # float audio in [-1, 1] is scaled to 16-bit range before the filterbank
     clip_input: bool = False  # clamp audio to [-1, 1] first (the NatureLM-audio encoder was trained so)
-    window_s: float = 10.0  # the clip length the model was trained on
+    window_s: float = WINDOW_S  # the clip length the model was trained on
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

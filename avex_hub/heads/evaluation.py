@@ -23,6 +23,7 @@ Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one A
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field, replace
 
@@ -32,7 +33,7 @@ import torch
 from ..embed.extract import Embeddings, cache_path_for, extract_embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
-from .probes import Probe, attention_probe
+from .probes import Probe, attention_probe, mlp_probe
 from .training import TrainResult, predict, split_indices, train_probe
 
 __all__ = ["CARD_METRIC_NAMES", "Evaluation", "evaluate", "compare_models", "compare_layers", "side_by_side", "resolve_splits"]
@@ -141,6 +142,12 @@ def _extract_splits(model: AvexModel, splits: dict, indices: list[int], pooling:
     return out
 
 
+def _mlp_defaults() -> dict:
+    """``mlp_probe``'s own defaults for the head (hidden_dim, dropout): a Probe built here matches the builder's."""
+    params = inspect.signature(mlp_probe).parameters
+    return {name: params[name].default for name in ("hidden_dim", "dropout")}
+
+
 def _score(emb: dict[str, Embeddings], indices: list[int], *, probe: str, seed: int, model, splits, layer,
            model_name, dataset_name, retrieval: bool, clustering: bool, probe_kwargs: dict, train_kwargs: dict,
            progress: bool, extract_kwargs: dict) -> Evaluation:
@@ -153,7 +160,7 @@ def _score(emb: dict[str, Embeddings], indices: list[int], *, probe: str, seed: 
     if probe in ("linear", "mlp"):
         head = Probe(None, num_classes, layers=indices, aggregation=train.pooling, head=probe, multilabel=multilabel,
                      embedding_dim=dim, seed=seed, label_names=train.label_names,
-                     **({"hidden_dim": 256, "dropout": 0.1} | probe_kwargs if probe == "mlp" else probe_kwargs))
+                     **(_mlp_defaults() | probe_kwargs if probe == "mlp" else probe_kwargs))
         result = train_probe(head, train, emb.get("val"), seed=seed, progress=progress, **train_kwargs)
         logits = predict(head, test)
     elif probe == "attention":

@@ -31,12 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..encoder.model import AvexModel
+from ..encoder.model import POOLINGS, AvexModel, check_pooling
 
 __all__ = ["Probe", "AttentionPooling", "linear_probe", "mlp_probe", "attention_probe", "save_probe",
            "load_probe", "AGGREGATIONS"]
 
-AGGREGATIONS = ("mean", "max", "attention")
+AGGREGATIONS = (*POOLINGS, "attention")
+DEFAULT_HIDDEN_DIM = 256  # the MLP head's width when none is given
 
 
 class AttentionPooling(nn.Module):
@@ -80,7 +81,8 @@ class Probe(nn.Module):
     """
 
     def __init__(self, backbone: AvexModel | None, num_classes: int, *, layers: str | int | list[int] = "last",
-                 aggregation: str = "mean", head: str = "linear", hidden_dim: int = 256, dropout: float = 0.0,
+                 aggregation: str = "mean", head: str = "linear", hidden_dim: int = DEFAULT_HIDDEN_DIM,
+                 dropout: float = 0.0,
                  num_heads: int = 4, freeze_backbone: bool = True, multilabel: bool = False,
                  learned_layer_weights: bool = True, label_names: list[str] | None = None, seed: int = 0,
                  embedding_dim: int | None = None) -> None:
@@ -226,7 +228,8 @@ class Probe(nn.Module):
         """The constructor arguments (without the backbone), JSON-serialisable."""
         return {"num_classes": self.num_classes, "layers": self.layer_indices, "embedding_dim": self._embedding_dim,
                 "aggregation": self.aggregation,
-                "head": self.head_type, "hidden_dim": 256 if self.hidden_dim is None else self.hidden_dim,
+                "head": self.head_type,
+                "hidden_dim": DEFAULT_HIDDEN_DIM if self.hidden_dim is None else self.hidden_dim,
                 "dropout": self.dropout,
                 "num_heads": self.num_heads or 4, "freeze_backbone": self.frozen, "multilabel": self.multilabel,
                 "learned_layer_weights": self.learned_layer_weights,
@@ -246,9 +249,8 @@ class Probe(nn.Module):
 
 
 def _check_mean_or_max(builder: str, aggregation: str) -> None:
-    if aggregation not in ("mean", "max"):
-        raise ValueError(f"{builder} aggregation must be 'mean' or 'max', got {aggregation!r}"
-                         + ("; use attention_probe for attention pooling" if aggregation == "attention" else ""))
+    check_pooling(aggregation, f"{builder} aggregation",
+                  "; use attention_probe for attention pooling" if aggregation == "attention" else "")
 
 
 def linear_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list[int] = "last",
@@ -262,7 +264,8 @@ def linear_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | l
 
 
 def mlp_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list[int] = "last",
-              aggregation: str = "mean", hidden_dim: int = 256, dropout: float = 0.1, freeze_backbone: bool = True,
+              aggregation: str = "mean", hidden_dim: int = DEFAULT_HIDDEN_DIM, dropout: float = 0.1,
+              freeze_backbone: bool = True,
               multilabel: bool = False, learned_layer_weights: bool = True, label_names: list[str] | None = None,
               seed: int = 0) -> Probe:
     """A two-layer MLP probe: ``Linear(C, hidden_dim) -> GELU -> Dropout -> Linear(hidden_dim, num_classes)``."""
@@ -281,7 +284,8 @@ def attention_probe(backbone: AvexModel, num_classes: int, *, layers: str | int 
     ``hidden_dim`` units when given). Its pooling is attention by definition; linear_probe and mlp_probe pool by
     mean or max."""
     return Probe(backbone, num_classes, layers=layers, aggregation="attention",
-                 head="linear" if hidden_dim is None else "mlp", hidden_dim=256 if hidden_dim is None else hidden_dim,
+                 head="linear" if hidden_dim is None else "mlp",
+                 hidden_dim=DEFAULT_HIDDEN_DIM if hidden_dim is None else hidden_dim,
                  dropout=dropout,
                  num_heads=num_heads, freeze_backbone=freeze_backbone, multilabel=multilabel,
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)

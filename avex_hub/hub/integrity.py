@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .._files import read_capped
-from ..encoder.beats import BEATsConfig
+from ..encoder.beats import PREPROCESSING_KEYS, BEATsConfig
 
 __all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values",
            "check_preprocessing", "git_blob_sha1", "cached_file_address", "verify_cached_file",
@@ -87,26 +87,29 @@ _ANY_SIGN = ("fbank_mean",)  # a log-mel mean
 
 def check_config_values(values: dict, source: str) -> None:
     """Types (bool is not int), signs and bounds of every BEATs config field in ``values`` (a dict, e.g. a
-    ``config.json`` merged over defaults), each error naming the field; then the config's own rules."""
-    for f in dataclasses.fields(BEATsConfig):
-        if f.name not in values:
+    ``config.json`` merged over defaults), each error naming the field; then the config's own rules. The
+    reference's copies of the preprocessing (``PREPROCESSING_KEYS``, numbers) are checked too where present."""
+    specs = [(f.name, type(f.default)) for f in dataclasses.fields(BEATsConfig)]
+    specs += [(name, float) for name in PREPROCESSING_KEYS]
+    for name, kind in specs:
+        if name not in values:
             continue
-        value, kind = values[f.name], type(f.default)
+        value = values[name]
         ok = (isinstance(value, bool) if kind is bool else
               isinstance(value, int) and not isinstance(value, bool) if kind is int else
               isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
               if kind is float else isinstance(value, kind))
         if not ok:
             expected = {bool: "true or false", int: "an int", float: "a finite number"}.get(kind, kind.__name__)
-            raise ValueError(f"{source}: config field {f.name} must be {expected}, found {value!r} "
+            raise ValueError(f"{source}: config field {name} must be {expected}, found {value!r} "
                              f"({type(value).__name__})")
-        if kind in (int, float) and f.name not in _NON_NEGATIVE + _ANY_SIGN and value <= 0:
-            raise ValueError(f"{source}: config field {f.name} must be positive, found {value!r}")
-        if kind in (int, float) and f.name not in _ANY_SIGN and value < 0:
-            raise ValueError(f"{source}: config field {f.name} must not be negative, found {value!r}")
-        if f.name in _BOUNDS and value > _BOUNDS[f.name]:
-            raise ValueError(f"{source}: config field {f.name}={value!r} is beyond any BEATs model (at most "
-                             f"{_BOUNDS[f.name]}); the config is damaged")
+        if kind in (int, float) and name not in _NON_NEGATIVE + _ANY_SIGN and value <= 0:
+            raise ValueError(f"{source}: config field {name} must be positive, found {value!r}")
+        if kind in (int, float) and name not in _ANY_SIGN and value < 0:
+            raise ValueError(f"{source}: config field {name} must not be negative, found {value!r}")
+        if name in _BOUNDS and value > _BOUNDS[name]:
+            raise ValueError(f"{source}: config field {name}={value!r} is beyond any BEATs model (at most "
+                             f"{_BOUNDS[name]}); the config is damaged")
     try:
         BEATsConfig(**{k: v for k, v in values.items() if k in _FIELDS}).validate()
     except ValueError as error:
@@ -208,12 +211,13 @@ def verify_cached_file(path: str | os.PathLike, *, pinned_sha256: str | None = N
 
 
 # -- the preprocessing contract against the config -------------------------------------------------------------
-def check_preprocessing(preprocessing, config: BEATsConfig, source: str) -> None:
-    """Refuse a malformed preprocessing contract, and config fields it would silently override.
+def check_preprocessing(preprocessing, stated: dict, source: str) -> None:
+    """Refuse a malformed preprocessing contract, and config.json values it would silently override.
 
     The model normalises with ``preprocessing.fbank_mean/fbank_std`` at ``preprocessing.sample_rate``; a
-    ``config.json`` whose BEATs ``fbank_mean``, ``fbank_std`` or ``sample_frequency`` say otherwise would be
-    ignored without a word, so the disagreement is an error naming both values.
+    ``config.json`` whose BEATs ``fbank_mean``, ``fbank_std`` or ``sample_frequency`` (``PREPROCESSING_KEYS``,
+    not kept in ``BEATsConfig``) say otherwise would be ignored without a word, so the disagreement is an error
+    naming both values. ``stated``: the config.json's values (only these keys are read).
     """
     p = preprocessing
     for name in ("fbank_mean", "fbank_std", "input_scale", "window_s"):
@@ -226,9 +230,9 @@ def check_preprocessing(preprocessing, config: BEATsConfig, source: str) -> None
         raise ValueError(f"{source}: preprocessing.sample_rate must be a positive int, found {p.sample_rate!r}")
     if not isinstance(p.clip_input, bool):
         raise ValueError(f"{source}: preprocessing.clip_input must be true or false, found {p.clip_input!r}")
-    used = {"fbank_mean": p.fbank_mean, "fbank_std": p.fbank_std, "sample_frequency": p.sample_rate}
-    for name, value in used.items():
-        if not math.isclose(getattr(config, name), value, rel_tol=1e-6):
-            raise ValueError(f"{source}: config field {name}={getattr(config, name)!r} would be ignored: the model "
-                             f"uses preprocessing.{'sample_rate' if name == 'sample_frequency' else name}={value!r}. "
+    for name, field in PREPROCESSING_KEYS.items():
+        value = getattr(p, field)
+        if name in stated and not math.isclose(stated[name], value, rel_tol=1e-6):
+            raise ValueError(f"{source}: config field {name}={stated[name]!r} would be ignored: the model "
+                             f"uses preprocessing.{field}={value!r}. "
                              "Make them equal (set the value under \"preprocessing\" in config.json to change it)")

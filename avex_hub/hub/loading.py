@@ -177,17 +177,19 @@ def _check_safetensors_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _read_weights(path: str | os.PathLike, config: BEATsConfig, preprocessing: Preprocessing) -> dict:
+def _read_weights(path: str | os.PathLike, config: BEATsConfig, preprocessing: Preprocessing,
+                  stated: dict | None = None) -> dict:
     """The normalised state of a weights file, read only once its header agrees with ``config``.
 
     The config's sizes are checked against the tensor shapes (and the dtypes against floating point) before
-    anything is loaded or built; the loaded values must be finite.
+    anything is loaded or built; the loaded values must be finite. ``stated``: a config.json's own values, whose
+    copies of the preprocessing (``PREPROCESSING_KEYS``) must agree with ``preprocessing``.
     """
     source = str(_check_safetensors_path(path))
     header = tensor_header(path)
     check_float_dtypes(header, source)
     check_config(config, header, source)
-    check_preprocessing(preprocessing, config, source)
+    check_preprocessing(preprocessing, stated or {}, source)
     state = load_safetensors(path)
     check_finite(state, source)
     return normalize_state_dict(state)
@@ -303,8 +305,9 @@ def resolve_checkpoint(checkpoint: str | os.PathLike, entry: WeightsEntry) -> di
             "config": config if config.exists() else None}
 
 
-def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocessing | None, dict | None]:
-    """config.json -> the architecture, the preprocessing (if recorded) and our exports' provenance block."""
+def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocessing | None, dict | None, dict]:
+    """config.json -> the architecture, the preprocessing (if recorded), our exports' provenance block and the
+    file's own values (for the preprocessing copies a reference config.json states, ``PREPROCESSING_KEYS``)."""
     try:
         data = json.loads(read_capped(path, CONFIG_MAX_BYTES, what="a BEATs config.json").decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -316,7 +319,7 @@ def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocess
     merged = {**base.to_dict(), **data}
     check_config_values(merged, str(path))  # before BEATsConfig's own checks divide by a size
     config = BEATsConfig.from_dict(merged)
-    return config, (_read_preprocessing(preprocessing, path) if preprocessing else None), provenance
+    return config, (_read_preprocessing(preprocessing, path) if preprocessing else None), provenance, data
 
 
 CONFIG_MAX_BYTES = 1 << 20  # a config.json is ~1 kB
@@ -343,9 +346,11 @@ def build_model(name: str, *, pretrained: bool = True, checkpoint: str | os.Path
     if checkpoint is not None:
         files = resolve_checkpoint(checkpoint, entry)
         if files["config"] is not None:
-            config, custom, provenance = _read_config(files["config"], config)
+            config, custom, provenance, stated = _read_config(files["config"], config)
             preprocessing = custom or preprocessing
-        state = _read_weights(files["weights"], config, preprocessing)
+        else:
+            stated = {}
+        state = _read_weights(files["weights"], config, preprocessing, stated)
         digest = sha256_file(files["weights"])
         source = str(files["weights"])
         if files["label_map"] is not None:

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..encoder.beats import PREPROCESSING_KEYS
+
 __all__ = ["Provenance", "ProvenanceMismatchError", "ProvenanceWarning", "FORMAT_VERSION", "architecture",
            "config_digest", "metrics_dict", "provenance_for_export", "check_export_provenance", "read_probe_metadata",
            "KINDS", "PROBE_META_KEY"]
@@ -72,6 +74,16 @@ def architecture(config) -> dict:
 def _digest(data: Mapping) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _without_preprocessing_copies(recorded: Mapping, digest: str) -> dict:
+    """A backbone config recorded before ``BEATsConfig`` dropped its copy of the preprocessing
+    (``sample_frequency``; the preprocessing block records the rate), as it is recorded now: the key left out and
+    the digest recomputed, so heads and archives written before compare equal. An edited record is kept as is."""
+    if not any(k in recorded for k in PREPROCESSING_KEYS) or _digest(recorded) != digest:
+        return {}
+    current = {k: v for k, v in recorded.items() if k not in PREPROCESSING_KEYS}
+    return {"backbone_config": current, "backbone_config_sha256": _digest(current)}
 
 
 def config_digest(config) -> str:
@@ -181,6 +193,7 @@ class Provenance:
             raise ValueError(f"{source}: provenance lacks {missing}; the file is damaged or was edited by hand")
         values = {k: v for k, v in data.items() if k in known}
         _check_types(values, source)
+        values.update(_without_preprocessing_copies(values["backbone_config"], values["backbone_config_sha256"]))
         values["layers"] = tuple(values["layers"])
         if values.get("label_names") is not None:
             values["label_names"] = tuple(values["label_names"])

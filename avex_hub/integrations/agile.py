@@ -76,7 +76,7 @@ class SettingsMismatchError(ValueError):
 
 
 # -- settings ---------------------------------------------------------------------------------------------------
-def archive_settings(model, *, layer: int = -1, pooling: str = "mean", window_s: float = 10.0,
+def archive_settings(model, *, layer: int = -1, pooling: str = "mean", window_s: float | None = None,
                      hop_s: float | None = None, channels="mix", precision: str = "fp32") -> dict:
     """The settings an archive records: those of ``avex-hub embed`` (one layer) plus the embeddings' provenance."""
     if not isinstance(layer, int) or isinstance(layer, bool):
@@ -204,7 +204,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
     """
 
     model: Any = None
-    window_size_s: float = 10.0
+    window_size_s: float | None = None  # None: the model's preprocessing.window_s
     hop_size_s: float | None = None
     layer: int = -1
     pooling: str = "mean"
@@ -220,6 +220,8 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
         if self.sample_rate != self.model.sample_rate:
             raise ValueError(f"sample_rate={self.sample_rate} but {self.model.name} takes {self.model.sample_rate} Hz; "
                              "hoplite resamples to the model's rate, so pass the model's")
+        if self.window_size_s is None:
+            self.window_size_s = float(self.model.preprocessing.window_s)
         self.hop_size_s = float(self.window_size_s if self.hop_size_s is None else self.hop_size_s)
         self.settings = archive_settings(self.model, layer=self.layer, pooling=self.pooling,
                                          window_s=self.window_size_s, hop_s=self.hop_size_s, precision=self.precision)
@@ -339,7 +341,7 @@ def _insert_file(archive: Archive, deployment: int, result) -> int:
 
 
 def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.PathLike, *, layer: int = -1,
-                pooling: str = "mean", window_s: float = 10.0, hop_s: float | None = None, channels="mix",
+                pooling: str = "mean", window_s: float | None = None, hop_s: float | None = None, channels="mix",
                 precision: str = "fp32", batch_size: int | None = None,
                 num_workers: int | None = None, device=None, progress: bool = True) -> IndexReport:
     """Embed the audio files under ``paths`` into the archive at ``db_path`` (made if new).

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..heads import finetune
 from ..audio.augment import AddBackgroundNoise, Mixup, multi_hot
+from ..audio.contract import WINDOW_S
 from ..labels import LabelMap
 from ..encoder.model import AvexModel
 
@@ -393,7 +394,7 @@ class AvexDataModule(L.LightningDataModule):
             self._labels, self._multilabel = [], False
 
     @classmethod
-    def from_manifest(cls, manifest: str | os.PathLike, *, clip_s: float | None = 10.0,
+    def from_manifest(cls, manifest: str | os.PathLike, *, clip_s: float | None = WINDOW_S,
                       splits: dict[str, str | None] | None = None, label_map=None, random_crop: bool = True,
                       seed: int = 0, channels="mix", label_column: str = "label", dataset_kwargs: dict | None = None,
                       **kwargs) -> "AvexDataModule":
@@ -413,7 +414,7 @@ class AvexDataModule(L.LightningDataModule):
         return cls(**sets, seed=seed, **kwargs)
 
     @classmethod
-    def from_folders(cls, train=None, val=None, test=None, *, clip_s: float | None = 10.0, label_map=None,
+    def from_folders(cls, train=None, val=None, test=None, *, clip_s: float | None = WINDOW_S, label_map=None,
                      random_crop: bool = True, seed: int = 0, dataset_kwargs: dict | None = None,
                      **kwargs) -> "AvexDataModule":
         """Class-folder datasets (``root/<label>/<files>``) per split; labels are the union of the folders' names."""

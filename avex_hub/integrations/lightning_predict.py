@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from ..audio.contract import WINDOW_S
 from ..encoder.model import AvexModel
 from ..embed.outputs import atomic_path
 
@@ -40,7 +41,7 @@ __all__ = ["AvexLightningEmbedder", "ShardedPredictionWriter", "MergedPrediction
 SHARD_FORMAT = "avex-hub-shards/1"
 
 
-def window_dataset(paths, *, window_s: float = 10.0, hop_s: float | None = None, channels="mix", **kwargs):
+def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = None, channels="mix", **kwargs):
     """An :class:`avex_hub.audio.datasets.AudioDataset` with one item per ``window_s`` window (every ``hop_s``) of each file
     (files and folders, searched recursively).
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio.contract import SAMPLE_RATE
 from ..encoder.fbank import FbankConfig, mel_filterbank
 from ..encoder.model import MIN_SAMPLES, AvexModel
 
@@ -143,7 +144,7 @@ def export_metadata(model: AvexModel, opset: int) -> dict:
     }
 
 
-def validation_audio(sample_rate: int = 16_000) -> list[torch.Tensor]:
+def validation_audio(sample_rate: int = SAMPLE_RATE) -> list[torch.Tensor]:
     """Deterministic test batches of two lengths and batch sizes (the dynamic axes are exercised)."""
     generator = torch.Generator().manual_seed(0)
     batches = []

@@ -23,8 +23,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..audio.contract import SAMPLE_RATE, WINDOW_S
 from ..embed.extract import ClipList, extract_embeddings
-from ..encoder.model import AvexModel
+from ..encoder.model import AvexModel, check_pooling
 
 __all__ = ["AvexSklearnEmbedder"]
 
@@ -45,8 +46,8 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, model: AvexModel | None = None, *, model_name: str = "esp_aves2_sl_beats_all",
-                 checkpoint=None, layers="last", pooling: str = "mean", sample_rate: int = 16000,
-                 max_s: float | None = 10.0, batch_size: int = 16, num_workers: int = 0, device=None,
+                 checkpoint=None, layers="last", pooling: str = "mean", sample_rate: int = SAMPLE_RATE,
+                 max_s: float | None = WINDOW_S, batch_size: int = 16, num_workers: int = 0, device=None,
                  precision: str = "fp32", progress: bool = False) -> None:
         self.model = model
         self.model_name = model_name
@@ -77,8 +78,7 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> "AvexSklearnEmbedder":
         """Resolve the model and the output width; nothing is learned (``X`` and ``y`` are only checked)."""
-        if self.pooling not in ("mean", "max"):
-            raise ValueError(f"pooling must be 'mean' or 'max', got {self.pooling!r}")
+        check_pooling(self.pooling)
         self._check_input(X)
         self.model_ = self._resolve_model()
         self.layer_indices_ = self.model_.layer_indices(self.layers)
