@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, collate_audio, load_audio, resample, to_float_audio
+from ..audio.datasets import check_dataset_rate
 from ..encoder.model import AvexModel
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
 
@@ -249,7 +250,7 @@ def dataset_fingerprint(data) -> str:
     or the bytes of in-memory audio."""
     h = hashlib.sha256()
     if hasattr(data, "items") and isinstance(getattr(data, "items"), list):  # AudioDataset
-        h.update(json.dumps([data.clip_s, data.channels, data.sample_rate, data.labels, data.multilabel]).encode())
+        h.update(json.dumps([data.clip_s, data.channels, data.target_rate, data.labels, data.multilabel]).encode())
         for item in data.items:
             stat = item.path.stat() if item.path.is_file() else None
             h.update(json.dumps([str(item.path), stat and stat.st_size, stat and stat.st_mtime_ns, item.start_s,
@@ -313,6 +314,7 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
     indices = model.layer_indices(layers)
     stacked = not (layers == "last" or isinstance(layers, int))
     dataset = _as_dataset(data, sample_rate)
+    check_dataset_rate(dataset, model)
     if len(dataset) == 0:
         raise ValueError("the dataset is empty; expected at least one clip to embed")
     device = resolve_device(device) if device is not None else next(model.parameters()).device
