@@ -3,6 +3,8 @@ resampled to another rate than the model's can reach no model: every consumer re
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -80,3 +82,17 @@ def test_lightning_refuses_another_rate(tiny_dir, synthetic, at_48k):
     loader = torch.utils.data.DataLoader(at_48k, batch_size=4, collate_fn=at_48k.collate)
     with pytest.raises(ValueError, match=f"the training data {REFUSED}"):
         L.Trainer(max_steps=1, **quiet).fit(module, loader)
+
+
+def test_sklearn_cannot_feed_another_rate(model, synthetic):
+    import dataclasses
+
+    from avex_hub.integrations.sklearn import AvexSklearnEmbedder
+
+    files = [str(item.path) for item in AudioDataset.from_manifest(synthetic.manifest, clip_s=0.5).items[:2]]
+    assert AvexSklearnEmbedder(model).fit(files).transform(files).shape == (2, model.embedding_dim)
+    other = copy.deepcopy(model)  # its clips (files and arrays) are resampled to 16 kHz: a 32 kHz model is refused
+    other.preprocessing = dataclasses.replace(other.preprocessing, sample_rate=32000)
+    refused = "the dataset yields 16000 Hz audio but esp_aves2_sl_beats_all takes 32000 Hz; use a model that takes"
+    with pytest.raises(ValueError, match=refused):
+        AvexSklearnEmbedder(other).fit(files).transform(files)

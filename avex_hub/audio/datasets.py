@@ -45,8 +45,9 @@ def check_dataset_rate(dataset, model, role: str = "the dataset") -> None:
         dataset = dataset.dataset
     rate = getattr(dataset, "target_rate", None)
     if rate is not None and rate != model.sample_rate:
-        raise ValueError(f"{role} yields {rate} Hz audio but {model.name} takes {model.sample_rate} Hz; build the "
-                         f"dataset with target_rate={model.sample_rate} (the default; files are resampled to it)")
+        fix = (f"build the dataset with target_rate={model.sample_rate} (the default; files are resampled to it)"
+               if isinstance(dataset, AudioDataset) else f"use a model that takes {rate} Hz audio")
+        raise ValueError(f"{role} yields {rate} Hz audio but {model.name} takes {model.sample_rate} Hz; {fix}")
 
 
 _RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}

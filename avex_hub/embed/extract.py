@@ -188,6 +188,7 @@ class ClipList(torch.utils.data.Dataset):
     """
 
     collate = staticmethod(collate_audio)
+    target_rate = SAMPLE_RATE  # what every clip is resampled to; extract_embeddings checks it against the model
 
     def __init__(self, clips, *, sample_rate: int = SAMPLE_RATE, max_s: float | None = 10.0, labels=None) -> None:
         if isinstance(clips, (torch.Tensor, np.ndarray)) and clips.ndim == 1:
