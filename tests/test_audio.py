@@ -218,7 +218,7 @@ def test_load_resamples_to_16k(tmp_path, sr, no_hf_warning):
     assert out.source_sample_rate == sr and out.sample_rate == 16_000
     assert out.waveform.shape == (1, 32_000)
     assert peak_hz(out.waveform[0], 16_000) == pytest.approx(1000, abs=1.0)
-    assert load_audio(path, sample_rate=8_000).waveform.shape == (1, 16_000)
+    assert load_audio(path, target_rate=8_000).waveform.shape == (1, 16_000)
 
 
 def test_load_channel_modes(tmp_path):

@@ -115,7 +115,7 @@ def _set(path, value):
 
 @pytest.mark.parametrize("edit, field", [
     (_set(("config", "layers"), [1]), "field layers=\\[1\\] disagrees with its provenance"),
-    (_set(("config", "aggregation"), "max"), "field aggregation='max' disagrees with its provenance"),
+    (_set(("config", "pooling"), "max"), "field pooling='max' disagrees with its provenance"),
     (_set(("config", "num_classes"), "3"), "probe config field num_classes is malformed"),
     (_set(("config", "hidden_dim"), True), "probe config field hidden_dim is malformed"),
     (_set(("config", "freeze_backbone"), "yes"), "probe config field freeze_backbone is malformed"),

@@ -103,10 +103,10 @@ def test_one_pooling_check(model):
     from avex_hub.cli import _parser
     from avex_hub.embed.extract import extract_embeddings
     from avex_hub.embed.inference import inference_settings
-    from avex_hub.heads.probes import AGGREGATIONS, linear_probe
+    from avex_hub.heads.probes import PROBE_POOLINGS, linear_probe
     from avex_hub.integrations.sklearn import AvexSklearnEmbedder
 
-    assert POOLINGS == ("mean", "max") and AGGREGATIONS == (*POOLINGS, "attention")
+    assert POOLINGS == ("mean", "max") and PROBE_POOLINGS == (*POOLINGS, "attention")
     for good in POOLINGS:
         check_pooling(good)
     for bad in ("median", "Mean", None, ["mean"]):
@@ -122,9 +122,9 @@ def test_one_pooling_check(model):
     for call in calls:
         with pytest.raises(ValueError, match="pooling must be 'mean' or 'max', got 'sum'"):
             call()
-    with pytest.raises(ValueError, match="linear_probe aggregation must be 'mean' or 'max', got 'attention'; use "
+    with pytest.raises(ValueError, match="linear_probe pooling must be 'mean' or 'max', got 'attention'; use "
                                          "attention_probe"):
-        linear_probe(model, 3, aggregation="attention")
+        linear_probe(model, 3, pooling="attention")
     parser = _parser()
     embed = next(a for a in parser._subparsers._group_actions[0].choices["embed"]._actions
                  if a.dest == "pooling")

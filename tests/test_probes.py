@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pathlib
 
 import pytest
 import torch
@@ -95,9 +96,9 @@ def test_layer_selection_matches_hidden_states(model, padded):
 
 
 @pytest.mark.parametrize("how", ["mean", "max"])
-def test_aggregation_is_masked_pooling(model, padded, how):
+def test_pooling_is_masked_pooling(model, padded, how):
     audio, mask = padded
-    probe = mlp_probe(model, 5, layers=[1, 3], aggregation=how)
+    probe = mlp_probe(model, 5, layers=[1, 3], pooling=how)
     with torch.no_grad():
         out = model.encode(audio, mask, output_hidden_states=True)
         embedded = probe.embed(audio, mask)  # [B, L, C]
@@ -162,13 +163,66 @@ def test_save_and_load_probe(model, padded, tmp_path):
         load_probe(tmp_path / "missing.safetensors", model)
 
 
+def _as_old_format(path, old_path):
+    """The probe file at ``path`` as avex_hub wrote it before ``pooling`` named the probe's pooling: the config
+    key ``aggregation`` and the attention module's tensors ``pooling.*``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from avex_hub.hub.provenance import PROBE_META_KEY
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()[PROBE_META_KEY])
+    meta["config"] = {("aggregation" if k == "pooling" else k): v for k, v in meta["config"].items()}
+    text = json.dumps(meta, indent=1, ensure_ascii=False)
+    tensors = {("pooling." + k[len("attention."):] if k.startswith("attention.") else k): v
+               for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(old_path), metadata={PROBE_META_KEY: text})
+    pathlib.Path(str(old_path) + ".json").write_text(text + "\n", encoding="utf-8")
+    return old_path
+
+
+@pytest.mark.parametrize("kind", ["attention", "mlp"])
+def test_probe_file_in_the_old_format_still_loads(model, padded, tmp_path, kind):
+    import json
+
+    from avex_hub.hub.provenance import read_probe_metadata
+
+    probe = attention_probe(model, 3, layers="all", seed=3) if kind == "attention" else \
+        mlp_probe(model, 3, layers=[1, 2], pooling="max", hidden_dim=8, seed=3)
+    path = save_probe(probe, tmp_path / "new.safetensors")
+    meta = json.loads(pathlib.Path(str(path) + ".json").read_text())
+    assert meta["config"]["pooling"] == probe.pooling and "aggregation" not in meta["config"]
+    if kind == "attention":
+        assert {k.split(".")[0] for k in probe.head_state_dict()} == {"layer_logits", "attention", "head"}
+    old = _as_old_format(path, tmp_path / "old.safetensors")
+    assert "aggregation" in json.loads(pathlib.Path(str(old) + ".json").read_text())["config"]
+    assert read_probe_metadata(old)["config"] == probe.config() | {"label_names": None}
+    loaded = load_probe(old, model)
+    assert loaded.pooling == probe.pooling and loaded.config() == probe.config()
+    with torch.no_grad():
+        assert torch.equal(loaded(*padded), probe(*padded))
+    edited = json.loads(pathlib.Path(str(old) + ".json").read_text())  # the provenance check reads the old key too
+    wrong = "mean" if probe.pooling == "max" else "max"
+    edited["config"]["aggregation"] = wrong
+    bad = tmp_path / "bad.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    from avex_hub.hub.provenance import PROBE_META_KEY
+    save_file(load_file(str(old)), str(bad), metadata={PROBE_META_KEY: json.dumps(edited)})
+    with pytest.raises(ValueError, match=f"field pooling={wrong!r} disagrees with its provenance"):
+        load_probe(bad, model)
+
+
 def test_bad_probe_arguments(model, padded):
-    with pytest.raises(ValueError, match="aggregation must be one of"):
-        Probe(model, 5, aggregation="median")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        Probe(model, 5, pooling="median")
     with pytest.raises(ValueError, match="use attention_probe"):
-        linear_probe(model, 5, aggregation="attention")
-    with pytest.raises(TypeError, match="aggregation"):  # its pooling is attention; there is nothing to choose
-        attention_probe(model, 5, aggregation="attention")
+        linear_probe(model, 5, pooling="attention")
+    with pytest.raises(TypeError, match="pooling"):  # its pooling is attention; there is nothing to choose
+        attention_probe(model, 5, pooling="attention")
     for build in (mlp_probe, attention_probe):  # an explicit 0 was silently replaced by 256 (attention_probe)
         with pytest.raises(ValueError, match="hidden_dim must be a positive int"):
             build(model, 5, hidden_dim=0)

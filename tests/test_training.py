@@ -95,7 +95,7 @@ def test_class_weights_enter_the_loss():
 
 def test_offline_trained_probe_runs_online_identically(model, splits):
     for how in ("mean", "max"):
-        probe = linear_probe(model, 4, layers="all", aggregation=how)
+        probe = linear_probe(model, 4, layers="all", pooling=how)
         result = train_probe(probe, splits["train"], splits["val"], epochs=5, progress=False)
         assert result.mode == "offline" and result.train_embeddings.embeddings.shape == (len(splits["train"]), 4, 64)
         test = extract_embeddings(model, splits["test"], layers="all", pooling=how, progress=False)

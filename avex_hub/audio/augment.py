@@ -180,7 +180,7 @@ class AddBackgroundNoise:
             return self._cache[k]
         from .contract import load_audio
 
-        wave = load_audio(self.files[k], sample_rate=self.sample_rate, channels="mix").waveform[0]
+        wave = load_audio(self.files[k], target_rate=self.sample_rate, channels="mix").waveform[0]
         cached = sum(v.numel() for v in self._cache.values()) / self.sample_rate
         if cached + wave.numel() / self.sample_rate <= self.max_cached_s:
             self._cache[k] = wave

@@ -465,13 +465,13 @@ def audio_info(path) -> AudioInfo:
                          duration_s=f.frames / f.samplerate, format=f.format, subtype=f.subtype)
 
 
-def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = "mix",
+def load_audio(path, *, target_rate: int = SAMPLE_RATE, channels: ChannelMode = "mix",
                start_s: float | None = None, end_s: float | None = None) -> Audio:
-    """Read ``path`` (only the ``[start_s, end_s)`` range, if given), select channels, resample.
+    """Read ``path`` (only the ``[start_s, end_s)`` range, if given), select channels, resample to ``target_rate``.
 
     ``end_s`` past the end of the file reads to the end; ``start_s`` at or past it is an error.
     """
-    sample_rate = check_rate(sample_rate, "sample_rate")
+    target_rate = check_rate(target_rate, "target_rate")
     f, name = open_audio(path)
     with f:
         rows = channel_rows(channels, f.channels, name)
@@ -496,10 +496,10 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE, channels: ChannelMode = 
         raise AudioDecodeError(f"{name}: no audio could be decoded from {first / src:.3f} s on, although the header "
                                f"says {duration:.3f} s; the file is probably truncated: re-export it")
     wave = take_rows(to_float_audio(data.T, name=name), rows)  # [rows, frames] at the source rate
-    wave = resample(wave, src, sample_rate, source=name)
+    wave = resample(wave, src, target_rate, source=name)
     truncated = first + data.shape[0] < wanted
-    flags = [dataclasses.replace(quality_flags(row, sample_rate), truncated=truncated) for row in wave]
-    return Audio(waveform=wave, sample_rate=sample_rate, source_sample_rate=src, channels=rows, path=name,
+    flags = [dataclasses.replace(quality_flags(row, target_rate), truncated=truncated) for row in wave]
+    return Audio(waveform=wave, sample_rate=target_rate, source_sample_rate=src, channels=rows, path=name,
                  flags=flags, start_s=first / src)
 
 

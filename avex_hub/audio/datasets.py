@@ -36,7 +36,19 @@ from .contract import (
 )
 from ..labels import LabelMap
 
-__all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS"]
+__all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS", "check_dataset_rate"]
+
+def check_dataset_rate(dataset, model, role: str = "the dataset") -> None:
+    """Raise ValueError when ``dataset`` (an :class:`AudioDataset`, or a ``Subset`` of one) yields audio at another
+    rate than ``model.sample_rate``; datasets without a ``target_rate`` (file lists, arrays) pass."""
+    while not hasattr(dataset, "target_rate") and hasattr(dataset, "dataset"):  # torch.utils.data.Subset
+        dataset = dataset.dataset
+    rate = getattr(dataset, "target_rate", None)
+    if rate is not None and rate != model.sample_rate:
+        fix = (f"build the dataset with target_rate={model.sample_rate} (the default; files are resampled to it)"
+               if isinstance(dataset, AudioDataset) else f"use a model that takes {rate} Hz audio")
+        raise ValueError(f"{role} yields {rate} Hz audio but {model.name} takes {model.sample_rate} Hz; {fix}")
+
 
 _RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}
 _LISTED = 100  # at most this many problems spelled out in one message
@@ -123,20 +135,22 @@ class AudioDataset(torch.utils.data.Dataset):
             when any item has several labels.
         on_error: ``"raise"`` or ``"skip"`` for files missing at construction and failures found by
             :meth:`check`; skipped files are counted in a warning and listed in :attr:`failures`.
+        target_rate: the rate items are resampled to (default the model's 16 kHz); every consumer that feeds
+            the dataset to a model refuses one whose ``target_rate`` differs from ``model.sample_rate``.
         source: what the items came from, for messages.
     """
 
     collate = staticmethod(collate_audio)
 
     def __init__(self, items: Sequence, *, label_map=None, clip_s: float | None = WINDOW_S, random_crop: bool = False,
-                 seed: int | None = None, channels="mix", sample_rate: int = SAMPLE_RATE,
+                 seed: int | None = None, channels="mix", target_rate: int = SAMPLE_RATE,
                  multilabel: bool | None = None, on_error: str = "raise", source: str = "the given items") -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if clip_s is not None and not clip_s > 0:
             raise ValueError(f"clip_s must be positive seconds or None (variable length), got {clip_s!r}")
         self.clip_s, self.random_crop, self.seed, self.epoch = clip_s, random_crop, seed, 0
-        self.channels, self.sample_rate, self.on_error, self.source = channels, int(sample_rate), on_error, source
+        self.channels, self.target_rate, self.on_error, self.source = channels, int(target_rate), on_error, source
         self.failures: list[tuple[str, str]] = []
         self.items = [_as_item(entry) for entry in items]
         if not self.items:
@@ -361,12 +375,12 @@ class AudioDataset(torch.utils.data.Dataset):
         if self.clip_s is not None:
             if self.random_crop:
                 span = (item.end_s or audio_info(item.path).duration_s) - start
-                slack = max(0, int(round((span - self.clip_s) * self.sample_rate)))
+                slack = max(0, int(round((span - self.clip_s) * self.target_rate)))
                 offset = int(torch.randint(0, slack + 1, (1,), generator=self._generator(index)))
-                start += offset / self.sample_rate
+                start += offset / self.target_rate
             end = start + self.clip_s if end is None else min(end, start + self.clip_s)
         channels = self.channels if item.channel is None else item.channel
-        audio = load_audio(item.path, sample_rate=self.sample_rate, channels=channels,
+        audio = load_audio(item.path, target_rate=self.target_rate, channels=channels,
                            start_s=start if start > 0 else None, end_s=end)
         return audio.waveform[0], audio.start_s, audio.channels[0], audio.flags[0]
 
@@ -382,7 +396,7 @@ class AudioDataset(torch.utils.data.Dataset):
         except Exception as e:
             raise AudioDecodeError(f"dataset item {index} ({item.path}): {e}") from e
         if self.clip_s is not None:
-            wave, mask = pad_or_crop(wave, max(1, int(round(self.clip_s * self.sample_rate))))
+            wave, mask = pad_or_crop(wave, max(1, int(round(self.clip_s * self.target_rate))))
         else:
             mask = torch.zeros(wave.shape, dtype=torch.bool)
         out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s,

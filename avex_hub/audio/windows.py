@@ -144,7 +144,7 @@ class WindowStream:
 
 
 def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = None, channels: ChannelMode = "mix",
-                   sample_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> WindowStream:
+                   target_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> WindowStream:
     """Windows of an audio file of any length, read ``block_s`` seconds at a time and resampled as a stream.
 
     Peak memory depends on ``block_s`` and ``window_s``, not on the file's length. Windows come in time
@@ -155,8 +155,8 @@ def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = No
     decodes fewer frames than its header states is truncated: the windows from its last block on are flagged
     ``truncated`` and so is the returned stream (``stream.truncated``), for callers that flag the whole file.
     """
-    sample_rate = check_rate(sample_rate, "sample_rate")
-    window, hop = window_params(window_s, hop_s, sample_rate)
+    target_rate = check_rate(target_rate, "target_rate")
+    window, hop = window_params(window_s, hop_s, target_rate)
     if not (math.isfinite(block_s) and block_s > 0):
         raise ValueError(f"block_s must be positive seconds, got {block_s!r}")
     f, name = open_audio(path)
@@ -180,7 +180,7 @@ def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = No
                     result.decoded_s, result.stated_s = decoded / src, stated / src
                 yield data.T, last
 
-    result._windows = _windows_of_blocks(blocks(), rows, src, sample_rate, window, hop, name, result)
+    result._windows = _windows_of_blocks(blocks(), rows, src, target_rate, window, hop, name, result)
     return result
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, collate_audio, load_audio, resample, to_float_audio
+from ..audio.datasets import check_dataset_rate
 from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
 
@@ -187,6 +188,7 @@ class ClipList(torch.utils.data.Dataset):
     """
 
     collate = staticmethod(collate_audio)
+    target_rate = SAMPLE_RATE  # what every clip is resampled to; extract_embeddings checks it against the model
 
     def __init__(self, clips, *, sample_rate: int = SAMPLE_RATE, max_s: float | None = WINDOW_S, labels=None) -> None:
         if isinstance(clips, (torch.Tensor, np.ndarray)) and clips.ndim == 1:
@@ -249,7 +251,7 @@ def dataset_fingerprint(data) -> str:
     or the bytes of in-memory audio."""
     h = hashlib.sha256()
     if hasattr(data, "items") and isinstance(getattr(data, "items"), list):  # AudioDataset
-        h.update(json.dumps([data.clip_s, data.channels, data.sample_rate, data.labels, data.multilabel]).encode())
+        h.update(json.dumps([data.clip_s, data.channels, data.target_rate, data.labels, data.multilabel]).encode())
         for item in data.items:
             stat = item.path.stat() if item.path.is_file() else None
             h.update(json.dumps([str(item.path), stat and stat.st_size, stat and stat.st_mtime_ns, item.start_s,
@@ -312,6 +314,7 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
     indices = model.layer_indices(layers)
     stacked = not (layers == "last" or isinstance(layers, int))
     dataset = _as_dataset(data, sample_rate)
+    check_dataset_rate(dataset, model)
     if len(dataset) == 0:
         raise ValueError("the dataset is empty; expected at least one clip to embed")
     device = resolve_device(device) if device is not None else next(model.parameters()).device

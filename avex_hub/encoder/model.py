@@ -457,7 +457,7 @@ class AvexModel(nn.Module):
     def _predict_input(self, audio, sample_rate: int | None, channels) -> torch.Tensor:
         """Any accepted input -> ``[rows, samples]`` at 16 kHz through the audio contract, flagged."""
         if _is_path(audio):
-            loaded = load_audio(audio, sample_rate=self.sample_rate, channels=channels)
+            loaded = load_audio(audio, target_rate=self.sample_rate, channels=channels)
             rows, flags, source = loaded.waveform, loaded.flags, str(audio)
         else:
             if sample_rate is None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..audio.datasets import check_dataset_rate
 from ..embed.extract import Embeddings, cache_path_for, extract_embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
@@ -64,7 +65,7 @@ def _subset(data, rows, role: str):
         return AudioDataset([data.items[i] for i in rows], label_map=data.labels, clip_s=data.clip_s,
                             random_crop=data.random_crop, seed=data.seed,
                             channels="mix" if data.channels == "all" else data.channels,  # items keep their channel
-                            sample_rate=data.sample_rate, multilabel=data.multilabel, on_error=data.on_error,
+                            target_rate=data.target_rate, multilabel=data.multilabel, on_error=data.on_error,
                             source=f"{data.source} ({role} split)")
     raise TypeError(f"cannot split a {type(data).__name__}; pass (train, test) or (train, val, test) splits")
 
@@ -130,6 +131,8 @@ def _indices_in(embeddings: Embeddings, layers) -> list[int]:
 
 
 def _extract_splits(model: AvexModel, splits: dict, indices: list[int], pooling: str, *, cache_dir, **kwargs):
+    for role, data in splits.items():  # all splits checked before any is embedded
+        check_dataset_rate(data, model, f"the {role} split")
     out = {}
     for role, data in splits.items():
         if isinstance(data, Embeddings):
@@ -158,7 +161,7 @@ def _score(emb: dict[str, Embeddings], indices: list[int], *, probe: str, seed: 
     num_classes = train.num_classes if train.label_names else max(train.num_classes or 0, test.num_classes or 0)
     dim = train.embeddings.shape[-1]
     if probe in ("linear", "mlp"):
-        head = Probe(None, num_classes, layers=indices, aggregation=train.pooling, head=probe, multilabel=multilabel,
+        head = Probe(None, num_classes, layers=indices, pooling=train.pooling, head=probe, multilabel=multilabel,
                      embedding_dim=dim, seed=seed, label_names=train.label_names,
                      **(_mlp_defaults() | probe_kwargs if probe == "mlp" else probe_kwargs))
         result = train_probe(head, train, emb.get("val"), seed=seed, progress=progress, **train_kwargs)

@@ -3,11 +3,11 @@
     probe = avex_hub.linear_probe(model, 10, layers="all")      # softmax-weighted mix of all layers
     result = avex_hub.heads.training.train_probe(probe, train, val)    # offline: embeddings cached, then seconds
 
-A probe is ``backbone -> layer selection -> aggregation over frames -> head``:
+A probe is ``backbone -> layer selection -> pooling over frames -> head``:
 
 - layers: ``"last"``, an int, a list of indices, or ``"all"`` (layer 0 is the encoder input). Several
   layers are mixed with softmax weights, learned by default (``learned_layer_weights=False``: equal).
-- aggregation: ``mean`` or ``max`` over frames that are not padding, applied to each selected layer
+- pooling: ``mean`` or ``max`` over frames that are not padding, applied to each selected layer
   before the layers are mixed (pool, then mix). For ``mean`` this equals mixing then pooling; for ``max``
   it is the definition. Either way the probe only needs per-layer pooled embeddings ``[B, L, C]``, so it
   trains exactly on cached embeddings (``forward_embeddings``) and runs unchanged on audio afterwards.
@@ -34,9 +34,9 @@ from torch import nn
 from ..encoder.model import POOLINGS, AvexModel, check_pooling
 
 __all__ = ["Probe", "AttentionPooling", "linear_probe", "mlp_probe", "attention_probe", "save_probe",
-           "load_probe", "AGGREGATIONS"]
+           "load_probe", "PROBE_POOLINGS"]
 
-AGGREGATIONS = (*POOLINGS, "attention")
+PROBE_POOLINGS = (*POOLINGS, "attention")
 DEFAULT_HIDDEN_DIM = 256  # the MLP head's width when none is given
 
 
@@ -81,7 +81,7 @@ class Probe(nn.Module):
     """
 
     def __init__(self, backbone: AvexModel | None, num_classes: int, *, layers: str | int | list[int] = "last",
-                 aggregation: str = "mean", head: str = "linear", hidden_dim: int = DEFAULT_HIDDEN_DIM,
+                 pooling: str = "mean", head: str = "linear", hidden_dim: int = DEFAULT_HIDDEN_DIM,
                  dropout: float = 0.0,
                  num_heads: int = 4, freeze_backbone: bool = True, multilabel: bool = False,
                  learned_layer_weights: bool = True, label_names: list[str] | None = None, seed: int = 0,
@@ -98,8 +98,8 @@ class Probe(nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < (1 if multilabel else 2):
             raise ValueError(f"num_classes must be an int >= {1 if multilabel else 2} "
                              f"({'multi' if multilabel else 'single'}-label), got {num_classes!r}")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if pooling not in PROBE_POOLINGS:
+            raise ValueError(f"pooling must be one of {PROBE_POOLINGS}, got {pooling!r}")
         if head not in ("linear", "mlp"):
             raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}")
         if head == "mlp" and (isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1):
@@ -114,11 +114,11 @@ class Probe(nn.Module):
         self.layer_indices = (backbone.layer_indices(layers) if backbone is not None
                               else [layers] if isinstance(layers, int) else [int(i) for i in layers])
         self._embedding_dim = backbone.embedding_dim if backbone is not None else int(embedding_dim)
-        self.aggregation = aggregation
+        self.pooling = pooling
         self.head_type = head
         self.hidden_dim = hidden_dim if head == "mlp" else None
         self.dropout = dropout
-        self.num_heads = num_heads if aggregation == "attention" else None
+        self.num_heads = num_heads if pooling == "attention" else None
         self.multilabel = bool(multilabel)
         self.learned_layer_weights = bool(learned_layer_weights) and len(self.layer_indices) > 1
         self.label_names = list(label_names) if label_names is not None else None
@@ -132,7 +132,7 @@ class Probe(nn.Module):
                 self.layer_logits = nn.Parameter(torch.zeros(num))  # softmax(0) = equal weights at the start
             else:
                 self.register_buffer("layer_logits", torch.zeros(num))
-            self.pooling = AttentionPooling(dim, num_heads) if aggregation == "attention" else None
+            self.attention = AttentionPooling(dim, num_heads) if pooling == "attention" else None
             if head == "linear":
                 self.head = nn.Linear(dim, num_classes)
             else:
@@ -155,7 +155,7 @@ class Probe(nn.Module):
     @property
     def needs_frames(self) -> bool:
         """True when the probe cannot train on pooled embeddings (attention pooling)."""
-        return self.aggregation == "attention"
+        return self.pooling == "attention"
 
     @property
     def layer_weights(self) -> torch.Tensor:
@@ -187,8 +187,8 @@ class Probe(nn.Module):
         return self._pool_layers(*self.frames(audio, padding_mask))
 
     def _pool_layers(self, hidden: list[torch.Tensor], padding_mask: torch.Tensor | None) -> torch.Tensor:
-        """Each layer's frames pooled with the probe's aggregation (mean/max): ``[B, L, C]``."""
-        return torch.stack([AvexModel.pool(h, padding_mask, self.aggregation) for h in hidden], dim=1)
+        """Each layer's frames pooled with the probe's pooling (mean/max): ``[B, L, C]``."""
+        return torch.stack([AvexModel.pool(h, padding_mask, self.pooling) for h in hidden], dim=1)
 
     def _mix(self, stacked: torch.Tensor) -> torch.Tensor:
         """``[B, L, ...]`` -> ``[B, ...]`` with the softmax layer weights."""
@@ -209,13 +209,13 @@ class Probe(nn.Module):
             raise ValueError(f"expected embeddings [batch, {num}, {self.embedding_dim}] (layers "
                              f"{self.layer_indices}){' or [batch, %d]' % self.embedding_dim if num == 1 else ''}, "
                              f"got {tuple(embeddings.shape)}; extract them with layers={self.layer_indices} "
-                             f"and pooling={self.aggregation!r}")
+                             f"and pooling={self.pooling!r}")
         return self.head(self._mix(embeddings))
 
     def forward_frames(self, hidden: list[torch.Tensor], padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from the selected layers' frames (list of ``[B, N, C]``) and a frame mask ``[B, N]``."""
         if self.needs_frames:
-            return self.head(self.pooling(self._mix(torch.stack(hidden, dim=1)), padding_mask))
+            return self.head(self.attention(self._mix(torch.stack(hidden, dim=1)), padding_mask))
         return self.forward_embeddings(self._pool_layers(hidden, padding_mask))
 
     def forward(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -227,7 +227,7 @@ class Probe(nn.Module):
     def config(self) -> dict:
         """The constructor arguments (without the backbone), JSON-serialisable."""
         return {"num_classes": self.num_classes, "layers": self.layer_indices, "embedding_dim": self._embedding_dim,
-                "aggregation": self.aggregation,
+                "pooling": self.pooling,
                 "head": self.head_type,
                 "hidden_dim": DEFAULT_HIDDEN_DIM if self.hidden_dim is None else self.hidden_dim,
                 "dropout": self.dropout,
@@ -244,33 +244,33 @@ class Probe(nn.Module):
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, layers={self.layer_indices}, aggregation={self.aggregation!r}, "
+        return (f"num_classes={self.num_classes}, layers={self.layer_indices}, pooling={self.pooling!r}, "
                 f"head={self.head_type!r}, frozen={self.frozen}, multilabel={self.multilabel}")
 
 
-def _check_mean_or_max(builder: str, aggregation: str) -> None:
-    check_pooling(aggregation, f"{builder} aggregation",
-                  "; use attention_probe for attention pooling" if aggregation == "attention" else "")
+def _check_mean_or_max(builder: str, pooling: str) -> None:
+    check_pooling(pooling, f"{builder} pooling",
+                  "; use attention_probe for attention pooling" if pooling == "attention" else "")
 
 
 def linear_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list[int] = "last",
-                 aggregation: str = "mean", freeze_backbone: bool = True, multilabel: bool = False,
+                 pooling: str = "mean", freeze_backbone: bool = True, multilabel: bool = False,
                  learned_layer_weights: bool = True, label_names: list[str] | None = None, seed: int = 0) -> Probe:
     """A linear probe: pooled (mixed) layer embedding -> ``Linear(C, num_classes)``."""
-    _check_mean_or_max("linear_probe", aggregation)
-    return Probe(backbone, num_classes, layers=layers, aggregation=aggregation, head="linear",
+    _check_mean_or_max("linear_probe", pooling)
+    return Probe(backbone, num_classes, layers=layers, pooling=pooling, head="linear",
                  freeze_backbone=freeze_backbone, multilabel=multilabel,
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
 
 
 def mlp_probe(backbone: AvexModel, num_classes: int, *, layers: str | int | list[int] = "last",
-              aggregation: str = "mean", hidden_dim: int = DEFAULT_HIDDEN_DIM, dropout: float = 0.1,
+              pooling: str = "mean", hidden_dim: int = DEFAULT_HIDDEN_DIM, dropout: float = 0.1,
               freeze_backbone: bool = True,
               multilabel: bool = False, learned_layer_weights: bool = True, label_names: list[str] | None = None,
               seed: int = 0) -> Probe:
     """A two-layer MLP probe: ``Linear(C, hidden_dim) -> GELU -> Dropout -> Linear(hidden_dim, num_classes)``."""
-    _check_mean_or_max("mlp_probe", aggregation)
-    return Probe(backbone, num_classes, layers=layers, aggregation=aggregation, head="mlp", hidden_dim=hidden_dim,
+    _check_mean_or_max("mlp_probe", pooling)
+    return Probe(backbone, num_classes, layers=layers, pooling=pooling, head="mlp", hidden_dim=hidden_dim,
                  dropout=dropout, freeze_backbone=freeze_backbone, multilabel=multilabel,
                  learned_layer_weights=learned_layer_weights, label_names=label_names, seed=seed)
 
@@ -283,7 +283,7 @@ def attention_probe(backbone: AvexModel, num_classes: int, *, layers: str | int 
     """An attention probe: learned-query attention pooling over frames, then a linear head (an MLP head with
     ``hidden_dim`` units when given). Its pooling is attention by definition; linear_probe and mlp_probe pool by
     mean or max."""
-    return Probe(backbone, num_classes, layers=layers, aggregation="attention",
+    return Probe(backbone, num_classes, layers=layers, pooling="attention",
                  head="linear" if hidden_dim is None else "mlp",
                  hidden_dim=DEFAULT_HIDDEN_DIM if hidden_dim is None else hidden_dim,
                  dropout=dropout,
@@ -320,7 +320,7 @@ def save_probe(probe: Probe, path: str | os.PathLike, *, metrics=None, label_nam
             raise ValueError(f"backbone {model.name} has {model.embedding_dim}-dim embeddings, the probe "
                              f"{probe.embedding_dim}; pass the model the embeddings came from")
         kind = "probe" if probe.frozen else "fine-tuned probe"
-        provenance = Provenance.from_model(model, layers=probe.layer_indices, pooling=probe.aggregation,
+        provenance = Provenance.from_model(model, layers=probe.layer_indices, pooling=probe.pooling,
                                            label_names=names, metrics=metrics, kind=kind)
         if metrics is None and previous is not None:
             provenance = replace(provenance, metrics=previous.metrics)
@@ -422,7 +422,7 @@ def _check_probe_tensors(path: Path, expected: dict[str, tuple[int, ...]], fine_
     """Names, shapes and dtypes of the file's tensors (read from its header) against ``expected``."""
     from ..hub.integrity import check_float_dtypes, tensor_header
 
-    header = tensor_header(path)
+    header = {_current_key(k): v for k, v in tensor_header(path).items()}
     intruders = sorted(k for k in header if k.startswith("backbone.") and k not in expected)
     if intruders and not fine_tuned:
         raise ValueError(f"{path} holds backbone tensors ({intruders[:5]}{' ...' if len(intruders) > 5 else ''}) but "
@@ -447,4 +447,11 @@ def _read_state(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
 
     state = load_file(str(path), device=str(device))
     check_finite(state, str(path))
-    return state
+    return {_current_key(k): v for k, v in state.items()}
+
+
+def _current_key(key: str) -> str:
+    """A probe file's tensor name under this version's names: the attention probe's pooling module was
+    ``pooling`` in files written before ``pooling`` became the name of the probe's pooling mode; it is
+    ``attention`` now. The one place probe tensor names are mapped (header checks and loading both use it)."""
+    return "attention." + key[len("pooling."):] if key.startswith("pooling.") else key

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..audio.datasets import check_dataset_rate
 from ..embed.extract import Embeddings, batch_labels, cache_path_for, extract_embeddings
 from .probes import Probe
 
@@ -129,6 +130,8 @@ def _check_dataset(probe: Probe, data, role: str) -> None:
                          f"{probe.num_classes}; build the probe with num_classes={classes}")
     if len(data) == 0:
         raise ValueError(f"the {role} dataset is empty; expected at least one clip")
+    if probe.backbone is not None:
+        check_dataset_rate(data, probe.backbone, f"the {role} dataset")
 
 
 def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_workers: int, precision: str,
@@ -141,14 +144,14 @@ def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_worke
             raise ValueError(f"this probe has no backbone to embed the {role} audio with; pass Embeddings")
         _check_dataset(probe, data, role)
         cache = None if cache_dir is None else cache_path_for(cache_dir, role, probe.backbone, data,
-                                                               probe.layer_indices, probe.aggregation, precision)
+                                                               probe.layer_indices, probe.pooling, precision)
         layers = probe.layer_indices
         emb = extract_embeddings(probe.backbone, data, layers=layers[0] if len(layers) == 1 else list(layers),
-                                 pooling=probe.aggregation, batch_size=batch_size, num_workers=num_workers,
+                                 pooling=probe.pooling, batch_size=batch_size, num_workers=num_workers,
                                  precision=precision, cache=cache, progress=progress)
-    if emb.pooling != probe.aggregation:
+    if emb.pooling != probe.pooling:
         raise ValueError(f"the {role} embeddings were pooled with {emb.pooling!r}, the probe aggregates with "
-                         f"{probe.aggregation!r}; extract them again with pooling={probe.aggregation!r}")
+                         f"{probe.pooling!r}; extract them again with pooling={probe.pooling!r}")
     if emb.embeddings.shape[-1] != probe.embedding_dim:
         raise ValueError(f"the {role} embeddings are {emb.embeddings.shape[-1]}-dim, the backbone's are "
                          f"{probe.embedding_dim}; they come from another model")
@@ -254,6 +257,8 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
         if not hasattr(train, "collate"):
             raise TypeError(f"online training needs an AudioDataset (with .collate), got {type(train).__name__}")
         _check_dataset(probe, train, "train")
+        if val is not None and probe.backbone is not None:
+            check_dataset_rate(val, probe.backbone, "the val dataset")
         y = _check_labels(_dataset_labels(train), probe, "train")
         train_emb = val_emb = None
         train_data = train

@@ -359,8 +359,17 @@ def read_probe_metadata(path: str | os.PathLike) -> dict:
     if provenance.kind not in ("probe", "fine-tuned probe"):
         raise ValueError(f"{path}: provenance kind {provenance.kind!r} is not a probe's ('probe' or 'fine-tuned "
                          "probe'); the file is damaged or was edited by hand")
-    _check_probe_config(meta["config"], provenance, str(path))
-    return {"config": meta["config"], "provenance": provenance}
+    config = _current_config(meta["config"])
+    _check_probe_config(config, provenance, str(path))
+    return {"config": config, "provenance": provenance}
+
+
+def _current_config(config):
+    """A probe config under this version's names: files written before avex_hub said ``pooling`` for the probe's
+    pooling name it ``aggregation``."""
+    if isinstance(config, dict) and "aggregation" in config and "pooling" not in config:
+        return {("pooling" if name == "aggregation" else name): value for name, value in config.items()}
+    return config
 
 
 def _json_object(text: str, source: str) -> dict:
@@ -373,7 +382,7 @@ def _json_object(text: str, source: str) -> dict:
     return data
 
 
-_CONFIG_TYPES = {"num_classes": int, "layers": list, "embedding_dim": int, "aggregation": str, "head": str,
+_CONFIG_TYPES = {"num_classes": int, "layers": list, "embedding_dim": int, "pooling": str, "head": str,
                  "hidden_dim": int, "dropout": float, "num_heads": int, "freeze_backbone": bool, "multilabel": bool,
                  "learned_layer_weights": bool, "label_names": (list, type(None)), "seed": int}
 _SIZES = ("num_classes", "embedding_dim", "hidden_dim", "num_heads")
@@ -399,7 +408,7 @@ def _check_probe_config(config, provenance, source: str) -> None:
             expected = ("a positive int" if name in _SIZES else "non-negative layer indices" if name == "layers"
                         else kind)
             raise ValueError(f"{source}: probe config field {name} is malformed ({value!r:.80}); expected {expected}")
-    recorded = {"layers": list(provenance.layers), "aggregation": provenance.pooling,
+    recorded = {"layers": list(provenance.layers), "pooling": provenance.pooling,
                 "freeze_backbone": provenance.kind == "probe",
                 "embedding_dim": provenance.backbone_config.get("encoder_embed_dim", config["embedding_dim"])}
     if provenance.label_names is not None:

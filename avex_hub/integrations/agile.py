@@ -430,7 +430,7 @@ def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=Non
                                             precision=settings["precision"], device=device)
     out = []
     for q in queries:
-        clip = load_audio(q.path, sample_rate=model.sample_rate, start_s=q.start_s, end_s=q.end_s)
+        clip = load_audio(q.path, target_rate=model.sample_rate, start_s=q.start_s, end_s=q.end_s)
         samples = clip.waveform.shape[-1]
         if samples < MIN_SAMPLES:
             where = q.path if q.start_s is None else f"{q.path}:{q.start_s}-{q.end_s}"
@@ -639,7 +639,7 @@ def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 
     weight = mask * torch.where(y > 0, 0.5 / torch.from_numpy(positives).clamp(min=1).float(),
                                 0.5 / torch.from_numpy(negatives).clamp(min=1).float())
     pooling = archive.settings["pooling"]
-    probe = Probe(None, len(names), layers=archive.settings["layers"], embedding_dim=x.shape[1], aggregation=pooling,
+    probe = Probe(None, len(names), layers=archive.settings["layers"], embedding_dim=x.shape[1], pooling=pooling,
                   multilabel=True, label_names=names, seed=seed)
     mean, scale = x.mean(0), x.std(0).clamp(min=1e-6)  # standardised inputs train faster; folded in below
     head = torch.nn.Linear(x.shape[1], len(names))

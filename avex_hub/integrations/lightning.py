@@ -33,6 +33,7 @@ from torch import nn
 from ..heads import finetune
 from ..audio.augment import AddBackgroundNoise, Mixup, multi_hot
 from ..audio.contract import WINDOW_S
+from ..audio.datasets import check_dataset_rate
 from ..labels import LabelMap
 from ..encoder.model import AvexModel
 
@@ -229,6 +230,8 @@ class AvexClassifier(L.LightningModule):
     # -- data checks -----------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for role in ("train", "val", "test", "predict"):
+            check_dataset_rate(getattr(datamodule, f"{role}_set", None), self.model, f"the data module's {role} split")
         if datamodule is not None and getattr(datamodule, "labels", None):
             check_labels(self.labels, datamodule.labels, found_name="the data module")
             if getattr(datamodule, "multilabel", False) and not self.multilabel:  # (single-label data may train BCE)
@@ -261,6 +264,7 @@ class AvexClassifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         loader = self.trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
+        check_dataset_rate(dataset, self.model, "the training data")
         if hasattr(dataset, "set_epoch"):  # seeded random crops vary per epoch (AudioDataset)
             dataset.set_epoch(self.current_epoch)
 
