@@ -130,3 +130,20 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+@pytest.fixture
+def tiny_entry(monkeypatch, tiny_dir):
+    """The published esp_aves2_sl_beats_all entry pointed at the tiny checkpoint's digest and architecture."""
+    import json
+    from dataclasses import replace
+
+    from avex_hub.encoder.beats import BEATsConfig
+    from avex_hub.hub import weights as weights_module
+    from avex_hub.hub.loading import sha256_file
+
+    entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]
+    config = BEATsConfig.from_dict(json.loads((tiny_dir / "config.json").read_text()))
+    patched = replace(entry, sha256=sha256_file(tiny_dir / "model.safetensors"), config=config)
+    monkeypatch.setitem(weights_module.WEIGHTS, entry.name, patched)
+    return patched

@@ -209,18 +209,6 @@ def test_weights_of_integer_dtype_or_non_finite_values_are_refused_by_name(tiny_
 
 
 # -- label maps: verified against the Hub's content address and the pinned digest -------------------------------
-@pytest.fixture
-def tiny_entry(monkeypatch, tiny_dir):
-    """The published entry pointed at the tiny checkpoint's digest and architecture."""
-    from avex_hub.encoder.beats import BEATsConfig
-
-    entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]
-    config = BEATsConfig.from_dict(json.loads((tiny_dir / "config.json").read_text()))
-    patched = replace(entry, sha256=sha256_file(tiny_dir / "model.safetensors"), config=config)
-    monkeypatch.setitem(weights_module.WEIGHTS, entry.name, patched)
-    return patched
-
-
 def _cache(offline_hub, entry, tiny_dir) -> Path:
     return populate_hub_cache(offline_hub, entry.repo_id, {entry.filename: tiny_dir / "model.safetensors",
                                                            "label_map.json": tiny_dir / "label_map.json"})

@@ -265,18 +265,6 @@ def test_num_classes_is_checked(kwargs, message, offline_hub):
 
 
 # -- through the Hugging Face cache, offline ---------------------------------------------------------
-@pytest.fixture
-def tiny_entry(monkeypatch, tiny_dir):
-    """Point the published entry at the tiny checkpoint's digest and architecture."""
-    from avex_hub.encoder.beats import BEATsConfig
-
-    entry = weights_module.WEIGHTS["esp_aves2_sl_beats_all"]
-    config = BEATsConfig.from_dict(json.loads((tiny_dir / "config.json").read_text()))
-    patched = replace(entry, sha256=sha256_file(tiny_dir / "model.safetensors"), config=config)
-    monkeypatch.setitem(weights_module.WEIGHTS, entry.name, patched)
-    return patched
-
-
 def _cache_tiny(cache, entry, tiny_dir):
     return populate_hub_cache(cache, entry.repo_id, {entry.filename: tiny_dir / "model.safetensors",
                                                      "label_map.json": tiny_dir / "label_map.json"})
