@@ -19,7 +19,7 @@ import torch
 
 from .contract import (
     MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, channel_rows,
-    check_rate, open_audio, read_frames, take_rows, quality_flags, resample, stated_frames, to_float_audio, warn_high_frequency,
+    check_rate, open_audio, read_frames, take_rows, quality_flags, stated_frames, to_float_audio, warn_high_frequency,
 )
 
 __all__ = ["Window", "WindowStream", "window_params", "stream_windows", "windows_from_array", "iter_array_windows",
@@ -111,17 +111,11 @@ def windows_from_array(waveform, sample_rate: int, *, window_s: float = WINDOW_S
                        channels: ChannelMode = "mix", path: str | None = None) -> list[Window]:
     """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz.
 
-    Same windows, order and rules as ``stream_windows``; ``path`` only labels the windows.
+    Same windows, order, rules and values as ``stream_windows`` (one implementation:
+    :func:`iter_array_windows`, collected); ``path`` only labels the windows.
     """
-    wave = to_float_audio(waveform, name=path or "waveform").detach().cpu()
-    wave = wave[None] if wave.dim() == 1 else wave
-    if wave.dim() != 2 or 0 in wave.shape:
-        raise ValueError(f"expected waveform [samples] or [channels, samples] with samples, got {tuple(wave.shape)}")
-    window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
-    rows = channel_rows(channels, wave.shape[0])
-    out = resample(take_rows(wave, rows), check_rate(sample_rate, "sample_rate"), SAMPLE_RATE, source=path)
-    windower = _Windower(rows, SAMPLE_RATE, window, hop, path)
-    return [*windower.push(out.numpy()), *windower.finish()]
+    return list(iter_array_windows(waveform, sample_rate, window_s=window_s, hop_s=hop_s, channels=channels,
+                                   name=path))
 
 
 class WindowStream:
