@@ -62,8 +62,13 @@ def build(path: Path, size: int, dim: int, seed: int, chunk: int = 20000):
         print(f"  {start + n} / {size} vectors, {time.perf_counter() - started:.0f} s", flush=True)
     archive.db.commit()
     seconds = time.perf_counter() - started
-    queries = _vectors(np.random.default_rng(seed + 1), centres, 1000)
-    return seconds, queries
+    return seconds, _queries(dim, seed)
+
+
+def _queries(dim: int, seed: int) -> np.ndarray:
+    # Drawn around the same centres as the stored vectors (the centres come first from the seed's generator).
+    centres = np.random.default_rng(seed).standard_normal((2000, dim)).astype(np.float32)
+    return _vectors(np.random.default_rng(seed + 1), centres, 1000)
 
 
 def measure(path: Path, queries: np.ndarray, count: int, top: int) -> dict:
@@ -139,6 +144,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", default=None, help="where to build (default: a temporary folder, removed)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --dir: measure a database this benchmark built there before instead of rebuilding")
     parser.add_argument("--embed-speed", action="store_true",
                         help="instead: time `avex-hub index` against `avex-hub embed` on the same recordings")
     parser.add_argument("--repeats", type=int, default=2, help="--embed-speed: alternated runs of each")
@@ -160,10 +167,16 @@ def main(argv=None) -> int:
     try:
         for size in sizes:
             path = root / f"db-{size}"
-            shutil.rmtree(path, ignore_errors=True)
-            print(f"building {size} x {args.dim}", flush=True)
-            seconds, queries = build(path, size, args.dim, args.seed)
-            row = {"vectors": size, "build_s": seconds,
+            if args.reuse and args.dir and (path / "build.json").is_file():
+                seconds = json.loads((path / "build.json").read_text())["build_s"]
+                queries = _queries(args.dim, args.seed)
+                print(f"reusing {path} (built in {seconds:.0f} s)", flush=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                print(f"building {size} x {args.dim}", flush=True)
+                seconds, queries = build(path, size, args.dim, args.seed)
+                (path / "build.json").write_text(json.dumps({"build_s": seconds, "load": os.getloadavg()}))
+            row = {"vectors": size, "build_s": seconds, "load_at_measure": os.getloadavg()[0],
                    "sqlite_bytes": _du(path) - (path / "usearch.index").stat().st_size,
                    "index_bytes": (path / "usearch.index").stat().st_size, **measure(path, queries, args.queries,
                                                                                      args.top)}
