@@ -39,16 +39,25 @@ from avex_hub.encoder.precision import inference_context, prepare_for_inference 
 from throughput import TINY, clips, cosine, machine  # noqa: E402
 
 
-def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> float:
-    """Best GFLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype``."""
+def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> dict:
+    """Best GFLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype``, per kernel: ``torch.mm`` (the BLAS torch was
+    built with; oneDNN for bf16) and, where torch has it, oneDNN's linear kernel (what the encoder's float32
+    projections run on the CPU). The machine's ceiling is the faster of them."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    kernels = {"torch.mm": lambda: torch.mm(a, b)}
+    onednn = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if onednn is not None and torch.backends.mkldnn.is_available():
+        kernels["onednn"] = lambda: onednn(a, b, None, "none", [], "")
+    out = {}
+    for name, fn in kernels.items():
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - start)
+        out[name] = 2 * n**3 / best / 1e9
+    return out
 
 
 def gflop_per_window(config, seconds: float = 10.0) -> float:
@@ -78,8 +87,18 @@ def onnx_runner(model, threads: int, quantize: str | None = None):
     return lambda audio: torch.from_numpy(session.run(["embedding"], {"audio": audio.numpy()})[0])
 
 
-def runners(model, precisions, threads: int) -> dict:
+def runners(model, precisions, threads: int, official_dir: str | None = None) -> dict:
     out = {}
+    if official_dir:
+        from official import official_embed, official_model
+
+        official = official_model(model, official_dir)
+
+        def run_official(audio):
+            with torch.inference_mode():
+                return official_embed(official, audio)
+
+        out["official fp32"] = run_official
     for precision in precisions:
         net = prepare_for_inference(model, precision, "cpu")
 
@@ -132,6 +151,9 @@ def main(argv=None) -> dict:
     p.add_argument("--precisions", default="fp32,bf16,int8")
     p.add_argument("--memory-batch", type=int, default=None, help="batch of the memory check (default 32, quick 2)")
     p.add_argument("--out", default=str(HERE / "SPEED.md"), help="Markdown results ('' to skip)")
+    p.add_argument("--official-dir", default=None,
+                   help="folder with the official avex package (see benchmarks/official.py): adds its BEATs at fp32 "
+                        "to the interleaved rounds and every mode's ratio to it")
     args = p.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 6)
     threads = torch.get_num_threads()
@@ -139,27 +161,35 @@ def main(argv=None) -> dict:
     print(json.dumps(info))
 
     n = 2048 if args.quick else 4096
-    peak = {"fp32": matmul_peak(torch.float32, n, 3), "bf16": matmul_peak(torch.bfloat16, n, 3)}
-    print(json.dumps({"matmul_gflops": {k: round(v, 1) for k, v in peak.items()}, "n": n}))
+    kernels = {"fp32": matmul_peak(torch.float32, n, 3), "bf16": matmul_peak(torch.bfloat16, n, 3)}
+    peak = {k: max(v.values()) for k, v in kernels.items()}
+    print(json.dumps({"matmul_gflops": {k: {name: round(g, 1) for name, g in v.items()} for k, v in kernels.items()},
+                      "n": n}))
 
     torch.manual_seed(0)
     model = avex_hub.build_model("esp_aves2_sl_beats_all", pretrained=False, return_features_only=True)
     gflop = gflop_per_window(model.config)
     audio = clips(args.batch_size, 10.0)
     precisions = args.precisions.split(",")
-    times, first = timed_rounds(runners(model, precisions, threads), audio, rounds)
+    times, first = timed_rounds(runners(model, precisions, threads, args.official_dir), audio, rounds)
     base = times["fp32"]
+    official = times.get("official fp32")
     rows = []
     for name, t in times.items():
         best = min(t)
         ratios = [b / x for b, x in zip(base, t)]
+        to_official = None if official is None else [o / x for o, x in zip(official, t)]
         kind = "bf16" if "bf16" in name else "fp32"  # int8's matmuls are judged against fp32's ceiling too
         row = {"mode": name, "batch": args.batch_size, "audio_s_per_s": round(args.batch_size * 10 / best, 2),
                "gflops": round(args.batch_size * gflop / best, 1),
                "of_peak": round(args.batch_size * gflop / best / peak[kind], 3), "peak": kind,
                "x_fp32_median": round(statistics.median(ratios), 3),
                "x_fp32_range": [round(min(ratios), 3), round(max(ratios), 3)],
-               "cosine_vs_fp32": round(cosine(first[name], first["fp32"]), 6)}
+               "cosine_vs_fp32": round(cosine(first[name], first["fp32"]), 6),
+               "max_abs_diff_vs_fp32": float((first[name].float() - first["fp32"]).abs().max())}
+        if to_official is not None:
+            row["x_official_median"] = round(statistics.median(to_official), 3)
+            row["x_official_range"] = [round(min(to_official), 3), round(max(to_official), 3)]
         rows.append(row)
         print(json.dumps(row))
     accuracy = {prec: tiny_agreement(prec) for prec in precisions if prec != "fp32"}
@@ -170,7 +200,7 @@ def main(argv=None) -> dict:
     mem_batch = args.memory_batch or (2 if args.quick else 32)
     memory = measure(MODES, batch=mem_batch, samples=160000, config=model.config.to_dict(), threads=threads)
     print(json.dumps({"memory_mb": {k: round(v, 1) for k, v in memory.items()}, "batch": mem_batch}))
-    result = {"machine": info, "peak": peak, "gflop_per_window": gflop, "rows": rows, "tiny": accuracy,
+    result = {"machine": info, "peak": peak, "kernels": kernels, "gflop_per_window": gflop, "rows": rows, "tiny": accuracy,
               "memory": memory, "memory_batch": mem_batch, "rounds": rounds}
     if args.out:
         Path(args.out).write_text(markdown(result, " ".join(sys.argv[1:])))
@@ -183,19 +213,25 @@ def markdown(r: dict, argv: str) -> str:
         "# Speed against the hardware", "",
         f"`python benchmarks/speed.py {argv}`".replace(" `", "`"), "",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch threads']}, torch {m['torch']}, "
-        f"{m['date']}. Matmul peak: fp32 {r['peak']['fp32']:.0f} GFLOP/s, bf16 {r['peak']['bf16']:.0f} GFLOP/s; "
+        f"{m['date']}. Matmul peak (the faster kernel): fp32 {r['peak']['fp32']:.0f} GFLOP/s "
+        f"({_kernels(r['kernels']['fp32'])}), bf16 {r['peak']['bf16']:.0f} GFLOP/s ({_kernels(r['kernels']['bf16'])}); "
         f"model {r['gflop_per_window']:.1f} GFLOP per 10 s window, so the ceilings are "
         f"{10 * r['peak']['fp32'] / r['gflop_per_window']:.1f} (fp32) and "
         f"{10 * r['peak']['bf16'] / r['gflop_per_window']:.1f} (bf16) audio s / s.", "",
-        f"{r['rounds']} interleaved rounds; x fp32 is each round's ratio (median, min..max).", "",
-        "| mode | batch | audio s / s | GFLOP/s | of peak | x fp32 (median) | x fp32 (range) | cosine vs fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{r['rounds']} interleaved rounds; x fp32 and x official are each round's ratio (median, min..max). "
+        "max abs diff: pooled embedding against our fp32.", "",
+        "| mode | batch | audio s / s | GFLOP/s | of peak | x fp32 | x official fp32 | cosine vs fp32 | max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         lo, hi = row["x_fp32_range"]
+        official = "-"
+        if "x_official_median" in row:
+            olo, ohi = row["x_official_range"]
+            official = f"{row['x_official_median']:.2f} ({olo:.2f}..{ohi:.2f})"
         lines.append(f"| {row['mode']} | {row['batch']} | {row['audio_s_per_s']} | {row['gflops']} | "
-                     f"{row['of_peak']:.0%} of {row['peak']} | {row['x_fp32_median']:.2f} | {lo:.2f}..{hi:.2f} | "
-                     f"{row['cosine_vs_fp32']:.6f} |")
+                     f"{row['of_peak']:.0%} of {row['peak']} | {row['x_fp32_median']:.2f} ({lo:.2f}..{hi:.2f}) | "
+                     f"{official} | {row['cosine_vs_fp32']:.6f} | {row['max_abs_diff_vs_fp32']:.1e} |")
     lines += ["", "beats-tiny checkpoint, 32 clips, against fp32:", "",
               "| precision | cosine | top-1 agreement | max logit change | largest fp32 top-2 margin among flips |",
               "|---|---|---|---|---|"]
@@ -207,6 +243,10 @@ def markdown(r: dict, argv: str) -> str:
               f"forward {mem['forward']:.0f} MB, embed (one layer) {mem['embed_last']:.0f} MB "
               f"({mem['embed_last'] / mem['forward']:.2f}x), pooled_layers('all') {mem['pooled_all']:.0f} MB.", ""]
     return "\n".join(lines)
+
+
+def _kernels(gflops: dict) -> str:
+    return ", ".join(f"{name} {value:.0f}" for name, value in gflops.items())
 
 
 if __name__ == "__main__":

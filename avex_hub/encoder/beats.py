@@ -129,6 +129,44 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     return buckets + torch.where(distance < max_exact, distance, large)
 
 
+def _onednn_linear_op():
+    """torch's oneDNN (mkldnn) linear kernel, or None where this torch build has none."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
+
+
+def linear(layer: nn.Module, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
+    """``layer(x)``, then the ``activation`` (``"none"`` or ``"gelu"``, the exact erf GELU).
+
+    On the CPU in float32 inference a plain ``nn.Linear`` runs through oneDNN's matmul with the GELU fused into
+    it. torch's ``F.linear`` calls the BLAS library it was built with (MKL in the x86 wheels), and on the AMD EPYC
+    this was measured on MKL's float32 GEMM reached about half of oneDNN's (benchmarks/speed.py). Same float32
+    arithmetic (max |difference| to float64 of the same order as F.linear's). Everything else, and any layer a
+    user has replaced, wrapped, hooked or quantised, or that is being trained, traced, compiled or exported, takes
+    the module's own forward.
+    """
+    if _ONEDNN_LINEAR is not None and _plain_cpu_inference(layer, x):
+        return _ONEDNN_LINEAR(x, layer.weight, layer.bias, activation, [], "none" if activation == "gelu" else "")
+    out = layer(x)
+    return F.gelu(out) if activation == "gelu" else out
+
+
+def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
+    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
+        return False
+    if x.device.type != "cpu" or x.dtype != torch.float32 or layer.weight.dtype != torch.float32 or x.is_mkldnn:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
+        return False
+    if torch.is_autocast_enabled("cpu") or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    return not (torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+
+
 class _WeightNormParameters(nn.Module):
     """Holds g (``original0``) and v (``original1``) under the names torch's weight_norm uses."""
 
@@ -189,7 +227,7 @@ class SelfAttention(nn.Module):
                 key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         B, N, C = x.shape
         split = lambda t: t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))  # [B, H, N, D]
+        q, k, v = split(linear(self.q_proj, x)), split(linear(self.k_proj, x)), split(linear(self.v_proj, x))
         bias = None
         if position_bias is not None:  # [H, N, N]
             bias = position_bias.unsqueeze(0).to(q.dtype)
@@ -205,7 +243,7 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
         )  # [B, H, N, D]
-        return self.out_proj(out.transpose(1, 2).reshape(B, N, C))
+        return linear(self.out_proj, out.transpose(1, 2).reshape(B, N, C))
 
 
 class EncoderLayer(nn.Module):
@@ -227,8 +265,8 @@ class EncoderLayer(nn.Module):
                 key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         h = F.dropout(self.self_attn(x, position_bias, key_padding_mask), self.dropout, self.training)
         x = self.self_attn_layer_norm(x * self.residual_scale + h)
-        h = F.dropout(F.gelu(self.fc1(x)), self.activation_dropout, self.training)
-        h = F.dropout(self.fc2(h), self.dropout, self.training)
+        h = F.dropout(linear(self.fc1, x, "gelu"), self.activation_dropout, self.training)
+        h = F.dropout(linear(self.fc2, h), self.dropout, self.training)
         return self.final_layer_norm(x * self.residual_scale + h)
 
 
@@ -351,7 +389,7 @@ class BEATs(nn.Module):
         if padding_mask is not None:
             padding_mask = frame_padding_mask(padding_mask, x.shape[1])
         if self.post_extract_proj is not None:
-            x = self.post_extract_proj(x)  # [B, N, C]
+            x = linear(self.post_extract_proj, x)  # [B, N, C]
         x = F.dropout(x, self.config.dropout_input, self.training)
         x, hidden = self.encoder(x, padding_mask, output_hidden_states, num_layers, hidden_layers)
         return EncoderOutput(x, padding_mask, hidden if output_hidden_states else None)
