@@ -74,7 +74,8 @@ def test_training_autocast_and_hooks_take_the_module_forward(tiny, counted):
     assert counted == []
     trainable = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE).train()
     trainable.embed(audio).sum().backward()
-    assert counted == [] and trainable.backbone.encoder.layers[0].fc1.weight.grad is not None
+    # (any single layer may be dropped in training: layer drop 0.05; the patch embedding always runs)
+    assert counted == [] and trainable.backbone.patch_embedding.weight.grad is not None
     seen = []
     handle = tiny.backbone.encoder.layers[0].fc1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     try:

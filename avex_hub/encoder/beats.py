@@ -232,10 +232,13 @@ class SelfAttention(nn.Module):
         if position_bias is not None:  # [H, N, N]
             bias = position_bias.unsqueeze(0).to(q.dtype)
             if self.gru_rel_pos:
-                # A per-query, per-head gate computed from the unscaled query.
-                gates = torch.sigmoid(self.grep_linear(q).view(B, self.num_heads, N, 2, 4).sum(-1))
+                # A per-query, per-head gate computed from the unscaled query. The gate is small ([B, H, N, 1]) and
+                # computed in float32; the [B, H, N, N] product is formed once, in the attention's dtype (under
+                # bf16 autocast a float32 product would be twice the memory traffic and then cast again).
+                gates = torch.sigmoid(self.grep_linear(q).view(B, self.num_heads, N, 2, 4).sum(-1).float())
                 gate_a, gate_b = gates.chunk(2, dim=-1)  # [B, H, N, 1] each
-                bias = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0) * bias  # [B, H, N, N]
+                gate = gate_a * (gate_b * self.grep_a.float() - 1.0) + 2.0
+                bias = gate.to(bias.dtype) * bias  # [B, H, N, N]
         if key_padding_mask is not None:
             masked = torch.zeros(B, 1, 1, N, dtype=q.dtype, device=q.device)
             masked = masked.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
@@ -326,6 +329,9 @@ class TransformerEncoder(nn.Module):
             x = self.layer_norm(x)
         x = F.dropout(x, self.dropout, self.training)
         position_bias = self.position_bias(x.shape[1])
+        if position_bias is not None and torch.is_autocast_enabled(x.device.type):
+            # Cast once here rather than in each of the layers (they run their attention in this dtype).
+            position_bias = position_bias.to(torch.get_autocast_dtype(x.device.type))
         keep = None if hidden_layers is None else set(hidden_layers)
         hidden = [x if keep is None or 0 in keep else None] if output_hidden_states else []
         scale_gradients = self.gradient_decay != 1.0 and torch.is_grad_enabled()
