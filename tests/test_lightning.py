@@ -442,7 +442,8 @@ def test_window_dataset_matches_stream_windows(tmp_path):
 
 
 # (total, window, hop) in 16 kHz samples -> window starts, as stream_windows and window_dataset gave them before
-# they shared one rule: short input, a window the input's length, exact multiples, ragged ends, overlapping hops.
+# they shared one rule (window_starts): short input, a window the input's length, exact multiples, ragged ends,
+# overlapping hops.
 WINDOW_STARTS = [
     ((1, 4000, 4000), [0]),
     ((3999, 4000, 1000), [0]),
@@ -460,15 +461,16 @@ WINDOW_STARTS = [
 
 
 @pytest.mark.parametrize("case, starts", WINDOW_STARTS)
-def test_stream_windows_and_window_dataset_cut_the_same_windows(tmp_path, case, starts):
+def test_stream_windows_and_window_dataset_cut_the_windows_of_window_starts(tmp_path, case, starts):
     import numpy as np
     import soundfile as sf
 
     from avex_hub.audio.contract import SAMPLE_RATE
-    from avex_hub.audio.windows import stream_windows
+    from avex_hub.audio.windows import stream_windows, window_starts
     from avex_hub.integrations.lightning import window_dataset
 
     total, window, hop = case
+    assert list(window_starts(total, window, hop)) == starts
     path = tmp_path / "zeros.wav"
     sf.write(path, np.zeros(total, np.float32), SAMPLE_RATE, subtype="FLOAT")
     seconds = dict(window_s=window / SAMPLE_RATE, hop_s=hop / SAMPLE_RATE)
