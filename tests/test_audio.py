@@ -17,7 +17,7 @@ from avex_hub.audio.contract import (
     audio_info, collate_audio, high_frequency_energy_fraction, load_audio, pad_or_crop, quality_flags, resample,
     select_channels, to_float_audio,
 )
-from avex_hub.audio.windows import Window, stream_windows, windows_from_array
+from avex_hub.audio.windows import Window, stream_windows, window_starts, windows_from_array
 
 
 def tone(freq: float, sr: int, seconds: float, amp: float = 0.5, phase: float = 0.0) -> np.ndarray:
@@ -409,6 +409,18 @@ def test_every_sample_is_covered_once_enough(total, window_s, hop_s):
     starts = [s for s, _ in spans(windows)]
     assert starts == sorted(starts) and spans(windows)[-1][1] == total
     assert len(windows) == 1 or spans(windows)[-2][1] < total  # no window after one that reached the end
+
+
+def test_window_starts_rule_and_argument_checks():
+    assert window_starts(0, 4000, 1000) == range(0)  # nothing to cover
+    assert list(window_starts(1, 4000, 4000)) == [0]  # shorter than a window: one, padded
+    assert list(window_starts(16_000, 16_000, 8000)) == [0]  # the first window reaches the end: no second
+    assert list(window_starts(25, 10, 5)) == [0, 5, 10, 15]  # 15 + 10 reaches 25 exactly: the last
+    assert list(window_starts(26, 10, 5)) == [0, 5, 10, 15, 20]  # one sample more: one window more
+    assert list(window_starts(20, 10, 10)) == [0, 10] and list(window_starts(21, 10, 10)) == [0, 10, 20]
+    for total, window, hop in ((10, 5, 6), (10, 5, 0), (-1, 5, 5)):
+        with pytest.raises(ValueError, match=f"got total={total}, window={window}, hop={hop}; a longer hop"):
+            window_starts(total, window, hop)
 
 
 def test_windows_multichannel_time_major():

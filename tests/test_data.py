@@ -200,6 +200,15 @@ def test_corrupt_files_raise_by_name_and_check_removes_them(single, tmp_path):
     assert ds.check() == [] and ds[1]["audio"].shape == (160000,)
 
 
+def test_a_check_that_would_leave_nothing_raises_and_changes_nothing(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really audio")
+    ds = AudioDataset([(tmp_path / "bad.wav", "a")])
+    with pytest.warns(UserWarning, match="skipped 1 of 1 items"), \
+            pytest.raises(ValueError, match=r"no usable audio items left in the given items: all 1 were skipped"):
+        ds.check(on_error="skip")
+    assert [item.path for item in ds.items] == [tmp_path / "bad.wav"] and ds.failures == []
+
+
 def test_empty_and_malformed_inputs_say_where_and_what(tmp_path, single):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no audio files with extensions .* class sub-folders of .*empty"):

@@ -439,3 +439,43 @@ def test_window_dataset_matches_stream_windows(tmp_path):
         assert torch.equal(item["padding_mask"], w.padding_mask)
         if "long_000" in w.path:  # 16 kHz: the same samples (the 22.05 kHz file is resampled per window here but
             assert torch.equal(item["audio"], w.audio)  # as one stream there, so sample values differ slightly)
+
+
+# (total, window, hop) in 16 kHz samples -> window starts, as stream_windows and window_dataset gave them before
+# they shared one rule (window_starts): short input, a window the input's length, exact multiples, ragged ends,
+# overlapping hops.
+WINDOW_STARTS = [
+    ((1, 4000, 4000), [0]),
+    ((3999, 4000, 1000), [0]),
+    ((4000, 4000, 4000), [0]),
+    ((4000, 4000, 1000), [0]),
+    ((4001, 4000, 4000), [0, 4000]),
+    ((8000, 4000, 4000), [0, 4000]),
+    ((9000, 4000, 4000), [0, 4000, 8000]),
+    ((12000, 4000, 1000), [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000]),
+    ((7000, 4000, 3000), [0, 3000]),
+    ((7001, 4000, 3000), [0, 3000, 6000]),
+    ((10000, 4000, 3000), [0, 3000, 6000]),
+    ((5000, 2800, 2800), [0, 2800]),
+]
+
+
+@pytest.mark.parametrize("case, starts", WINDOW_STARTS)
+def test_stream_windows_and_window_dataset_cut_the_windows_of_window_starts(tmp_path, case, starts):
+    import numpy as np
+    import soundfile as sf
+
+    from avex_hub.audio.contract import SAMPLE_RATE
+    from avex_hub.audio.windows import stream_windows, window_starts
+    from avex_hub.integrations.lightning import window_dataset
+
+    total, window, hop = case
+    assert list(window_starts(total, window, hop)) == starts
+    path = tmp_path / "zeros.wav"
+    sf.write(path, np.zeros(total, np.float32), SAMPLE_RATE, subtype="FLOAT")
+    seconds = dict(window_s=window / SAMPLE_RATE, hop_s=hop / SAMPLE_RATE)
+    streamed = [(round(w.start_s * SAMPLE_RATE), round(w.end_s * SAMPLE_RATE)) for w in stream_windows(path, **seconds)]
+    items = window_dataset(path, **seconds).items
+    listed = [(round(item.start_s * SAMPLE_RATE), round(item.end_s * SAMPLE_RATE)) for item in items]
+    expected = [(start, min(start + window, total)) for start in starts]
+    assert streamed == listed == expected

@@ -38,6 +38,27 @@ def test_same_seed_gives_identical_files_and_other_seeds_differ(tmp_path):
     assert all(a[name] != c[name] for name in audio)
 
 
+def _tree_digest(root) -> str:
+    """One SHA-256 over every file's relative path and content under ``root``."""
+    h = hashlib.sha256()
+    for name, digest in _digests(root).items():
+        h.update(name.encode() + b"\0" + bytes.fromhex(digest))
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(sample_rate=[16000, 22050], multilabel_fraction=0.3, num_long_recordings=2, long_recording_s=6.0, seed=7),
+     "53d52b716097e17a30467f62d173ce44e300d68b8af16b5ce03b2511df188b0c"),
+    (dict(stereo=True, snr_db=None, species_names=["x y", "z", "w"], split_fractions=(0.5, 0.25, 0.25), seed=11),
+     "1a31499fa7997ef6457f59a1f92882bb8c2ded9e21220c01efcc8d2e86aa79f5"),
+])
+def test_generated_files_are_pinned(tmp_path, kwargs, expected):
+    """The files of two small calls, byte for byte, as generated before make_synthetic_dataset was split into
+    functions (Linux x86-64, 16-bit WAV). A change here changes every tutorial's data: regenerate the digest only
+    for an intended change of the audio or manifests, and say so."""
+    assert _tree_digest(make_synthetic_dataset(tmp_path, **SMALL, **kwargs).root) == expected
+
+
 def test_manifest_lists_every_clip_with_stratified_splits(tmp_path):
     data = make_synthetic_dataset(tmp_path, num_species=4, individuals_per_species=3, clips_per_individual=5,
                                   clip_s=0.5, seed=1)

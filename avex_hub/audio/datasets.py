@@ -115,6 +115,251 @@ def _manifest_text(path: Path) -> str:
                          f"`iconv -f latin1 -t utf-8`)") from None
 
 
+# -- class folders and manifests as items ---------------------------------------------------------------------------
+def _folder_items(root: Path, extensions: Sequence[str], on_error: str) -> tuple[list[AudioItem], dict[str, str]]:
+    """Files under ``root/<label>/`` (any depth) as items labelled by their class folder, and the folders that
+    could not be listed (path -> error), which raise PermissionError unless ``on_error="skip"``. Audio directly
+    in ``root`` and hidden files are left out and counted in a warning to the caller of ``from_folder``."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {root} (expected {root}/<label>/<files>)")
+    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    search = find_audio([root], extensions=suffixes)
+    if search.failures and on_error == "raise":
+        raise PermissionError(f"{root}: {len(search.failures)} folder(s) could not be listed, so their files "
+                              "would be missing: " + _listing([f"{k}: {v}" for k, v in search.failures.items()])
+                              + "\nfix their permissions, or pass on_error='skip' to go on without them")
+    items, loose = [], 0
+    for name in search.files:
+        path = Path(name)
+        parts = path.relative_to(root).parts
+        if len(parts) == 1:
+            loose += 1
+        else:
+            items.append(AudioItem(path, (parts[0],), origin=str(path)))
+    ignored = [f"{n} {what}" for n, what in ((loose, "directly in the root folder (no class folder)"),
+                                             (search.hidden, "hidden files or folders")) if n]
+    if not items:
+        raise ValueError(f"no audio files with extensions {suffixes} in class sub-folders of {root}; expected "
+                         f"{root}/<label>/<file>" + (f" (ignored: {', '.join(ignored)})" if ignored else ""))
+    if ignored:
+        warnings.warn(f"{root}: ignored audio files: {', '.join(ignored)}", stacklevel=3)
+    return items, search.failures
+
+
+def _manifest_items(csv_path: Path, *, base: Path, label_column: str, split) -> list[AudioItem]:
+    """Every row of a manifest as an item, in file order and before any split filter; ValueError naming the line
+    for a row that does not parse, and naming the columns found when ``path`` (or ``split``, when asked
+    for) is missing."""
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"manifest not found: {csv_path}")
+    columns, rows = _manifest_rows(csv_path)
+    if "path" not in columns:
+        raise ValueError(f"{csv_path}: needs a 'path' column (and usually '{label_column}'); found {columns}")
+    if split is not None and "split" not in columns:
+        raise ValueError(f"{csv_path}: split={split!r} asked for but there is no 'split' column; found {columns}")
+    labelled = label_column in columns
+    items = [_manifest_item(row, f"{csv_path.name} line {line}", base, label_column if labelled else None)
+             for row, line in rows]
+    if not items:
+        raise ValueError(f"{csv_path} has no rows; expected a header with 'path,{label_column}' and one row per file")
+    return items
+
+
+def _manifest_rows(csv_path: Path) -> tuple[list[str], list[tuple[dict[str, str], int]]]:
+    """A manifest's column names and its rows as ``({column: value}, line number)``, names and values stripped."""
+    with io.StringIO(_manifest_text(csv_path), newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        rows = []
+        for row in reader:
+            if None in row:  # csv puts fields beyond the header under None
+                raise ValueError(f"{csv_path.name} line {reader.line_num}: more fields than the header's "
+                                 f"{len(reader.fieldnames)} columns (quote values containing commas)")
+            rows.append(({k.strip(): (v or "").strip() for k, v in row.items()}, reader.line_num))
+    return columns, rows
+
+
+def _manifest_item(row: dict[str, str], where: str, base: Path, label_column: str | None) -> AudioItem:
+    """One manifest row: its path under ``base``, labels from ``label_column`` (None: unlabelled), the seconds
+    ``start_s``/``end_s`` (empty: the whole file), and every other column as ``extra`` (a column named like an
+    item field, e.g. ``index``, comes back as ``meta_index``). ``where`` names the row in errors."""
+    if not row.get("path"):
+        raise ValueError(f"{where}: empty path")
+    times = []
+    for key in ("start_s", "end_s"):
+        try:
+            times.append(float(row[key]) if row.get(key) else None)
+        except ValueError:
+            raise ValueError(f"{where}: {key}={row[key]!r} is not a number of seconds") from None
+    if any(t is not None and not (math.isfinite(t) and t >= 0) for t in times):
+        raise ValueError(f"{where}: start_s/end_s must be finite seconds >= 0, got {times}")
+    if None not in times and times[1] <= times[0]:
+        raise ValueError(f"{where}: end_s={times[1]} must be after start_s={times[0]}")
+    extra = {(k if k not in _RESERVED else f"meta_{k}"): v for k, v in row.items()
+             if k not in ("path", label_column, "start_s", "end_s")}
+    labels = _split_labels(row.get(label_column)) if label_column is not None else ()
+    return AudioItem(base / row["path"], labels, times[0], times[1], extra, where)
+
+
+def _of_split(items: list[AudioItem], split: str | Sequence[str] | None, csv_path: Path) -> list[AudioItem]:
+    """The items whose ``split`` is ``split`` (or one of several); all of them for None or an empty sequence."""
+    wanted = {split} if isinstance(split, str) else set(split or ())
+    if not wanted:
+        return items
+    kept = [item for item in items if item.extra.get("split") in wanted]
+    if not kept:
+        present = sorted({item.extra.get("split", "") for item in items})
+        raise ValueError(f"no rows of {csv_path} have split in {sorted(wanted)}; splits present: {present}")
+    return kept
+
+
+# -- labels ---------------------------------------------------------------------------------------------------------
+def _several_labels(items: list[AudioItem]) -> bool:
+    """Whether any item has more than one label: the default of ``multilabel``."""
+    return any(len(item.labels) > 1 for item in items)
+
+
+def _checked_labels(items: list[AudioItem], label_map, multilabel: bool | None,
+                    source: str) -> tuple[list[str], bool]:
+    """The label order (``label_map``'s, else the sorted labels present) and whether the dataset is multi-label.
+
+    ValueError lists every label outside a given map, or, for a labelled single-label dataset, every item that
+    does not have exactly one label.
+    """
+    order = _label_order(label_map)
+    if order is not None:
+        _check_known(items, order, source)
+    labels = order if order is not None else sorted({name for item in items for name in item.labels})
+    multilabel = _several_labels(items) if multilabel is None else bool(multilabel)
+    if labels and not multilabel:
+        unlabelled = [f"{item.origin or item.path}: {len(item.labels)} labels {list(item.labels)}"
+                      for item in items if len(item.labels) != 1]
+        if unlabelled:
+            raise ValueError(f"single-label dataset from {source}: {len(unlabelled)} items do not have exactly "
+                             f"one label (pass multilabel=True for 0 or several labels per item):"
+                             + _listing(unlabelled))
+    return labels, multilabel
+
+
+def _check_known(items: list[AudioItem], order: list[str], source: str) -> None:
+    """ValueError naming every label not in ``order``, where each is used, and the known labels."""
+    known, unknown = set(order), {}
+    for item in items:
+        for name in item.labels:
+            if name not in known:
+                unknown.setdefault(name, []).append(item.origin or str(item.path))
+    if unknown:
+        lines = [f"{name!r} ({', '.join(where[:5])}{' ...' if len(where) > 5 else ''})"
+                 for name, where in unknown.items()]
+        preview = order if len(order) <= 50 else order[:50] + ["..."]
+        raise ValueError(f"{source} has labels that are not in the label map ({len(unknown)}):"
+                         + _listing(lines)
+                         + f"\nknown labels ({len(order)}): {preview}")
+
+
+# -- files that cannot be used ----------------------------------------------------------------------------------------
+def _drop_bad(items: list[AudioItem], bad: dict[int, str], what: str, error: type[Exception], *, on_error: str,
+              source: str) -> tuple[list[AudioItem], list[tuple[str, str]]]:
+    """The items without the ``bad`` ones (position -> reason) and the failures ``(path, reason)`` to record.
+
+    With ``on_error="raise"`` one ``error`` names every bad item; with ``"skip"`` a warning to the caller's
+    caller counts them, and a ValueError follows when they were all the items there were.
+    """
+    if not bad:
+        return items, []
+    lines = [f"{items[i].path}: {reason}" for i, reason in bad.items()]
+    if on_error == "raise":
+        raise error(f"{len(bad)} of {len(items)} items from {source} {what}:" + _listing(lines)
+                    + "\nfix them, or pass on_error='skip' to leave them out (listed in dataset.failures)")
+    warnings.warn(f"skipped {len(bad)} of {len(items)} items from {source} whose files {what} "
+                  "(see dataset.failures)", stacklevel=3)
+    kept = [item for i, item in enumerate(items) if i not in bad]
+    if not kept:
+        raise ValueError(f"no usable audio items left in {source}: all {len(bad)} were skipped "
+                         f"({lines[0]}{' ...' if len(lines) > 1 else ''})")
+    return kept, [(str(items[i].path), reason) for i, reason in bad.items()]
+
+
+def _missing(items: list[AudioItem]) -> dict[int, str]:
+    """Position -> reason for every item whose file does not exist."""
+    return {i: "file not found" for i, item in enumerate(items) if not item.path.is_file()}
+
+
+def _header_problems(items: list[AudioItem], channels) -> dict[int, str]:
+    """Position -> reason for every item whose file header cannot be read, whose ``start_s`` is past the end
+    of the file, or whose channel (the item's, else ``channels`` when an index) the file does not have."""
+    bad = {}
+    for i, item in enumerate(items):
+        try:
+            info = audio_info(item.path)
+        except (OSError, AudioDecodeError) as e:
+            bad[i] = str(e)
+            continue
+        if item.start_s is not None and item.start_s >= info.duration_s:
+            bad[i] = f"start_s={item.start_s} is past the end of the file ({info.duration_s:.3f} s)"
+        channel = channels if item.channel is None else item.channel
+        if isinstance(channel, int) and not -info.channels <= channel < info.channels:
+            bad[i] = f"channel {channel} requested, the file has {info.channels} channels"
+    return bad
+
+
+def _one_item_per_channel(items: list[AudioItem], *, on_error: str, source: str
+                          ) -> tuple[list[AudioItem], list[tuple[str, str]]]:
+    """Each item once per channel of its file (``channel`` set), as the headers count them, and the failures
+    ``(path, error)`` of headers that cannot be read (raised unless ``on_error="skip"``, see :func:`_drop_bad`)."""
+    counts, bad = {}, {}
+    for i, item in enumerate(items):
+        try:
+            counts[i] = audio_info(item.path).channels
+        except (OSError, AudioDecodeError) as e:
+            bad[i] = str(e)
+    kept, failures = _drop_bad(items, bad, "cannot be opened", AudioDecodeError, on_error=on_error, source=source)
+    counts = [c for i, c in sorted(counts.items()) if i not in bad]
+    return [replace(item, channel=channel) for item, count in zip(kept, counts) for channel in range(count)], failures
+
+
+# -- one item's audio ---------------------------------------------------------------------------------------------
+def _clip_range(item: AudioItem, clip_s: float | None, random_crop: bool, generator: torch.Generator | None,
+                target_rate: int) -> tuple[float, float | None]:
+    """The seconds ``[start, end)`` to decode: the item's range, or with ``clip_s`` at most ``clip_s`` of it from
+    its start or (``random_crop``) from an offset drawn with ``generator`` (None: torch's global RNG) on the
+    ``target_rate`` sample grid."""
+    start, end = item.start_s or 0.0, item.end_s
+    if clip_s is None:
+        return start, end
+    if random_crop:
+        span = (item.end_s or audio_info(item.path).duration_s) - start
+        slack = max(0, int(round((span - clip_s) * target_rate)))
+        start += int(torch.randint(0, slack + 1, (1,), generator=generator)) / target_rate
+    return start, start + clip_s if end is None else min(end, start + clip_s)
+
+
+def _load_item(item: AudioItem, index: int, *, clip_s: float | None, random_crop: bool,
+               generator: torch.Generator | None, channels, target_rate: int) -> dict:
+    """An item's audio fields: ``audio`` [S] float32 at ``target_rate`` (cropped or zero padded to ``clip_s``),
+    ``padding_mask`` [S] bool, ``path``, ``index``, ``start_s`` (seconds into the file), ``channel`` and
+    ``flags``. A file that has gone missing raises FileNotFoundError; any other failure an AudioDecodeError
+    naming the item and its file."""
+    try:
+        start, end = _clip_range(item, clip_s, random_crop, generator, target_rate)
+        audio = load_audio(item.path, target_rate=target_rate, channels=channels if item.channel is None else
+                           item.channel, start_s=start if start > 0 else None, end_s=end)
+        wave, channel, flags = audio.waveform[0], audio.channels[0], audio.flags[0]
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise AudioDecodeError(f"dataset item {index} ({item.path}): {e}") from e
+    if clip_s is not None:
+        wave, mask = pad_or_crop(wave, max(1, int(round(clip_s * target_rate))))
+    else:
+        mask = torch.zeros(wave.shape, dtype=torch.bool)
+    return {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": audio.start_s,
+            # the same contract as the CLI's outputs: -1 is the mono mix; flags are outputs.FLAG_NAMES
+            # (clipped, silent, too_short, truncated)
+            "channel": MIX_CHANNEL if channel is None else channel,
+            "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short, flags.truncated])}
+
+
 class AudioDataset(torch.utils.data.Dataset):
     """Labelled audio clips as ``dict(audio [S] float32, padding_mask [S] bool, label | target, path, index,
     start_s, ...)``; build it with :meth:`from_folder` or :meth:`from_manifest`, or from items directly.
@@ -151,101 +396,31 @@ class AudioDataset(torch.utils.data.Dataset):
             raise ValueError(f"clip_s must be positive seconds or None (variable length), got {clip_s!r}")
         self.clip_s, self.random_crop, self.seed, self.epoch = clip_s, random_crop, seed, 0
         self.channels, self.target_rate, self.on_error, self.source = channels, int(target_rate), on_error, source
-        self.failures: list[tuple[str, str]] = []
         self.items = [_as_item(entry) for entry in items]
         if not self.items:
             raise ValueError(f"no audio items in {source}; expected at least one file to load")
-        order = _label_order(label_map)
-        present = sorted({name for item in self.items for name in item.labels})
-        if order is not None:
-            self._check_known(order)
-        self._labels = order if order is not None else present
-        self.multilabel = any(len(item.labels) > 1 for item in self.items) if multilabel is None else bool(multilabel)
-        if self._labels and not self.multilabel:
-            unlabelled = [f"{item.origin or item.path}: {len(item.labels)} labels {list(item.labels)}"
-                          for item in self.items if len(item.labels) != 1]
-            if unlabelled:
-                raise ValueError(f"single-label dataset from {source}: {len(unlabelled)} items do not have exactly "
-                                 f"one label (pass multilabel=True for 0 or several labels per item):"
-                                 + _listing(unlabelled))
+        self._labels, self.multilabel = _checked_labels(self.items, label_map, multilabel, source)
         self._label_to_index = {name: i for i, name in enumerate(self._labels)}
-        self._drop_missing()
+        self.items, self.failures = _drop_bad(self.items, _missing(self.items), "are missing", FileNotFoundError,
+                                              on_error=on_error, source=source)
         if channels == "all":
-            self._expand_channels()
-
-    # -- construction helpers -------------------------------------------------------------------------------------
-    def _check_known(self, order: list[str]) -> None:
-        known, unknown = set(order), {}
-        for item in self.items:
-            for name in item.labels:
-                if name not in known:
-                    unknown.setdefault(name, []).append(item.origin or str(item.path))
-        if unknown:
-            lines = [f"{name!r} ({', '.join(where[:5])}{' ...' if len(where) > 5 else ''})"
-                     for name, where in unknown.items()]
-            preview = order if len(order) <= 50 else order[:50] + ["..."]
-            raise ValueError(f"{self.source} has labels that are not in the label map ({len(unknown)}):"
-                             + _listing(lines)
-                             + f"\nknown labels ({len(order)}): {preview}")
-
-    def _remove(self, bad: dict[int, str], what: str, error: type[Exception]) -> None:
-        """Raise naming every bad item, or (on_error="skip") drop them, record them and warn with the count."""
-        if not bad:
-            return
-        lines = [f"{self.items[i].path}: {reason}" for i, reason in bad.items()]
-        if self.on_error == "raise":
-            raise error(f"{len(bad)} of {len(self.items)} items from {self.source} {what}:" + _listing(lines)
-                        + "\nfix them, or pass on_error='skip' to leave them out (listed in dataset.failures)")
-        self.failures += [(str(self.items[i].path), reason) for i, reason in bad.items()]
-        warnings.warn(f"skipped {len(bad)} of {len(self.items)} items from {self.source} whose files {what} "
-                      "(see dataset.failures)", stacklevel=3)
-        self.items = [item for i, item in enumerate(self.items) if i not in bad]
-        if not self.items:
-            raise ValueError(f"no usable audio items left in {self.source}: all {len(bad)} were skipped "
-                             f"({lines[0]}{' ...' if len(lines) > 1 else ''})")
-
-    def _drop_missing(self) -> None:
-        missing = {i: "file not found" for i, item in enumerate(self.items) if not item.path.is_file()}
-        self._remove(missing, "are missing", FileNotFoundError)
-
-    def _expand_channels(self) -> None:
-        counts, bad = {}, {}
-        for i, item in enumerate(self.items):
-            try:
-                counts[i] = audio_info(item.path).channels
-            except (OSError, AudioDecodeError) as e:
-                bad[i] = str(e)
-        self._remove(bad, "cannot be opened", AudioDecodeError)
-        counts = [c for i, c in sorted(counts.items()) if i not in bad]
-        self.items = [replace(item, channel=channel) for item, count in zip(self.items, counts)
-                      for channel in range(count)]
+            self.items, failed = _one_item_per_channel(self.items, on_error=on_error, source=source)
+            self.failures += failed
 
     def check(self, *, on_error: str | None = None) -> list[tuple[str, str]]:
         """Open every file's header (no decoding) and check its time range; returns the failures found.
 
         With ``on_error="raise"`` (the dataset's setting unless given) one AudioDecodeError lists every bad
-        file; with ``"skip"`` they are removed, added to :attr:`failures` and counted in a warning.
+        file; with ``"skip"`` they are removed, added to :attr:`failures` and counted in a warning. A check
+        that would leave no item raises ValueError and leaves the dataset as it was.
         """
-        before, bad = len(self.failures), {}
-        for i, item in enumerate(self.items):
-            try:
-                info = audio_info(item.path)
-            except (OSError, AudioDecodeError) as e:
-                bad[i] = str(e)
-                continue
-            if item.start_s is not None and item.start_s >= info.duration_s:
-                bad[i] = f"start_s={item.start_s} is past the end of the file ({info.duration_s:.3f} s)"
-            channel = self.channels if item.channel is None else item.channel
-            if isinstance(channel, int) and not -info.channels <= channel < info.channels:
-                bad[i] = f"channel {channel} requested, the file has {info.channels} channels"
         if on_error not in (None, "raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        saved, self.on_error = self.on_error, on_error or self.on_error
-        try:
-            self._remove(bad, "cannot be read", AudioDecodeError)
-        finally:
-            self.on_error = saved
-        return self.failures[before:]
+        bad = _header_problems(self.items, self.channels)
+        self.items, failed = _drop_bad(self.items, bad, "cannot be read", AudioDecodeError,
+                                       on_error=on_error or self.on_error, source=self.source)
+        self.failures += failed
+        return failed
 
     validate_files = check
 
@@ -261,35 +436,12 @@ class AudioDataset(torch.utils.data.Dataset):
         ``on_error="skip"`` is warned about and listed in :attr:`failures`. ``kwargs`` go to the constructor.
         """
         root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"audio folder not found: {root} (expected {root}/<label>/<files>)")
-        suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-        search = find_audio([root], extensions=suffixes)
-        if search.failures and on_error == "raise":
-            raise PermissionError(f"{root}: {len(search.failures)} folder(s) could not be listed, so their files "
-                                  "would be missing: " + _listing([f"{k}: {v}" for k, v in search.failures.items()])
-                                  + "\nfix their permissions, or pass on_error='skip' to go on without them")
-        items, loose = [], 0
-        for name in search.files:
-            path = Path(name)
-            parts = path.relative_to(root).parts
-            if len(parts) == 1:
-                loose += 1
-            else:
-                items.append(AudioItem(path, (parts[0],), origin=str(path)))
-        hidden = search.hidden
-        ignored = [f"{n} {what}" for n, what in ((loose, "directly in the root folder (no class folder)"),
-                                                 (hidden, "hidden files or folders")) if n]
-        if not items:
-            raise ValueError(f"no audio files with extensions {suffixes} in class sub-folders of {root}; expected "
-                             f"{root}/<label>/<file>" + (f" (ignored: {', '.join(ignored)})" if ignored else ""))
-        if ignored:
-            warnings.warn(f"{root}: ignored audio files: {', '.join(ignored)}", stacklevel=2)
+        items, unlisted = _folder_items(root, extensions, on_error)
         dataset = cls(items, label_map=label_map, source=f"folder {root}", on_error=on_error, **kwargs)
-        if search.failures:  # on_error="skip": counted and listed like any other skipped input
-            warnings.warn(f"{root}: skipped {len(search.failures)} folder(s) that could not be listed (see "
-                          ".failures)", stacklevel=2)
-            dataset.failures.extend(search.failures.items())
+        if unlisted:  # on_error="skip": counted and listed like any other skipped input
+            warnings.warn(f"{root}: skipped {len(unlisted)} folder(s) that could not be listed (see .failures)",
+                          stacklevel=2)
+            dataset.failures.extend(unlisted.items())
         return dataset
 
     @classmethod
@@ -305,55 +457,13 @@ class AudioDataset(torch.utils.data.Dataset):
         column as the label, e.g. ``"individual"``; without that column the dataset is unlabelled.
         """
         csv_path = Path(csv_path)
-        base = Path(root) if root is not None else csv_path.parent
-        if not csv_path.is_file():
-            raise FileNotFoundError(f"manifest not found: {csv_path}")
-        with io.StringIO(_manifest_text(csv_path), newline="") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = []
-            for row in reader:
-                if None in row:  # csv puts fields beyond the header under None
-                    raise ValueError(f"{csv_path.name} line {reader.line_num}: more fields than the header's "
-                                     f"{len(reader.fieldnames)} columns (quote values containing commas)")
-                rows.append(({k.strip(): (v or "").strip() for k, v in row.items()}, reader.line_num))
-        if "path" not in columns:
-            raise ValueError(f"{csv_path}: needs a 'path' column (and usually '{label_column}'); found {columns}")
-        if split is not None and "split" not in columns:
-            raise ValueError(f"{csv_path}: split={split!r} asked for but there is no 'split' column; found {columns}")
-        labelled = label_column in columns
-        items, wanted = [], {split} if isinstance(split, str) else set(split or ())
-        for row, line in rows:
-            where = f"{csv_path.name} line {line}"
-            if not row.get("path"):
-                raise ValueError(f"{where}: empty path")
-            times = []
-            for key in ("start_s", "end_s"):
-                try:
-                    times.append(float(row[key]) if row.get(key) else None)
-                except ValueError:
-                    raise ValueError(f"{where}: {key}={row[key]!r} is not a number of seconds") from None
-            if any(t is not None and not (math.isfinite(t) and t >= 0) for t in times):
-                raise ValueError(f"{where}: start_s/end_s must be finite seconds >= 0, got {times}")
-            if None not in times and times[1] <= times[0]:
-                raise ValueError(f"{where}: end_s={times[1]} must be after start_s={times[0]}")
-            extra = {(k if k not in _RESERVED else f"meta_{k}"): v for k, v in row.items()
-                     if k not in ("path", label_column, "start_s", "end_s")}
-            labels = _split_labels(row.get(label_column)) if labelled else ()
-            items.append(AudioItem(base / row["path"], labels, times[0], times[1], extra, where))
-        if not items:
-            raise ValueError(f"{csv_path} has no rows; expected a header with 'path,{label_column}' and one row per "
-                             "file")
+        items = _manifest_items(csv_path, base=Path(root) if root is not None else csv_path.parent,
+                                label_column=label_column, split=split)
         if kwargs.get("multilabel") is None:
-            kwargs["multilabel"] = any(len(item.labels) > 1 for item in items)
-        if label_map is None and labelled:
+            kwargs["multilabel"] = _several_labels(items)
+        if label_map is None:  # the labels of all rows, before the split filter; None when no row has one
             label_map = sorted({name for item in items for name in item.labels}) or None
-        if wanted:
-            present = sorted({item.extra.get("split", "") for item in items})
-            items = [item for item in items if item.extra.get("split") in wanted]
-            if not items:
-                raise ValueError(f"no rows of {csv_path} have split in {sorted(wanted)}; splits present: {present}")
-        return cls(items, label_map=label_map, source=f"manifest {csv_path}", **kwargs)
+        return cls(_of_split(items, split, csv_path), label_map=label_map, source=f"manifest {csv_path}", **kwargs)
 
     # -- the Dataset protocol -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -369,41 +479,13 @@ class AudioDataset(torch.utils.data.Dataset):
         state = np.random.SeedSequence([int(self.seed), self.epoch, index]).generate_state(1)[0]
         return torch.Generator().manual_seed(int(state))
 
-    def _load(self, index: int, item: AudioItem):
-        start = item.start_s or 0.0
-        end = item.end_s
-        if self.clip_s is not None:
-            if self.random_crop:
-                span = (item.end_s or audio_info(item.path).duration_s) - start
-                slack = max(0, int(round((span - self.clip_s) * self.target_rate)))
-                offset = int(torch.randint(0, slack + 1, (1,), generator=self._generator(index)))
-                start += offset / self.target_rate
-            end = start + self.clip_s if end is None else min(end, start + self.clip_s)
-        channels = self.channels if item.channel is None else item.channel
-        audio = load_audio(item.path, target_rate=self.target_rate, channels=channels,
-                           start_s=start if start > 0 else None, end_s=end)
-        return audio.waveform[0], audio.start_s, audio.channels[0], audio.flags[0]
-
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         index = index % len(self)
         item = self.items[index]
-        try:
-            wave, start_s, channel, flags = self._load(index, item)
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise AudioDecodeError(f"dataset item {index} ({item.path}): {e}") from e
-        if self.clip_s is not None:
-            wave, mask = pad_or_crop(wave, max(1, int(round(self.clip_s * self.target_rate))))
-        else:
-            mask = torch.zeros(wave.shape, dtype=torch.bool)
-        out = {"audio": wave, "padding_mask": mask, "path": str(item.path), "index": index, "start_s": start_s,
-               # the same contract as the CLI's outputs: -1 is the mono mix; flags are outputs.FLAG_NAMES
-               # (clipped, silent, too_short, truncated)
-               "channel": MIX_CHANNEL if channel is None else channel,
-               "flags": torch.tensor([flags.clipped, flags.silent, flags.too_short, flags.truncated])}
+        out = _load_item(item, index, clip_s=self.clip_s, random_crop=self.random_crop, channels=self.channels,
+                         generator=self._generator(index) if self.random_crop else None, target_rate=self.target_rate)
         if self._labels and self.multilabel:
             target = torch.zeros(self.num_classes)
             target[[self._label_to_index[name] for name in item.labels]] = 1.0

@@ -273,6 +273,223 @@ def _assign_splits(count: int, fractions: tuple[float, float, float], rng: np.ra
     return [names[i] for i in rng.permutation(count)]
 
 
+_NUM_CALL_TYPES = len(SPECIES[0].call_types)  # every species has a repertoire of this many call types
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of one :func:`make_synthetic_dataset` call (``rates``: the sample rates clips cycle
+    through; ``labels``: the species names in label order)."""
+
+    num_species: int
+    individuals_per_species: int
+    clips_per_individual: int
+    clip_s: float
+    rates: list[int]
+    snr_db: float | None
+    multilabel_fraction: float
+    num_long_recordings: int
+    long_recording_s: float
+    stereo: bool
+    seed: int
+    labels: list[str]
+    split_fractions: tuple[float, float, float]
+    audio_format: str
+
+    @property
+    def num_clips(self) -> int:
+        return self.num_species * self.individuals_per_species * self.clips_per_individual
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.stereo else 1
+
+    def slug(self, species: int) -> str:
+        """A species' name as it appears in file names and individual names (``harmonia_stratificata``)."""
+        return self.labels[species].lower().replace(" ", "_")
+
+    def individual_name(self, species: int, individual: int) -> str:
+        """The ``individual`` column's value for one individual, in the manifest and the annotations alike."""
+        return f"{self.slug(species)}_{individual:02d}"
+
+    def as_json(self) -> dict:
+        """The settings as ``synthetic.json`` records them (this key order: the file is part of the output)."""
+        return dict(num_species=self.num_species, individuals_per_species=self.individuals_per_species,
+                    clips_per_individual=self.clips_per_individual, clip_s=self.clip_s, sample_rate=self.rates,
+                    snr_db=self.snr_db, multilabel_fraction=self.multilabel_fraction,
+                    num_long_recordings=self.num_long_recordings, long_recording_s=self.long_recording_s,
+                    stereo=self.stereo, seed=self.seed, species_names=self.labels,
+                    structures=[s.structure for s in SPECIES[:self.num_species]],
+                    split_fractions=list(self.split_fractions), audio_format=self.audio_format)
+
+
+def _checked_settings(*, num_species, individuals_per_species, clips_per_individual, clip_s, sample_rate, snr_db,
+                      multilabel_fraction, num_long_recordings, long_recording_s, stereo, seed, species_names,
+                      split_fractions, audio_format) -> _Settings:
+    """:func:`make_synthetic_dataset`'s arguments checked (ValueError naming the bad one and what it must be)."""
+    if species_names is not None:
+        species_names = [str(name) for name in species_names]
+        if len(species_names) != num_species:
+            raise ValueError(f"species_names has {len(species_names)} names but num_species={num_species}; "
+                             f"pass num_species={len(species_names)}")
+        bad = [n for n in species_names if not n.strip() or any(ch in n for ch in ";/\\\n") or n in (".", "..")]
+        if bad or len(set(species_names)) != len(species_names):
+            raise ValueError(f"species_names must be unique, non-empty, without ';', '/', '\\\\' or newlines: {bad}")
+    if not 1 <= num_species <= len(SPECIES):
+        raise ValueError(f"num_species must be 1..{len(SPECIES)} (one per call structure), got {num_species}")
+    rates = [int(r) for r in (sample_rate if isinstance(sample_rate, (list, tuple)) else [sample_rate])]
+    if not rates or min(rates) < 8000:
+        raise ValueError(f"sample rates must be at least 8000 Hz, got {sample_rate}")
+    if individuals_per_species < 1 or clips_per_individual < 1 or clip_s < 0.2:
+        raise ValueError("need individuals_per_species >= 1, clips_per_individual >= 1 and clip_s >= 0.2")
+    if not 0.0 <= multilabel_fraction <= 1.0 or (multilabel_fraction > 0 and num_species < 2):
+        raise ValueError(f"multilabel_fraction must be in [0, 1] and needs 2+ species, got {multilabel_fraction}")
+    if audio_format not in ("wav", "flac") or seed < 0:
+        raise ValueError(f"need audio_format 'wav' or 'flac' and a seed >= 0, got {audio_format!r}, {seed}")
+    return _Settings(num_species=num_species, individuals_per_species=individuals_per_species,
+                     clips_per_individual=clips_per_individual, clip_s=clip_s, rates=rates, snr_db=snr_db,
+                     multilabel_fraction=multilabel_fraction, num_long_recordings=num_long_recordings,
+                     long_recording_s=long_recording_s, stereo=stereo, seed=seed,
+                     labels=species_names or [s.name for s in SPECIES[:num_species]],
+                     split_fractions=split_fractions, audio_format=audio_format)
+
+
+# -- the plan: which individual calls in which clip, at which rate, in which split -------------------------------
+@dataclass(frozen=True)
+class _Clip:
+    """One clip of the dataset before it is synthesized.
+
+    ``callers`` are ``(species, individual, call type)``: the first is the clip's own individual (its label),
+    the others are mixed in (multi-label clips). ``rng`` is the clip's random stream, already drawn from to
+    choose those others; the synthesis continues it, so each clip's audio depends on its key alone.
+    """
+
+    species: int
+    individual: int
+    number: int  # of the clip among its individual's clips
+    rate: int
+    split: str
+    callers: tuple[tuple[int, int, int], ...]
+    rng: np.random.Generator = field(compare=False, repr=False)
+
+
+def _plan_clips(settings: _Settings) -> list[_Clip]:
+    """Every clip in file order (species, then individual, then number). Call types rotate through the
+    repertoire, rates cycle through ``settings.rates`` alike for every species (no rate/label confound), splits
+    are stratified per individual, and ``multilabel_fraction`` of the clips (chosen by the seed) get calls of
+    one or two other species."""
+    seed, per_individual, rates = settings.seed, settings.clips_per_individual, settings.rates
+    num_mixed = round(settings.multilabel_fraction * settings.num_clips)
+    mixed = set(_rng(seed, 2).permutation(settings.num_clips)[:num_mixed].tolist())
+    clips = []
+    for species in range(settings.num_species):
+        for individual in range(settings.individuals_per_species):
+            splits = _assign_splits(per_individual, settings.split_fractions, _rng(seed, 3, species, individual))
+            for number in range(per_individual):
+                rng = _rng(seed, 4, species, individual, number)
+                rate = rates[(individual * per_individual + number) % len(rates)]
+                callers = [(species, individual, (number + individual) % _NUM_CALL_TYPES)]
+                if len(clips) in mixed:
+                    callers += _other_callers(species, settings, rng)
+                clips.append(_Clip(species, individual, number, rate, splits[number], tuple(callers), rng))
+    return clips
+
+
+def _other_callers(species: int, settings: _Settings, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """One or two individuals of other species, with a call type each, to mix into a clip of ``species``."""
+    others = [o for o in rng.permutation(settings.num_species).tolist() if o != species]
+    return [(o, int(rng.integers(settings.individuals_per_species)), int(rng.integers(_NUM_CALL_TYPES)))
+            for o in others[: 1 + int(rng.integers(2))]]
+
+
+# -- synthesis ----------------------------------------------------------------------------------------------------
+def _unit_call(species: int, individual: int, call_type: int, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A call scaled to unit RMS, so sparse calls (click trains) are as loud as tonal ones."""
+    call = synthesize_call(species, call_type=call_type, individual=individual, sample_rate=sr,
+                           seed=int(rng.integers(2 ** 31)))
+    return call.astype(np.float64) / max(np.sqrt(np.mean(call.astype(np.float64) ** 2)), 1e-9)
+
+
+def _render_clip(clip: _Clip, settings: _Settings) -> np.ndarray:
+    """A clip's audio ``[samples, channels]``: its own individual calls one to three times (one per slot of the
+    clip, fewer for clips under 3 s), each other caller once, then noise at ``settings.snr_db``."""
+    rng, sr = clip.rng, clip.rate
+    n = int(round(settings.clip_s * sr))
+    scene = _Scene(n, sr, settings.channels, rng)
+    for m, (species, individual, call_type) in enumerate(clip.callers):
+        calls = 1 if m else 1 + int(rng.integers(max(1, min(3, int(settings.clip_s)))))
+        slot = n // calls
+        for c in range(calls):
+            call = _unit_call(species, individual, call_type, rng, sr)[:slot]
+            scene.add(call, c * slot + int(rng.integers(slot - len(call) + 1)), rng.uniform(0.5, 1.0))
+    return scene.render(settings.snr_db)
+
+
+def _render_long_recording(number: int, settings: _Settings) -> tuple[np.ndarray, int, list[tuple]]:
+    """Long recording ``number``: calls of random individuals, 0.4 to 2.5 s apart, until ``long_recording_s``.
+
+    Returns the audio ``[samples, channels]``, its sample rate and the calls as ``(species, individual,
+    call type, start_s, end_s)``.
+    """
+    s = settings
+    rng = _rng(s.seed, 5, number)
+    sr = s.rates[number % len(s.rates)]
+    scene = _Scene(int(round(s.long_recording_s * sr)), sr, s.channels, rng)
+    calls, t = [], rng.uniform(0.2, 1.0)
+    while True:
+        species, individual, call_type = (int(rng.integers(k)) for k in (s.num_species, s.individuals_per_species,
+                                                                          _NUM_CALL_TYPES))
+        call = _unit_call(species, individual, call_type, rng, sr)
+        if t + len(call) / sr > s.long_recording_s - 0.2:
+            break
+        start_s, end_s = scene.add(call, int(t * sr), rng.uniform(0.5, 1.0))
+        calls.append((species, individual, call_type, start_s, end_s))
+        t = end_s + rng.uniform(0.4, 2.5)
+    return scene.render(s.snr_db), sr, calls
+
+
+# -- the files ----------------------------------------------------------------------------------------------------
+def _write_audio(path: Path, audio: np.ndarray, sr: int, audio_format: str) -> None:
+    """16-bit PCM; ``audio`` is ``[samples, channels]``, written mono when it has one channel."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), audio if audio.shape[1] > 1 else audio[:, 0], sr, subtype="PCM_16",
+             format=audio_format.upper())
+
+
+def _write_clips(root: Path, settings: _Settings) -> list[list]:
+    """Synthesize and write every planned clip; returns their manifest rows (paths relative to ``root``)."""
+    rows = []
+    for clip in _plan_clips(settings):
+        name = f"{settings.slug(clip.species)}_i{clip.individual:02d}_{clip.number:03d}.{settings.audio_format}"
+        rel = Path("clips") / settings.labels[clip.species] / name
+        _write_audio(root / rel, _render_clip(clip, settings), clip.rate, settings.audio_format)
+        rows.append([rel.as_posix(), ";".join(settings.labels[c[0]] for c in clip.callers), "", "",
+                     ";".join(settings.individual_name(c[0], c[1]) for c in clip.callers),
+                     ";".join(str(c[2]) for c in clip.callers), clip.split])
+    return rows
+
+
+def _write_long_recordings(root: Path, settings: _Settings) -> tuple[list[Path], list[list]]:
+    """Synthesize and write the long recordings; returns their paths and one annotation row per call."""
+    paths, events = [], []
+    for number in range(settings.num_long_recordings):
+        audio, sr, calls = _render_long_recording(number, settings)
+        rel = Path("long") / f"long_{number:03d}.{settings.audio_format}"
+        events += [[rel.as_posix(), settings.labels[species], f"{start_s:.4f}", f"{end_s:.4f}",
+                    settings.individual_name(species, individual), call_type]
+                   for species, individual, call_type, start_s, end_s in calls]
+        _write_audio(root / rel, audio, sr, settings.audio_format)
+        paths.append(root / rel)
+    return paths, events
+
+
+def _write_label_map(path: Path, labels: list[str]) -> None:
+    """``{"label": index}`` in label order, the format :class:`avex_hub.labels.LabelMap` reads."""
+    path.write_text(json.dumps({name: i for i, name in enumerate(labels)}, indent=1) + "\n", encoding="utf-8")
+
+
 def make_synthetic_dataset(root: str | os.PathLike, *, num_species: int = 5, individuals_per_species: int = 3,
                            clips_per_individual: int = 8, clip_s: float = 2.0,
                            sample_rate: int | list[int] = SAMPLE_RATE,
@@ -297,108 +514,26 @@ def make_synthetic_dataset(root: str | os.PathLike, *, num_species: int = 5, ind
     mixed in. ``species_names`` renames the first ``num_species`` call structures of :data:`SPECIES`.
     Splits are stratified per individual (hence per species) with ``split_fractions`` (train, val, test).
     """
-    if species_names is not None:
-        species_names = [str(name) for name in species_names]
-        if len(species_names) != num_species:
-            raise ValueError(f"species_names has {len(species_names)} names but num_species={num_species}; "
-                             f"pass num_species={len(species_names)}")
-        bad = [n for n in species_names if not n.strip() or any(ch in n for ch in ";/\\\n") or n in (".", "..")]
-        if bad or len(set(species_names)) != len(species_names):
-            raise ValueError(f"species_names must be unique, non-empty, without ';', '/', '\\\\' or newlines: {bad}")
-    if not 1 <= num_species <= len(SPECIES):
-        raise ValueError(f"num_species must be 1..{len(SPECIES)} (one per call structure), got {num_species}")
-    rates = [int(r) for r in (sample_rate if isinstance(sample_rate, (list, tuple)) else [sample_rate])]
-    if not rates or min(rates) < 8000:
-        raise ValueError(f"sample rates must be at least 8000 Hz, got {sample_rate}")
-    if individuals_per_species < 1 or clips_per_individual < 1 or clip_s < 0.2:
-        raise ValueError("need individuals_per_species >= 1, clips_per_individual >= 1 and clip_s >= 0.2")
-    if not 0.0 <= multilabel_fraction <= 1.0 or (multilabel_fraction > 0 and num_species < 2):
-        raise ValueError(f"multilabel_fraction must be in [0, 1] and needs 2+ species, got {multilabel_fraction}")
-    if audio_format not in ("wav", "flac") or seed < 0:
-        raise ValueError(f"need audio_format 'wav' or 'flac' and a seed >= 0, got {audio_format!r}, {seed}")
-    import soundfile as sf
-
+    settings = _checked_settings(
+        num_species=num_species, individuals_per_species=individuals_per_species,
+        clips_per_individual=clips_per_individual, clip_s=clip_s, sample_rate=sample_rate, snr_db=snr_db,
+        multilabel_fraction=multilabel_fraction, num_long_recordings=num_long_recordings,
+        long_recording_s=long_recording_s, stereo=stereo, seed=seed, species_names=species_names,
+        split_fractions=split_fractions, audio_format=audio_format)
     root = Path(root)
     _prepare(root)
-    labels = species_names or [s.name for s in SPECIES[:num_species]]
-    slugs = [n.lower().replace(" ", "_") for n in labels]
-    channels = 2 if stereo else 1
-
-    def write(path: Path, audio: np.ndarray, sr: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), audio if stereo else audio[:, 0], sr, subtype="PCM_16", format=audio_format.upper())
-
-    def call_of(s: int, ind: int, ctype: int, rng: np.random.Generator, sr: int) -> np.ndarray:
-        """A call scaled to unit RMS, so sparse calls (click trains) are as loud as tonal ones."""
-        call = synthesize_call(s, call_type=ctype, individual=ind, sample_rate=sr, seed=int(rng.integers(2 ** 31)))
-        return call.astype(np.float64) / max(np.sqrt(np.mean(call.astype(np.float64) ** 2)), 1e-9)
-
-    num_clips = num_species * individuals_per_species * clips_per_individual
-    mixed = set(_rng(seed, 2).permutation(num_clips)[: round(multilabel_fraction * num_clips)].tolist())
-    n_types = len(SPECIES[0].call_types)
-    rows, clip = [], 0
-    for s in range(num_species):
-        for ind in range(individuals_per_species):
-            splits = _assign_splits(clips_per_individual, split_fractions, _rng(seed, 3, s, ind))
-            for k in range(clips_per_individual):
-                rng = _rng(seed, 4, s, ind, k)
-                sr = rates[(ind * clips_per_individual + k) % len(rates)]
-                n = int(round(clip_s * sr))
-                scene = _Scene(n, sr, channels, rng)
-                ctype = (k + ind) % n_types
-                members = [(s, ind, ctype)]
-                if clip in mixed:
-                    others = [o for o in rng.permutation(num_species).tolist() if o != s]
-                    members += [(o, int(rng.integers(individuals_per_species)), int(rng.integers(n_types)))
-                                for o in others[: 1 + int(rng.integers(2))]]
-                for m, (sp, who, ct) in enumerate(members):
-                    calls = 1 if m else 1 + int(rng.integers(max(1, min(3, int(clip_s)))))
-                    slot = n // calls
-                    for c in range(calls):
-                        call = call_of(sp, who, ct, rng, sr)[:slot]
-                        scene.add(call, c * slot + int(rng.integers(slot - len(call) + 1)), rng.uniform(0.5, 1.0))
-                rel = Path("clips") / labels[s] / f"{slugs[s]}_i{ind:02d}_{k:03d}.{audio_format}"
-                write(root / rel, scene.render(snr_db), sr)
-                rows.append([rel.as_posix(), ";".join(labels[m[0]] for m in members), "", "",
-                             ";".join(f"{slugs[m[0]]}_{m[1]:02d}" for m in members),
-                             ";".join(str(m[2]) for m in members), splits[k]])
-                clip += 1
-    manifest = root / "manifest.csv"
-    _write_csv(manifest, ["path", "label", "start_s", "end_s", "individual", "call_type", "split"], rows)
-    labels_file = root / "labels.json"
-    labels_file.write_text(json.dumps({name: i for i, name in enumerate(labels)}, indent=1) + "\n", encoding="utf-8")
-
-    long_paths, events = [], []
-    for r in range(num_long_recordings):
-        rng = _rng(seed, 5, r)
-        sr = rates[r % len(rates)]
-        scene = _Scene(int(round(long_recording_s * sr)), sr, channels, rng)
-        rel = Path("long") / f"long_{r:03d}.{audio_format}"
-        t = rng.uniform(0.2, 1.0)
-        while True:
-            s, ind, ct = (int(rng.integers(k)) for k in (num_species, individuals_per_species, n_types))
-            call = call_of(s, ind, ct, rng, sr)
-            if t + len(call) / sr > long_recording_s - 0.2:
-                break
-            start_s, end_s = scene.add(call, int(t * sr), rng.uniform(0.5, 1.0))
-            events.append([rel.as_posix(), labels[s], f"{start_s:.4f}", f"{end_s:.4f}", f"{slugs[s]}_{ind:02d}", ct])
-            t = end_s + rng.uniform(0.4, 2.5)
-        write(root / rel, scene.render(snr_db), sr)
-        long_paths.append(root / rel)
-    annotations = None
-    if num_long_recordings:
-        annotations = root / "annotations.csv"
+    manifest, labels_file = root / "manifest.csv", root / "labels.json"
+    _write_csv(manifest, ["path", "label", "start_s", "end_s", "individual", "call_type", "split"],
+               _write_clips(root, settings))
+    _write_label_map(labels_file, settings.labels)
+    long_paths, events = _write_long_recordings(root, settings)
+    annotations = root / "annotations.csv" if settings.num_long_recordings else None
+    if annotations is not None:
         _write_csv(annotations, ["path", "label", "start_s", "end_s", "individual", "call_type"], events)
-    settings = dict(num_species=num_species, individuals_per_species=individuals_per_species,
-                    clips_per_individual=clips_per_individual, clip_s=clip_s, sample_rate=rates, snr_db=snr_db,
-                    multilabel_fraction=multilabel_fraction, num_long_recordings=num_long_recordings,
-                    long_recording_s=long_recording_s, stereo=stereo, seed=seed, species_names=labels,
-                    structures=[s.structure for s in SPECIES[:num_species]], split_fractions=list(split_fractions),
-                    audio_format=audio_format)
-    (root / _MARKER).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
-    return SyntheticDataset(root=root, manifest=manifest, labels=list(labels), num_clips=num_clips,
+    (root / _MARKER).write_text(json.dumps(settings.as_json(), indent=1) + "\n", encoding="utf-8")
+    return SyntheticDataset(root=root, manifest=manifest, labels=list(settings.labels), num_clips=settings.num_clips,
                             annotations=annotations, long_recordings=long_paths, labels_file=labels_file,
-                            sample_rates=rates, seed=seed)
+                            sample_rates=list(settings.rates), seed=settings.seed)
 
 
 def _prepare(root: Path) -> None:

@@ -3,6 +3,7 @@
 Window k covers samples [k * hop, k * hop + window) of the 16 kHz signal; times are seconds of the
 original file. Windows continue until one reaches the end, so no sample is lost (hop <= window is
 required); the last is zero padded with its mask and kept however short (flagged too_short).
+:func:`window_starts` states this rule once; every windowing path (streams, arrays, ``window_dataset``) asks it.
 Order: time-major, then channel. ``stream_windows`` holds one block in memory, whatever the length.
 """
 
@@ -22,8 +23,8 @@ from .contract import (
     check_rate, open_audio, read_frames, take_rows, quality_flags, stated_frames, to_float_audio, warn_high_frequency,
 )
 
-__all__ = ["Window", "WindowStream", "window_params", "stream_windows", "windows_from_array", "iter_array_windows",
-           "default_batch_size"]
+__all__ = ["Window", "WindowStream", "window_params", "window_starts", "stream_windows", "windows_from_array",
+           "iter_array_windows", "default_batch_size"]
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -65,13 +66,35 @@ def window_params(window_s: float, hop_s: float | None, sample_rate: int) -> tup
     return window, hop
 
 
+def window_starts(total: int, window: int, hop: int) -> range:
+    """The first sample of every window over ``total`` samples, all in samples of one rate.
+
+    Window k covers ``[k * hop, k * hop + window)``. Windows continue until one reaches the end, so every
+    sample is covered and none starts after a window that already reached it: a window ending exactly at
+    ``total`` is the last (``total=8000, window=4000, hop=4000`` gives 0, 4000), and a ragged end gets one more,
+    shorter window (``total=9000`` gives 0, 4000, 8000; that last one holds 1000 real samples). An input no
+    longer than one window, however short, gets one window starting at 0; an empty input (``total=0``) none.
+    Callers pad a window that runs past ``total`` and mark its padding.
+
+    Raises ValueError unless ``total >= 0`` and ``0 < hop <= window`` (a longer hop would skip audio; convert
+    seconds with :func:`window_params`, which checks them).
+    """
+    if total < 0 or not 0 < hop <= window:
+        raise ValueError(f"window_starts needs total >= 0 and 0 < hop <= window samples, got total={total}, "
+                         f"window={window}, hop={hop}; a longer hop would skip audio")
+    if total == 0:
+        return range(0)
+    # k > 0 starts a window only while window k - 1 ends before total: (k - 1) * hop + window < total
+    return range(0, max(total - window, 0) + hop, hop)
+
+
 class _Windower:
     """Cuts audio arriving in chunks ``[rows, n]`` into windows: time-major, then by row.
 
-    Window k covers samples [k * hop, k * hop + window). Windows continue until one reaches the end
-    of the audio, so every sample is covered; the last window is zero padded (with its mask) and is
-    kept however little real audio it holds (flagged too_short below MIN_SAMPLES). Only the samples
-    from the next window's start onwards are buffered.
+    The windows are those of :func:`window_starts` over the audio's final length: every full window as soon
+    as its samples have arrived, the partial ones (zero padded with their mask, kept however little real
+    audio they hold, flagged too_short below MIN_SAMPLES) once the audio has ended. Only the samples from
+    the next window's start onwards are buffered.
     """
 
     def __init__(self, rows: list[int | None], sample_rate: int, window: int, hop: int, path: str | None):
@@ -103,7 +126,7 @@ class _Windower:
 
     def finish(self) -> Iterator[Window]:
         """The audio has ended: yield the partial windows still needed to cover its last samples."""
-        while self.k * self.hop < self.total and (self.k == 0 or (self.k - 1) * self.hop + self.window < self.total):
+        for _ in range(self.k, len(window_starts(self.total, self.window, self.hop))):
             yield from self._emit(self.total)
 
 

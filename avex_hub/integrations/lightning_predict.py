@@ -45,12 +45,13 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
     """An :class:`avex_hub.audio.datasets.AudioDataset` with one item per ``window_s`` window (every ``hop_s``) of each file
     (files and folders, searched recursively).
 
-    Windows follow :func:`avex_hub.audio.windows.stream_windows`: window k starts at ``k * hop_s`` and windows continue
-    until one reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
+    Windows are those of :func:`avex_hub.audio.windows.stream_windows` (both follow
+    :func:`avex_hub.audio.windows.window_starts`): window k starts at ``k * hop_s`` and windows continue until one
+    reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
     from ..audio.contract import SAMPLE_RATE, AudioDecodeError, audio_info
-    from ..audio.windows import window_params
+    from ..audio.windows import window_params, window_starts
     from ..audio.datasets import AudioDataset, AudioItem
     from ..embed.inference import find_audio_files
 
@@ -63,11 +64,9 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
             failures.append((str(path), _describe(error)))
             continue
         total = round(info.frames * SAMPLE_RATE / info.sample_rate)  # samples at 16 kHz
-        k = 0
-        while k * hop < total and (k == 0 or (k - 1) * hop + window < total):
-            items.append(AudioItem(Path(path), (), k * hop / SAMPLE_RATE, min(total, k * hop + window) / SAMPLE_RATE,
-                                   origin=f"{path} window {k}"))
-            k += 1
+        items += [AudioItem(Path(path), (), start / SAMPLE_RATE, min(total, start + window) / SAMPLE_RATE,
+                            origin=f"{path} window {k}")
+                  for k, start in enumerate(window_starts(total, window, hop))]
     if not items:
         unreadable = f"; {len(failures)} unreadable files, e.g. {failures[0][0]}: {failures[0][1]}" if failures else ""
         raise ValueError(f"no audio windows in {paths}{unreadable}")
