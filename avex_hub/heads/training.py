@@ -32,7 +32,7 @@ from torch import nn
 
 from ..audio.datasets import check_dataset_rate
 from ..embed.extract import Embeddings, batch_labels, cache_path_for, extract_embeddings
-from ..encoder.precision import device_for
+from ..encoder.precision import device_for, resolve_device
 from .probes import Probe
 
 __all__ = ["TrainResult", "TrainOptions", "ExtractOptions", "train_probe", "compute_class_weights", "split_indices",
@@ -86,8 +86,10 @@ _DEFAULTS = {"offline": OFFLINE_DEFAULTS, "online": ONLINE_DEFAULTS}
 class ExtractOptions:
     """How audio becomes pooled embeddings before offline training or evaluation (as in
     :func:`avex_hub.embed.extract.extract_embeddings`): ``batch_size`` clips per forward pass, ``num_workers``
-    DataLoader workers, ``device`` (None: the model's, see :func:`extract_split`), ``precision``, ``cache_dir``
-    (one cache file per split, reused by later runs; None: no cache) and ``progress``."""
+    DataLoader workers, ``device`` (checked when built; the model is moved to one given), ``precision``,
+    ``cache_dir`` (one cache file per split, reused by later runs; None: no cache) and ``progress``.
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
+    """
 
     batch_size: int = 16
     num_workers: int = 0
@@ -96,11 +98,15 @@ class ExtractOptions:
     cache_dir: str | os.PathLike | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.device is not None:
+            resolve_device(self.device)  # a device this torch cannot use fails before any audio is read
+
 
 def extract_split(model, data, role: str, layers: list[int], pooling: str, options: ExtractOptions) -> Embeddings:
     """The ``role`` split (``train``, ``val`` or ``test``) of audio as pooled embeddings of ``layers`` (one layer:
     ``[n, C]``, several: ``[n, L, C]``), read from or written to a cache file under ``options.cache_dir`` when set.
-    ``options.device`` is decided by :func:`avex_hub.encoder.precision.device_for`: None is the model's device."""
+    The device is decided by :func:`avex_hub.encoder.precision.device_for` (``options.device=None``: the model's)."""
     cache = None if options.cache_dir is None else cache_path_for(options.cache_dir, role, model, data, layers,
                                                                   pooling, options.precision)
     return extract_embeddings(model, data, layers=layers[0] if len(layers) == 1 else list(layers), pooling=pooling,
