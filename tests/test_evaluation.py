@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -126,8 +129,10 @@ def test_bad_evaluation_inputs(model, dataset):
     emb = _blobs(30, 3, 8, seed=0)
     with pytest.raises(ValueError, match="pass the dataset"):
         evaluate(model)
-    with pytest.raises(ValueError, match="probe must be"):
+    with pytest.raises(ValueError, match="probe must be one of"):
         evaluate(emb, probe="svm")
+    with pytest.raises(ValueError, match="probe must be one of"):  # before the data is split or embedded
+        evaluate(model, (object(), object()), probe="svm")
     with pytest.raises(ValueError, match="keys 'train' and 'test'"):
         resolve_splits({"train": emb})
     with pytest.raises(ValueError, match="needs the model and audio"):
@@ -156,3 +161,19 @@ def test_every_metric_evaluate_reports_has_its_model_card_name():
     assert single == {"accuracy", "roc_auc", "precision_at_1", "nmi"} and "mAP" in multi
     assert single | multi <= set(CARD_METRIC_NAMES)
     assert [CARD_METRIC_NAMES[m] for m in ("accuracy", "mAP", "roc_auc", "nmi")] == ["Accuracy", "mAP", "ROC AUC", "NMI"]
+
+
+def test_split_audio_keeps_the_datasets_settings(synthetic):
+    crops = AudioDataset.from_manifest(synthetic.manifest, clip_s=0.5, random_crop=True, seed=3, channels=0)
+    splits = resolve_splits(crops)  # the manifest's split column
+    assert sorted(splits) == ["test", "train", "val"]
+    for role, part in splits.items():
+        assert (part.clip_s, part.random_crop, part.seed, part.channels, part.labels) == (0.5, True, 3, 0, crops.labels)
+        assert part.source == f"{crops.source} ({role} split)"
+        assert {item.extra["split"] for item in part.items} == {role}
+    assert sum(len(part) for part in splits.values()) == len(crops)
+    unmarked = AudioDataset([dataclasses.replace(item, extra={}) for item in crops.items], clip_s=0.5, seed=4)
+    halves = resolve_splits(unmarked, test_fraction=0.5, seed=1)  # split by test_fraction, stratified
+    assert (len(halves["train"]), len(halves["test"])) == (len(crops) // 2, len(crops) // 2)
+    assert halves["test"].seed == 4 and halves["test"].source == "the given items (test split)"
+    np.testing.assert_array_equal(np.bincount(halves["test"].targets), np.bincount(unmarked.targets) // 2)

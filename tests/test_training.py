@@ -237,3 +237,46 @@ def test_bad_training_inputs(model, splits):
     with pytest.raises(ValueError, match="no labels"):
         train_probe(probe, extract_embeddings(model, torch.zeros(2, 4000), layers="last", progress=False),
                     progress=False)
+
+
+def test_options_are_checked_and_their_defaults_are_the_signatures():
+    import dataclasses
+    import inspect
+
+    from avex_hub.embed.extract import extract_embeddings as extract
+    from avex_hub.heads.training import OFFLINE_DEFAULTS, ONLINE_DEFAULTS, ExtractOptions, TrainOptions
+
+    per_mode = ("epochs", "batch_size", "lr", "patience")
+    assert [getattr(OFFLINE_DEFAULTS, k) for k in per_mode] == [100, 1024, 1e-2, 10]  # as train_probe's docstring
+    assert [getattr(ONLINE_DEFAULTS, k) for k in per_mode] == [10, 16, 1e-3, 3]
+    signature = inspect.signature(train_probe).parameters
+    shared = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in per_mode]
+    assert all(signature[k].default is None for k in per_mode)  # None: the mode's default
+    for options in (OFFLINE_DEFAULTS, ONLINE_DEFAULTS):
+        assert {k: getattr(options, k) for k in shared} == {k: signature[k].default for k in shared}
+    for k in ("batch_size", "num_workers", "device", "precision", "progress"):
+        assert getattr(ExtractOptions(), k) == inspect.signature(extract).parameters[k].default, k
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        OFFLINE_DEFAULTS.epochs = 1
+    with pytest.raises(ValueError, match="val_fraction=1.0"):
+        dataclasses.replace(ONLINE_DEFAULTS, val_fraction=1.0)
+    with pytest.raises(ValueError, match="class_weights must be 'balanced', None or a tensor"):
+        dataclasses.replace(ONLINE_DEFAULTS, class_weights="inverse")
+
+
+def test_online_held_out_rows_come_from_the_datasets_subset(model, splits):
+    class Plain(torch.utils.data.Dataset):  # audio with collate and targets, but no .subset
+        def __init__(self, data):
+            self.data, self.collate, self.targets = data, data.collate, data.targets
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, index):
+            return self.data[index]
+
+    probe = attention_probe(model, 4)
+    with pytest.raises(TypeError, match=r"takes its \.subset\(indices\), which Plain lacks; pass val="):
+        train_probe(probe, Plain(splits["train"]), val_fraction=0.3, epochs=1, progress=False)
+    result = train_probe(probe, Plain(splits["train"]), Plain(splits["val"]), epochs=1, progress=False)
+    assert result.mode == "online" and result.history[0]["val_metric"] is not None

@@ -529,3 +529,34 @@ class AudioDataset(torch.utils.data.Dataset):
         failed = f", {len(self.failures)} failures" if self.failures else ""
         return (f"AudioDataset({len(self)} items, {self.num_classes} classes ({kind}), clip_s={self.clip_s}, "
                 f"from {self.source}{failed})")
+
+    def subset(self, indices) -> "AudioDataset":
+        """The items at ``indices`` (positions, in that order; negative ones count from the end) or where a boolean
+        mask of ``len(self)`` entries is true, as a dataset with this one's settings: the label order, clip length,
+        crops and their seed and epoch, channels, rate, multilabel, ``on_error`` and ``source``.
+
+        The subset is a shallow copy of this dataset with only its item list replaced, so every setting carries
+        over, also one added to the class later; no file is opened again. ``failures`` starts empty: the files
+        skipped belong to the dataset that skipped them.
+        """
+        import copy
+
+        n = len(self)
+        rows = np.asarray(indices)
+        if rows.dtype == bool:
+            if rows.shape != (n,):
+                raise IndexError(f"a boolean mask needs one entry per item ({n}), got shape {rows.shape}")
+            rows = np.flatnonzero(rows)
+        if rows.size == 0:
+            raise ValueError(f"a subset of {self.source} needs at least one item, got none")
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise TypeError(f"subset takes integer positions or a boolean mask, got {rows.dtype} values of shape "
+                            f"{rows.shape}")
+        outside = sorted({int(i) for i in rows if not -n <= i < n})
+        if outside:
+            raise IndexError(f"subset positions {outside[:10]}{' ...' if len(outside) > 10 else ''} are out of range "
+                             f"for a dataset of {n} items; expected 0..{n - 1} (or -{n}..-1 from the end)")
+        part = copy.copy(self)
+        part.items = [self.items[i] for i in rows.tolist()]
+        part.failures = []
+        return part

@@ -5,30 +5,68 @@
   CPUs with AMX/AVX512-BF16.
 - ``int8``: dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on
   the fly); CPU only, the fast precision on CPUs without bf16 units.
+
+Devices: :func:`resolve_device` checks a device asked for (``None``/``"auto"``: CUDA when available, the file
+pipelines' default); :func:`device_for` decides what ``device=None`` means where a model or tensor is at hand
+(:data:`DEVICE_NONE`: where it already is).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import warnings
 
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "resolve_device", "check_precision", "prepare_for_inference", "inference_context"]
+__all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "check_precision", "prepare_for_inference",
+           "inference_context"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; anything else as given, checked."""
+# What ``device=None`` means wherever a model (or a tensor) is at hand: training, prediction, evaluation, metrics,
+# the scikit-learn embedder. Their docstrings state this sentence word for word (tests/test_devices.py checks).
+DEVICE_NONE = ("``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no "
+               "device.")
+
+
+def resolve_device(device: str | torch.device | int | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; anything else as given, checked.
+
+    This is the default of the file pipelines, which move the model to the device they run on; where the work
+    should stay with a model (or tensor), :func:`device_for` decides instead.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', another torch device or None, got {device!r} "
+                         f"({error})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r} was asked for but torch sees {torch.cuda.device_count()} CUDA "
+                         f"device(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def device_for(owner, device: str | torch.device | int | None = None) -> torch.device:
+    """The device to run on: ``device`` when given (checked by :func:`resolve_device`, ``"auto"`` included), else
+    where ``owner`` already is: a module's parameters (or buffers), a tensor's own device, the CPU for anything
+    else (arrays, lists, a module with no tensors). The one decision behind :data:`DEVICE_NONE`."""
+    if device is not None:
+        return resolve_device(device)
+    if isinstance(owner, torch.Tensor):
+        return owner.device
+    if isinstance(owner, nn.Module):
+        first = next(itertools.chain(owner.parameters(), owner.buffers()), None)
+        if first is not None:
+            return first.device
+    return torch.device("cpu")
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -30,16 +30,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..audio.datasets import check_dataset_rate
-from ..embed.extract import Embeddings, cache_path_for, extract_embeddings
+from ..audio.datasets import AudioDataset, check_dataset_rate
+from ..embed.extract import Embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
 from .probes import Probe, attention_probe, mlp_probe
-from .training import TrainResult, predict, split_indices, train_probe
+from .training import ExtractOptions, TrainResult, extract_split, predict, split_indices, train_probe
 
-__all__ = ["CARD_METRIC_NAMES", "Evaluation", "evaluate", "compare_models", "compare_layers", "side_by_side", "resolve_splits"]
+__all__ = ["CARD_METRIC_NAMES", "Evaluation", "ScoreOptions", "evaluate", "compare_models", "compare_layers",
+           "side_by_side", "resolve_splits"]
 
 _ROLES = ("train", "val", "test")
+_PROBES = ("linear", "mlp", "attention")  # offline, offline, online
 
 
 @dataclass
@@ -55,19 +57,43 @@ class Evaluation:
     representation: torch.Tensor = field(repr=False)
 
 
-def _subset(data, rows, role: str):
-    """Rows of a dataset as a dataset of the same kind (AudioDataset keeps labels, clip settings, collate)."""
-    from ..audio.datasets import AudioDataset
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How :func:`evaluate` scores embedded splits: a ``probe`` (``linear``, ``mlp`` or ``attention``) built with ``probe_kwargs``
+    and trained with ``train_kwargs`` (:func:`avex_hub.heads.training.train_probe`), the ``retrieval`` and
+    ``clustering`` rows on or off, ``seed`` (probe initialisation, training, k-means) and ``progress`` (the
+    training bar). The probe kind is checked when built, before anything is extracted."""
 
-    if isinstance(data, Embeddings):
-        return data.subset(rows)
-    if isinstance(data, AudioDataset):
-        return AudioDataset([data.items[i] for i in rows], label_map=data.labels, clip_s=data.clip_s,
-                            random_crop=data.random_crop, seed=data.seed,
-                            channels="mix" if data.channels == "all" else data.channels,  # items keep their channel
-                            target_rate=data.target_rate, multilabel=data.multilabel, on_error=data.on_error,
-                            source=f"{data.source} ({role} split)")
-    raise TypeError(f"cannot split a {type(data).__name__}; pass (train, test) or (train, val, test) splits")
+    probe: str
+    probe_kwargs: dict
+    train_kwargs: dict
+    retrieval: bool
+    clustering: bool
+    seed: int
+    progress: bool
+
+    def __post_init__(self) -> None:
+        if self.probe not in _PROBES:
+            raise ValueError(f"probe must be one of {_PROBES}, got {self.probe!r}")
+
+
+@dataclass(frozen=True)
+class _Audio:
+    """The model and audio splits the embeddings came from, which a probe on frames (attention) trains on."""
+
+    model: AvexModel
+    splits: dict
+    batch_size: int
+
+
+def _subset(data, rows, role: str):
+    """Rows of a dataset as a dataset of the same kind (Embeddings or AudioDataset, every setting kept)."""
+    if not isinstance(data, (Embeddings, AudioDataset)):
+        raise TypeError(f"cannot split a {type(data).__name__}; pass (train, test) or (train, val, test) splits")
+    part = data.subset(rows)
+    if isinstance(part, AudioDataset):
+        part.source = f"{data.source} ({role} split)"  # messages name the split
+    return part
 
 
 def _labels_of(data) -> np.ndarray:
@@ -130,19 +156,13 @@ def _indices_in(embeddings: Embeddings, layers) -> list[int]:
     return indices
 
 
-def _extract_splits(model: AvexModel, splits: dict, indices: list[int], pooling: str, *, cache_dir, **kwargs):
+def _extract_splits(model: AvexModel, splits: dict, indices: list[int], pooling: str,
+                    options: ExtractOptions) -> dict[str, Embeddings]:
+    """Every split as pooled embeddings of ``indices`` (splits that are Embeddings already pass through)."""
     for role, data in splits.items():  # all splits checked before any is embedded
         check_dataset_rate(data, model, f"the {role} split")
-    out = {}
-    for role, data in splits.items():
-        if isinstance(data, Embeddings):
-            out[role] = data
-            continue
-        cache = None if cache_dir is None else cache_path_for(cache_dir, role, model, data, indices, pooling,
-                                                              kwargs.get("precision", "fp32"))
-        layers = indices[0] if len(indices) == 1 else list(indices)  # one layer: [n, C]
-        out[role] = extract_embeddings(model, data, layers=layers, pooling=pooling, cache=cache, **kwargs)
-    return out
+    return {role: data if isinstance(data, Embeddings) else extract_split(model, data, role, indices, pooling, options)
+            for role, data in splits.items()}
 
 
 def _mlp_defaults() -> dict:
@@ -151,48 +171,53 @@ def _mlp_defaults() -> dict:
     return {name: params[name].default for name in ("hidden_dim", "dropout")}
 
 
-def _score(emb: dict[str, Embeddings], indices: list[int], *, probe: str, seed: int, model, splits, layer,
-           model_name, dataset_name, retrieval: bool, clustering: bool, probe_kwargs: dict, train_kwargs: dict,
-           progress: bool, extract_kwargs: dict) -> Evaluation:
+def _score(emb: dict[str, Embeddings], indices: list[int], options: ScoreOptions, names: dict,
+           audio: _Audio | None) -> Evaluation:
+    """The probe trained on train (validated on val) and scored on test, then the retrieval and clustering rows on
+    the test representation; ``names`` (model, layer, dataset) label every row."""
     train, test = emb["train"], emb["test"]
     if train.labels is None or test.labels is None:
         raise ValueError("evaluation needs labelled train and test clips; the embeddings have no labels")
-    multilabel = train.multilabel
-    num_classes = train.num_classes if train.label_names else max(train.num_classes or 0, test.num_classes or 0)
-    dim = train.embeddings.shape[-1]
-    if probe in ("linear", "mlp"):
-        head = Probe(None, num_classes, layers=indices, pooling=train.pooling, head=probe, multilabel=multilabel,
-                     embedding_dim=dim, seed=seed, label_names=train.label_names,
-                     **(_mlp_defaults() | probe_kwargs if probe == "mlp" else probe_kwargs))
-        result = train_probe(head, train, emb.get("val"), seed=seed, progress=progress, **train_kwargs)
-        logits = predict(head, test)
-    elif probe == "attention":
-        if not isinstance(model, AvexModel) or isinstance(splits["train"], Embeddings):
-            raise ValueError("probe='attention' pools frames, so it needs the model and audio datasets, "
-                             "not embeddings")
-        head = attention_probe(model, num_classes, layers=indices, multilabel=multilabel, seed=seed, **probe_kwargs)
-        result = train_probe(head, splits["train"], splits.get("val"), seed=seed, progress=progress,
-                             mode="online", **train_kwargs)
-        logits = predict(head, splits["test"], batch_size=extract_kwargs.get("batch_size", 16))
-    else:
-        raise ValueError(f"probe must be 'linear', 'mlp' or 'attention', got {probe!r}")
+    head, result, logits = _train_head(emb, indices, options, audio)
     labels = test.labels.numpy()
     table = ResultsTable()
-    row = dict(model=model_name, layer=layer, dataset=dataset_name)
-    if multilabel:
-        table.add("probe", "mAP", mean_average_precision(labels, logits.numpy()), **row)
+    if train.multilabel:
+        table.add("probe", "mAP", mean_average_precision(labels, logits.numpy()), **names)
     else:
-        table.add("probe", "accuracy", accuracy(labels, logits.numpy()), **row)
+        table.add("probe", "accuracy", accuracy(labels, logits.numpy()), **names)
     with torch.no_grad():
         weights = head.layer_weights.detach().cpu()
         representation = torch.einsum("l,nlc->nc", weights, test.select_layers(indices))
-    if retrieval:
+    if options.retrieval:
         scores = retrieval_metrics(representation, labels)
-        table.add("retrieval", "roc_auc", scores["roc_auc"], **row)
-        table.add("retrieval", "precision_at_1", scores["precision_at_1"], **row)
-    if clustering and not multilabel:
-        table.add("clustering", "nmi", clustering_nmi(representation, labels, seed=seed), **row)
+        table.add("retrieval", "roc_auc", scores["roc_auc"], **names)
+        table.add("retrieval", "precision_at_1", scores["precision_at_1"], **names)
+    if options.clustering and not train.multilabel:
+        table.add("clustering", "nmi", clustering_nmi(representation, labels, seed=options.seed), **names)
     return Evaluation(table, head, result, emb, logits, representation)
+
+
+def _train_head(emb: dict[str, Embeddings], indices: list[int], options: ScoreOptions,
+                audio: _Audio | None) -> tuple[Probe, TrainResult, torch.Tensor]:
+    """The probe of ``options.probe`` trained on the train split (validated on val) and its test logits: linear
+    and mlp offline on the embeddings, attention online on the audio."""
+    train, test = emb["train"], emb["test"]
+    num_classes = train.num_classes if train.label_names else max(train.num_classes or 0, test.num_classes or 0)
+    if options.probe in ("linear", "mlp"):
+        kwargs = _mlp_defaults() | options.probe_kwargs if options.probe == "mlp" else options.probe_kwargs
+        head = Probe(None, num_classes, layers=indices, pooling=train.pooling, head=options.probe,
+                     multilabel=train.multilabel, embedding_dim=train.embeddings.shape[-1], seed=options.seed,
+                     label_names=train.label_names, **kwargs)
+        result = train_probe(head, train, emb.get("val"), seed=options.seed, progress=options.progress,
+                             **options.train_kwargs)
+        return head, result, predict(head, test)
+    if audio is None or isinstance(audio.splits["train"], Embeddings):
+        raise ValueError("probe='attention' pools frames, so it needs the model and audio datasets, not embeddings")
+    head = attention_probe(audio.model, num_classes, layers=indices, multilabel=train.multilabel, seed=options.seed,
+                           **options.probe_kwargs)
+    result = train_probe(head, audio.splits["train"], audio.splits.get("val"), seed=options.seed,
+                         progress=options.progress, mode="online", **options.train_kwargs)
+    return head, result, predict(head, audio.splits["test"], batch_size=audio.batch_size)
 
 
 # The model card's names for the metrics this protocol reports (rows keep their short names; tables shown beside
@@ -212,40 +237,51 @@ def evaluate(model_or_embeddings, data=None, *, layers="last", probe: str = "lin
     ``model_or_embeddings``: an AvexModel with ``data`` (datasets or splits), or Embeddings / splits of
     Embeddings (then ``data`` is None). ``layers``: ``"last"``, an int, a list (mixed with learned weights) or
     ``"all"``. ``probe_kwargs`` go to the probe (e.g. ``hidden_dim``), ``train_kwargs`` to
-    :func:`avex_hub.heads.training.train_probe` (e.g. ``epochs``, ``class_weights``). ``details=True`` returns an
-    :class:`Evaluation` with the probe, the training history and the embeddings.
+    :func:`avex_hub.heads.training.train_probe` (e.g. ``epochs``, ``class_weights``). ``batch_size``,
+    ``num_workers``, ``device``, ``precision`` and ``cache_dir`` concern embedding the audio (the model is moved
+    to a ``device`` given). ``device=None`` runs where the model (or tensor) already is, and on the CPU for
+    anything on no device. ``details=True`` returns an :class:`Evaluation` with the probe, the training history
+    and the embeddings.
     """
-    probe_kwargs, train_kwargs = dict(probe_kwargs or {}), dict(train_kwargs or {})
-    extract_kwargs = dict(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
-                          progress=progress)
+    options = ScoreOptions(probe, dict(probe_kwargs or {}), dict(train_kwargs or {}), retrieval, clustering, seed,
+                           progress)
+    extract = ExtractOptions(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
+                             cache_dir=cache_dir, progress=progress)
     if isinstance(model_or_embeddings, AvexModel):
-        if data is None:
-            raise ValueError("evaluate(model, data): pass the dataset or its (train, test) splits")
-        model = model_or_embeddings
-        splits = resolve_splits(data, test_fraction=test_fraction, seed=seed)
-        indices = model.layer_indices(layers)
-        emb = _extract_splits(model, splits, indices, pooling, cache_dir=cache_dir, **extract_kwargs)
-        model_name = model_name or model.name
+        audio = _Audio(model_or_embeddings, _splits_of(data, test_fraction, seed), batch_size)
+        indices = audio.model.layer_indices(layers)
+        emb = _extract_splits(audio.model, audio.splits, indices, pooling, extract)
+        model_name = model_name or audio.model.name
     else:
-        if data is not None:
-            raise ValueError("with embeddings as the first argument, pass data=None (the splits are the embeddings)")
-        model = None
-        source = model_or_embeddings
-        if not isinstance(source, (Embeddings, tuple, list, dict)):
-            raise TypeError(f"expected an AvexModel or Embeddings (or their splits), got {type(source).__name__}")
-        splits = emb = resolve_splits(source, test_fraction=test_fraction, seed=seed)
-        bad = [role for role, e in emb.items() if not isinstance(e, Embeddings)]
-        if bad:
-            raise TypeError(f"splits {bad} are not Embeddings; pass the model as the first argument to embed audio")
+        audio, emb = None, _embedding_splits(model_or_embeddings, data, test_fraction, seed)
         indices = _indices_in(emb["train"], layers)
         model_name = model_name or emb["train"].model_name
     pools = {role: e.pooling for role, e in emb.items()}
     if len(set(pools.values())) != 1:
         raise ValueError(f"the splits were pooled differently: {pools}; extract them with the same pooling")
-    out = _score(emb, indices, probe=probe, seed=seed, model=model, splits=splits, layer=_layer_label(layers, indices),
-                 model_name=model_name, dataset_name=dataset_name, retrieval=retrieval, clustering=clustering,
-                 probe_kwargs=probe_kwargs, train_kwargs=train_kwargs, progress=progress, extract_kwargs=extract_kwargs)
+    names = dict(model=model_name, layer=_layer_label(layers, indices), dataset=dataset_name)
+    out = _score(emb, indices, options, names, audio)
     return out if details else out.table
+
+
+def _splits_of(data, test_fraction: float, seed: int) -> dict:
+    """The audio splits of ``evaluate(model, data)``."""
+    if data is None:
+        raise ValueError("evaluate(model, data): pass the dataset or its (train, test) splits")
+    return resolve_splits(data, test_fraction=test_fraction, seed=seed)
+
+
+def _embedding_splits(source, data, test_fraction: float, seed: int) -> dict[str, Embeddings]:
+    """The splits of ``evaluate(embeddings)``: Embeddings, or a tuple, list or dict of them."""
+    if data is not None:
+        raise ValueError("with embeddings as the first argument, pass data=None (the splits are the embeddings)")
+    if not isinstance(source, (Embeddings, tuple, list, dict)):
+        raise TypeError(f"expected an AvexModel or Embeddings (or their splits), got {type(source).__name__}")
+    splits = resolve_splits(source, test_fraction=test_fraction, seed=seed)
+    bad = [role for role, e in splits.items() if not isinstance(e, Embeddings)]
+    if bad:
+        raise TypeError(f"splits {bad} are not Embeddings; pass the model as the first argument to embed audio")
+    return splits
 
 
 def compare_models(models: dict, data=None, **kwargs) -> ResultsTable:
@@ -269,12 +305,9 @@ def compare_layers(model_or_embeddings, data=None, *, layers=None, **kwargs) -> 
         choices = layers if layers is not None else list(range(model.num_layers + 1))
         wanted = sorted({i for choice in choices for i in model.layer_indices(choice)})
         splits = resolve_splits(data, test_fraction=test_fraction, seed=seed)
-        extract = {"progress": False} | {k: kwargs[k] for k in ("batch_size", "num_workers", "device", "precision",
-                                                              "progress") if k in kwargs}
-        emb = _extract_splits(model, splits, wanted, kwargs.pop("pooling", "mean"),
-                              cache_dir=kwargs.pop("cache_dir", None), **extract)
-        for k in extract:
-            kwargs.pop(k, None)
+        extract = ExtractOptions(**{"progress": False} | {k: kwargs.pop(k) for k in (
+            "batch_size", "num_workers", "device", "precision", "cache_dir", "progress") if k in kwargs})
+        emb = _extract_splits(model, splits, wanted, kwargs.pop("pooling", "mean"), extract)
         kwargs.setdefault("model_name", model.name)
         tables = []
         for choice in choices:

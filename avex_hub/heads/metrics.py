@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
+from ..encoder.precision import device_for
+
 __all__ = [
     "accuracy", "macro_f1", "mean_average_precision", "retrieval_roc_auc", "retrieval_precision_at_1",
     "retrieval_metrics", "retrieval_per_query", "clustering_nmi", "MetricResult", "ResultsTable", "Comparison",
@@ -149,7 +151,7 @@ def mean_average_precision(targets, scores) -> float:
 
 def _retrieval_inputs(embeddings, labels, device, dtype):
     emb = embeddings.detach() if isinstance(embeddings, torch.Tensor) else torch.as_tensor(np.asarray(embeddings))
-    device = torch.device(device) if device is not None else emb.device
+    device = device_for(emb, device)
     if emb.ndim != 2 or emb.shape[0] < 2:
         raise ValueError(f"embeddings: expected [n_items, dim] with at least 2 items, found shape {tuple(emb.shape)}")
     n = emb.shape[0]
@@ -203,7 +205,9 @@ def retrieval_per_query(embeddings, labels, *, queries=None, batch_size: int = 1
     in ``dtype``, which orders each row as cosine similarity does; a zero-norm row has similarity 0 to
     every item. Queries go in blocks of ``batch_size``; the n x n matrix is never built. Peak memory is one
     ``batch_size x n`` block of similarities (4 bytes each in float32; twice that on a GPU, whose sort copies),
-    up to about 3x more with multi-hot labels or when most items share the query's class.
+    up to about 3x more with multi-hot labels or when most items share the query's class. ``device`` is where the
+    similarities are computed (the embeddings are copied there).
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, found {batch_size}")
@@ -277,6 +281,7 @@ def retrieval_metrics(embeddings, labels, *, batch_size: int = 1024, device=None
     is still a candidate for the others. No qualifying query (e.g. all items in one class: no negatives)
     gives nan and a RuntimeWarning. ``batch_size`` changes only speed and memory, not results (given a matrix
     product that computes each dot product the same way for every block shape, as the CPU BLAS does).
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
     """
     q = retrieval_per_query(embeddings, labels, batch_size=batch_size, device=device, dtype=dtype)
     return {"roc_auc": _mean_auc(q), "precision_at_1": _precision_at_1(q),
@@ -297,12 +302,18 @@ def _precision_at_1(q: dict) -> float:
 
 
 def retrieval_roc_auc(embeddings, labels, *, batch_size: int = 1024, device=None) -> float:
-    """Mean per-query retrieval ROC AUC (cosine similarity; see ``retrieval_metrics``)."""
+    """Mean per-query retrieval ROC AUC (cosine similarity; see ``retrieval_metrics``).
+
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
+    """
     return _mean_auc(retrieval_per_query(embeddings, labels, batch_size=batch_size, device=device))
 
 
 def retrieval_precision_at_1(embeddings, labels, *, batch_size: int = 1024, device=None) -> float:
-    """Fraction of queries whose nearest other item shares a label (ties: lowest index; see ``retrieval_metrics``)."""
+    """Fraction of queries whose nearest other item shares a label (ties: lowest index; see ``retrieval_metrics``).
+
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
+    """
     return _precision_at_1(retrieval_per_query(embeddings, labels, batch_size=batch_size, device=device))
 
 

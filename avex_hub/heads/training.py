@@ -23,7 +23,8 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,12 +32,87 @@ from torch import nn
 
 from ..audio.datasets import check_dataset_rate
 from ..embed.extract import Embeddings, batch_labels, cache_path_for, extract_embeddings
+from ..encoder.precision import device_for, resolve_device
 from .probes import Probe
 
-__all__ = ["TrainResult", "train_probe", "compute_class_weights", "split_indices", "predict"]
+__all__ = ["TrainResult", "TrainOptions", "ExtractOptions", "train_probe", "compute_class_weights", "split_indices",
+           "predict"]
 
-_DEFAULTS = {"offline": {"epochs": 100, "batch_size": 1024, "lr": 1e-2, "patience": 10},
-             "online": {"epochs": 10, "batch_size": 16, "lr": 1e-3, "patience": 3}}
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train_probe` trains: its keyword arguments, with the mode's defaults where they were None.
+
+    ``epochs``: at most this many passes over train. ``batch_size``: examples per optimiser step. ``lr``: the
+    head's AdamW learning rate. ``patience``: epochs without a better validation score before stopping.
+    ``weight_decay``: AdamW's. ``seed``: shuffling, dropout and the held-out split. ``class_weights``:
+    ``"balanced"``, None or a tensor ``[num_classes]``. ``backbone_lr``: for a backbone being fine-tuned (None:
+    ``lr / 10``). ``val_fraction``: the share of train held out when no ``val`` is given (0: no validation).
+    ``num_workers``: DataLoader workers reading audio. ``progress``: show a bar over the epochs.
+    Checked when built, so an explicit 0 is an error rather than a default.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+    weight_decay: float = 1e-4
+    seed: int = 0
+    class_weights: str | torch.Tensor | None = "balanced"
+    backbone_lr: float | None = None
+    val_fraction: float = 0.1
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not 0.0 <= self.val_fraction < 1.0
+                or not self.lr > 0):
+            raise ValueError(f"need epochs, batch_size, patience >= 1, lr > 0 and 0 <= val_fraction < 1; got "
+                             f"epochs={self.epochs}, batch_size={self.batch_size}, patience={self.patience}, "
+                             f"lr={self.lr}, val_fraction={self.val_fraction}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise ValueError(f"class_weights must be 'balanced', None or a tensor [num_classes], got "
+                             f"{self.class_weights!r}")
+
+
+# Offline: seconds per epoch on pooled embeddings, so many epochs of large batches; online: audio through the
+# encoder, so few epochs of small batches.
+OFFLINE_DEFAULTS = TrainOptions(epochs=100, batch_size=1024, lr=1e-2, patience=10)
+ONLINE_DEFAULTS = TrainOptions(epochs=10, batch_size=16, lr=1e-3, patience=3)
+_DEFAULTS = {"offline": OFFLINE_DEFAULTS, "online": ONLINE_DEFAULTS}
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How audio becomes pooled embeddings before offline training or evaluation (as in
+    :func:`avex_hub.embed.extract.extract_embeddings`): ``batch_size`` clips per forward pass, ``num_workers``
+    DataLoader workers, ``device`` (checked when built; the model is moved to one given), ``precision``,
+    ``cache_dir`` (one cache file per split, reused by later runs; None: no cache) and ``progress``.
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
+    """
+
+    batch_size: int = 16
+    num_workers: int = 0
+    device: str | torch.device | None = None
+    precision: str = "fp32"
+    cache_dir: str | os.PathLike | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device is not None:
+            resolve_device(self.device)  # a device this torch cannot use fails before any audio is read
+
+
+def extract_split(model, data, role: str, layers: list[int], pooling: str, options: ExtractOptions) -> Embeddings:
+    """The ``role`` split (``train``, ``val`` or ``test``) of audio as pooled embeddings of ``layers`` (one layer:
+    ``[n, C]``, several: ``[n, L, C]``), read from or written to a cache file under ``options.cache_dir`` when set.
+    The device is decided by :func:`avex_hub.encoder.precision.device_for` (``options.device=None``: the model's)."""
+    cache = None if options.cache_dir is None else cache_path_for(options.cache_dir, role, model, data, layers,
+                                                                  pooling, options.precision)
+    return extract_embeddings(model, data, layers=layers[0] if len(layers) == 1 else list(layers), pooling=pooling,
+                              batch_size=options.batch_size, num_workers=options.num_workers,
+                              device=device_for(model, options.device), precision=options.precision, cache=cache,
+                              progress=options.progress)
 
 
 @dataclass
@@ -134,8 +210,7 @@ def _check_dataset(probe: Probe, data, role: str) -> None:
         check_dataset_rate(data, probe.backbone, f"the {role} dataset")
 
 
-def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_workers: int, precision: str,
-                    cache_dir, progress: bool) -> Embeddings:
+def _embeddings_for(probe: Probe, data, role: str, options: ExtractOptions) -> Embeddings:
     """Offline input: given Embeddings, or extract (and cache under ``cache_dir``) the probe's layers/pooling."""
     if isinstance(data, Embeddings):
         emb = data
@@ -143,12 +218,7 @@ def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_worke
         if probe.backbone is None:
             raise ValueError(f"this probe has no backbone to embed the {role} audio with; pass Embeddings")
         _check_dataset(probe, data, role)
-        cache = None if cache_dir is None else cache_path_for(cache_dir, role, probe.backbone, data,
-                                                               probe.layer_indices, probe.pooling, precision)
-        layers = probe.layer_indices
-        emb = extract_embeddings(probe.backbone, data, layers=layers[0] if len(layers) == 1 else list(layers),
-                                 pooling=probe.pooling, batch_size=batch_size, num_workers=num_workers,
-                                 precision=precision, cache=cache, progress=progress)
+        emb = extract_split(probe.backbone, data, role, probe.layer_indices, probe.pooling, options)
     if emb.pooling != probe.pooling:
         raise ValueError(f"the {role} embeddings were pooled with {emb.pooling!r}, the probe aggregates with "
                          f"{probe.pooling!r}; extract them again with pooling={probe.pooling!r}")
@@ -160,10 +230,15 @@ def _embeddings_for(probe: Probe, data, role: str, *, batch_size: int, num_worke
 
 @torch.no_grad()
 def predict(probe: Probe, data, *, batch_size: int = 16, num_workers: int = 0, device=None) -> torch.Tensor:
-    """Logits ``[n, num_classes]`` (float32, CPU) for Embeddings (offline) or an audio dataset (online)."""
+    """Logits ``[n, num_classes]`` (float32, CPU) for Embeddings (offline) or an audio dataset (online).
+
+    ``device`` is where the probe runs (it is moved there when given).
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
+    """
     was_training = probe.training
     probe.eval()
-    device = torch.device(device) if device is not None else next(probe.parameters()).device
+    device = device_for(probe, device)
+    probe.to(device)
     try:
         if isinstance(data, Embeddings):
             x = data.select_layers(probe.layer_indices)
@@ -176,16 +251,12 @@ def predict(probe: Probe, data, *, batch_size: int = 16, num_workers: int = 0, d
         probe.train(was_training)
 
 
-class _Rows(torch.utils.data.Subset):
-    """Rows of an AudioDataset that keep its ``collate`` and ``targets``."""
-
-    def __init__(self, dataset, rows: np.ndarray) -> None:
-        super().__init__(dataset, rows.tolist())
-        self.collate = dataset.collate
-
-    @property
-    def targets(self) -> np.ndarray:
-        return np.asarray(self.dataset.targets)[self.indices]
+def _rows(data, rows: np.ndarray):
+    """The rows of an audio dataset held out for (or kept from) validation, as a dataset of the same kind."""
+    if not hasattr(data, "subset"):
+        raise TypeError(f"holding out val_fraction of the train audio takes its .subset(indices), which "
+                        f"{type(data).__name__} lacks; pass val= (a dataset) or val_fraction=0, or use an AudioDataset")
+    return data.subset(rows)
 
 
 def _dataset_labels(data) -> torch.Tensor | None:
@@ -205,9 +276,11 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
     """Train ``probe`` in place on ``train`` (Embeddings or an AudioDataset) and return what happened.
 
     Defaults depend on the mode: offline ``epochs=100, batch_size=1024, lr=1e-2, patience=10``; online
-    ``epochs=10, batch_size=16, lr=1e-3, patience=3``. ``backbone_lr`` (default ``lr / 10``) applies to a
-    backbone that is not frozen. ``precision``, ``cache_dir`` (embedding cache files, reused by later runs) and
-    ``extract_batch_size`` concern the extraction before offline training.
+    ``epochs=10, batch_size=16, lr=1e-3, patience=3`` (``OFFLINE_DEFAULTS`` and ``ONLINE_DEFAULTS``, see
+    :class:`TrainOptions`). ``backbone_lr`` (default ``lr / 10``) applies to a backbone that is not frozen.
+    ``precision``, ``cache_dir`` (embedding cache files, reused by later runs) and ``extract_batch_size`` concern
+    the extraction before offline training. ``device`` is where the probe trains (it is moved there when given).
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
     """
     if not isinstance(probe, Probe):
         raise TypeError(f"expected a probe from avex_hub.linear_probe/mlp_probe/attention_probe, "
@@ -215,6 +288,22 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
     if multilabel is not None and bool(multilabel) != probe.multilabel:
         raise ValueError(f"multilabel={multilabel} but the probe was built with multilabel={probe.multilabel}; "
                          "build the probe with the same setting")
+    mode = _choose_mode(probe, train, val, mode)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}
+    options = replace(_DEFAULTS[mode], **{k: v for k, v in given.items() if v is not None},  # None: the default
+                      weight_decay=weight_decay, seed=seed, class_weights=class_weights, backbone_lr=backbone_lr,
+                      val_fraction=val_fraction, num_workers=num_workers, progress=progress)
+    probe.to(device_for(probe, device))
+    if mode == "offline":
+        extract = ExtractOptions(batch_size=extract_batch_size, num_workers=num_workers, precision=precision,
+                                 cache_dir=cache_dir, progress=progress)
+        return _train_offline(probe, train, val, options, extract)
+    return _train_online(probe, train, val, options)
+
+
+def _choose_mode(probe: Probe, train, val, mode: str) -> str:
+    """``"offline"`` or ``"online"`` for this probe and data (module docstring); combinations that cannot work
+    are refused here, before anything is extracted."""
     if mode not in ("auto", "offline", "online"):
         raise ValueError(f"mode must be 'auto', 'offline' or 'online', got {mode!r}")
     if isinstance(train, Embeddings):
@@ -228,131 +317,155 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
         raise ValueError(f"offline training uses fixed pooled embeddings, but {why}; use mode='online' with audio")
     if mode == "online" and isinstance(val, Embeddings):
         raise ValueError("online training validates on audio; pass the validation AudioDataset, not Embeddings")
-    cfg = _DEFAULTS[mode]
-    # None means "the mode's default"; an explicit 0 is refused below, not replaced.
-    epochs = cfg["epochs"] if epochs is None else epochs
-    batch_size = cfg["batch_size"] if batch_size is None else batch_size
-    lr, patience = cfg["lr"] if lr is None else lr, cfg["patience"] if patience is None else patience
-    if epochs < 1 or batch_size < 1 or patience < 1 or not 0.0 <= val_fraction < 1.0 or not lr > 0:
-        raise ValueError(f"need epochs, batch_size, patience >= 1, lr > 0 and 0 <= val_fraction < 1; got "
-                         f"epochs={epochs}, batch_size={batch_size}, patience={patience}, lr={lr}, "
-                         f"val_fraction={val_fraction}")
-    device = torch.device(device) if device is not None else next(probe.parameters()).device
-    probe.to(device)
-    ex = dict(batch_size=extract_batch_size, num_workers=num_workers, precision=precision, cache_dir=cache_dir,
-              progress=progress)
+    return mode
 
-    # -- data ------------------------------------------------------------------------------------------------------
-    if mode == "offline":
-        train_emb = _embeddings_for(probe, train, "train", **ex)
-        y = _check_labels(train_emb.labels, probe, "train")
-        val_emb = _embeddings_for(probe, val, "val", **ex) if val is not None else None
-        if val_emb is None and val_fraction > 0:
-            keep, held = split_indices(y, val_fraction, seed)
-            if len(held):
-                train_emb, val_emb, y = train_emb.subset(keep), train_emb.subset(held), y[keep]
-        yv = _check_labels(val_emb.labels, probe, "val") if val_emb is not None else None
-        x = train_emb.select_layers(probe.layer_indices).to(device)
-    else:
-        if not hasattr(train, "collate"):
-            raise TypeError(f"online training needs an AudioDataset (with .collate), got {type(train).__name__}")
-        _check_dataset(probe, train, "train")
-        if val is not None and probe.backbone is not None:
-            check_dataset_rate(val, probe.backbone, "the val dataset")
-        y = _check_labels(_dataset_labels(train), probe, "train")
-        train_emb = val_emb = None
-        train_data = train
-        if val is None and val_fraction > 0:
-            keep, held = split_indices(y, val_fraction, seed)
-            if len(held):
-                val, train_data, y = _Rows(train, held), _Rows(train, keep), y[keep]
-        yv = _check_labels(_dataset_labels(val), probe, "val") if val is not None else None
 
-    # -- loss and optimiser -----------------------------------------------------------------------------------------
-    if isinstance(class_weights, str):
-        if class_weights != "balanced":
-            raise ValueError(f"class_weights must be 'balanced', None or a tensor [num_classes], got {class_weights!r}")
-        weights = compute_class_weights(y, probe.num_classes)
+@dataclass
+class _Feed:
+    """What a mode hands the shared loop: the train labels, an epoch's ``(logits, targets)`` batches (the forward
+    pass included), and the validation data with its labels (None without validation)."""
+
+    labels: torch.Tensor
+    batches: Callable[[int, torch.Generator], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    val_data: object = None
+    val_labels: torch.Tensor | None = None
+
+
+def _train_offline(probe: Probe, train, val, options: TrainOptions, extract: ExtractOptions) -> TrainResult:
+    """Pooled embeddings (given, or extracted once) through the head alone, in shuffled minibatches."""
+    train_emb = _embeddings_for(probe, train, "train", extract)
+    y = _check_labels(train_emb.labels, probe, "train")
+    val_emb = _embeddings_for(probe, val, "val", extract) if val is not None else None
+    if val_emb is None and options.val_fraction > 0:
+        keep, held = split_indices(y, options.val_fraction, options.seed)
+        if len(held):
+            train_emb, val_emb, y = train_emb.subset(keep), train_emb.subset(held), y[keep]
+    yv = _check_labels(val_emb.labels, probe, "val") if val_emb is not None else None
+    device = device_for(probe)
+    x = train_emb.select_layers(probe.layer_indices).to(device)
+
+    def batches(epoch: int, generator: torch.Generator):
+        order = torch.randperm(len(x), generator=generator)
+        for rows in order.split(options.batch_size):
+            yield probe.forward_embeddings(x[rows]), y[rows].to(device)
+
+    result = _fit(probe, "offline", _Feed(y, batches, val_emb, yv), options)
+    return replace(result, train_embeddings=train_emb, val_embeddings=val_emb)
+
+
+def _train_online(probe: Probe, train, val, options: TrainOptions) -> TrainResult:
+    """Audio batches through the probe's backbone: frames for an attention probe, gradients for fine-tuning."""
+    if not hasattr(train, "collate"):
+        raise TypeError(f"online training needs an AudioDataset (with .collate), got {type(train).__name__}")
+    _check_dataset(probe, train, "train")
+    if val is not None and probe.backbone is not None:
+        check_dataset_rate(val, probe.backbone, "the val dataset")
+    y = _check_labels(_dataset_labels(train), probe, "train")
+    if val is None and options.val_fraction > 0:
+        keep, held = split_indices(y, options.val_fraction, options.seed)
+        if len(held):
+            val, train, y = _rows(train, held), _rows(train, keep), y[keep]
+    yv = _check_labels(_dataset_labels(val), probe, "val") if val is not None else None
+    device = device_for(probe)
+
+    def batches(epoch: int, generator: torch.Generator):
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(train, batch_size=options.batch_size, shuffle=True, generator=generator,
+                                             num_workers=options.num_workers, collate_fn=train.collate)
+        for batch in loader:
+            targets = _batch_targets(batch, probe).to(device)
+            yield probe(batch["audio"].to(device), batch["padding_mask"].to(device)), targets
+
+    return _fit(probe, "online", _Feed(y, batches, val, yv), options)
+
+
+def _loss(probe: Probe, class_weights, labels: torch.Tensor) -> tuple[nn.Module, torch.Tensor | None]:
+    """The loss (cross-entropy, or BCE-with-logits for multi-label) and the class weights it uses."""
+    if isinstance(class_weights, str):  # "balanced" (TrainOptions refuses other strings)
+        weights = compute_class_weights(labels, probe.num_classes)
     elif class_weights is None:
         weights = None
     else:
         weights = torch.as_tensor(class_weights, dtype=torch.float32)
         if weights.shape != (probe.num_classes,):
             raise ValueError(f"class_weights must have shape [{probe.num_classes}], got {tuple(weights.shape)}")
-    w = weights.to(device) if weights is not None else None
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=w) if probe.multilabel else nn.CrossEntropyLoss(weight=w)
-    groups = [{"params": probe.probe_parameters(), "lr": lr}]
+    w = weights.to(device_for(probe)) if weights is not None else None
+    return (nn.BCEWithLogitsLoss(pos_weight=w) if probe.multilabel else nn.CrossEntropyLoss(weight=w)), weights
+
+
+def _optimiser(probe: Probe, options: TrainOptions) -> torch.optim.Optimizer:
+    """AdamW over the head (``lr``) and a backbone being fine-tuned (``backbone_lr``, default ``lr / 10``)."""
+    groups = [{"params": probe.probe_parameters(), "lr": options.lr}]
     if not probe.frozen:
         groups.append({"params": [p for p in probe.backbone.parameters() if p.requires_grad],
-                       "lr": backbone_lr if backbone_lr is not None else lr / 10})
-    optimiser = torch.optim.AdamW(groups, weight_decay=weight_decay)
+                       "lr": options.backbone_lr if options.backbone_lr is not None else options.lr / 10})
+    return torch.optim.AdamW(groups, weight_decay=options.weight_decay)
 
-    # -- the loop ---------------------------------------------------------------------------------------------------
+
+def _fit(probe: Probe, mode: str, feed: _Feed, options: TrainOptions) -> TrainResult:
+    """The loop both modes share: seeded epochs in a forked RNG, validation, early stopping on the validation
+    score (equal score: lower loss wins), and the best epoch's head restored at the end."""
     from tqdm.auto import tqdm
 
+    loss_fn, weights = _loss(probe, options.class_weights, feed.labels)
+    optimiser = _optimiser(probe, options)
+    device = device_for(probe)
+    validated = feed.val_labels is not None
     metric_name = "mAP" if probe.multilabel else "accuracy"
     history: list[dict] = []
     best, best_epoch, best_state, waited, stopped = (-math.inf, math.inf), 0, None, 0, False
     started = time.perf_counter()
-    rng_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        bar = tqdm(range(1, epochs + 1), desc=f"probe ({mode})", unit="epoch", disable=not progress)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(options.seed)
+        generator = torch.Generator().manual_seed(options.seed)
+        bar = tqdm(range(1, options.epochs + 1), desc=f"probe ({mode})", unit="epoch", disable=not options.progress)
         for epoch in bar:
-            t0 = time.perf_counter()
-            probe.train()
-            losses, outs, ys = [], [], []
-            if mode == "offline":
-                order = torch.randperm(len(x), generator=generator)
-                batches = ((x[idx], y[idx]) for idx in order.split(batch_size))
-            else:
-                if hasattr(train, "set_epoch"):
-                    train.set_epoch(epoch)
-                loader = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True,
-                                                     generator=generator, num_workers=num_workers,
-                                                     collate_fn=train.collate)
-                batches = ((b, _batch_targets(b, probe)) for b in loader)
-            for inputs, targets in batches:
-                targets = targets.to(device)
-                if mode == "offline":
-                    logits = probe.forward_embeddings(inputs)
-                else:
-                    logits = probe(inputs["audio"].to(device), inputs["padding_mask"].to(device))
-                loss = loss_fn(logits, targets)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                losses.append(float(loss.detach()) * len(targets))
-                outs.append(logits.detach().float().cpu())
-                ys.append(targets.cpu())
-            row = {"epoch": epoch, "train_loss": sum(losses) / len(y),
-                   "train_metric": _metric(probe, torch.cat(ys), torch.cat(outs)), "val_loss": None, "val_metric": None}
-            if yv is not None:
-                logits = predict(probe, val_emb if mode == "offline" else val, batch_size=batch_size, device=device)
-                row["val_loss"] = float(loss_fn(logits.to(device), yv.to(device)))
-                row["val_metric"] = _metric(probe, yv, logits)
-            row["seconds"] = time.perf_counter() - t0
+            row = _epoch(probe, feed, loss_fn, optimiser, epoch, generator, options.batch_size)
             history.append(row)
-            score = row["val_metric"] if yv is not None else row["train_metric"]
-            key = (-math.inf if math.isnan(score) else score,
-                   -(row["val_loss"] if yv is not None else row["train_loss"]))
-            if best_state is None or key > best or yv is None:  # without validation the last epoch is kept
+            score = row["val_metric"] if validated else row["train_metric"]
+            key = (-math.inf if math.isnan(score) else score, -(row["val_loss"] if validated else row["train_loss"]))
+            if best_state is None or key > best or not validated:  # without validation the last epoch is kept
                 best, best_epoch, waited = key, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in probe.head_state_dict().items()}
             else:
                 waited += 1
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", **{metric_name: f"{score:.4f}"})
-            if waited >= patience:
+            if waited >= options.patience:
                 stopped = True
                 break
         bar.close()
     probe.load_state_dict(best_state, strict=False)
     probe.eval()
     best_row = history[best_epoch - 1]
-    return TrainResult(history, best_epoch, best_row["val_metric"] if yv is not None else best_row["train_metric"],
+    return TrainResult(history, best_epoch, best_row["val_metric"] if validated else best_row["train_metric"],
                        metric_name, mode, stopped, None if weights is None else weights.tolist(),
-                       time.perf_counter() - started, train_emb, val_emb)
+                       time.perf_counter() - started)
+
+
+def _epoch(probe: Probe, feed: _Feed, loss_fn: nn.Module, optimiser: torch.optim.Optimizer, epoch: int,
+           generator: torch.Generator, batch_size: int) -> dict:
+    """One pass over train, one optimiser step per batch, then the validation loss and metric: a history row."""
+    started = time.perf_counter()
+    probe.train()
+    losses, outs, ys = [], [], []
+    for logits, targets in feed.batches(epoch, generator):
+        loss = loss_fn(logits, targets)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()) * len(targets))
+        outs.append(logits.detach().float().cpu())
+        ys.append(targets.cpu())
+    row = {"epoch": epoch, "train_loss": sum(losses) / len(feed.labels),
+           "train_metric": _metric(probe, torch.cat(ys), torch.cat(outs)), "val_loss": None, "val_metric": None}
+    if feed.val_labels is not None:
+        device = device_for(probe)
+        logits = predict(probe, feed.val_data, batch_size=batch_size, device=device)
+        row["val_loss"] = float(loss_fn(logits.to(device), feed.val_labels.to(device)))
+        row["val_metric"] = _metric(probe, feed.val_labels, logits)
+    row["seconds"] = time.perf_counter() - started
+    return row
 
 
 def _batch_targets(batch: dict, probe: Probe) -> torch.Tensor:

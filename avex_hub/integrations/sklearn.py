@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..audio.contract import SAMPLE_RATE, WINDOW_S
 from ..embed.extract import ClipList, extract_embeddings
 from ..encoder.model import AvexModel, check_pooling
+from ..encoder.precision import device_for
 
 __all__ = ["AvexSklearnEmbedder"]
 
@@ -41,7 +42,9 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
         pooling: ``"mean"`` or ``"max"`` over the frames that are not padding.
         sample_rate: the rate of array inputs (files are read at their own rate); all go to 16 kHz.
         max_s: clips keep their first ``max_s`` seconds (None: whole clips).
-        batch_size, num_workers, device, precision: as in :func:`avex_hub.embed.extract.extract_embeddings`.
+        batch_size, num_workers, precision: as in :func:`avex_hub.embed.extract.extract_embeddings`.
+        device: where the model embeds (a model built here is built there; a given one is moved there).
+            ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
         progress: show a progress bar while embedding.
     """
 
@@ -80,6 +83,7 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
         """Resolve the model and the output width; nothing is learned (``X`` and ``y`` are only checked)."""
         check_pooling(self.pooling)
         self._check_input(X)
+        device_for(self.model, self.device)  # a device that cannot be used fails here, before a model is built
         self.model_ = self._resolve_model()
         self.layer_indices_ = self.model_.layer_indices(self.layers)
         self.n_features_out_ = len(self.layer_indices_) * self.model_.embedding_dim
@@ -99,7 +103,8 @@ class AvexSklearnEmbedder(TransformerMixin, BaseEstimator):
         clips = list(X) if not (isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind == "f") else [X]
         data = ClipList(clips, sample_rate=self.sample_rate, max_s=self.max_s)
         emb = extract_embeddings(self.model_, data, layers=list(self.layer_indices_), pooling=self.pooling,
-                                 batch_size=self.batch_size, num_workers=self.num_workers, device=self.device,
+                                 batch_size=self.batch_size, num_workers=self.num_workers,
+                                 device=device_for(self.model_, self.device),
                                  precision=self.precision, progress=self.progress)
         return emb.embeddings.reshape(len(data), -1).numpy()  # [n, L, C] -> [n, L * C], layer-major
 
