@@ -157,14 +157,11 @@ def _comparable(settings: dict) -> dict:
 
 
 def shard_name(path: str, settings: dict) -> str:
-    """Shard file name for ``path`` under ``settings``: changes when the file or any setting changes."""
-    try:
-        stat = os.stat(path)
-        size, mtime_ns = stat.st_size, stat.st_mtime_ns
-    except OSError:  # a dangling link: it fails (and is reported) when processed
-        size = mtime_ns = -1
-    key = {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime_ns,
-           "settings": _comparable(settings)}
+    """Shard file name for ``path`` under ``settings``: changes when the file (its absolute path, size or
+    modification time: :func:`avex_hub.embed.outputs.file_fingerprint`) or any setting changes."""
+    from .embed.outputs import file_fingerprint
+
+    key = {**file_fingerprint(os.path.abspath(path)), "settings": _comparable(settings)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
 
 

@@ -33,7 +33,7 @@ from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, collate_audio, 
 from ..audio.datasets import check_dataset_rate
 from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
-from .outputs import atomic_path
+from .outputs import atomic_path, file_fingerprint
 
 __all__ = ["Embeddings", "ClipList", "extract_embeddings", "model_digest", "dataset_fingerprint", "cache_path_for"]
 
@@ -249,6 +249,13 @@ def model_digest(model: AvexModel) -> str:
     return "params:" + h.hexdigest()
 
 
+def _file_row(path) -> list:
+    """``[path, size, mtime_ns]`` of :func:`avex_hub.embed.outputs.file_fingerprint`, in the order the digest has
+    always hashed them (caches written before keep their key)."""
+    fingerprint = file_fingerprint(path)
+    return [fingerprint["path"], fingerprint["size"], fingerprint["mtime_ns"]]
+
+
 def dataset_fingerprint(data) -> str:
     """A digest of what the dataset would produce: its items (path, size, mtime, times, labels) and clip settings,
     or the bytes of in-memory audio."""
@@ -256,15 +263,13 @@ def dataset_fingerprint(data) -> str:
     if hasattr(data, "items") and isinstance(getattr(data, "items"), list):  # AudioDataset
         h.update(json.dumps([data.clip_s, data.channels, data.target_rate, data.labels, data.multilabel]).encode())
         for item in data.items:
-            stat = item.path.stat() if item.path.is_file() else None
-            h.update(json.dumps([str(item.path), stat and stat.st_size, stat and stat.st_mtime_ns, item.start_s,
-                                 item.end_s, item.channel, list(item.labels)]).encode())
+            h.update(json.dumps([*_file_row(item.path), item.start_s, item.end_s, item.channel,
+                                 list(item.labels)]).encode())
     elif isinstance(data, ClipList):
         h.update(json.dumps([data.sample_rate, data.max_s]).encode())
         for clip in data.clips:
             if isinstance(clip, (str, os.PathLike)):
-                stat = Path(clip).stat() if Path(clip).is_file() else None
-                h.update(json.dumps([str(clip), stat and stat.st_size, stat and stat.st_mtime_ns]).encode())
+                h.update(json.dumps(_file_row(clip)).encode())
             else:
                 h.update(to_float_audio(clip).contiguous().numpy().tobytes())
     else:
