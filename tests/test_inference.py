@@ -178,7 +178,8 @@ def test_find_audio_files(tmp_path):
 
 MEMORY_SCRIPT = r"""
 import json, resource, sys, tracemalloc
-from avex_hub import AvexModel, BEATsConfig
+from avex_hub import AvexModel
+from avex_hub.encoder.beats import BEATsConfig
 from avex_hub.embed.inference import embed_files
 # A one-layer 16-dim BEATs with fresh weights: memory per batch does not depend on the file, so the
 # cheapest valid model keeps this test about decoding and windowing (and fast on a loaded CI box).
