@@ -319,6 +319,7 @@ class _Rows:
         return sum(len(chunk) for chunk in self.chunks)
 
     def elapsed_s(self) -> float:
+        """Wall time of this run so far plus that of the runs it resumes."""
         return self.elapsed_before + time.perf_counter() - self.started
 
     def add(self, batch: dict, pooled: torch.Tensor) -> None:
@@ -349,8 +350,8 @@ def _blank(model: AvexModel, dataset, layers: list[int], *, stacked: bool, pooli
 
 def _snapshot(rows: _Rows, blank: Embeddings) -> Embeddings:
     """The rows computed so far as the extraction's result (``blank`` filled in)."""
-    stacked = torch.cat(rows.chunks) if rows.chunks else torch.empty(0, len(blank.layers), blank.embeddings.shape[-1])
-    return replace(blank, embeddings=stacked if blank.embeddings.dim() == 3 else stacked[:, 0],
+    pooled = torch.cat(rows.chunks) if rows.chunks else torch.empty(0, len(blank.layers), blank.embeddings.shape[-1])
+    return replace(blank, embeddings=pooled if blank.embeddings.dim() == 3 else pooled[:, 0],
                    labels=torch.cat(rows.labels) if rows.labels else None,
                    paths=list(rows.paths) if any(p is not None for p in rows.paths) else None,
                    audio_seconds=rows.audio_seconds, elapsed_s=rows.elapsed_s())
@@ -436,6 +437,7 @@ def _batch_embedder(model: AvexModel, *, layers: list[int], pooling: str, precis
 
 
 def _check_arguments(model, pooling: str, batch_size: int) -> None:
+    """Wrong types and values fail here, before any audio is read."""
     if not isinstance(model, AvexModel):
         raise TypeError(f"model must be an avex_hub.AvexModel, got {type(model).__name__}")
     check_pooling(pooling)
