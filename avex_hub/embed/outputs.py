@@ -96,9 +96,9 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
     ``size`` and ``mtime_ns`` come from ``os.stat`` (links followed) and are None when it fails (missing file,
     dangling link): such an input fails when read, so no shard or cache is ever written under that key.
 
-    For every file that exists both callers hash exactly the bytes they hashed before this function existed, so
+    For every regular file both callers hash exactly the bytes they hashed before this function existed, so
     shards and caches written by earlier versions stay valid; ``tests/test_fingerprints.py`` pins them. (Before,
-    the CLI wrote -1 for a file it could not stat and a dataset None for a path that was not a regular file.)
+    the CLI wrote -1 for a path it could not stat, and a dataset None for any path that was not a regular file.)
     """
     try:
         stat = os.stat(path)
