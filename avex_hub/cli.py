@@ -51,6 +51,19 @@ def _channels(value: str):
         raise argparse.ArgumentTypeError(f"expected 'mix', 'all' or a channel index, got {value!r}") from None
 
 
+class _RenamedOption(argparse.Action):
+    """An option's old name: it sets what the new one sets, and says on stderr that the name changed."""
+
+    def __init__(self, option_strings, dest, *, new_name: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"avex-hub: warning: {option_string} is deprecated, use {self.new_name} (same values); "
+              f"{option_string} will be removed in a future release", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _layers(value: str):
     if value in ("all", "last"):
         return value
@@ -94,8 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", parents=[run], help="embeddings per window -> Parquet (or .npz)")
     embed.add_argument("--format", choices=("parquet", "npz"), default=None,
                        help="output format (default: from the --out suffix, else parquet)")
-    embed.add_argument("--layer", type=_layers, default=-1,
-                       help="layer(s): -1 last (default), 0 encoder input, a comma list, or 'all'")
+    embed.add_argument("--layers", type=_layers, default=-1,
+                       help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1), or 'all'")
+    embed.add_argument("--layer", type=_layers, dest="layers", action=_RenamedOption, new_name="--layers",
+                       help=argparse.SUPPRESS)  # the name before it took lists
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     classify = sub.add_parser("classify", parents=[run], help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
@@ -157,14 +172,11 @@ def _comparable(settings: dict) -> dict:
 
 
 def shard_name(path: str, settings: dict) -> str:
-    """Shard file name for ``path`` under ``settings``: changes when the file or any setting changes."""
-    try:
-        stat = os.stat(path)
-        size, mtime_ns = stat.st_size, stat.st_mtime_ns
-    except OSError:  # a dangling link: it fails (and is reported) when processed
-        size = mtime_ns = -1
-    key = {"path": os.path.abspath(path), "size": size, "mtime_ns": mtime_ns,
-           "settings": _comparable(settings)}
+    """Shard file name for ``path`` under ``settings``: changes when the file (its absolute path, size or
+    modification time: :func:`avex_hub.embed.outputs.file_fingerprint`) or any setting changes."""
+    from .embed.outputs import file_fingerprint
+
+    key = {**file_fingerprint(os.path.abspath(path)), "settings": _comparable(settings)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
 
 
@@ -273,7 +285,7 @@ def _run(args) -> int:
         return EXIT_ERROR
     try:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
-                                      channels=args.channels, layer=getattr(args, "layer", -1),
+                                      channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
                                       top_k=getattr(args, "top_k", 5))
     except (TypeError, ValueError) as error:

@@ -24,7 +24,8 @@ MODES = ("forward", "embed_last", "pooled_all")
 
 _CHILD = r"""
 import json, sys, torch
-from avex_hub import AvexModel, BEATsConfig, build_model
+from avex_hub import AvexModel, build_model
+from avex_hub.encoder.beats import BEATsConfig
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(spec["threads"])
 torch.manual_seed(0)
@@ -76,7 +77,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tiny", action="store_true", help="the beats-tiny fixture instead of the full-size architecture")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the measuring process (default: all)")
     args = p.parse_args(argv)
-    from avex_hub import BEATsConfig
+    from avex_hub.encoder.beats import BEATsConfig
 
     config = None if args.tiny else BEATsConfig().to_dict()
     samples = round(args.seconds * 16000)

@@ -205,10 +205,10 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
 
     folder = small_folder(tmp_path / "in")
     out = tmp_path / "emb.npz"
-    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layer", "1,-1", *QUIET]) == EXIT_OK
+    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layers", "1,-1", *QUIET]) == EXIT_OK
     with np.load(out, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    api = embed_files(tiny_model, folder, window_s=2, layer=[1, -1], num_workers=0, progress=False)
+    api = embed_files(tiny_model, folder, window_s=2, layers=[1, -1], num_workers=0, progress=False)
     assert arrays["embeddings"].shape == (len(api), 64) and len(api) == 2 * (2 + 2 + 3)  # 3 s, 4 s, 5 s clips
     np.testing.assert_allclose(arrays["embeddings"], api.embeddings, atol=1e-6)
     np.testing.assert_array_equal(arrays["file"], api.file)
@@ -216,6 +216,22 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
     np.testing.assert_array_equal(arrays["channel"], -1)
     assert arrays["flags"].shape == (14, 4)
     assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
+
+
+def test_layers_option_and_its_old_name(capsys):
+    from avex_hub.cli import _parser
+
+    parse = _parser().parse_args
+    assert parse(["embed", "in", "--out", "e.npz"]).layers == -1
+    assert parse(["embed", "in", "--out", "e.npz", "--layers", "6,-1"]).layers == [6, -1]
+    assert parse(["embed", "in", "--out", "e.npz", "--layers", "all"]).layers == "all"
+    assert capsys.readouterr().err == ""
+    assert parse(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]).layers == [1, -1]  # the name before lists
+    assert capsys.readouterr().err == ("avex-hub: warning: --layer is deprecated, use --layers (same values); --layer "
+                                       "will be removed in a future release\n")
+    assert parse(["embed", "in", "--out", "e.npz", "--layer", "2"]).layers == 2
+    embed_help = _parser()._subparsers._group_actions[0].choices["embed"].format_help()
+    assert "--layers LAYERS" in embed_help and "--layer " not in embed_help
 
 
 def _parts(channels: list[list[int]], k: int = 2):

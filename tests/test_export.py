@@ -95,7 +95,8 @@ def test_export_metadata_carries_provenance_and_contract(exported, model):
 
 
 def test_encoder_without_head_exports_two_outputs(tmp_path):
-    from avex_hub import AvexModel, BEATsConfig
+    from avex_hub import AvexModel
+    from avex_hub.encoder.beats import BEATsConfig
 
     config = BEATsConfig.from_dict({**__import__("json").loads((FIXTURE / "config.json").read_text())})
     torch.manual_seed(0)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
+import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import avex_hub
@@ -113,6 +116,50 @@ def test_public_api_is_documented():
         objects = [getattr(mod, n) for n in getattr(mod, "__all__", [])]
         missing = [o for o in objects if (inspect.isfunction(o) or inspect.isclass(o)) and not (o.__doc__ or "").strip()]
         assert missing == [], (module, missing)
+
+
+def _api_summary_names() -> set[str]:
+    """The names of README's "API summary" table: each cell's `name`s, leaving out those in parentheses (which
+    explain a name: its methods, the call that returns it)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("\n## API summary\n")
+    section = text[start:text.index("\n## ", start + 1)]
+    names = set()
+    for row in (line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| for ")):
+        cell = row.split("|")[2]
+        while re.search(r"\([^()]*\)", cell):
+            cell = re.sub(r"\([^()]*\)", "", cell)
+        names |= set(re.findall(r"`(\w+)`", cell))
+    return names
+
+
+def test_public_names_are_the_readme_api_summary_and_importable():
+    assert len(set(avex_hub.__all__)) == len(avex_hub.__all__)
+    assert sorted(_api_summary_names()) == sorted(avex_hub.__all__)
+    namespace: dict = {}
+    exec("from avex_hub import *", namespace)
+    assert sorted(set(namespace) - {"__builtins__"}) == sorted(avex_hub.__all__)
+    assert all(namespace[name] is getattr(avex_hub, name) for name in avex_hub.__all__)
+
+
+MOVED = {"BEATsConfig": "avex_hub.encoder.beats", "EncoderOutput": "avex_hub.encoder.beats",
+         "FbankConfig": "avex_hub.encoder.fbank", "KaldiFbank": "avex_hub.encoder.fbank",
+         "Preprocessing": "avex_hub.encoder.preprocessing", "MIN_SAMPLES": "avex_hub.encoder.model",
+         "WeightsEntry": "avex_hub.hub.weights"}
+
+
+def test_internal_names_live_in_their_modules():
+    for name, module in MOVED.items():
+        assert name not in avex_hub.__all__ and name not in vars(avex_hub), name  # not imported by the package
+        home = getattr(importlib.import_module(module), name)
+        with pytest.warns(DeprecationWarning, match=rf"avex_hub\.{name} is deprecated at the top level: import it "
+                                                    rf"from {re.escape(module)}"):
+            assert getattr(avex_hub, name) is home
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        avex_hub.Nothing  # noqa: B018
+    from avex_hub.hub import weights
+
+    assert "Preprocessing" not in weights.__all__  # hub.loading imports it from encoder.preprocessing, its home
 
 
 def test_import_has_no_heavy_or_global_side_effects():

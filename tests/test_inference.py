@@ -73,7 +73,7 @@ def test_windows_cover_the_file_and_equal_model_embed(tiny_model, files, hop_s):
 def test_all_channels_several_layers_max_pooling(tiny_model, files):
     from avex_hub.audio.windows import windows_from_array
 
-    result = embed_files(tiny_model, [files["stereo"]], window_s=5, channels="all", layer=[0, -1], pooling="max",
+    result = embed_files(tiny_model, [files["stereo"]], window_s=5, channels="all", layers=[0, -1], pooling="max",
                          num_workers=0, progress=False)
     # 12 s -> windows at 0, 5, 10 s; two channels each (time-major); two layers each (window-major)
     assert len(result) == 3 * 2 * 2
@@ -89,6 +89,19 @@ def test_all_channels_several_layers_max_pooling(tiny_model, files):
         frame_mask = tiny_model.encode(audio, mask).padding_mask
         pooled = torch.stack([tiny_model.pool(h, frame_mask, "max") for h in hidden], dim=1)  # [windows, 2, C]
     np.testing.assert_allclose(result.embeddings, pooled.reshape(-1, pooled.shape[-1]).numpy(), atol=1e-4)
+
+
+def test_layer_is_the_deprecated_name_of_layers(tiny_model, files):
+    new = embed_files(tiny_model, files["mono"], window_s=5, layers=[1, -1], num_workers=0, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"embed_files\(layer=\.\.\.\) is deprecated: the keyword is now "
+                                                r"layers="):
+        old = embed_files(tiny_model, files["mono"], window_s=5, layer=[1, -1], num_workers=0, progress=False)
+    assert old.settings == new.settings and old.settings["layers"] == [1, 3]
+    np.testing.assert_array_equal(old.embeddings, new.embeddings)
+    with pytest.raises(TypeError, match=r"got layer=2 and layers=\[1, -1\]; pass layers= only"):
+        embed_files(tiny_model, files["mono"], layers=[1, -1], layer=2, progress=False)
+    assert inference_settings(tiny_model, "embed", layers="all")["layers"] == [0, 1, 2, 3]
+    assert inference_settings(tiny_model, "embed", layers=(2, 0))["layers"] == [2, 0]
 
 
 def test_classify_scores_are_sorted_sigmoid_of_logits(tiny_model, files):
@@ -146,7 +159,7 @@ def test_bad_arguments_fail_before_any_work(tiny_model, files):
     with pytest.raises(ValueError, match="pooling"):
         embed_files(tiny_model, files["mono"], pooling="median", progress=False)
     with pytest.raises(ValueError, match="out of range"):
-        embed_files(tiny_model, files["mono"], layer=9, progress=False)
+        embed_files(tiny_model, files["mono"], layers=9, progress=False)
     with pytest.raises(ValueError, match="no species head"):
         inference_settings(AvexModel(tiny_model.config), "classify")
     with pytest.raises(FileNotFoundError, match="input not found"):
@@ -165,7 +178,8 @@ def test_find_audio_files(tmp_path):
 
 MEMORY_SCRIPT = r"""
 import json, resource, sys, tracemalloc
-from avex_hub import AvexModel, BEATsConfig
+from avex_hub import AvexModel
+from avex_hub.encoder.beats import BEATsConfig
 from avex_hub.embed.inference import embed_files
 # A one-layer 16-dim BEATs with fresh weights: memory per batch does not depend on the file, so the
 # cheapest valid model keeps this test about decoding and windowing (and fast on a loaded CI box).

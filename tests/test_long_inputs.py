@@ -217,7 +217,8 @@ def test_cuda_on_a_cpu_only_torch_is_a_clear_error(tiny_dir, tiny_model):
 MEMORY_SCRIPT = r"""
 import json, resource, sys, tracemalloc
 import numpy as np, soundfile as sf, torch
-from avex_hub import AvexModel, BEATsConfig
+from avex_hub import AvexModel
+from avex_hub.encoder.beats import BEATsConfig
 from avex_hub.labels import LabelMap
 torch.set_num_threads(1)
 # A one-layer 16-dim BEATs with a head: memory per batch does not depend on the recording, so the

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from embed_memory import measure  # noqa: E402
 
-from avex_hub import BEATsConfig  # noqa: E402
+from avex_hub.encoder.beats import BEATsConfig  # noqa: E402
 
 
 @pytest.mark.slow

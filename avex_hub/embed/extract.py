@@ -22,8 +22,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from ..audio.contract import MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, collate_audio, 
 from ..audio.datasets import check_dataset_rate
 from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
+from .outputs import atomic_path, file_fingerprint
 
 __all__ = ["Embeddings", "ClipList", "extract_embeddings", "model_digest", "dataset_fingerprint", "cache_path_for"]
 
@@ -122,9 +124,10 @@ class Embeddings:
             idx = idx.nonzero().flatten()
         idx = idx.long()
         rows = idx.tolist()
-        return Embeddings(self.embeddings[idx], None if self.labels is None else self.labels[idx], list(self.layers),
-                          self.pooling, self.label_names, None if self.paths is None else [self.paths[i] for i in rows],
-                          self.model_name, self.model_digest, settings=dict(self.settings))
+        return Embeddings(embeddings=self.embeddings[idx], labels=None if self.labels is None else self.labels[idx],
+                          layers=list(self.layers), pooling=self.pooling, label_names=self.label_names,
+                          paths=None if self.paths is None else [self.paths[i] for i in rows],
+                          model_name=self.model_name, model_digest=self.model_digest, settings=dict(self.settings))
 
     # -- disk -----------------------------------------------------------------------------------------------------
     def metadata(self) -> dict:
@@ -144,15 +147,15 @@ class Embeddings:
     def load(cls, path: str | os.PathLike) -> "Embeddings":
         """Read what :meth:`save` (or ``extract_embeddings(cache=...)``) wrote."""
         tensors, meta = _read(Path(path))
-        return cls(tensors["embeddings"], tensors.get("labels"), meta["layers"], meta["pooling"],
-                   meta.get("label_names"), meta.get("paths"), meta.get("model_name"), meta.get("model_digest"),
-                   meta.get("audio_seconds", 0.0), meta.get("elapsed_s", 0.0), True, meta.get("settings", {}))
+        return cls(embeddings=tensors["embeddings"], labels=tensors.get("labels"), layers=meta["layers"],
+                   pooling=meta["pooling"], label_names=meta.get("label_names"), paths=meta.get("paths"),
+                   model_name=meta.get("model_name"), model_digest=meta.get("model_digest"),
+                   audio_seconds=meta.get("audio_seconds", 0.0), elapsed_s=meta.get("elapsed_s", 0.0),
+                   from_cache=True, settings=meta.get("settings", {}))
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     from safetensors.torch import save_file
-
-    from .outputs import atomic_path
 
     with atomic_path(path) as tmp:
         save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp), metadata={"avex": json.dumps(meta)})
@@ -246,6 +249,13 @@ def model_digest(model: AvexModel) -> str:
     return "params:" + h.hexdigest()
 
 
+def _file_row(path) -> list:
+    """``[path, size, mtime_ns]`` of :func:`avex_hub.embed.outputs.file_fingerprint`, in the order the digest has
+    always hashed them (caches written before keep their key)."""
+    fingerprint = file_fingerprint(path)
+    return [fingerprint["path"], fingerprint["size"], fingerprint["mtime_ns"]]
+
+
 def dataset_fingerprint(data) -> str:
     """A digest of what the dataset would produce: its items (path, size, mtime, times, labels) and clip settings,
     or the bytes of in-memory audio."""
@@ -253,15 +263,13 @@ def dataset_fingerprint(data) -> str:
     if hasattr(data, "items") and isinstance(getattr(data, "items"), list):  # AudioDataset
         h.update(json.dumps([data.clip_s, data.channels, data.target_rate, data.labels, data.multilabel]).encode())
         for item in data.items:
-            stat = item.path.stat() if item.path.is_file() else None
-            h.update(json.dumps([str(item.path), stat and stat.st_size, stat and stat.st_mtime_ns, item.start_s,
-                                 item.end_s, item.channel, list(item.labels)]).encode())
+            h.update(json.dumps([*_file_row(item.path), item.start_s, item.end_s, item.channel,
+                                 list(item.labels)]).encode())
     elif isinstance(data, ClipList):
         h.update(json.dumps([data.sample_rate, data.max_s]).encode())
         for clip in data.clips:
             if isinstance(clip, (str, os.PathLike)):
-                stat = Path(clip).stat() if Path(clip).is_file() else None
-                h.update(json.dumps([str(clip), stat and stat.st_size, stat and stat.st_mtime_ns]).encode())
+                h.update(json.dumps(_file_row(clip)).encode())
             else:
                 h.update(to_float_audio(clip).contiguous().numpy().tobytes())
     else:
@@ -296,6 +304,147 @@ def _pad_to_min(audio: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
     return (torch.nn.functional.pad(audio, (0, extra)), torch.nn.functional.pad(mask, (0, extra), value=True))
 
 
+@dataclass
+class _Rows:
+    """What an extraction has computed so far; a resume restores it from ``<cache>.partial``."""
+
+    chunks: list[torch.Tensor] = field(default_factory=list)  # pooled [B, L, C], one per batch
+    labels: list[torch.Tensor] = field(default_factory=list)
+    paths: list[str | None] = field(default_factory=list)  # None for in-memory clips, so that a resume lines up
+    audio_seconds: float = 0.0
+    elapsed_before: float = 0.0  # wall time of the runs this one resumes
+    started: float = 0.0  # time.perf_counter() when this run's first batch was asked for
+
+    def __len__(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
+
+    def elapsed_s(self) -> float:
+        """Wall time of this run so far plus that of the runs it resumes."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def add(self, batch: dict, pooled: torch.Tensor) -> None:
+        """Append one batch's pooled rows ``[B, L, C]``, its labels, paths and seconds of (unpadded) audio."""
+        self.chunks.append(pooled)
+        labels = batch_labels(batch)
+        if labels is not None:
+            self.labels.append(labels)
+        paths = batch.get("path")
+        self.paths += list(paths) if isinstance(paths, list) else [None] * len(pooled)
+        self.audio_seconds += float((~batch["padding_mask"]).sum()) / SAMPLE_RATE
+
+
+def _blank(model: AvexModel, dataset, layers: list[int], *, stacked: bool, pooling: str, precision: str,
+           cached: bool) -> Embeddings:
+    """An extraction's result before its first row: layers, pooling, label names, model and the settings that
+    decide whether a cache can be reused (with a cache also the model and dataset digests)."""
+    digest = model_digest(model)  # recorded with or without a cache
+    settings = {"layers": layers, "stacked": stacked, "pooling": pooling, "precision": precision,
+                "num_items": len(dataset)}
+    if cached:
+        settings.update(model_digest=digest, dataset=dataset_fingerprint(dataset))
+    label_names = None if isinstance(dataset, ClipList) else (list(getattr(dataset, "labels", None) or []) or None)
+    empty = torch.empty(0, len(layers), model.embedding_dim)
+    return Embeddings(embeddings=empty if stacked else empty[:, 0], labels=None, layers=layers, pooling=pooling,
+                      label_names=label_names, model_name=model.name, model_digest=digest, settings=settings)
+
+
+def _snapshot(rows: _Rows, blank: Embeddings) -> Embeddings:
+    """The rows computed so far as the extraction's result (``blank`` filled in)."""
+    pooled = torch.cat(rows.chunks) if rows.chunks else torch.empty(0, len(blank.layers), blank.embeddings.shape[-1])
+    return replace(blank, embeddings=pooled if blank.embeddings.dim() == 3 else pooled[:, 0],
+                   labels=torch.cat(rows.labels) if rows.labels else None,
+                   paths=list(rows.paths) if any(p is not None for p in rows.paths) else None,
+                   audio_seconds=rows.audio_seconds, elapsed_s=rows.elapsed_s())
+
+
+def _save_rows(target: Path, rows: _Rows, blank: Embeddings) -> Embeddings:
+    """Write the rows so far to ``target`` (the cache, or its ``.partial``) and return them as Embeddings.
+
+    The metadata keeps every path, None entries included, so that a resumed run's rows line up."""
+    result = _snapshot(rows, blank)
+    tensors = {"embeddings": result.embeddings} | ({} if result.labels is None else {"labels": result.labels})
+    _write(target, tensors, result.metadata() | {"paths": rows.paths})
+    return result
+
+
+def _load_cache(path: Path, settings: dict) -> Embeddings | None:
+    """The embeddings cached at ``path`` when they were made with ``settings``; None when there is none yet.
+
+    A cache made with other settings raises, naming the settings that differ, instead of being overwritten."""
+    if not path.exists():
+        return None
+    found = Embeddings.load(path)
+    if found.settings == settings:
+        return found
+    changed = sorted(k for k in set(settings) | set(found.settings) if settings.get(k) != found.settings.get(k))
+    raise ValueError(f"{path} holds embeddings made with other settings (differing: {changed}); "
+                     "pass overwrite=True to recompute, or another cache path")
+
+
+def _load_partial(partial: Path, settings: dict) -> _Rows:
+    """The rows that an interrupted run with the same ``settings`` left in ``partial``, to resume from; none when
+    there is no such file or it was made with other settings (then this run replaces it)."""
+    if not partial.exists():
+        return _Rows()
+    tensors, meta = _read(partial)
+    if meta.get("settings") != settings:
+        return _Rows()
+    saved = tensors["embeddings"]
+    return _Rows(chunks=[saved if saved.dim() == 3 else saved.unsqueeze(1)],
+                 labels=[tensors["labels"]] if "labels" in tensors else [], paths=meta["paths"],
+                 audio_seconds=meta["audio_seconds"], elapsed_before=meta["elapsed_s"])
+
+
+def _extract_rows(loader, rows: _Rows, embed: Callable[[dict], torch.Tensor], *, total: int, progress: bool,
+                  save_partial: Callable[[], None] | None, checkpoint_s: float) -> None:
+    """Run ``embed`` (batch -> pooled ``[B, L, C]``) over every batch of ``loader``, appending to ``rows``.
+
+    ``save_partial`` (when there is a cache) runs every ``checkpoint_s`` seconds, and once more when an error or
+    an interrupt stops the run after new rows: the next run resumes from them."""
+    from tqdm.auto import tqdm
+
+    done = len(rows)
+    bar = tqdm(total=total, initial=done, unit="clip", desc="embedding", disable=not progress)
+    rows.started = last_save = time.perf_counter()
+    try:
+        for batch in loader:
+            rows.add(batch, embed(batch))
+            bar.update(len(batch["audio"]))
+            bar.set_postfix_str(f"{rows.audio_seconds / max(rows.elapsed_s(), 1e-9):.1f} audio s/s")
+            if save_partial is not None and time.perf_counter() - last_save > checkpoint_s:
+                save_partial()
+                last_save = time.perf_counter()
+    except BaseException:
+        if save_partial is not None and len(rows) > done:
+            save_partial()
+        raise
+    finally:
+        bar.close()
+
+
+def _batch_embedder(model: AvexModel, *, layers: list[int], pooling: str, precision: str,
+                    device: torch.device) -> Callable[[dict], torch.Tensor]:
+    """batch -> its pooled layers ``[B, L, C]`` as float32 on the CPU, with ``model`` prepared for ``precision``."""
+    runner = prepare_for_inference(model, precision, device)
+
+    def embed(batch: dict) -> torch.Tensor:
+        audio, mask = _pad_to_min(batch["audio"], batch["padding_mask"])
+        with inference_context(precision, device):
+            pooled = runner.pooled_layers(audio.to(device), mask.to(device), layers=layers, pooling=pooling)
+        return pooled.float().cpu().clone()  # the clone is a normal (not inference) tensor
+
+    return embed
+
+
+def _check_arguments(model, pooling: str, batch_size: int) -> None:
+    """Wrong types and values fail here, before any audio is read."""
+    if not isinstance(model, AvexModel):
+        raise TypeError(f"model must be an avex_hub.AvexModel, got {type(model).__name__}")
+    check_pooling(pooling)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
 def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] = "last", pooling: str = "mean",
                        batch_size: int = 16, num_workers: int = 0, device: str | torch.device | None = None,
                        precision: str = "fp32", cache: str | os.PathLike | None = None, overwrite: bool = False,
@@ -304,100 +453,38 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
     """Pooled embeddings of every item of ``data`` (an AudioDataset, file paths, arrays or a tensor).
 
     ``layers``: ``"last"`` or an int give ``[n, C]``; a list or ``"all"`` give ``[n, L, C]``. ``device=None``
-    keeps the model where it is. ``sample_rate`` is the rate of array inputs (default 16 kHz).
+    keeps the model where it is. ``sample_rate`` is the rate of array inputs (default 16 kHz). With ``cache``,
+    a cache made with the same settings is loaded, one made with others raises (``overwrite=True`` recomputes),
+    and an interrupted run resumes from ``<cache>.partial``.
     """
-    if not isinstance(model, AvexModel):
-        raise TypeError(f"model must be an avex_hub.AvexModel, got {type(model).__name__}")
-    check_pooling(pooling)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_arguments(model, pooling, batch_size)
     indices = model.layer_indices(layers)
-    stacked = not (layers == "last" or isinstance(layers, int))
     dataset = _as_dataset(data, sample_rate)
     check_dataset_rate(dataset, model)
     if len(dataset) == 0:
         raise ValueError("the dataset is empty; expected at least one clip to embed")
     device = resolve_device(device) if device is not None else next(model.parameters()).device
-    settings = {"layers": indices, "stacked": stacked, "pooling": pooling, "precision": precision,
-                "num_items": len(dataset)}
-    label_names = None if isinstance(dataset, ClipList) else (list(getattr(dataset, "labels", None) or []) or None)
     cache_path = Path(cache) if cache is not None else None
-    digest = model_digest(model)  # recorded with or without a cache
-    if cache_path is not None:
-        settings["model_digest"] = digest
-        settings["dataset"] = dataset_fingerprint(dataset)
-        if cache_path.exists() and not overwrite:
-            found = Embeddings.load(cache_path)
-            if found.settings == settings:
-                return found
-            changed = sorted(k for k in set(settings) | set(found.settings) if settings.get(k) != found.settings.get(k))
-            raise ValueError(f"{cache_path} holds embeddings made with other settings (differing: {changed}); "
-                             "pass overwrite=True to recompute, or another cache path")
-    partial = Path(str(cache_path) + ".partial") if cache_path is not None else None
-    chunks: list[torch.Tensor] = []
-    label_chunks: list[torch.Tensor] = []
-    paths: list[str | None] = []
-    done, audio_seconds, elapsed_before = 0, 0.0, 0.0
-    if partial is not None and partial.exists() and not overwrite:
-        tensors, meta = _read(partial)
-        if meta.get("settings") == settings:  # resume; a partial from other settings is simply replaced
-            saved = tensors["embeddings"]
-            chunks, done = [saved if saved.dim() == 3 else saved.unsqueeze(1)], len(saved)  # chunks are [B, L, C]
-            label_chunks = [tensors["labels"]] if "labels" in tensors else []
-            paths, audio_seconds, elapsed_before = meta["paths"], meta["audio_seconds"], meta["elapsed_s"]
+    blank = _blank(model, dataset, indices, stacked=not (layers == "last" or isinstance(layers, int)),
+                   pooling=pooling, precision=precision, cached=cache_path is not None)
+    found = _load_cache(cache_path, blank.settings) if cache_path is not None and not overwrite else None
+    if found is not None:
+        return found
+    partial = Path(f"{cache_path}.partial") if cache_path is not None else None
+    rows = _load_partial(partial, blank.settings) if partial is not None and not overwrite else _Rows()
 
-    runner = prepare_for_inference(model, precision, device)
-    todo = torch.utils.data.Subset(dataset, range(done, len(dataset))) if done else dataset
+    embed = _batch_embedder(model, layers=indices, pooling=pooling, precision=precision, device=device)
+    todo = torch.utils.data.Subset(dataset, range(len(rows), len(dataset))) if len(rows) else dataset
     loader = torch.utils.data.DataLoader(todo, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          collate_fn=dataset.collate)
-    from tqdm.auto import tqdm
+    save_partial = (lambda: _save_rows(partial, rows, blank)) if partial is not None else None
+    _extract_rows(loader, rows, embed, total=len(dataset), progress=progress, save_partial=save_partial,
+                  checkpoint_s=checkpoint_s)
 
-    bar = tqdm(total=len(dataset), initial=done, unit="clip", desc="embedding", disable=not progress)
-    start, last_save = time.perf_counter(), time.perf_counter()
-
-    def snapshot(target: Path | None) -> Embeddings:
-        emb = torch.cat(chunks) if chunks else torch.empty(0, len(indices), model.embedding_dim)
-        result = Embeddings(emb if stacked else emb[:, 0], torch.cat(label_chunks) if label_chunks else None,
-                            indices, pooling, label_names, paths if any(p is not None for p in paths) else None,
-                            model.name, digest, audio_seconds,
-                            elapsed_before + time.perf_counter() - start, False, settings)
-        if target is not None:
-            meta = result.metadata()
-            meta["paths"] = paths  # keep None entries so a resume lines up
-            tensors = {"embeddings": result.embeddings} | ({"labels": result.labels} if label_chunks else {})
-            _write(target, tensors, meta)
-        return result
-
-    try:
-        for batch in loader:
-            audio, mask = batch["audio"], batch["padding_mask"]
-            audio, mask = _pad_to_min(audio, mask)
-            with inference_context(precision, device):
-                pooled = runner.pooled_layers(audio.to(device), mask.to(device), layers=indices, pooling=pooling)
-            chunks.append(pooled.float().cpu().clone())  # [B, L, C]; the clone is a normal (not inference) tensor
-            labels = batch_labels(batch)
-            if labels is not None:
-                label_chunks.append(labels)
-            batch_paths = batch.get("path")
-            paths += list(batch_paths) if isinstance(batch_paths, list) else [None] * len(audio)
-            seconds = float((~mask).sum()) / SAMPLE_RATE
-            audio_seconds += seconds
-            bar.update(len(audio))
-            rate = audio_seconds / max(elapsed_before + time.perf_counter() - start, 1e-9)
-            bar.set_postfix_str(f"{rate:.1f} audio s/s")
-            if partial is not None and time.perf_counter() - last_save > checkpoint_s:
-                snapshot(partial)
-                last_save = time.perf_counter()
-    except BaseException:
-        if partial is not None and len(paths) > done:  # keep what was computed; the next run resumes from it
-            snapshot(partial)
-        raise
-    finally:
-        bar.close()
     if isinstance(dataset, ClipList) and any(p is not None for p in dataset.paths):
-        paths = list(dataset.paths)
-    result = snapshot(cache_path)
+        rows.paths = list(dataset.paths)
+    result = _save_rows(cache_path, rows, blank) if cache_path is not None else _snapshot(rows, blank)
     if partial is not None and partial.exists():
         partial.unlink()
-        Path(str(partial) + ".json").unlink(missing_ok=True)
+        Path(f"{partial}.json").unlink(missing_ok=True)
     return result

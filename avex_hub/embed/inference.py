@@ -1,7 +1,7 @@
 """Embedding and classification of whole recordings and folders: windows streamed, batched, bounded in memory.
 
     from avex_hub.embed.inference import embed_files, classify_files
-    result = embed_files(model, ["site1/", "night.flac"], window_s=10, layer=-1, num_workers=2)
+    result = embed_files(model, ["site1/", "night.flac"], window_s=10, layers=-1, num_workers=2)
     result.embeddings            # float32 [rows, C]; result.file / .channel / .start_s / .end_s per row
     result.to_parquet("emb.parquet"); result.failures   # {path: error} of unreadable inputs
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -63,13 +64,14 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 
 def inference_settings(model, task: str, *, window_s: float | None = None, hop_s: float | None = None,
-                       channels="mix", layer=-1, pooling: str = "mean", precision: str = "fp32",
+                       channels="mix", layers=-1, pooling: str = "mean", precision: str = "fp32",
                        top_k: int = 5) -> dict:
     """Everything that changes the numbers in an output (not device or batch size); stored with it.
 
     Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
     pooling (embed) or top-k and the label names' digest (classify), and the output format version; the CLI
     reuses a stored shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``.
+    ``layers`` (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``.
     """
     import hashlib
     import json
@@ -91,7 +93,6 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
                 "architecture": model.config.to_dict(), "preprocessing": model.preprocessing.to_dict(),
                 "output_version": OUTPUT_VERSION, "avex_hub_version": __version__}
     if task == "embed":
-        layers = "all" if layer == "all" else (list(layer) if isinstance(layer, (list, tuple)) else layer)
         settings.update(layers=model.layer_indices(layers), pooling=pooling)
         check_pooling(pooling)
     else:
@@ -357,13 +358,13 @@ class InferenceResult:
                                   min_score)
 
 
-def _run(model, task: str, paths, *, window_s, hop_s, channels, layer, pooling, top_k, batch_size, num_workers,
+def _run(model, task: str, paths, *, window_s, hop_s, channels, layers, pooling, top_k, batch_size, num_workers,
          precision, device, progress) -> InferenceResult:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     search = find_audio(paths)
     files = search.files
-    settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
+    settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layers=layers,
                                   pooling=pooling, precision=precision, top_k=top_k)
     results = {r.path: r for r in iter_file_results(model, files, settings, batch_size=batch_size,
                                                    num_workers=num_workers, device=device, progress=progress)}
@@ -372,17 +373,30 @@ def _run(model, task: str, paths, *, window_s, hop_s, channels, layer, pooling, 
     return InferenceResult(task, settings, tuple(model.labels), ok, failures)
 
 
-def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | None = None, layer=-1,
+def _renamed_layer(layer, layers):
+    """``layers`` given the deprecated ``layer=`` keyword of :func:`embed_files` (its name until it took lists)."""
+    if layers != -1:
+        raise TypeError(f"embed_files got layer={layer!r} and layers={layers!r}; pass layers= only (layer= is its "
+                        "deprecated name)")
+    warnings.warn("embed_files(layer=...) is deprecated: the keyword is now layers= (an index, a list of them, or "
+                  "'all'); layer= will be removed in a future release", DeprecationWarning, stacklevel=3)
+    return layer
+
+
+def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | None = None, layers=-1,
                 pooling: str = "mean", channels="mix", batch_size: int | None = None,
                 num_workers: int | None = None, precision: str = "fp32", device=None,
-                progress: bool = True) -> InferenceResult:
+                progress: bool = True, layer=None) -> InferenceResult:
     """Pooled embeddings of every window of every file (folders are searched for audio files).
 
-    ``layer``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``; ``channels``:
-    ``"mix"``, ``"all"`` or a channel index. ``window_s=None``: the model's ``preprocessing.window_s`` (10 s).
-    Unreadable files end up in ``result.failures``.
+    ``layers``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"`` (``layer=``, its old
+    name, still works with a DeprecationWarning); ``channels``: ``"mix"``, ``"all"`` or a channel index.
+    ``window_s=None``: the model's ``preprocessing.window_s`` (10 s). Unreadable files end up in
+    ``result.failures``.
     """
-    return _run(model, "embed", paths, window_s=window_s, hop_s=hop_s, channels=channels, layer=layer,
+    if layer is not None:
+        layers = _renamed_layer(layer, layers)
+    return _run(model, "embed", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=layers,
                 pooling=pooling, top_k=1, batch_size=batch_size, num_workers=num_workers, precision=precision,
                 device=device, progress=progress)
 
@@ -391,6 +405,6 @@ def classify_files(model, paths, *, top_k: int = 5, window_s: float | None = Non
                    channels="mix", batch_size: int | None = None, num_workers: int | None = None,
                    precision: str = "fp32", device=None, progress: bool = True) -> InferenceResult:
     """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`."""
-    return _run(model, "classify", paths, window_s=window_s, hop_s=hop_s, channels=channels, layer=-1,
+    return _run(model, "classify", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=-1,
                 pooling="mean", top_k=top_k, batch_size=batch_size, num_workers=num_workers,
                 precision=precision, device=device, progress=progress)

@@ -46,8 +46,8 @@ import numpy as np
 from ..audio.contract import MIX_CHANNEL
 
 __all__ = [
-    "FLAG_NAMES", "OUTPUT_VERSION", "atomic_path", "write_shard", "read_shard", "write_parquet", "write_npz",
-    "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
+    "FLAG_NAMES", "OUTPUT_VERSION", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "write_parquet",
+    "write_npz", "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
 ]
 
 FLAG_NAMES = ("clipped", "silent", "too_short", "truncated")
@@ -84,6 +84,28 @@ def _savez(target: Path, arrays: dict[str, np.ndarray]) -> None:
             for name, value in arrays.items():
                 with archive.open(name + ".npy", "w", force_zip64=True) as handle:
                     np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
+
+
+# -- what identifies an input file: the key of shards and of extraction caches -----------------------
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """``{"path", "size", "mtime_ns"}`` of ``path``: what tells that a file changed, without reading it.
+
+    The one definition behind the CLI's shard names (``avex_hub.cli.shard_name``) and the extraction caches'
+    dataset digest (``avex_hub.embed.extract.dataset_fingerprint``), each of which adds its own settings.
+    ``path`` is kept as given (``os.fspath``): the CLI passes an absolute path, a dataset its paths as written.
+    ``size`` and ``mtime_ns`` come from ``os.stat`` (links followed) and are None when it fails (missing file,
+    dangling link): such an input fails when read, so no shard or cache is ever written under that key.
+
+    For every regular file both callers hash exactly the bytes they hashed before this function existed, so
+    shards and caches written by earlier versions stay valid; ``tests/test_fingerprints.py`` pins them. (Before,
+    the CLI wrote -1 for a path it could not stat, and a dataset None for any path that was not a regular file.)
+    """
+    try:
+        stat = os.stat(path)
+        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size = mtime_ns = None
+    return {"path": os.fspath(path), "size": size, "mtime_ns": mtime_ns}
 
 
 # -- shards: one file per input, the unit of resumption ---------------------------------------------

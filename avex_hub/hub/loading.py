@@ -23,7 +23,8 @@ from .integrity import (
 )
 from ..labels import LabelMap
 from ..encoder.model import AvexModel
-from .weights import Preprocessing, WeightsEntry, get_weights
+from ..encoder.preprocessing import Preprocessing
+from .weights import WeightsEntry, get_weights
 
 __all__ = [
     "ChecksumError", "WeightsNotAvailableError", "build_model", "download_weights", "load_label_map",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..encoder.beats import BEATsConfig
 from ..encoder.preprocessing import Preprocessing  # the model carries it; each entry names one
 
-__all__ = ["Preprocessing", "WeightsEntry", "WEIGHTS", "get_weights"]
+__all__ = ["WeightsEntry", "WEIGHTS", "get_weights"]
 
 LICENCE = "CC-BY-NC-SA-4.0"
 
