@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
     run.add_argument("--channels", type=_channels, default="mix",
                      help="'mix' (mean of channels, default), 'all' (one row per channel) or a channel index")
-    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
     run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 8 CPU, 64 CUDA)")
     run.add_argument("--workers", type=int, default=None,
                      help="decoding worker processes (default: on CUDA cores - 1, max 4; "

@@ -29,7 +29,7 @@ def add_parsers(sub, channels_type) -> None:
     model.add_argument("--model", default=None, choices=sorted(WEIGHTS), metavar="MODEL",
                        help="published model (index default: esp_aves2_sl_beats_all; search: the database's)")
     model.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
-    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
     model.add_argument("--no-progress", action="store_true", help="no progress bar")
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", required=True, type=Path, help="the embedding database folder")

@@ -64,7 +64,8 @@ def test_device_for_keeps_things_where_they_are():
     for other in (np.zeros(3), [1.0, 2.0], None):
         assert device_for(other) == torch.device("cpu")
     assert device_for(on_meta, "cpu") == torch.device("cpu")  # a device given wins, checked
-    assert device_for(on_meta, "auto") == resolve_device(None)
+    assert device_for(on_meta, "auto") == resolve_device("auto")
+    assert resolve_device(None) == torch.device("cpu")  # nothing at hand to stay with
     with pytest.raises(ValueError, match=BAD):
         device_for(on_meta, "gpu")
     with pytest.raises(ValueError, match="got 1.5"):
@@ -75,7 +76,7 @@ def test_device_for_keeps_things_where_they_are():
 def cuda_said_available(monkeypatch):
     """torch claims CUDA: a caller that took ``device=None`` as "CUDA when available" would try to move there."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device(None).type == "cuda"
+    assert resolve_device("auto").type == "cuda"
 
 
 def test_callers_stay_on_the_cpu_with_device_none(model, cuda_said_available):
@@ -92,6 +93,29 @@ def test_callers_stay_on_the_cpu_with_device_none(model, cuda_said_available):
     audio = (torch.randn(6, 4000, generator=torch.Generator().manual_seed(0)) * 0.1).numpy()
     embedder = sklearn_embedder.AvexSklearnEmbedder(model).fit(list(audio))
     assert embedder.transform(list(audio)).shape == (6, 64) and model.device.type == "cpu"
+
+
+def test_file_pipelines_and_the_archive_stay_with_the_model(tmp_path, cuda_said_available):
+    # The file pipelines and agile used to read device=None as "CUDA when available" and move the model there.
+    import soundfile as sf
+
+    import avex_hub
+    from avex_hub.embed.inference import embed_files
+    from avex_hub.encoder import precision
+    from conftest import FIXTURE
+
+    tiny = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE)
+    path = tmp_path / "a.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(24000).astype("float32") * 0.1, 16000)
+    assert precision.prepare_for_inference(tiny, "fp32").device.type == "cpu"
+    result = embed_files(tiny, [path], num_workers=0, progress=False)
+    assert len(result) == 1 and not result.failures and tiny.device.type == "cpu"  # one 1.5 s window
+    agile = pytest.importorskip("avex_hub.integrations.agile")
+    try:
+        adapter = agile.AvexEmbeddingModel.from_model(tiny)
+    except ImportError:
+        pytest.skip("perch-hoplite is not installed")
+    assert adapter._device.type == "cpu" and tiny.device.type == "cpu"
 
 
 def test_an_explicit_cpu_gives_the_same_results(model):

@@ -28,7 +28,7 @@ import torch
 from ..audio.contract import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
 from .outputs import FLAG_NAMES
 from ..encoder.model import check_pooling
-from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
+from ..encoder.precision import device_for, inference_context, prepare_for_inference, resolve_device
 from ..audio.windows import default_batch_size  # one home (windows); re-exported here, where it was first
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
@@ -236,14 +236,15 @@ def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size
     """Process ``paths`` with ``settings`` (from :func:`inference_settings`); yield each file's result as it completes.
 
     Completion order is deterministic for a given ``num_workers``. Failed files are yielded with
-    ``error`` set. Memory: a few batches of windows plus the current files' output rows.
+    ``error`` set. ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no
+    device (``"auto"``: CUDA when available). Memory: a few batches of windows plus the current files' output rows.
     """
     from tqdm.auto import tqdm
 
     paths = [str(p) for p in paths]
     if not paths:
         return
-    device = resolve_device(device)
+    device = device_for(model, device)
     precision = settings["precision"]
     net = prepare_for_inference(model, precision, device)
     batch_size = batch_size or default_batch_size(device)
@@ -392,7 +393,8 @@ def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | N
     ``layers``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"`` (``layer=``, its old
     name, still works with a DeprecationWarning); ``channels``: ``"mix"``, ``"all"`` or a channel index.
     ``window_s=None``: the model's ``preprocessing.window_s`` (10 s). Unreadable files end up in
-    ``result.failures``.
+    ``result.failures``. ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on
+    no device (``"auto"``: CUDA when available).
     """
     if layer is not None:
         layers = _renamed_layer(layer, layers)
@@ -404,7 +406,11 @@ def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | N
 def classify_files(model, paths, *, top_k: int = 5, window_s: float | None = None, hop_s: float | None = None,
                    channels="mix", batch_size: int | None = None, num_workers: int | None = None,
                    precision: str = "fp32", device=None, progress: bool = True) -> InferenceResult:
-    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`."""
+    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`.
+
+    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device
+    (``"auto"``: CUDA when available).
+    """
     return _run(model, "classify", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=-1,
                 pooling="mean", top_k=top_k, batch_size=batch_size, num_workers=num_workers,
                 precision=precision, device=device, progress=progress)

@@ -6,9 +6,9 @@
 - ``int8``: dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on
   the fly); CPU only, the fast precision on CPUs without bf16 units.
 
-Devices: :func:`resolve_device` checks a device asked for (``None``/``"auto"``: CUDA when available, the file
-pipelines' default); :func:`device_for` decides what ``device=None`` means where a model or tensor is at hand
-(:data:`DEVICE_NONE`: where it already is).
+Devices: ``device=None`` has one meaning in the whole package (:data:`DEVICE_NONE`: where the model or tensor
+already is), decided by :func:`device_for`; ``"auto"`` asks for CUDA when available (the command line's default);
+:func:`resolve_device` checks a device asked for.
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ __all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "check_p
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-# What ``device=None`` means wherever a model (or a tensor) is at hand: training, prediction, evaluation, metrics,
-# the scikit-learn embedder. Their docstrings state this sentence word for word (tests/test_devices.py checks).
+# What ``device=None`` means everywhere: training, prediction, evaluation, metrics, extraction, the file pipelines,
+# the agile archive, the scikit-learn embedder. Their docstrings state this sentence word for word
+# (tests/test_devices.py checks).
 DEVICE_NONE = ("``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no "
                "device.")
 
 
 def resolve_device(device: str | torch.device | int | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; anything else as given, checked.
-
-    This is the default of the file pipelines, which move the model to the device they run on; where the work
-    should stay with a model (or tensor), :func:`device_for` decides instead.
-    """
-    if device is None or device == "auto":
+    """``"auto"`` -> CUDA when available, else CPU; ``None`` -> the CPU (nothing is at hand to stay with; where a
+    model or tensor is, :func:`device_for` decides); anything else as given, checked."""
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
@@ -82,9 +82,10 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32",
     """The model to run at ``precision`` on ``device``, in eval mode.
 
     For ``int8`` this is a quantised copy (the caller's model is never modified); otherwise the
-    model itself, moved to ``device``.
+    model itself, moved to ``device``. ``device=None`` runs where the model (or tensor) already is, and on the CPU
+    for anything on no device.
     """
-    device = resolve_device(device)
+    device = device_for(model, device)
     check_precision(precision, device)
     if precision == "int8":
         return _quantize_int8(model)

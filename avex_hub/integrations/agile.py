@@ -213,7 +213,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        from ..encoder.precision import prepare_for_inference, resolve_device
+        from ..encoder.precision import device_for, prepare_for_inference
 
         if self.model is None:
             raise ValueError("AvexEmbeddingModel needs model=<an AvexModel>; use AvexEmbeddingModel.from_model(model)")
@@ -225,7 +225,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
         self.hop_size_s = float(self.window_size_s if self.hop_size_s is None else self.hop_size_s)
         self.settings = archive_settings(self.model, layer=self.layer, pooling=self.pooling,
                                          window_s=self.window_size_s, hop_s=self.hop_size_s, precision=self.precision)
-        self._device = resolve_device(self.device)
+        self._device = device_for(self.model, self.device)
         self._net = prepare_for_inference(self.model, self.precision, self._device)
 
     @classmethod
