@@ -60,7 +60,7 @@ def build(path: Path, size: int, dim: int, seed: int, chunk: int = 20000):
                  for i in range(start, start + n)]
         archive.db.insert_windows_batch(batch, _vectors(rng, centres, n), handle_duplicates="allow")
         print(f"  {start + n} / {size} vectors, {time.perf_counter() - started:.0f} s", flush=True)
-    archive.db.commit()
+    archive.commit()
     seconds = time.perf_counter() - started
     return seconds, _queries(dim, seed)
 

@@ -205,6 +205,38 @@ def test_index_adds_new_files_only_and_survives_interruptions(model, data, tmp_p
     assert len(agile.Archive.open(db, readonly=True)) == 39
 
 
+def test_a_run_stopped_while_saving_the_index_keeps_the_previous_index(model, data, tmp_path, monkeypatch):
+    from usearch.index import Index
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    first, second = data.long_recordings[:2]
+    shutil.copy(first, folder / first.name)
+    db = tmp_path / "db"
+    agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    index_file = db / "usearch.index"
+    before = index_file.read_bytes()
+    shutil.copy(second, folder / second.name)
+    real_save = Index.save
+
+    def killed_while_writing(self, path_or_buffer=None, progress=None):
+        target = path_or_buffer if path_or_buffer is not None else self.path
+        with open(target, "wb") as handle:  # half an index on disk, then the process is stopped
+            handle.write(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Index, "save", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    monkeypatch.setattr(Index, "save", real_save)
+    assert index_file.read_bytes() == before  # the write went to a temporary file, now removed
+    assert [p.name for p in db.iterdir() if p.name.endswith(".tmp.index")] == []
+    assert len(agile.Archive.open(db, readonly=True)) == 19  # the first file's vectors, whole
+    report = agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    assert [os.path.basename(p) for p in report.added] == [second.name]  # its rows had no vectors: embedded again
+    assert len(agile.Archive.open(db, readonly=True)) == 38
+
+
 def test_other_settings_weights_and_probes_are_refused(model, data, archive_path, tmp_path, tiny_dir):
     with pytest.raises(agile.SettingsMismatchError, match=r"window_s: database 2.0, given 3.0"):
         agile.index_files(model, [data.root / "long"], archive_path, window_s=3.0, hop_s=HOP, progress=False)

@@ -144,6 +144,23 @@ class Archive:
         db.commit()
         return cls(path, db, settings)
 
+    def commit(self) -> None:
+        """Commit the SQLite rows, then write the vector index to a temporary file beside it and move it into place.
+
+        hoplite's own commit writes the index file in place, so a run stopped during that write (seconds for
+        a large archive) would leave a truncated index and lose every vector. Here the old index stays whole until
+        the new one is complete; SQLite commits first, and windows left without vectors by a stop between the two
+        are re-embedded on the next run (``_repair``). Where hoplite's bookkeeping is not what this expects, its
+        own commit does the writing."""
+        from ..embed.outputs import atomic_path
+
+        self.db.db.commit()
+        if getattr(self.db, "_ui_updated", False) and getattr(self.db, "_ui_loaded", False):
+            with atomic_path(self.path / sqlite_usearch_impl.UINDEX_FILENAME, ".index") as tmp:
+                self.db.ui.save(str(tmp))
+            self.db._ui_updated = False
+        self.db.commit()  # closes hoplite's cursor; its index is saved already
+
     @property
     def provenance(self) -> Provenance:
         return Provenance.from_dict(self.settings["provenance"], source=f"{self.path} metadata")
@@ -297,7 +314,7 @@ def _repair(archive: Archive) -> None:
     for recording_id in broken:  # re-embedded below, as new files
         _remove_recording(archive, recording_id)
     if broken:
-        archive.db.commit()
+        archive.commit()
 
 
 def _remove_recording(archive: Archive, recording_id: int) -> None:
@@ -382,10 +399,10 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
             windows += _insert_file(archive, deployment, result)
             added.append(result.path)
             if time.monotonic() - last_commit > COMMIT_EVERY_S:
-                archive.db.commit()
+                archive.commit()
                 last_commit = time.monotonic()
     finally:
-        archive.db.commit()
+        archive.commit()
     return IndexReport(added, skipped, failures, windows, time.perf_counter() - started)
 
 
@@ -557,7 +574,7 @@ def add_labels(archive: Archive, labels: Sequence[tuple[int, str, str]], *, prov
         archive.db.insert_annotation(window.recording_id, list(window.offsets), label, LABEL_TYPES[kind],
                                      provenance=provenance, handle_duplicates="allow")
         stored += 1
-    archive.db.commit()
+    archive.commit()
     return stored
 
 
