@@ -162,9 +162,31 @@ def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
         return False
-    if torch.is_autocast_enabled("cpu") or torch.jit.is_scripting() or torch.jit.is_tracing():
+    if torch.is_autocast_enabled("cpu"):
         return False
-    return not (torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+    return not _graph_capture()
+
+
+def _graph_capture() -> bool:
+    """Whether the forward is being scripted, traced, exported or compiled (which take the plain arithmetic)."""
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
+def _product_in(scratch: dict | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a * b``, written into one buffer that the layers of a forward share when nothing needs its gradient.
+
+    The attention bias is ``[B, H, N, N]`` (47 MB in float32 at batch 4 of 10 s windows). A fresh tensor that large
+    sits above glibc's highest mmap threshold (32 MB), so every layer would fault its pages in anew: 13 ms against
+    0.8 ms into a reused buffer on the AMD EPYC of benchmarks/speed.py, about a tenth of a float32 forward. Each
+    layer's attention has consumed the bias before the next layer writes it."""
+    if scratch is None or _graph_capture() or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        return a * b
+    shape, dtype = torch.broadcast_shapes(a.shape, b.shape), torch.result_type(a, b)
+    buffer = scratch.get("bias")
+    if buffer is None or buffer.shape != shape or buffer.dtype != dtype or buffer.device != a.device:
+        buffer = scratch["bias"] = torch.empty(shape, dtype=dtype, device=a.device)
+    return torch.mul(a, b, out=buffer)
 
 
 class _WeightNormParameters(nn.Module):
@@ -224,7 +246,8 @@ class SelfAttention(nn.Module):
         self.relative_attention_bias: nn.Embedding | None = None
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
-                key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+                key_padding_mask: torch.Tensor | None, scratch: dict | None = None) -> torch.Tensor:
+        """``scratch``: a dict the encoder passes to every layer of one forward, holding the reused bias buffer."""
         B, N, C = x.shape
         split = lambda t: t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
         q, k, v = split(linear(self.q_proj, x)), split(linear(self.k_proj, x)), split(linear(self.v_proj, x))
@@ -238,11 +261,16 @@ class SelfAttention(nn.Module):
                 gates = torch.sigmoid(self.grep_linear(q).view(B, self.num_heads, N, 2, 4).sum(-1).float())
                 gate_a, gate_b = gates.chunk(2, dim=-1)  # [B, H, N, 1] each
                 gate = gate_a * (gate_b * self.grep_a.float() - 1.0) + 2.0
-                bias = gate.to(bias.dtype) * bias  # [B, H, N, N]
+                bias = _product_in(scratch, gate.to(bias.dtype), bias)  # [B, H, N, N]
         if key_padding_mask is not None:
             masked = torch.zeros(B, 1, 1, N, dtype=q.dtype, device=q.device)
             masked = masked.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-            bias = masked if bias is None else bias + masked
+            if bias is None:
+                bias = masked
+            elif scratch is not None and bias is scratch.get("bias"):
+                bias.add_(masked)  # the buffer is ours: no second [B, H, N, N] tensor
+            else:
+                bias = bias + masked
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
         )  # [B, H, N, D]
@@ -265,8 +293,8 @@ class EncoderLayer(nn.Module):
         self.residual_scale = math.pow(2 * config.encoder_layers, 0.25) if config.deep_norm else 1.0
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
-                key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-        h = F.dropout(self.self_attn(x, position_bias, key_padding_mask), self.dropout, self.training)
+                key_padding_mask: torch.Tensor | None, scratch: dict | None = None) -> torch.Tensor:
+        h = F.dropout(self.self_attn(x, position_bias, key_padding_mask, scratch), self.dropout, self.training)
         x = self.self_attn_layer_norm(x * self.residual_scale + h)
         h = F.dropout(linear(self.fc1, x, "gelu"), self.activation_dropout, self.training)
         h = F.dropout(linear(self.fc2, h), self.dropout, self.training)
@@ -335,11 +363,12 @@ class TransformerEncoder(nn.Module):
         keep = None if hidden_layers is None else set(hidden_layers)
         hidden = [x if keep is None or 0 in keep else None] if output_hidden_states else []
         scale_gradients = self.gradient_decay != 1.0 and torch.is_grad_enabled()
+        scratch: dict = {}  # buffers the layers of this forward share (see _product_in)
         for index, layer in enumerate(self.layers[:num_layers], start=1):
             if scale_gradients and x.requires_grad:
                 x = _GradientScale.apply(x, self.gradient_decay)
             if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
-                x = layer(x, position_bias, padding_mask)
+                x = layer(x, position_bias, padding_mask, scratch)
             if output_hidden_states:  # a state nobody asked for is dropped at once (13 x [B, N, C] otherwise)
                 hidden.append(x if keep is None or index in keep else None)
         if self.layer_norm_first and num_layers is None:
