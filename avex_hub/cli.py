@@ -101,8 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="decoding worker processes (default: on CUDA cores - 1, max 4; "
                           "on CPU 0 below 4 cores, else 1)")
     run.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                     help="fp32 (default); bf16 (CUDA or bf16 CPUs: the fast mode); int8 (deprecated: slower than bf16 "
-                          "wherever measured; for int8 use `avex-hub export --quantize int8`)")
+                     help="fp32 (default); bf16 (CUDA or bf16 CPUs); int8 (CPU, dynamic quantisation)")
     run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     embed = sub.add_parser("embed", parents=[run], help="embeddings per window -> Parquet (or .npz)")

@@ -43,8 +43,7 @@ def add_parsers(sub, channels_type) -> None:
     index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     index.add_argument("--channels", type=channels_type, default="mix",
                        help="'mix' (default), 'all' (one vector per channel) or a channel index")
-    index.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                       help="fp32 (default), bf16 (the fast mode), int8 (deprecated: slower than bf16 wherever measured)")
+    index.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, int8")
     index.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 8 CPU, 64 CUDA)")
     index.add_argument("--workers", type=int, default=None, help="decoding worker processes (default as for embed)")
 

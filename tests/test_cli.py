@@ -277,8 +277,7 @@ def test_int8_cli_agrees_with_fp32(tmp_path):
     folder = small_folder(tmp_path / "in", n=2)
     fp32, int8 = tmp_path / "fp32.npz", tmp_path / "int8.npz"
     assert main(["embed", str(folder), "--out", str(fp32), "--window", "2", *QUIET]) == EXIT_OK
-    with pytest.warns(FutureWarning, match="precision='int8' is deprecated"):
-        assert main(["embed", str(folder), "--out", str(int8), "--window", "2", "--precision", "int8", *QUIET]) == EXIT_OK
+    assert main(["embed", str(folder), "--out", str(int8), "--window", "2", "--precision", "int8", *QUIET]) == EXIT_OK
     a, b = (torch.from_numpy(np.load(p)["embeddings"]) for p in (fp32, int8))
     assert torch.nn.functional.cosine_similarity(a, b).min() >= 0.99 and not torch.equal(a, b)
 

@@ -1,7 +1,5 @@
 """Parity with the reference BEATs outputs stored in the beats-tiny fixture (max abs diff <= 1e-4)."""
 
-import warnings
-
 import torch
 
 from avex_hub.encoder.beats import frame_padding_mask
@@ -106,10 +104,7 @@ def test_bf16_and_int8_stay_close_to_fp32(tiny_model, cases):
         reference = tiny_model.embed(audio, mask)
         top1 = tiny_model(audio, mask).argmax(1)
     for precision in ("bf16", "int8"):
-        with warnings.catch_warnings():
-            # int8's deprecation is tested in test_inference; only the numbers matter here
-            warnings.filterwarnings("ignore", message="precision='int8' is deprecated", category=FutureWarning)
-            model = prepare_for_inference(tiny_model, precision, "cpu")
+        model = prepare_for_inference(tiny_model, precision, "cpu")
         with inference_context(precision, "cpu"):
             embedding = model.embed(audio, mask).float()
             logits = model(audio, mask).float()

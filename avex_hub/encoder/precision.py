@@ -4,8 +4,7 @@
 - ``bf16``: autocast of the transformer to bfloat16 (the filterbank stays fp32); fast on CUDA and on
   CPUs with AMX/AVX512-BF16.
 - ``int8``: dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on
-  the fly); CPU only. Deprecated (:data:`INT8_DEPRECATION`): on every CPU it was measured on, bf16 is faster
-  and closer to fp32.
+  the fly); CPU only, the fast precision on CPUs without bf16 units.
 
 Devices: ``device=None`` has one meaning in the whole package (:data:`DEVICE_NONE`: where the model or tensor
 already is), decided by :func:`device_for`; ``"auto"`` asks for CUDA when available (the command line's default);
@@ -26,14 +25,6 @@ __all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "check_p
            "inference_context"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
-
-# Why int8 is on its way out (benchmarks/SPEED.md and README's speed section hold the measurements).
-INT8_DEPRECATION = (
-    "precision='int8' is deprecated and will be removed in a future release: on every CPU it was measured on, bf16 "
-    "is both faster and closer to fp32 (2-core AMD EPYC with avx512_bf16: 37.5 vs 42.2 audio s/s, pooled cosine "
-    "0.99997 vs 0.999995; 2-core Intel Xeon with AMX: 2.05x vs 3.10x the reference fp32). Use precision='bf16', or "
-    "for an int8 model the ONNX export (avex-hub export --quantize int8), the fastest CPU mode measured."
-)
 
 
 # What ``device=None`` means everywhere: training, prediction, evaluation, metrics, extraction, the file pipelines,
@@ -97,7 +88,6 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32",
     device = device_for(model, device)
     check_precision(precision, device)
     if precision == "int8":
-        warnings.warn(INT8_DEPRECATION, FutureWarning, stacklevel=2)
         return _quantize_int8(model)
     return model.to(device).eval()
 
