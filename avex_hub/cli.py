@@ -96,12 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--channels", type=_channels, default="mix",
                      help="'mix' (mean of channels, default), 'all' (one row per channel) or a channel index")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
-    run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 8 CPU, 64 CUDA)")
+    run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 2 CPU, 64 CUDA)")
     run.add_argument("--workers", type=int, default=None,
                      help="decoding worker processes (default: on CUDA cores - 1, max 4; "
                           "on CPU 0 below 4 cores, else 1)")
     run.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                     help="fp32 (default); bf16 (CUDA or bf16 CPUs); int8 (CPU, dynamic quantisation)")
+                     help="fp32 (default); bf16 (CUDA, or CPUs with bf16 units); int8 (CPU, dynamic quantisation: on "
+                          "CPUs it is often the fastest, bf16 the closer to fp32; README's speed table)")
     run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     embed = sub.add_parser("embed", parents=[run], help="embeddings per window -> Parquet (or .npz)")

@@ -43,8 +43,9 @@ def add_parsers(sub, channels_type) -> None:
     index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     index.add_argument("--channels", type=channels_type, default="mix",
                        help="'mix' (default), 'all' (one vector per channel) or a channel index")
-    index.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, int8")
-    index.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 8 CPU, 64 CUDA)")
+    index.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="fp32 (default), bf16 (CUDA, or CPUs with bf16 units), int8 (CPU; see README's speed table)")
+    index.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 2 CPU, 64 CUDA)")
     index.add_argument("--workers", type=int, default=None, help="decoding worker processes (default as for embed)")
 
     search = sub.add_parser("search", parents=[model, db], help="nearest windows to example calls (cosine)")

@@ -4,7 +4,8 @@
 - ``bf16``: autocast of the transformer to bfloat16 (the filterbank stays fp32); fast on CUDA and on
   CPUs with AMX/AVX512-BF16.
 - ``int8``: dynamic int8 quantisation of the Linear layers (weights int8, activations quantised on
-  the fly); CPU only, the fast precision on CPUs without bf16 units.
+  the fly); CPU only. On the AMD EPYC (avx512_bf16) of README's speed table it is the fastest PyTorch mode at the
+  CPU's default batch of 2 (1.28x bf16) and bf16 is the closer to fp32; on the Xeon with AMX bf16 was faster.
 
 Devices: ``device=None`` has one meaning in the whole package (:data:`DEVICE_NONE`: where the model or tensor
 already is), decided by :func:`device_for`; ``"auto"`` asks for CUDA when available (the command line's default);
