@@ -92,3 +92,57 @@ def test_frozen_encoder_under_grad_uses_the_kernel(counted):
     frozen = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE).eval().requires_grad_(False)
     out = frozen.embed(_audio(1))
     assert len(counted) > 0 and not out.requires_grad
+
+
+def test_trainable_biases_of_frozen_weights_take_the_module_forward(counted):
+    # Bias-only fine-tuning: weights frozen, the input needs no gradient, the biases train. The kernel has no
+    # backward, so a bias behind it would silently get no gradient.
+    model = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE).eval().requires_grad_(False)
+    biases = [m.bias for m in model.backbone.encoder.modules() if isinstance(m, nn.Linear)]
+    for bias in biases:
+        bias.requires_grad_(True)
+    model.embed(_audio(1)).sum().backward()
+    assert all(b.grad is not None for b in biases)
+
+
+def test_functorch_transforms_take_the_plain_arithmetic(tiny, counted):
+    # vmap (per-example work, ensembles): the kernel has no batching rule and an out= write has no batched form.
+    fbank = torch.randn(3, 1, 200, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        batched = torch.func.vmap(lambda f: tiny.backbone(f).features)(fbank)
+        looped = torch.stack([tiny.backbone(f).features for f in fbank])
+    assert (batched - looped).abs().max() < 1e-4
+
+
+def test_global_module_hooks_see_every_projection(tiny, counted, monkeypatch):
+    def linears_seen():
+        seen = []
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: seen.append(m) if type(m) is nn.Linear else None)
+        try:
+            with torch.inference_mode():
+                tiny.embed(_audio(1))
+        finally:
+            handle.remove()
+        return len(seen)
+
+    hooked = linears_seen()
+    assert counted == []
+    monkeypatch.setattr(beats, "_ONEDNN_LINEAR", None)
+    assert hooked == linears_seen()
+
+
+def test_dispatch_modes_and_disabled_onednn_take_the_module_forward(tiny, counted, monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    audio = _audio(1)
+    with torch.inference_mode(), FlopCounterMode(display=False) as flops:
+        tiny.embed(audio)
+    assert counted == []
+    with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
+        tiny.embed(audio)
+    assert counted == []
+    monkeypatch.setattr(beats, "_ONEDNN_LINEAR", None)
+    with torch.inference_mode(), FlopCounterMode(display=False) as plain:
+        tiny.embed(audio)
+    assert flops.get_total_flops() == plain.get_total_flops()

@@ -139,6 +139,13 @@ def _onednn_linear_op():
 _ONEDNN_LINEAR = _onednn_linear_op()
 
 
+def _global_forward_hooks() -> bool:
+    """Whether hooks registered for every module (``nn.modules.module.register_module_forward_hook``) exist."""
+    from torch.nn.modules import module
+
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+
 def linear(layer: nn.Module, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
     """``layer(x)``, then the ``activation`` (``"none"`` or ``"gelu"``, the exact erf GELU).
 
@@ -158,9 +165,12 @@ def linear(layer: nn.Module, x: torch.Tensor, activation: str = "none") -> torch
 def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
     if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
         return False
+    if _global_forward_hooks() or not torch.backends.mkldnn.enabled:
+        return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or layer.weight.dtype != torch.float32 or x.is_mkldnn:
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad):
+    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad
+                                    or (layer.bias is not None and layer.bias.requires_grad)):
         return False
     if torch.is_autocast_enabled("cpu"):
         return False
@@ -170,7 +180,14 @@ def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
 def _graph_capture() -> bool:
     """Whether the forward is being scripted, traced, exported or compiled (which take the plain arithmetic)."""
     return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
+            or torch.compiler.is_compiling() or _transformed())
+
+
+def _transformed() -> bool:
+    """Whether a torch.func transform (vmap, grad, ...) or a dispatch mode (FlopCounterMode, FakeTensorMode, ...)
+    is active: the oneDNN kernel has no batching rule and is not counted or faked as a linear, and an ``out=``
+    write has no batched form."""
+    return torch._C._functorch.peek_interpreter_stack() is not None or torch._C._len_torch_dispatch_stack() > 0
 
 
 def _product_in(scratch: dict | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
