@@ -105,6 +105,8 @@ def test_trainable_biases_of_frozen_weights_take_the_module_forward(counted):
     assert all(b.grad is not None for b in biases)
 
 
+# torch's notice that vmap runs SDPA through its per-example fallback: the test is about our kernels, not vmap's speed.
+@pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented the batching rule")
 def test_functorch_transforms_take_the_plain_arithmetic(tiny, counted):
     # vmap (per-example work, ensembles): the kernel has no batching rule and an out= write has no batched form.
     fbank = torch.randn(3, 1, 200, 128, generator=torch.Generator().manual_seed(1))
@@ -132,6 +134,9 @@ def test_global_module_hooks_see_every_projection(tiny, counted, monkeypatch):
     assert hooked == linears_seen()
 
 
+# torch.backends.mkldnn.flags() restates every oneDNN setting, and on a CPU build its TF32 setter notes that TF32
+# needs an Intel GPU; nothing here uses TF32.
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN is available for Intel GPUs")
 def test_dispatch_modes_and_disabled_onednn_take_the_module_forward(tiny, counted, monkeypatch):
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -146,3 +151,24 @@ def test_dispatch_modes_and_disabled_onednn_take_the_module_forward(tiny, counte
     with torch.inference_mode(), FlopCounterMode(display=False) as plain:
         tiny.embed(audio)
     assert flops.get_total_flops() == plain.get_total_flops()
+
+
+def test_layer_hooks_see_three_inputs_and_subclass_inputs_keep_their_linear(tiny, counted):
+    seen = []
+    layer = tiny.backbone.encoder.layers[0]
+    handle = layer.register_forward_pre_hook(lambda module, args: seen.append(len(args)))
+    try:
+        with torch.inference_mode():
+            tiny.embed(_audio(1))
+    finally:
+        handle.remove()
+    assert seen == [3]  # (x, position_bias, padding_mask): the shared buffer travels as a keyword
+
+    class Tagged(torch.Tensor):
+        pass
+
+    counted.clear()
+    projection = nn.Linear(8, 4)
+    with torch.no_grad():
+        out = beats.linear(projection, torch.randn(2, 8).as_subclass(Tagged))
+    assert counted == [] and type(out) is Tagged

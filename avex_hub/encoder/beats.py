@@ -169,6 +169,8 @@ def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or layer.weight.dtype != torch.float32 or x.is_mkldnn:
         return False
+    if type(layer.weight.data) is not torch.Tensor or type(x) is not torch.Tensor:
+        return False  # a tensor subclass (quantised or sharded weights, ...) keeps its own linear
     if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad
                                     or (layer.bias is not None and layer.bias.requires_grad)):
         return False
@@ -183,11 +185,19 @@ def _graph_capture() -> bool:
             or torch.compiler.is_compiling() or _transformed())
 
 
+# torch's own (private) probes for active transforms and dispatch modes; where a torch lacks them, _transformed
+# cannot tell and answers True, so the plain arithmetic runs (slower, never wrong).
+_INTERPRETER_STACK = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+_DISPATCH_STACK_LEN = getattr(torch._C, "_len_torch_dispatch_stack", None)
+
+
 def _transformed() -> bool:
     """Whether a torch.func transform (vmap, grad, ...) or a dispatch mode (FlopCounterMode, FakeTensorMode, ...)
     is active: the oneDNN kernel has no batching rule and is not counted or faked as a linear, and an ``out=``
     write has no batched form."""
-    return torch._C._functorch.peek_interpreter_stack() is not None or torch._C._len_torch_dispatch_stack() > 0
+    if _INTERPRETER_STACK is None or _DISPATCH_STACK_LEN is None:
+        return True
+    return _INTERPRETER_STACK() is not None or _DISPATCH_STACK_LEN() > 0
 
 
 def _product_in(scratch: dict | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -311,7 +321,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
                 key_padding_mask: torch.Tensor | None, scratch: dict | None = None) -> torch.Tensor:
-        h = F.dropout(self.self_attn(x, position_bias, key_padding_mask, scratch), self.dropout, self.training)
+        attended = self.self_attn(x, position_bias, key_padding_mask, scratch=scratch)
+        h = F.dropout(attended, self.dropout, self.training)
         x = self.self_attn_layer_norm(x * self.residual_scale + h)
         h = F.dropout(linear(self.fc1, x, "gelu"), self.activation_dropout, self.training)
         h = F.dropout(linear(self.fc2, h), self.dropout, self.training)
@@ -385,7 +396,7 @@ class TransformerEncoder(nn.Module):
             if scale_gradients and x.requires_grad:
                 x = _GradientScale.apply(x, self.gradient_decay)
             if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
-                x = layer(x, position_bias, padding_mask, scratch)
+                x = layer(x, position_bias, padding_mask, scratch=scratch)  # a keyword: hooks see the old 3 inputs
             if output_hidden_states:  # a state nobody asked for is dropped at once (13 x [B, N, C] otherwise)
                 hidden.append(x if keep is None or index in keep else None)
         if self.layer_norm_first and num_layers is None:
