@@ -434,3 +434,15 @@ def test_cli_index_lists_unreadable_inputs_and_keeps_the_others(data, tmp_path, 
     assert len(archive) == 19 and set(archive.window_table()["file"]) == {str(folder / "good.wav")}
     (folder / "broken.wav").unlink()
     assert main(argv) == 0 and not (db / "failures.csv").exists()
+
+
+def test_from_config_builds_the_model_and_places_it_as_the_command_line_does(tiny_dir):
+    from ml_collections import config_dict
+
+    adapter = agile.AvexEmbeddingModel.from_config(config_dict.ConfigDict({"checkpoint": str(tiny_dir), "layer": 1}))
+    assert adapter.device == "auto" and adapter.settings["layers"] == [1]
+    assert adapter._device == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pinned = agile.AvexEmbeddingModel.from_config({"checkpoint": str(tiny_dir), "device": "cpu"})
+    assert pinned._device == torch.device("cpu")
+    out = pinned.embed(np.zeros(32000, np.float32))
+    assert out.embeddings.shape[:2] == (1, 1)

@@ -255,6 +255,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
 
         config = dict(model_config)
         model = build_model(config.pop("model", "esp_aves2_sl_beats_all"), checkpoint=config.pop("checkpoint", None))
+        config.setdefault("device", "auto")  # the model is built here, on no device yet: as the command line does
         return cls.from_model(model, **config)
 
     def embed(self, audio_array: np.ndarray) -> zoo_interface.InferenceOutputs:
