@@ -237,6 +237,33 @@ def test_a_run_stopped_while_saving_the_index_keeps_the_previous_index(model, da
     assert len(agile.Archive.open(db, readonly=True)) == 38
 
 
+def test_vectors_left_by_a_removal_stopped_before_the_index_save_are_removed(model, data, tmp_path):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    for p in data.long_recordings[:2]:
+        shutil.copy(p, folder / p.name)
+    db = tmp_path / "db"
+    agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    archive = agile.Archive.open(db)
+    # A replaced file's rows were removed and SQLite committed; the run stopped before the index was saved.
+    cursor = archive.db.db.cursor()
+    cursor.execute("SELECT id FROM recordings ORDER BY id DESC LIMIT 1")
+    (last,) = cursor.fetchone()
+    cursor.execute("DELETE FROM windows WHERE recording_id = ?", (last,))
+    cursor.execute("DELETE FROM recordings WHERE id = ?", (last,))
+    archive.db.db.commit()
+    del archive
+    assert len(agile.Archive.open(db, readonly=True)) == 38  # 19 of them now belong to no window
+    report = agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    assert len(report.added) == 1  # the file is embedded again, under new window ids
+    archive = agile.Archive.open(db, readonly=True)
+    window_ids = archive.window_table()["window_id"]
+    assert len(archive) == 38 and set(np.asarray(archive.db.ui.keys).tolist()) == set(window_ids.tolist())
+    query = archive.vectors(window_ids[:1])
+    hits = agile.search_vectors(archive, query, top=38, exact=True)  # every stored vector resolves to a window
+    assert len(hits) == 38 and hits[0].window_id == window_ids[0]
+
+
 def test_other_settings_weights_and_probes_are_refused(model, data, archive_path, tmp_path, tiny_dir):
     with pytest.raises(agile.SettingsMismatchError, match=r"window_s: database 2.0, given 3.0"):
         agile.index_files(model, [data.root / "long"], archive_path, window_s=3.0, hop_s=HOP, progress=False)

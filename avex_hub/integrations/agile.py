@@ -303,19 +303,33 @@ def _file_key(path: str) -> tuple[int, int]:
 
 
 def _repair(archive: Archive) -> None:
-    """Drop recordings whose windows lack vectors: a run stopped between the SQLite commit and the index save."""
+    """Undo what a run stopped between the SQLite commit and the index save leaves behind: recordings whose
+    windows lack vectors are dropped (and embedded again as new files), and vectors whose windows are gone (a
+    replaced or removed file) are removed, so that a search never returns a window the tables do not hold."""
     cursor = archive.db.db.cursor()
     cursor.execute("SELECT id, recording_id FROM windows")
     rows = cursor.fetchall()
-    if not rows:
-        return
     ids = np.array([r[0] for r in rows], np.int64)
-    present = np.asarray(archive.db.ui.contains(ids)) if len(archive) else np.zeros(len(ids), bool)
+    stored = np.asarray(archive.db.ui.keys, np.int64) if len(archive) else np.zeros(0, np.int64)
+    stale = np.setdiff1d(stored, ids)
+    present = np.isin(ids, stored)
     broken = {rows[i][1] for i in np.flatnonzero(~present)}
     for recording_id in broken:  # re-embedded below, as new files
         _remove_recording(archive, recording_id)
-    if broken:
+    _remove_vectors(archive, stale)
+    if broken or len(stale):
         archive.commit()
+
+
+def _remove_vectors(archive: Archive, ids: np.ndarray) -> None:
+    """Remove the vectors of window ``ids`` from the index (all of them present in it)."""
+    if len(ids) == 0:
+        return
+    if not archive.db._ui_loaded:  # noqa: SLF001 - hoplite memory-maps the index until it is changed
+        archive.db.ui.load()
+        archive.db._ui_loaded = True  # noqa: SLF001
+    archive.db.ui.remove(np.asarray(ids, np.int64))
+    archive.db._ui_updated = True  # noqa: SLF001
 
 
 def _remove_recording(archive: Archive, recording_id: int) -> None:
@@ -324,12 +338,7 @@ def _remove_recording(archive: Archive, recording_id: int) -> None:
     ids = [r[0] for r in cursor.fetchall()]
     if ids and len(archive):
         present = np.asarray(archive.db.ui.contains(np.array(ids, np.int64)))
-        if present.any():
-            if not archive.db._ui_loaded:  # noqa: SLF001 - hoplite memory-maps the index until it is changed
-                archive.db.ui.load()
-                archive.db._ui_loaded = True  # noqa: SLF001
-            archive.db.ui.remove(np.array(ids, np.int64)[present])
-            archive.db._ui_updated = True  # noqa: SLF001
+        _remove_vectors(archive, np.array(ids, np.int64)[present])
     archive.db.remove_recording(recording_id)  # windows and annotations cascade
 
 
