@@ -576,3 +576,18 @@ def test_windows_feed_collate_and_model_shapes():
 
 def test_public_names_exist():
     assert [name for name in A.__all__ if not hasattr(A, name)] == []
+
+
+@pytest.mark.parametrize("samples, rate", [(16001, 32000), (12345, 32000), (16003, 32000), (7, 44100),
+                                           (100003, 44100), (479999, 48000), (0, 22050), (1, 96000)])
+def test_resampled_length_is_what_soxr_makes_whole_and_streamed(samples, rate):
+    import soxr
+
+    from avex_hub.audio.contract import resampled_length
+
+    whole = soxr.resample(np.zeros((samples, 1), np.float32), rate, 16000, quality="HQ").shape[0] if samples else 0
+    stream = soxr.ResampleStream(rate, 16000, 1, dtype="float32", quality="HQ")
+    zeros = np.zeros(samples, np.float32)
+    streamed = sum(len(stream.resample_chunk(zeros[i:i + 5000])) for i in range(0, samples, 5000))
+    streamed += len(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    assert resampled_length(samples, rate) == whole == streamed

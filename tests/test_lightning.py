@@ -479,3 +479,20 @@ def test_stream_windows_and_window_dataset_cut_the_windows_of_window_starts(tmp_
     listed = [(round(item.start_s * SAMPLE_RATE), round(item.end_s * SAMPLE_RATE)) for item in items]
     expected = [(start, min(start + window, total)) for start in starts]
     assert streamed == listed == expected
+
+
+def test_window_dataset_counts_a_resampled_file_as_the_decoder_makes_it(tmp_path):
+    # 8001 samples at 32 kHz become 4000.5 at 16 kHz: soxr makes 4001 (half up), Python's round said 4000, so the
+    # listed windows lacked the one-sample last window that stream_windows (and the CLI) produce.
+    import numpy as np
+    import soundfile as sf
+
+    from avex_hub.audio.windows import stream_windows
+    from avex_hub.integrations.lightning import window_dataset
+
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros(8001, np.float32), 32000, subtype="FLOAT")
+    seconds = dict(window_s=0.25, hop_s=0.25)
+    streamed = [(round(w.start_s * 16000), round(w.end_s * 16000)) for w in stream_windows(path, **seconds)]
+    listed = [(round(i.start_s * 16000), round(i.end_s * 16000)) for i in window_dataset(path, **seconds).items]
+    assert streamed == listed == [(0, 4000), (4000, 4001)]

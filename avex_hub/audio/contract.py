@@ -54,7 +54,7 @@ __all__ = [
     "HIGH_FREQUENCY_FRACTION",
     "AudioDecodeError", "AudioQualityWarning", "HighFrequencyContentWarning", "AudioInfo", "Audio", "QualityFlags",
     "ChannelMode", "AudioSearch", "find_audio", "audio_info", "stated_frames", "load_audio", "select_channels",
-    "resample", "high_frequency_energy_fraction", "HighFrequencyMeter", "warn_high_frequency",
+    "resample", "resampled_length", "high_frequency_energy_fraction", "HighFrequencyMeter", "warn_high_frequency",
     "to_float_audio", "quality_flags", "pad_or_crop", "collate_audio", "channel_rows", "take_rows", "check_rate",
     "open_audio", "read_frames",
 ]
@@ -291,9 +291,15 @@ def warn_high_frequency(fraction: float, orig_sr: int, target_sr: int, source: s
             "or use a model made for ultrasonic audio.", HighFrequencyContentWarning, stacklevel=1)
 
 
+def resampled_length(samples: int, orig_sr: int, target_sr: int = SAMPLE_RATE) -> int:
+    """How many samples soxr makes of ``samples`` at ``orig_sr`` (whole or streamed): ``samples * target_sr /
+    orig_sr`` rounded half up. Python's ``round`` rounds half to even and is one short at every exact half."""
+    return (2 * samples * target_sr + orig_sr) // (2 * orig_sr)
+
+
 def resample(waveform, orig_sr: int, target_sr: int = SAMPLE_RATE, *, warn: bool = True,
              source: str | None = None) -> torch.Tensor:
-    """``[..., samples]`` at ``orig_sr`` -> float32 ``[..., round(samples * target_sr / orig_sr)]`` (soxr HQ).
+    """``[..., samples]`` at ``orig_sr`` -> float32 ``[..., resampled_length(samples, orig_sr, target_sr)]`` (soxr HQ).
 
     Identity (no copy) when the rates are equal. ``warn`` announces lost high-frequency content
     (see the module docstring); ``source`` names the audio in that warning.
@@ -317,7 +323,7 @@ def quality_flags(waveform, sample_rate: int = SAMPLE_RATE) -> QualityFlags:
     if wave.dim() != 1:
         raise ValueError(f"expected one row of samples [samples], got {tuple(wave.shape)}")
     n = wave.numel()
-    too_short = round(n * SAMPLE_RATE / check_rate(sample_rate, "sample_rate")) < MIN_SAMPLES
+    too_short = resampled_length(n, check_rate(sample_rate, "sample_rate")) < MIN_SAMPLES
     if n == 0:
         return QualityFlags(clipped=False, silent=True, too_short=True, peak=0.0, rms_db=-math.inf)
     magnitude = wave.abs()

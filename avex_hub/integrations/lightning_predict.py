@@ -50,7 +50,7 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
     reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
-    from ..audio.contract import SAMPLE_RATE, AudioDecodeError, audio_info
+    from ..audio.contract import SAMPLE_RATE, AudioDecodeError, audio_info, resampled_length
     from ..audio.windows import window_params, window_starts
     from ..audio.datasets import AudioDataset, AudioItem
     from ..embed.inference import find_audio_files
@@ -63,7 +63,7 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
         except (OSError, AudioDecodeError) as error:  # left out and reported, as the CLI does
             failures.append((str(path), _describe(error)))
             continue
-        total = round(info.frames * SAMPLE_RATE / info.sample_rate)  # samples at 16 kHz
+        total = resampled_length(info.frames, info.sample_rate)  # samples at 16 kHz, as the decoder will make them
         items += [AudioItem(Path(path), (), start / SAMPLE_RATE, min(total, start + window) / SAMPLE_RATE,
                             origin=f"{path} window {k}")
                   for k, start in enumerate(window_starts(total, window, hop))]
