@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import avex_hub  # noqa: E402
-from speed import gflop_per_window  # noqa: E402
+from speed import best_seconds, gflop_per_window  # noqa: E402
 from throughput import TINY, clips, machine  # noqa: E402
 
 BACKENDS = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -48,13 +47,7 @@ def time_embed(model, audio, device, precision: str, backend, rounds: int) -> fl
             model.embed(audio)
         sync(device)
 
-    once()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        once()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(once, rounds)
 
 
 def main(argv=None) -> None:

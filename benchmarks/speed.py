@@ -39,6 +39,17 @@ from avex_hub.encoder.precision import inference_context, prepare_for_inference 
 from throughput import TINY, clips, cosine, machine  # noqa: E402
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` calls, after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> dict:
     """Best GFLOP/s of an ``n x n`` by ``n x n`` matmul in ``dtype``, per kernel: ``torch.mm`` (the BLAS torch was
     built with; oneDNN for bf16) and, where torch has it, oneDNN's linear kernel (what the encoder's float32
@@ -48,16 +59,7 @@ def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> dict:
     onednn = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if onednn is not None and torch.backends.mkldnn.is_available():
         kernels["onednn"] = lambda: onednn(a, b, None, "none", [], "")
-    out = {}
-    for name, fn in kernels.items():
-        fn()
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-        out[name] = 2 * n**3 / best / 1e9
-    return out
+    return {name: 2 * n**3 / best_seconds(fn, repeats) / 1e9 for name, fn in kernels.items()}
 
 
 def gflop_per_window(config, seconds: float = 10.0) -> float:
