@@ -18,6 +18,7 @@ from typing import Any, Collection
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _torch_module
 
 __all__ = ["BEATsConfig", "BEATs", "EncoderOutput"]
 
@@ -141,9 +142,12 @@ _ONEDNN_LINEAR = _onednn_linear_op()
 
 def _global_forward_hooks() -> bool:
     """Whether hooks registered for every module (``nn.modules.module.register_module_forward_hook``) exist."""
-    from torch.nn.modules import module
+    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
 
-    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record an operation on ``tensors`` (grad mode on and one of them requires it)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def linear(layer: nn.Module, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
@@ -151,7 +155,7 @@ def linear(layer: nn.Module, x: torch.Tensor, activation: str = "none") -> torch
 
     On the CPU in float32 inference a plain ``nn.Linear`` runs through oneDNN's matmul with the GELU fused into
     it. torch's ``F.linear`` calls the BLAS library it was built with (MKL in the x86 wheels), and on the AMD EPYC
-    this was measured on MKL's float32 GEMM reached about half of oneDNN's (benchmarks/speed.py). Same float32
+    where this was measured MKL's float32 GEMM reached about half of oneDNN's speed (benchmarks/speed.py). Same float32
     arithmetic (max |difference| to float64 of the same order as F.linear's). Everything else, and any layer a
     user has replaced, wrapped, hooked or quantised, or that is being trained, traced, compiled or exported, takes
     the module's own forward.
@@ -171,8 +175,7 @@ def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
         return False
     if type(layer.weight.data) is not torch.Tensor or type(x) is not torch.Tensor:
         return False  # a tensor subclass (quantised or sharded weights, ...) keeps its own linear
-    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad
-                                    or (layer.bias is not None and layer.bias.requires_grad)):
+    if _needs_grad(x, layer.weight, layer.bias):
         return False
     if torch.is_autocast_enabled("cpu"):
         return False
@@ -207,7 +210,7 @@ def _product_in(scratch: dict | None, a: torch.Tensor, b: torch.Tensor) -> torch
     sits above glibc's highest mmap threshold (32 MB), so every layer would fault its pages in anew: 13 ms against
     0.8 ms into a reused buffer on the AMD EPYC of benchmarks/speed.py, about a tenth of a float32 forward. Each
     layer's attention has consumed the bias before the next layer writes it."""
-    if scratch is None or _graph_capture() or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+    if scratch is None or _graph_capture() or _needs_grad(a, b):
         return a * b
     shape, dtype = torch.broadcast_shapes(a.shape, b.shape), torch.result_type(a, b)
     buffer = scratch.get("bias")
