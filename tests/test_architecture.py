@@ -39,6 +39,7 @@ LAYERS = {
     # weights as data, download -> verify -> strict load, provenance
     "avex_hub.hub": 3,  # the room itself (its modules load on first use)
     "avex_hub.hub.weights": 3,
+    "avex_hub.hub.card": 3,
     "avex_hub.hub.loading": 3,
     "avex_hub.hub.provenance": 3,
     "avex_hub.hub.integrity": 3,

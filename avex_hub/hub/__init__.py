@@ -3,5 +3,5 @@ the provenance of weights and probes."""
 
 from .._lazy import lazy_modules
 
-_MODULES = ("integrity", "loading", "provenance", "weights")
+_MODULES = ("card", "integrity", "loading", "provenance", "weights")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)
