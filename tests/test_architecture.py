@@ -26,6 +26,7 @@ LAYERS = {
     "avex_hub.audio": 1,  # the room itself (its modules load on first use)
     "avex_hub.audio.contract": 1,
     "avex_hub.audio.windows": 1,
+    "avex_hub.audio.intervals": 1,
     "avex_hub.audio.datasets": 1,
     "avex_hub.audio.augment": 1,
     "avex_hub.audio.synthetic": 1,
