@@ -5,7 +5,6 @@
     model.predict("recording.wav", top_k=5)             # species with sigmoid scores (best 10 s window each)
 """
 
-import warnings
 from importlib import import_module
 
 from .entrypoints import (
@@ -63,27 +62,11 @@ _LAZY_NAMES = {
 }
 
 
-# Internal classes this module exported before; they live in their modules (a DeprecationWarning says where).
-_MOVED = {
-    "BEATsConfig": "encoder.beats",
-    "EncoderOutput": "encoder.beats",
-    "FbankConfig": "encoder.fbank",
-    "KaldiFbank": "encoder.fbank",
-    "MIN_SAMPLES": "encoder.model",
-    "Preprocessing": "encoder.preprocessing",
-    "WeightsEntry": "hub.weights",
-}
-
-
 def __getattr__(name: str):
     if name in _LAZY:
         return import_module(f".{name}", __name__)
     if name in _LAZY_NAMES:
         return getattr(import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    if name in _MOVED:
-        warnings.warn(f"avex_hub.{name} is deprecated at the top level: import it from avex_hub.{_MOVED[name]} "
-                      "(the top level keeps what most users need, avex_hub.__all__)", DeprecationWarning, stacklevel=2)
-        return getattr(import_module(f".{_MOVED[name]}", __name__), name)
     raise AttributeError(f"module 'avex_hub' has no attribute {name!r}")
 
 

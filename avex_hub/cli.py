@@ -51,19 +51,6 @@ def _channels(value: str):
         raise argparse.ArgumentTypeError(f"expected 'mix', 'all' or a channel index, got {value!r}") from None
 
 
-class _RenamedOption(argparse.Action):
-    """An option's old name: it sets what the new one sets, and says on stderr that the name changed."""
-
-    def __init__(self, option_strings, dest, *, new_name: str, **kwargs) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.new_name = new_name
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(f"avex-hub: warning: {option_string} is deprecated, use {self.new_name} (same values); "
-              f"{option_string} will be removed in a future release", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def _layers(value: str):
     if value in ("all", "last"):
         return value
@@ -105,15 +92,16 @@ def _parser() -> argparse.ArgumentParser:
                           "CPUs it is often the fastest, bf16 the closer to fp32; README's speed table)")
     run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    embed = sub.add_parser("embed", parents=[run], help="embeddings per window -> Parquet (or .npz)")
+    # allow_abbrev=False: an option is its full name (a prefix such as --layer would silently mean --layers)
+    embed = sub.add_parser("embed", parents=[run], allow_abbrev=False,
+                           help="embeddings per window -> Parquet (or .npz)")
     embed.add_argument("--format", choices=("parquet", "npz"), default=None,
                        help="output format (default: from the --out suffix, else parquet)")
     embed.add_argument("--layers", type=_layers, default=-1,
                        help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1), or 'all'")
-    embed.add_argument("--layer", type=_layers, dest="layers", action=_RenamedOption, new_name="--layers",
-                       help=argparse.SUPPRESS)  # the name before it took lists
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
-    classify = sub.add_parser("classify", parents=[run], help="top-k species per window -> CSV (+ Raven tables)")
+    classify = sub.add_parser("classify", parents=[run], allow_abbrev=False,
+                              help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,

@@ -218,7 +218,8 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
     assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
 
 
-def test_layers_option_and_its_old_name(capsys):
+def test_layers_option_and_no_other_name(capsys):
+    """--layers is the option's one name: --layer (its name before lists) is refused, also as an abbreviation."""
     from avex_hub.cli import _parser
 
     parse = _parser().parse_args
@@ -226,10 +227,8 @@ def test_layers_option_and_its_old_name(capsys):
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "6,-1"]).layers == [6, -1]
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "all"]).layers == "all"
     assert capsys.readouterr().err == ""
-    assert parse(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]).layers == [1, -1]  # the name before lists
-    assert capsys.readouterr().err == ("avex-hub: warning: --layer is deprecated, use --layers (same values); --layer "
-                                       "will be removed in a future release\n")
-    assert parse(["embed", "in", "--out", "e.npz", "--layer", "2"]).layers == 2
+    assert main(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]) == EXIT_USAGE
+    assert "unrecognized arguments: --layer 1,-1" in capsys.readouterr().err
     embed_help = _parser()._subparsers._group_actions[0].choices["embed"].format_help()
     assert "--layers LAYERS" in embed_help and "--layer " not in embed_help
 

@@ -142,21 +142,19 @@ def test_public_names_are_the_readme_api_summary_and_importable():
     assert all(namespace[name] is getattr(avex_hub, name) for name in avex_hub.__all__)
 
 
-MOVED = {"BEATsConfig": "avex_hub.encoder.beats", "EncoderOutput": "avex_hub.encoder.beats",
-         "FbankConfig": "avex_hub.encoder.fbank", "KaldiFbank": "avex_hub.encoder.fbank",
-         "Preprocessing": "avex_hub.encoder.preprocessing", "MIN_SAMPLES": "avex_hub.encoder.model",
-         "WeightsEntry": "avex_hub.hub.weights"}
+INTERNAL = {"BEATsConfig": "avex_hub.encoder.beats", "EncoderOutput": "avex_hub.encoder.beats",
+            "FbankConfig": "avex_hub.encoder.fbank", "KaldiFbank": "avex_hub.encoder.fbank",
+            "Preprocessing": "avex_hub.encoder.preprocessing", "MIN_SAMPLES": "avex_hub.encoder.model",
+            "WeightsEntry": "avex_hub.hub.weights"}
 
 
-def test_internal_names_live_in_their_modules():
-    for name, module in MOVED.items():
-        assert name not in avex_hub.__all__ and name not in vars(avex_hub), name  # not imported by the package
-        home = getattr(importlib.import_module(module), name)
-        with pytest.warns(DeprecationWarning, match=rf"avex_hub\.{name} is deprecated at the top level: import it "
-                                                    rf"from {re.escape(module)}"):
-            assert getattr(avex_hub, name) is home
-    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
-        avex_hub.Nothing  # noqa: B018
+def test_internal_names_live_only_in_their_modules():
+    """0.1.0 is the first release: internal names are not at the top level, not even behind a deprecation."""
+    for name, module in INTERNAL.items():
+        assert name not in avex_hub.__all__ and name not in dir(avex_hub), name
+        assert hasattr(importlib.import_module(module), name), (name, module)
+        with pytest.raises(AttributeError, match=f"module 'avex_hub' has no attribute '{name}'"):
+            getattr(avex_hub, name)
     from avex_hub.hub import weights
 
     assert "Preprocessing" not in weights.__all__  # hub.loading imports it from encoder.preprocessing, its home
