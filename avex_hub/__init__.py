@@ -7,16 +7,8 @@
 
 from importlib import import_module
 
-from .entrypoints import (
-    attention_probe,
-    esp_aves2_naturelm_audio_v1_beats,
-    esp_aves2_sl_beats_all,
-    esp_aves2_sl_beats_bio,
-    label_map,
-    linear_probe,
-    load_probe,
-    mlp_probe,
-)
+from . import entrypoints
+from .entrypoints import *  # noqa: F403  the entry points (models, label_map, probes): entrypoints.__all__
 from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
 from .encoder.model import AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
@@ -27,20 +19,20 @@ from ._version import __version__
 # What a user needs, each in README's "API summary" (tests/test_hubconf.py checks both ways). The rest of the
 # package is reached through its modules (avex_hub.encoder.beats.BEATsConfig, avex_hub.heads.metrics, ...).
 __all__ = [
-    # the models: the published entry points, any checkpoint, the weights registry
-    "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats", "build_model",
-    "download_weights", "WEIGHTS", "get_weights",
+    # the models: any checkpoint, the weights registry (the published models are entry points, added below)
+    "build_model", "download_weights", "WEIGHTS", "get_weights",
     # the model and what predict / embed return
     "AvexModel", "Prediction", "WindowPrediction", "WindowEmbeddings", "LongInputWarning",
     # species labels
-    "label_map", "load_label_map", "LabelMap",
+    "load_label_map", "LabelMap",
     # audio in, embeddings of a dataset out (loaded on first use)
     "load_audio", "AudioDataset", "extract_embeddings", "Embeddings",
     # probes and evaluation (loaded on first use)
-    "linear_probe", "mlp_probe", "attention_probe", "train_probe", "save_probe", "load_probe", "evaluate",
+    "train_probe", "save_probe", "evaluate",
     # errors worth catching
     "ChecksumError", "WeightsNotAvailableError", "ProvenanceMismatchError",
 ]
+__all__ += entrypoints.__all__  # the published models, label_map, the probe builders and load_probe
 
 # Submodules with optional or heavier dependencies load on first use: avex_hub.heads.metrics, .probes, ...
 _LAZY = {"audio", "heads", "embed", "integrations", "encoder", "hub", "cli", "tutorial"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import os
@@ -30,9 +31,39 @@ def _hubconf():
 
 
 def test_hub_lists_the_entry_points():
+    """What torch.hub.list shows: hubconf's public callables (its rule; the function itself reads only GitHub)."""
     module = _hubconf()
     listed = [name for name in dir(module) if callable(getattr(module, name)) and not name.startswith("_")]
     assert sorted(listed) == sorted(ENTRY_POINTS)
+
+
+def test_entry_point_names_are_stated_once():
+    """entrypoints.__all__ is the one list: hubconf.py and the package take it whole, every published model (a
+    WEIGHTS key) is a model entry point, and neither hubconf.py nor the package's __init__ names one again."""
+    from avex_hub import entrypoints
+    from avex_hub.hub.weights import WEIGHTS
+
+    assert sorted(entrypoints.__all__) == sorted(ENTRY_POINTS)
+    assert set(entrypoints.__all__) <= set(avex_hub.__all__)
+    assert all(getattr(avex_hub, name) is getattr(entrypoints, name) for name in ENTRY_POINTS)
+    models = [name for name in entrypoints.__all__
+              if "pretrained" in inspect.signature(getattr(entrypoints, name)).parameters]
+    assert models == list(WEIGHTS)
+    for path in (REPO_ROOT / "hubconf.py", REPO_ROOT / "avex_hub" / "__init__.py"):  # the two that listed them
+        assert _spelled(path) & set(ENTRY_POINTS) == set(), path
+
+
+def _spelled(path) -> set[str]:
+    """Every name a module's code spells: identifiers, imported names and string constants (not comments)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.alias):
+            found.add(node.asname or node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+    return found
 
 
 def test_every_entry_point_has_a_one_line_summary():
