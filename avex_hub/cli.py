@@ -8,6 +8,9 @@
     avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
     avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
 
+The extension of ``--out`` sets the format: embed writes ``.parquet`` or ``.npz``, classify ``.csv``; any other
+extension is refused (exit code 2).
+
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
 input's absolute path, size and modification time and every setting that changes an output value:
@@ -73,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    run.add_argument("--out", required=True, type=Path, help="output file")
+    run.add_argument("--out", required=True, type=Path,
+                     help="output file; its extension sets the format (embed: "
+                          f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
     run.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
                      help="published model (default: %(default)s; see `avex-hub info`)")
     run.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
@@ -96,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", parents=[run], allow_abbrev=False,
                            help="embeddings per window -> Parquet (or .npz)")
     embed.add_argument("--format", choices=("parquet", "npz"), default=None,
-                       help="output format (default: from the --out suffix, else parquet)")
+                       help="output format; it must agree with the --out extension ("
+                            + ", ".join(f"{ext}: {fmt}" for ext, fmt in _OUTPUT_FORMATS["embed"].items()) + ")")
     embed.add_argument("--layers", type=_layers, default=-1,
                        help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1), or 'all'")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
@@ -187,11 +193,26 @@ def _load_model(args):
         return None
 
 
+# What each command writes, by the extension of --out: the name says the format, and a name that says another
+# format (embed --out e.csv, classify --out c.parquet) is refused before any work.
+_OUTPUT_FORMATS = {"embed": {".parquet": "parquet", ".npz": "npz"}, "classify": {".csv": "csv"}}
+
+
+def _extensions(command: str) -> str:
+    return " or ".join(_OUTPUT_FORMATS[command])
+
+
 def _output_format(args) -> str:
-    if args.command == "classify":
-        return "csv"
+    formats = _OUTPUT_FORMATS[args.command]
     suffix = args.out.suffix.lower()
-    fmt = args.format or ("npz" if suffix == ".npz" else "parquet")
+    if suffix not in formats:
+        names = " or ".join(f"{args.out.stem or args.command}{ext}" for ext in formats)
+        raise UsageError(f"--out {args.out}: {args.command} writes {_extensions(args.command)} files (the extension "
+                         f"sets the format), found {suffix or 'no extension'}; name it {names}")
+    fmt = formats[suffix]
+    if getattr(args, "format", None) not in (None, fmt):
+        raise UsageError(f"--format {args.format} disagrees with --out {args.out}, which names a {suffix} ({fmt}) "
+                         f"file; drop --format or name the file {args.out.stem}.{args.format}")
     if fmt == "parquet":
         import importlib.util
 

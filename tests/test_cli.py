@@ -205,7 +205,8 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
 
     folder = small_folder(tmp_path / "in")
     out = tmp_path / "emb.npz"
-    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layers", "1,-1", *QUIET]) == EXIT_OK
+    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layers", "1,-1", "--format", "npz",
+                 *QUIET]) == EXIT_OK
     with np.load(out, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     api = embed_files(tiny_model, folder, window_s=2, layers=[1, -1], num_workers=0, progress=False)
@@ -216,6 +217,42 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
     np.testing.assert_array_equal(arrays["channel"], -1)
     assert arrays["flags"].shape == (14, 4)
     assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["embed", "--out", "e.csv"], "--out {out}: embed writes .parquet or .npz files (the extension sets the format), "
+                                  "found .csv; name it e.parquet or e.npz"),
+    (["embed", "--out", "e.txt", "--format", "npz"], "found .txt; name it e.parquet or e.npz"),
+    (["embed", "--out", "embeddings"], "found no extension; name it embeddings.parquet or embeddings.npz"),
+    (["embed", "--out", "e.npz", "--format", "parquet"], "--format parquet disagrees with --out {out}, which names a "
+                                                          ".npz (npz) file; drop --format or name the file e.parquet"),
+    (["classify", "--out", "c.parquet"], "--out {out}: classify writes .csv files (the extension sets the format), "
+                                         "found .parquet; name it c.csv"),
+    (["classify", "--out", "c.npz"], "found .npz; name it c.csv"),
+])
+def test_the_out_extension_sets_the_format_or_is_refused(tmp_path, capsys, monkeypatch, argv, message):
+    """embed --out e.csv wrote Parquet into a .csv file, classify --out c.parquet wrote CSV: now exit code 2 and one
+    line, before any work (no weights loaded, nothing written)."""
+    import avex_hub.hub.loading as loading
+
+    folder = small_folder(tmp_path / "in", n=1)
+    out = tmp_path / argv[2]
+    monkeypatch.setattr(loading, "build_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    assert main([argv[0], str(folder), "--out", str(out), *argv[3:], *QUIET]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("avex-hub: error: --") and err.endswith(f"{message.format(out=out)}\n")
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_the_format_table_is_in_the_help():
+    from avex_hub.cli import _parser
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert "extension sets the format (embed: .parquet or .npz; classify: .csv; others are refused)" in \
+        " ".join(commands["classify"].format_help().split())
+    assert "it must agree with the --out extension (.parquet: parquet, .npz: npz)" in \
+        " ".join(commands["embed"].format_help().split())
 
 
 def test_layers_option_and_no_other_name(capsys):
