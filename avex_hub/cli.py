@@ -104,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="output format; it must agree with the --out extension ("
                             + ", ".join(f"{ext}: {fmt}" for ext, fmt in _OUTPUT_FORMATS["embed"].items()) + ")")
     embed.add_argument("--layers", type=_layers, default=-1,
-                       help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1), or 'all'")
+                       help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1; each layer once: "
+                            "-1,12 on a 12-layer model is refused), or 'all'")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     classify = sub.add_parser("classify", parents=[run], allow_abbrev=False,
                               help="top-k species per window -> CSV (+ Raven tables)")
@@ -298,12 +299,23 @@ def _run(args) -> int:
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
                                       top_k=getattr(args, "top_k", 5))
+        _refuse_repeated_layers(model, getattr(args, "layers", -1))
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
         return _process(args, fmt, model, settings, search, device)
     except OSError as error:
         return _write_error(error, parts)
+
+
+def _refuse_repeated_layers(model, layers) -> None:
+    """--layers naming one layer twice (1,1; or -1,12 on a 12-layer model) would write each of its rows twice."""
+    resolved = model.layer_indices(layers)
+    repeated = sorted({index for index in resolved if resolved.count(index) > 1})
+    if repeated:
+        given = ",".join(map(str, layers)) if isinstance(layers, list) else layers
+        raise ValueError(f"--layers {given} names layer {', '.join(map(str, repeated))} more than once (the model's "
+                         f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
 def _process(args, fmt: str, model, settings: dict, search, device) -> int:

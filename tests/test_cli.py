@@ -255,6 +255,22 @@ def test_the_format_table_is_in_the_help():
         " ".join(commands["embed"].format_help().split())
 
 
+@pytest.mark.parametrize("layers, message", [
+    ("1,1", "--layers 1,1 names layer 1 more than once (the model's layers are 0..3, and -1 is 3)"),
+    ("-1,3", "--layers -1,3 names layer 3 more than once"),
+    ("0,2,-4,-2,1", "--layers 0,2,-4,-2,1 names layer 0, 2 more than once"),
+])
+def test_a_layer_named_twice_is_refused(tmp_path, capsys, layers, message):
+    """--layers 1,1 wrote every row twice; -1,3 on the 3-layer fixture names one layer twice as well."""
+    folder = small_folder(tmp_path / "in", n=1)
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(folder), "--out", str(out), f"--layers={layers}", *QUIET]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"avex-hub: error: {message}") and err.endswith("; give each layer once\n")
+    assert err.count("\n") == 1
+    assert not out.exists() and list(Path(f"{out}.parts").iterdir()) == []  # no audio was read
+
+
 def test_layers_option_and_no_other_name(capsys):
     """--layers is the option's one name: --layer (its name before lists) is refused, also as an abbreviation."""
     from avex_hub.cli import _parser
