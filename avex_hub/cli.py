@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
@@ -133,8 +134,25 @@ def _error(message: str) -> None:
     print(f"avex-hub: error: {message}", file=sys.stderr)
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as a command prints it: one line, the message alone (Python's default adds the file, the line
+    number and the ``warnings.warn(`` source line of the code that warned)."""
+    return f"avex-hub: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (see the module docstring)."""
+    """Run the command line; returns the exit code (see the module docstring).
+
+    While it runs, warnings print as one line each (``_one_line``); Python's format is restored when it returns, so
+    a program or test that calls it keeps its own."""
+    default_format, warnings.formatwarning = warnings.formatwarning, _one_line
+    try:
+        return _command(argv)
+    finally:
+        warnings.formatwarning = default_format
+
+
+def _command(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)

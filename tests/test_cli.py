@@ -271,6 +271,57 @@ def test_a_layer_named_twice_is_refused(tmp_path, capsys, layers, message):
     assert not out.exists() and list(Path(f"{out}.parts").iterdir()) == []  # no audio was read
 
 
+def test_warnings_reach_the_terminal_as_one_line_each(tmp_path):
+    """A 48 kHz recording with most of its energy above 8 kHz, in a real process, decoded in the main process and in
+    a worker: the warning is one line (Python's format printed the path and line of the code that warned, then its
+    ``warnings.warn(`` source line)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    t = np.arange(3 * 48000) / 48000
+    sf.write(folder / "bats48k.wav", (0.3 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32), 48000)
+    for workers in ("0", "1"):
+        run = subprocess.run([sys.executable, "-m", "avex_hub.cli", "embed", str(folder), "--out",
+                              str(tmp_path / f"e{workers}.npz"), "--checkpoint", TINY, "--workers", workers,
+                              "--no-progress"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == EXIT_OK, run.stderr
+        lines = run.stderr.splitlines()
+        assert [line for line in lines if "resampling" in line] == [
+            f"avex-hub: warning: {folder / 'bats48k.wav'}: resampling from 48000 Hz to 16000 Hz removes everything "
+            "above 8 kHz, which held 100.0% of the signal energy. The model hears only 0-8 kHz, so ultrasonic or "
+            "high-pitched sounds will look like silence to it. If they matter, time-expand the recording (pass the "
+            "array with a lower sample_rate, e.g. rate / 10) or use a model made for ultrasonic audio."], workers
+        assert all(line.startswith("avex-hub: ") for line in lines), lines
+        assert "warnings.warn(" not in run.stderr and ".py:" not in run.stderr
+
+
+def test_the_warning_format_is_the_commands_alone(tmp_path, capsys):
+    """Installed by main for the command's duration only: not at import, and restored after success or failure."""
+    import warnings
+
+    code = "import warnings, avex_hub.cli; print(warnings.formatwarning.__module__)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert imported.stdout == "warnings\n", imported.stderr
+    before = warnings.formatwarning
+    during = []
+    folder = small_folder(tmp_path / "in", n=1)
+    import avex_hub.embed.inference as inference
+
+    real = inference.iter_file_results
+
+    def spy(*args, **kwargs):
+        during.append(warnings.formatwarning)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "iter_file_results", spy)
+        assert main(["embed", str(folder), "--out", str(tmp_path / "e.npz"), *QUIET]) == EXIT_OK
+    assert [f("message", UserWarning, "x.py", 1) for f in during] == ["avex-hub: warning: message\n"]
+    assert warnings.formatwarning is before
+    assert main(["embed", str(tmp_path / "missing"), "--out", str(tmp_path / "f.npz"), *QUIET]) == EXIT_USAGE
+    assert warnings.formatwarning is before
+    capsys.readouterr()
+
+
 def test_layers_option_and_no_other_name(capsys):
     """--layers is the option's one name: --layer (its name before lists) is refused, also as an abbreviation."""
     from avex_hub.cli import _parser
