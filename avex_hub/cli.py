@@ -359,7 +359,9 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    truncated = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    print(_summary(out, rows, len(done), skipped, len(failures), flagged), file=sys.stderr)
+    truncated = flagged["truncated"]
     if truncated:
         print(f"avex-hub: warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
               "(cut short by a copy or download?); their rows are flagged truncated: "
@@ -391,19 +393,19 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> list[str]:
-    """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns
-    the inputs flagged truncated."""
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> tuple[int, dict[str, list[str]]]:
+    """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
+    rows written and, for each quality flag, the inputs with a window so flagged."""
     from .embed import outputs
 
-    truncated: dict[str, None] = {}
-    column = outputs.FLAG_NAMES.index("truncated")
+    flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
 
     def parts():
         for name, path in shards:
             arrays, _ = outputs.read_shard(path)
-            if arrays["flags"][:, column].any():
-                truncated[name] = None
+            for flag, any_window in zip(outputs.FLAG_NAMES, arrays["flags"].any(axis=0)):
+                if any_window:
+                    flagged[flag][name] = None
             yield name, arrays
 
     if fmt == "parquet":
@@ -415,9 +417,16 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)
-    if not args.no_progress:
-        print(f"avex-hub: wrote {rows} rows from {len(shards)} files to {args.out}", file=sys.stderr)
-    return list(truncated)
+    return rows, {flag: list(names) for flag, names in flagged.items()}
+
+
+def _summary(out: Path, rows: int, files: int, skipped: int, failed: int, flagged: dict[str, list[str]]) -> str:
+    """The run in one line (printed with or without --no-progress): rows written, inputs skipped because an earlier
+    run finished them, inputs that failed, and the inputs with flagged windows, per flag."""
+    any_flag = {name for names in flagged.values() for name in names}
+    per_flag = ", ".join(f"{flag} {len(names)}" for flag, names in flagged.items() if names)
+    return (f"avex-hub: wrote {rows} rows from {files} files to {out}; files skipped (done by an earlier run): "
+            f"{skipped}, failed: {failed}, flagged: {len(any_flag)}" + (f" ({per_flag})" if per_flag else ""))
 
 
 # -- info / download / verify -------------------------------------------------------------------------

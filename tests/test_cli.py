@@ -376,6 +376,29 @@ def test_classify_reports_the_rows_it_wrote(tmp_path, capsys):
     assert f"wrote {len(written)} rows from 3 files" in capsys.readouterr().err
 
 
+def test_no_progress_still_prints_the_summary(tmp_path, capsys):
+    """--no-progress drops the bar, not the run's summary (it dropped the rows-written line): rows written, files
+    skipped as done, failed, and flagged per flag, the counts checked against the output read back."""
+    folder = small_folder(tmp_path / "in")
+    sf.write(folder / "quiet.wav", np.zeros(3 * 16000, np.float32), 16000)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    out = tmp_path / "emb.npz"
+    args = ["embed", str(folder), "--out", str(out), "--window", "2", *QUIET]
+    assert main(args) == EXIT_PARTIAL
+    first = capsys.readouterr().err.splitlines()
+    with np.load(out, allow_pickle=False) as data:
+        rows, files, flags = len(data["file"]), data["file"], data["flags"]
+    flagged = {flag: len(set(files[flags[:, i]])) for i, flag in enumerate(outputs.FLAG_NAMES)}
+    assert flagged["silent"] == 1 and rows == 2 + 2 + 3 + 2
+    per_flag = ", ".join(f"{flag} {n}" for flag, n in flagged.items() if n)
+    any_flag = len(set(files[flags.any(axis=1)]))
+    summary = (f"avex-hub: wrote {rows} rows from 4 files to {out}; files skipped (done by an earlier run): {{}}, "
+               f"failed: 1, flagged: {any_flag} ({per_flag})")
+    assert first[0] == summary.format(0) and first[1].startswith("avex-hub: error: 1 of 5 inputs could not be")
+    assert main(args) == EXIT_PARTIAL  # the re-run skips the four done files
+    assert capsys.readouterr().err.splitlines()[0] == summary.format(4)
+
+
 def test_int8_cli_agrees_with_fp32(tmp_path):
     folder = small_folder(tmp_path / "in", n=2)
     fp32, int8 = tmp_path / "fp32.npz", tmp_path / "int8.npz"
