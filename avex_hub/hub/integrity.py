@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from .._files import read_capped
 from ..encoder.beats import PREPROCESSING_KEYS, BEATsConfig
 
 __all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values",
