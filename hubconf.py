@@ -13,15 +13,6 @@ try:  # a different avex_hub imported earlier in this process would otherwise fa
 except ImportError as _error:
     raise ImportError(f"this torch.hub checkout cannot load: another 'avex_hub' is already imported ({_error}). "
                       "Load through torch.hub in a fresh Python process, or uninstall the other copy.") from _error
-from avex_hub.entrypoints import (  # noqa: E402,F401
-    attention_probe,
-    esp_aves2_naturelm_audio_v1_beats,
-    esp_aves2_sl_beats_all,
-    esp_aves2_sl_beats_bio,
-    label_map,
-    linear_probe,
-    load_probe,
-    mlp_probe,
-)
+from avex_hub.entrypoints import *  # noqa: E402,F401,F403  the entry points: avex_hub.entrypoints.__all__
 
 _keep_checkout_importable(__file__)  # spawn-started DataLoader workers must be able to import avex_hub

@@ -5,19 +5,10 @@
     model.predict("recording.wav", top_k=5)             # species with sigmoid scores (best 10 s window each)
 """
 
-import warnings
 from importlib import import_module
 
-from .entrypoints import (
-    attention_probe,
-    esp_aves2_naturelm_audio_v1_beats,
-    esp_aves2_sl_beats_all,
-    esp_aves2_sl_beats_bio,
-    label_map,
-    linear_probe,
-    load_probe,
-    mlp_probe,
-)
+from . import entrypoints
+from .entrypoints import *  # noqa: F403  the entry points (models, label_map, probes): entrypoints.__all__
 from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
 from .encoder.model import AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
@@ -28,20 +19,20 @@ from ._version import __version__
 # What a user needs, each in README's "API summary" (tests/test_hubconf.py checks both ways). The rest of the
 # package is reached through its modules (avex_hub.encoder.beats.BEATsConfig, avex_hub.heads.metrics, ...).
 __all__ = [
-    # the models: the published entry points, any checkpoint, the weights registry
-    "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats", "build_model",
-    "download_weights", "WEIGHTS", "get_weights",
+    # the models: any checkpoint, the weights registry (the published models are entry points, added below)
+    "build_model", "download_weights", "WEIGHTS", "get_weights",
     # the model and what predict / embed return
     "AvexModel", "Prediction", "WindowPrediction", "WindowEmbeddings", "LongInputWarning",
     # species labels
-    "label_map", "load_label_map", "LabelMap",
+    "load_label_map", "LabelMap",
     # audio in, embeddings of a dataset out (loaded on first use)
     "load_audio", "AudioDataset", "extract_embeddings", "Embeddings",
     # probes and evaluation (loaded on first use)
-    "linear_probe", "mlp_probe", "attention_probe", "train_probe", "save_probe", "load_probe", "evaluate",
+    "train_probe", "save_probe", "evaluate",
     # errors worth catching
     "ChecksumError", "WeightsNotAvailableError", "ProvenanceMismatchError",
 ]
+__all__ += entrypoints.__all__  # the published models, label_map, the probe builders and load_probe
 
 # Submodules with optional or heavier dependencies load on first use: avex_hub.heads.metrics, .probes, ...
 _LAZY = {"audio", "heads", "embed", "integrations", "encoder", "hub", "cli", "tutorial"}
@@ -63,27 +54,11 @@ _LAZY_NAMES = {
 }
 
 
-# Internal classes this module exported before; they live in their modules (a DeprecationWarning says where).
-_MOVED = {
-    "BEATsConfig": "encoder.beats",
-    "EncoderOutput": "encoder.beats",
-    "FbankConfig": "encoder.fbank",
-    "KaldiFbank": "encoder.fbank",
-    "MIN_SAMPLES": "encoder.model",
-    "Preprocessing": "encoder.preprocessing",
-    "WeightsEntry": "hub.weights",
-}
-
-
 def __getattr__(name: str):
     if name in _LAZY:
         return import_module(f".{name}", __name__)
     if name in _LAZY_NAMES:
         return getattr(import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    if name in _MOVED:
-        warnings.warn(f"avex_hub.{name} is deprecated at the top level: import it from avex_hub.{_MOVED[name]} "
-                      "(the top level keeps what most users need, avex_hub.__all__)", DeprecationWarning, stacklevel=2)
-        return getattr(import_module(f".{_MOVED[name]}", __name__), name)
     raise AttributeError(f"module 'avex_hub' has no attribute {name!r}")
 
 

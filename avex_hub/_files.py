@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["read_capped"]
+__all__ = ["read_capped", "unique_keys"]
 
 
 def read_capped(path: str | os.PathLike, max_bytes: int, *, what: str) -> bytes:
@@ -19,3 +19,19 @@ def read_capped(path: str | os.PathLike, max_bytes: int, *, what: str) -> bytes:
         raise ValueError(f"{path}: expected {what} of at most {max_bytes / 2**20:.0f} MiB, found a larger file (or a "
                          "stream); it is not the file it should be: restore or re-download it")
     return data
+
+
+def unique_keys(source: str):
+    """A ``json.loads`` ``object_pairs_hook`` refusing a key given twice in one object: ``json`` keeps the last one
+    silently, which turns a label map with a repeated name into a misnumbered one. ``source`` names the file."""
+
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        found: dict = {}
+        for key, value in pairs:
+            if key in found:
+                raise ValueError(f"{source}: the key {key!r} is given more than once (JSON would keep only the last, "
+                                 "silently); give each key once")
+            found[key] = value
+        return found
+
+    return hook

@@ -8,6 +8,9 @@
     avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
     avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
 
+The extension of ``--out`` sets the format: embed writes ``.parquet`` or ``.npz``, classify ``.csv``; any other
+extension is refused (exit code 2).
+
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
 input's absolute path, size and modification time and every setting that changes an output value:
@@ -31,6 +34,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
@@ -49,19 +53,6 @@ def _channels(value: str):
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'mix', 'all' or a channel index, got {value!r}") from None
-
-
-class _RenamedOption(argparse.Action):
-    """An option's old name: it sets what the new one sets, and says on stderr that the name changed."""
-
-    def __init__(self, option_strings, dest, *, new_name: str, **kwargs) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.new_name = new_name
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        print(f"avex-hub: warning: {option_string} is deprecated, use {self.new_name} (same values); "
-              f"{option_string} will be removed in a future release", file=sys.stderr)
-        setattr(namespace, self.dest, values)
 
 
 def _layers(value: str):
@@ -86,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    run.add_argument("--out", required=True, type=Path, help="output file")
+    run.add_argument("--out", required=True, type=Path,
+                     help="output file; its extension sets the format (embed: "
+                          f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
     run.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
                      help="published model (default: %(default)s; see `avex-hub info`)")
     run.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
@@ -105,15 +98,18 @@ def _parser() -> argparse.ArgumentParser:
                           "CPUs it is often the fastest, bf16 the closer to fp32; README's speed table)")
     run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    embed = sub.add_parser("embed", parents=[run], help="embeddings per window -> Parquet (or .npz)")
+    # allow_abbrev=False: an option is its full name (a prefix such as --layer would silently mean --layers)
+    embed = sub.add_parser("embed", parents=[run], allow_abbrev=False,
+                           help="embeddings per window -> Parquet (or .npz)")
     embed.add_argument("--format", choices=("parquet", "npz"), default=None,
-                       help="output format (default: from the --out suffix, else parquet)")
+                       help="output format; it must agree with the --out extension ("
+                            + ", ".join(f"{ext}: {fmt}" for ext, fmt in _OUTPUT_FORMATS["embed"].items()) + ")")
     embed.add_argument("--layers", type=_layers, default=-1,
-                       help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1), or 'all'")
-    embed.add_argument("--layer", type=_layers, dest="layers", action=_RenamedOption, new_name="--layers",
-                       help=argparse.SUPPRESS)  # the name before it took lists
+                       help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1; each layer once: "
+                            "-1,12 on a 12-layer model is refused), or 'all'")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
-    classify = sub.add_parser("classify", parents=[run], help="top-k species per window -> CSV (+ Raven tables)")
+    classify = sub.add_parser("classify", parents=[run], allow_abbrev=False,
+                              help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
@@ -138,8 +134,25 @@ def _error(message: str) -> None:
     print(f"avex-hub: error: {message}", file=sys.stderr)
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as a command prints it: one line, the message alone (Python's default adds the file, the line
+    number and the ``warnings.warn(`` source line of the code that warned)."""
+    return f"avex-hub: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (see the module docstring)."""
+    """Run the command line; returns the exit code (see the module docstring).
+
+    While it runs, warnings print as one line each (``_one_line``); Python's format is restored when it returns, so
+    a program or test that calls it keeps its own."""
+    default_format, warnings.formatwarning = warnings.formatwarning, _one_line
+    try:
+        return _command(argv)
+    finally:
+        warnings.formatwarning = default_format
+
+
+def _command(argv: list[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
@@ -199,11 +212,26 @@ def _load_model(args):
         return None
 
 
+# What each command writes, by the extension of --out: the name says the format, and a name that says another
+# format (embed --out e.csv, classify --out c.parquet) is refused before any work.
+_OUTPUT_FORMATS = {"embed": {".parquet": "parquet", ".npz": "npz"}, "classify": {".csv": "csv"}}
+
+
+def _extensions(command: str) -> str:
+    return " or ".join(_OUTPUT_FORMATS[command])
+
+
 def _output_format(args) -> str:
-    if args.command == "classify":
-        return "csv"
+    formats = _OUTPUT_FORMATS[args.command]
     suffix = args.out.suffix.lower()
-    fmt = args.format or ("npz" if suffix == ".npz" else "parquet")
+    if suffix not in formats:
+        names = " or ".join(f"{args.out.stem or args.command}{ext}" for ext in formats)
+        raise UsageError(f"--out {args.out}: {args.command} writes {_extensions(args.command)} files (the extension "
+                         f"sets the format), found {suffix or 'no extension'}; name it {names}")
+    fmt = formats[suffix]
+    if getattr(args, "format", None) not in (None, fmt):
+        raise UsageError(f"--format {args.format} disagrees with --out {args.out}, which names a {suffix} ({fmt}) "
+                         f"file; drop --format or name the file {args.out.stem}.{args.format}")
     if fmt == "parquet":
         import importlib.util
 
@@ -289,12 +317,23 @@ def _run(args) -> int:
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
                                       top_k=getattr(args, "top_k", 5))
+        _refuse_repeated_layers(model, getattr(args, "layers", -1))
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
         return _process(args, fmt, model, settings, search, device)
     except OSError as error:
         return _write_error(error, parts)
+
+
+def _refuse_repeated_layers(model, layers) -> None:
+    """--layers naming one layer twice (1,1; or -1,12 on a 12-layer model) would write each of its rows twice."""
+    resolved = model.layer_indices(layers)
+    repeated = sorted({index for index in resolved if resolved.count(index) > 1})
+    if repeated:
+        given = ",".join(map(str, layers)) if isinstance(layers, list) else layers
+        raise ValueError(f"--layers {given} names layer {', '.join(map(str, repeated))} more than once (the model's "
+                         f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
 def _process(args, fmt: str, model, settings: dict, search, device) -> int:
@@ -320,7 +359,9 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    truncated = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    print(_summary(out, rows, len(done), skipped, len(failures), flagged), file=sys.stderr)
+    truncated = flagged["truncated"]
     if truncated:
         print(f"avex-hub: warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
               "(cut short by a copy or download?); their rows are flagged truncated: "
@@ -352,19 +393,19 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> list[str]:
-    """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns
-    the inputs flagged truncated."""
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> tuple[int, dict[str, list[str]]]:
+    """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
+    rows written and, for each quality flag, the inputs with a window so flagged."""
     from .embed import outputs
 
-    truncated: dict[str, None] = {}
-    column = outputs.FLAG_NAMES.index("truncated")
+    flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
 
     def parts():
         for name, path in shards:
             arrays, _ = outputs.read_shard(path)
-            if arrays["flags"][:, column].any():
-                truncated[name] = None
+            for flag, any_window in zip(outputs.FLAG_NAMES, arrays["flags"].any(axis=0)):
+                if any_window:
+                    flagged[flag][name] = None
             yield name, arrays
 
     if fmt == "parquet":
@@ -376,9 +417,16 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)
-    if not args.no_progress:
-        print(f"avex-hub: wrote {rows} rows from {len(shards)} files to {args.out}", file=sys.stderr)
-    return list(truncated)
+    return rows, {flag: list(names) for flag, names in flagged.items()}
+
+
+def _summary(out: Path, rows: int, files: int, skipped: int, failed: int, flagged: dict[str, list[str]]) -> str:
+    """The run in one line (printed with or without --no-progress): rows written, inputs skipped because an earlier
+    run finished them, inputs that failed, and the inputs with flagged windows, per flag."""
+    any_flag = {name for names in flagged.values() for name in names}
+    per_flag = ", ".join(f"{flag} {len(names)}" for flag, names in flagged.items() if names)
+    return (f"avex-hub: wrote {rows} rows from {files} files to {out}; files skipped (done by an earlier run): "
+            f"{skipped}, failed: {failed}, flagged: {len(any_flag)}" + (f" ({per_flag})" if per_flag else ""))
 
 
 # -- info / download / verify -------------------------------------------------------------------------

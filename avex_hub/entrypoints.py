@@ -1,4 +1,9 @@
-"""The builders behind ``hubconf.py`` and the package API; keyword-only, typed, documented."""
+"""The entry points: the builders behind ``hubconf.py`` and the package API; keyword-only, typed, documented.
+
+``__all__`` is the one list of their names: ``hubconf.py`` and ``avex_hub`` import ``*`` from here, so a new entry
+point is a function here and its name in that list (a model's name is also its ``hub.weights.WEIGHTS`` key; the
+tests hold the two to each other).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from .labels import LabelMap
 from .encoder.model import AvexModel
 from .encoder.precision import resolve_device
 
-__all__ = [
+__all__ = [  # the one list of the entry points' names (torch.hub.list shows exactly these)
     "esp_aves2_sl_beats_all", "esp_aves2_sl_beats_bio", "esp_aves2_naturelm_audio_v1_beats",
     "label_map", "linear_probe", "mlp_probe", "attention_probe", "load_probe",
 ]

@@ -26,8 +26,9 @@ class LabelMap(Mapping[str, int]):
             raise ValueError(f"{source}: expected a non-empty {{name: index}} mapping, got {mapping!r:.80}")
         names: list[str | None] = [None] * len(mapping)
         for name, index in mapping.items():
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"{source}: label names must be non-empty strings, found {name!r}")
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{source}: label names must be non-empty strings, not only spaces; found {name!r} "
+                                 f"(index {index!r})")
             if isinstance(index, bool) or not isinstance(index, int):
                 raise ValueError(f"{source}: index of {name!r} must be an integer, found {index!r}")
             if not 0 <= index < len(mapping):
@@ -51,12 +52,14 @@ class LabelMap(Mapping[str, int]):
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "LabelMap":
-        """Read ``{"name": index}`` JSON, at most ``MAX_BYTES`` of it (a ValueError beyond)."""
-        from ._files import read_capped
+        """Read ``{"name": index}`` JSON, at most ``MAX_BYTES`` of it (a ValueError beyond, and for a name given
+        twice: JSON would keep the last one silently)."""
+        from ._files import read_capped, unique_keys
 
         path = Path(path)
         try:
-            data = json.loads(read_capped(path, MAX_BYTES, what="a label map").decode("utf-8"))
+            text = read_capped(path, MAX_BYTES, what="a label map").decode("utf-8")
+            data = json.loads(text, object_pairs_hook=unique_keys(str(path)))  # a repeated name is refused
         except FileNotFoundError:
             raise FileNotFoundError(f"label map not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -29,7 +29,10 @@ LAYERS = {
     "avex_hub.audio.intervals": 1,
     "avex_hub.audio.datasets": 1,
     "avex_hub.audio.augment": 1,
-    "avex_hub.audio.synthetic": 1,
+    "avex_hub.audio.synthetic": 1,  # the synthetic dataset: its public face
+    "avex_hub.audio.synthetic.calls": 1,  # the made-up species and their calls
+    "avex_hub.audio.synthetic.plan": 1,  # checked settings, which call goes in which clip
+    "avex_hub.audio.synthetic.dataset": 1,  # rendering and writing the files
     # the encoder: BEATs, the filterbank, the preprocessing contract and the user-facing model
     "avex_hub.encoder": 2,  # the room itself (its modules load on first use)
     "avex_hub.encoder.beats": 2,

@@ -205,7 +205,8 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
 
     folder = small_folder(tmp_path / "in")
     out = tmp_path / "emb.npz"
-    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layers", "1,-1", *QUIET]) == EXIT_OK
+    assert main(["embed", str(folder), "--out", str(out), "--window", "2", "--layers", "1,-1", "--format", "npz",
+                 *QUIET]) == EXIT_OK
     with np.load(out, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     api = embed_files(tiny_model, folder, window_s=2, layers=[1, -1], num_workers=0, progress=False)
@@ -218,7 +219,111 @@ def test_npz_output_matches_the_api(tiny_model, tmp_path):
     assert json.loads(str(arrays["settings"]))["layers"] == [1, 3]
 
 
-def test_layers_option_and_its_old_name(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["embed", "--out", "e.csv"], "--out {out}: embed writes .parquet or .npz files (the extension sets the format), "
+                                  "found .csv; name it e.parquet or e.npz"),
+    (["embed", "--out", "e.txt", "--format", "npz"], "found .txt; name it e.parquet or e.npz"),
+    (["embed", "--out", "embeddings"], "found no extension; name it embeddings.parquet or embeddings.npz"),
+    (["embed", "--out", "e.npz", "--format", "parquet"], "--format parquet disagrees with --out {out}, which names a "
+                                                          ".npz (npz) file; drop --format or name the file e.parquet"),
+    (["classify", "--out", "c.parquet"], "--out {out}: classify writes .csv files (the extension sets the format), "
+                                         "found .parquet; name it c.csv"),
+    (["classify", "--out", "c.npz"], "found .npz; name it c.csv"),
+])
+def test_the_out_extension_sets_the_format_or_is_refused(tmp_path, capsys, monkeypatch, argv, message):
+    """embed --out e.csv wrote Parquet into a .csv file, classify --out c.parquet wrote CSV: now exit code 2 and one
+    line, before any work (no weights loaded, nothing written)."""
+    import avex_hub.hub.loading as loading
+
+    folder = small_folder(tmp_path / "in", n=1)
+    out = tmp_path / argv[2]
+    monkeypatch.setattr(loading, "build_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    assert main([argv[0], str(folder), "--out", str(out), *argv[3:], *QUIET]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("avex-hub: error: --") and err.endswith(f"{message.format(out=out)}\n")
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_the_format_table_is_in_the_help():
+    from avex_hub.cli import _parser
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert "extension sets the format (embed: .parquet or .npz; classify: .csv; others are refused)" in \
+        " ".join(commands["classify"].format_help().split())
+    assert "it must agree with the --out extension (.parquet: parquet, .npz: npz)" in \
+        " ".join(commands["embed"].format_help().split())
+
+
+@pytest.mark.parametrize("layers, message", [
+    ("1,1", "--layers 1,1 names layer 1 more than once (the model's layers are 0..3, and -1 is 3)"),
+    ("-1,3", "--layers -1,3 names layer 3 more than once"),
+    ("0,2,-4,-2,1", "--layers 0,2,-4,-2,1 names layer 0, 2 more than once"),
+])
+def test_a_layer_named_twice_is_refused(tmp_path, capsys, layers, message):
+    """--layers 1,1 wrote every row twice; -1,3 on the 3-layer fixture names one layer twice as well."""
+    folder = small_folder(tmp_path / "in", n=1)
+    out = tmp_path / "e.npz"
+    assert main(["embed", str(folder), "--out", str(out), f"--layers={layers}", *QUIET]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"avex-hub: error: {message}") and err.endswith("; give each layer once\n")
+    assert err.count("\n") == 1
+    assert not out.exists() and list(Path(f"{out}.parts").iterdir()) == []  # no audio was read
+
+
+def test_warnings_reach_the_terminal_as_one_line_each(tmp_path):
+    """A 48 kHz recording with most of its energy above 8 kHz, in a real process, decoded in the main process and in
+    a worker: the warning is one line (Python's format printed the path and line of the code that warned, then its
+    ``warnings.warn(`` source line)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    t = np.arange(3 * 48000) / 48000
+    sf.write(folder / "bats48k.wav", (0.3 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32), 48000)
+    for workers in ("0", "1"):
+        run = subprocess.run([sys.executable, "-m", "avex_hub.cli", "embed", str(folder), "--out",
+                              str(tmp_path / f"e{workers}.npz"), "--checkpoint", TINY, "--workers", workers,
+                              "--no-progress"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == EXIT_OK, run.stderr
+        lines = run.stderr.splitlines()
+        assert [line for line in lines if "resampling" in line] == [
+            f"avex-hub: warning: {folder / 'bats48k.wav'}: resampling from 48000 Hz to 16000 Hz removes everything "
+            "above 8 kHz, which held 100.0% of the signal energy. The model hears only 0-8 kHz, so ultrasonic or "
+            "high-pitched sounds will look like silence to it. If they matter, time-expand the recording (pass the "
+            "array with a lower sample_rate, e.g. rate / 10) or use a model made for ultrasonic audio."], workers
+        assert all(line.startswith("avex-hub: ") for line in lines), lines
+        assert "warnings.warn(" not in run.stderr and ".py:" not in run.stderr
+
+
+def test_the_warning_format_is_the_commands_alone(tmp_path, capsys):
+    """Installed by main for the command's duration only: not at import, and restored after success or failure."""
+    import warnings
+
+    code = "import warnings, avex_hub.cli; print(warnings.formatwarning.__module__)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert imported.stdout == "warnings\n", imported.stderr
+    before = warnings.formatwarning
+    during = []
+    folder = small_folder(tmp_path / "in", n=1)
+    import avex_hub.embed.inference as inference
+
+    real = inference.iter_file_results
+
+    def spy(*args, **kwargs):
+        during.append(warnings.formatwarning)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "iter_file_results", spy)
+        assert main(["embed", str(folder), "--out", str(tmp_path / "e.npz"), *QUIET]) == EXIT_OK
+    assert [f("message", UserWarning, "x.py", 1) for f in during] == ["avex-hub: warning: message\n"]
+    assert warnings.formatwarning is before
+    assert main(["embed", str(tmp_path / "missing"), "--out", str(tmp_path / "f.npz"), *QUIET]) == EXIT_USAGE
+    assert warnings.formatwarning is before
+    capsys.readouterr()
+
+
+def test_layers_option_and_no_other_name(capsys):
+    """--layers is the option's one name: --layer (its name before lists) is refused, also as an abbreviation."""
     from avex_hub.cli import _parser
 
     parse = _parser().parse_args
@@ -226,10 +331,8 @@ def test_layers_option_and_its_old_name(capsys):
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "6,-1"]).layers == [6, -1]
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "all"]).layers == "all"
     assert capsys.readouterr().err == ""
-    assert parse(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]).layers == [1, -1]  # the name before lists
-    assert capsys.readouterr().err == ("avex-hub: warning: --layer is deprecated, use --layers (same values); --layer "
-                                       "will be removed in a future release\n")
-    assert parse(["embed", "in", "--out", "e.npz", "--layer", "2"]).layers == 2
+    assert main(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]) == EXIT_USAGE
+    assert "unrecognized arguments: --layer 1,-1" in capsys.readouterr().err
     embed_help = _parser()._subparsers._group_actions[0].choices["embed"].format_help()
     assert "--layers LAYERS" in embed_help and "--layer " not in embed_help
 
@@ -271,6 +374,29 @@ def test_classify_reports_the_rows_it_wrote(tmp_path, capsys):
         written = list(csv.DictReader(handle))
     assert len(written) == 7 * 2
     assert f"wrote {len(written)} rows from 3 files" in capsys.readouterr().err
+
+
+def test_no_progress_still_prints_the_summary(tmp_path, capsys):
+    """--no-progress drops the bar, not the run's summary (it dropped the rows-written line): rows written, files
+    skipped as done, failed, and flagged per flag, the counts checked against the output read back."""
+    folder = small_folder(tmp_path / "in")
+    sf.write(folder / "quiet.wav", np.zeros(3 * 16000, np.float32), 16000)
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    out = tmp_path / "emb.npz"
+    args = ["embed", str(folder), "--out", str(out), "--window", "2", *QUIET]
+    assert main(args) == EXIT_PARTIAL
+    first = capsys.readouterr().err.splitlines()
+    with np.load(out, allow_pickle=False) as data:
+        rows, files, flags = len(data["file"]), data["file"], data["flags"]
+    flagged = {flag: len(set(files[flags[:, i]])) for i, flag in enumerate(outputs.FLAG_NAMES)}
+    assert flagged["silent"] == 1 and rows == 2 + 2 + 3 + 2
+    per_flag = ", ".join(f"{flag} {n}" for flag, n in flagged.items() if n)
+    any_flag = len(set(files[flags.any(axis=1)]))
+    summary = (f"avex-hub: wrote {rows} rows from 4 files to {out}; files skipped (done by an earlier run): {{}}, "
+               f"failed: 1, flagged: {any_flag} ({per_flag})")
+    assert first[0] == summary.format(0) and first[1].startswith("avex-hub: error: 1 of 5 inputs could not be")
+    assert main(args) == EXIT_PARTIAL  # the re-run skips the four done files
+    assert capsys.readouterr().err.splitlines()[0] == summary.format(4)
 
 
 def test_int8_cli_agrees_with_fp32(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import os
@@ -30,9 +31,39 @@ def _hubconf():
 
 
 def test_hub_lists_the_entry_points():
+    """What torch.hub.list shows: hubconf's public callables (its rule; the function itself reads only GitHub)."""
     module = _hubconf()
     listed = [name for name in dir(module) if callable(getattr(module, name)) and not name.startswith("_")]
     assert sorted(listed) == sorted(ENTRY_POINTS)
+
+
+def test_entry_point_names_are_stated_once():
+    """entrypoints.__all__ is the one list: hubconf.py and the package take it whole, every published model (a
+    WEIGHTS key) is a model entry point, and neither hubconf.py nor the package's __init__ names one again."""
+    from avex_hub import entrypoints
+    from avex_hub.hub.weights import WEIGHTS
+
+    assert sorted(entrypoints.__all__) == sorted(ENTRY_POINTS)
+    assert set(entrypoints.__all__) <= set(avex_hub.__all__)
+    assert all(getattr(avex_hub, name) is getattr(entrypoints, name) for name in ENTRY_POINTS)
+    models = [name for name in entrypoints.__all__
+              if "pretrained" in inspect.signature(getattr(entrypoints, name)).parameters]
+    assert models == list(WEIGHTS)
+    for path in (REPO_ROOT / "hubconf.py", REPO_ROOT / "avex_hub" / "__init__.py"):  # the two that listed them
+        assert _spelled(path) & set(ENTRY_POINTS) == set(), path
+
+
+def _spelled(path) -> set[str]:
+    """Every name a module's code spells: identifiers, imported names and string constants (not comments)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.alias):
+            found.add(node.asname or node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.add(node.value)
+    return found
 
 
 def test_every_entry_point_has_a_one_line_summary():
@@ -142,21 +173,19 @@ def test_public_names_are_the_readme_api_summary_and_importable():
     assert all(namespace[name] is getattr(avex_hub, name) for name in avex_hub.__all__)
 
 
-MOVED = {"BEATsConfig": "avex_hub.encoder.beats", "EncoderOutput": "avex_hub.encoder.beats",
-         "FbankConfig": "avex_hub.encoder.fbank", "KaldiFbank": "avex_hub.encoder.fbank",
-         "Preprocessing": "avex_hub.encoder.preprocessing", "MIN_SAMPLES": "avex_hub.encoder.model",
-         "WeightsEntry": "avex_hub.hub.weights"}
+INTERNAL = {"BEATsConfig": "avex_hub.encoder.beats", "EncoderOutput": "avex_hub.encoder.beats",
+            "FbankConfig": "avex_hub.encoder.fbank", "KaldiFbank": "avex_hub.encoder.fbank",
+            "Preprocessing": "avex_hub.encoder.preprocessing", "MIN_SAMPLES": "avex_hub.encoder.model",
+            "WeightsEntry": "avex_hub.hub.weights"}
 
 
-def test_internal_names_live_in_their_modules():
-    for name, module in MOVED.items():
-        assert name not in avex_hub.__all__ and name not in vars(avex_hub), name  # not imported by the package
-        home = getattr(importlib.import_module(module), name)
-        with pytest.warns(DeprecationWarning, match=rf"avex_hub\.{name} is deprecated at the top level: import it "
-                                                    rf"from {re.escape(module)}"):
-            assert getattr(avex_hub, name) is home
-    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
-        avex_hub.Nothing  # noqa: B018
+def test_internal_names_live_only_in_their_modules():
+    """0.1.0 is the first release: internal names are not at the top level, not even behind a deprecation."""
+    for name, module in INTERNAL.items():
+        assert name not in avex_hub.__all__ and name not in dir(avex_hub), name
+        assert hasattr(importlib.import_module(module), name), (name, module)
+        with pytest.raises(AttributeError, match=f"module 'avex_hub' has no attribute '{name}'"):
+            getattr(avex_hub, name)
     from avex_hub.hub import weights
 
     assert "Preprocessing" not in weights.__all__  # hub.loading imports it from encoder.preprocessing, its home

@@ -91,17 +91,13 @@ def test_all_channels_several_layers_max_pooling(tiny_model, files):
     np.testing.assert_allclose(result.embeddings, pooled.reshape(-1, pooled.shape[-1]).numpy(), atol=1e-4)
 
 
-def test_layer_is_the_deprecated_name_of_layers(tiny_model, files):
-    new = embed_files(tiny_model, files["mono"], window_s=5, layers=[1, -1], num_workers=0, progress=False)
-    with pytest.warns(DeprecationWarning, match=r"embed_files\(layer=\.\.\.\) is deprecated: the keyword is now "
-                                                r"layers="):
-        old = embed_files(tiny_model, files["mono"], window_s=5, layer=[1, -1], num_workers=0, progress=False)
-    assert old.settings == new.settings and old.settings["layers"] == [1, 3]
-    np.testing.assert_array_equal(old.embeddings, new.embeddings)
-    with pytest.raises(TypeError, match=r"got layer=2 and layers=\[1, -1\]; pass layers= only"):
-        embed_files(tiny_model, files["mono"], layers=[1, -1], layer=2, progress=False)
+def test_layers_takes_an_index_a_list_or_all_and_layer_is_gone(tiny_model, files):
+    """0.1.0 is the first release: embed_files' keyword is layers= only (layer=, its name before lists, is gone)."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'layer'"):
+        embed_files(tiny_model, files["mono"], layer=[1, -1], progress=False)
     assert inference_settings(tiny_model, "embed", layers="all")["layers"] == [0, 1, 2, 3]
     assert inference_settings(tiny_model, "embed", layers=(2, 0))["layers"] == [2, 0]
+    assert inference_settings(tiny_model, "embed", layers=-1)["layers"] == [3]
 
 
 def test_classify_scores_are_sorted_sigmoid_of_logits(tiny_model, files):

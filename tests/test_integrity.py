@@ -167,6 +167,14 @@ def test_absurd_config_sizes_fail_before_allocating(tiny_copy, changes, message)
     ({"encoder_attention_heads": 0}, "encoder_attention_heads must be positive"),
     ({"fbank_std": 0}, "fbank_std must be positive, found 0"),
     ({"dropout": float("nan")}, "dropout must be a finite number"),
+    ({"dropout": 2.0}, r"config.json: config field dropout must lie in \[0, 1\), found 2.0"),
+    ({"attention_dropout": 1.0}, r"config field attention_dropout must lie in \[0, 1\), found 1.0"),
+    ({"activation_dropout": 1.5}, r"config field activation_dropout must lie in \[0, 1\)"),
+    ({"dropout_input": 7}, r"config field dropout_input must lie in \[0, 1\), found 7"),
+    ({"encoder_layerdrop": 1.0}, r"config field encoder_layerdrop must lie in \[0, 1\), found 1.0"),
+    ({"predictor_dropout": 3.0}, r"config field predictor_dropout must lie in \[0, 1\)"),
+    ({"encoder_layerdrop": -0.1}, "encoder_layerdrop must not be negative, found -0.1"),
+    ({"layer_wise_gradient_decay_ratio": 1.5}, r"layer_wise_gradient_decay_ratio must lie in \[0, 1\], found 1.5"),
     ({"deep_norm": "yes"}, "deep_norm must be true or false"),
     ({"fbank_mean": 0.0}, r"fbank_mean=0.0 would be ignored: the model uses preprocessing.fbank_mean=15.41663"),
     ({"fbank_std": 1.0}, "fbank_std=1.0 would be ignored"),
@@ -181,6 +189,14 @@ def test_malformed_config_values_are_named(tiny_copy, changes, message):
     with pytest.raises(ValueError, match=message) as info:
         build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
     assert "config.json" in str(info.value) or "model.safetensors" in str(info.value)
+
+
+def test_fractions_at_the_ends_of_their_ranges_load(tiny_copy):
+    _edit_config(tiny_copy, dropout=0.0, encoder_layerdrop=0.999, layer_wise_gradient_decay_ratio=1.0)
+    model = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
+    assert (model.config.encoder_layerdrop, model.config.layer_wise_gradient_decay_ratio) == (0.999, 1.0)
+    _edit_config(tiny_copy, layer_wise_gradient_decay_ratio=0)  # 0: no gradient below the top layer
+    assert build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy).config.layer_wise_gradient_decay_ratio == 0
 
 
 def test_config_json_that_is_not_an_object_or_too_big(tiny_copy):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -374,30 +373,18 @@ def _run(model, task: str, paths, *, window_s, hop_s, channels, layers, pooling,
     return InferenceResult(task, settings, tuple(model.labels), ok, failures)
 
 
-def _renamed_layer(layer, layers):
-    """``layers`` given the deprecated ``layer=`` keyword of :func:`embed_files` (its name until it took lists)."""
-    if layers != -1:
-        raise TypeError(f"embed_files got layer={layer!r} and layers={layers!r}; pass layers= only (layer= is its "
-                        "deprecated name)")
-    warnings.warn("embed_files(layer=...) is deprecated: the keyword is now layers= (an index, a list of them, or "
-                  "'all'); layer= will be removed in a future release", DeprecationWarning, stacklevel=3)
-    return layer
-
-
 def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | None = None, layers=-1,
                 pooling: str = "mean", channels="mix", batch_size: int | None = None,
                 num_workers: int | None = None, precision: str = "fp32", device=None,
-                progress: bool = True, layer=None) -> InferenceResult:
+                progress: bool = True) -> InferenceResult:
     """Pooled embeddings of every window of every file (folders are searched for audio files).
 
-    ``layers``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"`` (``layer=``, its old
-    name, still works with a DeprecationWarning); ``channels``: ``"mix"``, ``"all"`` or a channel index.
+    ``layers``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``; ``channels``: ``"mix"``,
+    ``"all"`` or a channel index.
     ``window_s=None``: the model's ``preprocessing.window_s`` (10 s). Unreadable files end up in
     ``result.failures``. ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on
     no device (``"auto"``: CUDA when available).
     """
-    if layer is not None:
-        layers = _renamed_layer(layer, layers)
     return _run(model, "embed", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=layers,
                 pooling=pooling, top_k=1, batch_size=batch_size, num_workers=num_workers, precision=precision,
                 device=device, progress=progress)

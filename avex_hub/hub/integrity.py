@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from .._files import read_capped
 from ..encoder.beats import PREPROCESSING_KEYS, BEATsConfig
 
 __all__ = ["tensor_header", "check_float_dtypes", "check_finite", "check_config", "check_config_values",
@@ -80,15 +79,20 @@ def _finite(tensor: torch.Tensor) -> bool:
 # models use 128 mel bins, 25 ms frames every 10 ms).
 _BOUNDS = {"num_mel_bins": 1024, "frame_length": 1000.0, "frame_shift": 1000.0, "max_distance": 10**6,
            "sample_frequency": 384_000.0}
-_NON_NEGATIVE = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
-                 "predictor_dropout", "layer_wise_gradient_decay_ratio")
 _ANY_SIGN = ("fbank_mean",)  # a log-mel mean
+# Fractions (the fields that may be 0), each with its range: dropouts and layer drop are probabilities of dropping
+# in train mode, where 1 would drop everything (so [0, 1)); the gradient ratio scales the gradient entering each
+# layer, 1 passing it unscaled and 0 stopping it (so [0, 1]).
+_FRACTIONS = {"dropout": "[0, 1)", "attention_dropout": "[0, 1)", "activation_dropout": "[0, 1)",
+              "encoder_layerdrop": "[0, 1)", "dropout_input": "[0, 1)", "predictor_dropout": "[0, 1)",
+              "layer_wise_gradient_decay_ratio": "[0, 1]"}
 
 
 def check_config_values(values: dict, source: str) -> None:
-    """Types (bool is not int), signs and bounds of every BEATs config field in ``values`` (a dict, e.g. a
-    ``config.json`` merged over defaults), each error naming the field; then the config's own rules. The
-    reference's copies of the preprocessing (``PREPROCESSING_KEYS``, numbers) are checked too where present."""
+    """Types (bool is not int), signs, bounds and the ranges of fractions (dropouts, layer drop) of every BEATs
+    config field in ``values`` (a dict, e.g. a ``config.json`` merged over defaults), each error naming the field;
+    then the config's own rules. The reference's copies of the preprocessing (``PREPROCESSING_KEYS``, numbers) are
+    checked too where present."""
     specs = [(f.name, type(f.default)) for f in dataclasses.fields(BEATsConfig)]
     specs += [(name, float) for name in PREPROCESSING_KEYS]
     for name, kind in specs:
@@ -103,10 +107,12 @@ def check_config_values(values: dict, source: str) -> None:
             expected = {bool: "true or false", int: "an int", float: "a finite number"}.get(kind, kind.__name__)
             raise ValueError(f"{source}: config field {name} must be {expected}, found {value!r} "
                              f"({type(value).__name__})")
-        if kind in (int, float) and name not in _NON_NEGATIVE + _ANY_SIGN and value <= 0:
+        if kind in (int, float) and name not in (*_FRACTIONS, *_ANY_SIGN) and value <= 0:
             raise ValueError(f"{source}: config field {name} must be positive, found {value!r}")
         if kind in (int, float) and name not in _ANY_SIGN and value < 0:
             raise ValueError(f"{source}: config field {name} must not be negative, found {value!r}")
+        if name in _FRACTIONS and not (0 <= value < 1 or value == 1 and _FRACTIONS[name].endswith("]")):
+            raise ValueError(f"{source}: config field {name} must lie in {_FRACTIONS[name]}, found {value!r}")
         if name in _BOUNDS and value > _BOUNDS[name]:
             raise ValueError(f"{source}: config field {name}={value!r} is beyond any BEATs model (at most "
                              f"{_BOUNDS[name]}); the config is damaged")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .._files import read_capped
+from .._files import read_capped, unique_keys
 from ..encoder.beats import BEATsConfig
 from .integrity import (
     ChecksumError, check_config, check_config_values, check_finite, check_float_dtypes, check_preprocessing,
@@ -310,7 +310,8 @@ def _read_config(path: Path, base: BEATsConfig) -> tuple[BEATsConfig, Preprocess
     """config.json -> the architecture, the preprocessing (if recorded), our exports' provenance block and the
     file's own values (for the preprocessing copies a reference config.json states, ``PREPROCESSING_KEYS``)."""
     try:
-        data = json.loads(read_capped(path, CONFIG_MAX_BYTES, what="a BEATs config.json").decode("utf-8"))
+        text = read_capped(path, CONFIG_MAX_BYTES, what="a BEATs config.json").decode("utf-8")
+        data = json.loads(text, object_pairs_hook=unique_keys(str(path)))  # a field given twice is refused
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}); expected BEATs config fields") from None
     if not isinstance(data, dict):
