@@ -27,6 +27,8 @@ LAYERS = {
     "avex_hub.audio.contract": 1,
     "avex_hub.audio.windows": 1,
     "avex_hub.audio.intervals": 1,
+    "avex_hub.audio.items": 1,
+    "avex_hub.audio.manifest": 1,
     "avex_hub.audio.datasets": 1,
     "avex_hub.audio.augment": 1,
     "avex_hub.audio.synthetic": 1,  # the synthetic dataset: its public face
