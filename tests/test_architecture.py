@@ -51,6 +51,9 @@ LAYERS = {
     "avex_hub.hub.integrity": 3,
     # embeddings out: extraction, file inference, output writers, precision modes
     "avex_hub.embed": 4,  # the room itself (its modules load on first use)
+    "avex_hub.embed.embeddings": 4,
+    "avex_hub.embed.clips": 4,
+    "avex_hub.embed.cache": 4,
     "avex_hub.embed.extract": 4,
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
