@@ -67,6 +67,7 @@ LAYERS = {
     # other libraries' interfaces
     "avex_hub.integrations": 6,  # the room itself (its modules load on first use)
     "avex_hub.integrations.sklearn": 6,
+    "avex_hub.integrations.lightning_data": 6,
     "avex_hub.integrations.lightning": 6,
     "avex_hub.integrations.lightning_predict": 6,
     "avex_hub.integrations.onnx_export": 6,
