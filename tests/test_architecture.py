@@ -60,6 +60,8 @@ LAYERS = {
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probes": 5,
+    "avex_hub.heads.targets": 5,
+    "avex_hub.heads.train_options": 5,
     "avex_hub.heads.training": 5,
     "avex_hub.heads.finetune": 5,
     "avex_hub.heads.evaluation": 5,

@@ -35,7 +35,9 @@ from ..embed.extract import Embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
 from .probes import Probe, attention_probe, mlp_probe
-from .training import ExtractOptions, TrainResult, extract_split, predict, split_indices, train_probe
+from .targets import split_indices
+from .train_options import ExtractOptions, TrainResult, extract_split
+from .training import predict, train_probe
 
 __all__ = ["CARD_METRIC_NAMES", "Evaluation", "ScoreOptions", "evaluate", "compare_models", "compare_layers",
            "side_by_side", "resolve_splits"]
