@@ -65,6 +65,9 @@ LAYERS = {
     "avex_hub.heads.training": 5,
     "avex_hub.heads.finetune": 5,
     "avex_hub.heads.evaluation": 5,
+    "avex_hub.heads.scoring": 5,
+    "avex_hub.heads.retrieval": 5,
+    "avex_hub.heads.results": 5,
     "avex_hub.heads.metrics": 5,
     # other libraries' interfaces
     "avex_hub.integrations": 6,  # the room itself (its modules load on first use)
