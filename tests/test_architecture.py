@@ -59,6 +59,8 @@ LAYERS = {
     "avex_hub.embed.outputs": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
+    "avex_hub.heads.probe_module": 5,
+    "avex_hub.heads.probe_files": 5,
     "avex_hub.heads.probes": 5,
     "avex_hub.heads.targets": 5,
     "avex_hub.heads.train_options": 5,
