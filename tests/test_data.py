@@ -65,8 +65,8 @@ def test_label_order_from_labels_json_and_shared_across_splits(synth):
     assert train.labels == synth.labels and train.label_to_index == {n: i for i, n in enumerate(synth.labels)}
     assert test.labels == sorted(synth.labels) and test.multilabel  # taken from all rows, not only these
     assert len(train) + len(test) == synth.num_clips
-    with pytest.raises(ValueError, match=r"split in \['dev'\]; splits present: \['test', 'train', 'val'\]"):
-        AudioDataset.from_manifest(synth.manifest, split="dev")
+    with pytest.raises(ValueError, match=r"split \['tst'\]; splits present: \['test', 'train', 'val'\]"):
+        AudioDataset.from_manifest(synth.manifest, split="tst")
 
 
 def test_single_label_items_and_targets(single):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +179,53 @@ def test_split_audio_keeps_the_datasets_settings(synthetic):
     assert (len(halves["train"]), len(halves["test"])) == (len(crops) // 2, len(crops) // 2)
     assert halves["test"].seed == 4 and halves["test"].source == "the given items (test split)"
     np.testing.assert_array_equal(np.bincount(halves["test"].targets), np.bincount(unmarked.targets) // 2)
+
+
+def _respelt(synthetic, folder, spell) -> Path:
+    """The synthetic manifest with each row's split cell rewritten by ``spell(line, value)`` (paths made absolute)."""
+    with open(synthetic.manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    target = folder / "manifest.csv"
+    with open(target, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for line, row in enumerate(rows, start=2):
+            writer.writerow(row | {"path": str(synthetic.manifest.parent / row["path"]),
+                                   "split": spell(line, row["split"])})
+    return target
+
+
+def test_manifest_splits_are_the_users_in_any_common_spelling(synthetic, tmp_path):
+    # A manifest in other spellings (issue 27: "valid", "TRAIN" ... were thrown away and the rows split 70/30 at
+    # random, train rows ending up in test): every row stays in the split it declares.
+    spellings = {"train": ["train", "Training", " TRAIN "], "val": ["valid", "VALIDATION", "dev", "Val"],
+                 "test": ["test", "Testing", "TEST"]}
+    respelt = _respelt(synthetic, tmp_path, lambda line, split: spellings[split][line % len(spellings[split])])
+    declared = _declared(synthetic.manifest)
+    splits = resolve_splits(AudioDataset.from_manifest(respelt, clip_s=1.0))
+    assert {role: {str(item.path) for item in part.items} for role, part in splits.items()} == declared
+    train = AudioDataset.from_manifest(respelt, split="training", clip_s=1.0)
+    assert {str(item.path) for item in train.items} == declared["train"]
+    assert {item.extra["split"] for item in train.items} == {"train"}
+
+
+def _declared(manifest: Path) -> dict[str, set[str]]:
+    """The files of each split a manifest declares."""
+    out: dict[str, set[str]] = {}
+    with open(manifest, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["split"], set()).add(str(manifest.parent / row["path"]))
+    return out
+
+
+@pytest.mark.parametrize("cell, message", [("tst", r"line 5: split='tst'"), ("", r"line 5: no split \(empty cell\)")])
+def test_a_dataset_that_declares_splits_is_never_split_again(synthetic, tmp_path, cell, message):
+    bad = _respelt(synthetic, tmp_path, lambda line, split: cell if line == 5 else split)
+    dataset = AudioDataset.from_manifest(bad, clip_s=1.0)
+    with pytest.raises(ValueError, match=rf"declares splits, but 1 rows are in none of train, val, test[\s\S]*{message}"):
+        resolve_splits(dataset)
+    only_train = AudioDataset.from_manifest(synthetic.manifest, split="train", clip_s=1.0)
+    with pytest.raises(ValueError, match=r"declares splits \['train'\] but no test rows"):
+        resolve_splits(only_train)  # once split 70/30 at random: its own train rows scored as test
+    with pytest.raises(ValueError, match=r"no rows of .* have split \['tst'\]; splits present: \['test', 'train', 'val'\]"):
+        AudioDataset.from_manifest(synthetic.manifest, split=["train", "tst"])  # the unknown name was ignored

@@ -13,7 +13,12 @@ from pathlib import Path
 
 from .items import AudioItem, split_labels
 
-__all__ = ["manifest_items", "rows_of_split"]
+__all__ = ["manifest_items", "rows_of_split", "SPLIT_SPELLINGS", "canonical_split"]
+
+# The spellings of the three split names a manifest may use, any case, blanks around them ignored: each is read as
+# the name the package uses. Any other value is the user's own name, kept as written (stripped).
+SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                   "dev": "val", "test": "test", "testing": "test"}
 
 # A dataset item's own fields: a manifest column of one of these names comes back as ``meta_<name>``.
 _RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}
@@ -36,6 +41,13 @@ def _manifest_text(path: Path) -> str:
         raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
                          f"{error.start}; {hint}); save the manifest as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
                          f"`iconv -f latin1 -t utf-8`)") from None
+
+
+def canonical_split(value) -> str:
+    """``train``, ``val`` or ``test`` for one of their spellings (:data:`SPLIT_SPELLINGS`); any other value stripped
+    but as given (an empty cell is ``""``)."""
+    text = str(value).strip()
+    return SPLIT_SPELLINGS.get(text.casefold(), text)
 
 
 def manifest_items(csv_path: Path, *, base: Path, label_column: str, split) -> list[AudioItem]:
@@ -89,17 +101,22 @@ def _manifest_item(row: dict[str, str], where: str, base: Path, label_column: st
         raise ValueError(f"{where}: end_s={times[1]} must be after start_s={times[0]}")
     extra = {(k if k not in _RESERVED else f"meta_{k}"): v for k, v in row.items()
              if k not in ("path", label_column, "start_s", "end_s")}
+    if "split" in extra:
+        extra["split"] = canonical_split(extra["split"])
     labels = split_labels(row.get(label_column)) if label_column is not None else ()
     return AudioItem(base / row["path"], labels, times[0], times[1], extra, where)
 
 
 def rows_of_split(items: list[AudioItem], split: str | Sequence[str] | None, csv_path: Path) -> list[AudioItem]:
-    """The items whose ``split`` is ``split`` (or one of several); all of them for None or an empty sequence."""
-    wanted = {split} if isinstance(split, str) else set(split or ())
+    """The items whose ``split`` is ``split`` (or one of several, each a spelling :func:`canonical_split` reads); all
+    of them for None or an empty sequence. A split asked for that no row has is a ValueError naming the splits
+    present (a misspelt name would otherwise be left out without a word)."""
+    wanted = {canonical_split(split)} if isinstance(split, str) else {canonical_split(s) for s in split or ()}
     if not wanted:
         return items
+    present = {item.extra.get("split", "") for item in items}
+    if wanted - present:
+        raise ValueError(f"no rows of {csv_path} have split {sorted(wanted - present)}; splits present: "
+                         f"{sorted(present)} (train, val and test may be spelt {sorted(SPLIT_SPELLINGS)}, any case)")
     kept = [item for item in items if item.extra.get("split") in wanted]
-    if not kept:
-        present = sorted({item.extra.get("split", "") for item in items})
-        raise ValueError(f"no rows of {csv_path} have split in {sorted(wanted)}; splits present: {present}")
     return kept

@@ -16,9 +16,11 @@ Rows (``avex_hub.heads.metrics.ResultsTable``):
 Retrieval and clustering use the pooled test embedding of the chosen layer; with several layers, their mix
 with the probe's learned softmax layer weights (the representation the probe sees).
 
-Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one AudioDataset whose items carry a
-``split`` of ``train``/``val``/``test`` (a manifest read without ``split=``), or else one dataset split
-``test_fraction`` / rest, stratified and seeded. The same works with Embeddings instead of datasets.
+Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one AudioDataset whose items declare a
+``split`` (a manifest's ``split`` column, read without ``split=``; ``train``/``training``, ``val``/``valid``/
+``validation``/``dev``, ``test``/``testing``, any case), or else one dataset that declares no split, split
+``test_fraction`` / rest, stratified and seeded. A dataset that declares splits is never split again: a row in none
+of them (another value, an empty cell) is an error naming it. The same works with Embeddings instead of datasets.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import numpy as np
 import torch
 
 from ..audio.datasets import AudioDataset, check_dataset_rate
+from ..audio.items import listing
+from ..audio.manifest import SPLIT_SPELLINGS, canonical_split
 from ..embed.extract import Embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
@@ -121,11 +125,9 @@ def resolve_splits(data, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
             raise ValueError(f"expected (train, test) or (train, val, test) splits, got {len(data)} items")
         splits = dict(zip(("train", "test") if len(data) == 2 else _ROLES, data))
     else:
-        items = getattr(data, "items", None)
-        marked = [getattr(item, "extra", {}).get("split") for item in items] if isinstance(items, list) else []
-        if marked and set(marked) <= set(_ROLES) and {"train", "test"} <= set(marked):
-            splits = {role: _subset(data, [i for i, s in enumerate(marked) if s == role], role)
-                      for role in _ROLES if role in marked}
+        declared = _declared_splits(data)
+        if declared is not None:
+            splits = {role: _subset(data, rows, role) for role, rows in declared.items()}
         else:
             if not 0.0 < test_fraction < 1.0:
                 raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -139,6 +141,35 @@ def resolve_splits(data, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
         if len(split) == 0:
             raise ValueError(f"the {role} split is empty; expected at least one labelled clip")
     return splits
+
+
+def _declared_splits(data) -> dict[str, list[int]] | None:
+    """The rows of each split a dataset's items declare (``extra["split"]``, as a manifest's ``split`` column gives
+    them, spelt as :data:`avex_hub.audio.manifest.SPLIT_SPELLINGS` allows); None when no item declares one.
+
+    A dataset that declares splits is never split again: a row with another value or none, or no train or no
+    test row, is a ValueError naming the rows."""
+    items = getattr(data, "items", None)
+    if not isinstance(items, list) or not any("split" in getattr(item, "extra", {}) for item in items):
+        return None
+    rows, bad = {}, []
+    for i, item in enumerate(items):
+        value = item.extra.get("split")
+        role = canonical_split(value) if value is not None else ""
+        if role in _ROLES:
+            rows.setdefault(role, []).append(i)
+        else:
+            bad.append(f"{item.origin or item.path}: " + (f"split={value!r}" if role else "no split (empty cell)"))
+    if bad:
+        raise ValueError(f"{getattr(data, 'source', 'the dataset')} declares splits, but {len(bad)} rows are in none of "
+                         f"train, val, test (spelt {sorted(SPLIT_SPELLINGS)}, any case):" + listing(bad)
+                         + "\nfix their split cells; a dataset that declares splits is never split at random")
+    missing = [role for role in ("train", "test") if role not in rows]
+    if missing:
+        raise ValueError(f"{getattr(data, 'source', 'the dataset')} declares splits {sorted(rows)} but no "
+                         f"{' or '.join(missing)} rows; evaluation needs both (pass (train, test) splits, or read the "
+                         "manifest without split= to keep every row)")
+    return {role: rows[role] for role in _ROLES if role in rows}
 
 
 def _layer_label(spec, indices: list[int]):
