@@ -229,3 +229,38 @@ def test_a_dataset_that_declares_splits_is_never_split_again(synthetic, tmp_path
         resolve_splits(only_train)  # once split 70/30 at random: its own train rows scored as test
     with pytest.raises(ValueError, match=r"no rows of .* have split \['tst'\]; splits present: \['test', 'train', 'val'\]"):
         AudioDataset.from_manifest(synthetic.manifest, split=["train", "tst"])  # the unknown name was ignored
+
+
+def test_splits_built_separately_are_scored_by_label_name():
+    # Issue 27: a test set lacking one class, re-indexed in its own order, was scored against the train ids (a
+    # separable problem reported 0.0 where the truth was about 1).
+    x, y = blobs(300, 3, 16, seed=0, center_seed=99, spread=3.0)
+    names = ["ant", "bee", "cicada"]
+    train = Embeddings.from_arrays(x[:200], y[:200], layers=[5], label_names=names)
+    rows = torch.nonzero(y[200:] != 1)[:, 0] + 200  # the test split has no "bee"
+    own_ids = torch.where(y[rows] == 2, 1, 0)  # its own order: ant 0, cicada 1
+    test = Embeddings.from_arrays(x[rows], own_ids, layers=[5], label_names=["ant", "cicada"])
+    ev = evaluate((train, test), seed=0, details=True)
+    true = y[rows]  # the same clips' classes in the train split's order
+    assert ev.embeddings["test"].label_names == names and torch.equal(ev.embeddings["test"].labels, true)
+    assert ev.table.rows[0].score == accuracy(true, ev.test_logits) > 0.95
+    with pytest.raises(ValueError, match=r"the test split has labels that the train split does not: \['dragonfly'\]"
+                                         r"[\s\S]*of the train split \(3\) \['ant', 'bee', 'cicada'\]"
+                                         r"[\s\S]*of the test split \(2\) \['ant', 'dragonfly'\]"):
+        evaluate((train, Embeddings.from_arrays(x[rows], own_ids, layers=[5], label_names=["ant", "dragonfly"])))
+
+
+def test_two_class_folders_are_aligned_by_name(model, synthetic, tmp_path):
+    # Two AudioDataset.from_folder calls: the test folder lacks a species, so its own label order differs.
+    clips = synthetic.manifest.parent / "clips"
+    species = sorted(p.name for p in clips.iterdir())
+    for name in species[:1] + species[2:]:
+        (tmp_path / name).mkdir()
+        for wav in sorted((clips / name).glob("*.wav"))[:3]:
+            (tmp_path / name / wav.name).symlink_to(wav)
+    train, test = AudioDataset.from_folder(clips, clip_s=1.0), AudioDataset.from_folder(tmp_path, clip_s=1.0)
+    assert test.labels != train.labels[:len(test.labels)]
+    ev = evaluate(model, (train, test), details=True, train_kwargs={"epochs": 5})
+    true = torch.tensor([species.index(Path(item.path).parent.name) for item in test.items])
+    assert torch.equal(ev.embeddings["test"].labels, true)
+    assert ev.table.rows[0].score == accuracy(true, ev.test_logits)

@@ -280,3 +280,20 @@ def test_online_held_out_rows_come_from_the_datasets_subset(model, splits):
         train_probe(probe, Plain(splits["train"]), val_fraction=0.3, epochs=1, progress=False)
     result = train_probe(probe, Plain(splits["train"]), Plain(splits["val"]), epochs=1, progress=False)
     assert result.mode == "online" and result.history[0]["val_metric"] is not None
+
+
+def test_validation_in_another_label_order_is_scored_by_name():
+    # Issue 27: a val set whose label_names list the classes in another order was scored by position, so early
+    # stopping watched a wrong metric.
+    x, y = blobs(300, 3, 16, seed=0)
+    names = ["ant", "bee", "cicada"]
+    train = Embeddings.from_arrays(x[:200], y[:200], layers=[3], label_names=names)
+    val = Embeddings.from_arrays(x[200:], 2 - y[200:], layers=[3], label_names=names[::-1])
+    probe = Probe(None, 3, layers=[3], embedding_dim=16, label_names=names)
+    result = train_probe(probe, train, val, epochs=30, progress=False)
+    logits = predict(probe, Embeddings.from_arrays(x[200:], y[200:], layers=[3]))
+    assert result.history[result.best_epoch - 1]["val_metric"] == accuracy(y[200:], logits) > 0.95
+    shuffled = Embeddings.from_arrays(x[:200], 2 - y[:200], layers=[3], label_names=names[::-1])
+    with pytest.raises(ValueError, match=r"the val data has labels that the train data does not: \['wasp'\]"):
+        train_probe(Probe(None, 3, layers=[3], embedding_dim=16), shuffled,
+                    Embeddings.from_arrays(x[200:], y[200:] * 0, layers=[3], label_names=["wasp"]), progress=False)

@@ -16,6 +16,7 @@ item always raises an error naming it: substituting another item would hide the 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -321,6 +322,17 @@ class AudioDataset(torch.utils.data.Dataset):
         return (f"AudioDataset({len(self)} items, {self.num_classes} classes ({kind}), clip_s={self.clip_s}, "
                 f"from {self.source}{failed})")
 
+    def with_label_order(self, label_map) -> "AudioDataset":
+        """This dataset with its labels indexed by ``label_map`` (names in order, ``{name: index}``, a LabelMap or a
+        ``labels.json`` path): ``label``/``target`` and :attr:`targets` follow that order, a class it adds gets no
+        item. Splits built separately (two :meth:`from_folder` calls) are compared by name this way. ValueError
+        naming every label of an item that ``label_map`` lacks. Like :meth:`subset`, a shallow copy."""
+        part = copy.copy(self)
+        part._labels, _ = checked_labels(self.items, label_map, self.multilabel, self.source)
+        part._label_to_index = {name: i for i, name in enumerate(part._labels)}
+        part.failures = list(self.failures)
+        return part
+
     def subset(self, indices) -> "AudioDataset":
         """The items at ``indices`` (positions, in that order; negative ones count from the end) or where a boolean
         mask of ``len(self)`` entries is true, as a dataset with this one's settings: the label order, clip length,
@@ -330,8 +342,6 @@ class AudioDataset(torch.utils.data.Dataset):
         over, also one added to the class later; no file is opened again. ``failures`` starts empty: the files
         skipped belong to the dataset that skipped them.
         """
-        import copy
-
         n = len(self)
         rows = np.asarray(indices)
         if rows.dtype == bool:

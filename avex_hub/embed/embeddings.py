@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,9 @@ class Embeddings:
     """Pooled embeddings of a dataset and what they came from.
 
     ``embeddings``: float32 ``[n, C]`` (one layer) or ``[n, L, C]`` (``layers`` in that order).
-    ``labels``: int64 class ids ``[n]``, multi-hot float32 ``[n, K]``, or None. ``throughput`` is seconds of
-    audio per second of wall time of the extraction (0 when loaded from a cache).
+    ``labels``: int64 class ids ``[n]``, multi-hot float32 ``[n, K]`` (1 positive, 0 negative, nan unknown: training
+    leaves unknown targets out of the loss), or None; with ``label_names``, ids index them and ``K`` is their count.
+    ``throughput`` is seconds of audio per second of wall time of the extraction (0 when loaded from a cache).
     """
 
     embeddings: torch.Tensor
@@ -50,18 +51,25 @@ class Embeddings:
             raise ValueError(f"[n, C] embeddings hold one layer, but layers={self.layers}")
         if self.labels is not None and len(self.labels) != len(e):
             raise ValueError(f"{len(self.labels)} labels for {len(e)} embeddings; expected one per row")
+        if self.labels is not None and self.label_names is not None:
+            k, y = len(self.label_names), self.labels
+            if y.dim() == 2 and y.shape[1] != k:
+                raise ValueError(f"multi-hot labels have {y.shape[1]} columns for {k} label_names; expected [n, {k}]")
+            if y.dim() == 1 and len(y) and (y.min() < 0 or y.max() >= k):
+                raise ValueError(f"class ids {int(y.min())}..{int(y.max())} do not index the {k} label_names; "
+                                 f"expected ids in 0..{k - 1}")
 
     @classmethod
-    def from_arrays(cls, embeddings, labels=None, *, layers: list[int] | None = None, **kwargs) -> "Embeddings":
-        """Wrap your own features: ``[n, C]`` (or ``[n, L, C]``) and class ids ``[n]`` or multi-hot ``[n, K]``."""
+    def from_arrays(cls, embeddings, labels=None, *, layers: list[int] | None = None,
+                    label_names: list[str] | None = None, **kwargs) -> "Embeddings":
+        """Wrap your own features: ``[n, C]`` (or ``[n, L, C]``) and labels: class ids ``[n]`` (whole numbers),
+        label names ``[n]`` (strings: ``label_names`` gives their order, default sorted), or multi-hot ``[n, K]``
+        (0/1, nan for unknown). Fractional ids and other values are a ValueError naming the rows."""
         x = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor) else embeddings)
         x = x.float()
-        y = None if labels is None else torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor)
-                                                        else labels)
-        if y is not None:
-            y = y.float() if y.dim() == 2 else y.long()
+        y, label_names = _labels_from(labels, label_names)
         layers = layers if layers is not None else ([-1] if x.dim() == 2 else list(range(x.shape[1])))
-        return cls(x, y, list(layers), **kwargs)
+        return cls(x, y, list(layers), label_names=label_names, **kwargs)
 
     # -- what people look up --------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -83,6 +91,36 @@ class Embeddings:
     def throughput(self) -> float:
         """Seconds of audio embedded per second of wall time (0 for a cache load)."""
         return self.audio_seconds / self.elapsed_s if self.elapsed_s > 0 and not self.from_cache else 0.0
+
+    @property
+    def used_labels(self) -> list[str]:
+        """The label names that occur: the class of some row, or a positive in some row (needs ``label_names``)."""
+        if self.labels is None or not self.label_names:
+            return []
+        used = (self.labels == 1).any(dim=0).nonzero()[:, 0] if self.multilabel else self.labels.unique()
+        return [self.label_names[i] for i in used.tolist()]
+
+    def with_label_order(self, names) -> "Embeddings":
+        """These embeddings with their labels indexed by ``names`` (class ids remapped, or multi-hot columns moved; a
+        name they lack gets no row, a zero column). Splits built separately are compared by name this way. Needs
+        ``label_names``; ValueError when a label that occurs is not in ``names``."""
+        names = [str(n) for n in names]
+        if self.label_names is None or self.labels is None:
+            raise ValueError("these embeddings have no label_names to reorder; their class ids are taken as they are")
+        if names == self.label_names:
+            return self
+        unknown = [n for n in self.used_labels if n not in names]
+        if unknown:
+            raise ValueError(f"labels {unknown[:10]} occur in these embeddings but not in {names[:10]}")
+        position = {name: i for i, name in enumerate(names)}
+        if self.multilabel:
+            y = torch.zeros(len(self), len(names), dtype=self.labels.dtype)
+            for old, name in enumerate(self.label_names):
+                if name in position:
+                    y[:, position[name]] = self.labels[:, old]
+        else:
+            y = torch.tensor([position.get(name, -1) for name in self.label_names], dtype=torch.long)[self.labels]
+        return replace(self, labels=y, label_names=names, settings=dict(self.settings))
 
     def select_layers(self, layers: list[int]) -> torch.Tensor:
         """``[n, len(layers), C]`` for the given layer indices (which must have been extracted)."""
@@ -132,6 +170,44 @@ class Embeddings:
                    model_name=meta.get("model_name"), model_digest=meta.get("model_digest"),
                    audio_seconds=meta.get("audio_seconds", 0.0), elapsed_s=meta.get("elapsed_s", 0.0),
                    from_cache=True, settings=meta.get("settings", {}))
+
+
+def _labels_from(labels, label_names) -> tuple[torch.Tensor | None, list[str] | None]:
+    """Labels given to :meth:`Embeddings.from_arrays` as a tensor (long ids ``[n]`` or float multi-hot ``[n, K]``) and
+    the label names (for names given as strings: ``label_names``, default their sorted set)."""
+    if labels is None:
+        return None, label_names
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu()
+        array = (labels.float() if labels.is_floating_point() else labels).numpy()
+    else:
+        array = np.asarray(labels)
+    if array.dtype.kind in "USO":  # names, one per row
+        if array.ndim != 1:
+            raise ValueError(f"label names must be one per row [n], got shape {array.shape}; pass multi-label data as "
+                             "multi-hot [n, K] with label_names=")
+        given = [str(v) for v in array]
+        names = [str(n) for n in label_names] if label_names is not None else sorted(set(given))
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted(set(given) - set(index))
+        if unknown:
+            raise ValueError(f"labels {unknown[:10]} are not in label_names {names[:10]}; add them or leave those rows out")
+        return torch.tensor([index[v] for v in given], dtype=torch.long), names
+    if array.dtype.kind not in "biuf" or array.ndim not in (1, 2):
+        raise ValueError(f"labels must be class ids [n], label names [n] or multi-hot [n, K]; got {array.dtype} "
+                         f"values of shape {array.shape}")
+    if array.ndim == 2:
+        bad = np.flatnonzero(~(np.isin(array, (0, 1)) | np.isnan(array.astype(np.float64))).all(axis=1))
+        if bad.size:
+            raise ValueError(f"multi-hot labels must be 0 or 1 (nan: unknown); rows {bad[:10].tolist()} hold other "
+                             "values")
+        return torch.as_tensor(array, dtype=torch.float32), label_names
+    as_float = array.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(as_float) | (as_float != np.round(as_float)) | (as_float < 0))
+    if bad.size:
+        raise ValueError(f"class ids must be whole numbers >= 0; rows {bad[:10].tolist()} hold "
+                         f"{array[bad[:5]].tolist()} (pass integer ids, or the label names as strings)")
+    return torch.as_tensor(array.astype(np.int64)), label_names
 
 
 def write_embeddings(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:

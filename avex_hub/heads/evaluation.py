@@ -21,6 +21,8 @@ Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one A
 ``validation``/``dev``, ``test``/``testing``, any case), or else one dataset that declares no split, split
 ``test_fraction`` / rest, stratified and seeded. A dataset that declares splits is never split again: a row in none
 of them (another value, an empty cell) is an error naming it. The same works with Embeddings instead of datasets.
+Splits built separately are aligned by label name: val and test take the train split's label order (a class they
+lack is simply absent), and a label the train split lacks is an error showing both lists.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ..embed.extract import Embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
 from .probes import Probe, attention_probe, mlp_probe
-from .targets import split_indices
+from .targets import align_labels, label_names_of, split_indices
 from .train_options import ExtractOptions, TrainResult, extract_split
 from .training import predict, train_probe
 
@@ -140,7 +142,20 @@ def resolve_splits(data, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
     for role, split in splits.items():
         if len(split) == 0:
             raise ValueError(f"the {role} split is empty; expected at least one labelled clip")
-    return splits
+    return _aligned(splits)
+
+
+def _aligned(splits: dict) -> dict:
+    """The val and test splits with their labels in the train split's order (by name; see
+    :func:`avex_hub.heads.targets.align_labels`), all of them single-label or all multi-label."""
+    reference = label_names_of(splits["train"])
+    out = {role: align_labels(data, reference, f"the {role} split", "the train split") if role != "train" else data
+           for role, data in splits.items()}
+    kinds = {role: bool(getattr(data, "multilabel", False)) for role, data in out.items()}
+    if len(set(kinds.values())) > 1:
+        raise ValueError(f"the splits disagree on multi-label (True: several labels per clip): {kinds}; build them "
+                         "alike (a manifest read once decides it from all rows; else pass multilabel=)")
+    return out
 
 
 def _declared_splits(data) -> dict[str, list[int]] | None:

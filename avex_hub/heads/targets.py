@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..embed.extract import batch_labels
+from ..audio.datasets import AudioDataset
+from ..embed.extract import Embeddings, batch_labels
 from .probes import Probe
 
-__all__ = ["compute_class_weights", "split_indices", "check_targets", "dataset_labels", "batch_targets"]
+__all__ = ["compute_class_weights", "split_indices", "check_targets", "dataset_labels", "batch_targets",
+           "label_names_of", "align_labels"]
 
 
 def compute_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -68,6 +70,34 @@ def check_targets(labels: torch.Tensor | None, probe: Probe, what: str) -> torch
         raise ValueError(f"{what}: labels {sorted(set(bad.tolist()))[:10]} are outside 0..{k - 1} "
                          f"(the probe has num_classes={k}); build the probe with the dataset's number of classes")
     return labels.long()
+
+
+def label_names_of(data) -> list[str] | None:
+    """The label names of Embeddings (``label_names``) or an audio dataset (``labels``); None when it has none (class
+    ids are then taken as they are)."""
+    names = data.label_names if isinstance(data, Embeddings) else getattr(data, "labels", None)
+    return list(names) if names else None
+
+
+def align_labels(data, reference: list[str] | None, role: str, reference_role: str):
+    """``data`` (Embeddings or an audio dataset) with its labels indexed in the order of ``reference``, the label
+    names of ``reference_role`` (the train split, or a probe), so that splits built separately are scored by name,
+    not by position: a class the data lacks just has no row. Data or a reference without names passes unchanged.
+    A label that occurs in the data but not in ``reference`` is a ValueError showing both lists. Other datasets
+    pass unchanged."""
+    names = label_names_of(data)
+    if reference is None or names is None or names == list(reference):
+        return data
+    if not isinstance(data, (Embeddings, AudioDataset)):
+        return data
+    used = data.used_labels if isinstance(data, Embeddings) else sorted({n for item in data.items for n in item.labels})
+    unknown = [name for name in used if name not in reference]
+    if unknown:
+        show = lambda labels: f"({len(labels)}) {labels[:20]}{' ...' if len(labels) > 20 else ''}"  # noqa: E731
+        raise ValueError(f"{role} has labels that {reference_role} does not: {unknown[:20]}; they cannot be scored. "
+                         f"Labels of {reference_role} {show(list(reference))}; of {role} {show(names)}. Give every "
+                         "split one label map (label_map=), with every class trained on")
+    return data.with_label_order(list(reference))
 
 
 def dataset_labels(data) -> torch.Tensor | None:

@@ -10,6 +10,9 @@
   for single-label data; 0 disables validation). Early stopping watches the validation metric (accuracy for
   single-label, mAP for multi-label; equal metric with lower validation loss also counts as better) with
   ``patience`` epochs, and the best weights are restored at the end.
+- Labels are matched by name: train takes the probe's label order (when it has ``label_names``) and val takes
+  train's, so splits built separately (their own ``label_names``, two ``from_folder`` calls) are scored class for
+  class; a label the other side lacks is an error showing both lists.
 - Losses: cross-entropy (single-label) or BCE-with-logits (multi-label). ``class_weights="balanced"`` weights
   class c by ``n / (K * count_c)`` (cross-entropy ``weight``); multi-label uses ``pos_weight_c = neg_c / pos_c``.
 - Seeded: initialisation belongs to the probe (its ``seed``); shuffling, dropout and the held-out split come
@@ -34,7 +37,9 @@ from ..audio.datasets import check_dataset_rate
 from ..embed.extract import Embeddings
 from ..encoder.precision import device_for
 from .probes import Probe
-from .targets import batch_targets, check_targets, compute_class_weights, dataset_labels, split_indices
+from .targets import (
+    align_labels, batch_targets, check_targets, compute_class_weights, dataset_labels, label_names_of, split_indices,
+)
 from .train_options import (
     DEFAULTS, OFFLINE_DEFAULTS, ONLINE_DEFAULTS, ExtractOptions, TrainOptions, TrainResult, extract_split,
 )
@@ -139,6 +144,9 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
         raise ValueError(f"multilabel={multilabel} but the probe was built with multilabel={probe.multilabel}; "
                          "build the probe with the same setting")
     mode = _choose_mode(probe, train, val, mode)
+    train = align_labels(train, probe.label_names, "the train data", "the probe")
+    if val is not None:  # scored against train's class order: by name, not by position
+        val = align_labels(val, label_names_of(train), "the val data", "the train data")
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}
     options = replace(DEFAULTS[mode], **{k: v for k, v in given.items() if v is not None},  # None: the default
                       weight_decay=weight_decay, seed=seed, class_weights=class_weights, backbone_lr=backbone_lr,
