@@ -31,7 +31,7 @@ from .contract import (
     AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, WINDOW_S, AudioDecodeError, audio_info, collate_audio, load_audio,
     pad_or_crop,
 )
-from .items import AudioItem, as_item, checked_labels, folder_items, listing, several_labels
+from .items import AudioItem, as_item, checked_labels, folder_items, labels_once, listing, several_labels
 from .manifest import manifest_items, rows_of_split
 
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS", "check_dataset_rate"]
@@ -78,8 +78,8 @@ def _missing(items: list[AudioItem]) -> dict[int, str]:
 
 
 def _header_problems(items: list[AudioItem], channels) -> dict[int, str]:
-    """Position -> reason for every item whose file header cannot be read, whose ``start_s`` is past the end
-    of the file, or whose channel (the item's, else ``channels`` when an index) the file does not have."""
+    """Position -> reason for every item whose file header cannot be read, whose ``start_s`` or ``end_s`` is past
+    the end of the file, or whose channel (the item's, else ``channels`` when an index) the file does not have."""
     bad = {}
     for i, item in enumerate(items):
         try:
@@ -89,6 +89,8 @@ def _header_problems(items: list[AudioItem], channels) -> dict[int, str]:
             continue
         if item.start_s is not None and item.start_s >= info.duration_s:
             bad[i] = f"start_s={item.start_s} is past the end of the file ({info.duration_s:.3f} s)"
+        elif item.end_s is not None and item.end_s > info.duration_s + 1e-3:
+            bad[i] = f"end_s={item.end_s} is past the end of the file ({info.duration_s:.3f} s)"
         channel = channels if item.channel is None else item.channel
         if isinstance(channel, int) and not -info.channels <= channel < info.channels:
             bad[i] = f"channel {channel} requested, the file has {info.channels} channels"
@@ -131,7 +133,7 @@ def _load_item(item: AudioItem, index: int, *, clip_s: float | None, random_crop
     """An item's audio fields: ``audio`` [S] float32 at ``target_rate`` (cropped or zero padded to ``clip_s``),
     ``padding_mask`` [S] bool, ``path``, ``index``, ``start_s`` (seconds into the file), ``channel`` and
     ``flags``. A file that has gone missing raises FileNotFoundError; any other failure an AudioDecodeError
-    naming the item and its file."""
+    naming the item and its file, also an ``end_s`` past the end of the file (it would be padded without a word)."""
     try:
         start, end = _clip_range(item, clip_s, random_crop, generator, target_rate)
         audio = load_audio(item.path, target_rate=target_rate, channels=channels if item.channel is None else
@@ -141,6 +143,10 @@ def _load_item(item: AudioItem, index: int, *, clip_s: float | None, random_crop
         raise
     except Exception as e:
         raise AudioDecodeError(f"dataset item {index} ({item.path}): {e}") from e
+    reached = audio.start_s + wave.shape[-1] / target_rate
+    if item.end_s is not None and end is not None and reached + 2 / target_rate < end:  # 2 samples: resampling
+        raise AudioDecodeError(f"dataset item {index} ({item.path}): end_s={item.end_s} is past the end of the file "
+                               f"({reached:.3f} s); fix the item's end_s")
     if clip_s is not None:
         wave, mask = pad_or_crop(wave, max(1, int(round(clip_s * target_rate))))
     else:
@@ -157,8 +163,9 @@ class AudioDataset(torch.utils.data.Dataset):
     start_s, ...)``; build it with :meth:`from_folder` or :meth:`from_manifest`, or from items directly.
 
     Args:
-        items: :class:`AudioItem` objects or tuples ``(path, labels, start_s, end_s, extra)``; ``labels`` is a
-            string (``;`` separates several) or a sequence of strings.
+        items: file paths (unlabelled), :class:`AudioItem` objects or tuples ``(path, labels, start_s, end_s,
+            extra)``; ``labels`` is a string (``;`` separates several) or a sequence of strings. A label listed twice
+            for one item counts once (with a warning naming the item).
         label_map: the label order: a list of names, ``{name: index}``, a LabelMap or a ``labels.json`` path.
             Default: the sorted set of labels present. Labels outside a given map are an error.
         clip_s: every clip is cropped or zero padded to this many seconds (``padding_mask`` marks the padding);
@@ -188,7 +195,7 @@ class AudioDataset(torch.utils.data.Dataset):
             raise ValueError(f"clip_s must be positive seconds or None (variable length), got {clip_s!r}")
         self.clip_s, self.random_crop, self.seed, self.epoch = clip_s, random_crop, seed, 0
         self.channels, self.target_rate, self.on_error, self.source = channels, int(target_rate), on_error, source
-        self.items = [as_item(entry) for entry in items]
+        self.items = labels_once([as_item(entry) for entry in items], source)
         if not self.items:
             raise ValueError(f"no audio items in {source}; expected at least one file to load")
         self._labels, self.multilabel = checked_labels(self.items, label_map, multilabel, source)

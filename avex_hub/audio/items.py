@@ -15,7 +15,8 @@ from pathlib import Path
 from .contract import find_audio
 from ..labels import LabelMap
 
-__all__ = ["AudioItem", "as_item", "split_labels", "listing", "folder_items", "several_labels", "checked_labels"]
+__all__ = ["AudioItem", "as_item", "split_labels", "listing", "folder_items", "labels_once", "several_labels",
+           "checked_labels"]
 
 _LISTED = 100  # at most this many problems spelled out in one message
 
@@ -34,7 +35,10 @@ class AudioItem:
 
 
 def as_item(entry) -> AudioItem:
-    """An :class:`AudioItem` from an item or a tuple ``(path, labels, start_s, end_s, extra)``."""
+    """An :class:`AudioItem` from an item, a file path (unlabelled) or a tuple ``(path, labels, start_s, end_s,
+    extra)``."""
+    if isinstance(entry, (str, os.PathLike)):
+        return AudioItem(Path(entry), origin=str(entry))
     if isinstance(entry, AudioItem):
         return entry if isinstance(entry.path, Path) else replace(entry, path=Path(entry.path))
     path, labels, start_s, end_s, extra = (tuple(entry) + (None, None, None, None))[:5]
@@ -96,6 +100,21 @@ def folder_items(root: Path, extensions: Sequence[str], on_error: str) -> tuple[
 
 
 # -- labels ---------------------------------------------------------------------------------------------------------
+def labels_once(items: list[AudioItem], source: str) -> list[AudioItem]:
+    """The items with each label listed once (``A;A`` is the one label ``A``, so it does not make a dataset
+    multi-label); a warning names the items whose labels repeated."""
+    repeated = [i for i, item in enumerate(items) if len(set(item.labels)) < len(item.labels)]
+    if not repeated:
+        return items
+    warnings.warn(f"{source}: {len(repeated)} items list a label more than once; each is counted once:"
+                  + listing([f"{items[i].origin or items[i].path}: {list(items[i].labels)}" for i in repeated]),
+                  stacklevel=3)
+    out = list(items)
+    for i in repeated:
+        out[i] = replace(items[i], labels=tuple(dict.fromkeys(items[i].labels)))
+    return out
+
+
 def several_labels(items: list[AudioItem]) -> bool:
     """Whether any item has more than one label: the default of ``multilabel``."""
     return any(len(item.labels) > 1 for item in items)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .items import AudioItem, split_labels
+from .items import AudioItem, labels_once, split_labels
 
 __all__ = ["manifest_items", "rows_of_split", "SPLIT_SPELLINGS", "canonical_split"]
 
@@ -66,7 +66,7 @@ def manifest_items(csv_path: Path, *, base: Path, label_column: str, split) -> l
              for row, line in rows]
     if not items:
         raise ValueError(f"{csv_path} has no rows; expected a header with 'path,{label_column}' and one row per file")
-    return items
+    return labels_once(items, str(csv_path))
 
 
 def _manifest_rows(csv_path: Path) -> tuple[list[str], list[tuple[dict[str, str], int]]]:
@@ -74,6 +74,10 @@ def _manifest_rows(csv_path: Path) -> tuple[list[str], list[tuple[dict[str, str]
     with io.StringIO(_manifest_text(csv_path), newline="") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:  # csv would keep the last of them without a word
+            raise ValueError(f"{csv_path.name} line 1: the header names {repeated} more than once ({columns}); "
+                             "rename or remove the repeated columns")
         rows = []
         for row in reader:
             if None in row:  # csv puts fields beyond the header under None
