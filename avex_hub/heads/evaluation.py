@@ -41,8 +41,8 @@ from ..embed.extract import Embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
 from .probes import Probe, attention_probe, mlp_probe
-from .targets import align_labels, label_names_of, split_indices
-from .train_options import ExtractOptions, TrainResult, extract_split
+from .targets import align_labels, check_finite, label_names_of, split_indices
+from .train_options import ExtractOptions, TrainResult, check_count, extract_split
 from .training import predict, train_probe
 
 __all__ = ["CARD_METRIC_NAMES", "Evaluation", "ScoreOptions", "evaluate", "compare_models", "compare_layers",
@@ -83,6 +83,7 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.probe not in _PROBES:
             raise ValueError(f"probe must be one of {_PROBES}, got {self.probe!r}")
+        check_count("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def _labels_of(data) -> np.ndarray:
 
 def resolve_splits(data, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
     """``{"train": ..., "val": ... (optional), "test": ...}`` from any of the accepted forms (module docstring)."""
+    check_count("seed", seed, 0)
     if isinstance(data, dict):
         unknown = sorted(set(data) - set(_ROLES))
         if unknown or "train" not in data or "test" not in data:
@@ -226,6 +228,8 @@ def _score(emb: dict[str, Embeddings], indices: list[int], options: ScoreOptions
     train, test = emb["train"], emb["test"]
     if train.labels is None or test.labels is None:
         raise ValueError("evaluation needs labelled train and test clips; the embeddings have no labels")
+    for role, split in emb.items():  # before anything trains on them
+        check_finite(split, role)
     head, result, logits = _train_head(emb, indices, options, audio)
     labels = test.labels.numpy()
     table = ResultsTable()

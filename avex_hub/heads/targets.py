@@ -12,17 +12,19 @@ from ..embed.extract import Embeddings, batch_labels
 from .probes import Probe
 
 __all__ = ["compute_class_weights", "split_indices", "check_targets", "dataset_labels", "batch_targets",
-           "label_names_of", "align_labels"]
+           "label_names_of", "align_labels", "check_finite"]
 
 
 def compute_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Balanced weights ``[K]``: single-label ``n / (K * count_c)`` (0 for a class with no example);
-    multi-hot ``[n, K]``: ``pos_weight_c = (n - pos_c) / pos_c`` (1 for a class with no positive)."""
+    multi-hot ``[n, K]``: ``pos_weight_c = (n_c - pos_c) / pos_c`` over the ``n_c`` rows whose target of class c is
+    known (nan: unknown), 1 for a class with no positive."""
     labels = torch.as_tensor(labels)
     n = len(labels)
     if labels.dim() == 2:
-        pos = labels.float().sum(dim=0)
-        return torch.where(pos > 0, (n - pos) / pos.clamp(min=1), torch.ones_like(pos))
+        known = (~torch.isnan(labels.float())).sum(dim=0)
+        pos = labels.float().nansum(dim=0)
+        return torch.where(pos > 0, (known - pos) / pos.clamp(min=1), torch.ones_like(pos))
     counts = torch.bincount(labels.long(), minlength=num_classes).double()
     weights = torch.where(counts > 0, n / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
     return weights.float()
@@ -59,8 +61,8 @@ def check_targets(labels: torch.Tensor | None, probe: Probe, what: str) -> torch
             raise ValueError(f"{what}: a multi-label probe of {k} classes needs multi-hot targets [n, {k}], "
                              f"got {tuple(labels.shape)}" + ("" if labels.dim() == 2 else
                                                              "; build the probe with multilabel=False"))
-        if not torch.isin(labels, torch.tensor([0.0, 1.0])).all():
-            raise ValueError(f"{what}: multi-hot targets must be 0/1")
+        if not (torch.isin(labels, torch.tensor([0.0, 1.0])) | torch.isnan(labels)).all():
+            raise ValueError(f"{what}: multi-hot targets must be 0 or 1 (nan: unknown, left out of the loss)")
         return labels.float()
     if labels.dim() != 1:
         raise ValueError(f"{what}: a single-label probe needs class ids [n], got {tuple(labels.shape)}; "
@@ -70,6 +72,17 @@ def check_targets(labels: torch.Tensor | None, probe: Probe, what: str) -> torch
         raise ValueError(f"{what}: labels {sorted(set(bad.tolist()))[:10]} are outside 0..{k - 1} "
                          f"(the probe has num_classes={k}); build the probe with the dataset's number of classes")
     return labels.long()
+
+
+def check_finite(emb: Embeddings, role: str) -> None:
+    """ValueError naming the rows (and their files) of ``emb`` that hold NaN or inf, before anything trains on them:
+    otherwise an epoch runs and then fails on a position in a shuffled batch."""
+    x = emb.embeddings
+    bad = (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).nonzero()[:, 0].tolist()
+    if bad:
+        rows = [f"{i}" + (f" ({emb.paths[i]})" if emb.paths and emb.paths[i] else "") for i in bad[:10]]
+        raise ValueError(f"the {role} embeddings hold NaN or inf in {len(bad)} of {len(x)} rows: {', '.join(rows)}"
+                         f"{' ...' if len(bad) > 10 else ''}; leave those rows out (.subset) or fix their input")
 
 
 def label_names_of(data) -> list[str] | None:

@@ -4,8 +4,10 @@ the embeddings it trains on (:class:`ExtractOptions`, :func:`extract_split`) and
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import torch
 
@@ -13,7 +15,25 @@ from ..embed.extract import Embeddings, cache_path_for, extract_embeddings
 from ..encoder.precision import device_for, resolve_device
 
 __all__ = ["TrainOptions", "OFFLINE_DEFAULTS", "ONLINE_DEFAULTS", "DEFAULTS", "ExtractOptions", "extract_split",
-           "TrainResult"]
+           "TrainResult", "check_count", "check_rate"]
+
+
+def check_count(name: str, value, minimum: int) -> int:
+    """``value`` as an int when it is a whole number (an int or a numpy integer, not a bool) >= ``minimum``; else a
+    ValueError naming the option (``epochs=2.5``, ``batch_size=True`` and ``seed=-1`` are mistakes, not
+    requests)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+
+def check_rate(name: str, value, *, optional: bool = False) -> None:
+    """ValueError naming the option unless ``value`` is a finite number > 0 (or None when ``optional``): an
+    infinite learning rate would run an epoch and then fail on NaN predictions."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
 
 
 @dataclass(frozen=True)
@@ -42,11 +62,14 @@ class TrainOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if (self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not 0.0 <= self.val_fraction < 1.0
-                or not self.lr > 0):
-            raise ValueError(f"need epochs, batch_size, patience >= 1, lr > 0 and 0 <= val_fraction < 1; got "
-                             f"epochs={self.epochs}, batch_size={self.batch_size}, patience={self.patience}, "
-                             f"lr={self.lr}, val_fraction={self.val_fraction}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("patience", 1), ("seed", 0), ("num_workers", 0)):
+            object.__setattr__(self, name, check_count(name, getattr(self, name), minimum))  # a numpy int: an int
+        for name in ("lr", "backbone_lr"):
+            check_rate(name, getattr(self, name), optional=name == "backbone_lr")
+        if not (isinstance(self.weight_decay, Real) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.val_fraction, Real) and 0.0 <= self.val_fraction < 1.0):
+            raise ValueError(f"val_fraction must be in [0, 1) (0: no validation), got val_fraction={self.val_fraction!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "balanced":
             raise ValueError(f"class_weights must be 'balanced', None or a tensor [num_classes], got "
                              f"{self.class_weights!r}")
@@ -76,6 +99,8 @@ class ExtractOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        for name, minimum in (("batch_size", 1), ("num_workers", 0)):
+            object.__setattr__(self, name, check_count(name, getattr(self, name), minimum))
         if self.device is not None:
             resolve_device(self.device)  # a device this torch cannot use fails before any audio is read
 

@@ -15,6 +15,11 @@
   class; a label the other side lacks is an error showing both lists.
 - Losses: cross-entropy (single-label) or BCE-with-logits (multi-label). ``class_weights="balanced"`` weights
   class c by ``n / (K * count_c)`` (cross-entropy ``weight``); multi-label uses ``pos_weight_c = neg_c / pos_c``.
+- Unknown targets: a multi-hot target may be nan where it is not known (agile labelling: a clip checked for one
+  class but not another). Those entries are left out of the loss, the class weights and the mAP; everything else
+  is as for 0/1 targets. Pass them as the labels of Embeddings (``Embeddings.from_arrays(x, targets)``).
+- Inputs are checked before the first epoch: embeddings holding NaN or inf are refused by row, and the options
+  by name (``epochs``, ``batch_size``, ``patience`` and ``seed`` whole numbers, ``lr`` finite and > 0).
 - Seeded: initialisation belongs to the probe (its ``seed``); shuffling, dropout and the held-out split come
   from ``seed`` here, drawn inside a forked RNG so the caller's global RNG state is untouched. On CPU, same seed
   -> identical weights.
@@ -38,7 +43,7 @@ from ..embed.extract import Embeddings
 from ..encoder.precision import device_for
 from .probes import Probe
 from .targets import (
-    align_labels, batch_targets, check_targets, compute_class_weights, dataset_labels, label_names_of, split_indices,
+    align_labels, batch_targets, check_finite, check_targets, compute_class_weights, dataset_labels, label_names_of, split_indices,
 )
 from .train_options import (
     DEFAULTS, OFFLINE_DEFAULTS, ONLINE_DEFAULTS, ExtractOptions, TrainOptions, TrainResult, extract_split,
@@ -55,7 +60,13 @@ def _metric(probe: Probe, labels: torch.Tensor, logits: torch.Tensor) -> float:
     if probe.multilabel:
         with warnings.catch_warnings():  # a validation set with no positive gives nan: handled by the caller
             warnings.simplefilter("ignore", RuntimeWarning)
-            return mean_average_precision(labels.numpy(), logits.float().numpy())
+            known = ~torch.isnan(labels)
+            if known.all():
+                return mean_average_precision(labels.numpy(), logits.float().numpy())
+            # Unknown targets (nan) are left out: each class's AP over the rows where its target is known.
+            ap = [mean_average_precision(labels[rows, c:c + 1].numpy(), logits[rows, c:c + 1].float().numpy())
+                  for c, rows in enumerate(known.T) if labels[rows, c].nansum() > 0]
+            return float(np.mean(ap)) if ap else math.nan
     return accuracy(labels.numpy(), logits.float().numpy())
 
 
@@ -194,6 +205,9 @@ def _train_offline(probe: Probe, train, val, options: TrainOptions, extract: Ext
     train_emb = _embeddings_for(probe, train, "train", extract)
     y = check_targets(train_emb.labels, probe, "train")
     val_emb = _embeddings_for(probe, val, "val", extract) if val is not None else None
+    for role, emb in (("train", train_emb), ("val", val_emb)):
+        if emb is not None:
+            check_finite(emb, role)
     if val_emb is None and options.val_fraction > 0:
         keep, held = split_indices(y, options.val_fraction, options.seed)
         if len(held):
@@ -249,7 +263,20 @@ def _loss(probe: Probe, class_weights, labels: torch.Tensor) -> tuple[nn.Module,
         if weights.shape != (probe.num_classes,):
             raise ValueError(f"class_weights must have shape [{probe.num_classes}], got {tuple(weights.shape)}")
     w = weights.to(device_for(probe)) if weights is not None else None
-    return (nn.BCEWithLogitsLoss(pos_weight=w) if probe.multilabel else nn.CrossEntropyLoss(weight=w)), weights
+    return (_MaskedBCE(pos_weight=w) if probe.multilabel else nn.CrossEntropyLoss(weight=w)), weights
+
+
+class _MaskedBCE(nn.BCEWithLogitsLoss):
+    """BCE-with-logits whose mean leaves out the unknown targets (nan): a multi-hot target matrix may say "not
+    known" for some (row, class) entries, as agile labelling does. Without a nan it is BCEWithLogitsLoss exactly."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(targets)
+        if bool(known.all()):
+            return super().forward(logits, targets)
+        each = nn.functional.binary_cross_entropy_with_logits(logits, targets.nan_to_num(0.0), reduction="none",
+                                                              pos_weight=self.pos_weight)
+        return (each * known).sum() / known.sum().clamp(min=1)
 
 
 def _optimiser(probe: Probe, options: TrainOptions) -> torch.optim.Optimizer:
