@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,11 +19,11 @@ import torch
 from ..audio.contract import SAMPLE_RATE, to_float_audio
 from ..encoder.model import AvexModel
 from .clips import ClipList, as_dataset, batch_labels
-from .embeddings import Embeddings, read_embeddings, write_embeddings
+from .embeddings import DamagedEmbeddingsError, Embeddings, read_embeddings, write_embeddings
 from .outputs import file_fingerprint
 
 __all__ = ["model_digest", "dataset_fingerprint", "cache_path_for", "Rows", "snapshot", "save_rows", "load_cache",
-           "load_partial"]
+           "load_partial", "check_writable"]
 
 
 def model_digest(model: AvexModel) -> str:
@@ -119,12 +121,21 @@ def save_rows(target: Path, rows: Rows, blank: Embeddings) -> Embeddings:
 
 
 def load_cache(path: Path, settings: dict) -> Embeddings | None:
-    """The embeddings cached at ``path`` when they were made with ``settings``; None when there is none yet.
+    """The embeddings cached at ``path`` when they were made with ``settings``; None when there is none yet, or
+    when the cache is damaged (cut short, broken metadata, fewer rows than the dataset): a warning names it and the
+    caller recomputes it.
 
     A cache made with other settings raises, naming the settings that differ, instead of being overwritten."""
     if not path.exists():
         return None
-    found = Embeddings.load(path)
+    try:
+        found = Embeddings.load(path)
+    except DamagedEmbeddingsError as error:
+        _recomputing(path, str(error))
+        return None
+    if found.settings == settings and len(found) != settings.get("num_items"):
+        _recomputing(path, f"it holds {len(found)} rows but the dataset has {settings.get('num_items')}")
+        return None
     if found.settings == settings:
         return found
     changed = sorted(k for k in set(settings) | set(found.settings) if settings.get(k) != found.settings.get(k))
@@ -132,12 +143,36 @@ def load_cache(path: Path, settings: dict) -> Embeddings | None:
                      "pass overwrite=True to recompute, or another cache path")
 
 
+def check_writable(path: Path) -> None:
+    """OSError naming ``path`` when its folder cannot be created or written, checked before any audio is embedded
+    (the cache is written at the end, and a failure then would waste the whole run)."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise type(error)(f"cannot write the embedding cache {path}: {error}; pass a cache path in a writable "
+                          "folder") from None
+
+
+def _recomputing(path: Path, why: str) -> None:
+    """The one line a damaged cache file gets (the CLI says the same of damaged shards): which file, why, and that
+    it is being recomputed."""
+    warnings.warn(f"recomputing the embedding cache {path}: it cannot be used ({why})", stacklevel=4)
+
+
 def load_partial(partial: Path, settings: dict) -> Rows:
     """The rows that an interrupted run with the same ``settings`` left in ``partial``, to resume from; none when
     there is no such file or it was made with other settings (then this run replaces it)."""
     if not partial.exists():
         return Rows()
-    tensors, meta = read_embeddings(partial)
+    try:
+        tensors, meta = read_embeddings(partial)
+    except ValueError as error:  # damaged (or not ours, which this file never is: only this module writes it)
+        _recomputing(partial, str(error))
+        return Rows()
     if meta.get("settings") != settings:
         return Rows()
     saved = tensors["embeddings"]

@@ -15,7 +15,7 @@ import torch
 
 from .outputs import atomic_path
 
-__all__ = ["Embeddings", "write_embeddings", "read_embeddings"]
+__all__ = ["Embeddings", "write_embeddings", "read_embeddings", "DamagedEmbeddingsError"]
 
 _FORMAT = "avex-embeddings/1"
 
@@ -222,19 +222,45 @@ def write_embeddings(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -
     return path
 
 
+class DamagedEmbeddingsError(ValueError):
+    """An embeddings file that cannot be read as written: cut short, its metadata broken, or holding fewer rows
+    than its metadata says. A cache in this state is recomputed (with a warning naming it)."""
+
+
 def read_embeddings(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and metadata of a file :func:`write_embeddings` wrote; ValueError for any other file."""
-    from safetensors import safe_open
+    """The tensors and metadata of a file :func:`write_embeddings` wrote. DamagedEmbeddingsError when the file is
+    damaged; ValueError when it is another kind of file (another program's safetensors, another format)."""
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         raise FileNotFoundError(f"no embeddings file at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        if "avex" not in header:
-            raise ValueError(f"{path} is a safetensors file without avex-hub embedding metadata; "
-                             "expected a file written by Embeddings.save or extract_embeddings(cache=...)")
-        meta = json.loads(header["avex"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path}: unknown embeddings format {meta.get('format')!r}, expected {_FORMAT!r}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if "avex" not in header:
+                raise ValueError(f"{path} is a safetensors file without avex-hub embedding metadata; "
+                                 "expected a file written by Embeddings.save or extract_embeddings(cache=...)")
+            meta = json.loads(header["avex"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, json.JSONDecodeError) as error:
+        raise DamagedEmbeddingsError(f"{path} is damaged: {error}") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path}: unknown embeddings format {found!r}, expected {_FORMAT!r}")
+    _check_complete(path, tensors, meta)
     return tensors, meta
+
+
+def _check_complete(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """DamagedEmbeddingsError unless the file holds every row and key its metadata promises."""
+    missing = [k for k in ("layers", "pooling", "num_items", "shape") if k not in meta]
+    if missing or "embeddings" not in tensors:
+        raise DamagedEmbeddingsError(f"{path} is damaged: its metadata lacks {missing}" if missing else
+                                     f"{path} is damaged: it holds no 'embeddings' tensor")
+    rows = len(tensors["embeddings"])
+    shapes = [list(tensors["embeddings"].shape), meta["shape"]]
+    labels = tensors.get("labels")
+    if shapes[0] != shapes[1] or rows != meta["num_items"] or (labels is not None and len(labels) != rows):
+        raise DamagedEmbeddingsError(f"{path} is damaged: it holds embeddings of shape {shapes[0]}"
+                                     f"{'' if labels is None else f' and {len(labels)} labels'}, its metadata says "
+                                     f"{meta['num_items']} rows of shape {shapes[1]}")

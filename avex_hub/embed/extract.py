@@ -13,13 +13,15 @@ The cache is one safetensors file (embeddings, labels, and the settings in its h
 JSON sidecar ``<cache>.json`` with the same metadata for people to read. Running again with the same cache path
 and the same settings (model digest, layers, pooling, precision, dataset fingerprint) loads it; different settings
 raise instead of overwriting (``overwrite=True`` recomputes). Long runs write ``<cache>.partial`` every
-``checkpoint_s`` seconds and resume from it.
+``checkpoint_s`` seconds and resume from it. A damaged cache or partial file (cut short, its metadata broken,
+fewer rows than the dataset) is recomputed, with a warning naming the file.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from numbers import Integral
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +32,8 @@ from ..audio.datasets import check_dataset_rate
 from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device
 from .cache import (
-    Rows, cache_path_for, dataset_fingerprint, load_cache, load_partial, model_digest, save_rows, snapshot,
+    Rows, cache_path_for, check_writable, dataset_fingerprint, load_cache, load_partial, model_digest, save_rows,
+    snapshot,
 )
 from .clips import ClipList, as_dataset, batch_labels
 from .embeddings import Embeddings
@@ -123,7 +126,9 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
     ``layers``: ``"last"`` or an int give ``[n, C]``; a list or ``"all"`` give ``[n, L, C]``. ``device=None``
     keeps the model where it is. ``sample_rate`` is the rate of array inputs (default 16 kHz). With ``cache``,
     a cache made with the same settings is loaded, one made with others raises (``overwrite=True`` recomputes),
-    and an interrupted run resumes from ``<cache>.partial``.
+    a damaged one (cut short, broken metadata, fewer rows than the dataset) is recomputed with a warning naming it,
+    and an interrupted run resumes from ``<cache>.partial`` (a damaged one is discarded the same way). A cache path
+    that cannot be written fails before any audio is read.
     """
     _check_arguments(model, pooling, batch_size)
     indices = model.layer_indices(layers)
@@ -133,7 +138,9 @@ def extract_embeddings(model: AvexModel, data, *, layers: str | int | list[int] 
         raise ValueError("the dataset is empty; expected at least one clip to embed")
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     cache_path = Path(cache) if cache is not None else None
-    blank = _blank(model, dataset, indices, stacked=not (layers == "last" or isinstance(layers, int)),
+    if cache_path is not None:
+        check_writable(cache_path)
+    blank = _blank(model, dataset, indices, stacked=not (layers == "last" or isinstance(layers, Integral)),
                    pooling=pooling, precision=precision, cached=cache_path is not None)
     found = load_cache(cache_path, blank.settings) if cache_path is not None and not overwrite else None
     if found is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from numbers import Integral
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -201,7 +202,7 @@ def _indices_in(embeddings: Embeddings, layers) -> list[int]:
         return [embeddings.layers[-1]]
     if layers == "all":
         return list(embeddings.layers)
-    indices = [layers] if isinstance(layers, int) else list(layers)
+    indices = [int(layers)] if isinstance(layers, Integral) else list(layers)
     embeddings.select_layers(indices)  # ValueError naming what is missing
     return indices
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -90,7 +91,7 @@ class Probe(nn.Module):
         self.num_classes = num_classes
         # Indices into the backbone's hidden states (ValueError when out of range); without a backbone, as given.
         self.layer_indices = (backbone.layer_indices(layers) if backbone is not None
-                              else [layers] if isinstance(layers, int) else [int(i) for i in layers])
+                              else [int(layers)] if isinstance(layers, Integral) else [int(i) for i in layers])
         self._embedding_dim = backbone.embedding_dim if backbone is not None else int(embedding_dim)
         self.pooling = pooling
         self.head_type = head
