@@ -22,6 +22,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,8 @@ class AudioDataset(torch.utils.data.Dataset):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if clip_s is not None and not clip_s > 0:
             raise ValueError(f"clip_s must be positive seconds or None (variable length), got {clip_s!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
+            raise ValueError(f"seed must be an int >= 0 or None (torch's global RNG), got seed={seed!r}")
         self.clip_s, self.random_crop, self.seed, self.epoch = clip_s, random_crop, seed, 0
         self.channels, self.target_rate, self.on_error, self.source = channels, int(target_rate), on_error, source
         self.items = labels_once([as_item(entry) for entry in items], source)

@@ -151,7 +151,7 @@ def retrieval_metrics(embeddings, labels, *, batch_size: int = 1024, device=None
     ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
     """
     q = retrieval_per_query(embeddings, labels, batch_size=batch_size, device=device, dtype=dtype)
-    return {"roc_auc": _mean_auc(q), "precision_at_1": _precision_at_1(q),
+    return {"roc_auc": _mean_auc(q), "precision_at_1": _precision_at_1(q, np.ndim(labels) == 2),
             "num_queries": int(np.sum(~np.isnan(q["roc_auc"]))),
             "num_queries_precision_at_1": int(np.sum(q["num_positives"] > 0)), "num_items": len(q["query"])}
 
@@ -162,10 +162,11 @@ def _mean_auc(q: dict) -> float:
         "retrieval ROC AUC: no query has both a positive and a negative (e.g. all items share one label)")
 
 
-def _precision_at_1(q: dict) -> float:
+def _precision_at_1(q: dict, multilabel: bool) -> float:
     ok = q["num_positives"] > 0
+    why = "no two items share a label" if multilabel else "every label occurs once"
     return float(q["hit"][ok].mean()) if ok.any() else undefined(
-        "retrieval precision@1: no query has a positive (every label occurs once)")
+        f"retrieval precision@1: no query has a positive ({why})")
 
 
 def retrieval_roc_auc(embeddings, labels, *, batch_size: int = 1024, device=None) -> float:
@@ -181,4 +182,5 @@ def retrieval_precision_at_1(embeddings, labels, *, batch_size: int = 1024, devi
 
     ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
     """
-    return _precision_at_1(retrieval_per_query(embeddings, labels, batch_size=batch_size, device=device))
+    q = retrieval_per_query(embeddings, labels, batch_size=batch_size, device=device)
+    return _precision_at_1(q, np.ndim(labels) == 2)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from numbers import Real
 
 import lightning as L
 import numpy as np
@@ -36,6 +37,7 @@ from ..audio.augment import AddBackgroundNoise, Mixup, multi_hot
 from ..audio.datasets import check_dataset_rate
 from ..labels import LabelMap
 from ..encoder.model import AvexModel
+from ..heads.train_options import check_count, check_rate
 from .lightning_data import AvexDataModule, check_labels
 
 __all__ = ["AvexClassifier", "AvexDataModule", "check_labels", "default_precision"]
@@ -85,6 +87,44 @@ class _FrozenModulesNotice(L.Callback):
         self._restore()
 
 
+def _check_schedule(*, lr, warmup_steps, warmup_fraction, total_steps, min_lr_ratio, layerdrop, seed) -> None:
+    """ValueError naming the first option of :class:`AvexClassifier` that is out of range, before anything runs."""
+    check_rate("lr", lr)
+    check_count("seed", seed, 0)
+    if warmup_steps is not None:
+        check_count("warmup_steps", warmup_steps, 0)
+    if total_steps is not None:  # None: the trainer's estimate (0 is not a way to ask for it)
+        check_count("total_steps", total_steps, 1)
+    for name, value, top in (("warmup_fraction", warmup_fraction, 1.0), ("min_lr_ratio", min_lr_ratio, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= top:
+            raise ValueError(f"{name} must be in [0, {top}], got {name}={value!r}")
+    if layerdrop is not None and (isinstance(layerdrop, bool) or not isinstance(layerdrop, Real)
+                                  or not 0.0 <= layerdrop < 1.0):
+        raise ValueError(f"layerdrop must be in [0, 1) (the chance a layer is skipped in a training step) or None "
+                         f"(the config's), got layerdrop={layerdrop!r}")
+
+
+def _training_data(trainer) -> str:
+    """What the trainer's training loader holds, for the message when it gives no step."""
+    loader = trainer.train_dataloader
+    loader = getattr(loader, "iterables", loader)  # Lightning's CombinedLoader
+    if isinstance(loader, dict):
+        loader = next(iter(loader.values()), None)
+    elif isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return "the training loader yields no batch; check the train split"
+    if len(dataset) == 0:
+        return "the train split is empty; give the data module a train dataset with at least one item"
+    per_device = len(getattr(loader, "sampler", dataset))
+    if getattr(loader, "drop_last", False):
+        return (f"{per_device} training items per device in batches of {batch_size} with drop_last=True leave no "
+                f"full batch; lower batch_size or pass drop_last=False")
+    return (f"{per_device} training items per device in batches of {batch_size} give no step; check the trainer's "
+            "limits (limit_train_batches, accumulate_grad_batches)")
+
+
 class AvexClassifier(L.LightningModule):
     """Classification on an :class:`AvexModel`: mean-pooled last-layer frames -> linear head (the model's own
     ``classifier``, so an export has the published layout).
@@ -100,11 +140,14 @@ class AvexClassifier(L.LightningModule):
             :func:`avex_hub.heads.finetune.layerwise_param_groups`); ``layer_decay=None``: ``finetune.LAYER_DECAY`` (0.75); the weights'
             published ``layer_wise_gradient_decay_ratio`` acts on gradients inside the encoder (as in the reference).
         warmup_steps / warmup_fraction, total_steps, min_lr_ratio: linear warm-up then cosine decay, stepped per
-            optimiser step; ``total_steps`` defaults to the trainer's estimate.
+            optimiser step; ``total_steps`` (>= 1) defaults to the trainer's estimate, ``warmup_fraction`` and
+            ``min_lr_ratio`` lie in [0, 1]. Every option is checked when the module is built; training data that
+            gives no optimiser step (an empty train split, ``drop_last`` with a batch larger than the data) is an
+            error saying so.
         noise: an :class:`AddBackgroundNoise`, a noise folder, or True for generated noise (p=0.5, [-10, 20] dB).
         mixup: a :class:`Mixup` or its probability. With single-label data a mixed row's target is the union of
             its two classes, normalised to sum to one (soft cross-entropy).
-        layerdrop: overrides the config's layer drop (default: the config's for ``"all"``; partial fine-tuning
+        layerdrop: in [0, 1), overrides the config's layer drop (default: the config's for ``"all"``; partial fine-tuning
             keeps the encoder in eval mode, so no layer drop). Layer drop > 0 under DDP needs
             ``strategy="ddp_find_unused_parameters_true"``.
         seed: head initialisation, augmentations and the model's dropout / layer drop draws.
@@ -126,6 +169,8 @@ class AvexClassifier(L.LightningModule):
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
         finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
+        _check_schedule(lr=lr, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction, total_steps=total_steps,
+                        min_lr_ratio=min_lr_ratio, layerdrop=layerdrop, seed=seed)
         if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
             layer_decay = finetune.LAYER_DECAY
         self.model = model
@@ -280,10 +325,12 @@ class AvexClassifier(L.LightningModule):
         groups = finetune.layerwise_param_groups(self.model, lr=h.lr, layer_decay=h.layer_decay,
                                                  weight_decay=h.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas))
-        total = h.total_steps or self.trainer.estimated_stepping_batches
+        total = h.total_steps if h.total_steps is not None else self.trainer.estimated_stepping_batches
         if not np.isfinite(total):
             raise ValueError("cannot size the LR schedule: the trainer has no max_epochs/max_steps; pass total_steps=")
         total = int(total)
+        if total < 1:
+            raise ValueError(f"the training data gives no optimiser step: {_training_data(self.trainer)}")
         warmup = h.warmup_steps if h.warmup_steps is not None else int(round(h.warmup_fraction * total))
         scheduler = finetune.warmup_cosine_scheduler(optimizer, warmup_steps=warmup, total_steps=total,
                                                      min_lr_ratio=h.min_lr_ratio)

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from ..audio.contract import WINDOW_S
+from ..heads.train_options import check_count
 
 __all__ = ["AvexDataModule", "check_labels"]
 
@@ -48,8 +49,10 @@ class AvexDataModule(L.LightningDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0, pin_memory: bool = False,
                  drop_last: bool = False) -> None:
         super().__init__()
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        batch_size, seed = check_count("batch_size", batch_size, 1), check_count("seed", seed, 0)
+        num_workers = check_count("num_workers", num_workers, 0)
+        if eval_batch_size is not None:
+            eval_batch_size = check_count("eval_batch_size", eval_batch_size, 1)
         self.train_set, self.val_set, self.test_set, self.predict_set = train, val, test, predict
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed, self.pin_memory, self.drop_last = num_workers, seed, pin_memory, drop_last
@@ -132,7 +135,13 @@ class AvexDataModule(L.LightningDataModule):
         return dataset
 
     def train_dataloader(self):
-        return self._loader(self._need(self.train_set, "train"), train=True)
+        loader = self._loader(self._need(self.train_set, "train"), train=True)
+        if len(loader) == 0:  # otherwise the schedule fails on "total_steps >= 1", which does not say why
+            items = len(loader.sampler)
+            raise ValueError("the train split is empty; give the data module at least one training item" if not items
+                             else f"drop_last=True with batch_size={self.batch_size} leaves no training batch: "
+                                  f"{items} training items per device; lower batch_size or pass drop_last=False")
+        return loader
 
     def val_dataloader(self):
         return self._loader(self.val_set, train=False) if self.val_set is not None else []  # [] = no validation
