@@ -66,6 +66,7 @@ LAYERS = {
     "avex_hub.heads.train_options": 5,
     "avex_hub.heads.training": 5,
     "avex_hub.heads.finetune": 5,
+    "avex_hub.heads.splits": 5,
     "avex_hub.heads.evaluation": 5,
     "avex_hub.heads.scoring": 5,
     "avex_hub.heads.retrieval": 5,
