@@ -502,7 +502,7 @@ def test_window_dataset_counts_a_resampled_file_as_the_decoder_makes_it(tmp_path
 
 @pytest.mark.parametrize("option, match", [
     ({"layerdrop": 2.0}, r"layerdrop must be in \[0, 1\)"),
-    ({"warmup_fraction": 5.0}, r"warmup_fraction must be in \[0, 1.0\], got warmup_fraction=5.0"),
+    ({"warmup_fraction": 5.0}, r"warmup_fraction must be in \[0, 1\], got warmup_fraction=5.0"),
     ({"total_steps": 0}, r"total_steps must be an int >= 1, got total_steps=0"),  # was the trainer's estimate
     ({"seed": -1}, r"seed must be an int >= 0, got seed=-1"),
     ({"lr": float("inf")}, r"lr must be a finite number > 0, got lr=inf"),

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from numbers import Real
 
 import lightning as L
 import numpy as np
@@ -37,7 +36,6 @@ from ..audio.augment import AddBackgroundNoise, Mixup, multi_hot
 from ..audio.datasets import check_dataset_rate
 from ..labels import LabelMap
 from ..encoder.model import AvexModel
-from ..heads.train_options import check_count, check_rate
 from .lightning_data import AvexDataModule, check_labels
 
 __all__ = ["AvexClassifier", "AvexDataModule", "check_labels", "default_precision"]
@@ -85,23 +83,6 @@ class _FrozenModulesNotice(L.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._restore()
-
-
-def _check_schedule(*, lr, warmup_steps, warmup_fraction, total_steps, min_lr_ratio, layerdrop, seed) -> None:
-    """ValueError naming the first option of :class:`AvexClassifier` that is out of range, before anything runs."""
-    check_rate("lr", lr)
-    check_count("seed", seed, 0)
-    if warmup_steps is not None:
-        check_count("warmup_steps", warmup_steps, 0)
-    if total_steps is not None:  # None: the trainer's estimate (0 is not a way to ask for it)
-        check_count("total_steps", total_steps, 1)
-    for name, value, top in (("warmup_fraction", warmup_fraction, 1.0), ("min_lr_ratio", min_lr_ratio, 1.0)):
-        if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= top:
-            raise ValueError(f"{name} must be in [0, {top}], got {name}={value!r}")
-    if layerdrop is not None and (isinstance(layerdrop, bool) or not isinstance(layerdrop, Real)
-                                  or not 0.0 <= layerdrop < 1.0):
-        raise ValueError(f"layerdrop must be in [0, 1) (the chance a layer is skipped in a training step) or None "
-                         f"(the config's), got layerdrop={layerdrop!r}")
 
 
 def _training_data(trainer) -> str:
@@ -169,7 +150,7 @@ class AvexClassifier(L.LightningModule):
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
         finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
-        _check_schedule(lr=lr, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction, total_steps=total_steps,
+        finetune.check_schedule(lr=lr, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction, total_steps=total_steps,
                         min_lr_ratio=min_lr_ratio, layerdrop=layerdrop, seed=seed)
         if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
             layer_decay = finetune.LAYER_DECAY
