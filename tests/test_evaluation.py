@@ -222,12 +222,14 @@ def _declared(manifest: Path) -> dict[str, set[str]]:
 def test_a_dataset_that_declares_splits_is_never_split_again(synthetic, tmp_path, cell, message):
     bad = _respelt(synthetic, tmp_path, lambda line, split: cell if line == 5 else split)
     dataset = AudioDataset.from_manifest(bad, clip_s=1.0)
-    with pytest.raises(ValueError, match=rf"declares splits, but 1 rows are in none of train, val, test[\s\S]*{message}"):
+    with pytest.raises(ValueError, match=rf"declares splits, but 1 rows are in none of train, val, test[\s\S]*"
+                                         rf"{message}"):
         resolve_splits(dataset)
     only_train = AudioDataset.from_manifest(synthetic.manifest, split="train", clip_s=1.0)
     with pytest.raises(ValueError, match=r"declares splits \['train'\] but no test rows"):
         resolve_splits(only_train)  # once split 70/30 at random: its own train rows scored as test
-    with pytest.raises(ValueError, match=r"no rows of .* have split \['tst'\]; splits present: \['test', 'train', 'val'\]"):
+    with pytest.raises(ValueError, match=r"no rows of .* have split \['tst'\]; splits present: "
+                                         r"\['test', 'train', 'val'\]"):
         AudioDataset.from_manifest(synthetic.manifest, split=["train", "tst"])  # the unknown name was ignored
 
 

@@ -191,7 +191,8 @@ def _labels_from(labels, label_names) -> tuple[torch.Tensor | None, list[str] | 
         index = {name: i for i, name in enumerate(names)}
         unknown = sorted(set(given) - set(index))
         if unknown:
-            raise ValueError(f"labels {unknown[:10]} are not in label_names {names[:10]}; add them or leave those rows out")
+            raise ValueError(f"labels {unknown[:10]} are not in label_names {names[:10]}; add them or leave those rows "
+                             "out")
         return torch.tensor([index[v] for v in given], dtype=torch.long), names
     if array.dtype.kind not in "biuf" or array.ndim not in (1, 2):
         raise ValueError(f"labels must be class ids [n], label names [n] or multi-hot [n, K]; got {array.dtype} "

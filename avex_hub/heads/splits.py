@@ -103,8 +103,8 @@ def _declared_splits(data) -> dict[str, list[int]] | None:
         else:
             bad.append(f"{item.origin or item.path}: " + (f"split={value!r}" if role else "no split (empty cell)"))
     if bad:
-        raise ValueError(f"{getattr(data, 'source', 'the dataset')} declares splits, but {len(bad)} rows are in none of "
-                         f"train, val, test (spelt {sorted(SPLIT_SPELLINGS)}, any case):" + listing(bad)
+        raise ValueError(f"{getattr(data, 'source', 'the dataset')} declares splits, but {len(bad)} rows are in "
+                         f"none of train, val, test (spelt {sorted(SPLIT_SPELLINGS)}, any case):" + listing(bad)
                          + "\nfix their split cells; a dataset that declares splits is never split at random")
     missing = [role for role in ("train", "test") if role not in rows]
     if missing:

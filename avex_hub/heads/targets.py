@@ -122,7 +122,8 @@ def dataset_labels(data) -> torch.Tensor | None:
 
 
 def batch_targets(batch: dict, probe: Probe) -> torch.Tensor:
-    """A collated batch's targets for ``probe``: multi-hot ``target`` (multi-label) or ``label`` ids, else ValueError."""
+    """A collated batch's targets for ``probe``: multi-hot ``target`` (multi-label) or ``label`` ids, else a
+    ValueError."""
     if probe.multilabel:
         if "target" not in batch:
             raise ValueError("a multi-label probe needs multi-hot 'target' in the batches (a multi-label dataset)")

@@ -69,7 +69,8 @@ class TrainOptions:
         if not (isinstance(self.weight_decay, Real) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not (isinstance(self.val_fraction, Real) and 0.0 <= self.val_fraction < 1.0):
-            raise ValueError(f"val_fraction must be in [0, 1) (0: no validation), got val_fraction={self.val_fraction!r}")
+            raise ValueError(f"val_fraction must be in [0, 1) (0: no validation), got "
+                             f"val_fraction={self.val_fraction!r}")
         if isinstance(self.class_weights, str) and self.class_weights != "balanced":
             raise ValueError(f"class_weights must be 'balanced', None or a tensor [num_classes], got "
                              f"{self.class_weights!r}")

@@ -43,7 +43,8 @@ from ..embed.extract import Embeddings
 from ..encoder.precision import device_for
 from .probes import Probe
 from .targets import (
-    align_labels, batch_targets, check_finite, check_targets, compute_class_weights, dataset_labels, label_names_of, split_indices,
+    align_labels, batch_targets, check_finite, check_targets, compute_class_weights, dataset_labels, label_names_of,
+    split_indices,
 )
 from .train_options import (
     DEFAULTS, OFFLINE_DEFAULTS, ONLINE_DEFAULTS, ExtractOptions, TrainOptions, TrainResult, extract_split,

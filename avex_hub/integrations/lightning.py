@@ -128,8 +128,8 @@ class AvexClassifier(L.LightningModule):
         noise: an :class:`AddBackgroundNoise`, a noise folder, or True for generated noise (p=0.5, [-10, 20] dB).
         mixup: a :class:`Mixup` or its probability. With single-label data a mixed row's target is the union of
             its two classes, normalised to sum to one (soft cross-entropy).
-        layerdrop: in [0, 1), overrides the config's layer drop (default: the config's for ``"all"``; partial fine-tuning
-            keeps the encoder in eval mode, so no layer drop). Layer drop > 0 under DDP needs
+        layerdrop: in [0, 1), overrides the config's layer drop (default: the config's for ``"all"``; partial
+            fine-tuning keeps the encoder in eval mode, so no layer drop). Layer drop > 0 under DDP needs
             ``strategy="ddp_find_unused_parameters_true"``.
         seed: head initialisation, augmentations and the model's dropout / layer drop draws.
     """
@@ -150,8 +150,8 @@ class AvexClassifier(L.LightningModule):
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
         finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
-        finetune.check_schedule(lr=lr, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction, total_steps=total_steps,
-                        min_lr_ratio=min_lr_ratio, layerdrop=layerdrop, seed=seed)
+        finetune.check_schedule(lr=lr, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction,
+                                total_steps=total_steps, min_lr_ratio=min_lr_ratio, layerdrop=layerdrop, seed=seed)
         if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
             layer_decay = finetune.LAYER_DECAY
         self.model = model
