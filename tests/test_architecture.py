@@ -27,6 +27,8 @@ LAYERS = {
     "avex_hub.audio.contract": 1,
     "avex_hub.audio.windows": 1,
     "avex_hub.audio.intervals": 1,
+    "avex_hub.audio.items": 1,
+    "avex_hub.audio.manifest": 1,
     "avex_hub.audio.datasets": 1,
     "avex_hub.audio.augment": 1,
     "avex_hub.audio.synthetic": 1,  # the synthetic dataset: its public face
@@ -49,19 +51,31 @@ LAYERS = {
     "avex_hub.hub.integrity": 3,
     # embeddings out: extraction, file inference, output writers, precision modes
     "avex_hub.embed": 4,  # the room itself (its modules load on first use)
+    "avex_hub.embed.embeddings": 4,
+    "avex_hub.embed.clips": 4,
+    "avex_hub.embed.cache": 4,
     "avex_hub.embed.extract": 4,
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
+    "avex_hub.heads.probe_module": 5,
+    "avex_hub.heads.probe_files": 5,
     "avex_hub.heads.probes": 5,
+    "avex_hub.heads.targets": 5,
+    "avex_hub.heads.train_options": 5,
     "avex_hub.heads.training": 5,
     "avex_hub.heads.finetune": 5,
+    "avex_hub.heads.splits": 5,
     "avex_hub.heads.evaluation": 5,
+    "avex_hub.heads.scoring": 5,
+    "avex_hub.heads.retrieval": 5,
+    "avex_hub.heads.results": 5,
     "avex_hub.heads.metrics": 5,
     # other libraries' interfaces
     "avex_hub.integrations": 6,  # the room itself (its modules load on first use)
     "avex_hub.integrations.sklearn": 6,
+    "avex_hub.integrations.lightning_data": 6,
     "avex_hub.integrations.lightning": 6,
     "avex_hub.integrations.lightning_predict": 6,
     "avex_hub.integrations.onnx_export": 6,

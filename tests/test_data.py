@@ -65,8 +65,8 @@ def test_label_order_from_labels_json_and_shared_across_splits(synth):
     assert train.labels == synth.labels and train.label_to_index == {n: i for i, n in enumerate(synth.labels)}
     assert test.labels == sorted(synth.labels) and test.multilabel  # taken from all rows, not only these
     assert len(train) + len(test) == synth.num_clips
-    with pytest.raises(ValueError, match=r"split in \['dev'\]; splits present: \['test', 'train', 'val'\]"):
-        AudioDataset.from_manifest(synth.manifest, split="dev")
+    with pytest.raises(ValueError, match=r"split \['tst'\]; splits present: \['test', 'train', 'val'\]"):
+        AudioDataset.from_manifest(synth.manifest, split="tst")
 
 
 def test_single_label_items_and_targets(single):
@@ -250,3 +250,48 @@ def test_start_past_end_of_file_is_named(single, tmp_path):
         warnings.simplefilter("always")
         with pytest.raises(ValueError, match="no usable audio items left"):
             ds.check(on_error="skip")
+
+
+def test_end_past_end_of_file_is_named_not_padded(single, tmp_path):
+    # Issue 27: an end_s past the end of the file was padded with zeros without a word.
+    real = sorted((single.root / "clips" / single.labels[0]).iterdir())[0]  # 1.0 s
+    header = ("path", "label", "start_s", "end_s")
+    ds = AudioDataset.from_manifest(write_manifest(tmp_path / "m.csv", [[real, "a", "0.5", "3.0"]], header))
+    with pytest.raises(AudioDecodeError, match=rf"dataset item 0 \(.*{real.name}\): end_s=3.0 is past the end of the "
+                                               r"file \(1.000 s\)"):
+        ds[0]
+    with pytest.raises(AudioDecodeError, match=r"1 of 1 items(.|\n)*end_s=3.0 is past the end of the file \(1.000 s\)"):
+        ds.check()
+    exact = AudioDataset.from_manifest(write_manifest(tmp_path / "e.csv", [[real, "a", "0.5", "1.0"]], header),
+                                       clip_s=None)
+    assert exact.check() == [] and exact[0]["audio"].shape == (8000,)
+
+
+def test_plain_paths_are_items(single):
+    # Issue 27: AudioDataset(["/x/a.wav"]) failed on "dictionary update sequence element #0 has length 1", a Path
+    # item on "'PosixPath' object is not iterable".
+    files = sorted((single.root / "clips" / single.labels[0]).iterdir())[:2]
+    ds = AudioDataset([str(files[0]), files[1]], clip_s=1.0)
+    assert [item.path for item in ds.items] == files and ds.labels == [] and len(ds) == 2
+    item = ds[1]
+    assert item["path"] == str(files[1]) and item["audio"].shape == (16000,) and "label" not in item
+
+
+def test_a_label_listed_twice_counts_once(single, tmp_path):
+    # Issue 27: one row labelled "A;A" made the whole dataset multi-label (mAP instead of accuracy, no NMI).
+    real = sorted((single.root / "clips" / single.labels[0]).iterdir())[:3]
+    manifest = write_manifest(tmp_path / "m.csv", [[real[0], "A"], [real[1], "A;A"], [real[2], "B"]])
+    with pytest.warns(UserWarning, match=r"1 items list a label more than once; each is counted once:\n  m.csv line 3"):
+        ds = AudioDataset.from_manifest(manifest)
+    assert not ds.multilabel and ds.targets.tolist() == [0, 0, 1] and ds.items[1].labels == ("A",)
+    with pytest.warns(UserWarning, match=r"1 items list a label more than once"):
+        direct = AudioDataset([(real[0], "A"), (real[1], ["B", "B"])])
+    assert not direct.multilabel and direct.targets.tolist() == [0, 1]
+
+
+def test_a_repeated_manifest_column_is_refused(single, tmp_path):
+    # Issue 27: csv kept the last of two 'label' columns without a word.
+    real = sorted((single.root / "clips" / single.labels[0]).iterdir())[0]
+    manifest = write_manifest(tmp_path / "m.csv", [[real, "A", "B"]], ("path", "label", " label"))
+    with pytest.raises(ValueError, match=r"m.csv line 1: the header names \['label'\] more than once"):
+        AudioDataset.from_manifest(manifest)

@@ -14,7 +14,7 @@ from torch import nn
 
 from avex_hub.embed.extract import Embeddings
 from avex_hub.encoder.precision import DEVICE_NONE, device_for, resolve_device
-from avex_hub.heads import evaluation, metrics, training
+from avex_hub.heads import evaluation, metrics, retrieval, training
 from avex_hub.heads.evaluation import evaluate
 from avex_hub.heads.metrics import retrieval_metrics
 from avex_hub.heads.probes import linear_probe
@@ -22,7 +22,7 @@ from avex_hub.heads.training import predict, train_probe
 from conftest import blobs
 
 sklearn_embedder = pytest.importorskip("avex_hub.integrations.sklearn")
-CALLER_MODULES = (training, evaluation, metrics, sklearn_embedder)
+CALLER_MODULES = (training, evaluation, retrieval, sklearn_embedder)  # metrics re-exports retrieval's
 BAD = r"device must be 'cpu', 'cuda', 'cuda:N', another torch device or None, got 'gpu'"
 
 

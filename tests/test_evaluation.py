@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +179,90 @@ def test_split_audio_keeps_the_datasets_settings(synthetic):
     assert (len(halves["train"]), len(halves["test"])) == (len(crops) // 2, len(crops) // 2)
     assert halves["test"].seed == 4 and halves["test"].source == "the given items (test split)"
     np.testing.assert_array_equal(np.bincount(halves["test"].targets), np.bincount(unmarked.targets) // 2)
+
+
+def _respelt(synthetic, folder, spell) -> Path:
+    """The synthetic manifest with each row's split cell rewritten by ``spell(line, value)`` (paths made absolute)."""
+    with open(synthetic.manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    target = folder / "manifest.csv"
+    with open(target, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for line, row in enumerate(rows, start=2):
+            writer.writerow(row | {"path": str(synthetic.manifest.parent / row["path"]),
+                                   "split": spell(line, row["split"])})
+    return target
+
+
+def test_manifest_splits_are_the_users_in_any_common_spelling(synthetic, tmp_path):
+    # A manifest in other spellings (issue 27: "valid", "TRAIN" ... were thrown away and the rows split 70/30 at
+    # random, train rows ending up in test): every row stays in the split it declares.
+    spellings = {"train": ["train", "Training", " TRAIN "], "val": ["valid", "VALIDATION", "dev", "Val"],
+                 "test": ["test", "Testing", "TEST"]}
+    respelt = _respelt(synthetic, tmp_path, lambda line, split: spellings[split][line % len(spellings[split])])
+    declared = _declared(synthetic.manifest)
+    splits = resolve_splits(AudioDataset.from_manifest(respelt, clip_s=1.0))
+    assert {role: {str(item.path) for item in part.items} for role, part in splits.items()} == declared
+    train = AudioDataset.from_manifest(respelt, split="training", clip_s=1.0)
+    assert {str(item.path) for item in train.items} == declared["train"]
+    assert {item.extra["split"] for item in train.items} == {"train"}
+
+
+def _declared(manifest: Path) -> dict[str, set[str]]:
+    """The files of each split a manifest declares."""
+    out: dict[str, set[str]] = {}
+    with open(manifest, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["split"], set()).add(str(manifest.parent / row["path"]))
+    return out
+
+
+@pytest.mark.parametrize("cell, message", [("tst", r"line 5: split='tst'"), ("", r"line 5: no split \(empty cell\)")])
+def test_a_dataset_that_declares_splits_is_never_split_again(synthetic, tmp_path, cell, message):
+    bad = _respelt(synthetic, tmp_path, lambda line, split: cell if line == 5 else split)
+    dataset = AudioDataset.from_manifest(bad, clip_s=1.0)
+    with pytest.raises(ValueError, match=rf"declares splits, but 1 rows are in none of train, val, test[\s\S]*"
+                                         rf"{message}"):
+        resolve_splits(dataset)
+    only_train = AudioDataset.from_manifest(synthetic.manifest, split="train", clip_s=1.0)
+    with pytest.raises(ValueError, match=r"declares splits \['train'\] but no test rows"):
+        resolve_splits(only_train)  # once split 70/30 at random: its own train rows scored as test
+    with pytest.raises(ValueError, match=r"no rows of .* have split \['tst'\]; splits present: "
+                                         r"\['test', 'train', 'val'\]"):
+        AudioDataset.from_manifest(synthetic.manifest, split=["train", "tst"])  # the unknown name was ignored
+
+
+def test_splits_built_separately_are_scored_by_label_name():
+    # Issue 27: a test set lacking one class, re-indexed in its own order, was scored against the train ids (a
+    # separable problem reported 0.0 where the truth was about 1).
+    x, y = blobs(300, 3, 16, seed=0, center_seed=99, spread=3.0)
+    names = ["ant", "bee", "cicada"]
+    train = Embeddings.from_arrays(x[:200], y[:200], layers=[5], label_names=names)
+    rows = torch.nonzero(y[200:] != 1)[:, 0] + 200  # the test split has no "bee"
+    own_ids = torch.where(y[rows] == 2, 1, 0)  # its own order: ant 0, cicada 1
+    test = Embeddings.from_arrays(x[rows], own_ids, layers=[5], label_names=["ant", "cicada"])
+    ev = evaluate((train, test), seed=0, details=True)
+    true = y[rows]  # the same clips' classes in the train split's order
+    assert ev.embeddings["test"].label_names == names and torch.equal(ev.embeddings["test"].labels, true)
+    assert ev.table.rows[0].score == accuracy(true, ev.test_logits) > 0.95
+    with pytest.raises(ValueError, match=r"the test split has labels that the train split does not: \['dragonfly'\]"
+                                         r"[\s\S]*of the train split \(3\) \['ant', 'bee', 'cicada'\]"
+                                         r"[\s\S]*of the test split \(2\) \['ant', 'dragonfly'\]"):
+        evaluate((train, Embeddings.from_arrays(x[rows], own_ids, layers=[5], label_names=["ant", "dragonfly"])))
+
+
+def test_two_class_folders_are_aligned_by_name(model, synthetic, tmp_path):
+    # Two AudioDataset.from_folder calls: the test folder lacks a species, so its own label order differs.
+    clips = synthetic.manifest.parent / "clips"
+    species = sorted(p.name for p in clips.iterdir())
+    for name in species[:1] + species[2:]:
+        (tmp_path / name).mkdir()
+        for wav in sorted((clips / name).glob("*.wav"))[:3]:
+            (tmp_path / name / wav.name).symlink_to(wav)
+    train, test = AudioDataset.from_folder(clips, clip_s=1.0), AudioDataset.from_folder(tmp_path, clip_s=1.0)
+    assert test.labels != train.labels[:len(test.labels)]
+    ev = evaluate(model, (train, test), details=True, train_kwargs={"epochs": 5})
+    true = torch.tensor([species.index(Path(item.path).parent.name) for item in test.items])
+    assert torch.equal(ev.embeddings["test"].labels, true)
+    assert ev.table.rows[0].score == accuracy(true, ev.test_logits)

@@ -73,3 +73,101 @@ def test_one_layer_gives_rows_of_one_vector(model):
     one = extract_embeddings(model, clips, layers=[-1], progress=False)
     assert one.embeddings.shape == (2, 1, model.embedding_dim) and torch.allclose(one.embeddings[:, 0],
                                                                                    last.embeddings, atol=1e-6)
+
+
+class _Counted(ClipList):
+    """Clips that count the items read, to show what happened before a failure."""
+
+    reads = 0
+
+    def __getitem__(self, index):
+        _Counted.reads += 1
+        return super().__getitem__(index)
+
+
+def _damage_by_truncating(cache):
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) - 40])
+
+
+def _damage_the_metadata(cache):
+    data = cache.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    # The JSON of our metadata, inside the file's header, loses its ':' (the same length: the header stays valid).
+    header = data[8:8 + size].replace(b'\\"format\\":', b'\\"format\\" ', 1)
+    cache.write_bytes(size.to_bytes(8, "little") + header + data[8 + size:])
+
+
+def _damage_by_dropping_rows(cache):
+    Embeddings.load(cache).subset([0, 1]).save(cache)  # the same settings, fewer rows than the dataset
+
+
+@pytest.mark.parametrize("damage, why", [(_damage_by_truncating, "is damaged: Error while deserializing header"),
+                                         (_damage_the_metadata, "is damaged: Expecting"),
+                                         (_damage_by_dropping_rows, "it holds 2 rows but the dataset has 5")])
+def test_a_damaged_cache_is_recomputed_with_a_line_naming_it(model, tmp_path, damage, why):
+    # Issue 27: a damaged cache stopped every later run with a raw error naming no file, until deleted by hand;
+    # one with fewer rows than its dataset was taken as valid.
+    audio = [torch.randn(4000 + 400 * i) * 0.1 for i in range(5)]
+    cache = tmp_path / "clips.safetensors"
+    first = extract_embeddings(model, ClipList(audio, labels=[0, 1, 0, 1, 0]), cache=cache, progress=False)
+    damage(cache)
+    with pytest.warns(UserWarning, match=rf"recomputing the embedding cache {cache}: it cannot be used \(.*{why}"):
+        again = extract_embeddings(model, ClipList(audio, labels=[0, 1, 0, 1, 0]), cache=cache, progress=False)
+    assert not again.from_cache and torch.allclose(again.embeddings, first.embeddings, atol=1e-6)
+    reloaded = extract_embeddings(model, ClipList(audio, labels=[0, 1, 0, 1, 0]), cache=cache, progress=False)
+    assert reloaded.from_cache and torch.equal(reloaded.embeddings, again.embeddings)  # repaired on disk
+
+
+def test_a_junk_partial_is_discarded_with_a_line_naming_it(model, tmp_path):
+    audio = [torch.randn(4000) * 0.1 for _ in range(3)]
+    cache = tmp_path / "clips.safetensors"
+    (tmp_path / "clips.safetensors.partial").write_bytes(b"not an embeddings file at all")
+    with pytest.warns(UserWarning, match=r"recomputing the embedding cache .*clips.safetensors.partial: it cannot be "
+                                         r"used \(.* is damaged"):
+        emb = extract_embeddings(model, audio, cache=cache, progress=False)
+    assert len(emb) == 3 and Embeddings.load(cache).embeddings.shape == emb.embeddings.shape
+    assert not (tmp_path / "clips.safetensors.partial").exists()
+
+
+def test_an_unwritable_cache_path_fails_before_any_work(model, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    _Counted.reads = 0
+    with pytest.raises(OSError, match=r"cannot write the embedding cache .*a_file/clips.safetensors"):
+        extract_embeddings(model, _Counted([torch.randn(4000) * 0.1] * 3),
+                           cache=tmp_path / "a_file" / "clips.safetensors", progress=False)
+    assert _Counted.reads == 0
+
+
+def test_labels_of_from_arrays_are_names_or_whole_ids():
+    import numpy as np
+
+    x = torch.randn(4, 3)
+    named = Embeddings.from_arrays(x, ["owl", "wren", "owl", "kite"])
+    assert named.label_names == ["kite", "owl", "wren"] and named.labels.tolist() == [1, 2, 1, 0]
+    ordered = Embeddings.from_arrays(x, ["owl", "wren", "owl", "wren"], label_names=["wren", "owl"])
+    assert ordered.labels.tolist() == [1, 0, 1, 0]
+    assert Embeddings.from_arrays(x, np.array([0.0, 2.0, 1.0, 1.0])).labels.tolist() == [0, 2, 1, 1]
+    with pytest.raises(ValueError, match=r"class ids must be whole numbers >= 0; rows \[1, 3\] hold \[0.5, 2.7\]"):
+        Embeddings.from_arrays(x, [0, 0.5, 1, 2.7])  # was silently truncated to 0 and 2
+    with pytest.raises(ValueError, match=r"labels \['jay'\] are not in label_names \['wren', 'owl'\]"):
+        Embeddings.from_arrays(x, ["owl", "jay", "owl", "wren"], label_names=["wren", "owl"])
+    with pytest.raises(ValueError, match=r"multi-hot labels must be 0 or 1 \(nan: unknown\); rows \[2\]"):
+        Embeddings.from_arrays(x, [[0, 1], [1, 0], [0.5, 1], [1, 1]])
+    with pytest.raises(ValueError, match=r"class ids 0..3 do not index the 2 label_names"):
+        Embeddings.from_arrays(x, [0, 1, 3, 1], label_names=["a", "b"])
+
+
+def test_numpy_integers_are_layer_indices(model):
+    import numpy as np
+
+    from avex_hub.heads.probes import linear_probe
+
+    clips = [torch.randn(4000) * 0.1, torch.randn(6000) * 0.1]
+    plain = extract_embeddings(model, clips, layers=2, progress=False)
+    numpy = extract_embeddings(model, clips, layers=np.int64(2), progress=False)
+    assert numpy.layers == [2] and numpy.embeddings.shape == plain.embeddings.shape == (2, model.embedding_dim)
+    assert torch.equal(numpy.embeddings, plain.embeddings)
+    listed = extract_embeddings(model, clips, layers=[np.int64(1), np.int32(-1)], progress=False)
+    assert listed.layers == [1, model.num_layers] and all(type(i) is int for i in listed.layers)
+    assert linear_probe(model, 3, layers=np.int64(2)).layer_indices == [2]

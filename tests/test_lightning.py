@@ -4,6 +4,7 @@ label checks, metrics, bf16, the data module and sharded prediction on one proce
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from avex_hub.heads import finetune  # noqa: E402
 from avex_hub.integrations.lightning import (  # noqa: E402
     AvexClassifier, AvexDataModule, ShardedPredictionWriter, AvexLightningEmbedder, merge_shards,
 )
+from avex_hub.audio.datasets import AudioDataset  # noqa: E402
 from avex_hub.audio.synthetic import make_synthetic_dataset  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
@@ -496,3 +498,44 @@ def test_window_dataset_counts_a_resampled_file_as_the_decoder_makes_it(tmp_path
     streamed = [(round(w.start_s * 16000), round(w.end_s * 16000)) for w in stream_windows(path, **seconds)]
     listed = [(round(i.start_s * 16000), round(i.end_s * 16000)) for i in window_dataset(path, **seconds).items]
     assert streamed == listed == [(0, 4000), (4000, 4001)]
+
+
+@pytest.mark.parametrize("option, match", [
+    ({"layerdrop": 2.0}, r"layerdrop must be in \[0, 1\)"),
+    ({"warmup_fraction": 5.0}, r"warmup_fraction must be in \[0, 1\], got warmup_fraction=5.0"),
+    ({"total_steps": 0}, r"total_steps must be an int >= 1, got total_steps=0"),  # was the trainer's estimate
+    ({"seed": -1}, r"seed must be an int >= 0, got seed=-1"),
+    ({"lr": float("inf")}, r"lr must be a finite number > 0, got lr=inf"),
+])
+def test_classifier_options_are_refused_by_name(tiny_dir, option, match):
+    with pytest.raises(ValueError, match=match):
+        AvexClassifier(_tiny(tiny_dir), labels=["a", "b"], **option)
+
+
+def test_data_module_options_are_refused_by_name(small):
+    train = AudioDataset.from_manifest(small.manifest, split="train", clip_s=1.0)
+    for option, match in (({"batch_size": True}, r"batch_size must be an int >= 1, got batch_size=True"),
+                          ({"seed": -1}, r"seed must be an int >= 0, got seed=-1"),
+                          ({"num_workers": 1.5}, r"num_workers must be an int >= 0")):
+        with pytest.raises(ValueError, match=match):
+            AvexDataModule(train, **option)
+    with pytest.raises(ValueError, match=r"seed must be an int >= 0 or None"):
+        AudioDataset.from_manifest(small.manifest, split="train", seed=-1)  # failed later, on the first crop
+
+
+def test_training_data_that_gives_no_step_says_so(tiny_dir, small):
+    # Issue 27: both failed on "need warmup_steps >= 0, total_steps >= 1", which does not mention the data.
+    train = AudioDataset.from_manifest(small.manifest, split="train", clip_s=1.0)  # 12 clips
+    data = AvexDataModule(train, batch_size=50, drop_last=True)
+    module = AvexClassifier(_tiny(tiny_dir), labels=data.labels, unfreeze=0)
+    with pytest.raises(ValueError, match=r"drop_last=True with batch_size=50 leaves no training batch: 12 training "
+                                         r"items per device; lower batch_size or pass drop_last=False"):
+        L.Trainer(max_epochs=1, **QUIET).fit(module, data)
+    empty = torch.utils.data.DataLoader(torch.utils.data.Subset(train, []), batch_size=4, collate_fn=train.collate)
+    module = AvexClassifier(_tiny(tiny_dir), labels=data.labels, unfreeze=0)
+    with warnings.catch_warnings(), \
+            pytest.raises(ValueError, match=r"the training data gives no optimiser step: the train split is empty"):
+        # Lightning's own notices about the situation tested here (a zero-length loader, no validation loader)
+        warnings.filterwarnings("ignore", message=r"Total length of `(Combined|Data)Loader` across ranks is zero")
+        warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no `val_dataloader`")
+        L.Trainer(max_epochs=1, **QUIET).fit(module, empty)

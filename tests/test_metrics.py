@@ -393,3 +393,15 @@ def test_import_has_no_side_effects():
         "assert 'sklearn' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_precision_at_1_without_positives_says_why_for_multi_label_data():
+    # Issue 27: multi-label data with no shared label was said to have "every label occurs once".
+    e = np.random.default_rng(0).normal(size=(6, 4))
+    hot = np.zeros((6, 5))
+    hot[[0, 1, 2], [0, 1, 2]] = 1  # three items with one label each, three with none: no query has a positive
+    with pytest.warns(RuntimeWarning, match=r"no query has a positive \(no two items share a label\)") as caught:
+        assert math.isnan(M.retrieval_precision_at_1(e, hot))
+    assert "occurs once" not in str(caught[-1].message)
+    with pytest.warns(RuntimeWarning, match=r"no query has a positive \(every label occurs once\)"):
+        M.retrieval_precision_at_1(e, np.arange(6))

@@ -96,7 +96,7 @@ def test_the_probe_hidden_size_is_stated_once(model):
     assert head.config()["hidden_dim"] == probes.DEFAULT_HIDDEN_DIM
     assert probes.attention_probe(model, 3, hidden_dim=32).config()["hidden_dim"] == 32
     assert [p for p in _constants(lambda v: v == 256) if p.startswith("heads/")] == \
-        [f"heads/probes.py:{_line_of('heads/probes.py', 'DEFAULT_HIDDEN_DIM = ')}"]
+        [f"heads/probe_module.py:{_line_of('heads/probe_module.py', 'DEFAULT_HIDDEN_DIM = ')}"]
 
 
 def test_one_pooling_check(model):

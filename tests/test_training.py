@@ -280,3 +280,94 @@ def test_online_held_out_rows_come_from_the_datasets_subset(model, splits):
         train_probe(probe, Plain(splits["train"]), val_fraction=0.3, epochs=1, progress=False)
     result = train_probe(probe, Plain(splits["train"]), Plain(splits["val"]), epochs=1, progress=False)
     assert result.mode == "online" and result.history[0]["val_metric"] is not None
+
+
+def test_validation_in_another_label_order_is_scored_by_name():
+    # Issue 27: a val set whose label_names list the classes in another order was scored by position, so early
+    # stopping watched a wrong metric.
+    x, y = blobs(300, 3, 16, seed=0)
+    names = ["ant", "bee", "cicada"]
+    train = Embeddings.from_arrays(x[:200], y[:200], layers=[3], label_names=names)
+    val = Embeddings.from_arrays(x[200:], 2 - y[200:], layers=[3], label_names=names[::-1])
+    probe = Probe(None, 3, layers=[3], embedding_dim=16, label_names=names)
+    result = train_probe(probe, train, val, epochs=30, progress=False)
+    logits = predict(probe, Embeddings.from_arrays(x[200:], y[200:], layers=[3]))
+    assert result.history[result.best_epoch - 1]["val_metric"] == accuracy(y[200:], logits) > 0.95
+    shuffled = Embeddings.from_arrays(x[:200], 2 - y[:200], layers=[3], label_names=names[::-1])
+    with pytest.raises(ValueError, match=r"the val data has labels that the train data does not: \['wasp'\]"):
+        train_probe(Probe(None, 3, layers=[3], embedding_dim=16), shuffled,
+                    Embeddings.from_arrays(x[200:], y[200:] * 0, layers=[3], label_names=["wasp"]), progress=False)
+
+
+@pytest.mark.parametrize("option, match", [
+    ({"epochs": 2.5}, r"epochs must be an int >= 1, got epochs=2.5"),
+    ({"batch_size": True}, r"batch_size must be an int >= 1, got batch_size=True"),
+    ({"seed": -1}, r"seed must be an int >= 0, got seed=-1"),
+    ({"patience": 0}, r"patience must be an int >= 1, got patience=0"),
+    ({"lr": float("inf")}, r"lr must be a finite number > 0, got lr=inf"),
+    ({"lr": float("nan")}, r"lr must be a finite number > 0, got lr=nan"),
+    ({"backbone_lr": float("inf")}, r"backbone_lr must be a finite number > 0, got backbone_lr=inf"),
+    ({"val_fraction": 1.0}, r"val_fraction must be in \[0, 1\)"),
+])
+def test_options_are_refused_by_name_before_training(option, match):
+    # Issue 27: these ran (an epoch and then "predictions contain NaN at [[24, 0] ...]") or failed on raw errors.
+    x, y = blobs(60, 3, 8, seed=0)
+    probe = Probe(None, 3, layers=[0], embedding_dim=8)
+    before = {k: v.clone() for k, v in probe.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        train_probe(probe, Embeddings.from_arrays(x, y, layers=[0]), progress=False, **option)
+    assert all(torch.equal(before[k], v) for k, v in probe.state_dict().items())  # nothing trained
+
+
+def test_whole_numbers_from_numpy_are_whole_numbers():
+    import numpy as np
+
+    x, y = blobs(60, 3, 8, seed=0)
+    result = train_probe(Probe(None, 3, layers=[0], embedding_dim=8), Embeddings.from_arrays(x, y, layers=[0]),
+                         epochs=np.int64(2), batch_size=np.int32(16), seed=np.int64(1), progress=False)
+    assert len(result.history) == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_embeddings_are_refused_by_row_before_training(bad):
+    x, y = blobs(60, 3, 8, seed=0)
+    x[[5, 17], 2] = bad
+    paths = [f"clip{i}.wav" for i in range(60)]
+    probe = Probe(None, 3, layers=[0], embedding_dim=8)
+    before = {k: v.clone() for k, v in probe.state_dict().items()}
+    with pytest.raises(ValueError, match=r"the train embeddings hold NaN or inf in 2 of 60 rows: 5 \(clip5.wav\), "
+                                         r"17 \(clip17.wav\); leave those rows out"):
+        train_probe(probe, Embeddings.from_arrays(x, y, layers=[0], paths=paths), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in probe.state_dict().items())
+    from avex_hub.heads.evaluation import evaluate
+
+    good, _ = blobs(60, 3, 8, seed=1)
+    with pytest.raises(ValueError, match=r"the test embeddings hold NaN or inf in 2 of 60 rows: 5, 17"):
+        evaluate((Embeddings.from_arrays(good, y, layers=[0]), Embeddings.from_arrays(x, y, layers=[0])))
+
+
+def test_unknown_multi_hot_targets_are_left_out_of_loss_weights_and_map():
+    # The hook agile training uses: nan in a multi-hot target means "not known", masked out of everything.
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    x, y = blobs(90, 3, 8, seed=0)
+    targets = torch.nn.functional.one_hot(y, 3).float()
+    unknown = torch.rand(90, 3, generator=torch.Generator().manual_seed(0)) < 0.3
+    targets[unknown] = float("nan")
+    known = ~unknown
+    pos = (targets == 1).sum(0).float()
+    assert torch.allclose(compute_class_weights(targets, 3), (known.sum(0) - pos) / pos)
+
+    probe = Probe(None, 3, layers=[0], embedding_dim=8, multilabel=True, seed=0)
+    with torch.no_grad():
+        first = probe.forward_embeddings(x)  # the logits the first (whole-batch) step sees
+    each = torch.nn.functional.binary_cross_entropy_with_logits(first, targets.nan_to_num(0.0), reduction="none")
+    data = Embeddings.from_arrays(x, targets, layers=[0])
+    result = train_probe(probe, data, val=data, epochs=3, batch_size=90, class_weights=None, progress=False)
+    assert result.history[0]["train_loss"] == pytest.approx(float(each[known].mean()), rel=1e-6)
+    logits = predict(probe, data)
+    brute = np.mean([average_precision_score(targets[known[:, c], c], logits[known[:, c], c]) for c in range(3)])
+    assert result.history[-1]["val_metric"] == pytest.approx(brute, abs=1e-9)
+    assert result.history[-1]["val_loss"] == pytest.approx(float(torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[known], targets[known])), rel=1e-5)

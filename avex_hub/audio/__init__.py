@@ -3,5 +3,5 @@ synthetic dataset."""
 
 from .._lazy import lazy_modules
 
-_MODULES = ("augment", "contract", "datasets", "intervals", "synthetic", "windows")
+_MODULES = ("augment", "contract", "datasets", "intervals", "items", "manifest", "synthetic", "windows")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)

@@ -16,27 +16,27 @@ item always raises an error naming it: substituting another item would hide the 
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
+import copy
 import json
-import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .contract import (
-    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, WINDOW_S, AudioDecodeError, audio_info, collate_audio, find_audio,
-    load_audio, pad_or_crop,
+    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, WINDOW_S, AudioDecodeError, audio_info, collate_audio, load_audio,
+    pad_or_crop,
 )
-from ..labels import LabelMap
+from .items import AudioItem, as_item, checked_labels, folder_items, labels_once, listing, several_labels
+from .manifest import manifest_items, rows_of_split
 
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS", "check_dataset_rate"]
+
 
 def check_dataset_rate(dataset, model, role: str = "the dataset") -> None:
     """Raise ValueError when ``dataset`` (an :class:`AudioDataset`, or a ``Subset`` of one) yields audio at another
@@ -48,213 +48,6 @@ def check_dataset_rate(dataset, model, role: str = "the dataset") -> None:
         fix = (f"build the dataset with target_rate={model.sample_rate} (the default; files are resampled to it)"
                if isinstance(dataset, AudioDataset) else f"use a model that takes {rate} Hz audio")
         raise ValueError(f"{role} yields {rate} Hz audio but {model.name} takes {model.sample_rate} Hz; {fix}")
-
-
-_RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}
-_LISTED = 100  # at most this many problems spelled out in one message
-
-
-@dataclass(frozen=True)
-class AudioItem:
-    """One example: a file (or the ``[start_s, end_s)`` seconds of it), its labels and extra metadata."""
-
-    path: Path
-    labels: tuple[str, ...] = ()
-    start_s: float | None = None
-    end_s: float | None = None
-    extra: dict = field(default_factory=dict)
-    origin: str = ""  # where the item was declared, for messages ("manifest.csv line 7")
-    channel: int | None = None  # set when channels="all" expands a file into one item per channel
-
-
-def _as_item(entry) -> AudioItem:
-    if isinstance(entry, AudioItem):
-        return entry if isinstance(entry.path, Path) else replace(entry, path=Path(entry.path))
-    path, labels, start_s, end_s, extra = (tuple(entry) + (None, None, None, None))[:5]
-    labels = _split_labels(labels) if isinstance(labels, str) or labels is None else tuple(map(str, labels))
-    return AudioItem(Path(path), labels, start_s, end_s, dict(extra or {}))
-
-
-def _split_labels(cell: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (cell or "").split(";") if part.strip())
-
-
-def _label_order(label_map) -> list[str] | None:
-    """A label map as names in index order: list/tuple, {name: index}, LabelMap, or a labels.json path."""
-    if label_map is None:
-        return None
-    if isinstance(label_map, (str, os.PathLike)):
-        return list(LabelMap.from_json(label_map).names)
-    if isinstance(label_map, Mapping):
-        return list(LabelMap(dict(label_map), source="label_map").names)
-    return list(LabelMap.from_names([str(name) for name in label_map]).names)
-
-
-def _listing(lines: list[str]) -> str:
-    more = f"\n  ... and {len(lines) - _LISTED} more" if len(lines) > _LISTED else ""
-    return "\n  " + "\n  ".join(lines[:_LISTED]) + more
-
-
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE starts like UTF-16 LE
-
-
-def _manifest_text(path: Path) -> str:
-    """A manifest's text: UTF-8, or UTF-8/16/32 with a byte-order mark; anything else is a ValueError saying how
-    to re-save it (a Latin-1 or Windows-1252 file cannot be told apart from other 8-bit encodings reliably)."""
-    data = path.read_bytes()
-    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        hint = ("it looks like UTF-16 without a byte-order mark" if data[:200].count(0) > len(data[:200]) // 4
-                else "probably Latin-1 / Windows-1252")
-        raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
-                         f"{error.start}; {hint}); save the manifest as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
-                         f"`iconv -f latin1 -t utf-8`)") from None
-
-
-# -- class folders and manifests as items ---------------------------------------------------------------------------
-def _folder_items(root: Path, extensions: Sequence[str], on_error: str) -> tuple[list[AudioItem], dict[str, str]]:
-    """Files under ``root/<label>/`` (any depth) as items labelled by their class folder, and the folders that
-    could not be listed (path -> error), which raise PermissionError unless ``on_error="skip"``. Audio directly
-    in ``root`` and hidden files are left out and counted in a warning to the caller of ``from_folder``."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"audio folder not found: {root} (expected {root}/<label>/<files>)")
-    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-    search = find_audio([root], extensions=suffixes)
-    if search.failures and on_error == "raise":
-        raise PermissionError(f"{root}: {len(search.failures)} folder(s) could not be listed, so their files "
-                              "would be missing: " + _listing([f"{k}: {v}" for k, v in search.failures.items()])
-                              + "\nfix their permissions, or pass on_error='skip' to go on without them")
-    items, loose = [], 0
-    for name in search.files:
-        path = Path(name)
-        parts = path.relative_to(root).parts
-        if len(parts) == 1:
-            loose += 1
-        else:
-            items.append(AudioItem(path, (parts[0],), origin=str(path)))
-    ignored = [f"{n} {what}" for n, what in ((loose, "directly in the root folder (no class folder)"),
-                                             (search.hidden, "hidden files or folders")) if n]
-    if not items:
-        raise ValueError(f"no audio files with extensions {suffixes} in class sub-folders of {root}; expected "
-                         f"{root}/<label>/<file>" + (f" (ignored: {', '.join(ignored)})" if ignored else ""))
-    if ignored:
-        warnings.warn(f"{root}: ignored audio files: {', '.join(ignored)}", stacklevel=3)
-    return items, search.failures
-
-
-def _manifest_items(csv_path: Path, *, base: Path, label_column: str, split) -> list[AudioItem]:
-    """Every row of a manifest as an item, in file order and before any split filter; ValueError naming the line
-    for a row that does not parse, and naming the columns found when ``path`` (or ``split``, when asked
-    for) is missing."""
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"manifest not found: {csv_path}")
-    columns, rows = _manifest_rows(csv_path)
-    if "path" not in columns:
-        raise ValueError(f"{csv_path}: needs a 'path' column (and usually '{label_column}'); found {columns}")
-    if split is not None and "split" not in columns:
-        raise ValueError(f"{csv_path}: split={split!r} asked for but there is no 'split' column; found {columns}")
-    labelled = label_column in columns
-    items = [_manifest_item(row, f"{csv_path.name} line {line}", base, label_column if labelled else None)
-             for row, line in rows]
-    if not items:
-        raise ValueError(f"{csv_path} has no rows; expected a header with 'path,{label_column}' and one row per file")
-    return items
-
-
-def _manifest_rows(csv_path: Path) -> tuple[list[str], list[tuple[dict[str, str], int]]]:
-    """A manifest's column names and its rows as ``({column: value}, line number)``, names and values stripped."""
-    with io.StringIO(_manifest_text(csv_path), newline="") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        rows = []
-        for row in reader:
-            if None in row:  # csv puts fields beyond the header under None
-                raise ValueError(f"{csv_path.name} line {reader.line_num}: more fields than the header's "
-                                 f"{len(reader.fieldnames)} columns (quote values containing commas)")
-            rows.append(({k.strip(): (v or "").strip() for k, v in row.items()}, reader.line_num))
-    return columns, rows
-
-
-def _manifest_item(row: dict[str, str], where: str, base: Path, label_column: str | None) -> AudioItem:
-    """One manifest row: its path under ``base``, labels from ``label_column`` (None: unlabelled), the seconds
-    ``start_s``/``end_s`` (empty: the whole file), and every other column as ``extra`` (a column named like an
-    item field, e.g. ``index``, comes back as ``meta_index``). ``where`` names the row in errors."""
-    if not row.get("path"):
-        raise ValueError(f"{where}: empty path")
-    times = []
-    for key in ("start_s", "end_s"):
-        try:
-            times.append(float(row[key]) if row.get(key) else None)
-        except ValueError:
-            raise ValueError(f"{where}: {key}={row[key]!r} is not a number of seconds") from None
-    if any(t is not None and not (math.isfinite(t) and t >= 0) for t in times):
-        raise ValueError(f"{where}: start_s/end_s must be finite seconds >= 0, got {times}")
-    if None not in times and times[1] <= times[0]:
-        raise ValueError(f"{where}: end_s={times[1]} must be after start_s={times[0]}")
-    extra = {(k if k not in _RESERVED else f"meta_{k}"): v for k, v in row.items()
-             if k not in ("path", label_column, "start_s", "end_s")}
-    labels = _split_labels(row.get(label_column)) if label_column is not None else ()
-    return AudioItem(base / row["path"], labels, times[0], times[1], extra, where)
-
-
-def _of_split(items: list[AudioItem], split: str | Sequence[str] | None, csv_path: Path) -> list[AudioItem]:
-    """The items whose ``split`` is ``split`` (or one of several); all of them for None or an empty sequence."""
-    wanted = {split} if isinstance(split, str) else set(split or ())
-    if not wanted:
-        return items
-    kept = [item for item in items if item.extra.get("split") in wanted]
-    if not kept:
-        present = sorted({item.extra.get("split", "") for item in items})
-        raise ValueError(f"no rows of {csv_path} have split in {sorted(wanted)}; splits present: {present}")
-    return kept
-
-
-# -- labels ---------------------------------------------------------------------------------------------------------
-def _several_labels(items: list[AudioItem]) -> bool:
-    """Whether any item has more than one label: the default of ``multilabel``."""
-    return any(len(item.labels) > 1 for item in items)
-
-
-def _checked_labels(items: list[AudioItem], label_map, multilabel: bool | None,
-                    source: str) -> tuple[list[str], bool]:
-    """The label order (``label_map``'s, else the sorted labels present) and whether the dataset is multi-label.
-
-    ValueError lists every label outside a given map, or, for a labelled single-label dataset, every item that
-    does not have exactly one label.
-    """
-    order = _label_order(label_map)
-    if order is not None:
-        _check_known(items, order, source)
-    labels = order if order is not None else sorted({name for item in items for name in item.labels})
-    multilabel = _several_labels(items) if multilabel is None else bool(multilabel)
-    if labels and not multilabel:
-        unlabelled = [f"{item.origin or item.path}: {len(item.labels)} labels {list(item.labels)}"
-                      for item in items if len(item.labels) != 1]
-        if unlabelled:
-            raise ValueError(f"single-label dataset from {source}: {len(unlabelled)} items do not have exactly "
-                             f"one label (pass multilabel=True for 0 or several labels per item):"
-                             + _listing(unlabelled))
-    return labels, multilabel
-
-
-def _check_known(items: list[AudioItem], order: list[str], source: str) -> None:
-    """ValueError naming every label not in ``order``, where each is used, and the known labels."""
-    known, unknown = set(order), {}
-    for item in items:
-        for name in item.labels:
-            if name not in known:
-                unknown.setdefault(name, []).append(item.origin or str(item.path))
-    if unknown:
-        lines = [f"{name!r} ({', '.join(where[:5])}{' ...' if len(where) > 5 else ''})"
-                 for name, where in unknown.items()]
-        preview = order if len(order) <= 50 else order[:50] + ["..."]
-        raise ValueError(f"{source} has labels that are not in the label map ({len(unknown)}):"
-                         + _listing(lines)
-                         + f"\nknown labels ({len(order)}): {preview}")
 
 
 # -- files that cannot be used ----------------------------------------------------------------------------------------
@@ -269,7 +62,7 @@ def _drop_bad(items: list[AudioItem], bad: dict[int, str], what: str, error: typ
         return items, []
     lines = [f"{items[i].path}: {reason}" for i, reason in bad.items()]
     if on_error == "raise":
-        raise error(f"{len(bad)} of {len(items)} items from {source} {what}:" + _listing(lines)
+        raise error(f"{len(bad)} of {len(items)} items from {source} {what}:" + listing(lines)
                     + "\nfix them, or pass on_error='skip' to leave them out (listed in dataset.failures)")
     warnings.warn(f"skipped {len(bad)} of {len(items)} items from {source} whose files {what} "
                   "(see dataset.failures)", stacklevel=3)
@@ -286,8 +79,8 @@ def _missing(items: list[AudioItem]) -> dict[int, str]:
 
 
 def _header_problems(items: list[AudioItem], channels) -> dict[int, str]:
-    """Position -> reason for every item whose file header cannot be read, whose ``start_s`` is past the end
-    of the file, or whose channel (the item's, else ``channels`` when an index) the file does not have."""
+    """Position -> reason for every item whose file header cannot be read, whose ``start_s`` or ``end_s`` is past
+    the end of the file, or whose channel (the item's, else ``channels`` when an index) the file does not have."""
     bad = {}
     for i, item in enumerate(items):
         try:
@@ -297,6 +90,8 @@ def _header_problems(items: list[AudioItem], channels) -> dict[int, str]:
             continue
         if item.start_s is not None and item.start_s >= info.duration_s:
             bad[i] = f"start_s={item.start_s} is past the end of the file ({info.duration_s:.3f} s)"
+        elif item.end_s is not None and item.end_s > info.duration_s + 1e-3:
+            bad[i] = f"end_s={item.end_s} is past the end of the file ({info.duration_s:.3f} s)"
         channel = channels if item.channel is None else item.channel
         if isinstance(channel, int) and not -info.channels <= channel < info.channels:
             bad[i] = f"channel {channel} requested, the file has {info.channels} channels"
@@ -339,7 +134,7 @@ def _load_item(item: AudioItem, index: int, *, clip_s: float | None, random_crop
     """An item's audio fields: ``audio`` [S] float32 at ``target_rate`` (cropped or zero padded to ``clip_s``),
     ``padding_mask`` [S] bool, ``path``, ``index``, ``start_s`` (seconds into the file), ``channel`` and
     ``flags``. A file that has gone missing raises FileNotFoundError; any other failure an AudioDecodeError
-    naming the item and its file."""
+    naming the item and its file, also an ``end_s`` past the end of the file (it would be padded without a word)."""
     try:
         start, end = _clip_range(item, clip_s, random_crop, generator, target_rate)
         audio = load_audio(item.path, target_rate=target_rate, channels=channels if item.channel is None else
@@ -349,6 +144,10 @@ def _load_item(item: AudioItem, index: int, *, clip_s: float | None, random_crop
         raise
     except Exception as e:
         raise AudioDecodeError(f"dataset item {index} ({item.path}): {e}") from e
+    reached = audio.start_s + wave.shape[-1] / target_rate
+    if item.end_s is not None and end is not None and reached + 2 / target_rate < end:  # 2 samples: resampling
+        raise AudioDecodeError(f"dataset item {index} ({item.path}): end_s={item.end_s} is past the end of the file "
+                               f"({reached:.3f} s); fix the item's end_s")
     if clip_s is not None:
         wave, mask = pad_or_crop(wave, max(1, int(round(clip_s * target_rate))))
     else:
@@ -365,8 +164,9 @@ class AudioDataset(torch.utils.data.Dataset):
     start_s, ...)``; build it with :meth:`from_folder` or :meth:`from_manifest`, or from items directly.
 
     Args:
-        items: :class:`AudioItem` objects or tuples ``(path, labels, start_s, end_s, extra)``; ``labels`` is a
-            string (``;`` separates several) or a sequence of strings.
+        items: file paths (unlabelled), :class:`AudioItem` objects or tuples ``(path, labels, start_s, end_s,
+            extra)``; ``labels`` is a string (``;`` separates several) or a sequence of strings. A label listed twice
+            for one item counts once (with a warning naming the item).
         label_map: the label order: a list of names, ``{name: index}``, a LabelMap or a ``labels.json`` path.
             Default: the sorted set of labels present. Labels outside a given map are an error.
         clip_s: every clip is cropped or zero padded to this many seconds (``padding_mask`` marks the padding);
@@ -394,12 +194,14 @@ class AudioDataset(torch.utils.data.Dataset):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if clip_s is not None and not clip_s > 0:
             raise ValueError(f"clip_s must be positive seconds or None (variable length), got {clip_s!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
+            raise ValueError(f"seed must be an int >= 0 or None (torch's global RNG), got seed={seed!r}")
         self.clip_s, self.random_crop, self.seed, self.epoch = clip_s, random_crop, seed, 0
         self.channels, self.target_rate, self.on_error, self.source = channels, int(target_rate), on_error, source
-        self.items = [_as_item(entry) for entry in items]
+        self.items = labels_once([as_item(entry) for entry in items], source)
         if not self.items:
             raise ValueError(f"no audio items in {source}; expected at least one file to load")
-        self._labels, self.multilabel = _checked_labels(self.items, label_map, multilabel, source)
+        self._labels, self.multilabel = checked_labels(self.items, label_map, multilabel, source)
         self._label_to_index = {name: i for i, name in enumerate(self._labels)}
         self.items, self.failures = _drop_bad(self.items, _missing(self.items), "are missing", FileNotFoundError,
                                               on_error=on_error, source=source)
@@ -436,7 +238,7 @@ class AudioDataset(torch.utils.data.Dataset):
         ``on_error="skip"`` is warned about and listed in :attr:`failures`. ``kwargs`` go to the constructor.
         """
         root = Path(root)
-        items, unlisted = _folder_items(root, extensions, on_error)
+        items, unlisted = folder_items(root, extensions, on_error)
         dataset = cls(items, label_map=label_map, source=f"folder {root}", on_error=on_error, **kwargs)
         if unlisted:  # on_error="skip": counted and listed like any other skipped input
             warnings.warn(f"{root}: skipped {len(unlisted)} folder(s) that could not be listed (see .failures)",
@@ -457,13 +259,13 @@ class AudioDataset(torch.utils.data.Dataset):
         column as the label, e.g. ``"individual"``; without that column the dataset is unlabelled.
         """
         csv_path = Path(csv_path)
-        items = _manifest_items(csv_path, base=Path(root) if root is not None else csv_path.parent,
+        items = manifest_items(csv_path, base=Path(root) if root is not None else csv_path.parent,
                                 label_column=label_column, split=split)
         if kwargs.get("multilabel") is None:
-            kwargs["multilabel"] = _several_labels(items)
+            kwargs["multilabel"] = several_labels(items)
         if label_map is None:  # the labels of all rows, before the split filter; None when no row has one
             label_map = sorted({name for item in items for name in item.labels}) or None
-        return cls(_of_split(items, split, csv_path), label_map=label_map, source=f"manifest {csv_path}", **kwargs)
+        return cls(rows_of_split(items, split, csv_path), label_map=label_map, source=f"manifest {csv_path}", **kwargs)
 
     # -- the Dataset protocol -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -530,6 +332,17 @@ class AudioDataset(torch.utils.data.Dataset):
         return (f"AudioDataset({len(self)} items, {self.num_classes} classes ({kind}), clip_s={self.clip_s}, "
                 f"from {self.source}{failed})")
 
+    def with_label_order(self, label_map) -> "AudioDataset":
+        """This dataset with its labels indexed by ``label_map`` (names in order, ``{name: index}``, a LabelMap or a
+        ``labels.json`` path): ``label``/``target`` and :attr:`targets` follow that order, a class it adds gets no
+        item. Splits built separately (two :meth:`from_folder` calls) are compared by name this way. ValueError
+        naming every label of an item that ``label_map`` lacks. Like :meth:`subset`, a shallow copy."""
+        part = copy.copy(self)
+        part._labels, _ = checked_labels(self.items, label_map, self.multilabel, self.source)
+        part._label_to_index = {name: i for i, name in enumerate(part._labels)}
+        part.failures = list(self.failures)
+        return part
+
     def subset(self, indices) -> "AudioDataset":
         """The items at ``indices`` (positions, in that order; negative ones count from the end) or where a boolean
         mask of ``len(self)`` entries is true, as a dataset with this one's settings: the label order, clip length,
@@ -539,8 +352,6 @@ class AudioDataset(torch.utils.data.Dataset):
         over, also one added to the class later; no file is opened again. ``failures`` starts empty: the files
         skipped belong to the dataset that skipped them.
         """
-        import copy
-
         n = len(self)
         rows = np.asarray(indices)
         if rows.dtype == bool:

@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Iterator
 
 import torch
@@ -239,9 +240,10 @@ class AvexModel(nn.Module):
             return list(range(n + 1))
         if layers == "last":
             return [n]
-        items = [layers] if isinstance(layers, int) else list(layers)
-        if not items or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        items = [layers] if isinstance(layers, Integral) else list(layers)  # Integral: numpy ints are ints too
+        if not items or not all(isinstance(i, Integral) and not isinstance(i, bool) for i in items):
             raise TypeError(f"layers must be 'all', 'last', an int or a list of ints, got {layers!r}")
+        items = [int(i) for i in items]
         resolved = [i + n + 1 if i < 0 else i for i in items]
         bad = [i for i, r in zip(items, resolved) if not 0 <= r <= n]
         if bad:

@@ -16,31 +16,38 @@ Rows (``avex_hub.heads.metrics.ResultsTable``):
 Retrieval and clustering use the pooled test embedding of the chosen layer; with several layers, their mix
 with the probe's learned softmax layer weights (the representation the probe sees).
 
-Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one AudioDataset whose items carry a
-``split`` of ``train``/``val``/``test`` (a manifest read without ``split=``), or else one dataset split
-``test_fraction`` / rest, stratified and seeded. The same works with Embeddings instead of datasets.
+Splits: ``(train, test)``, ``(train, val, test)``, a dict with those keys, one AudioDataset whose items declare a
+``split`` (a manifest's ``split`` column, read without ``split=``; ``train``/``training``, ``val``/``valid``/
+``validation``/``dev``, ``test``/``testing``, any case), or else one dataset that declares no split, split
+``test_fraction`` / rest, stratified and seeded. A dataset that declares splits is never split again: a row in none
+of them (another value, an empty cell) is an error naming it. The same works with Embeddings instead of datasets.
+Splits built separately are aligned by label name: val and test take the train split's label order (a class they
+lack is simply absent), and a label the train split lacks is an error showing both lists. The splits are resolved
+in :mod:`avex_hub.heads.splits` (``resolve_splits``, importable from here).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+from numbers import Integral
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 
-from ..audio.datasets import AudioDataset, check_dataset_rate
+from ..audio.datasets import check_dataset_rate
 from ..embed.extract import Embeddings
 from .metrics import Comparison, ResultsTable, accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
 from ..encoder.model import AvexModel
 from .probes import Probe, attention_probe, mlp_probe
-from .training import ExtractOptions, TrainResult, extract_split, predict, split_indices, train_probe
+from .splits import resolve_splits
+from .targets import check_finite
+from .train_options import ExtractOptions, TrainResult, check_count, extract_split
+from .training import predict, train_probe
 
 __all__ = ["CARD_METRIC_NAMES", "Evaluation", "ScoreOptions", "evaluate", "compare_models", "compare_layers",
            "side_by_side", "resolve_splits"]
 
-_ROLES = ("train", "val", "test")
 _PROBES = ("linear", "mlp", "attention")  # offline, offline, online
 
 
@@ -75,6 +82,7 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.probe not in _PROBES:
             raise ValueError(f"probe must be one of {_PROBES}, got {self.probe!r}")
+        check_count("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -85,58 +93,6 @@ class _Audio:
     splits: dict
     batch_size: int
 
-
-def _subset(data, rows, role: str):
-    """Rows of a dataset as a dataset of the same kind (Embeddings or AudioDataset, every setting kept)."""
-    if not isinstance(data, (Embeddings, AudioDataset)):
-        raise TypeError(f"cannot split a {type(data).__name__}; pass (train, test) or (train, val, test) splits")
-    part = data.subset(rows)
-    if isinstance(part, AudioDataset):
-        part.source = f"{data.source} ({role} split)"  # messages name the split
-    return part
-
-
-def _labels_of(data) -> np.ndarray:
-    if isinstance(data, Embeddings):
-        if data.labels is None:
-            raise ValueError("the embeddings have no labels; evaluation needs labelled clips")
-        return data.labels.numpy()
-    targets = getattr(data, "targets", None)
-    if targets is None or len(targets) == 0:
-        raise ValueError(f"{type(data).__name__} has no labels; evaluation needs labelled clips")
-    return np.asarray(targets)
-
-
-def resolve_splits(data, *, test_fraction: float = 0.3, seed: int = 0) -> dict:
-    """``{"train": ..., "val": ... (optional), "test": ...}`` from any of the accepted forms (module docstring)."""
-    if isinstance(data, dict):
-        unknown = sorted(set(data) - set(_ROLES))
-        if unknown or "train" not in data or "test" not in data:
-            raise ValueError(f"splits need keys 'train' and 'test' (and optionally 'val'); got {sorted(data)}")
-        splits = {k: v for k, v in data.items() if v is not None}
-    elif isinstance(data, (tuple, list)):
-        if len(data) not in (2, 3):
-            raise ValueError(f"expected (train, test) or (train, val, test) splits, got {len(data)} items")
-        splits = dict(zip(("train", "test") if len(data) == 2 else _ROLES, data))
-    else:
-        items = getattr(data, "items", None)
-        marked = [getattr(item, "extra", {}).get("split") for item in items] if isinstance(items, list) else []
-        if marked and set(marked) <= set(_ROLES) and {"train", "test"} <= set(marked):
-            splits = {role: _subset(data, [i for i, s in enumerate(marked) if s == role], role)
-                      for role in _ROLES if role in marked}
-        else:
-            if not 0.0 < test_fraction < 1.0:
-                raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-            if len(data) < 2:
-                raise ValueError(f"cannot split {len(data)} clip(s) into train and test; expected at least 2")
-            keep, held = split_indices(torch.as_tensor(_labels_of(data)), test_fraction, seed)
-            if not len(held) or not len(keep):
-                raise ValueError(f"test_fraction={test_fraction} leaves an empty split of {len(data)} clips")
-            splits = {"train": _subset(data, keep, "train"), "test": _subset(data, held, "test")}
-    for role, split in splits.items():
-        if len(split) == 0:
-            raise ValueError(f"the {role} split is empty; expected at least one labelled clip")
-    return splits
 
 
 def _layer_label(spec, indices: list[int]):
@@ -151,7 +107,7 @@ def _indices_in(embeddings: Embeddings, layers) -> list[int]:
         return [embeddings.layers[-1]]
     if layers == "all":
         return list(embeddings.layers)
-    indices = [layers] if isinstance(layers, int) else list(layers)
+    indices = [int(layers)] if isinstance(layers, Integral) else list(layers)
     embeddings.select_layers(indices)  # ValueError naming what is missing
     return indices
 
@@ -178,6 +134,8 @@ def _score(emb: dict[str, Embeddings], indices: list[int], options: ScoreOptions
     train, test = emb["train"], emb["test"]
     if train.labels is None or test.labels is None:
         raise ValueError("evaluation needs labelled train and test clips; the embeddings have no labels")
+    for role, split in emb.items():  # before anything trains on them
+        check_finite(split, role)
     head, result, logits = _train_head(emb, indices, options, audio)
     labels = test.labels.numpy()
     table = ResultsTable()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from numbers import Real
 from pathlib import Path
 
 import torch
@@ -25,9 +26,11 @@ from torch import nn
 
 from ..encoder.model import AvexModel
 from ..embed.outputs import atomic_path
+from .train_options import check_count, check_rate
 
 __all__ = ["parameter_depth", "lowest_trainable_depth", "set_trainable", "trainable_modules", "LAYER_DECAY",
-           "layerwise_param_groups", "warmup_cosine", "warmup_cosine_scheduler", "export_model", "EXPORT_FORMAT"]
+           "layerwise_param_groups", "warmup_cosine", "warmup_cosine_scheduler", "check_schedule", "export_model",
+           "EXPORT_FORMAT"]
 
 EXPORT_FORMAT = "avex-hub-finetune/1"
 _EMBEDDING_PREFIXES = ("backbone.patch_embedding.", "backbone.layer_norm.", "backbone.post_extract_proj.",
@@ -153,6 +156,24 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def check_schedule(*, lr, warmup_steps, warmup_fraction, total_steps, min_lr_ratio, layerdrop, seed) -> None:
+    """ValueError naming the first fine-tuning option out of range (those of
+    :class:`avex_hub.integrations.lightning.AvexClassifier`), checked before anything runs."""
+    check_rate("lr", lr)
+    check_count("seed", seed, 0)
+    if warmup_steps is not None:
+        check_count("warmup_steps", warmup_steps, 0)
+    if total_steps is not None:  # None: the trainer's estimate (0 is not a way to ask for it)
+        check_count("total_steps", total_steps, 1)
+    for name, value in (("warmup_fraction", warmup_fraction), ("min_lr_ratio", min_lr_ratio)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {name}={value!r}")
+    if layerdrop is not None and (isinstance(layerdrop, bool) or not isinstance(layerdrop, Real)
+                                  or not 0.0 <= layerdrop < 1.0):
+        raise ValueError(f"layerdrop must be in [0, 1) (the chance a layer is skipped in a training step) or None "
+                         f"(the config's), got layerdrop={layerdrop!r}")
 
 
 def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,

@@ -10,8 +10,16 @@
   for single-label data; 0 disables validation). Early stopping watches the validation metric (accuracy for
   single-label, mAP for multi-label; equal metric with lower validation loss also counts as better) with
   ``patience`` epochs, and the best weights are restored at the end.
+- Labels are matched by name: train takes the probe's label order (when it has ``label_names``) and val takes
+  train's, so splits built separately (their own ``label_names``, two ``from_folder`` calls) are scored class for
+  class; a label the other side lacks is an error showing both lists.
 - Losses: cross-entropy (single-label) or BCE-with-logits (multi-label). ``class_weights="balanced"`` weights
   class c by ``n / (K * count_c)`` (cross-entropy ``weight``); multi-label uses ``pos_weight_c = neg_c / pos_c``.
+- Unknown targets: a multi-hot target may be nan where it is not known (agile labelling: a clip checked for one
+  class but not another). Those entries are left out of the loss, the class weights and the mAP; everything else
+  is as for 0/1 targets. Pass them as the labels of Embeddings (``Embeddings.from_arrays(x, targets)``).
+- Inputs are checked before the first epoch: embeddings holding NaN or inf are refused by row, and the options
+  by name (``epochs``, ``batch_size``, ``patience`` and ``seed`` whole numbers, ``lr`` finite and > 0).
 - Seeded: initialisation belongs to the probe (its ``seed``); shuffling, dropout and the held-out split come
   from ``seed`` here, drawn inside a forked RNG so the caller's global RNG state is untouched. On CPU, same seed
   -> identical weights.
@@ -24,168 +32,27 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..audio.datasets import check_dataset_rate
-from ..embed.extract import Embeddings, batch_labels, cache_path_for, extract_embeddings
-from ..encoder.precision import device_for, resolve_device
+from ..embed.extract import Embeddings
+from ..encoder.precision import device_for
 from .probes import Probe
+from .targets import (
+    align_labels, batch_targets, check_finite, check_targets, compute_class_weights, dataset_labels, label_names_of,
+    split_indices,
+)
+from .train_options import (
+    DEFAULTS, OFFLINE_DEFAULTS, ONLINE_DEFAULTS, ExtractOptions, TrainOptions, TrainResult, extract_split,
+)
 
-__all__ = ["TrainResult", "TrainOptions", "ExtractOptions", "train_probe", "compute_class_weights", "split_indices",
-           "predict"]
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How :func:`train_probe` trains: its keyword arguments, with the mode's defaults where they were None.
-
-    ``epochs``: at most this many passes over train. ``batch_size``: examples per optimiser step. ``lr``: the
-    head's AdamW learning rate. ``patience``: epochs without a better validation score before stopping.
-    ``weight_decay``: AdamW's. ``seed``: shuffling, dropout and the held-out split. ``class_weights``:
-    ``"balanced"``, None or a tensor ``[num_classes]``. ``backbone_lr``: for a backbone being fine-tuned (None:
-    ``lr / 10``). ``val_fraction``: the share of train held out when no ``val`` is given (0: no validation).
-    ``num_workers``: DataLoader workers reading audio. ``progress``: show a bar over the epochs.
-    Checked when built, so an explicit 0 is an error rather than a default.
-    """
-
-    epochs: int
-    batch_size: int
-    lr: float
-    patience: int
-    weight_decay: float = 1e-4
-    seed: int = 0
-    class_weights: str | torch.Tensor | None = "balanced"
-    backbone_lr: float | None = None
-    val_fraction: float = 0.1
-    num_workers: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if (self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not 0.0 <= self.val_fraction < 1.0
-                or not self.lr > 0):
-            raise ValueError(f"need epochs, batch_size, patience >= 1, lr > 0 and 0 <= val_fraction < 1; got "
-                             f"epochs={self.epochs}, batch_size={self.batch_size}, patience={self.patience}, "
-                             f"lr={self.lr}, val_fraction={self.val_fraction}")
-        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
-            raise ValueError(f"class_weights must be 'balanced', None or a tensor [num_classes], got "
-                             f"{self.class_weights!r}")
-
-
-# Offline: seconds per epoch on pooled embeddings, so many epochs of large batches; online: audio through the
-# encoder, so few epochs of small batches.
-OFFLINE_DEFAULTS = TrainOptions(epochs=100, batch_size=1024, lr=1e-2, patience=10)
-ONLINE_DEFAULTS = TrainOptions(epochs=10, batch_size=16, lr=1e-3, patience=3)
-_DEFAULTS = {"offline": OFFLINE_DEFAULTS, "online": ONLINE_DEFAULTS}
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """How audio becomes pooled embeddings before offline training or evaluation (as in
-    :func:`avex_hub.embed.extract.extract_embeddings`): ``batch_size`` clips per forward pass, ``num_workers``
-    DataLoader workers, ``device`` (checked when built; the model is moved to one given), ``precision``,
-    ``cache_dir`` (one cache file per split, reused by later runs; None: no cache) and ``progress``.
-    ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device.
-    """
-
-    batch_size: int = 16
-    num_workers: int = 0
-    device: str | torch.device | None = None
-    precision: str = "fp32"
-    cache_dir: str | os.PathLike | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.device is not None:
-            resolve_device(self.device)  # a device this torch cannot use fails before any audio is read
-
-
-def extract_split(model, data, role: str, layers: list[int], pooling: str, options: ExtractOptions) -> Embeddings:
-    """The ``role`` split (``train``, ``val`` or ``test``) of audio as pooled embeddings of ``layers`` (one layer:
-    ``[n, C]``, several: ``[n, L, C]``), read from or written to a cache file under ``options.cache_dir`` when set.
-    The device is decided by :func:`avex_hub.encoder.precision.device_for` (``options.device=None``: the model's)."""
-    cache = None if options.cache_dir is None else cache_path_for(options.cache_dir, role, model, data, layers,
-                                                                  pooling, options.precision)
-    return extract_embeddings(model, data, layers=layers[0] if len(layers) == 1 else list(layers), pooling=pooling,
-                              batch_size=options.batch_size, num_workers=options.num_workers,
-                              device=device_for(model, options.device), precision=options.precision, cache=cache,
-                              progress=options.progress)
-
-
-@dataclass
-class TrainResult:
-    """``history``: one dict per epoch with ``epoch`` (1-based), ``train_loss``, ``train_metric``, ``val_loss``,
-    ``val_metric`` (None without validation) and ``seconds``. ``best_metric`` is the validation metric of
-    ``best_epoch`` (the training metric when there is no validation); ``metric_name`` is ``accuracy`` or ``mAP``."""
-
-    history: list[dict]
-    best_epoch: int
-    best_metric: float
-    metric_name: str
-    mode: str
-    stopped_early: bool
-    class_weights: list[float] | None
-    seconds: float
-    train_embeddings: Embeddings | None = field(default=None, repr=False)
-    val_embeddings: Embeddings | None = field(default=None, repr=False)
-
-
-def compute_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Balanced weights ``[K]``: single-label ``n / (K * count_c)`` (0 for a class with no example);
-    multi-hot ``[n, K]``: ``pos_weight_c = (n - pos_c) / pos_c`` (1 for a class with no positive)."""
-    labels = torch.as_tensor(labels)
-    n = len(labels)
-    if labels.dim() == 2:
-        pos = labels.float().sum(dim=0)
-        return torch.where(pos > 0, (n - pos) / pos.clamp(min=1), torch.ones_like(pos))
-    counts = torch.bincount(labels.long(), minlength=num_classes).double()
-    weights = torch.where(counts > 0, n / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
-    return weights.float()
-
-
-def split_indices(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train, val) row indices; single-label: per class, ``round(fraction * count)`` rows go to val
-    (classes with one example stay in train)."""
-    rng = np.random.default_rng(seed)
-    labels = torch.as_tensor(labels)
-    if labels.dim() == 2:
-        order = rng.permutation(len(labels))
-        k = int(round(fraction * len(labels)))
-        return np.sort(order[k:]), np.sort(order[:k])
-    val = []
-    for c in np.unique(labels.numpy()):
-        rows = np.flatnonzero(labels.numpy() == c)
-        k = min(int(round(fraction * len(rows))), len(rows) - 1)
-        val += rng.permutation(rows)[:k].tolist()
-    val = np.sort(np.asarray(val, dtype=np.int64))
-    return np.setdiff1d(np.arange(len(labels)), val), val
-
-
-def _check_labels(labels: torch.Tensor | None, probe: Probe, what: str) -> torch.Tensor:
-    if labels is None:
-        raise ValueError(f"{what} has no labels; a probe needs class ids or multi-hot targets")
-    if len(labels) == 0:
-        raise ValueError(f"{what} is empty; expected at least one labelled example")
-    k = probe.num_classes
-    if probe.multilabel:
-        if labels.dim() != 2 or labels.shape[1] != k:
-            raise ValueError(f"{what}: a multi-label probe of {k} classes needs multi-hot targets [n, {k}], "
-                             f"got {tuple(labels.shape)}" + ("" if labels.dim() == 2 else
-                                                             "; build the probe with multilabel=False"))
-        if not torch.isin(labels, torch.tensor([0.0, 1.0])).all():
-            raise ValueError(f"{what}: multi-hot targets must be 0/1")
-        return labels.float()
-    if labels.dim() != 1:
-        raise ValueError(f"{what}: a single-label probe needs class ids [n], got {tuple(labels.shape)}; "
-                         "build the probe with multilabel=True for multi-hot targets")
-    bad = labels[(labels < 0) | (labels >= k)]
-    if len(bad):
-        raise ValueError(f"{what}: labels {sorted(set(bad.tolist()))[:10]} are outside 0..{k - 1} "
-                         f"(the probe has num_classes={k}); build the probe with the dataset's number of classes")
-    return labels.long()
+# The options, the result and the target helpers live in train_options.py and targets.py; imported from here too.
+__all__ = ["TrainResult", "TrainOptions", "ExtractOptions", "OFFLINE_DEFAULTS", "ONLINE_DEFAULTS", "train_probe",
+           "compute_class_weights", "split_indices", "predict"]
 
 
 def _metric(probe: Probe, labels: torch.Tensor, logits: torch.Tensor) -> float:
@@ -194,7 +61,13 @@ def _metric(probe: Probe, labels: torch.Tensor, logits: torch.Tensor) -> float:
     if probe.multilabel:
         with warnings.catch_warnings():  # a validation set with no positive gives nan: handled by the caller
             warnings.simplefilter("ignore", RuntimeWarning)
-            return mean_average_precision(labels.numpy(), logits.float().numpy())
+            known = ~torch.isnan(labels)
+            if known.all():
+                return mean_average_precision(labels.numpy(), logits.float().numpy())
+            # Unknown targets (nan) are left out: each class's AP over the rows where its target is known.
+            ap = [mean_average_precision(labels[rows, c:c + 1].numpy(), logits[rows, c:c + 1].float().numpy())
+                  for c, rows in enumerate(known.T) if labels[rows, c].nansum() > 0]
+            return float(np.mean(ap)) if ap else math.nan
     return accuracy(labels.numpy(), logits.float().numpy())
 
 
@@ -259,12 +132,6 @@ def _rows(data, rows: np.ndarray):
     return data.subset(rows)
 
 
-def _dataset_labels(data) -> torch.Tensor | None:
-    targets = getattr(data, "targets", None)
-    if targets is None or len(targets) == 0:
-        return None
-    return torch.as_tensor(np.asarray(targets))
-
 
 def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr: float | None = None,
                 weight_decay: float = 1e-4, batch_size: int | None = None, patience: int | None = None,
@@ -289,8 +156,11 @@ def train_probe(probe: Probe, train, val=None, *, epochs: int | None = None, lr:
         raise ValueError(f"multilabel={multilabel} but the probe was built with multilabel={probe.multilabel}; "
                          "build the probe with the same setting")
     mode = _choose_mode(probe, train, val, mode)
+    train = align_labels(train, probe.label_names, "the train data", "the probe")
+    if val is not None:  # scored against train's class order: by name, not by position
+        val = align_labels(val, label_names_of(train), "the val data", "the train data")
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience}
-    options = replace(_DEFAULTS[mode], **{k: v for k, v in given.items() if v is not None},  # None: the default
+    options = replace(DEFAULTS[mode], **{k: v for k, v in given.items() if v is not None},  # None: the default
                       weight_decay=weight_decay, seed=seed, class_weights=class_weights, backbone_lr=backbone_lr,
                       val_fraction=val_fraction, num_workers=num_workers, progress=progress)
     probe.to(device_for(probe, device))
@@ -334,13 +204,16 @@ class _Feed:
 def _train_offline(probe: Probe, train, val, options: TrainOptions, extract: ExtractOptions) -> TrainResult:
     """Pooled embeddings (given, or extracted once) through the head alone, in shuffled minibatches."""
     train_emb = _embeddings_for(probe, train, "train", extract)
-    y = _check_labels(train_emb.labels, probe, "train")
+    y = check_targets(train_emb.labels, probe, "train")
     val_emb = _embeddings_for(probe, val, "val", extract) if val is not None else None
+    for role, emb in (("train", train_emb), ("val", val_emb)):
+        if emb is not None:
+            check_finite(emb, role)
     if val_emb is None and options.val_fraction > 0:
         keep, held = split_indices(y, options.val_fraction, options.seed)
         if len(held):
             train_emb, val_emb, y = train_emb.subset(keep), train_emb.subset(held), y[keep]
-    yv = _check_labels(val_emb.labels, probe, "val") if val_emb is not None else None
+    yv = check_targets(val_emb.labels, probe, "val") if val_emb is not None else None
     device = device_for(probe)
     x = train_emb.select_layers(probe.layer_indices).to(device)
 
@@ -360,12 +233,12 @@ def _train_online(probe: Probe, train, val, options: TrainOptions) -> TrainResul
     _check_dataset(probe, train, "train")
     if val is not None and probe.backbone is not None:
         check_dataset_rate(val, probe.backbone, "the val dataset")
-    y = _check_labels(_dataset_labels(train), probe, "train")
+    y = check_targets(dataset_labels(train), probe, "train")
     if val is None and options.val_fraction > 0:
         keep, held = split_indices(y, options.val_fraction, options.seed)
         if len(held):
             val, train, y = _rows(train, held), _rows(train, keep), y[keep]
-    yv = _check_labels(_dataset_labels(val), probe, "val") if val is not None else None
+    yv = check_targets(dataset_labels(val), probe, "val") if val is not None else None
     device = device_for(probe)
 
     def batches(epoch: int, generator: torch.Generator):
@@ -374,7 +247,7 @@ def _train_online(probe: Probe, train, val, options: TrainOptions) -> TrainResul
         loader = torch.utils.data.DataLoader(train, batch_size=options.batch_size, shuffle=True, generator=generator,
                                              num_workers=options.num_workers, collate_fn=train.collate)
         for batch in loader:
-            targets = _batch_targets(batch, probe).to(device)
+            targets = batch_targets(batch, probe).to(device)
             yield probe(batch["audio"].to(device), batch["padding_mask"].to(device)), targets
 
     return _fit(probe, "online", _Feed(y, batches, val, yv), options)
@@ -391,7 +264,20 @@ def _loss(probe: Probe, class_weights, labels: torch.Tensor) -> tuple[nn.Module,
         if weights.shape != (probe.num_classes,):
             raise ValueError(f"class_weights must have shape [{probe.num_classes}], got {tuple(weights.shape)}")
     w = weights.to(device_for(probe)) if weights is not None else None
-    return (nn.BCEWithLogitsLoss(pos_weight=w) if probe.multilabel else nn.CrossEntropyLoss(weight=w)), weights
+    return (_MaskedBCE(pos_weight=w) if probe.multilabel else nn.CrossEntropyLoss(weight=w)), weights
+
+
+class _MaskedBCE(nn.BCEWithLogitsLoss):
+    """BCE-with-logits whose mean leaves out the unknown targets (nan): a multi-hot target matrix may say "not
+    known" for some (row, class) entries, as agile labelling does. Without a nan it is BCEWithLogitsLoss exactly."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(targets)
+        if bool(known.all()):
+            return super().forward(logits, targets)
+        each = nn.functional.binary_cross_entropy_with_logits(logits, targets.nan_to_num(0.0), reduction="none",
+                                                              pos_weight=self.pos_weight)
+        return (each * known).sum() / known.sum().clamp(min=1)
 
 
 def _optimiser(probe: Probe, options: TrainOptions) -> torch.optim.Optimizer:
@@ -466,13 +352,3 @@ def _epoch(probe: Probe, feed: _Feed, loss_fn: nn.Module, optimiser: torch.optim
         row["val_metric"] = _metric(probe, feed.val_labels, logits)
     row["seconds"] = time.perf_counter() - started
     return row
-
-
-def _batch_targets(batch: dict, probe: Probe) -> torch.Tensor:
-    if probe.multilabel:
-        if "target" not in batch:
-            raise ValueError("a multi-label probe needs multi-hot 'target' in the batches (a multi-label dataset)")
-        return batch_labels({"target": batch["target"]})
-    if "label" not in batch:
-        raise ValueError("a single-label probe needs integer 'label' in the batches (a single-label dataset)")
-    return batch_labels({"label": batch["label"]})

@@ -3,5 +3,5 @@ hoplite (agile modelling)."""
 
 from .._lazy import lazy_modules
 
-_MODULES = ("agile", "lightning", "lightning_predict", "onnx_export", "sklearn")
+_MODULES = ("agile", "lightning", "lightning_data", "lightning_predict", "onnx_export", "sklearn")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)

@@ -14,6 +14,7 @@ also on one device), the augmentations and the model's own randomness (dropout, 
 of ``(seed, epoch, batch, rank)``, so ``Trainer.fit(..., ckpt_path=...)`` from an end-of-epoch checkpoint continues
 exactly as the uninterrupted run would. Lightning checkpoints are pickles: load only your own.
 
+The data module and the label check live in :mod:`avex_hub.integrations.lightning_data`, importable from here.
 Distributed prediction over large archives (``Trainer.predict`` writing one shard per rank, then merged with
 each window exactly once) is :class:`ShardedPredictionWriter`, :func:`merge_shards` and
 :func:`extract_embeddings_distributed`, from :mod:`avex_hub.integrations.lightning_predict` and importable from here.
@@ -32,10 +33,10 @@ from torch import nn
 
 from ..heads import finetune
 from ..audio.augment import AddBackgroundNoise, Mixup, multi_hot
-from ..audio.contract import WINDOW_S
 from ..audio.datasets import check_dataset_rate
 from ..labels import LabelMap
 from ..encoder.model import AvexModel
+from .lightning_data import AvexDataModule, check_labels
 
 __all__ = ["AvexClassifier", "AvexDataModule", "check_labels", "default_precision"]
 
@@ -45,22 +46,6 @@ def default_precision(accelerator: str = "auto") -> str:
     as ``Trainer(precision=...)``. The filterbank and the position convolution always run in fp32."""
     cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
-
-
-def check_labels(expected: Sequence[str], found: Sequence[str], *, expected_name: str = "the classifier",
-                 found_name: str = "the data",
-                 hint: str = "build AvexClassifier with labels=<datamodule>.labels") -> None:
-    """ValueError unless ``found`` names the same classes in the same order as ``expected``."""
-    expected, found = list(expected), list(found)
-    if expected == found:
-        return
-    show = lambda names: f"{names[:10]}{' ...' if len(names) > 10 else ''}"  # noqa: E731
-    if len(expected) != len(found):
-        raise ValueError(f"{expected_name} has {len(expected)} classes but {found_name} has {len(found)}: "
-                         f"{show(expected)} vs {show(found)}; {hint}")
-    wrong = [(i, a, b) for i, (a, b) in enumerate(zip(expected, found)) if a != b]
-    raise ValueError(f"the labels of {expected_name} and {found_name} differ at {len(wrong)} positions (index, "
-                     f"{expected_name}, {found_name}): {wrong[:10]}; {hint}")
 
 
 def _step_seed(*keys: int) -> int:
@@ -100,6 +85,27 @@ class _FrozenModulesNotice(L.Callback):
         self._restore()
 
 
+def _training_data(trainer) -> str:
+    """What the trainer's training loader holds, for the message when it gives no step."""
+    loader = trainer.train_dataloader
+    loader = getattr(loader, "iterables", loader)  # Lightning's CombinedLoader
+    if isinstance(loader, dict):
+        loader = next(iter(loader.values()), None)
+    elif isinstance(loader, (list, tuple)):
+        loader = loader[0] if loader else None
+    dataset, batch_size = getattr(loader, "dataset", None), getattr(loader, "batch_size", None)
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return "the training loader yields no batch; check the train split"
+    if len(dataset) == 0:
+        return "the train split is empty; give the data module a train dataset with at least one item"
+    per_device = len(getattr(loader, "sampler", dataset))
+    if getattr(loader, "drop_last", False):
+        return (f"{per_device} training items per device in batches of {batch_size} with drop_last=True leave no "
+                f"full batch; lower batch_size or pass drop_last=False")
+    return (f"{per_device} training items per device in batches of {batch_size} give no step; check the trainer's "
+            "limits (limit_train_batches, accumulate_grad_batches)")
+
+
 class AvexClassifier(L.LightningModule):
     """Classification on an :class:`AvexModel`: mean-pooled last-layer frames -> linear head (the model's own
     ``classifier``, so an export has the published layout).
@@ -115,12 +121,15 @@ class AvexClassifier(L.LightningModule):
             :func:`avex_hub.heads.finetune.layerwise_param_groups`); ``layer_decay=None``: ``finetune.LAYER_DECAY`` (0.75); the weights'
             published ``layer_wise_gradient_decay_ratio`` acts on gradients inside the encoder (as in the reference).
         warmup_steps / warmup_fraction, total_steps, min_lr_ratio: linear warm-up then cosine decay, stepped per
-            optimiser step; ``total_steps`` defaults to the trainer's estimate.
+            optimiser step; ``total_steps`` (>= 1) defaults to the trainer's estimate, ``warmup_fraction`` and
+            ``min_lr_ratio`` lie in [0, 1]. Every option is checked when the module is built; training data that
+            gives no optimiser step (an empty train split, ``drop_last`` with a batch larger than the data) is an
+            error saying so.
         noise: an :class:`AddBackgroundNoise`, a noise folder, or True for generated noise (p=0.5, [-10, 20] dB).
         mixup: a :class:`Mixup` or its probability. With single-label data a mixed row's target is the union of
             its two classes, normalised to sum to one (soft cross-entropy).
-        layerdrop: overrides the config's layer drop (default: the config's for ``"all"``; partial fine-tuning
-            keeps the encoder in eval mode, so no layer drop). Layer drop > 0 under DDP needs
+        layerdrop: in [0, 1), overrides the config's layer drop (default: the config's for ``"all"``; partial
+            fine-tuning keeps the encoder in eval mode, so no layer drop). Layer drop > 0 under DDP needs
             ``strategy="ddp_find_unused_parameters_true"``.
         seed: head initialisation, augmentations and the model's dropout / layer drop draws.
     """
@@ -141,6 +150,8 @@ class AvexClassifier(L.LightningModule):
         if len(names) < (1 if multilabel else 2):
             raise ValueError(f"need at least {1 if multilabel else 2} classes, got {len(names)}")
         finetune.lowest_trainable_depth(unfreeze, model.num_layers)  # validates unfreeze
+        finetune.check_schedule(lr=lr, warmup_steps=warmup_steps, warmup_fraction=warmup_fraction,
+                                total_steps=total_steps, min_lr_ratio=min_lr_ratio, layerdrop=layerdrop, seed=seed)
         if layer_decay is None:  # resolved here so that the saved hyperparameters record the value used
             layer_decay = finetune.LAYER_DECAY
         self.model = model
@@ -295,10 +306,12 @@ class AvexClassifier(L.LightningModule):
         groups = finetune.layerwise_param_groups(self.model, lr=h.lr, layer_decay=h.layer_decay,
                                                  weight_decay=h.weight_decay)
         optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas))
-        total = h.total_steps or self.trainer.estimated_stepping_batches
+        total = h.total_steps if h.total_steps is not None else self.trainer.estimated_stepping_batches
         if not np.isfinite(total):
             raise ValueError("cannot size the LR schedule: the trainer has no max_epochs/max_steps; pass total_steps=")
         total = int(total)
+        if total < 1:
+            raise ValueError(f"the training data gives no optimiser step: {_training_data(self.trainer)}")
         warmup = h.warmup_steps if h.warmup_steps is not None else int(round(h.warmup_fraction * total))
         scheduler = finetune.warmup_cosine_scheduler(optimizer, warmup_steps=warmup, total_steps=total,
                                                      min_lr_ratio=h.min_lr_ratio)
@@ -367,114 +380,6 @@ class AvexClassifier(L.LightningModule):
         metrics = ({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
                    if trainer is not None else None)
         return finetune.export_model(self.model, folder, overwrite=overwrite, metrics=metrics or None)
-
-
-class AvexDataModule(L.LightningDataModule):
-    """Train / val / test / predict :class:`avex_hub.audio.datasets.AudioDataset` splits with the padding-mask collate.
-
-    The train loader shuffles with a DistributedSampler seeded by ``seed`` on one device as on many, so the order is
-    a function of ``(seed, epoch)``. Evaluation loaders keep dataset order (Lightning shards them under DDP).
-    Every labelled split must have the same labels in the same order.
-    """
-
-    def __init__(self, train=None, val=None, test=None, predict=None, *, batch_size: int = 8,
-                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0, pin_memory: bool = False,
-                 drop_last: bool = False) -> None:
-        super().__init__()
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
-        self.train_set, self.val_set, self.test_set, self.predict_set = train, val, test, predict
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.seed, self.pin_memory, self.drop_last = num_workers, seed, pin_memory, drop_last
-        splits = {name: ds for name, ds in (("train", train), ("val", val), ("test", test))
-                  if ds is not None and getattr(ds, "labels", None)}
-        if splits:
-            first, reference = next(iter(splits.items()))
-            for name, ds in splits.items():
-                check_labels(reference.labels, ds.labels, expected_name=f"the {first} split",
-                             found_name=f"the {name} split", hint="give every split the same label_map")
-            self._labels, self._multilabel = list(reference.labels), bool(getattr(reference, "multilabel", False))
-        else:
-            self._labels, self._multilabel = [], False
-
-    @classmethod
-    def from_manifest(cls, manifest: str | os.PathLike, *, clip_s: float | None = WINDOW_S,
-                      splits: dict[str, str | None] | None = None, label_map=None, random_crop: bool = True,
-                      seed: int = 0, channels="mix", label_column: str = "label", dataset_kwargs: dict | None = None,
-                      **kwargs) -> "AvexDataModule":
-        """Splits from a manifest's ``split`` column: ``splits`` maps ``train``/``val``/``test``/``predict`` to split
-        values (default: train, val, test; None leaves one out). The train split crops at seeded random offsets."""
-        from ..audio.datasets import AudioDataset
-
-        splits = {"train": "train", "val": "val", "test": "test"} if splits is None else dict(splits)
-        unknown = set(splits) - {"train", "val", "test", "predict"}
-        if unknown:
-            raise ValueError(f"splits keys must be train/val/test/predict, got {sorted(unknown)}")
-        common = dict(clip_s=clip_s, label_map=label_map, channels=channels, label_column=label_column,
-                      **(dataset_kwargs or {}))
-        sets = {role: AudioDataset.from_manifest(manifest, split=value, random_crop=random_crop and role == "train",
-                                                 seed=seed, **common)
-                for role, value in splits.items() if value is not None}
-        return cls(**sets, seed=seed, **kwargs)
-
-    @classmethod
-    def from_folders(cls, train=None, val=None, test=None, *, clip_s: float | None = WINDOW_S, label_map=None,
-                     random_crop: bool = True, seed: int = 0, dataset_kwargs: dict | None = None,
-                     **kwargs) -> "AvexDataModule":
-        """Class-folder datasets (``root/<label>/<files>``) per split; labels are the union of the folders' names."""
-        from ..audio.datasets import AudioDataset
-
-        roots = {role: root for role, root in (("train", train), ("val", val), ("test", test)) if root is not None}
-        if label_map is None:
-            label_map = sorted({p.name for root in roots.values() for p in os.scandir(root)
-                                if p.is_dir() and not p.name.startswith(".")})
-        sets = {role: AudioDataset.from_folder(root, label_map=label_map, clip_s=clip_s, seed=seed,
-                                               random_crop=random_crop and role == "train", **(dataset_kwargs or {}))
-                for role, root in roots.items()}
-        return cls(**sets, seed=seed, **kwargs)
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self._labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self._labels)
-
-    @property
-    def multilabel(self) -> bool:
-        return self._multilabel
-
-    def _loader(self, dataset, *, train: bool) -> torch.utils.data.DataLoader:
-        from ..audio.contract import collate_audio
-
-        sampler = None
-        if train:
-            trainer = self.trainer
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                                          seed=self.seed, drop_last=False)
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler, shuffle=False,
-            collate_fn=collate_audio, num_workers=self.num_workers, pin_memory=self.pin_memory,
-            drop_last=self.drop_last and train, persistent_workers=False)
-
-    def _need(self, dataset, role: str):
-        if dataset is None:
-            raise ValueError(f"this data module has no {role} dataset; pass {role}= (or a manifest split for it)")
-        return dataset
-
-    def train_dataloader(self):
-        return self._loader(self._need(self.train_set, "train"), train=True)
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, train=False) if self.val_set is not None else []  # [] = no validation
-
-    def test_dataloader(self):
-        return self._loader(self._need(self.test_set, "test"), train=False)
-
-    def predict_dataloader(self):
-        return self._loader(self._need(self.predict_set, "predict"), train=False)
 
 
 from .lightning_predict import (  # noqa: E402  (re-exported: one place to import the Lightning API from)
