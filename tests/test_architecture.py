@@ -79,7 +79,15 @@ LAYERS = {
     "avex_hub.integrations.lightning": 6,
     "avex_hub.integrations.lightning_predict": 6,
     "avex_hub.integrations.onnx_export": 6,
-    "avex_hub.integrations.agile": 6,
+    "avex_hub.integrations.agile": 6,  # agile modelling on perch-hoplite, by step of the loop
+    "avex_hub.integrations.agile.settings": 6,
+    "avex_hub.integrations.agile.archive": 6,
+    "avex_hub.integrations.agile.model": 6,
+    "avex_hub.integrations.agile.index": 6,
+    "avex_hub.integrations.agile.search": 6,
+    "avex_hub.integrations.agile.labels": 6,
+    "avex_hub.integrations.agile.classify": 6,
+    "avex_hub.integrations.agile.widget": 6,
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,

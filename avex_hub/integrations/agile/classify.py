@@ -1,0 +1,150 @@
+"""The classifier: a linear probe trained on the labelled windows' stored embeddings, and detection over the
+archive with it (scores of every window, margin sampling for the next round of labels)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .archive import Archive
+from .labels import labelled_windows
+from .search import Hit
+from .settings import mismatch
+
+
+def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 300, lr: float = 0.01,
+                     weight_decay: float = 1e-3, seed: int = 0) -> Path:
+    """A linear probe (one sigmoid per label) on the stored embeddings of the labelled windows, saved in our probe
+    format with the archive's provenance (``load_probe`` and ``torch.hub`` load it). Positives and negatives of
+    each class are weighted equally. ValueError when a class lacks positives or negatives."""
+    from ...heads.probes import Probe, save_probe
+
+    ids, targets, names = labelled_windows(archive)
+    if not names:
+        raise ValueError(f"{archive.path} has no labels yet; label search hits (CSV or widget) first")
+    known = ~np.isnan(targets)
+    positives, negatives = ((targets == 1) & known).sum(0), ((targets == 0) & known).sum(0)
+    short = [f"{n} ({p} positive, {q} negative)" for n, p, q in zip(names, positives, negatives) if not (p and q)]
+    if short:
+        raise ValueError(f"each label needs at least one positive and one negative window; {', '.join(short)}: "
+                         "label more windows (negatives: label_type 'negative')")
+    x = torch.from_numpy(archive.vectors(ids))
+    y = torch.from_numpy(np.nan_to_num(targets, nan=0.0))
+    mask = torch.from_numpy(known.astype(np.float32))
+    weight = mask * torch.where(y > 0, 0.5 / torch.from_numpy(positives).clamp(min=1).float(),
+                                0.5 / torch.from_numpy(negatives).clamp(min=1).float())
+    pooling = archive.settings["pooling"]
+    probe = Probe(None, len(names), layers=archive.settings["layers"], embedding_dim=x.shape[1], pooling=pooling,
+                  multilabel=True, label_names=names, seed=seed)
+    mean, scale = x.mean(0), x.std(0).clamp(min=1e-6)  # standardised inputs train faster; folded in below
+    head = torch.nn.Linear(x.shape[1], len(names))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head.reset_parameters()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    xs = (x - mean) / scale
+    for _ in range(epochs):
+        optimizer.zero_grad()
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(head(xs), y, reduction="none") * weight).sum()
+        loss = loss / len(names)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        probe.head.weight.copy_(head.weight / scale)
+        probe.head.bias.copy_(head.bias - (head.weight * mean / scale).sum(1))
+    probe.provenance = dataclasses.replace(archive.provenance, label_names=tuple(names))
+    metrics = {"train_windows": int(len(ids)), "train_loss": float(loss.detach()),
+               **{f"positives/{n}": int(p) for n, p in zip(names, positives)},
+               **{f"negatives/{n}": int(q) for n, q in zip(names, negatives)}}
+    return save_probe(probe, out, metrics=metrics)
+
+
+@dataclasses.dataclass
+class Detections:
+    """Scores ``[windows, labels]`` of every window (sigmoid of the probe), with the window table."""
+
+    table: dict[str, np.ndarray]
+    scores: np.ndarray
+    labels: list[str]
+    threshold: float
+
+    def uncertain(self, count: int, label: str | None = None) -> list[Hit]:
+        """Margin sampling: the ``count`` windows whose ``label`` score (default: the first) is nearest the threshold."""
+        col = self.labels.index(label) if label is not None else 0
+        order = np.lexsort((self.table["window_id"], np.abs(self.scores[:, col] - self.threshold)))[:count]
+        return self._hits(order, col)
+
+    def top(self, count: int, label: str | None = None) -> list[Hit]:
+        col = self.labels.index(label) if label is not None else 0
+        order = np.lexsort((self.table["window_id"], -self.scores[:, col]))[:count]
+        return self._hits(order, col)
+
+    def _hits(self, order, col) -> list[Hit]:
+        t = self.table
+        return [Hit(int(t["window_id"][i]), str(t["file"][i]), int(t["channel"][i]), float(t["start_s"][i]),
+                    float(t["end_s"][i]), float(self.scores[i, col])) for i in order]
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """``window_id,file,channel,start_s,end_s`` and one score column per label, every window."""
+        from ...embed.outputs import atomic_path
+
+        with atomic_path(path, ".csv") as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["window_id", "file", "channel", "start_s", "end_s", *self.labels])
+                t = self.table
+                for i in range(len(self.scores)):
+                    writer.writerow([int(t["window_id"][i]), t["file"][i], int(t["channel"][i]),
+                                     f"{t['start_s'][i]:.6f}", f"{t['end_s'][i]:.6f}",
+                                     *(f"{s:.6f}" for s in self.scores[i])])
+        return Path(path)
+
+    def to_raven(self, folder: str | os.PathLike) -> list[Path]:
+        """One Raven table per file: windows whose best label reaches the threshold."""
+        from ...embed.outputs import raven_names, write_raven_tables
+
+        files = list(dict.fromkeys(self.table["file"].tolist()))
+        best, score = self.scores.argmax(1).astype(np.int32), self.scores.max(1)
+
+        def parts():
+            for f in files:
+                rows = np.flatnonzero(self.table["file"] == f)
+                rows = rows[np.lexsort((self.table["channel"][rows], self.table["start_s"][rows]))]
+                yield f, {"start_s": self.table["start_s"][rows], "end_s": self.table["end_s"][rows],
+                          "channel": self.table["channel"][rows], "top_scores": score[rows, None],
+                          "top_indices": best[rows, None]}
+
+        return write_raven_tables(folder, parts(), tuple(self.labels), raven_names(files), self.threshold)
+
+
+def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float = 0.5,
+           batch_size: int = 65536) -> Detections:
+    """Score every window of the archive with a probe from :func:`train_classifier` (or any linear probe saved on
+    the same weights, layer and pooling; SettingsMismatchError otherwise)."""
+    from ...heads.probes import load_probe
+
+    probe = load_probe(probe_path)
+    recorded, ours = probe.provenance, archive.provenance
+    diffs = [f"{k}: probe {getattr(recorded, k)!r}, database {getattr(ours, k)!r}"
+             for k in ("backbone_sha256", "backbone_config_sha256", "preprocessing", "layers", "pooling")
+             if getattr(recorded, k) != getattr(ours, k)]
+    if diffs:
+        raise mismatch(f"{probe_path} was trained on other embeddings than those in {archive.path}", diffs,
+                        "train a probe on this database (`avex-hub train-classifier`), or detect on a database "
+                        "built with the probe's weights, layer and pooling")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    table = archive.window_table()
+    scores = []
+    with torch.no_grad():
+        for i in range(0, len(table["window_id"]), batch_size):
+            x = torch.from_numpy(archive.vectors(table["window_id"][i:i + batch_size]))
+            scores.append(torch.sigmoid(probe.forward_embeddings(x)).numpy())
+    labels = list(recorded.label_names or probe.label_names or [str(i) for i in range(probe.num_classes)])
+    matrix = np.concatenate(scores) if scores else np.zeros((0, probe.num_classes), np.float32)
+    return Detections(table, matrix, labels, threshold)
