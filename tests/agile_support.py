@@ -80,3 +80,53 @@ def write_rows(path, rows: list[dict], fieldnames=None, *, encoding: str = "utf-
         writer.writeheader()
         writer.writerows(rows)
     return Path(path)
+
+
+def tiny_recordings(folder: Path, names=("a.wav", "b.wav"), seconds: float = 4.0, channels: int = 1,
+                    seed: int = 0) -> list[Path]:
+    """Short noise recordings at 16 kHz (3 windows of 2 s at 1 s hop for 4 s)."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for name in names:
+        audio = (0.1 * rng.standard_normal((int(seconds * 16000), channels))).astype(np.float32)
+        sf.write(folder / name, audio if channels > 1 else audio[:, 0], 16000)
+        out.append(folder / name)
+    return out
+
+
+def consistency(db: Path) -> dict:
+    """What must hold of every archive, read with plain sqlite3 and usearch (not the code under test): foreign-key
+    violations, windows without a vector, vectors without a window."""
+    import sqlite3
+
+    import numpy as np
+    from usearch.index import Index
+
+    conn = sqlite3.connect(db / "hoplite.sqlite")
+    violations = conn.execute("PRAGMA foreign_key_check").fetchall()
+    windows = {r[0] for r in conn.execute("SELECT id FROM windows")}
+    conn.close()
+    index = Index.restore(str(db / "usearch.index"), view=True)
+    keys = set(np.asarray(index.keys).tolist()) if index is not None and len(index) else set()
+    return {"violations": violations, "unembedded": sorted(windows - keys), "stale": sorted(keys - windows),
+            "windows": len(windows)}
+
+
+def labels_of(db: Path) -> set[tuple]:
+    """``(file name, channel, start_s, end_s, label, label_type)`` of every label, read with plain sqlite3."""
+    import sqlite3
+
+    import numpy as np
+
+    conn = sqlite3.connect(db / "hoplite.sqlite")
+    rows = conn.execute("SELECT recordings.filename, annotations.channel, annotations.offsets, annotations.label, "
+                        "annotations.label_type FROM annotations JOIN recordings ON "
+                        "annotations.recording_id = recordings.id").fetchall()
+    conn.close()
+    names = {0: "negative", 1: "positive", 2: "uncertain"}
+    return {(Path(f).name, c, *np.frombuffer(o, "<f8").round(6).tolist(), label, names[t])
+            for f, c, o, label, t in rows}

@@ -1,10 +1,17 @@
-"""The archive (avex_hub.integrations.agile.archive, .settings): settings recorded and checked, repairs of runs
-stopped between the SQLite commit and the vector-index save.
+"""The archive (avex_hub.integrations.agile.archive, .schema, .lock, .settings): settings recorded and checked,
+foreign keys on for every connection, the check and repair on open, the versioned schema and its upgrade of an
+archive written before it (tests/fixtures/agile-v1), one writer at a time, damaged files refused.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +19,11 @@ import pytest
 pytest.importorskip("perch_hoplite")
 
 from avex_hub.integrations import agile  # noqa: E402
-from agile_support import HOP, WINDOW, archive_path, data  # noqa: E402,F401 - data, archive_path: fixtures
+from avex_hub.cli import main  # noqa: E402
+from agile_support import HOP, WINDOW, archive_path, consistency, copy_archive, data, labels_of, tiny_recordings  # noqa: E402,F401 - data, archive_path: fixtures
+from conftest import FIXTURE, REPO_ROOT  # noqa: E402
+
+V1 = Path(__file__).parent / "fixtures" / "agile-v1"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,8 +66,10 @@ def test_vectors_left_by_a_removal_stopped_before_the_index_save_are_removed(mod
     cursor.execute("DELETE FROM recordings WHERE id = ?", (last,))
     archive.db.db.commit()
     del archive
-    assert len(agile.Archive.open(db, readonly=True)) == 38  # 19 of them now belong to no window
-    report = agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    with pytest.warns(agile.ArchiveNotice, match="19 vectors belong to no window; the next command that writes"):
+        assert len(agile.Archive.open(db, readonly=True)) == 38  # 19 of them now belong to no window
+    with pytest.warns(agile.ArchiveNotice, match="repaired: 19 vectors that belonged to no window removed"):
+        report = agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
     assert len(report.added) == 1  # the file is embedded again, under new window ids
     archive = agile.Archive.open(db, readonly=True)
     window_ids = archive.window_table()["window_id"]
@@ -64,3 +77,259 @@ def test_vectors_left_by_a_removal_stopped_before_the_index_save_are_removed(mod
     query = archive.vectors(window_ids[:1])
     hits = agile.search_vectors(archive, query, top=38, exact=True)  # every stored vector resolves to a window
     assert len(hits) == 38 and hits[0].window_id == window_ids[0]
+
+
+# -- foreign keys, and the defects they caused (issue 26, 1 and 2) ------------------------------------------------
+def test_foreign_keys_are_on_for_every_connection(archive_path, tmp_path):
+    db = copy_archive(archive_path, tmp_path / "db")
+    for readonly in (True, False):
+        archive = agile.Archive.open(db, readonly=readonly)
+        assert archive.db.db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+        if not readonly:
+            with archive.writing():
+                assert archive.db.db.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def _index(model, folder, db):
+    return agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+
+
+def test_a_changed_file_indexed_in_later_sessions_keeps_its_labels(model, tmp_path):
+    """Issue 26, defect 1: on main the second index after a touch left orphans and every later run failed with
+    "Recording id not found"; the touched file's labels were lost."""
+    folder, db = tmp_path / "rec", tmp_path / "db"
+    tiny_recordings(folder)
+    _index(model, folder, db)
+    archive = agile.Archive.open(db)
+    table = archive.window_table()
+    b = [int(w) for w, f in zip(table["window_id"], table["file"]) if f.endswith("b.wav")]
+    agile.add_labels(archive, [(b[0], "Sweepus", "positive"), (b[1], "Sweepus", "negative")])
+    given = labels_of(db)
+    archive.close()
+    for session in range(3):  # each run opens the database anew, as a new process does
+        os.utime(folder / "b.wav", ns=(10**18 + session, 10**18 + session))
+        report = _index(model, folder, db)
+        assert [Path(p).name for p in report.changed] == ["b.wav"] and report.skipped
+        assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 6}
+        assert labels_of(db) == given
+    ids, targets, names = agile.labelled_windows(agile.Archive.open(db, readonly=True))
+    assert names == ["Sweepus"] and sorted(targets[:, 0].tolist()) == [0.0, 1.0]
+
+
+def test_the_repair_after_a_stop_holds_for_every_later_run(model, tmp_path, monkeypatch):
+    """Issue 26, defect 2: a stop between the SQLite commit and the index save; on main the next run repaired
+    and the run after failed."""
+    from usearch.index import Index
+
+    folder, db = tmp_path / "rec", tmp_path / "db"
+    tiny_recordings(folder, ("a.wav",))
+    _index(model, folder, db)
+    archive = agile.Archive.open(db)
+    agile.add_labels(archive, [(int(archive.window_table()["window_id"][0]), "Sweepus", "positive")])
+    archive.close()
+    tiny_recordings(folder, ("b.wav",), seed=1)
+    os.utime(folder / "a.wav", ns=(10**18, 10**18))
+
+    def stopped(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Index, "save", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _index(model, folder, db)
+    monkeypatch.undo()
+    with pytest.warns(agile.ArchiveNotice) as said:
+        _index(model, folder, db)
+    lines = sorted(str(w.message).split("repaired: ")[1] for w in said)
+    assert lines[0].startswith("2 recordings had windows without vectors")  # both embedded in the stopped run
+    assert lines[1] == "3 vectors that belonged to no window removed"  # a.wav's windows before it changed
+    for _ in range(2):
+        report = _index(model, folder, db)
+        assert report.added == [] and len(report.skipped) == 2
+        assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 6}
+    assert {(f, label, kind) for f, _, _, _, label, kind in labels_of(db)} == {("a.wav", "Sweepus", "positive")}
+
+
+def test_orphans_left_by_an_old_run_are_repaired_and_their_labels_kept_aside(archive_path, tmp_path):
+    db = copy_archive(archive_path, tmp_path / "db")
+    archive = agile.Archive.open(db)
+    window = int(archive.window_table()["window_id"][0])
+    agile.add_labels(archive, [(window, "Sweepus", "positive")])
+    archive.close()
+    conn = sqlite3.connect(db / "hoplite.sqlite")  # what main did: remove a recording without foreign keys
+    conn.execute("DELETE FROM recordings WHERE id = (SELECT recording_id FROM windows WHERE id = ?)", (window,))
+    conn.commit()
+    conn.close()
+    assert len(consistency(db)["violations"]) == 20  # 19 windows, 1 label
+    with pytest.warns(agile.ArchiveNotice, match="1 labels belong to a recording that is no longer in the archive"):
+        archive = agile.Archive.open(db)
+    with pytest.warns(agile.ArchiveNotice) as said:
+        with archive.writing():
+            pass
+    lines = [str(w.message) for w in said]
+    kept = next(db.glob("orphaned-labels-*.csv"))
+    assert any(f"1 labels belonged to recordings no longer in the archive" in x and str(kept) in x for x in lines)
+    assert any("19 windows of recordings no longer in the archive removed" in x for x in lines)
+    rows = list(csv_rows(kept))
+    assert [(r["label"], r["label_type"]) for r in rows] == [("Sweepus", "1")]
+    assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 19}
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)
+
+
+# -- the versioned schema ---------------------------------------------------------------------------------------
+def test_an_archive_written_before_schema_versions_is_upgraded_in_place(tmp_path):
+    """tests/fixtures/agile-v1 was written by main's agile.py (tests/fixtures/make_agile_v1_archive.py), with the
+    orphans its foreign-key bug left. Opening it upgrades it after a backup, repairs it, keeps every label."""
+    db = tmp_path / "db"
+    shutil.copytree(V1, db)
+    expected = json.loads((V1 / "expected.json").read_text())
+    with pytest.warns(agile.ArchiveNotice) as said:
+        archive = agile.Archive.open(db)
+    lines = [str(w.message) for w in said]
+    assert lines[0] == (f"upgraded {db} from schema version 1 to {agile.schema.VERSION} (the previous SQLite file is "
+                        "kept as hoplite.sqlite.v1.backup)")
+    assert _dump(db / "hoplite.sqlite.v1.backup") == _dump(V1 / "hoplite.sqlite")  # the file before the upgrade
+    conn = sqlite3.connect(db / "hoplite.sqlite")
+    record = json.loads(conn.execute("SELECT value FROM hoplite_metadata WHERE key = 'avex_hub_schema'").fetchone()[0])
+    assert record["version"] == agile.schema.VERSION and len(record["archive_id"]) == 32
+    assert archive.identity == record["archive_id"]
+    assert conn.execute("SELECT channel FROM annotations").fetchall() == [(-1,)] * 3  # a mix archive: channel -1
+    conn.close()
+    # a writer repairs what the old code left: b.wav's old windows and its label, kept aside in a CSV
+    with pytest.warns(agile.ArchiveNotice) as said:
+        with archive.writing():
+            pass
+    lines = [str(w.message) for w in said]
+    assert any("1 labels belonged to recordings no longer in the archive" in x for x in lines)
+    assert any(f"{expected['orphan_windows']} windows of recordings no longer in the archive removed" in x
+               for x in lines)
+    orphaned = list(csv_rows(next(db.glob("orphaned-labels-*.csv"))))
+    assert [(r["label"], int(r["label_type"])) for r in orphaned] == [("Sweepus", 1)]
+    assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": expected["windows"]}
+    assert labels_of(db) == {(Path(x["file"]).name, -1, *x["offsets"], x["label"], x["type"])
+                             for x in expected["labels"]}
+    ids, targets, names = agile.labelled_windows(archive)
+    assert names == ["Sweepus"] and targets[:, 0].tolist() == [1.0, 0.0]
+    # Opening again does nothing more; the audio of the fixture is gone, and prune takes the labels out first.
+    assert archive.missing_files() == sorted(expected["recordings"])
+    report = agile.prune(archive)
+    assert sorted(report.removed) == sorted(expected["recordings"]) and report.windows == expected["windows"]
+    pruned = list(csv_rows(report.labels_file))
+    assert [(r["file"], r["start_s"], r["end_s"], r["label_type"]) for r in pruned] == [
+        (x["file"], "0", "2", "positive") if x["type"] == "positive" else (x["file"], "1", "3", "negative")
+        for x in expected["labels"]]
+    assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 0}
+    assert sorted(p.name for p in db.glob("hoplite.sqlite.v*")) == ["hoplite.sqlite.v1.backup"]
+
+
+def _dump(path: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def test_an_archive_of_a_newer_schema_is_refused(archive_path, tmp_path):
+    db = copy_archive(archive_path, tmp_path / "db")
+    conn = sqlite3.connect(db / "hoplite.sqlite")
+    conn.execute("UPDATE hoplite_metadata SET value = json_set(value, '$.version', 99) WHERE key = 'avex_hub_schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(agile.SchemaError, match=r"schema version 99, written by a newer avex-hub; this one reads up "
+                                                r"to version 2: upgrade avex-hub"):
+        agile.Archive.open(db, readonly=True)
+
+
+def test_a_new_archive_is_made_by_the_same_steps_as_an_upgrade(archive_path, tmp_path):
+    """The schema of a new archive equals that of an upgraded version-1 archive (one path for every change)."""
+    shutil.copytree(V1, tmp_path / "old")
+    with pytest.warns(agile.ArchiveNotice):
+        agile.Archive.open(tmp_path / "old").close()
+
+    def schema(db):
+        conn = sqlite3.connect(db / "hoplite.sqlite")
+        out = {t: [c[1:3] for c in conn.execute(f"PRAGMA table_info({t})")]
+               for t in ("deployments", "recordings", "windows", "annotations")}
+        conn.close()
+        return out
+
+    assert schema(tmp_path / "old") == schema(archive_path)
+
+
+# -- damaged files ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, cut, expected", [
+    ("hoplite.sqlite", 0.0, "is empty"),
+    ("hoplite.sqlite", 0.5, "it was cut short"),
+    ("usearch.index", 0.5, "usearch.index cannot be read"),
+])
+def test_a_damaged_file_is_one_error_saying_what_to_do(archive_path, tmp_path, tiny_dir, name, cut, expected, capsys):
+    db = copy_archive(archive_path, tmp_path / "db")
+    data = (db / name).read_bytes()
+    (db / name).write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(agile.ArchiveError, match=expected):
+        agile.Archive.open(db, readonly=True)
+    capsys.readouterr()
+    code = main(["detect", "--db", str(db), "--probe", str(tiny_dir / "model.safetensors"), "--out",
+                 str(tmp_path / "d.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("avex-hub: error: ") and expected in err[0]
+    assert not (tmp_path / "d.csv").exists()
+
+
+# -- one writer at a time -----------------------------------------------------------------------------------------------
+HOLD = """
+import sys
+from avex_hub.integrations.agile.lock import WriterLock
+lock = WriterLock(sys.argv[1], "avex-hub test-holder").__enter__()
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin or kills us
+"""
+
+
+def _holder(db):
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(archive_path, tmp_path,
+                                                                                     capsys):
+    db = copy_archive(archive_path, tmp_path / "db")
+    child = _holder(db)
+    try:
+        archive = agile.Archive.open(db)
+        with pytest.raises(agile.ArchiveLockedError, match=rf"is being written by process {child.pid} on \S+ "
+                                                           r"\(avex-hub test-holder\), started \d+ s ago"):
+            with archive.writing():
+                pass
+        hits = agile.search_vectors(agile.Archive.open(db, readonly=True), archive.vectors([1])[0], top=3)
+        assert len(hits) == 3  # readers are not affected
+        capsys.readouterr()
+        assert main(["prune", "--db", str(db)]) == 4
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"process {child.pid}" in err[0]
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.warns(agile.ArchiveNotice, match=rf"took over the lock left by process {child.pid} .*which is gone"):
+        with archive.writing():
+            pass
+    with archive.writing():  # released: nothing to take over any more
+        pass
+
+
+def test_a_lock_of_another_machine_is_not_taken_over(archive_path, tmp_path):
+    db = copy_archive(archive_path, tmp_path / "db")
+    (db / "avex-hub.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "avex-hub index",
+                                                 "started": 0}))
+    with pytest.raises(agile.ArchiveLockedError, match="locked by process 1 on elsewhere .*another machine; if that "
+                                                       "run has ended, delete"):
+        with agile.Archive.open(db).writing():
+            pass

@@ -55,9 +55,17 @@ def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path, 
     hub_probe = torch.hub.load(str(REPO_ROOT), "load_probe", str(path), source="local", checkpoint=str(tiny_dir))
     with torch.no_grad():
         assert torch.sigmoid(hub_probe(audio))[0, 0].item() == pytest.approx(scores[3], abs=2e-3)
-    # Margin sampling: the windows nearest the threshold, brute force.
+    # Margin sampling: the windows nearest the threshold, brute force; those labelled already are left out
+    # unless asked for (on main they were offered again).
+    margin = np.argsort(np.abs(scores - 0.5), kind="stable")
+    assert [h.window_id for h in detections.uncertain(5, include_labelled=True)] == table["window_id"][margin][:5].tolist()
+    unlabelled = margin[~train[margin]]
     nearest = detections.uncertain(5)
-    assert [h.window_id for h in nearest] == table["window_id"][np.argsort(np.abs(scores - 0.5), kind="stable")][:5].tolist()
+    assert [h.window_id for h in nearest] == table["window_id"][unlabelled][:5].tolist()
+    assert not set(h.window_id for h in nearest) & set(table["window_id"][train].tolist())
+    for bad in (-5, 2.5, True):
+        with pytest.raises(ValueError, match="count must be an int >= 0"):
+            detections.uncertain(bad)
     top = detections.top(3)
     assert [h.score for h in top] == pytest.approx(np.sort(scores)[::-1][:3].tolist())
 

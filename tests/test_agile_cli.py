@@ -13,7 +13,7 @@ pytest.importorskip("perch_hoplite")
 
 from avex_hub.integrations import agile  # noqa: E402
 from avex_hub.cli import main  # noqa: E402
-from agile_support import data, truth_labels  # noqa: E402,F401 - data, archive_path: fixtures
+from agile_support import data, read_rows, truth_labels, write_rows  # noqa: E402,F401 - data, archive_path: fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,16 +36,15 @@ def test_cli_runs_the_whole_loop(data, tmp_path, tiny_dir):
     rows = list(csv.DictReader(open(hits_csv, encoding="utf-8")))
     assert len(rows) == 38 and [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
     assert len(list((tmp_path / "hits").glob("*.selections.txt"))) == 2
-    # The user labels the hits: positive where the species calls, negative elsewhere.
+    # The user labels the first 30 hits: positive where the species calls, negative elsewhere; the last 8 rows
+    # keep the prefilled label and no label_type (no verdict: nothing stored).
     table = agile.Archive.open(db, readonly=True).window_table()
     truth = dict(zip(table["window_id"].tolist(), truth_labels(data, table)))
-    for r in rows:
+    for r in rows[:30]:
         r["label_type"] = "positive" if truth[int(r["window_id"])] == species else "negative"
-    with open(hits_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=agile.HIT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(hits_csv, rows)
     assert main(["label", "--db", str(db), str(hits_csv)]) == 0
+    assert len(agile.labelled_windows(agile.Archive.open(db, readonly=True))[0]) == 30
     probe = tmp_path / "probe.safetensors"
     assert main(["train-classifier", "--db", str(db), "--out", str(probe)]) == 0
     out = tmp_path / "detections.csv"
@@ -56,7 +55,8 @@ def test_cli_runs_the_whole_loop(data, tmp_path, tiny_dir):
     above = sum(float(r[species]) >= 0.5 for r in scored)
     tables = list((tmp_path / "t").glob("*.selections.txt"))
     assert sum(len(t.read_text().splitlines()) - 1 for t in tables) == above
-    assert len(list(csv.DictReader(open(out.with_suffix(".uncertain.csv"), encoding="utf-8")))) == 5
+    uncertain = read_rows(out.with_suffix(".uncertain.csv"))
+    assert len(uncertain) == 5 and not {int(r["window_id"]) for r in uncertain} & {int(r["window_id"]) for r in rows[:30]}
     # Another database's settings: a usage error naming both.
     assert main(["index", str(data.root / "long"), "--db", str(db), "--window", "3", "--no-progress", *ck]) == 2
     assert main(["search", "--db", str(tmp_path / "none"), "--query", query, "--out", str(hits_csv), *ck]) == 2

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("perch_hoplite")
 
 from avex_hub.integrations import agile  # noqa: E402
-from agile_support import archive_path, data  # noqa: E402,F401 - data, archive_path: fixtures
+from agile_support import archive_path, data, read_rows, write_rows  # noqa: E402,F401 - data, archive_path: fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,13 +22,13 @@ def test_labels_from_a_csv_live_in_the_database_and_relabelling_replaces(archive
     archive = agile.Archive.open(tmp_path / "db")
     hits = agile.search_vectors(archive, archive.vectors([5])[0], top=4)
     path = agile.write_hits_csv(hits, tmp_path / "hits.csv", label="Sweepus")
-    rows = list(csv.DictReader(open(path, encoding="utf-8")))
-    rows[1]["label_type"], rows[3]["label"] = "negative", ""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=agile.HIT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    assert agile.add_labels_csv(archive, path) == 3
+    rows = read_rows(path)
+    assert [r["label"] for r in rows] == ["Sweepus"] * 4 and [r["label_type"] for r in rows] == [""] * 4
+    rows[0]["label_type"], rows[1]["label_type"], rows[2]["label_type"], rows[3]["label"] = \
+        "positive", "negative", "Positive", ""
+    write_rows(path, rows)
+    report = agile.add_labels_csv(archive, path)
+    assert (report.stored, report.no_verdict, report.blank) == (3, [], 1)
     ids, targets, names = agile.labelled_windows(agile.Archive.open(tmp_path / "db", readonly=True))
     assert names == ["Sweepus"]
     assert dict(zip(ids.tolist(), targets[:, 0].tolist())) == {hits[0].window_id: 1.0, hits[1].window_id: 0.0,

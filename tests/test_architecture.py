@@ -81,6 +81,8 @@ LAYERS = {
     "avex_hub.integrations.onnx_export": 6,
     "avex_hub.integrations.agile": 6,  # agile modelling on perch-hoplite, by step of the loop
     "avex_hub.integrations.agile.settings": 6,
+    "avex_hub.integrations.agile.schema": 6,
+    "avex_hub.integrations.agile.lock": 6,
     "avex_hub.integrations.agile.archive": 6,
     "avex_hub.integrations.agile.model": 6,
     "avex_hub.integrations.agile.index": 6,

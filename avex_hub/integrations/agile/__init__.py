@@ -13,7 +13,8 @@
 The package follows the steps of the loop, as perch-hoplite's own ``agile/`` does: :mod:`.archive` (the
 database), :mod:`.settings` (what made its vectors), :mod:`.model` (hoplite's model interface), :mod:`.index`,
 :mod:`.search`, :mod:`.labels`, :mod:`.classify` (training and detection) and :mod:`.widget` (labelling in a
-notebook). This module re-exports their public names.
+notebook), with :mod:`.schema` (the versioned schema) and :mod:`.lock` (one writer at a time) under the archive.
+This module re-exports their public names.
 
 The database is hoplite's own (``perch_hoplite.db.sqlite_usearch_impl``: SQLite tables + a usearch vector index,
 cosine metric, float16 vectors: the only
@@ -36,13 +37,16 @@ try:
 except ImportError as _error:  # pragma: no cover - depends on the environment
     raise ImportError("avex_hub.integrations.agile needs perch-hoplite: pip install 'avex-hub[agile]'") from _error
 
-from .archive import METADATA_KEY, Archive
+from .archive import METADATA_KEY, Archive, ArchiveError, ArchiveNotice
 from .classify import Detections, detect, train_classifier
-from .index import IndexReport, index_files
-from .labels import LABEL_TYPES, add_labels, add_labels_csv, labelled_windows, read_labels_csv
+from .index import IndexReport, PruneReport, index_files, prune
+from .labels import LABEL_TYPES, LabelsFileError, LabelsReport, add_labels, add_labels_csv, export_labels, \
+    import_labels, labelled_windows, read_labels_csv
+from .lock import ArchiveLockedError
 from .model import AvexEmbeddingModel
 from .search import HIT_COLUMNS, Hit, Query, embed_queries, parse_query, search, search_vectors, write_hits_csv, \
     write_hits_raven
+from .schema import SchemaError
 from .settings import SettingsMismatchError, archive_settings
 from .widget import label_widget
 
@@ -51,4 +55,6 @@ __all__ = [
     "archive_settings", "index_files", "parse_query", "embed_queries", "search", "search_vectors", "write_hits_csv",
     "write_hits_raven", "add_labels", "add_labels_csv", "read_labels_csv", "labelled_windows",
     "train_classifier", "detect", "label_widget", "METADATA_KEY", "LABEL_TYPES", "HIT_COLUMNS",
+    "ArchiveError", "ArchiveNotice", "ArchiveLockedError", "SchemaError", "LabelsFileError", "LabelsReport",
+    "PruneReport", "prune", "export_labels", "import_labels",
 ]

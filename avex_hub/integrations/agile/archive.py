@@ -1,25 +1,62 @@
 """The archive: hoplite's database (SQLite tables + a usearch vector index) with our settings in its metadata.
 
+What holds, for every archive this package opens:
+
+- **Foreign keys on** for every connection (hoplite turns them on only in the connection that creates the
+  tables), so removing a recording removes its windows and labels with it.
+- **Checked on open.** A file cut short, or a newer schema, is an :class:`ArchiveError` before any work; an older
+  schema is upgraded in place after a backup copy (:mod:`.schema`); rows whose recording is gone, windows without
+  vectors and vectors without windows are reported (readers) or repaired (writers), each with a line
+  (:class:`ArchiveNotice`) saying what was found and done. Labels are never dropped by a repair: those of a
+  recording that is gone are written to a CSV beside the archive first.
+- **One writer at a time** (:mod:`.lock`): every change happens in ``with archive.writing(...)``, which takes the
+  writer lock, reopens the database (so it starts from what the last writer committed), repairs, and commits
+  at the end (or rolls back on an error). Readers take no lock.
+
 Every change to the tables and the vector index goes through :class:`Archive`, and the two private fields of
-hoplite's database object that this needs are written in one place (:func:`_load_index`, :func:`_index_saved`).
+hoplite's database object that this needs are written in one place (:func:`_load_index`, :func:`_index_changed`,
+:func:`_index_saved`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import os
+import re
+import sqlite3
+import time
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-from ml_collections import config_dict
 from perch_hoplite.db import sqlite_usearch_impl
 
 from ...hub.provenance import Provenance
+from .lock import LOCK_NAME, WriterLock
+from .schema import SCHEMA_KEY, SETTINGS_KEY, VERSION, SchemaError, read_metadata, run_steps, upgrade, \
+    version_of, write_metadata
 from .settings import INDEX_KEYS, differences, mismatch
 
-METADATA_KEY = "avex_hub"  # hoplite metadata key holding our settings (JSON)
-DEPLOYMENT, PROJECT = "archive", "avex-hub"  # every recording of an archive sits in one hoplite deployment
+METADATA_KEY = SETTINGS_KEY  # hoplite metadata key holding our settings (JSON)
+WEIGHTS_KEY = "avex_hub_weights"  # where the weights that made the vectors were: {"path": ..., "sha256": ...}
+SQLITE, INDEX = sqlite_usearch_impl.HOPLITE_FILENAME, sqlite_usearch_impl.UINDEX_FILENAME
+OURS = (LOCK_NAME, "failures.csv")  # files of ours that may sit in a folder before it holds an archive
+
+
+class ArchiveError(RuntimeError):
+    """An archive that cannot be used as it is: a file cut short or damaged, a newer schema, a read-only folder
+    that an upgrade needs to write; the message says what to do."""
+
+
+class ArchiveNotice(UserWarning):
+    """What opening or writing an archive found and did: an upgrade, a repair, a lock taken over."""
+
+
+def notice(message: str) -> None:
+    warnings.warn(message, ArchiveNotice, stacklevel=3)
 
 
 # -- hoplite's vector-index bookkeeping ---------------------------------------------------------------------------
@@ -27,7 +64,7 @@ DEPLOYMENT, PROJECT = "archive", "avex-hub"  # every recording of an archive sit
 # index into memory and note that it must be saved, in two private fields of the database object (``_ui_loaded``,
 # ``_ui_updated``) that have no public setter. Removing vectors of our own (without removing their rows, which
 # hoplite's methods always do together) and saving the index atomically (hoplite writes it in place) need the same
-# bookkeeping, so these two functions are the only code that touches those fields.
+# bookkeeping, so these functions are the only code that touches those fields.
 def _load_index(db) -> None:
     """Make hoplite's index writable: load it into memory unless it is there already."""
     if not db._ui_loaded:  # noqa: SLF001 - see the comment above
@@ -48,74 +85,287 @@ def _index_saved(db) -> None:
     db._ui_updated = False  # noqa: SLF001 - see the comment above
 
 
+# -- file names ---------------------------------------------------------------------------------------------------
+def recording_name(path: str | os.PathLike) -> str:
+    """How the archive names a file: its real path (links resolved, so a folder reached through a link is the
+    same folder), as text (bytes of the name that are not UTF-8 become ``\\xNN``, as ``avex-hub embed`` writes
+    them)."""
+    from ...embed.outputs import text_cell
+
+    return text_cell(os.path.realpath(os.fsdecode(path)))
+
+
+_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+def audio_path(name: str) -> str:
+    """The file a recording name stands for (the reverse of :func:`recording_name`)."""
+    if "\\x" not in name or os.path.exists(name):
+        return name
+    return _ESCAPE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), name)  # os.fsdecode's surrogate escapes
+
+
+# -- opening ------------------------------------------------------------------------------------------------------
+def _damaged(path: Path, what: str, error: BaseException, fix: str) -> ArchiveError:
+    return ArchiveError(f"{path / what} cannot be read ({type(error).__name__}: {error}); {fix}")
+
+
+_SQLITE_FIX = ("the file is damaged or cut short: restore it from a backup (an upgrade leaves hoplite.sqlite.v*.backup "
+               "beside it), or index the recordings into a new --db")
+_INDEX_FIX = (f"the vectors are lost, the labels are not (they are in {SQLITE}): move it away (mv {INDEX} "
+              f"{INDEX}.damaged) and run `avex-hub index` on the recordings again; every file is embedded again and "
+              "keeps its labels")
+
+
+def _check_files(path: Path) -> None:
+    """ArchiveError for an SQLite file that is empty or shorter than its own header says (cut short)."""
+    sqlite_path = path / SQLITE
+    size = sqlite_path.stat().st_size
+    wal = path / (SQLITE + "-wal")
+    if size == 0:
+        raise ArchiveError(f"{sqlite_path} is empty; {_SQLITE_FIX}")
+    with open(sqlite_path, "rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+        raise ArchiveError(f"{sqlite_path} is not an SQLite database; {_SQLITE_FIX}")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if size < pages * page_size and not (wal.exists() and wal.stat().st_size):
+        raise ArchiveError(f"{sqlite_path} is {size} bytes, its header says {pages * page_size}: it was cut short; "
+                           + _SQLITE_FIX)
+
+
+def _raw(path: Path, readonly: bool) -> sqlite3.Connection:
+    uri = f"file:{(path / SQLITE).as_posix()}?mode={'ro' if readonly else 'rw'}"
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _hoplite(path: Path, readonly: bool, usearch_cfg=None):
+    """hoplite's database object with foreign keys on, or ArchiveError naming the damaged file."""
+    try:
+        db = sqlite_usearch_impl.SQLiteUSearchDB.create(str(path), usearch_cfg=usearch_cfg, readonly=readonly)
+    except sqlite3.DatabaseError as error:
+        raise _damaged(path, SQLITE, error, _SQLITE_FIX) from None
+    except FileNotFoundError as error:  # hoplite: a read-only open of an archive without its vector index
+        raise _damaged(path, INDEX, error, _INDEX_FIX) from None
+    except RuntimeError as error:  # usearch: "File is corrupted ..."
+        raise _damaged(path, INDEX, error, _INDEX_FIX) from None
+    db.db.execute("PRAGMA foreign_keys = ON")  # hoplite sets it only when it creates the tables
+    return db
+
+
+def _close(db) -> None:
+    if db is not None:
+        with contextlib.suppress(sqlite3.Error):
+            db.db.close()
+
+
+# -- what a check finds ---------------------------------------------------------------------------------------------
+def _findings(db) -> dict[str, list]:
+    """Rows whose recording is gone, windows without vectors, vectors without windows."""
+    cursor = db.db.cursor()
+    cursor.execute("SELECT id FROM windows WHERE recording_id NOT IN (SELECT id FROM recordings)")
+    orphan_windows = [r[0] for r in cursor.fetchall()]
+    cursor.execute("SELECT id FROM annotations WHERE recording_id NOT IN (SELECT id FROM recordings)")
+    orphan_labels = [r[0] for r in cursor.fetchall()]
+    cursor.execute("SELECT id, recording_id FROM windows")
+    rows = cursor.fetchall()
+    ids = np.array([r[0] for r in rows], np.int64)
+    stored = np.asarray(db.ui.keys, np.int64) if db.ui.size else np.zeros(0, np.int64)
+    present = np.isin(ids, stored)
+    orphans = set(orphan_windows)
+    unembedded = sorted({rows[i][1] for i in np.flatnonzero(~present) if rows[i][0] not in orphans})
+    return {"orphan_windows": orphan_windows, "orphan_labels": orphan_labels, "unembedded": unembedded,
+            "stale_vectors": np.setdiff1d(stored, ids).tolist()}
+
+
+def _problems(found: dict[str, list]) -> list[str]:
+    said = []
+    if found["orphan_labels"]:
+        said.append(f"{len(found['orphan_labels'])} labels belong to a recording that is no longer in the archive")
+    if found["orphan_windows"]:
+        said.append(f"{len(found['orphan_windows'])} windows belong to a recording that is no longer in the archive")
+    if found["unembedded"]:
+        said.append(f"{len(found['unembedded'])} recordings have windows without vectors (a run stopped between "
+                    "saving the tables and the vector index)")
+    if found["stale_vectors"]:
+        said.append(f"{len(found['stale_vectors'])} vectors belong to no window")
+    return said
+
+
 # -- the database -----------------------------------------------------------------------------------------------
 class Archive:
-    """A hoplite database made by :func:`~avex_hub.integrations.agile.index.index_files`; ``db`` is the hoplite
-    object, ``settings`` ours."""
+    """An archive made by :func:`~avex_hub.integrations.agile.index.index_files`: ``db`` is the hoplite object,
+    ``settings`` ours, ``identity`` the archive's own id (written into every hits CSV and label export)."""
 
-    def __init__(self, path: Path, db, settings: dict) -> None:
-        self.path, self.db, self.settings = path, db, settings
+    def __init__(self, path: Path, db, settings: dict, identity: str, readonly: bool) -> None:
+        self.path, self.db, self.settings, self.identity, self.readonly = path, db, settings, identity, readonly
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, readonly: bool = False) -> "Archive":
-        """Open an existing archive (FileNotFoundError when ``path`` holds none)."""
+    def open(cls, path: str | os.PathLike, *, readonly: bool = False, report: bool = True) -> "Archive":
+        """Open an existing archive (FileNotFoundError when ``path`` holds none): its files checked, an older
+        schema upgraded (after a backup copy), what the check finds reported as :class:`ArchiveNotice` (unless
+        ``report=False``: for a writer that repairs it at once)."""
         path = Path(path)
-        if not (path / sqlite_usearch_impl.HOPLITE_FILENAME).is_file():
-            raise FileNotFoundError(f"no embedding database at {path} (expected {sqlite_usearch_impl.HOPLITE_FILENAME}"
-                                    " there); build one with `avex-hub index RECORDINGS --db " + str(path) + "`")
-        db = sqlite_usearch_impl.SQLiteUSearchDB.create(str(path), readonly=readonly)
-        metadata = db.get_metadata(None)
-        if METADATA_KEY not in metadata:
-            raise ValueError(f"{path} is a hoplite database, but not one avex-hub built (no {METADATA_KEY!r} "
+        if not (path / SQLITE).is_file():
+            raise FileNotFoundError(f"no embedding database at {path} (expected {SQLITE} there); build one with "
+                                    f"`avex-hub index RECORDINGS --db {path}`")
+        _check_files(path)
+        _upgrade_if_older(path)
+        db = _hoplite(path, readonly)
+        try:
+            archive = cls._from_db(path, db, readonly)
+            problems = _problems(_findings(db)) if report else []
+            if problems:
+                notice(f"{path}: {'; '.join(problems)}; the next command that writes to it (index, label, prune) "
+                       "repairs it")
+        except BaseException:
+            _close(db)
+            raise
+        return archive
+
+    @classmethod
+    def _from_db(cls, path: Path, db, readonly: bool) -> "Archive":
+        cursor = db.db.cursor()
+        try:
+            settings = read_metadata(cursor, SETTINGS_KEY)
+            schema = read_metadata(cursor, SCHEMA_KEY) or {}
+        except sqlite3.DatabaseError as error:
+            raise _damaged(path, SQLITE, error, _SQLITE_FIX) from None
+        if settings is None:
+            raise ValueError(f"{path} is a hoplite database, but not one avex-hub built (no {SETTINGS_KEY!r} "
                              "metadata: which weights, layer and window made its vectors is unknown); index the "
                              "recordings again with `avex-hub index`")
-        return cls(path, db, json.loads(metadata[METADATA_KEY].json))
+        return cls(path, db, json.loads(settings["json"]), schema.get("archive_id", ""), readonly)
 
     @classmethod
     def create_or_open(cls, path: str | os.PathLike, settings: dict) -> "Archive":
-        """Open the archive at ``path`` if its settings equal ``settings`` (else SettingsMismatchError), or make it."""
+        """Open the archive at ``path`` if its settings equal ``settings`` (else SettingsMismatchError), or make it.
+        Two processes making the same new archive at once make it once (the writer lock)."""
         path = Path(path)
-        if (path / sqlite_usearch_impl.HOPLITE_FILENAME).is_file():
-            archive = cls.open(path)
-            diffs = differences(archive.settings, settings, INDEX_KEYS)
-            if diffs:
-                raise mismatch(f"{path} was built with other settings", diffs,
-                               "index with the database's settings, or into a new --db folder")
-            return archive
-        if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"{path} is not empty and holds no embedding database; choose a new or empty folder")
-        config = sqlite_usearch_impl.get_default_usearch_config(settings["embedding_dim"])
-        config.metric_name = "Cos"  # cosine, so the stored vectors stay the raw embeddings (probes read them)
-        db = sqlite_usearch_impl.SQLiteUSearchDB.create(str(path), usearch_cfg=config)
-        for table, column, kind in (("recordings", "size", int), ("recordings", "mtime_ns", int),
-                                    ("recordings", "duration_s", float), ("windows", "channel", int),
-                                    ("windows", "flags", int)):
-            db.add_extra_table_column(table, column, kind)
-        db.insert_metadata(METADATA_KEY, config_dict.ConfigDict({"json": json.dumps(settings)}))
-        db.insert_deployment(name=DEPLOYMENT, project=PROJECT)
-        db.commit()
-        return cls(path, db, settings)
+        if not (path / SQLITE).is_file():
+            if path.exists() and not path.is_dir():
+                raise FileExistsError(f"--db {path} is a file; give a folder for the archive")
+            if path.exists() and any(p.name not in OURS for p in path.iterdir()):
+                raise FileExistsError(f"{path} is not empty and holds no embedding database; choose a new or empty "
+                                      "folder")
+            path.mkdir(parents=True, exist_ok=True)
+            with WriterLock(path, "create the archive"):
+                if not (path / SQLITE).is_file():
+                    _create(path, settings)
+        archive = cls.open(path, report=False)
+        diffs = differences(archive.settings, settings, INDEX_KEYS)
+        if diffs:
+            archive.close()
+            raise mismatch(f"{path} was built with other settings", diffs,
+                           "index with the database's settings, or into a new --db folder")
+        return archive
+
+    def close(self) -> None:
+        _close(self.db)
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, command: str = "avex-hub") -> Iterator["Archive"]:
+        """Hold the writer lock (ArchiveLockedError naming the holder if another process has it), start from the
+        last committed state, repair what a check finds, and commit at the end; an error rolls back what was not
+        committed yet. ``command`` names the writer in the lock file."""
+        if self.readonly:
+            raise ValueError(f"{self.path} was opened read-only; open it with Archive.open(path) to write")
+        with WriterLock(self.path, command) as lock:
+            if lock.took_over:
+                notice(f"{self.path}: {lock.took_over}")
+            self._reopen()
+            self._repair()
+            try:
+                yield self
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.db.rollback()
+                self._reopen()  # drops vector-index changes made since the last commit with their rows
+                raise
+            self.commit()
+
+    def _reopen(self) -> None:
+        _close(self.db)
+        self.db = None
+        _check_files(self.path)
+        self.db = _hoplite(self.path, self.readonly)
+        self.settings = Archive._from_db(self.path, self.db, self.readonly).settings
+
+    def _repair(self) -> None:
+        """Fix what :func:`_findings` finds, saying what was done (the caller holds the writer lock)."""
+        found = _findings(self.db)
+        said = []
+        if found["orphan_labels"]:
+            kept = self._export_orphan_labels(found["orphan_labels"])
+            said.append(f"{len(found['orphan_labels'])} labels belonged to recordings no longer in the archive (left "
+                        f"by an earlier avex-hub that ran without foreign keys): written to {kept} and removed")
+        cursor = self.db.db.cursor()
+        if found["orphan_windows"]:
+            ids = np.array(found["orphan_windows"], np.int64)
+            self.remove_vectors(ids[np.asarray(self.db.ui.contains(ids), bool)] if self.db.ui.size else ids[:0])
+            cursor.executemany("DELETE FROM windows WHERE id = ?", [(int(i),) for i in ids])
+            said.append(f"{len(ids)} windows of recordings no longer in the archive removed")
+        for recording_id in found["unembedded"]:
+            self.forget_windows(recording_id)
+        if found["unembedded"]:
+            said.append(f"{len(found['unembedded'])} recordings had windows without vectors (a run stopped between "
+                        "saving the tables and the vector index): their windows were removed, their labels kept; "
+                        "the next `avex-hub index` of them embeds them again")
+        if found["stale_vectors"]:
+            self.remove_vectors(np.array(found["stale_vectors"], np.int64))
+            said.append(f"{len(found['stale_vectors'])} vectors that belonged to no window removed")
+        if said:
+            self.commit()
+            for line in said:
+                notice(f"{self.path}: repaired: {line}")
+
+    def _export_orphan_labels(self, ids: list[int]) -> Path:
+        cursor = self.db.db.cursor()
+        marks = ",".join("?" * len(ids))
+        cursor.execute(f"SELECT * FROM annotations WHERE id IN ({marks})", ids)
+        columns = [c[0] for c in cursor.description]
+        rows = cursor.fetchall()
+        target = self.path / f"orphaned-labels-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.csv"
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows(rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+        cursor.executemany("DELETE FROM annotations WHERE id = ?", [(i,) for i in ids])
+        return target
 
     def commit(self) -> None:
         """Commit the SQLite rows, then write the vector index to a temporary file beside it and move it into place.
 
         hoplite's own commit writes the index file in place, so a run stopped during that write (seconds for
-        a large archive) would leave a truncated index and lose every vector. Here the old index stays whole until
-        the new one is complete; SQLite commits first, and windows left without vectors by a stop between the two
-        are re-embedded on the next run (:meth:`repair`). Where hoplite's bookkeeping is not what this expects, its
-        own commit does the writing."""
+        a large archive) would leave a truncated index and lose every vector, and a reader could map half a file.
+        Here the old index stays whole until the new one is complete; SQLite commits first, and windows left
+        without vectors by a stop between the two are repaired by the next writer."""
         from ...embed.outputs import atomic_path
 
         self.db.db.commit()
         if _index_unsaved(self.db):
-            with atomic_path(self.path / sqlite_usearch_impl.UINDEX_FILENAME, ".index") as tmp:
+            with atomic_path(self.path / INDEX, ".index") as tmp:
                 self.db.ui.save(str(tmp))
             _index_saved(self.db)
         self.db.commit()  # closes hoplite's cursor; its index is saved already
 
+    # -- reading ----------------------------------------------------------------------------------------------------
     @property
     def provenance(self) -> Provenance:
         return Provenance.from_dict(self.settings["provenance"], source=f"{self.path} metadata")
+
+    @property
+    def weights(self) -> dict:
+        """Where the weights that made the vectors were when the archive was last indexed: ``{"path", "sha256"}``
+        (empty when they came from the Hub or were not given as a path)."""
+        return read_metadata(self.db.db.cursor(), WEIGHTS_KEY) or {}
 
     def check_model(self, model, *, what: str = "this model") -> None:
         """SettingsMismatchError unless ``model`` makes vectors comparable with the stored ones."""
@@ -129,9 +379,9 @@ class Archive:
                            f"load the model the database was built with ({self.settings['model']}, sha256 "
                            f"{self.settings['weights_sha256']}), or index the recordings again with this one")
 
-    def window_table(self, ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    def window_table(self, ids: Sequence[int] | None = None, *, missing: str = "raise") -> dict[str, np.ndarray]:
         """``window_id``, ``file``, ``channel``, ``start_s``, ``end_s`` of ``ids`` (in that order; default: every
-        window, by id). KeyError for an id that is not in the archive."""
+        window, by id). An id that is not in the archive is a KeyError, or left out with ``missing="skip"``."""
         cursor = self.db.db.cursor()
         query = ("SELECT windows.id, recordings.filename, windows.channel, windows.offsets FROM windows "
                  "JOIN recordings ON windows.recording_id = recordings.id")
@@ -145,10 +395,10 @@ class Archive:
                 chunk = wanted[start:start + 500]
                 cursor.execute(query + f" WHERE windows.id IN ({','.join('?' * len(chunk))})", chunk)
                 found.update((r[0], r) for r in cursor.fetchall())
-            missing = [i for i in wanted if i not in found]
-            if missing:
-                raise KeyError(f"windows {missing[:5]} are not in {self.path}")
-            rows = [found[i] for i in wanted]
+            absent = [i for i in wanted if i not in found]
+            if absent and missing == "raise":
+                raise KeyError(f"windows {absent[:5]} are not in {self.path}")
+            rows = [found[i] for i in wanted if i in found]
         return {"window_id": np.array([r[0] for r in rows], np.int64), "file": np.array([r[1] for r in rows], object),
                 "channel": np.array([r[2] for r in rows], np.int32),
                 "start_s": np.array([r[3][0] for r in rows], np.float64),
@@ -158,10 +408,25 @@ class Archive:
         """Stored embeddings ``[len(ids), dim]`` as float32."""
         return np.asarray(self.db.get_embeddings_batch(np.asarray(ids, np.int64)), np.float32)
 
+    def recordings(self) -> dict[str, int]:
+        """``{file: recording id}`` of every recording."""
+        cursor = self.db.db.cursor()
+        cursor.execute("SELECT filename, id FROM recordings")
+        return dict(cursor.fetchall())
+
+    def missing_files(self, files: Sequence[str] | None = None) -> list[str]:
+        """The recordings (of ``files``, default all) whose audio is no longer where it was indexed."""
+        names = sorted(self.recordings()) if files is None else sorted(set(files))
+        return [f for f in names if not os.path.exists(audio_path(f))]
+
     def __len__(self) -> int:
         return int(self.db.count_embeddings())
 
-    # -- changes ------------------------------------------------------------------------------------------------
+    # -- changes (inside ``writing``) ---------------------------------------------------------------------------------
+    def remember_weights(self, path: str | os.PathLike, sha256: str) -> None:
+        """Record where the weights that made the vectors are (searched again without ``--checkpoint``)."""
+        write_metadata(self.db.db.cursor(), WEIGHTS_KEY, {"path": os.path.realpath(path), "sha256": sha256})
+
     def remove_vectors(self, ids: np.ndarray) -> None:
         """Remove the vectors of window ``ids`` from the index (all of them present in it)."""
         if len(ids) == 0:
@@ -170,30 +435,68 @@ class Archive:
         self.db.ui.remove(np.asarray(ids, np.int64))
         _index_changed(self.db)
 
-    def remove_recording(self, recording_id: int) -> None:
-        """Remove a recording, its windows' vectors, its windows and annotations."""
-        cursor = self.db.db.cursor()
-        cursor.execute("SELECT id FROM windows WHERE recording_id = ?", (recording_id,))
-        ids = [r[0] for r in cursor.fetchall()]
-        if ids and len(self):
-            present = np.asarray(self.db.ui.contains(np.array(ids, np.int64)))
-            self.remove_vectors(np.array(ids, np.int64)[present])
-        self.db.remove_recording(recording_id)  # windows and annotations cascade
+    def _present(self, ids: list[int]) -> np.ndarray:
+        ids_arr = np.array(ids, np.int64)
+        if not len(ids_arr) or not self.db.ui.size:
+            return ids_arr[:0]
+        return ids_arr[np.asarray(self.db.ui.contains(ids_arr), bool)]
 
-    def repair(self) -> None:
-        """Undo what a run stopped between the SQLite commit and the index save leaves behind: recordings whose
-        windows lack vectors are dropped (and embedded again as new files), and vectors whose windows are gone (a
-        replaced or removed file) are removed, so that a search never returns a window the tables do not hold."""
+    def _window_ids(self, recording_id: int) -> list[int]:
         cursor = self.db.db.cursor()
-        cursor.execute("SELECT id, recording_id FROM windows")
-        rows = cursor.fetchall()
-        ids = np.array([r[0] for r in rows], np.int64)
-        stored = np.asarray(self.db.ui.keys, np.int64) if len(self) else np.zeros(0, np.int64)
-        stale = np.setdiff1d(stored, ids)
-        present = np.isin(ids, stored)
-        broken = {rows[i][1] for i in np.flatnonzero(~present)}
-        for recording_id in broken:  # re-embedded by the caller, as new files
-            self.remove_recording(recording_id)
-        self.remove_vectors(stale)
-        if broken or len(stale):
-            self.commit()
+        cursor.execute("SELECT id FROM windows WHERE recording_id = ?", (int(recording_id),))
+        return [r[0] for r in cursor.fetchall()]
+
+    def forget_windows(self, recording_id: int) -> None:
+        """Remove a recording's windows and their vectors and mark it to be embedded again; its labels stay."""
+        self.remove_vectors(self._present(self._window_ids(recording_id)))
+        cursor = self.db.db.cursor()
+        cursor.execute("DELETE FROM windows WHERE recording_id = ?", (int(recording_id),))
+        cursor.execute("UPDATE recordings SET size = NULL, mtime_ns = NULL WHERE id = ?", (int(recording_id),))
+
+    def remove_recording(self, recording_id: int) -> None:
+        """Remove a recording with its windows' vectors, its windows and its labels (foreign keys cascade)."""
+        self.remove_vectors(self._present(self._window_ids(recording_id)))
+        self.db.db.execute("DELETE FROM recordings WHERE id = ?", (int(recording_id),))
+
+
+def _upgrade_if_older(path: Path) -> None:
+    """Upgrade an archive of an older schema in place (under the writer lock), saying what was done."""
+    conn = _raw(path, readonly=True)
+    try:
+        found = version_of(conn.cursor())
+    except sqlite3.DatabaseError as error:
+        raise _damaged(path, SQLITE, error, _SQLITE_FIX) from None
+    finally:
+        conn.close()
+    if found > VERSION:
+        raise SchemaError(f"{path} is an archive of schema version {found}, written by a newer avex-hub; this one "
+                          f"reads up to version {VERSION}: upgrade avex-hub (pip install -U avex-hub)")
+    if found == VERSION:
+        return
+    if not os.access(path, os.W_OK):
+        raise ArchiveError(f"{path} is an archive of schema version {found}; this avex-hub upgrades it to {VERSION} in "
+                           "place (after a backup copy), but the folder is read-only: open it once where it can be "
+                           "written, or copy it")
+    with WriterLock(path, "upgrade the archive schema"):
+        conn = _raw(path, readonly=False)
+        try:
+            said = upgrade(conn, path)
+        finally:
+            conn.close()
+    for line in said:
+        notice(line)
+
+
+def _create(path: Path, settings: dict) -> None:
+    """A new archive at ``path`` (the caller holds the writer lock): hoplite's tables, our settings, the schema
+    steps from version 0, an empty vector index."""
+    config = sqlite_usearch_impl.get_default_usearch_config(settings["embedding_dim"])
+    config.metric_name = "Cos"  # cosine, so the stored vectors stay the raw embeddings (probes read them)
+    db = _hoplite(path, False, usearch_cfg=config)
+    try:
+        write_metadata(db.db.cursor(), SETTINGS_KEY, {"json": json.dumps(settings)})
+        db.db.commit()
+        run_steps(db.db, path, 0)
+        db.commit()  # hoplite writes the empty index file
+    finally:
+        _close(db)

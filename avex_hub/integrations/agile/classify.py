@@ -12,9 +12,14 @@ import numpy as np
 import torch
 
 from .archive import Archive
-from .labels import labelled_windows
-from .search import Hit
+from .labels import labelled_window_ids, labelled_windows
+from .search import Hit, report_missing_audio
 from .settings import mismatch
+
+# The archive settings a probe trained here records (in its metrics, under "archive"), and those detect compares:
+# a probe scores windows of the length it was trained on.
+RECORDED = ("window_s", "hop_s", "channels", "sample_rate", "precision")
+COMPARED = ("window_s", "sample_rate")
 
 
 def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 300, lr: float = 0.01,
@@ -24,6 +29,10 @@ def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 
     each class are weighted equally. ValueError when a class lacks positives or negatives."""
     from ...heads.probes import Probe, save_probe
 
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not lr > 0 or not weight_decay >= 0:
+        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={lr!r}, weight_decay={weight_decay!r}")
     ids, targets, names = labelled_windows(archive)
     if not names:
         raise ValueError(f"{archive.path} has no labels yet; label search hits (CSV or widget) first")
@@ -59,6 +68,7 @@ def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 
         probe.head.bias.copy_(head.bias - (head.weight * mean / scale).sum(1))
     probe.provenance = dataclasses.replace(archive.provenance, label_names=tuple(names))
     metrics = {"train_windows": int(len(ids)), "train_loss": float(loss.detach()),
+               "archive": {"archive_id": archive.identity, **{k: archive.settings[k] for k in RECORDED}},
                **{f"positives/{n}": int(p) for n, p in zip(names, positives)},
                **{f"negatives/{n}": int(q) for n, q in zip(names, negatives)}}
     return save_probe(probe, out, metrics=metrics)
@@ -73,21 +83,35 @@ class Detections:
     labels: list[str]
     threshold: float
 
-    def uncertain(self, count: int, label: str | None = None) -> list[Hit]:
-        """Margin sampling: the ``count`` windows whose ``label`` score (default: the first) is nearest the threshold."""
-        col = self.labels.index(label) if label is not None else 0
-        order = np.lexsort((self.table["window_id"], np.abs(self.scores[:, col] - self.threshold)))[:count]
-        return self._hits(order, col)
+    labelled: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # judged window ids
+    archive_id: str = ""
+
+    def uncertain(self, count: int, label: str | None = None, *, include_labelled: bool = False) -> list[Hit]:
+        """Margin sampling: the ``count`` windows whose ``label`` score (default: the first) is nearest the
+        threshold, leaving out windows that carry a label already (unless ``include_labelled``)."""
+        col = self._column(label, count)
+        rows = np.arange(len(self.scores))
+        if not include_labelled:
+            rows = rows[~np.isin(self.table["window_id"], self.labelled)]
+        order = np.lexsort((self.table["window_id"][rows], np.abs(self.scores[rows, col] - self.threshold)))[:count]
+        return self._hits(rows[order], col)
 
     def top(self, count: int, label: str | None = None) -> list[Hit]:
-        col = self.labels.index(label) if label is not None else 0
+        col = self._column(label, count)
         order = np.lexsort((self.table["window_id"], -self.scores[:, col]))[:count]
         return self._hits(order, col)
+
+    def _column(self, label: str | None, count: int) -> int:
+        if not (isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count >= 0):
+            raise ValueError(f"count must be an int >= 0, got {count!r}")
+        if label is not None and label not in self.labels:
+            raise ValueError(f"label {label!r} is not one of the probe's {self.labels}")
+        return self.labels.index(label) if label is not None else 0
 
     def _hits(self, order, col) -> list[Hit]:
         t = self.table
         return [Hit(int(t["window_id"][i]), str(t["file"][i]), int(t["channel"][i]), float(t["start_s"][i]),
-                    float(t["end_s"][i]), float(self.scores[i, col])) for i in order]
+                    float(t["end_s"][i]), float(self.scores[i, col]), self.archive_id) for i in order]
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """``window_id,file,channel,start_s,end_s`` and one score column per label, every window."""
@@ -128,18 +152,20 @@ def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float 
     the same weights, layer and pooling; SettingsMismatchError otherwise)."""
     from ...heads.probes import load_probe
 
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     probe = load_probe(probe_path)
     recorded, ours = probe.provenance, archive.provenance
     diffs = [f"{k}: probe {getattr(recorded, k)!r}, database {getattr(ours, k)!r}"
              for k in ("backbone_sha256", "backbone_config_sha256", "preprocessing", "layers", "pooling")
              if getattr(recorded, k) != getattr(ours, k)]
+    diffs += _window_differences(recorded, archive)
     if diffs:
         raise mismatch(f"{probe_path} was trained on other embeddings than those in {archive.path}", diffs,
-                        "train a probe on this database (`avex-hub train-classifier`), or detect on a database "
-                        "built with the probe's weights, layer and pooling")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+                       "train a probe on this database (`avex-hub train-classifier`), or detect on a database "
+                       "built with the probe's weights, layer, pooling and window length")
     table = archive.window_table()
+    report_missing_audio(archive, table["file"].tolist(), "archive")
     scores = []
     with torch.no_grad():
         for i in range(0, len(table["window_id"]), batch_size):
@@ -147,4 +173,19 @@ def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float 
             scores.append(torch.sigmoid(probe.forward_embeddings(x)).numpy())
     labels = list(recorded.label_names or probe.label_names or [str(i) for i in range(probe.num_classes)])
     matrix = np.concatenate(scores) if scores else np.zeros((0, probe.num_classes), np.float32)
-    return Detections(table, matrix, labels, threshold)
+    return Detections(table, matrix, labels, threshold, labelled_window_ids(archive), archive.identity)
+
+
+def _window_differences(recorded, archive: Archive) -> list[str]:
+    """The window settings a probe records (``metrics["archive"]``, written by :func:`train_classifier`) that
+    differ from the archive's. A probe that records none (trained elsewhere) gets an ArchiveNotice instead."""
+    from .archive import notice
+
+    trained = (recorded.metrics or {}).get("archive")
+    if not isinstance(trained, dict):
+        notice(f"the probe does not record the window length it was trained on; this archive's windows are "
+               f"{archive.settings['window_s']} s: its scores mean what they should only if it was trained on "
+               "windows of that length")
+        return []
+    return [f"{k}: probe {trained.get(k)!r}, database {archive.settings.get(k)!r}" for k in COMPARED
+            if trained.get(k) != archive.settings.get(k)]

@@ -63,7 +63,7 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
         """``audio_array`` ``[samples]`` (or ``[channels, samples]``) at ``sample_rate`` -> ``[windows, channels, dim]``."""
         from ...audio.windows import windows_from_array
 
-        audio = np.asarray(audio_array, np.float32)
+        audio = _checked(np.asarray(audio_array, np.float32), self.sample_rate)
         windows = windows_from_array(audio, self.sample_rate, window_s=self.window_size_s, hop_s=self.hop_size_s,
                                      channels="all" if audio.ndim == 2 else "mix")
         vectors = self.window_vectors(torch.stack([w.audio for w in windows]),
@@ -86,3 +86,22 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
                                                  layers=self.settings["layers"], pooling=self.pooling)
             out.append(pooled[:, 0].float().cpu().numpy())
         return np.concatenate(out)
+
+
+def _checked(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """hoplite's ``embed`` input, refused as ``predict`` refuses: another rank, ``[samples, channels]`` (with a
+    hint to transpose), fewer samples than one patch of the model."""
+    from ...encoder.model import MIN_SAMPLES
+
+    if audio.ndim not in (1, 2):
+        raise ValueError(f"audio_array must be [samples] or [channels, samples], got shape {audio.shape}")
+    if audio.ndim == 2 and audio.shape[0] > audio.shape[1]:
+        raise ValueError(f"audio_array of shape {audio.shape} looks like [samples, channels] ({audio.shape[1]} "
+                         f"channels of {audio.shape[0]} samples); hoplite's embed takes [channels, samples]: pass "
+                         "audio_array.T")
+    samples = audio.shape[-1]
+    if samples < MIN_SAMPLES:
+        raise ValueError(f"audio of {samples} samples ({samples / sample_rate:.3f} s at {sample_rate} Hz) is shorter "
+                         f"than the {MIN_SAMPLES} samples ({MIN_SAMPLES / sample_rate:.3f} s) of one 16-frame patch "
+                         "of the model; pad it with zeros or use longer clips")
+    return audio

@@ -76,12 +76,15 @@ def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=Non
 
 @dataclasses.dataclass
 class Hit:
+    """A window found by a search (or picked by detection), with the archive it is in."""
+
     window_id: int
     file: str
     channel: int
     start_s: float
     end_s: float
     score: float
+    archive_id: str = ""
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -109,29 +112,46 @@ def search_vectors(archive: Archive, vectors: np.ndarray, *, top: int = 100, com
     for q in vectors:
         found = archive.db.ui.search(q, count=count, exact=exact)
         ids.update(int(k) for k in np.asarray(found.keys)[:count])
-    ids_arr = np.array(sorted(ids), np.int64)
+    # A reader may see a vector whose window a writer has just removed (the index file is replaced after the
+    # tables commit): only windows in the tables are returned.
+    table = archive.window_table(sorted(ids), missing="skip")
+    ids_arr = table["window_id"]
     scores = _unit(archive.vectors(ids_arr)) @ _unit(vectors).T  # [candidates, q]
     combined = scores.mean(axis=1) if combine == "mean" else scores.max(axis=1)
     order = np.lexsort((ids_arr, -combined))[:top]  # best first; equal scores: lower id first
-    table = archive.window_table(ids_arr[order])
-    return [Hit(int(table["window_id"][i]), str(table["file"][i]), int(table["channel"][i]),
-                float(table["start_s"][i]), float(table["end_s"][i]), float(combined[order[i]]))
-            for i in range(len(order))]
+    return [Hit(int(ids_arr[i]), str(table["file"][i]), int(table["channel"][i]), float(table["start_s"][i]),
+                float(table["end_s"][i]), float(combined[i]), archive.identity) for i in order]
 
 
 def search(archive: Archive, model, queries: Sequence[Query], *, top: int = 100, combine: str = "mean",
            exact: bool = False, device=None) -> list[Hit]:
     """Embed ``queries`` with the archive's settings (``model`` must be the one it was built with) and search."""
     archive.check_model(model, what="the query model")
-    return search_vectors(archive, embed_queries(model, queries, archive.settings, device=device), top=top,
+    hits = search_vectors(archive, embed_queries(model, queries, archive.settings, device=device), top=top,
                           combine=combine, exact=exact)
+    report_missing_audio(archive, [h.file for h in hits], "hits")
+    return hits
 
 
-HIT_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "score", "label", "label_type")
+def report_missing_audio(archive: Archive, files: Sequence[str], what: str) -> list[str]:
+    """An :class:`~avex_hub.integrations.agile.archive.ArchiveNotice` when some of ``files`` (the files of
+    ``what``) are no longer where they were indexed; returns those files."""
+    from .archive import notice
+
+    missing = archive.missing_files(files)
+    if missing:
+        notice(f"{len(missing)} files of the {what} are no longer where they were indexed (e.g. {missing[0]}); "
+               f"`avex-hub prune --db {archive.path}` removes them from the archive, their labels exported first")
+    return missing
+
+
+HIT_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "score", "label", "label_type", "archive_id")
 
 
 def write_hits_csv(hits: Sequence[Hit], path: str | os.PathLike, *, label: str = "") -> Path:
-    """Hits as a CSV to label: fill ``label`` (a class name) and ``label_type`` (positive/negative/uncertain)."""
+    """Hits as a CSV to label: fill ``label`` (a class name) and ``label_type`` (positive/negative/uncertain).
+    ``label`` prefills the label column; ``label_type`` is left empty, and a row without one stores nothing.
+    Each row names its window by ``archive_id`` and ``file``, ``channel``, ``start_s``, ``end_s``."""
     from ...embed.outputs import atomic_path
 
     with atomic_path(path, ".csv") as tmp:
@@ -140,7 +160,7 @@ def write_hits_csv(hits: Sequence[Hit], path: str | os.PathLike, *, label: str =
             writer.writerow(HIT_COLUMNS)
             for h in hits:
                 writer.writerow([h.window_id, h.file, h.channel, f"{h.start_s:.6f}", f"{h.end_s:.6f}",
-                                 f"{h.score:.6f}", label, ""])
+                                 f"{h.score:.6f}", label, "", h.archive_id])
     return Path(path)
 
 
