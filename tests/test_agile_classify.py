@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ pytest.importorskip("perch_hoplite")
 
 from avex_hub.integrations import agile  # noqa: E402
 from conftest import REPO_ROOT  # noqa: E402
-from agile_support import WINDOW, archive_path, data, truth_labels  # noqa: E402,F401 - data, archive_path: fixtures
+from agile_support import HOP, WINDOW, archive_path, copy_archive, data, truth_labels  # noqa: E402,F401 - data, archive_path: fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -79,3 +80,42 @@ def test_training_without_negatives_says_what_to_label(archive_path, tmp_path):
     with pytest.raises(ValueError, match=r"a \(2 positive, 0 negative\)"):
         agile.train_classifier(archive, tmp_path / "p.safetensors")
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def test_a_probe_of_another_window_length_is_refused(model, data, archive_path, tmp_path):
+    """On main `detect` scored an archive of 3 s windows with a probe trained on 2 s windows without complaint."""
+    db = copy_archive(archive_path, tmp_path / "db")
+    archive = agile.Archive.open(db)
+    table = archive.window_table()
+    agile.add_labels(archive, [(int(w), "x", "positive" if i % 2 else "negative")
+                               for i, w in enumerate(table["window_id"][:6])])
+    probe = agile.train_classifier(archive, tmp_path / "p.safetensors", epochs=5)
+    from avex_hub.heads.probes import load_probe
+
+    assert load_probe(probe).provenance.metrics["archive"] == {
+        "archive_id": archive.identity, "window_s": 2.0, "hop_s": 1.0, "channels": "mix", "sample_rate": 16000,
+        "precision": "fp32"}
+    longer = tmp_path / "longer"
+    agile.index_files(model, [data.long_recordings[0]], longer, window_s=3.0, hop_s=HOP, progress=False)
+    with pytest.raises(agile.SettingsMismatchError, match=r"window_s: probe 2.0, database 3.0"):
+        agile.detect(agile.Archive.open(longer, readonly=True), probe)
+    # A probe that records no window length (trained elsewhere on the same embeddings) is applied with a notice.
+    from avex_hub.heads.probes import save_probe
+
+    bare = load_probe(probe)
+    bare.provenance = dataclasses.replace(bare.provenance, metrics={})
+    save_probe(bare, tmp_path / "bare.safetensors")
+    with pytest.warns(agile.ArchiveNotice, match="the probe does not record the window length it was trained on; "
+                                                 "this archive's windows are 3.0 s"):
+        agile.detect(agile.Archive.open(longer, readonly=True), tmp_path / "bare.safetensors")
+
+
+def test_training_options_are_checked_before_the_work(archive_path, tmp_path):
+    archive = agile.Archive.open(archive_path, readonly=True)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="epochs must be a positive int"):
+            agile.train_classifier(archive, tmp_path / "p.safetensors", epochs=bad)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        agile.train_classifier(archive, tmp_path / "p.safetensors", lr=0.0)
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
+        agile.detect(archive, tmp_path / "missing.safetensors", threshold=1.0)

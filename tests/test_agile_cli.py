@@ -1,4 +1,5 @@
-"""The agile commands (avex_hub.cli_agile): avex-hub index|search|label|train-classifier|detect.
+"""The agile commands (avex_hub.cli_agile): avex-hub index|search|label|train-classifier|detect|prune|export-labels|
+import-labels; every failure one line and its exit code, checked before the work where it can be.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ pytest.importorskip("perch_hoplite")
 
 from avex_hub.integrations import agile  # noqa: E402
 from avex_hub.cli import main  # noqa: E402
-from agile_support import data, read_rows, truth_labels, write_rows  # noqa: E402,F401 - data, archive_path: fixtures
+from agile_support import archive_path, data, read_rows, truth_labels, write_rows  # noqa: E402,F401 - data, archive_path: fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,3 +78,52 @@ def test_cli_index_lists_unreadable_inputs_and_keeps_the_others(data, tmp_path, 
     assert len(archive) == 19 and set(archive.window_table()["file"]) == {str(folder / "good.wav")}
     (folder / "broken.wav").unlink()
     assert main(argv) == 0 and not (db / "failures.csv").exists()
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train-classifier", "--epochs", "0"], "--epochs: must be > 0, got 0"),
+    (["detect", "--uncertain", "-5"], "--uncertain: must be >= 0, got -5"),
+    (["detect", "--threshold", "1.5"], "--threshold: must be between 0 and 1 (exclusive), got 1.5"),
+    (["search", "--top", "0"], "--top: must be > 0, got 0"),
+    (["index", "--window", "-2"], "--window: must be > 0, got -2"),
+    (["index", "--hop", "nan"], "--hop: must be > 0, got nan"),
+    (["index", "--batch-size", "0"], "--batch-size: must be > 0, got 0"),
+    (["index", "--workers", "-1"], "--workers: must be >= 0, got -1"),
+])
+def test_numeric_options_are_checked_before_any_work(archive_path, tmp_path, capsys, argv, expected):
+    """On main `detect --uncertain -5` wrote the wrong rows and `--epochs 0` ended in a traceback."""
+    required = {"train-classifier": ["--out", str(tmp_path / "p.safetensors")],
+                "detect": ["--probe", str(tmp_path / "p.safetensors"), "--out", str(tmp_path / "d.csv")],
+                "search": ["--query", "q.wav", "--out", str(tmp_path / "h.csv")], "index": ["rec/"]}[argv[0]]
+    capsys.readouterr()
+    assert main([*argv, "--db", str(archive_path), *required]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: argument {expected}")  # argparse's
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(archive_path, tmp_path, capsys):
+    """On main a folder or an unwritable --out failed after all the work, with a traceback."""
+    (tmp_path / "afile").write_text("x")
+    probe = tmp_path / "p.safetensors"
+    for out, expected in ((tmp_path, "is a folder; give a file name"),
+                          (tmp_path / "afile" / "p.safetensors", "--out: cannot write in")):
+        capsys.readouterr()
+        assert main(["train-classifier", "--db", str(archive_path), "--out", str(out)]) == 2
+        assert expected in _one_error_line(capsys)
+        assert main(["export-labels", "--db", str(archive_path), "--out", str(out)]) == 2
+        assert expected in _one_error_line(capsys)
+        assert main(["detect", "--db", str(archive_path), "--probe", str(probe), "--out", str(out)]) == 2
+        assert expected in _one_error_line(capsys)
+    assert main(["detect", "--db", str(archive_path), "--probe", str(probe), "--out", str(tmp_path / "d.csv"),
+                 "--raven", str(tmp_path / "afile")]) == 2
+    assert "--raven " + str(tmp_path / "afile") + " is a file; --raven takes a folder" in _one_error_line(capsys)
+    assert main(["label", "--db", str(archive_path), str(tmp_path / "none.csv")]) == 2
+    assert "labels file not found" in _one_error_line(capsys)
+    assert main(["detect", "--db", str(archive_path), "--probe", str(probe), "--out", str(tmp_path / "d.csv")]) == 2
+    assert "probe file not found" in _one_error_line(capsys)

@@ -69,3 +69,20 @@ def test_from_config_builds_the_model_and_places_it_as_the_command_line_does(tin
     assert pinned._device == torch.device("cpu")
     out = pinned.embed(np.zeros(32000, np.float32))
     assert out.embeddings.shape[:2] == (1, 1)
+
+
+def test_audio_the_model_cannot_take_is_refused_as_predict_refuses_it(model):
+    """On main `[samples, channels]` was embedded without complaint and 100-sample clips were padded and embedded."""
+    adapter = agile.AvexEmbeddingModel.from_model(model, window_size_s=WINDOW, hop_size_s=HOP)
+    with pytest.raises(ValueError, match=r"audio_array of shape \(32000, 2\) looks like \[samples, channels\] \(2 "
+                                         r"channels of 32000 samples\); hoplite's embed takes \[channels, samples\]: "
+                                         r"pass audio_array.T"):
+        adapter.embed(np.zeros((32000, 2), np.float32))
+    with pytest.raises(ValueError, match=r"audio of 100 samples \(0.006 s at 16000 Hz\) is shorter than the 2800 "
+                                         r"samples \(0.175 s\) of one 16-frame patch"):
+        adapter.embed(np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="audio_array must be"):
+        adapter.embed(np.zeros((1, 2, 32000), np.float32))
+    assert adapter.embed(np.zeros((2, 32000), np.float32)).embeddings.shape[:2] == (1, 2)
+    with pytest.raises(ValueError, match="looks like"):
+        adapter.batch_embed(np.zeros((2, 32000, 2), np.float32))

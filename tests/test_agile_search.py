@@ -5,6 +5,7 @@ metrics; queries.
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import pytest
 pytest.importorskip("perch_hoplite")
 
 from avex_hub.integrations import agile  # noqa: E402
-from agile_support import WINDOW, archive_path, data  # noqa: E402,F401 - data, archive_path: fixtures
+from avex_hub.cli import main  # noqa: E402
+from agile_support import WINDOW, archive_path, data, read_rows  # noqa: E402,F401 - data, archive_path: fixtures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,3 +105,50 @@ def test_several_queries_average_or_max_their_scores(model, data, archive_path):
         hits = agile.search(archive, model, queries, top=5, combine=combine, exact=True)
         assert [h.window_id for h in hits] == ids[np.argsort(-reduce, kind="stable")][:5].tolist()
         np.testing.assert_allclose([h.score for h in hits], np.sort(reduce)[::-1][:5], atol=1e-5)
+
+
+def test_search_finds_the_local_weights_the_archive_was_built_with(data, tmp_path, tiny_copy, capsys):
+    """On main `search` without --checkpoint on an archive indexed with local weights went to the Hub (offline: a
+    failure; online: other weights). The archive remembers where its weights were and their digest."""
+    from avex_hub.hub.loading import sha256_file
+
+    db = tmp_path / "db"
+    assert main(["index", str(data.long_recordings[0]), "--db", str(db), "--window", "2", "--hop", "1",
+                 "--no-progress", "--checkpoint", str(tiny_copy)]) == 0
+    weights = tiny_copy / "model.safetensors"
+    digest = sha256_file(weights)
+    assert agile.Archive.open(db, readonly=True).weights == {"path": str(weights.resolve()), "sha256": digest}
+    argv = ["search", "--db", str(db), "--query", f"{data.long_recordings[0]}:1-3", "--top", "3", "--out",
+            str(tmp_path / "hits.csv"), "--no-progress"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"avex-hub: using the weights at {weights.resolve()}, which made this archive" in capsys.readouterr().err
+    assert len(read_rows(tmp_path / "hits.csv")) == 3
+    changed = bytearray(weights.read_bytes())
+    changed[-1] ^= 1
+    weights.write_bytes(bytes(changed))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the file it remembers, {weights.resolve()}, has changed since" in err[0]
+    assert "pass --checkpoint with the weights the archive was built with" in err[0]
+    weights.unlink()
+    assert main(argv) == 2
+    assert f"they were at {weights.resolve()}, which is gone: pass --checkpoint" in capsys.readouterr().err
+
+
+def test_a_search_while_a_writer_removes_windows_returns_only_windows_in_the_tables(archive_path, tmp_path):
+    """A reader can see the vector index of before a writer's commit with the tables of after it: a vector whose
+    window is gone is left out, not a KeyError."""
+    import sqlite3
+
+    db = tmp_path / "db"
+    shutil.copytree(archive_path, db)
+    reader = agile.Archive.open(db, readonly=True)
+    query = reader.vectors([1])[0]
+    conn = sqlite3.connect(db / "hoplite.sqlite")  # the tables committed, the index not yet saved
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("DELETE FROM windows WHERE id <= 10")
+    conn.commit()
+    conn.close()
+    hits = agile.search_vectors(reader, query, top=38, exact=True)
+    assert len(hits) == 28 and min(h.window_id for h in hits) == 11
