@@ -123,7 +123,9 @@ def labels_of(db: Path) -> set[tuple]:
     import numpy as np
 
     conn = sqlite3.connect(db / "hoplite.sqlite")
-    rows = conn.execute("SELECT recordings.filename, annotations.channel, annotations.offsets, annotations.label, "
+    named = "channel" in [c[1] for c in conn.execute("PRAGMA table_info(annotations)")]  # archives before version 2
+    channel = "annotations.channel" if named else "NULL"
+    rows = conn.execute(f"SELECT recordings.filename, {channel}, annotations.offsets, annotations.label, "
                         "annotations.label_type FROM annotations JOIN recordings ON "
                         "annotations.recording_id = recordings.id").fetchall()
     conn.close()

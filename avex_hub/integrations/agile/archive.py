@@ -44,6 +44,7 @@ METADATA_KEY = SETTINGS_KEY  # hoplite metadata key holding our settings (JSON)
 WEIGHTS_KEY = "avex_hub_weights"  # where the weights that made the vectors were: {"path": ..., "sha256": ...}
 SQLITE, INDEX = sqlite_usearch_impl.HOPLITE_FILENAME, sqlite_usearch_impl.UINDEX_FILENAME
 OURS = (LOCK_NAME, "failures.csv")  # files of ours that may sit in a folder before it holds an archive
+CREATING = ".creating-"  # the folder a new archive is made in, inside its own folder
 
 
 class ArchiveError(RuntimeError):
@@ -249,7 +250,7 @@ class Archive:
         if not (path / SQLITE).is_file():
             if path.exists() and not path.is_dir():
                 raise FileExistsError(f"--db {path} is a file; give a folder for the archive")
-            if path.exists() and any(p.name not in OURS for p in path.iterdir()):
+            if path.exists() and any(p.name not in OURS and not p.name.startswith(CREATING) for p in path.iterdir()):
                 raise FileExistsError(f"{path} is not empty and holds no embedding database; choose a new or empty "
                                       "folder")
             path.mkdir(parents=True, exist_ok=True)
@@ -489,14 +490,23 @@ def _upgrade_if_older(path: Path) -> None:
 
 def _create(path: Path, settings: dict) -> None:
     """A new archive at ``path`` (the caller holds the writer lock): hoplite's tables, our settings, the schema
-    steps from version 0, an empty vector index."""
+    steps from version 0, an empty vector index. Made in a folder of its own inside ``path`` and moved into place,
+    the SQLite file last, so that another process finds either no archive or a whole one."""
+    import shutil
+
+    for left in path.glob(f"{CREATING}*"):  # a creation that was stopped
+        shutil.rmtree(left, ignore_errors=True)
+    work = path / f"{CREATING}{os.getpid()}"
     config = sqlite_usearch_impl.get_default_usearch_config(settings["embedding_dim"])
     config.metric_name = "Cos"  # cosine, so the stored vectors stay the raw embeddings (probes read them)
-    db = _hoplite(path, False, usearch_cfg=config)
+    db = _hoplite(work, False, usearch_cfg=config)
     try:
         write_metadata(db.db.cursor(), SETTINGS_KEY, {"json": json.dumps(settings)})
         db.db.commit()
         run_steps(db.db, path, 0)
         db.commit()  # hoplite writes the empty index file
     finally:
-        _close(db)
+        _close(db)  # the last connection: SQLite folds its write-ahead log into the file
+    os.replace(work / INDEX, path / INDEX)
+    os.replace(work / SQLITE, path / SQLITE)
+    shutil.rmtree(work)

@@ -165,6 +165,10 @@ def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float 
                        "train a probe on this database (`avex-hub train-classifier`), or detect on a database "
                        "built with the probe's weights, layer, pooling and window length")
     table = archive.window_table()
+    if len(table["window_id"]) and len(archive) != len(table["window_id"]):  # a run stopped before its index save
+        present = np.asarray(archive.db.ui.contains(table["window_id"]), bool) if len(archive) else \
+            np.zeros(len(table["window_id"]), bool)
+        table = {k: v[present] for k, v in table.items()}
     report_missing_audio(archive, table["file"].tolist(), "archive")
     scores = []
     with torch.no_grad():

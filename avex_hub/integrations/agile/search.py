@@ -112,15 +112,23 @@ def search_vectors(archive: Archive, vectors: np.ndarray, *, top: int = 100, com
     for q in vectors:
         found = archive.db.ui.search(q, count=count, exact=exact)
         ids.update(int(k) for k in np.asarray(found.keys)[:count])
-    # A reader may see a vector whose window a writer has just removed (the index file is replaced after the
-    # tables commit): only windows in the tables are returned.
-    table = archive.window_table(sorted(ids), missing="skip")
-    ids_arr = table["window_id"]
+    ids_arr = np.array(sorted(ids), np.int64)
     scores = _unit(archive.vectors(ids_arr)) @ _unit(vectors).T  # [candidates, q]
     combined = scores.mean(axis=1) if combine == "mean" else scores.max(axis=1)
-    order = np.lexsort((ids_arr, -combined))[:top]  # best first; equal scores: lower id first
-    return [Hit(int(ids_arr[i]), str(table["file"][i]), int(table["channel"][i]), float(table["start_s"][i]),
-                float(table["end_s"][i]), float(combined[i]), archive.identity) for i in order]
+    order = np.lexsort((ids_arr, -combined))  # best first; equal scores: lower id first
+    hits: list[Hit] = []
+    # A reader may see a vector whose window a writer has just removed (the index file is replaced after the
+    # tables commit): only windows in the tables are returned, the next candidates taking their places.
+    taken = 0
+    while len(hits) < top and taken < len(order):
+        chunk = order[taken:taken + top - len(hits)]
+        taken += len(chunk)
+        table = archive.window_table(ids_arr[chunk], missing="skip")
+        score = dict(zip(ids_arr[chunk].tolist(), combined[chunk].tolist()))
+        hits += [Hit(int(w), str(f), int(c), float(s), float(e), score[int(w)], archive.identity)
+                 for w, f, c, s, e in zip(table["window_id"], table["file"], table["channel"], table["start_s"],
+                                          table["end_s"])]
+    return hits
 
 
 def search(archive: Archive, model, queries: Sequence[Query], *, top: int = 100, combine: str = "mean",
