@@ -290,10 +290,16 @@ def _search(args, agile) -> int:
     return EXIT_OK
 
 
-def _label(args, agile) -> int:
-    for path in args.csvs:
+def _labels_files(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; give a labels CSV")
         if not path.is_file():
             raise FileNotFoundError(f"labels file not found: {path}")
+
+
+def _label(args, agile) -> int:
+    _labels_files(args.csvs)
     archive = agile.Archive.open(args.db)
     for path in args.csvs:
         report = agile.add_labels_csv(archive, path)
@@ -349,9 +355,7 @@ def _export(args, agile) -> int:
 
 
 def _import(args, agile) -> int:
-    for path in args.csvs:
-        if not path.is_file():
-            raise FileNotFoundError(f"labels file not found: {path}")
+    _labels_files(args.csvs)
     archive = agile.Archive.open(args.db)
     for path in args.csvs:
         report = agile.import_labels(archive, path)

@@ -229,3 +229,24 @@ def test_export_and_import_round_trip_every_label(model, tmp_path, capsys):
     write_rows(tmp_path / "bad.csv", rows)
     with pytest.raises(agile.LabelsFileError, match=r"1 rows refused, nothing stored from this file: line 6: file"):
         agile.import_labels(agile.Archive.open(tmp_path / "second"), tmp_path / "bad.csv")
+
+
+def test_the_widget_says_when_audio_is_gone(model, tmp_path):
+    """On main a hit whose audio was deleted broke the widget (the player read the file)."""
+    pytest.importorskip("ipywidgets")
+    folder, db = tmp_path / "rec", tmp_path / "db"
+    tiny_recordings(folder)
+    agile.index_files(model, [folder], db, window_s=WINDOW, hop_s=HOP, progress=False)
+    archive = agile.Archive.open(db)
+    hits = agile.search_vectors(archive, archive.vectors([1])[0], top=6)
+    os.remove(folder / "b.wav")
+    with pytest.warns(agile.ArchiveNotice, match="1 files of the hits are no longer where they were indexed"):
+        widget = agile.label_widget(archive, hits, "Sweepus")
+    rows = widget.children[1:-1]
+    gone = [h.file.endswith("b.wav") for h in hits]
+    assert ["(audio missing)" in row.children[0].value for row in rows] == gone
+    assert [len(row.children) for row in rows] == [2 if g else 3 for g in gone]  # no player where the audio is gone
+    for choice in widget.choices:
+        choice.value = "negative"
+    assert widget.save() == 6  # the labels of a missing file are still the user's
+    assert len(labels_of(db)) == 6
