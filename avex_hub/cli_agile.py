@@ -35,38 +35,25 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
 
 # -- the parsers ------------------------------------------------------------------------------------------------------
-def _positive(kind):
+def _number(kind, holds, rule: str):
+    """An argparse type: ``kind`` (int or float) for which ``holds(value)``, else an error saying ``rule``."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+        if not holds(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = f"{kind.__name__} {rule}"  # argparse names the type in some messages
     return parse
 
 
-def _at_least_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
+_positive_int, _positive_float = _number(int, lambda v: v > 0, "> 0"), _number(float, lambda v: v > 0, "> 0")
+_at_least_zero = _number(int, lambda v: v >= 0, ">= 0")
+_probability = _number(float, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
 
 
 def add_parsers(sub, channels_type) -> None:
@@ -86,9 +73,9 @@ def add_parsers(sub, channels_type) -> None:
 
     index = sub.add_parser("index", parents=[model, db], help="embed a folder tree into a hoplite database")
     index.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    index.add_argument("--window", type=_positive(float), default=None,
+    index.add_argument("--window", type=_positive_float, default=None,
                        help="window length in seconds (default: the model's preprocessing.window_s, 10)")
-    index.add_argument("--hop", type=_positive(float), default=None,
+    index.add_argument("--hop", type=_positive_float, default=None,
                        help="hop between windows in seconds (default: the window)")
     index.add_argument("--layer", type=int, default=-1, help="the layer stored (default: -1, the last)")
     index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
@@ -96,7 +83,7 @@ def add_parsers(sub, channels_type) -> None:
                        help="'mix' (default), 'all' (one vector per channel) or a channel index")
     index.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default), bf16 (CUDA, or CPUs with bf16 units), int8 (CPU; see README's speed table)")
-    index.add_argument("--batch-size", type=_positive(int), default=None,
+    index.add_argument("--batch-size", type=_positive_int, default=None,
                        help="windows per batch (default: 2 CPU, 64 CUDA)")
     index.add_argument("--workers", type=_at_least_zero, default=None,
                        help="decoding worker processes (default as for embed)")
@@ -104,7 +91,7 @@ def add_parsers(sub, channels_type) -> None:
     search = sub.add_parser("search", parents=[model, db], help="nearest windows to example calls (cosine)")
     search.add_argument("--query", action="append", required=True, metavar="FILE[:START-END]",
                         help="a query clip, optionally the seconds holding the call; repeat for several")
-    search.add_argument("--top", type=_positive(int), default=100, help="windows to return (default: 100)")
+    search.add_argument("--top", type=_positive_int, default=100, help="windows to return (default: 100)")
     search.add_argument("--combine", choices=("mean", "max"), default="mean",
                         help="several queries: average (default) or max of their scores")
     search.add_argument("--exact", action="store_true", help="brute force instead of the approximate index")
@@ -117,7 +104,7 @@ def add_parsers(sub, channels_type) -> None:
 
     train = sub.add_parser("train-classifier", parents=[db], help="a linear probe on the labelled windows")
     train.add_argument("--out", required=True, type=Path, help="probe file (.safetensors)")
-    train.add_argument("--epochs", type=_positive(int), default=300, help="full-batch steps (default: 300)")
+    train.add_argument("--epochs", type=_positive_int, default=300, help="full-batch steps (default: 300)")
 
     detect = sub.add_parser("detect", parents=[db], help="score every window with a probe")
     detect.add_argument("--probe", required=True, type=Path, help="from train-classifier")
