@@ -22,7 +22,6 @@ pytest.importorskip("perch_hoplite")
 from avex_hub.integrations import agile  # noqa: E402
 from avex_hub.cli import main  # noqa: E402
 from agile_support import HOP, WINDOW, archive_path, consistency, copy_archive, data, labels_of, tiny_recordings  # noqa: E402,F401 - data, archive_path: fixtures
-from conftest import FIXTURE, REPO_ROOT  # noqa: E402
 
 V1 = Path(__file__).parent / "fixtures" / "agile-v1"
 

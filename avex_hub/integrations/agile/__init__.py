@@ -13,7 +13,8 @@
 The package follows the steps of the loop, as perch-hoplite's own ``agile/`` does: :mod:`.archive` (the
 database), :mod:`.settings` (what made its vectors), :mod:`.model` (hoplite's model interface), :mod:`.index`,
 :mod:`.search`, :mod:`.labels`, :mod:`.classify` (training and detection) and :mod:`.widget` (labelling in a
-notebook), with :mod:`.schema` (the versioned schema) and :mod:`.lock` (one writer at a time) under the archive.
+notebook), with :mod:`.store` (its files: checks, connections, creation), :mod:`.schema` (the versioned schema) and
+:mod:`.lock` (one writer at a time) under the archive.
 This module re-exports their public names.
 
 The database is hoplite's own (``perch_hoplite.db.sqlite_usearch_impl``: SQLite tables + a usearch vector index,
@@ -37,7 +38,7 @@ try:
 except ImportError as _error:  # pragma: no cover - depends on the environment
     raise ImportError("avex_hub.integrations.agile needs perch-hoplite: pip install 'avex-hub[agile]'") from _error
 
-from .archive import METADATA_KEY, Archive, ArchiveError, ArchiveNotice
+from .archive import METADATA_KEY, Archive
 from .classify import Detections, detect, train_classifier
 from .index import IndexReport, PruneReport, index_files, prune
 from .labels import LABEL_TYPES, LabelsFileError, LabelsReport, add_labels, add_labels_csv, export_labels, \
@@ -48,6 +49,7 @@ from .search import HIT_COLUMNS, Hit, Query, embed_queries, parse_query, search,
     write_hits_raven
 from .schema import SchemaError
 from .settings import SettingsMismatchError, archive_settings
+from .store import ArchiveError, ArchiveNotice
 from .widget import label_widget
 
 __all__ = [

@@ -4,11 +4,11 @@ What holds, for every archive this package opens:
 
 - **Foreign keys on** for every connection (hoplite turns them on only in the connection that creates the
   tables), so removing a recording removes its windows and labels with it.
-- **Checked on open.** A file cut short, or a newer schema, is an :class:`ArchiveError` before any work; an older
+- **Checked on open** (:mod:`.store`). A file cut short, or a newer schema, is an error before any work; an older
   schema is upgraded in place after a backup copy (:mod:`.schema`); rows whose recording is gone, windows without
   vectors and vectors without windows are reported (readers) or repaired (writers), each with a line
-  (:class:`ArchiveNotice`) saying what was found and done. Labels are never dropped by a repair: those of a
-  recording that is gone are written to a CSV beside the archive first.
+  (:class:`~avex_hub.integrations.agile.store.ArchiveNotice`) saying what was found and done. Labels are never
+  dropped by a repair: those of a recording that is gone are written to a CSV beside the archive first.
 - **One writer at a time** (:mod:`.lock`): every change happens in ``with archive.writing(...)``, which takes the
   writer lock, reopens the database (so it starts from what the last writer committed), repairs, and commits
   at the end (or rolls back on an error). Readers take no lock.
@@ -24,40 +24,22 @@ import contextlib
 import csv
 import json
 import os
-import re
 import sqlite3
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from perch_hoplite.db import sqlite_usearch_impl
 
 from ...hub.provenance import Provenance
-from .lock import LOCK_NAME, WriterLock
-from .schema import SCHEMA_KEY, SETTINGS_KEY, VERSION, SchemaError, read_metadata, run_steps, upgrade, \
-    version_of, write_metadata
+from .lock import WriterLock
+from .schema import SCHEMA_KEY, SETTINGS_KEY, read_metadata, write_metadata
 from .settings import INDEX_KEYS, differences, mismatch
+from .store import CREATING, INDEX, OURS, SQLITE, SQLITE_FIX, audio_path, check_files, close_db, connect, create, \
+    damaged, notice, upgrade_if_older
 
 METADATA_KEY = SETTINGS_KEY  # hoplite metadata key holding our settings (JSON)
 WEIGHTS_KEY = "avex_hub_weights"  # where the weights that made the vectors were: {"path": ..., "sha256": ...}
-SQLITE, INDEX = sqlite_usearch_impl.HOPLITE_FILENAME, sqlite_usearch_impl.UINDEX_FILENAME
-OURS = (LOCK_NAME, "failures.csv")  # files of ours that may sit in a folder before it holds an archive
-CREATING = ".creating-"  # the folder a new archive is made in, inside its own folder
-
-
-class ArchiveError(RuntimeError):
-    """An archive that cannot be used as it is: a file cut short or damaged, a newer schema, a read-only folder
-    that an upgrade needs to write; the message says what to do."""
-
-
-class ArchiveNotice(UserWarning):
-    """What opening or writing an archive found and did: an upgrade, a repair, a lock taken over."""
-
-
-def notice(message: str) -> None:
-    warnings.warn(message, ArchiveNotice, stacklevel=3)
 
 
 # -- hoplite's vector-index bookkeeping ---------------------------------------------------------------------------
@@ -84,84 +66,6 @@ def _index_unsaved(db) -> bool:
 
 def _index_saved(db) -> None:
     db._ui_updated = False  # noqa: SLF001 - see the comment above
-
-
-# -- file names ---------------------------------------------------------------------------------------------------
-def recording_name(path: str | os.PathLike) -> str:
-    """How the archive names a file: its real path (links resolved, so a folder reached through a link is the
-    same folder), as text (bytes of the name that are not UTF-8 become ``\\xNN``, as ``avex-hub embed`` writes
-    them)."""
-    from ...embed.outputs import text_cell
-
-    return text_cell(os.path.realpath(os.fsdecode(path)))
-
-
-_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
-
-
-def audio_path(name: str) -> str:
-    """The file a recording name stands for (the reverse of :func:`recording_name`)."""
-    if "\\x" not in name or os.path.exists(name):
-        return name
-    return _ESCAPE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), name)  # os.fsdecode's surrogate escapes
-
-
-# -- opening ------------------------------------------------------------------------------------------------------
-def _damaged(path: Path, what: str, error: BaseException, fix: str) -> ArchiveError:
-    return ArchiveError(f"{path / what} cannot be read ({type(error).__name__}: {error}); {fix}")
-
-
-_SQLITE_FIX = ("the file is damaged or cut short: restore it from a backup (an upgrade leaves hoplite.sqlite.v*.backup "
-               "beside it), or index the recordings into a new --db")
-_INDEX_FIX = (f"the vectors are lost, the labels are not (they are in {SQLITE}): move it away (mv {INDEX} "
-              f"{INDEX}.damaged) and run `avex-hub index` on the recordings again; every file is embedded again and "
-              "keeps its labels")
-
-
-def _check_files(path: Path) -> None:
-    """ArchiveError for an SQLite file that is empty or shorter than its own header says (cut short)."""
-    sqlite_path = path / SQLITE
-    size = sqlite_path.stat().st_size
-    wal = path / (SQLITE + "-wal")
-    if size == 0:
-        raise ArchiveError(f"{sqlite_path} is empty; {_SQLITE_FIX}")
-    with open(sqlite_path, "rb") as handle:
-        header = handle.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
-        raise ArchiveError(f"{sqlite_path} is not an SQLite database; {_SQLITE_FIX}")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if size < pages * page_size and not (wal.exists() and wal.stat().st_size):
-        raise ArchiveError(f"{sqlite_path} is {size} bytes, its header says {pages * page_size}: it was cut short; "
-                           + _SQLITE_FIX)
-
-
-def _raw(path: Path, readonly: bool) -> sqlite3.Connection:
-    uri = f"file:{(path / SQLITE).as_posix()}?mode={'ro' if readonly else 'rw'}"
-    conn = sqlite3.connect(uri, uri=True, timeout=30.0)
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def _hoplite(path: Path, readonly: bool, usearch_cfg=None):
-    """hoplite's database object with foreign keys on, or ArchiveError naming the damaged file."""
-    try:
-        db = sqlite_usearch_impl.SQLiteUSearchDB.create(str(path), usearch_cfg=usearch_cfg, readonly=readonly)
-    except sqlite3.DatabaseError as error:
-        raise _damaged(path, SQLITE, error, _SQLITE_FIX) from None
-    except FileNotFoundError as error:  # hoplite: a read-only open of an archive without its vector index
-        raise _damaged(path, INDEX, error, _INDEX_FIX) from None
-    except RuntimeError as error:  # usearch: "File is corrupted ..."
-        raise _damaged(path, INDEX, error, _INDEX_FIX) from None
-    db.db.execute("PRAGMA foreign_keys = ON")  # hoplite sets it only when it creates the tables
-    return db
-
-
-def _close(db) -> None:
-    if db is not None:
-        with contextlib.suppress(sqlite3.Error):
-            db.db.close()
 
 
 # -- what a check finds ---------------------------------------------------------------------------------------------
@@ -208,15 +112,15 @@ class Archive:
     @classmethod
     def open(cls, path: str | os.PathLike, *, readonly: bool = False, report: bool = True) -> "Archive":
         """Open an existing archive (FileNotFoundError when ``path`` holds none): its files checked, an older
-        schema upgraded (after a backup copy), what the check finds reported as :class:`ArchiveNotice` (unless
+        schema upgraded (after a backup copy), what the check finds reported as ``ArchiveNotice`` warnings (unless
         ``report=False``: for a writer that repairs it at once)."""
         path = Path(path)
         if not (path / SQLITE).is_file():
             raise FileNotFoundError(f"no embedding database at {path} (expected {SQLITE} there); build one with "
                                     f"`avex-hub index RECORDINGS --db {path}`")
-        _check_files(path)
-        _upgrade_if_older(path)
-        db = _hoplite(path, readonly)
+        check_files(path)
+        upgrade_if_older(path)
+        db = connect(path, readonly)
         try:
             archive = cls._from_db(path, db, readonly)
             problems = _problems(_findings(db)) if report else []
@@ -224,7 +128,7 @@ class Archive:
                 notice(f"{path}: {'; '.join(problems)}; the next command that writes to it (index, label, prune) "
                        "repairs it")
         except BaseException:
-            _close(db)
+            close_db(db)
             raise
         return archive
 
@@ -235,7 +139,7 @@ class Archive:
             settings = read_metadata(cursor, SETTINGS_KEY)
             schema = read_metadata(cursor, SCHEMA_KEY) or {}
         except sqlite3.DatabaseError as error:
-            raise _damaged(path, SQLITE, error, _SQLITE_FIX) from None
+            raise damaged(path, SQLITE, error, SQLITE_FIX) from None
         if settings is None:
             raise ValueError(f"{path} is a hoplite database, but not one avex-hub built (no {SETTINGS_KEY!r} "
                              "metadata: which weights, layer and window made its vectors is unknown); index the "
@@ -256,7 +160,7 @@ class Archive:
             path.mkdir(parents=True, exist_ok=True)
             with WriterLock(path, "create the archive"):
                 if not (path / SQLITE).is_file():
-                    _create(path, settings)
+                    create(path, settings)
         archive = cls.open(path, report=False)
         diffs = differences(archive.settings, settings, INDEX_KEYS)
         if diffs:
@@ -266,7 +170,7 @@ class Archive:
         return archive
 
     def close(self) -> None:
-        _close(self.db)
+        close_db(self.db)
 
     # -- writing ----------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -291,10 +195,10 @@ class Archive:
             self.commit()
 
     def _reopen(self) -> None:
-        _close(self.db)
+        close_db(self.db)
         self.db = None
-        _check_files(self.path)
-        self.db = _hoplite(self.path, self.readonly)
+        check_files(self.path)
+        self.db = connect(self.path, self.readonly)
         self.settings = Archive._from_db(self.path, self.db, self.readonly).settings
 
     def _repair(self) -> None:
@@ -460,53 +364,3 @@ class Archive:
         self.db.db.execute("DELETE FROM recordings WHERE id = ?", (int(recording_id),))
 
 
-def _upgrade_if_older(path: Path) -> None:
-    """Upgrade an archive of an older schema in place (under the writer lock), saying what was done."""
-    conn = _raw(path, readonly=True)
-    try:
-        found = version_of(conn.cursor())
-    except sqlite3.DatabaseError as error:
-        raise _damaged(path, SQLITE, error, _SQLITE_FIX) from None
-    finally:
-        conn.close()
-    if found > VERSION:
-        raise SchemaError(f"{path} is an archive of schema version {found}, written by a newer avex-hub; this one "
-                          f"reads up to version {VERSION}: upgrade avex-hub (pip install -U avex-hub)")
-    if found == VERSION:
-        return
-    if not os.access(path, os.W_OK):
-        raise ArchiveError(f"{path} is an archive of schema version {found}; this avex-hub upgrades it to {VERSION} in "
-                           "place (after a backup copy), but the folder is read-only: open it once where it can be "
-                           "written, or copy it")
-    with WriterLock(path, "upgrade the archive schema"):
-        conn = _raw(path, readonly=False)
-        try:
-            said = upgrade(conn, path)
-        finally:
-            conn.close()
-    for line in said:
-        notice(line)
-
-
-def _create(path: Path, settings: dict) -> None:
-    """A new archive at ``path`` (the caller holds the writer lock): hoplite's tables, our settings, the schema
-    steps from version 0, an empty vector index. Made in a folder of its own inside ``path`` and moved into place,
-    the SQLite file last, so that another process finds either no archive or a whole one."""
-    import shutil
-
-    for left in path.glob(f"{CREATING}*"):  # a creation that was stopped
-        shutil.rmtree(left, ignore_errors=True)
-    work = path / f"{CREATING}{os.getpid()}"
-    config = sqlite_usearch_impl.get_default_usearch_config(settings["embedding_dim"])
-    config.metric_name = "Cos"  # cosine, so the stored vectors stay the raw embeddings (probes read them)
-    db = _hoplite(work, False, usearch_cfg=config)
-    try:
-        write_metadata(db.db.cursor(), SETTINGS_KEY, {"json": json.dumps(settings)})
-        db.db.commit()
-        run_steps(db.db, path, 0)
-        db.commit()  # hoplite writes the empty index file
-    finally:
-        _close(db)  # the last connection: SQLite folds its write-ahead log into the file
-    os.replace(work / INDEX, path / INDEX)
-    os.replace(work / SQLITE, path / SQLITE)
-    shutil.rmtree(work)

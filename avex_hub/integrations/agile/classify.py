@@ -15,6 +15,7 @@ from .archive import Archive
 from .labels import labelled_window_ids, labelled_windows
 from .search import Hit, report_missing_audio
 from .settings import mismatch
+from .store import notice
 
 # The archive settings a probe trained here records (in its metrics, under "archive"), and those detect compares:
 # a probe scores windows of the length it was trained on.
@@ -183,8 +184,6 @@ def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float 
 def _window_differences(recorded, archive: Archive) -> list[str]:
     """The window settings a probe records (``metrics["archive"]``, written by :func:`train_classifier`) that
     differ from the archive's. A probe that records none (trained elsewhere) gets an ArchiveNotice instead."""
-    from .archive import notice
-
     trained = (recorded.metrics or {}).get("archive")
     if not isinstance(trained, dict):
         notice(f"the probe does not record the window length it was trained on; this archive's windows are "

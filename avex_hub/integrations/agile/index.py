@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from ...embed.inference import find_audio_files, iter_file_results
-from .archive import Archive, recording_name
+from .archive import Archive
+from .store import recording_name
 from .labels import export_aside
 from .schema import DEPLOYMENT, PROJECT
 from .settings import archive_settings

@@ -25,7 +25,8 @@ import numpy as np
 from perch_hoplite.db import datatypes as hoplite_types
 
 from ..._files import decode_text
-from .archive import Archive, recording_name
+from .archive import Archive
+from .store import recording_name
 
 LABEL_TYPES = {"positive": hoplite_types.LabelType.POSITIVE, "negative": hoplite_types.LabelType.NEGATIVE,
                "uncertain": hoplite_types.LabelType.UNCERTAIN}

@@ -16,6 +16,7 @@ import torch
 
 from .archive import Archive
 from .model import AvexEmbeddingModel
+from .store import notice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +145,6 @@ def search(archive: Archive, model, queries: Sequence[Query], *, top: int = 100,
 def report_missing_audio(archive: Archive, files: Sequence[str], what: str) -> list[str]:
     """An :class:`~avex_hub.integrations.agile.archive.ArchiveNotice` when some of ``files`` (the files of
     ``what``) are no longer where they were indexed; returns those files."""
-    from .archive import notice
-
     missing = archive.missing_files(files)
     if missing:
         notice(f"{len(missing)} files of the {what} are no longer where they were indexed (e.g. {missing[0]}); "

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .archive import Archive, audio_path
+from .archive import Archive
 from .labels import add_labels
 from .search import Hit, report_missing_audio
+from .store import audio_path
 
 
 def label_widget(archive: Archive, hits: Sequence[Hit], label: str, *, audio: bool = True):
