@@ -206,15 +206,14 @@ class Archive:
         found = _findings(self.db)
         said = []
         if found["orphan_labels"]:
-            kept = self._export_orphan_labels(found["orphan_labels"])
+            kept = self._export_orphan_labels()
             said.append(f"{len(found['orphan_labels'])} labels belonged to recordings no longer in the archive (left "
                         f"by an earlier avex-hub that ran without foreign keys): written to {kept} and removed")
         cursor = self.db.db.cursor()
         if found["orphan_windows"]:
-            ids = np.array(found["orphan_windows"], np.int64)
-            self.remove_vectors(ids[np.asarray(self.db.ui.contains(ids), bool)] if self.db.ui.size else ids[:0])
-            cursor.executemany("DELETE FROM windows WHERE id = ?", [(int(i),) for i in ids])
-            said.append(f"{len(ids)} windows of recordings no longer in the archive removed")
+            self.remove_vectors(self._present(found["orphan_windows"]))
+            cursor.execute("DELETE FROM windows WHERE recording_id NOT IN (SELECT id FROM recordings)")
+            said.append(f"{len(found['orphan_windows'])} windows of recordings no longer in the archive removed")
         for recording_id in found["unembedded"]:
             self.forget_windows(recording_id)
         if found["unembedded"]:
@@ -229,10 +228,12 @@ class Archive:
             for line in said:
                 notice(f"{self.path}: repaired: {line}")
 
-    def _export_orphan_labels(self, ids: list[int]) -> Path:
+    def _export_orphan_labels(self) -> Path:
+        """The labels whose recording is gone, as they are stored (its file is unknown), written to a CSV beside
+        the archive and then removed."""
         cursor = self.db.db.cursor()
-        marks = ",".join("?" * len(ids))
-        cursor.execute(f"SELECT * FROM annotations WHERE id IN ({marks})", ids)
+        orphans = "FROM annotations WHERE recording_id NOT IN (SELECT id FROM recordings)"
+        cursor.execute(f"SELECT * {orphans}")
         columns = [c[0] for c in cursor.description]
         rows = cursor.fetchall()
         target = self.path / f"orphaned-labels-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.csv"
@@ -242,7 +243,7 @@ class Archive:
             writer.writerows(rows)
             handle.flush()
             os.fsync(handle.fileno())
-        cursor.executemany("DELETE FROM annotations WHERE id = ?", [(i,) for i in ids])
+        cursor.execute(f"DELETE {orphans}")
         return target
 
     def commit(self) -> None:

@@ -66,7 +66,9 @@ class LabelsReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Row:
+class LabelRow:
+    """One row of a labels file that names a label: its line, the window's coordinates, the verdict."""
+
     line: int
     file: str
     channel: int | None
@@ -95,7 +97,7 @@ def _read_csv(path: str | os.PathLike, needed: Sequence[str]) -> list[tuple[int,
     return [(reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None}) for row in reader]
 
 
-def _parse(line: int, row: dict, problems: list) -> _Row | None:
+def _parse(line: int, row: dict, problems: list) -> LabelRow | None:
     """A row as a label, None for a row without one; a bad row adds ``(line, reason)`` to ``problems``."""
     label, kind = row.get("label", ""), row.get("label_type", "").lower()
     if not label:
@@ -112,7 +114,7 @@ def _parse(line: int, row: dict, problems: list) -> _Row | None:
         problems.append((line, f"channel {row.get('channel')!r}, start_s {row.get('start_s')!r}, end_s "
                                f"{row.get('end_s')!r} are not numbers"))
         return None
-    return _Row(line, row.get("file", ""), channel, start, end, label, kind, row.get("archive_id", ""),
+    return LabelRow(line, row.get("file", ""), channel, start, end, label, kind, row.get("archive_id", ""),
                 row.get("provenance", ""))
 
 
@@ -136,7 +138,7 @@ def _windows_of(archive: Archive, recording: int) -> list[tuple[int, int, float,
     return [(wid, ch, o[0], o[1]) for wid, ch, o in cursor.fetchall()]
 
 
-def _match_windows(archive: Archive, rows: list[_Row], problems: list) -> list[tuple[_Row, int, list[float], int]]:
+def _match_windows(archive: Archive, rows: list[LabelRow], problems: list) -> list[tuple[LabelRow, int, list[float], int]]:
     """``(row, recording, offsets, channel)`` of the window each row names, by the archive identity and the
     window's coordinates; a row naming no window of this archive adds its reason to ``problems``."""
     recordings = archive.recordings()
@@ -201,7 +203,7 @@ def add_labels(archive: Archive, labels: Sequence[tuple[int, str, str]], *, prov
     return len(checked)
 
 
-def read_labels_csv(path: str | os.PathLike) -> tuple[list[_Row], LabelsReport, list[tuple[int, str]]]:
+def read_labels_csv(path: str | os.PathLike) -> tuple[list[LabelRow], LabelsReport, list[tuple[int, str]]]:
     """The rows of a labelled hits CSV: ``(verdicts, report of the rows without one, problems)``."""
     rows = _read_csv(path, ("file", "channel", "start_s", "end_s", "label", "label_type"))
     problems: list[tuple[int, str]] = []
@@ -235,14 +237,17 @@ def add_labels_csv(archive: Archive, path: str | os.PathLike) -> LabelsReport:
 def _annotations(archive: Archive, recordings: Sequence[int] | None = None) -> list[tuple]:
     cursor = archive.db.db.cursor()
     query = ("SELECT recordings.filename, annotations.channel, annotations.offsets, annotations.label, "
-             "annotations.label_type, annotations.provenance FROM annotations JOIN recordings ON "
+             "annotations.label_type, annotations.provenance, annotations.id FROM annotations JOIN recordings ON "
              "annotations.recording_id = recordings.id")
     if recordings is None:
         cursor.execute(query + " ORDER BY annotations.id")
-    else:
-        ids = [int(r) for r in recordings]
-        cursor.execute(query + f" WHERE recordings.id IN ({','.join('?' * len(ids))}) ORDER BY annotations.id", ids)
-    return cursor.fetchall()
+        return cursor.fetchall()
+    ids, rows = [int(r) for r in recordings], []
+    for start in range(0, len(ids), 500):  # SQLite caps the number of parameters of one statement
+        chunk = ids[start:start + 500]
+        cursor.execute(query + f" WHERE recordings.id IN ({','.join('?' * len(chunk))})", chunk)
+        rows += cursor.fetchall()
+    return sorted(rows, key=lambda r: r[-1])
 
 
 def export_labels(archive: Archive, path: str | os.PathLike, *, recordings: Sequence[int] | None = None) -> int:
@@ -255,7 +260,7 @@ def export_labels(archive: Archive, path: str | os.PathLike, *, recordings: Sequ
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(EXPORT_COLUMNS)
-            for file, channel, offsets, label, kind, provenance in rows:
+            for file, channel, offsets, label, kind, provenance, _ in rows:
                 writer.writerow([file, "" if channel is None else channel, _seconds(offsets[0]), _seconds(offsets[1]),
                                  label, TYPE_NAMES[int(kind)], provenance, archive.identity])
     return len(rows)
