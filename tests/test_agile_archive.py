@@ -334,3 +334,23 @@ def test_a_lock_of_another_machine_is_not_taken_over(archive_path, tmp_path):
                                                        "run has ended, delete"):
         with agile.Archive.open(db).writing():
             pass
+
+
+def test_a_damaged_vector_index_moved_away_is_rebuilt_by_index_with_the_labels_kept(model, tmp_path):
+    """What the error for a damaged usearch.index says to do works: the tables (and labels) are whole."""
+    folder, db = tmp_path / "rec", tmp_path / "db"
+    tiny_recordings(folder)
+    _index(model, folder, db)
+    archive = agile.Archive.open(db)
+    agile.add_labels(archive, [(int(w), "Sweepus", "positive") for w in archive.window_table()["window_id"][:2]])
+    given = labels_of(db)
+    del archive
+    (db / "usearch.index").write_bytes(b"\0" * 100)
+    with pytest.raises(agile.ArchiveError, match=r"move it away \(mv usearch.index usearch.index.damaged\)"):
+        agile.Archive.open(db, readonly=True)
+    (db / "usearch.index").rename(db / "usearch.index.damaged")
+    with pytest.warns(agile.ArchiveNotice, match="repaired: 2 recordings had windows without vectors"):
+        report = _index(model, folder, db)
+    assert len(report.added) == 2
+    assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 6}
+    assert labels_of(db) == given

@@ -61,10 +61,10 @@ def damaged(path: Path, what: str, error: BaseException, fix: str) -> ArchiveErr
 
 
 SQLITE_FIX = ("the file is damaged or cut short: restore it from a backup (an upgrade leaves hoplite.sqlite.v*.backup "
-               "beside it), or index the recordings into a new --db")
+              "beside it), or index the recordings into a new --db")
 INDEX_FIX = (f"the vectors are lost, the labels are not (they are in {SQLITE}): move it away (mv {INDEX} "
-              f"{INDEX}.damaged) and run `avex-hub index` on the recordings again; every file is embedded again and "
-              "keeps its labels")
+             f"{INDEX}.damaged) and run `avex-hub index` on the recordings again; every file is embedded again and "
+             "keeps its labels")
 
 
 def check_files(path: Path) -> None:
