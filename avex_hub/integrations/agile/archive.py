@@ -76,15 +76,20 @@ def _findings(db) -> dict[str, list]:
     orphan_windows = [r[0] for r in cursor.fetchall()]
     cursor.execute("SELECT id FROM annotations WHERE recording_id NOT IN (SELECT id FROM recordings)")
     orphan_labels = [r[0] for r in cursor.fetchall()]
-    cursor.execute("SELECT id, recording_id FROM windows")
-    rows = cursor.fetchall()
-    ids = np.array([r[0] for r in rows], np.int64)
-    stored = np.asarray(db.ui.keys, np.int64) if db.ui.size else np.zeros(0, np.int64)
-    present = np.isin(ids, stored)
-    orphans = set(orphan_windows)
-    unembedded = sorted({rows[i][1] for i in np.flatnonzero(~present) if rows[i][0] not in orphans})
-    return {"orphan_windows": orphan_windows, "orphan_labels": orphan_labels, "unembedded": unembedded,
-            "stale_vectors": np.setdiff1d(stored, ids).tolist()}
+    cursor.execute("SELECT id FROM windows ORDER BY id")
+    ids = np.fromiter((r[0] for r in cursor), np.int64)
+    stored = np.sort(np.asarray(db.ui.keys, np.int64)) if db.ui.size else np.zeros(0, np.int64)
+    found = {"orphan_windows": orphan_windows, "orphan_labels": orphan_labels, "unembedded": [], "stale_vectors": []}
+    if np.array_equal(ids, stored):  # the usual case, in one comparison
+        return found
+    lacking = np.setdiff1d(ids, stored).tolist()
+    recordings = set()
+    for start in range(0, len(lacking), 500):  # SQLite caps the number of parameters of one statement
+        chunk = lacking[start:start + 500]
+        cursor.execute(f"SELECT DISTINCT recording_id FROM windows WHERE id IN ({','.join('?' * len(chunk))}) AND "
+                       "recording_id IN (SELECT id FROM recordings)", chunk)
+        recordings.update(r[0] for r in cursor.fetchall())
+    return {**found, "unembedded": sorted(recordings), "stale_vectors": np.setdiff1d(stored, ids).tolist()}
 
 
 def _problems(found: dict[str, list]) -> list[str]:
