@@ -285,13 +285,17 @@ def _labels_files(paths: list[Path]) -> None:
             raise FileNotFoundError(f"labels file not found: {path}")
 
 
-def _label(args, agile) -> int:
+def _store_labels(args, agile, store) -> int:
+    """label and import-labels: ``store(archive, path)`` for each file, a summary line each."""
     _labels_files(args.csvs)
     archive = agile.Archive.open(args.db)
     for path in args.csvs:
-        report = agile.add_labels_csv(archive, path)
-        print(f"avex-hub: {path}: {report.summary()}", file=sys.stderr)
+        print(f"avex-hub: {path}: {store(archive, path).summary()}", file=sys.stderr)
     return EXIT_OK
+
+
+def _label(args, agile) -> int:
+    return _store_labels(args, agile, agile.add_labels_csv)
 
 
 def _train(args, agile) -> int:
@@ -342,9 +346,4 @@ def _export(args, agile) -> int:
 
 
 def _import(args, agile) -> int:
-    _labels_files(args.csvs)
-    archive = agile.Archive.open(args.db)
-    for path in args.csvs:
-        report = agile.import_labels(archive, path)
-        print(f"avex-hub: {path}: {report.summary()}", file=sys.stderr)
-    return EXIT_OK
+    return _store_labels(args, agile, agile.import_labels)
