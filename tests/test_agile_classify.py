@@ -119,3 +119,32 @@ def test_training_options_are_checked_before_the_work(archive_path, tmp_path):
         agile.train_classifier(archive, tmp_path / "p.safetensors", lr=0.0)
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
         agile.detect(archive, tmp_path / "missing.safetensors", threshold=1.0)
+
+
+def test_the_classifier_is_trained_by_the_package_s_one_loop_with_unknown_targets_left_out(archive_path, tmp_path):
+    """Issue 22: train_classifier is heads.training.train_probe on the standardised stored vectors (no loop of its
+    own); a window labelled for one class only has no target for the others (nan), which the loop leaves out."""
+    from avex_hub.embed.embeddings import Embeddings
+    from avex_hub.heads.probes import Probe, load_probe
+    from avex_hub.heads.training import train_probe
+
+    archive = agile.Archive.open(copy_archive(archive_path, tmp_path / "db"))
+    ids = archive.window_table()["window_id"]
+    agile.add_labels(archive, [(int(w), "a", "positive" if i % 3 == 0 else "negative") for i, w in enumerate(ids[:12])]
+                     + [(int(w), "b", "positive" if i % 2 else "negative") for i, w in enumerate(ids[12:20])])
+    labelled, targets, names = agile.labelled_windows(archive)
+    assert names == ["a", "b"] and np.isnan(targets).any()  # windows judged for "a" only, not positive: b unknown
+    saved = load_probe(agile.train_classifier(archive, tmp_path / "p.safetensors", epochs=40, seed=3))
+    x = torch.from_numpy(archive.vectors(labelled))
+    mean, scale = x.mean(0), x.std(0).clamp(min=1e-6)
+    probe = Probe(None, 2, layers=archive.settings["layers"], embedding_dim=x.shape[1], multilabel=True,
+                  label_names=names, seed=3)
+    result = train_probe(probe, Embeddings.from_arrays((x - mean) / scale, targets, layers=archive.settings["layers"],
+                                                      label_names=names),
+                         epochs=40, lr=0.01, weight_decay=1e-3, batch_size=len(x), seed=3, val_fraction=0.0,
+                         progress=False)
+    torch.testing.assert_close(saved.head.weight, probe.head.weight / scale)
+    torch.testing.assert_close(saved.head.bias, probe.head.bias - (probe.head.weight * mean / scale).sum(1))
+    metrics = saved.provenance.metrics
+    assert metrics["epochs"] == 40 and metrics["train_loss"] == pytest.approx(result.history[-1]["train_loss"])
+    assert metrics["positives/a"] == 4 and metrics["negatives/b"] == 4 + 4  # b's negatives: 4 judged, 4 positive for a

@@ -25,10 +25,14 @@ COMPARED = ("window_s", "sample_rate")
 
 def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 300, lr: float = 0.01,
                      weight_decay: float = 1e-3, seed: int = 0) -> Path:
-    """A linear probe (one sigmoid per label) on the stored embeddings of the labelled windows, saved in our probe
-    format with the archive's provenance (``load_probe`` and ``torch.hub`` load it). Positives and negatives of
-    each class are weighted equally. ValueError when a class lacks positives or negatives."""
+    """A linear probe (one sigmoid per label) on the stored embeddings of the labelled windows, trained by the
+    package's one training loop (:func:`avex_hub.heads.training.train_probe`: full batch, ``epochs`` steps, balanced
+    positives and negatives per class, the targets a window has no verdict for left out of the loss) and saved
+    in our probe format with the archive's provenance (``load_probe`` and ``torch.hub`` load it). ValueError when
+    a class lacks positives or negatives."""
+    from ...embed.embeddings import Embeddings
     from ...heads.probes import Probe, save_probe
+    from ...heads.training import train_probe
 
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -44,31 +48,21 @@ def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 
         raise ValueError(f"each label needs at least one positive and one negative window; {', '.join(short)}: "
                          "label more windows (negatives: label_type 'negative')")
     x = torch.from_numpy(archive.vectors(ids))
-    y = torch.from_numpy(np.nan_to_num(targets, nan=0.0))
-    mask = torch.from_numpy(known.astype(np.float32))
-    weight = mask * torch.where(y > 0, 0.5 / torch.from_numpy(positives).clamp(min=1).float(),
-                                0.5 / torch.from_numpy(negatives).clamp(min=1).float())
-    pooling = archive.settings["pooling"]
-    probe = Probe(None, len(names), layers=archive.settings["layers"], embedding_dim=x.shape[1], pooling=pooling,
+    layers = list(archive.settings["layers"])
+    probe = Probe(None, len(names), layers=layers, embedding_dim=x.shape[1], pooling=archive.settings["pooling"],
                   multilabel=True, label_names=names, seed=seed)
     mean, scale = x.mean(0), x.std(0).clamp(min=1e-6)  # standardised inputs train faster; folded in below
-    head = torch.nn.Linear(x.shape[1], len(names))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        head.reset_parameters()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    xs = (x - mean) / scale
-    for _ in range(epochs):
-        optimizer.zero_grad()
-        loss = (torch.nn.functional.binary_cross_entropy_with_logits(head(xs), y, reduction="none") * weight).sum()
-        loss = loss / len(names)
-        loss.backward()
-        optimizer.step()
+    data = Embeddings.from_arrays((x - mean) / scale, targets, layers=layers, label_names=names)
+    result = train_probe(probe, data, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=len(ids),
+                         seed=seed, class_weights="balanced", multilabel=True, val_fraction=0.0, progress=False)
     with torch.no_grad():
-        probe.head.weight.copy_(head.weight / scale)
-        probe.head.bias.copy_(head.bias - (head.weight * mean / scale).sum(1))
+        weight = probe.head.weight.clone()
+        probe.head.weight.copy_(weight / scale)
+        probe.head.bias.sub_((weight * mean / scale).sum(1))
     probe.provenance = dataclasses.replace(archive.provenance, label_names=tuple(names))
-    metrics = {"train_windows": int(len(ids)), "train_loss": float(loss.detach()),
+    last = result.history[-1]
+    metrics = {"train_windows": int(len(ids)), "train_loss": float(last["train_loss"]),
+               "train_mAP": float(last["train_metric"]), "epochs": len(result.history),
                "archive": {"archive_id": archive.identity, **{k: archive.settings[k] for k in RECORDED}},
                **{f"positives/{n}": int(p) for n, p in zip(names, positives)},
                **{f"negatives/{n}": int(q) for n, q in zip(names, negatives)}}
