@@ -194,7 +194,8 @@ def test_an_archive_written_before_schema_versions_is_upgraded_in_place(tmp_path
     lines = [str(w.message) for w in said]
     assert lines[0] == (f"upgraded {db} from schema version 1 to {agile.schema.VERSION} (the previous SQLite file is "
                         "kept as hoplite.sqlite.v1.backup)")
-    assert _dump(db / "hoplite.sqlite.v1.backup") == _dump(V1 / "hoplite.sqlite")  # the file before the upgrade
+    shutil.copytree(V1, tmp_path / "original")  # read from a copy: SQLite writes -shm/-wal beside what it opens
+    assert _dump(db / "hoplite.sqlite.v1.backup") == _dump(tmp_path / "original" / "hoplite.sqlite")
     conn = sqlite3.connect(db / "hoplite.sqlite")
     record = json.loads(conn.execute("SELECT value FROM hoplite_metadata WHERE key = 'avex_hub_schema'").fetchone()[0])
     assert record["version"] == agile.schema.VERSION and len(record["archive_id"]) == 32
