@@ -160,14 +160,19 @@ def backup(conn: sqlite3.Connection, archive_path: Path, version: int) -> Path:
     return target
 
 
+def refuse_newer(archive_path: Path, found: int) -> None:
+    """SchemaError for an archive written by a newer avex-hub (schema version ``found`` above :data:`VERSION`)."""
+    if found > VERSION:
+        raise SchemaError(f"{archive_path} is an archive of schema version {found}, written by a newer avex-hub; "
+                          f"this one reads up to version {VERSION}: upgrade avex-hub (pip install -U avex-hub)")
+
+
 def upgrade(conn: sqlite3.Connection, archive_path: Path) -> list[str]:
     """Upgrade an archive of an older version in place after a backup (the caller holds the writer lock).
     Returns what it did, one line each (empty when it was current). SchemaError for a newer version."""
     cursor = conn.cursor()
     found = version_of(cursor)
-    if found > VERSION:
-        raise SchemaError(f"{archive_path} is an archive of schema version {found}, written by a newer avex-hub; "
-                          f"this one reads up to version {VERSION}: upgrade avex-hub (pip install -U avex-hub)")
+    refuse_newer(archive_path, found)
     if found == VERSION:
         return []
     copy = backup(conn, archive_path, found)

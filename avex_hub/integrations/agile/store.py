@@ -15,7 +15,7 @@ from pathlib import Path
 from perch_hoplite.db import sqlite_usearch_impl
 
 from .lock import LOCK_NAME, WriterLock
-from .schema import SETTINGS_KEY, VERSION, SchemaError, run_steps, upgrade, version_of, write_metadata
+from .schema import SETTINGS_KEY, VERSION, refuse_newer, run_steps, upgrade, version_of, write_metadata
 
 SQLITE, INDEX = sqlite_usearch_impl.HOPLITE_FILENAME, sqlite_usearch_impl.UINDEX_FILENAME
 OURS = (LOCK_NAME, "failures.csv")  # files of ours that may sit in a folder before it holds an archive
@@ -122,9 +122,7 @@ def upgrade_if_older(path: Path) -> None:
         raise damaged(path, SQLITE, error, SQLITE_FIX) from None
     finally:
         conn.close()
-    if found > VERSION:
-        raise SchemaError(f"{path} is an archive of schema version {found}, written by a newer avex-hub; this one "
-                          f"reads up to version {VERSION}: upgrade avex-hub (pip install -U avex-hub)")
+    refuse_newer(path, found)
     if found == VERSION:
         return
     if not os.access(path, os.W_OK):
