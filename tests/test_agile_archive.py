@@ -237,7 +237,7 @@ def _dump(path: Path) -> list[str]:
         conn.close()
 
 
-def test_an_archive_of_a_newer_schema_is_refused(archive_path, tmp_path):
+def test_an_archive_of_a_newer_schema_is_refused(archive_path, tmp_path, capsys):
     db = copy_archive(archive_path, tmp_path / "db")
     conn = sqlite3.connect(db / "hoplite.sqlite")
     conn.execute("UPDATE hoplite_metadata SET value = json_set(value, '$.version', 99) WHERE key = 'avex_hub_schema'")
@@ -246,6 +246,33 @@ def test_an_archive_of_a_newer_schema_is_refused(archive_path, tmp_path):
     with pytest.raises(agile.SchemaError, match=r"schema version 99, written by a newer avex-hub; this one reads up "
                                                 r"to version 2: upgrade avex-hub"):
         agile.Archive.open(db, readonly=True)
+    capsys.readouterr()
+    assert main(["export-labels", "--db", str(db), "--out", str(tmp_path / "labels.csv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("avex-hub: error: ") and "written by a newer avex-hub" in err[0]
+    assert not (tmp_path / "labels.csv").exists()
+
+
+def test_an_older_archive_that_cannot_be_written_is_refused_unchanged(tmp_path, monkeypatch):
+    """An upgrade writes in place; an archive of version 1 in a folder we cannot write is refused with what to do,
+    and nothing is written there (no backup, no lock). The suite may run as root, for whom permission bits do not
+    bind, so the folder's refusal is what ``os.access`` answers for it."""
+    db = tmp_path / "db"
+    shutil.copytree(V1, db)
+    before = sorted(p.name for p in db.iterdir())
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if (Path(path) == db and mode & os.W_OK)
+                        else real_access(path, mode, **kw))
+    with pytest.raises(agile.ArchiveError, match=r"schema version 1; this avex-hub upgrades it to 2 in place \(after "
+                                                 r"a backup copy\), but the folder is read-only: open it once where "
+                                                 r"it can be written, or copy it"):
+        agile.Archive.open(db, readonly=True)
+    # SQLite adds its -shm/-wal files beside a WAL database it reads where it can (in a folder it truly cannot
+    # write, it reads without them); nothing else is there, and the archive is still version 1
+    assert sorted(p.name for p in db.iterdir() if not p.name.endswith(("-shm", "-wal"))) == before
+    conn = sqlite3.connect(f"file:{db / 'hoplite.sqlite'}?mode=ro", uri=True)
+    assert conn.execute("SELECT COUNT(*) FROM hoplite_metadata WHERE key = 'avex_hub_schema'").fetchone() == (0,)
+    conn.close()
 
 
 def test_a_new_archive_is_made_by_the_same_steps_as_an_upgrade(archive_path, tmp_path):
