@@ -9,7 +9,7 @@ from __future__ import annotations
 import codecs
 import os
 
-__all__ = ["read_capped", "unique_keys", "decode_text"]
+__all__ = ["read_capped", "unique_keys", "decode_text", "check_writable"]
 
 
 def read_capped(path: str | os.PathLike, max_bytes: int, *, what: str) -> bytes:
@@ -56,3 +56,16 @@ def decode_text(data: bytes, path: str | os.PathLike, *, what: str) -> str:
         raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
                          f"{error.start}; {hint}); save {what} as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
                          "`iconv -f latin1 -t utf-8`)") from None
+
+
+def check_writable(folder: str | os.PathLike, flag: str) -> None:
+    """Create and remove a file in ``folder`` (made if missing), so an output that cannot be written fails before
+    any work; ValueError naming ``flag`` (the option that gave it) and the folder otherwise."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".avex-hub-write-test.{os.getpid()}")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{flag}: cannot write in {folder} ({error.strerror or error}); choose a folder you can "
+                         "write to") from None

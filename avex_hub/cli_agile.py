@@ -30,6 +30,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._files import check_writable
+
 COMMANDS = ("index", "search", "label", "train-classifier", "detect", "prune", "export-labels", "import-labels")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
@@ -187,15 +189,7 @@ def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
         raise ValueError(f"{flag} {path} is a file; {flag} takes a folder")
     if not folder and path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file name")
-    where = path if folder else path.parent
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        probe = where / f".avex-hub-write-test.{os.getpid()}"
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"{flag}: cannot write in {where} ({error.strerror or error}); choose a folder you can "
-                         "write to") from None
+    check_writable(path if folder else path.parent, flag)
 
 
 def _model(args, default: str, checkpoint: str | None = None):
