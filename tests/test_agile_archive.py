@@ -382,3 +382,35 @@ def test_a_damaged_vector_index_moved_away_is_rebuilt_by_index_with_the_labels_k
     assert len(report.added) == 2
     assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 6}
     assert labels_of(db) == given
+
+
+def test_labels_of_an_older_channels_all_archive_still_apply_to_every_channel(tmp_path):
+    """Version 1 stored no channel with a label, and in a ``--channels all`` archive it labelled every channel of
+    its window. The upgrade keeps that meaning (channel NULL), says how many such labels there are, and export,
+    import and training read them so. The fixture is a mix archive; its recorded settings are made ``all`` here."""
+    db = tmp_path / "db"
+    shutil.copytree(V1, db)
+    conn = sqlite3.connect(db / "hoplite.sqlite")
+    (value,) = conn.execute("SELECT value FROM hoplite_metadata WHERE key = 'avex_hub'").fetchone()
+    record = json.loads(value)
+    record["json"] = json.dumps({**json.loads(record["json"]), "channels": "all"})
+    conn.execute("UPDATE hoplite_metadata SET value = ? WHERE key = 'avex_hub'", (json.dumps(record),))
+    conn.commit()
+    conn.close()
+    with pytest.warns(agile.ArchiveNotice) as said:
+        archive = agile.Archive.open(db)
+    assert archive.settings["channels"] == "all"
+    assert ("3 labels were stored before labels named a channel: each still applies to every channel of its window; "
+            "label them again per channel where the channels differ") in [str(w.message) for w in said]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", agile.ArchiveNotice)  # the repair of the fixture's orphans, tested above
+        with archive.writing():
+            pass
+    before = labels_of(db)
+    assert {row[1] for row in before} == {None} and len(before) == 2
+    assert agile.export_labels(archive, tmp_path / "labels.csv") == 2
+    assert [r["channel"] for r in csv_rows(tmp_path / "labels.csv")] == ["", ""]
+    agile.import_labels(archive, tmp_path / "labels.csv")
+    assert labels_of(db) == before
+    ids, targets, names = agile.labelled_windows(archive)
+    assert names == ["Sweepus"] and targets[:, 0].tolist() == [1.0, 0.0]
