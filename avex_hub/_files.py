@@ -6,9 +6,10 @@ before it is read into memory.
 
 from __future__ import annotations
 
+import codecs
 import os
 
-__all__ = ["read_capped", "unique_keys"]
+__all__ = ["read_capped", "unique_keys", "decode_text", "check_writable"]
 
 
 def read_capped(path: str | os.PathLike, max_bytes: int, *, what: str) -> bytes:
@@ -35,3 +36,36 @@ def unique_keys(source: str):
         return found
 
     return hook
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE starts like UTF-16 LE
+
+
+def decode_text(data: bytes, path: str | os.PathLike, *, what: str) -> str:
+    """A text file's bytes as text: UTF-8, or UTF-8/16/32 with a byte-order mark (Excel's "CSV UTF-8" starts with
+    one). Anything else is a ValueError naming the line, the encoding it looks like and how to re-save it as
+    UTF-8 (Latin-1 and Windows-1252 cannot be told apart from other 8-bit encodings reliably)."""
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        hint = ("it looks like UTF-16 without a byte-order mark" if data[:200].count(0) > len(data[:200]) // 4
+                else "it looks like Latin-1 / Windows-1252")
+        raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
+                         f"{error.start}; {hint}); save {what} as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
+                         "`iconv -f latin1 -t utf-8`)") from None
+
+
+def check_writable(folder: str | os.PathLike, flag: str) -> None:
+    """Create and remove a file in ``folder`` (made if missing), so an output that cannot be written fails before
+    any work; ValueError naming ``flag`` (the option that gave it) and the folder otherwise."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".avex-hub-write-test.{os.getpid()}")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{flag}: cannot write in {folder} ({error.strerror or error}); choose a folder you can "
+                         "write to") from None

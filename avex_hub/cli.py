@@ -37,6 +37,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._files import check_writable
+
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -243,13 +245,9 @@ def _output_format(args) -> str:
 def _check_writable(folder: Path, flag: str) -> None:
     """Create and remove a file in ``folder`` (made if missing): a read-only --out fails before any work."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".avex-hub-write-test.{os.getpid()}"
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{flag}: cannot write in {folder} ({error.strerror or error}); choose a folder you can "
-                         "write to") from None
+        check_writable(folder, flag)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _check_targets(args, fmt: str, out: Path, parts: Path) -> None:

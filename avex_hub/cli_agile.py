@@ -1,22 +1,61 @@
-"""``avex-hub index|search|label|train-classifier|detect``: agile modelling on a perch-hoplite database.
+"""``avex-hub index|search|label|train-classifier|detect|prune|export-labels|import-labels``: agile modelling on a
+perch-hoplite database.
 
     avex-hub index recordings/ --db archive/ --hop 5          # resumable: a re-run adds new files only
     avex-hub search --db archive/ --query call.wav:3.5-6 --top 100 --out hits.csv --raven hits/
     avex-hub label --db archive/ hits.csv                     # read the label / label_type columns back
     avex-hub train-classifier --db archive/ --out probe.safetensors
     avex-hub detect --db archive/ --probe probe.safetensors --out detections.csv --raven tables/ --uncertain 50
+    avex-hub export-labels --db archive/ --out labels.csv     # every label, to keep or to import elsewhere
+    avex-hub import-labels --db other/ labels.csv
+    avex-hub prune --db archive/                              # drop recordings whose audio is gone (labels kept aside)
 
-Needs ``pip install 'avex-hub[agile]'`` (perch-hoplite); see :mod:`avex_hub.integrations.agile`. Exit codes as for
-``avex-hub embed``: 0 ok, 1 error, 2 usage (bad arguments, another database's settings), 3 some inputs failed.
+Needs ``pip install 'avex-hub[agile]'`` (perch-hoplite); see :mod:`avex_hub.integrations.agile`. Every failure is
+one line and an exit code: 0 ok; 1 an error stopped the command (an archive file damaged or cut short, a schema
+newer than this avex-hub, weights unavailable, a write that failed); 2 usage (bad arguments or numbers, an --out
+or --raven that cannot be written, a labels file refused, another database's settings: checked before any work
+where they can be); 3 some inputs failed (index; listed in ``<db>/failures.csv``); 4 the archive is being written by
+another process (named, with the age of its lock; nothing was changed: run again when it ends); 130 interrupted.
+What opening or writing an archive found and did (an upgrade, a repair, a lock taken over, missing audio) is
+printed as ``avex-hub: ...`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sqlite3
 import sys
+import warnings
 from pathlib import Path
 
-COMMANDS = ("index", "search", "label", "train-classifier", "detect")
+from ._files import check_writable
+
+COMMANDS = ("index", "search", "label", "train-classifier", "detect", "prune", "export-labels", "import-labels")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
+
+
+# -- the parsers ------------------------------------------------------------------------------------------------------
+def _number(kind, holds, rule: str):
+    """An argparse type: ``kind`` (int or float) for which ``holds(value)``, else an error saying ``rule``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got "
+                                             f"{text!r}") from None
+        if not holds(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {rule}"  # argparse names the type in some messages
+    return parse
+
+
+_positive_int, _positive_float = _number(int, lambda v: v > 0, "> 0"), _number(float, lambda v: v > 0, "> 0")
+_at_least_zero = _number(int, lambda v: v >= 0, ">= 0")
+_probability = _number(float, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
 
 
 def add_parsers(sub, channels_type) -> None:
@@ -36,22 +75,25 @@ def add_parsers(sub, channels_type) -> None:
 
     index = sub.add_parser("index", parents=[model, db], help="embed a folder tree into a hoplite database")
     index.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    index.add_argument("--window", type=float, default=None,
+    index.add_argument("--window", type=_positive_float, default=None,
                        help="window length in seconds (default: the model's preprocessing.window_s, 10)")
-    index.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
+    index.add_argument("--hop", type=_positive_float, default=None,
+                       help="hop between windows in seconds (default: the window)")
     index.add_argument("--layer", type=int, default=-1, help="the layer stored (default: -1, the last)")
     index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
     index.add_argument("--channels", type=channels_type, default="mix",
                        help="'mix' (default), 'all' (one vector per channel) or a channel index")
     index.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default), bf16 (CUDA, or CPUs with bf16 units), int8 (CPU; see README's speed table)")
-    index.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 2 CPU, 64 CUDA)")
-    index.add_argument("--workers", type=int, default=None, help="decoding worker processes (default as for embed)")
+    index.add_argument("--batch-size", type=_positive_int, default=None,
+                       help="windows per batch (default: 2 CPU, 64 CUDA)")
+    index.add_argument("--workers", type=_at_least_zero, default=None,
+                       help="decoding worker processes (default as for embed)")
 
     search = sub.add_parser("search", parents=[model, db], help="nearest windows to example calls (cosine)")
     search.add_argument("--query", action="append", required=True, metavar="FILE[:START-END]",
                         help="a query clip, optionally the seconds holding the call; repeat for several")
-    search.add_argument("--top", type=int, default=100, help="windows to return (default: 100)")
+    search.add_argument("--top", type=_positive_int, default=100, help="windows to return (default: 100)")
     search.add_argument("--combine", choices=("mean", "max"), default="mean",
                         help="several queries: average (default) or max of their scores")
     search.add_argument("--exact", action="store_true", help="brute force instead of the approximate index")
@@ -64,28 +106,75 @@ def add_parsers(sub, channels_type) -> None:
 
     train = sub.add_parser("train-classifier", parents=[db], help="a linear probe on the labelled windows")
     train.add_argument("--out", required=True, type=Path, help="probe file (.safetensors)")
-    train.add_argument("--epochs", type=int, default=300, help="full-batch steps (default: 300)")
+    train.add_argument("--epochs", type=_positive_int, default=300, help="full-batch steps (default: 300)")
 
     detect = sub.add_parser("detect", parents=[db], help="score every window with a probe")
     detect.add_argument("--probe", required=True, type=Path, help="from train-classifier")
     detect.add_argument("--out", required=True, type=Path, help="CSV: every window, one score column per label")
     detect.add_argument("--raven", type=Path, default=None, help="Raven tables of windows at or above --threshold")
-    detect.add_argument("--threshold", type=float, default=0.5, help="detection threshold (default: 0.5)")
-    detect.add_argument("--uncertain", type=int, default=0, metavar="N",
-                        help="also write the N windows nearest the threshold to <out>.uncertain.csv, to label")
+    detect.add_argument("--threshold", type=_probability, default=0.5, help="detection threshold (default: 0.5)")
+    detect.add_argument("--uncertain", type=_at_least_zero, default=0, metavar="N",
+                        help="also write the N unlabelled windows nearest the threshold to <out>.uncertain.csv, "
+                             "to label")
+    detect.add_argument("--include-labelled", action="store_true",
+                        help="--uncertain: offer windows that carry a label already too")
+
+    prune = sub.add_parser("prune", parents=[db], help="remove recordings whose audio is gone (labels kept aside)")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+    export = sub.add_parser("export-labels", parents=[db], help="every label of the archive as a CSV")
+    export.add_argument("--out", required=True, type=Path, help="labels CSV (import it with import-labels)")
+
+    imports = sub.add_parser("import-labels", parents=[db], help="store the labels of an export-labels CSV")
+    imports.add_argument("csvs", nargs="+", type=Path, metavar="CSV", help="files written by export-labels")
 
 
+# -- running them -----------------------------------------------------------------------------------------------------
 def run(args, usage_error) -> int:
     """Run an agile subcommand; ``usage_error`` is the CLI's UsageError class (exit code 2)."""
     try:
         from .integrations import agile
     except ImportError as error:
         raise usage_error(str(error)) from None
-    try:
-        return {"index": _index, "search": _search, "label": _label, "train-classifier": _train,
-                "detect": _detect}[args.command](args, agile)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:  # incl. SettingsMismatchError
-        raise usage_error(str(error)) from None
+    handlers = {"index": _index, "search": _search, "label": _label, "train-classifier": _train,
+                "detect": _detect, "prune": _prune, "export-labels": _export, "import-labels": _import}
+    with _notices_as_lines(agile.ArchiveNotice):
+        try:
+            return handlers[args.command](args, agile)
+        except agile.ArchiveLockedError as error:
+            return _fail(str(error), EXIT_BUSY)
+        except (agile.ArchiveError, agile.SchemaError) as error:
+            return _fail(str(error), EXIT_ERROR)
+        except sqlite3.DatabaseError as error:
+            return _fail(f"{args.db}: the database cannot be read or written ({type(error).__name__}: {error})",
+                         EXIT_ERROR)
+        except (FileNotFoundError, FileExistsError, ValueError) as error:  # incl. SettingsMismatchError
+            raise usage_error(str(error)) from None
+        except OSError as error:
+            where = f" {error.filename}" if error.filename else ""
+            return _fail(f"cannot read or write{where} ({error.strerror or error})", EXIT_ERROR)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"avex-hub: error: {message}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _notices_as_lines(category):
+    """Warnings of ``category`` printed as one ``avex-hub: ...`` line each while the command runs."""
+    previous = warnings.showwarning
+
+    def show(message, kind, filename, lineno, file=None, line=None):
+        if issubclass(kind, category):
+            print(f"avex-hub: {message}", file=sys.stderr)
+        else:
+            previous(message, kind, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
 
 
 def _say(args, message: str) -> None:
@@ -93,11 +182,22 @@ def _say(args, message: str) -> None:
         print(f"avex-hub: {message}", file=sys.stderr)
 
 
-def _model(args, default: str):
+def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
+    """ValueError (usage) before any work when ``path`` cannot be written: a folder given for a file (or the
+    reverse), or a folder we may not create files in."""
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file; {flag} takes a folder")
+    if not folder and path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    check_writable(path if folder else path.parent, flag)
+
+
+def _model(args, default: str, checkpoint: str | None = None):
     from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
 
     try:
-        return build_model(args.model or default, checkpoint=args.checkpoint, progress=not args.no_progress)
+        return build_model(args.model or default, checkpoint=checkpoint or args.checkpoint,
+                           progress=not args.no_progress)
     except (WeightsNotAvailableError, ChecksumError) as error:
         print(f"avex-hub: error: {error}", file=sys.stderr)
         return None
@@ -106,57 +206,106 @@ def _model(args, default: str):
 def _index(args, agile) -> int:
     from .embed import outputs
 
-    if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
-        raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     model = _model(args, "esp_aves2_sl_beats_all")
     if model is None:
-        return 1
+        return EXIT_ERROR
     report = agile.index_files(model, args.paths, args.db, layer=args.layer, pooling=args.pooling,
                                window_s=args.window, hop_s=args.hop, channels=args.channels,
                                precision=args.precision, batch_size=args.batch_size,
-                               num_workers=args.workers, device=args.device, progress=not args.no_progress)
+                               num_workers=args.workers, device=args.device, progress=not args.no_progress,
+                               checkpoint=args.checkpoint)
     _say(args, f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
                f"{len(report.skipped)} already in {args.db}")
+    if report.changed:
+        print(f"avex-hub: {len(report.changed)} files had changed since they were indexed (e.g. {report.changed[0]}): "
+              "embedded again, their labels kept", file=sys.stderr)
     failures = args.db / "failures.csv"
     if report.failures:
         outputs.write_failures(failures, report.failures)
         print(f"avex-hub: error: {len(report.failures)} inputs could not be processed (listed in {failures})",
               file=sys.stderr)
-        return 3
+        return EXIT_PARTIAL
     failures.unlink(missing_ok=True)
-    return 0
+    return EXIT_OK
+
+
+def _search_model(args, archive):
+    """The model the archive was built with: --checkpoint, else the weights it remembers (when their digest still
+    matches), else the published model from the Hub (when the archive was built with it)."""
+    from .hub.loading import sha256_file
+    from .hub.weights import get_weights
+
+    name, digest = args.model or archive.settings["model"], archive.settings["weights_sha256"]
+    if args.checkpoint or digest == get_weights(name).sha256:
+        return _model(args, name)
+    remembered = archive.weights.get("path")
+    if remembered and os.path.isfile(remembered):
+        now = sha256_file(remembered)
+        if now == digest:
+            print(f"avex-hub: using the weights at {remembered}, which made this archive (sha256 {digest[:12]}...)",
+                  file=sys.stderr)
+            return _model(args, name, checkpoint=remembered)
+        raise ValueError(f"{args.db} was built with local weights (sha256 {digest}); the file it remembers, "
+                         f"{remembered}, has changed since (sha256 {now}): pass --checkpoint with the weights the "
+                         "archive was built with")
+    where = f"; they were at {remembered}, which is gone" if remembered else ""
+    raise ValueError(f"{args.db} was built with local weights (sha256 {digest}), not the published {name}{where}: "
+                     "pass --checkpoint with those weights")
 
 
 def _search(args, agile) -> int:
+    _writable(args.out, "--out")
+    if args.raven is not None:
+        _writable(args.raven, "--raven", folder=True)
     archive = agile.Archive.open(args.db, readonly=True)
     queries = [agile.parse_query(q) for q in args.query]
-    model = _model(args, archive.settings["model"])
+    model = _search_model(args, archive)
     if model is None:
-        return 1
+        return EXIT_ERROR
     hits = agile.search(archive, model, queries, top=args.top, combine=args.combine, exact=args.exact,
                         device=args.device)
     agile.write_hits_csv(hits, args.out, label=args.label)
     if args.raven is not None:
         agile.write_hits_raven(hits, args.raven, name=args.label or "query")
     _say(args, f"wrote {len(hits)} hits to {args.out}")
-    return 0
+    return EXIT_OK
+
+
+def _labels_files(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; give a labels CSV")
+        if not path.is_file():
+            raise FileNotFoundError(f"labels file not found: {path}")
+
+
+def _store_labels(args, agile, store) -> int:
+    """label and import-labels: ``store(archive, path)`` for each file, a summary line each."""
+    _labels_files(args.csvs)
+    archive = agile.Archive.open(args.db)
+    for path in args.csvs:
+        print(f"avex-hub: {path}: {store(archive, path).summary()}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _label(args, agile) -> int:
-    archive = agile.Archive.open(args.db)
-    count = sum(agile.add_labels_csv(archive, path) for path in args.csvs)
-    print(f"avex-hub: stored {count} labels in {args.db}", file=sys.stderr)
-    return 0
+    return _store_labels(args, agile, agile.add_labels_csv)
 
 
 def _train(args, agile) -> int:
+    _writable(args.out, "--out")
     archive = agile.Archive.open(args.db, readonly=True)
     path = agile.train_classifier(archive, args.out, epochs=args.epochs)
     print(f"avex-hub: wrote {path}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def _detect(args, agile) -> int:
+    _writable(args.out, "--out")
+    if args.raven is not None:
+        _writable(args.raven, "--raven", folder=True)
+    if not args.probe.is_file():
+        raise FileNotFoundError(f"probe file not found: {args.probe}")
     archive = agile.Archive.open(args.db, readonly=True)
     detections = agile.detect(archive, args.probe, threshold=args.threshold)
     detections.to_csv(args.out)
@@ -164,9 +313,31 @@ def _detect(args, agile) -> int:
         detections.to_raven(args.raven)
     if args.uncertain:
         target = args.out.with_suffix(".uncertain.csv")
-        agile.write_hits_csv(detections.uncertain(args.uncertain), target, label=detections.labels[0])
-        print(f"avex-hub: wrote the {args.uncertain} windows nearest the threshold to {target} (label them, then "
-              "`avex-hub label`)", file=sys.stderr)
+        picked = detections.uncertain(args.uncertain, include_labelled=args.include_labelled)
+        agile.write_hits_csv(picked, target, label=detections.labels[0])
+        print(f"avex-hub: wrote the {len(picked)} windows nearest the threshold to {target} (fill in label_type, "
+              "then `avex-hub label`)", file=sys.stderr)
     above = int((detections.scores.max(1) >= args.threshold).sum()) if len(detections.scores) else 0
     print(f"avex-hub: scored {len(detections.scores)} windows, {above} at or above {args.threshold}", file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+def _prune(args, agile) -> int:
+    report = agile.prune(agile.Archive.open(args.db), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    listed = "".join(f"\n  {f}" for f in report.removed[:20]) + ("\n  ..." if len(report.removed) > 20 else "")
+    kept = f"; their labels were written to {report.labels_file} first" if report.labels_file else ""
+    print(f"avex-hub: {verb} {len(report.removed)} recordings whose audio is gone ({report.windows} windows)"
+          f"{kept}{listed}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _export(args, agile) -> int:
+    _writable(args.out, "--out")
+    count = agile.export_labels(agile.Archive.open(args.db, readonly=True), args.out)
+    print(f"avex-hub: wrote {count} labels to {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _import(args, agile) -> int:
+    return _store_labels(args, agile, agile.import_labels)

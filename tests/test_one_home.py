@@ -136,7 +136,7 @@ def test_one_pooling_check(model):
             if isinstance(node, ast.Tuple) and [getattr(e, "value", None) for e in node.elts] == ["mean", "max"]:
                 written.append(str(path.relative_to(PACKAGE_DIR)))
     # agile's --combine / combine= is how several queries' scores are combined, not pooling over frames
-    assert sorted(written) == ["cli_agile.py", "encoder/model.py", "integrations/agile.py"]
+    assert sorted(written) == ["cli_agile.py", "encoder/model.py", "integrations/agile/search.py"]
 
 
 def test_beats_config_keeps_no_copy_of_the_preprocessing(model, tiny_dir):

@@ -4,13 +4,13 @@ any other columns, read as :class:`avex_hub.audio.items.AudioItem` rows (every r
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._files import decode_text
 from .items import AudioItem, labels_once, split_labels
 
 __all__ = ["manifest_items", "rows_of_split", "SPLIT_SPELLINGS", "canonical_split"]
@@ -23,24 +23,10 @@ SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid":
 # A dataset item's own fields: a manifest column of one of these names comes back as ``meta_<name>``.
 _RESERVED = {"audio", "padding_mask", "label", "target", "path", "index", "start_s", "channel", "flags"}
 
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE starts like UTF-16 LE
-
-
 def _manifest_text(path: Path) -> str:
     """A manifest's text: UTF-8, or UTF-8/16/32 with a byte-order mark; anything else is a ValueError saying how
-    to re-save it (a Latin-1 or Windows-1252 file cannot be told apart from other 8-bit encodings reliably)."""
-    data = path.read_bytes()
-    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        hint = ("it looks like UTF-16 without a byte-order mark" if data[:200].count(0) > len(data[:200]) // 4
-                else "probably Latin-1 / Windows-1252")
-        raise ValueError(f"{path}: line {line} is not valid {encoding} text (byte {data[error.start]:#04x} at offset "
-                         f"{error.start}; {hint}); save the manifest as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
-                         f"`iconv -f latin1 -t utf-8`)") from None
+    to re-save it (:func:`avex_hub._files.decode_text`)."""
+    return decode_text(path.read_bytes(), path, what="the manifest")
 
 
 def canonical_split(value) -> str:

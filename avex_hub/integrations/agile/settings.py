@@ -1,0 +1,44 @@
+"""What made an archive's vectors (weights digest, layer, pooling, window, hop, channels, precision, provenance), and
+the check that refuses to mix them: another model, other settings or a probe trained on other embeddings."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ...embed.inference import inference_settings
+from ...hub.provenance import Provenance
+
+# What must be equal for stored vectors to be comparable with new ones (search) or to be added to (index).
+SEARCH_KEYS = ("weights_sha256", "embedding_dim", "layers", "pooling", "window_s", "hop_s", "sample_rate")
+INDEX_KEYS = SEARCH_KEYS + ("model", "channels", "precision")
+
+
+class SettingsMismatchError(ValueError):
+    """A database, query model or probe made with other weights or settings; ``differences`` lists them."""
+
+    def __init__(self, message: str, differences: list[str]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+def archive_settings(model, *, layer: int = -1, pooling: str = "mean", window_s: float | None = None,
+                     hop_s: float | None = None, channels="mix", precision: str = "fp32") -> dict:
+    """The settings an archive records: those of ``avex-hub embed`` (one layer) plus the embeddings' provenance."""
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise ValueError(f"an archive holds one layer's embeddings: layer must be an int (e.g. -1), got {layer!r}")
+    settings = inference_settings(model, "embed", window_s=window_s, hop_s=hop_s, channels=channels, layers=layer,
+                                  pooling=pooling, precision=precision)
+    provenance = Provenance.from_model(model, layers=settings["layers"], pooling=pooling)
+    return {**settings, "embedding_dim": model.embedding_dim, "provenance": provenance.to_dict()}
+
+
+def differences(recorded: dict, given: dict, keys: Sequence[str]) -> list[str]:
+    """``key: database X, given Y`` for each of ``keys`` whose values differ."""
+    return [f"{k}: database {recorded.get(k, '(absent)')!r}, given {given.get(k, '(absent)')!r}"
+            for k in keys if recorded.get(k, "(absent)") != given.get(k, "(absent)")]
+
+
+def mismatch(where: str, diffs: list[str], fix: str) -> SettingsMismatchError:
+    """The error for ``diffs``, one per line, and what to do."""
+    return SettingsMismatchError(f"{where} ({len(diffs)} difference{'s' if len(diffs) > 1 else ''}):\n  - "
+                                 + "\n  - ".join(diffs) + f"\nTo fix: {fix}", diffs)
