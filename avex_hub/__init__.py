@@ -38,7 +38,7 @@ __all__ += entrypoints.__all__  # the published models, label_map, the probe bui
 _LAZY = {"audio", "heads", "embed", "integrations", "encoder", "hub", "cli", "tutorial"}
 # ... and these names from them.
 _LAZY_NAMES = {
-    "load_audio": "audio.contract",
+    "load_audio": "audio.decoding",
     "AudioDataset": "audio.datasets",
     "make_synthetic_dataset": "audio.synthetic",
     "extract_embeddings": "embed.extract",

@@ -284,7 +284,8 @@ def _write_error(error: OSError, parts: Path) -> int:
 
 
 def _run(args) -> int:
-    from .audio.contract import SAMPLE_RATE, WINDOW_S, find_audio
+    from .audio.arrays import SAMPLE_RATE, WINDOW_S
+    from .audio.folders import find_audio
     from .audio.windows import window_params
     from .embed.inference import inference_settings
     from .encoder.precision import check_precision, resolve_device

@@ -22,9 +22,17 @@ LAYERS = {
     "avex_hub._files": 0,
     "avex_hub._lazy": 0,
     "avex_hub.labels": 0,
-    # audio in: decoding and the channel contract, windows, datasets, augmentations, synthetic data
+    # audio in: arrays and channels, the high-frequency meter, resampling, quality flags, the WAV header, decoding,
+    # the folder walk, collation, windows, datasets, augmentations, synthetic data
     "avex_hub.audio": 1,  # the room itself (its modules load on first use)
-    "avex_hub.audio.contract": 1,
+    "avex_hub.audio.arrays": 1,
+    "avex_hub.audio.high_frequency": 1,
+    "avex_hub.audio.resampling": 1,
+    "avex_hub.audio.quality": 1,
+    "avex_hub.audio.wav_header": 1,
+    "avex_hub.audio.decoding": 1,
+    "avex_hub.audio.folders": 1,
+    "avex_hub.audio.collate": 1,
     "avex_hub.audio.windows": 1,
     "avex_hub.audio.intervals": 1,
     "avex_hub.audio.items": 1,

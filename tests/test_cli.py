@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 
 from avex_hub.embed import outputs
-from avex_hub.audio.contract import audio_info
+from avex_hub.audio.decoding import audio_info
 from avex_hub.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 
 from conftest import populate_hub_cache, tones

@@ -17,7 +17,8 @@ import soundfile as sf
 import torch
 
 from avex_hub.embed import outputs
-from avex_hub.audio.contract import HighFrequencyContentWarning, high_frequency_energy_fraction, load_audio
+from avex_hub.audio.decoding import load_audio
+from avex_hub.audio.high_frequency import HighFrequencyContentWarning, high_frequency_energy_fraction
 from avex_hub.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from avex_hub.audio.windows import stream_windows
 
@@ -115,7 +116,7 @@ def test_truncated_shard_is_recomputed_with_a_line(tmp_path, monkeypatch, capsys
 
 # -- 5. one folder walk, nothing skipped in silence -------------------------------------------------------------
 def test_walk_follows_links_guards_loops_and_keeps_parts_named_folders(tmp_path):
-    from avex_hub.audio.contract import find_audio
+    from avex_hub.audio.folders import find_audio
 
     real = clips(tmp_path / "elsewhere", n=1)
     root = tmp_path / "root"
@@ -230,7 +231,7 @@ def test_ultrasonic_content_after_the_first_block_is_found(tmp_path):
 
 
 def test_high_frequency_meter_matches_the_whole_signal_in_any_chunking():
-    from avex_hub.audio.contract import HighFrequencyMeter
+    from avex_hub.audio.high_frequency import HighFrequencyMeter
 
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 50_000)).astype(np.float32))
     whole = high_frequency_energy_fraction(wave, 48000)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import avex_hub
-from avex_hub.audio.contract import SAMPLE_RATE, WINDOW_S
+from avex_hub.audio.arrays import SAMPLE_RATE, WINDOW_S
 from avex_hub.encoder.model import POOLINGS, check_pooling
 from avex_hub.encoder.preprocessing import Preprocessing
 from conftest import FIXTURE, tones
@@ -36,7 +36,7 @@ def test_the_sample_rate_is_stated_once():
     assert avex_hub.encoder.fbank.FbankConfig().sample_rate == SAMPLE_RATE
     # 16000 appears as a number only in the audio contract (tutorial.py's list of example file rates aside)
     assert [p for p in _constants(lambda v: v == 16_000) if not p.startswith("tutorial.py")] == \
-        [f"audio{'/'}contract.py:{_line_of('audio/contract.py', 'SAMPLE_RATE = ')}"]
+        [f"audio{'/'}arrays.py:{_line_of('audio/arrays.py', 'SAMPLE_RATE = ')}"]
 
 
 def _line_of(module: str, text: str) -> int:
@@ -62,7 +62,7 @@ def test_defaults_of_the_rate_and_window_come_from_the_contract():
         assert default(fn, name) == WINDOW_S, fn
     # 10.0 as a window length is stated once: what is left are 10 ms frame shifts and 10 dB arithmetic
     assert sorted(p.split(":")[0] for p in _constants(lambda v: v == 10.0 and isinstance(v, float))) == sorted(
-        ["audio/contract.py", "encoder/beats.py", "encoder/fbank.py", "audio/synthetic/dataset.py",
+        ["audio/arrays.py", "encoder/beats.py", "encoder/fbank.py", "audio/synthetic/dataset.py",
          "audio/synthetic/dataset.py", "audio/augment.py", "audio/augment.py", "audio/augment.py"])
 
 

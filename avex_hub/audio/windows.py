@@ -18,10 +18,11 @@ import numpy as np
 import soxr
 import torch
 
-from .contract import (
-    MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, AudioDecodeError, ChannelMode, HighFrequencyMeter, QualityFlags, channel_rows,
-    check_rate, open_audio, read_frames, take_rows, quality_flags, stated_frames, to_float_audio, warn_high_frequency,
-)
+from .arrays import MIN_SAMPLES, SAMPLE_RATE, WINDOW_S, ChannelMode, channel_rows, check_rate, take_rows, to_float_audio
+from .decoding import AudioDecodeError, open_audio, read_frames
+from .high_frequency import HighFrequencyMeter, warn_high_frequency
+from .quality import QualityFlags, quality_flags
+from .wav_header import stated_frames
 
 __all__ = ["Window", "WindowStream", "window_params", "window_starts", "stream_windows", "windows_from_array",
            "iter_array_windows", "default_batch_size"]
@@ -143,7 +144,7 @@ def windows_from_array(waveform, sample_rate: int, *, window_s: float = WINDOW_S
 
 class WindowStream:
     """The windows of one file, as an iterator; once it is exhausted, ``truncated`` says whether the file decoded
-    fewer frames than its header states (see :func:`avex_hub.audio.contract.stated_frames`), ``decoded_s`` and
+    fewer frames than its header states (see :func:`avex_hub.audio.wav_header.stated_frames`), ``decoded_s`` and
     ``stated_s`` give both lengths, and ``high_frequency_fraction`` the share of energy above 8 kHz over the
     whole file (measured at the source rate, before resampling)."""
 
@@ -168,7 +169,7 @@ def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = No
     order; with ``channels="all"`` each time position yields one window per channel (time-major).
     Arguments and the file header are checked now; decoding happens as the iterator is consumed.
     Energy above the new Nyquist is measured over the whole file as it streams (one
-    ``HighFrequencyContentWarning`` at its end, as :func:`avex_hub.audio.contract.load_audio` gives). A file that
+    ``HighFrequencyContentWarning`` at its end, as :func:`avex_hub.audio.decoding.load_audio` gives). A file that
     decodes fewer frames than its header states is truncated: the windows from its last block on are flagged
     ``truncated`` and so is the returned stream (``stream.truncated``), for callers that flag the whole file.
     """

@@ -24,7 +24,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..audio.contract import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
+from ..audio.arrays import MIX_CHANNEL
+from ..audio.folders import AUDIO_EXTENSIONS, find_audio
 from .outputs import FLAG_NAMES
 from ..encoder.model import check_pooling
 from ..encoder.precision import device_for, inference_context, prepare_for_inference, resolve_device
@@ -49,11 +50,11 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.contract.find_audio`:
+    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.folders.find_audio`:
     recursive, sorted, links followed, hidden entries skipped, each file once).
 
     Raises FileNotFoundError for a path that does not exist and PermissionError naming every folder that could
-    not be listed (``avex_hub.audio.contract.find_audio`` returns the readable files and those folders instead).
+    not be listed (``avex_hub.audio.folders.find_audio`` returns the readable files and those folders instead).
     """
     search = find_audio(paths)
     if search.failures:
@@ -218,7 +219,7 @@ def _file_arrays(chunks: list[dict], settings: dict) -> dict[str, np.ndarray]:
 
 
 def _durations(paths: list[str]) -> list[float]:
-    from ..audio.contract import audio_info
+    from ..audio.decoding import audio_info
 
     out = []
     for p in paths:

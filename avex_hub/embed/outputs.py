@@ -43,7 +43,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..audio.contract import MIX_CHANNEL
+from ..audio.arrays import MIX_CHANNEL
 
 __all__ = [
     "FLAG_NAMES", "OUTPUT_VERSION", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "write_parquet",

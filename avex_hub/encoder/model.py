@@ -17,10 +17,10 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..audio.contract import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 s at 16 kHz
-    MIN_SAMPLES, SAMPLE_RATE, AudioQualityWarning, QualityFlags, audio_info, load_audio, quality_flags, resample,
-    select_channels, to_float_audio,
-)
+from ..audio.arrays import MIN_SAMPLES, SAMPLE_RATE, select_channels, to_float_audio
+from ..audio.decoding import audio_info, load_audio
+from ..audio.quality import AudioQualityWarning, QualityFlags, quality_flags
+from ..audio.resampling import resample
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
 from ..labels import LabelMap

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ..audio.contract import WINDOW_S
+from ..audio.arrays import WINDOW_S
 from ..encoder.model import AvexModel
 from ..embed.outputs import atomic_path
 
@@ -50,7 +50,8 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
     reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
     ``start_s`` and ``index``, so predictions map back to files.
     """
-    from ..audio.contract import SAMPLE_RATE, AudioDecodeError, audio_info, resampled_length
+    from ..audio.arrays import SAMPLE_RATE, resampled_length
+    from ..audio.decoding import AudioDecodeError, audio_info
     from ..audio.windows import window_params, window_starts
     from ..audio.datasets import AudioDataset, AudioItem
     from ..embed.inference import find_audio_files
@@ -94,7 +95,7 @@ class _SkipUnreadable(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        from ..audio.contract import AudioDecodeError
+        from ..audio.decoding import AudioDecodeError
 
         try:
             return self.dataset[index]
@@ -105,8 +106,8 @@ class _SkipUnreadable(torch.utils.data.Dataset):
 
 
 def _collate_skipping(batch: list[dict]) -> dict:
-    """:func:`avex_hub.audio.contract.collate_audio` of the readable items, plus ``failures``: [(index, path, error)]."""
-    from ..audio.contract import collate_audio
+    """:func:`avex_hub.audio.collate.collate_audio` of the readable items, plus ``failures``: [(index, path, error)]."""
+    from ..audio.collate import collate_audio
 
     good = [item for item in batch if "failed" not in item]
     out = collate_audio(good) if good else {}

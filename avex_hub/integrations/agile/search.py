@@ -50,7 +50,7 @@ def parse_query(text: str) -> Query:
 def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=None) -> np.ndarray:
     """One vector ``[len(queries), dim]`` per query clip with the archive's ``settings`` (a clip longer than the
     window gives several windows, averaged). ValueError for a clip shorter than the model's minimum."""
-    from ...audio.contract import load_audio
+    from ...audio.decoding import load_audio
     from ...encoder.model import MIN_SAMPLES
     from ...audio.windows import windows_from_array
 
