@@ -25,18 +25,7 @@ from .quality import QualityFlags, quality_flags
 from .wav_header import stated_frames
 
 __all__ = ["Window", "WindowStream", "window_params", "window_starts", "stream_windows", "windows_from_array",
-           "iter_array_windows", "default_batch_size"]
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Windows per batch: 2 on CPU, 64 on CUDA (a starting point: `benchmarks/throughput.py --device cuda
-    --batch-sizes 16,32,64,128` measures the batch that saturates a given GPU).
-
-    On a CPU a larger batch buys no speed (one 10 s window is already large matrix products) but holds more
-    attention matrices at once: 12 windows of the full model took 12.7 / 14.0 / 14.2 s at batch 1 / 2 / 8 with
-    peaks 1.03x / 1.10x / 1.52x that of a single 10 s clip (benchmarks/memory.py, 2-core AMD EPYC, 1 thread).
-    """
-    return 64 if device.type == "cuda" else 2
+           "iter_array_windows"]
 
 
 @dataclass

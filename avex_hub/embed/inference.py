@@ -28,25 +28,14 @@ from ..audio.arrays import MIX_CHANNEL
 from ..audio.folders import AUDIO_EXTENSIONS, find_audio
 from .outputs import FLAG_NAMES
 from ..encoder.model import check_pooling
-from ..encoder.precision import device_for, inference_context, prepare_for_inference, resolve_device
-from ..audio.windows import default_batch_size  # one home (windows); re-exported here, where it was first
+from ..encoder.precision import default_batch_size, default_num_workers, device_for, inference_context, prepare_for_inference
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
-    "iter_file_results", "embed_files", "classify_files", "default_batch_size", "default_num_workers",
+    "iter_file_results", "embed_files", "classify_files",
 ]
-
-
-def default_num_workers(device: torch.device | str | None = None) -> int:
-    """Decoding worker processes. On CUDA: cores - 1, at most 4. On the CPU the model already uses every
-    core and decoding costs a few percent of it, so: none on 1-3 cores (a worker there slows the model's
-    threads more than it saves; benchmarks/RESULTS.md), one from 4 cores on."""
-    cores = os.cpu_count() or 1
-    if resolve_device(device).type == "cuda":
-        return max(0, min(4, cores - 1))
-    return 0 if cores < 4 else 1
 
 
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:

@@ -24,9 +24,9 @@ from ..audio.resampling import resample
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
 from ..labels import LabelMap
-from .precision import resolve_device
+from .precision import default_batch_size, resolve_device
 from .preprocessing import Preprocessing
-from ..audio.windows import Window, default_batch_size, iter_array_windows, stream_windows
+from ..audio.windows import Window, iter_array_windows, stream_windows
 
 __all__ = ["AvexModel", "Prediction", "WindowPrediction", "WindowEmbeddings", "LongInputWarning",
            "LONG_INPUT_S", "validate_audio", "MIN_SAMPLES", "POOLINGS", "check_pooling"]
