@@ -342,8 +342,9 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
 
     files, out = search.files, args.out
     parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
-    names = {f: shard_name(f, settings) for f in files}
-    todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], settings, f)]
+    record = settings.to_dict()  # as stored with each shard and compared on resume
+    names = {f: shard_name(f, record) for f in files}
+    todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], record, f)]
     skipped = len(files) - len(todo)
     if skipped and not args.no_progress:
         print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)
@@ -353,7 +354,7 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         if result.error is not None:
             failures[result.path] = result.error
             continue
-        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": settings,
+        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": record,
                 "num_windows": result.num_windows, "duration_s": result.duration_s}
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 

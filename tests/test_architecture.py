@@ -65,6 +65,7 @@ LAYERS = {
     "avex_hub.embed.extract": 4,
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
+    "avex_hub.embed.settings": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probe_module": 5,

@@ -19,6 +19,7 @@ import torch
 from avex_hub.embed import outputs
 from avex_hub.audio.decoding import load_audio
 from avex_hub.audio.high_frequency import HighFrequencyContentWarning, high_frequency_energy_fraction
+from avex_hub.embed.settings import OUTPUT_VERSION
 from avex_hub.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from avex_hub.audio.windows import stream_windows
 
@@ -82,7 +83,7 @@ def test_changed_preprocessing_recomputes_every_shard_and_is_recorded(tiny_copy,
     table = parquet(out)
     recorded = json.loads(table.schema.metadata[b"avex_hub"])
     assert recorded["preprocessing"]["fbank_mean"] == 10.0 and recorded["architecture"]["encoder_layers"] == 3
-    assert recorded["output_version"] == outputs.OUTPUT_VERSION
+    assert recorded["output_version"] == OUTPUT_VERSION
     model = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
     data, _ = sf.read(folder / "clip0.wav", dtype="float32")
     with torch.inference_mode():

@@ -72,11 +72,11 @@ def test_the_window_where_a_model_is_at_hand_is_the_models(tmp_path):
     from avex_hub.embed.inference import embed_files, inference_settings
 
     model = build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE)
-    assert inference_settings(model, "embed")["window_s"] == 10.0
+    assert inference_settings(model, "embed").window_s == 10.0
     model.preprocessing = dataclasses.replace(model.preprocessing, window_s=2.0)
     settings = inference_settings(model, "embed")
-    assert settings["window_s"] == 2.0 and settings["hop_s"] == 2.0
-    assert inference_settings(model, "embed", window_s=3.0)["window_s"] == 3.0  # an explicit window still wins
+    assert settings.window_s == 2.0 and settings.hop_s == 2.0
+    assert inference_settings(model, "embed", window_s=3.0).window_s == 3.0  # an explicit window still wins
     sf.write(tmp_path / "five.wav", tones(5, SAMPLE_RATE, seed=4), SAMPLE_RATE, subtype="FLOAT")
     result = embed_files(model, tmp_path / "five.wav", num_workers=0, progress=False)
     np.testing.assert_allclose(result.start_s, [0.0, 2.0, 4.0])

@@ -27,6 +27,7 @@ import torch
 from ..audio.arrays import MIX_CHANNEL
 from ..audio.folders import AUDIO_EXTENSIONS, find_audio
 from .outputs import FLAG_NAMES
+from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
 from ..encoder.model import check_pooling
 from ..encoder.precision import default_batch_size, default_num_workers, device_for, inference_context, prepare_for_inference
 
@@ -54,19 +55,19 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def inference_settings(model, task: str, *, window_s: float | None = None, hop_s: float | None = None,
                        channels="mix", layers=-1, pooling: str = "mean", precision: str = "fp32",
-                       top_k: int = 5) -> dict:
-    """Everything that changes the numbers in an output (not device or batch size); stored with it.
+                       top_k: int = 5) -> InferenceSettings:
+    """Everything that changes the numbers in an output (not device or batch size), checked; stored with it.
 
     Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
-    pooling (embed) or top-k and the label names' digest (classify), and the output format version; the CLI
-    reuses a stored shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``.
-    ``layers`` (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``.
+    pooling (:class:`~avex_hub.embed.settings.EmbedSettings`) or top-k and the label names' digest
+    (:class:`~avex_hub.embed.settings.ClassifySettings`), and the output format version; the CLI reuses a stored
+    shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``. ``layers``
+    (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``.
     """
     import hashlib
     import json
 
     from .._version import __version__
-    from .outputs import OUTPUT_VERSION
     from ..audio.windows import window_params
 
     if task not in ("embed", "classify"):
@@ -76,23 +77,21 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
     window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
     if not (channels in ("mix", "all") or (isinstance(channels, int) and not isinstance(channels, bool))):
         raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
-    settings = {"task": task, "model": model.name, "weights_sha256": model.weights_sha256,
-                "window_s": float(window_s), "hop_s": float(window_s if hop_s is None else hop_s),
-                "channels": channels, "precision": precision, "sample_rate": model.sample_rate,
-                "architecture": model.config.to_dict(), "preprocessing": model.preprocessing.to_dict(),
-                "output_version": OUTPUT_VERSION, "avex_hub_version": __version__}
+    common = dict(model=model.name, weights_sha256=model.weights_sha256, window_s=float(window_s),
+                  hop_s=float(window_s if hop_s is None else hop_s), channels=channels, precision=precision,
+                  sample_rate=model.sample_rate, architecture=model.config.to_dict(),
+                  preprocessing=model.preprocessing.to_dict(), output_version=OUTPUT_VERSION,
+                  avex_hub_version=__version__)
     if task == "embed":
-        settings.update(layers=model.layer_indices(layers), pooling=pooling)
         check_pooling(pooling)
-    else:
-        if model.label_map is None or getattr(model, "classifier", None) is None:
-            raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
-        if not (isinstance(top_k, int) and top_k >= 1):
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
-        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels),
-                        labels_sha256=hashlib.sha256(names).hexdigest())
-    return settings
+        return EmbedSettings(**common, layers=tuple(model.layer_indices(layers)), pooling=pooling)
+    if model.label_map is None or getattr(model, "classifier", None) is None:
+        raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return ClassifySettings(**common, top_k=min(top_k, len(model.labels)), labels=len(model.labels),
+                            labels_sha256=hashlib.sha256(names).hexdigest())
 
 
 @dataclass
@@ -182,23 +181,23 @@ class _WindowBatches(torch.utils.data.IterableDataset):
 
 
 # -- the main-process side: batches -> model -> per-file rows ---------------------------------------
-def _run_batch(net, batch: dict, settings: dict, device: torch.device) -> dict[str, np.ndarray]:
+def _run_batch(net, batch: dict, settings: InferenceSettings, device: torch.device) -> dict[str, np.ndarray]:
     audio = batch["audio"].to(device, non_blocking=True)
     mask = batch["padding_mask"].to(device, non_blocking=True)
-    if settings["task"] == "embed":
-        pooled = net.pooled_layers(audio, mask, layers=settings["layers"], pooling=settings["pooling"])
+    if isinstance(settings, EmbedSettings):
+        pooled = net.pooled_layers(audio, mask, layers=list(settings.layers), pooling=settings.pooling)
         return {"embeddings": pooled.float().cpu().numpy()}  # [b, L, C]
     scores = torch.sigmoid(net.logits(audio, mask).float())  # [b, labels]
-    values, indices = scores.topk(settings["top_k"], dim=1)
+    values, indices = scores.topk(settings.top_k, dim=1)
     return {"top_scores": values.cpu().numpy(), "top_indices": indices.to(torch.int32).cpu().numpy()}
 
 
-def _file_arrays(chunks: list[dict], settings: dict) -> dict[str, np.ndarray]:
+def _file_arrays(chunks: list[dict], settings: InferenceSettings) -> dict[str, np.ndarray]:
     if not chunks:
         return {}
     a = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    if settings["task"] == "embed":  # one row per (window, layer), window-major
-        layers = np.asarray(settings["layers"], dtype=np.int16)
+    if isinstance(settings, EmbedSettings):  # one row per (window, layer), window-major
+        layers = np.asarray(settings.layers, dtype=np.int16)
         n, L, C = a["embeddings"].shape
         for k in ("channel", "start_s", "end_s", "flags"):
             a[k] = np.repeat(a[k], L, axis=0)
@@ -219,7 +218,7 @@ def _durations(paths: list[str]) -> list[float]:
     return out
 
 
-def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size: int | None = None,
+def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, *, batch_size: int | None = None,
                       num_workers: int | None = None, device=None, block_s: float = 60.0,
                       progress: bool = True) -> Iterator[FileResult]:
     """Process ``paths`` with ``settings`` (from :func:`inference_settings`); yield each file's result as it completes.
@@ -234,14 +233,14 @@ def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size
     if not paths:
         return
     device = device_for(model, device)
-    precision = settings["precision"]
+    precision = settings.precision
     net = prepare_for_inference(model, precision, device)
     batch_size = batch_size or default_batch_size(device)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     workers = min(default_num_workers(device) if num_workers is None else num_workers, len(paths))
-    dataset = _WindowBatches(paths, window_s=settings["window_s"], hop_s=settings["hop_s"],
-                             channels=settings["channels"], batch_size=batch_size, block_s=block_s)
+    dataset = _WindowBatches(paths, window_s=settings.window_s, hop_s=settings.hop_s,
+                             channels=settings.channels, batch_size=batch_size, block_s=block_s)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                          pin_memory=device.type == "cuda",
                                          prefetch_factor=2 if workers else None)
@@ -294,7 +293,7 @@ class InferenceResult:
     """Rows of all successful inputs in input order, the failures, and the settings that made them."""
 
     task: str
-    settings: dict
+    settings: InferenceSettings
     labels: tuple[str, ...]
     files: list[FileResult]
     failures: dict[str, str]
