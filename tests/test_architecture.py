@@ -34,6 +34,7 @@ LAYERS = {
     "avex_hub.audio.folders": 1,
     "avex_hub.audio.collate": 1,
     "avex_hub.audio.windows": 1,
+    "avex_hub.audio.batches": 1,
     "avex_hub.audio.intervals": 1,
     "avex_hub.audio.items": 1,
     "avex_hub.audio.manifest": 1,
@@ -50,6 +51,7 @@ LAYERS = {
     "avex_hub.encoder.preprocessing": 2,
     "avex_hub.encoder.model": 2,
     "avex_hub.encoder.precision": 2,
+    "avex_hub.encoder.pipeline": 2,
     # weights as data, download -> verify -> strict load, provenance
     "avex_hub.hub": 3,  # the room itself (its modules load on first use)
     "avex_hub.hub.weights": 3,

@@ -9,11 +9,13 @@ import torch
 
 from .arrays import MIN_SAMPLES, SAMPLE_RATE, check_rate, resampled_length, to_float_audio
 
-__all__ = ["CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB", "QualityFlags", "AudioQualityWarning", "quality_flags"]
+__all__ = ["CLIP_LEVEL", "CLIP_FRACTION", "SILENCE_DB", "FLAG_NAMES", "QualityFlags", "AudioQualityWarning",
+           "quality_flags"]
 
 CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample ...
 CLIP_FRACTION = 0.001  # ... and clipped audio has at least this fraction (0.1%, and at least one) of them
 SILENCE_DB = -60.0  # RMS below this (dB relative to full scale 1.0), or all zeros, is silent
+FLAG_NAMES = ("clipped", "silent", "too_short", "truncated")  # the flags as batches and every output store them
 
 
 class AudioQualityWarning(UserWarning):

@@ -38,6 +38,7 @@ class Window:
     end_s: float  # end of the real audio, not of the padding
     flags: QualityFlags  # of the real (unpadded) audio
     index: int = 0  # position in time: window k starts at k * hop
+    file: int = 0  # position of its recording in the caller's list of inputs (``stream_windows(..., file=)``)
 
 
 
@@ -87,8 +88,10 @@ class _Windower:
     the next window's start onwards are buffered.
     """
 
-    def __init__(self, rows: list[int | None], sample_rate: int, window: int, hop: int, path: str | None):
+    def __init__(self, rows: list[int | None], sample_rate: int, window: int, hop: int, path: str | None,
+                 file: int = 0):
         self.rows, self.sample_rate, self.window, self.hop, self.path = rows, sample_rate, window, hop, path
+        self.file = file
         self.buffer = np.zeros((len(rows), 0), np.float32)  # [rows, buffered], starting at sample buffer_start
         self.buffer_start = self.total = self.k = 0
         self.truncated = False  # set once the source is known to end before its stated length
@@ -101,7 +104,7 @@ class _Windower:
             audio[: real.shape[0]] = real
             yield Window(audio=torch.from_numpy(audio), padding_mask=torch.arange(self.window) >= real.shape[0],
                          path=self.path, channel=channel, start_s=start / self.sample_rate,
-                         end_s=end / self.sample_rate, index=self.k,
+                         end_s=end / self.sample_rate, index=self.k, file=self.file,
                          flags=dataclasses.replace(quality_flags(real, self.sample_rate), truncated=self.truncated))
         self.k += 1
         drop = min(self.k * self.hop, self.total) - self.buffer_start
@@ -151,7 +154,7 @@ class WindowStream:
 
 
 def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = None, channels: ChannelMode = "mix",
-                   target_rate: int = SAMPLE_RATE, block_s: float = 60.0) -> WindowStream:
+                   target_rate: int = SAMPLE_RATE, block_s: float = 60.0, file: int = 0) -> WindowStream:
     """Windows of an audio file of any length, read ``block_s`` seconds at a time and resampled as a stream.
 
     Peak memory depends on ``block_s`` and ``window_s``, not on the file's length. Windows come in time
@@ -161,6 +164,7 @@ def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = No
     ``HighFrequencyContentWarning`` at its end, as :func:`avex_hub.audio.decoding.load_audio` gives). A file that
     decodes fewer frames than its header states is truncated: the windows from its last block on are flagged
     ``truncated`` and so is the returned stream (``stream.truncated``), for callers that flag the whole file.
+    ``file`` numbers the windows (``Window.file``: the file's position in the caller's list of inputs).
     """
     target_rate = check_rate(target_rate, "target_rate")
     window, hop = window_params(window_s, hop_s, target_rate)
@@ -187,18 +191,19 @@ def stream_windows(path, *, window_s: float = WINDOW_S, hop_s: float | None = No
                     result.decoded_s, result.stated_s = decoded / src, stated / src
                 yield data.T, last
 
-    result._windows = _windows_of_blocks(blocks(), rows, src, target_rate, window, hop, name, result)
+    result._windows = _windows_of_blocks(blocks(), rows, src, target_rate, window, hop, name, result, file)
     return result
 
 
 def iter_array_windows(waveform, sample_rate: int, *, window_s: float = WINDOW_S, hop_s: float | None = None,
-                       channels: ChannelMode = "mix", block_s: float = 60.0, name: str | None = None
-                       ) -> Iterator[Window]:
+                       channels: ChannelMode = "mix", block_s: float = 60.0, name: str | None = None,
+                       file: int = 0) -> Iterator[Window]:
     """Windows of in-memory audio ``[samples]`` or ``[channels, samples]`` at ``sample_rate``, at 16 kHz,
     made as :func:`stream_windows` makes them from a file: converted, mixed and resampled ``block_s``
     seconds at a time, so memory beyond the array itself is one block, whatever its length.
 
-    ``name`` only labels the windows and messages. Arguments are checked now.
+    ``name`` only labels the windows and messages, ``file`` numbers them (``Window.file``). Arguments are checked
+    now.
     """
     if not isinstance(waveform, (torch.Tensor, np.ndarray)):
         waveform = np.asarray(waveform)
@@ -215,11 +220,12 @@ def iter_array_windows(waveform, sample_rate: int, *, window_s: float = WINDOW_S
     rows = channel_rows(channels, wave.shape[0])
     step, total = max(1, round(block_s * src)), wave.shape[1]
     blocks = ((wave[:, i: i + step], i + step >= total) for i in range(0, total, step))
-    return _windows_of_blocks(blocks, rows, src, SAMPLE_RATE, window, hop, name)
+    return _windows_of_blocks(blocks, rows, src, SAMPLE_RATE, window, hop, name, file=file)
 
 
 def _windows_of_blocks(blocks: Iterator[tuple], rows: list[int | None], src: int, sample_rate: int, window: int,
-                       hop: int, name: str | None, result: WindowStream | None = None) -> Iterator[Window]:
+                       hop: int, name: str | None, result: WindowStream | None = None, file: int = 0
+                       ) -> Iterator[Window]:
     """Windows of audio arriving as ``(block [channels, n] at src, is_last)``: rows selected, resampled as a stream.
 
     Energy above the new Nyquist is measured over every block (one warning at the end, and
@@ -230,7 +236,7 @@ def _windows_of_blocks(blocks: Iterator[tuple], rows: list[int | None], src: int
     stream = soxr.ResampleStream(src, sample_rate, len(rows), dtype="float32", quality="HQ") \
         if src != sample_rate else None
     meter = HighFrequencyMeter(src, sample_rate / 2)
-    windower = _Windower(rows, sample_rate, window, hop, name)
+    windower = _Windower(rows, sample_rate, window, hop, name, file)
     for block, last in blocks:
         chunk = take_rows(to_float_audio(block, name=name or "audio"), rows)  # [rows, n] at the source rate
         if stream is not None:

@@ -5,12 +5,14 @@
     result.embeddings            # float32 [rows, C]; result.file / .channel / .start_s / .end_s per row
     result.to_parquet("emb.parquet"); result.failures   # {path: error} of unreadable inputs
 
-How it runs: a DataLoader over an ``IterableDataset`` whose workers each take a share of the files
-(largest first, to the least loaded worker), decode and resample them block by block
-(:func:`avex_hub.audio.windows.stream_windows`) and hand over ready batches of windows; the main process runs
-the model. Per-file results are assembled in the main process and yielded as each file completes
-(:func:`iter_file_results`); ``embed_files``/``classify_files`` return them in input order. The CLI
-(``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one implementation.
+How it runs: the one recording pipeline. A DataLoader over an ``IterableDataset`` whose workers each take a
+share of the files (largest first, to the least loaded worker), decode and resample them block by block
+(:func:`avex_hub.audio.batches.file_windows`) and hand over ready window batches
+(:func:`avex_hub.audio.batches.batch_windows`) with a ``FileEnd`` after each file; the main process runs them
+through the model (:func:`avex_hub.encoder.pipeline.run_batches`). Per-file results are assembled in the main
+process and yielded as each file completes (:func:`iter_file_results`); ``embed_files``/``classify_files`` return
+them in input order. The CLI (``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one
+implementation.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..audio.arrays import MIX_CHANNEL
+from ..audio.batches import FileEnd, WindowBatch, batch_windows, file_windows
 from ..audio.folders import AUDIO_EXTENSIONS, find_audio
-from .outputs import FLAG_NAMES
-from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
+from ..audio.quality import FLAG_NAMES
 from ..encoder.model import check_pooling
-from ..encoder.precision import default_batch_size, default_num_workers, device_for, inference_context, prepare_for_inference
+from ..encoder.pipeline import BatchOutputs, Embeddings, Rows, Scores, run_batches, torch_model
+from ..encoder.precision import batch_size_for, default_num_workers, device_for
+from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
@@ -127,76 +130,34 @@ def _assign(sizes: Sequence[int], workers: int) -> list[list[int]]:
 
 
 class _WindowBatches(torch.utils.data.IterableDataset):
-    """Yields ready batches: ``audio`` [b, S], ``padding_mask`` [b, S], per-row ``file`` (index into
-    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 4], and ``events``: files finished
-    since the previous batch as ``(file index, error or None, truncated)``. A file's event never precedes its
-    windows."""
+    """The batches of :func:`avex_hub.audio.batches.batch_windows` over the windows of this worker's share of
+    ``paths`` (all of them without workers), with a ``FileEnd`` after each file's last batch."""
 
-    def __init__(self, paths: list[str], *, window_s: float, hop_s: float | None, channels, batch_size: int,
-                 block_s: float = 60.0) -> None:
+    def __init__(self, paths: list[str], settings: InferenceSettings, batch_size: int, block_s: float) -> None:
         super().__init__()
-        self.paths, self.window_s, self.hop_s, self.channels = paths, window_s, hop_s, channels
-        self.batch_size, self.block_s = batch_size, block_s
+        self.paths, self.settings, self.batch_size, self.block_s = paths, settings, batch_size, block_s
         self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
 
-    def __iter__(self):
-        from ..audio.windows import stream_windows
-
+    def __iter__(self) -> Iterator[WindowBatch | FileEnd]:
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
-        rows: list = []
-        events: list[tuple[int, str | None, bool]] = []
-        for index in mine:
-            try:
-                stream = stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
-                                        channels=self.channels, block_s=self.block_s)
-                for w in stream:
-                    rows.append((index, w))
-                    if len(rows) == self.batch_size:
-                        yield self._batch(rows, events)
-                        rows, events = [], []
-                events.append((index, None, stream.truncated))
-            except Exception as error:  # noqa: BLE001 - any failure of one input is reported, the rest go on
-                events.append((index, f"{type(error).__name__}: {error}", False))
-        if rows or events:
-            yield self._batch(rows, events)
-
-    @staticmethod
-    def _batch(rows: list, events: list) -> dict:
-        if not rows:
-            return {"audio": None, "events": events}
-        windows = [w for _, w in rows]
-        return {
-            "audio": torch.stack([w.audio for w in windows]),
-            "padding_mask": torch.stack([w.padding_mask for w in windows]),
-            "file": torch.tensor([i for i, _ in rows], dtype=torch.long),
-            "channel": torch.tensor([MIX_CHANNEL if w.channel is None else w.channel for w in windows],
-                                    dtype=torch.int32),
-            "start_s": torch.tensor([w.start_s for w in windows], dtype=torch.float64),
-            "end_s": torch.tensor([w.end_s for w in windows], dtype=torch.float64),
-            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short, w.flags.truncated]
-                                   for w in windows]),
-            "events": events,
-        }
+        windows = file_windows(self.paths, mine, window_s=self.settings.window_s, hop_s=self.settings.hop_s,
+                               channels=self.settings.channels, block_s=self.block_s)
+        return batch_windows(windows, self.batch_size)
 
 
 # -- the main-process side: batches -> model -> per-file rows ---------------------------------------
-def _run_batch(net, batch: dict, settings: InferenceSettings, device: torch.device) -> dict[str, np.ndarray]:
-    audio = batch["audio"].to(device, non_blocking=True)
-    mask = batch["padding_mask"].to(device, non_blocking=True)
+def _rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings) -> dict[str, np.ndarray]:
+    """What a file's rows keep of the model's outputs: the embeddings ``[b, L, C]``, or the top-k scores."""
     if isinstance(settings, EmbedSettings):
-        pooled = net.pooled_layers(audio, mask, layers=list(settings.layers), pooling=settings.pooling)
-        return {"embeddings": pooled.float().cpu().numpy()}  # [b, L, C]
-    scores = torch.sigmoid(net.logits(audio, mask).float())  # [b, labels]
-    values, indices = scores.topk(settings.top_k, dim=1)
-    return {"top_scores": values.cpu().numpy(), "top_indices": indices.to(torch.int32).cpu().numpy()}
+        return outputs
+    values, indices = torch.from_numpy(outputs["scores"]).topk(settings.top_k, dim=1)
+    return {"top_scores": values.numpy(), "top_indices": indices.to(torch.int32).numpy()}
 
 
-def _file_arrays(chunks: list[dict], settings: InferenceSettings) -> dict[str, np.ndarray]:
-    if not chunks:
-        return {}
-    a = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    if isinstance(settings, EmbedSettings):  # one row per (window, layer), window-major
+def _file_arrays(rows: dict[str, np.ndarray], settings: InferenceSettings) -> dict[str, np.ndarray]:
+    a = {k: v for k, v in rows.items() if k != "index"}
+    if a and isinstance(settings, EmbedSettings):  # one row per (window, layer), window-major
         layers = np.asarray(settings.layers, dtype=np.int16)
         n, L, C = a["embeddings"].shape
         for k in ("channel", "start_s", "end_s", "flags"):
@@ -233,58 +194,48 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
     if not paths:
         return
     device = device_for(model, device)
-    precision = settings.precision
-    net = prepare_for_inference(model, precision, device)
-    batch_size = batch_size or default_batch_size(device)
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    output = Embeddings(settings.layers, settings.pooling) if isinstance(settings, EmbedSettings) else Scores()
+    run = torch_model(model, output, precision=settings.precision, device=device)
+    batch_size = batch_size_for(device, batch_size)
     workers = min(default_num_workers(device) if num_workers is None else num_workers, len(paths))
-    dataset = _WindowBatches(paths, window_s=settings.window_s, hop_s=settings.hop_s,
-                             channels=settings.channels, batch_size=batch_size, block_s=block_s)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
-                                         pin_memory=device.type == "cuda",
+    loader = torch.utils.data.DataLoader(_WindowBatches(paths, settings, batch_size, block_s), batch_size=None,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
                                          prefetch_factor=2 if workers else None)
     bar = tqdm(total=round(sum(_durations(paths)), 1) if progress else 0, unit="s audio", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
-    chunks: dict[int, list[dict]] = {}
-    covered: dict[int, float] = {}
+    rows, covered = Rows(), {}
     windows = done = 0
     started = time.perf_counter()
     iterator = iter(loader)
     try:
-        for batch in iterator:
-            if batch["audio"] is not None:
-                with inference_context(precision, device):
-                    out = _run_batch(net, batch, settings, device)
-                files = batch["file"].numpy()
-                meta = {k: batch[k].numpy() for k in ("channel", "start_s", "end_s", "flags")}
-                for index in np.unique(files):
-                    rows = files == index
-                    chunks.setdefault(int(index), []).append({**{k: v[rows] for k, v in meta.items()},
-                                                              **{k: v[rows] for k, v in out.items()}})
-                    end = float(meta["end_s"][rows].max())
-                    bar.update(max(0.0, end - covered.get(int(index), 0.0)))
-                    covered[int(index)] = max(end, covered.get(int(index), 0.0))
-                windows += len(files)
-            for index, error, truncated in batch["events"]:
-                file_chunks = chunks.pop(index, [])
+        for item in run_batches(run, iterator):
+            if isinstance(item, FileEnd):
                 done += 1
-                if error is not None:
-                    yield FileResult(paths[index], error=error)
-                else:
-                    arrays = _file_arrays(file_chunks, settings)
-                    if truncated and arrays:  # known at the file's end: every row of it carries the flag
-                        arrays["flags"][:, FLAG_TRUNCATED] = True
-                    windows_in_file = sum(len(c["start_s"]) for c in file_chunks)
-                    yield FileResult(paths[index], arrays=arrays, num_windows=windows_in_file,
-                                     duration_s=covered.get(index, 0.0), truncated=truncated)
-                covered.pop(index, None)
+                yield _file_result(paths[item.file], item, rows.take(item.file), covered.pop(item.file, 0.0),
+                                   settings)
+            else:
+                rows.add(BatchOutputs(item.batch, _rows_of(item.outputs, settings)))
+                for index, end in zip(item.batch.file.tolist(), item.batch.end_s.tolist()):
+                    bar.update(max(0.0, end - covered.get(index, 0.0)))
+                    covered[index] = max(end, covered.get(index, 0.0))
+                windows += len(item.batch)
             elapsed = max(time.perf_counter() - started, 1e-9)
             bar.set_postfix_str(f"files {done}/{len(paths)}, windows {windows}, {bar.n / elapsed:.1f}x real time",
                                 refresh=False)
     finally:
         del iterator  # shuts the workers down, also when the caller stops early
         bar.close()
+
+
+def _file_result(path: str, end: FileEnd, rows: dict[str, np.ndarray], covered: float,
+                 settings: InferenceSettings) -> FileResult:
+    if end.error is not None:
+        return FileResult(path, error=end.error)
+    arrays = _file_arrays(rows, settings)
+    if end.truncated and arrays:  # known at the file's end: every row of it carries the flag
+        arrays["flags"][:, FLAG_TRUNCATED] = True
+    return FileResult(path, arrays=arrays, num_windows=len(rows.get("start_s", ())), duration_s=covered,
+                      truncated=end.truncated)
 
 
 # -- the one-call API ---------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..audio.arrays import MIX_CHANNEL
+from ..audio.quality import FLAG_NAMES
 from .settings import InferenceSettings
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "write_npz", "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
 ]
 
-FLAG_NAMES = ("clipped", "silent", "too_short", "truncated")
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

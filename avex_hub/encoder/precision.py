@@ -24,8 +24,8 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "default_batch_size", "default_num_workers",
-           "check_precision", "prepare_for_inference", "inference_context"]
+__all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "default_batch_size", "batch_size_for",
+           "default_num_workers", "check_precision", "prepare_for_inference", "inference_context"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -81,6 +81,16 @@ def default_batch_size(device: torch.device) -> int:
     peaks 1.03x / 1.10x / 1.52x that of a single 10 s clip (benchmarks/memory.py, 2-core AMD EPYC, 1 thread).
     """
     return 64 if device.type == "cuda" else 2
+
+
+def batch_size_for(device: torch.device, batch_size: int | None = None) -> int:
+    """``batch_size`` windows per model call, checked (a positive int), or :func:`default_batch_size` for
+    ``device`` when None."""
+    if batch_size is None:
+        return default_batch_size(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 (windows per model call) or None, got {batch_size!r}")
+    return batch_size
 
 
 def default_num_workers(device: torch.device | str | None = None) -> int:
