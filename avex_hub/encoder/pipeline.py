@@ -71,9 +71,15 @@ class TorchWindowModel:
         self.net = prepare_for_inference(module, precision, device)  # int8: a quantised copy
 
     def __call__(self, batch: WindowBatch) -> dict[str, np.ndarray]:
-        audio = batch.audio.to(self.device, non_blocking=True)
+        return self.run(batch.audio, batch.padding_mask)
+
+    def run(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """The same call on a batch's two tensors (a collated batch of clips): 16 kHz ``audio`` ``[b, S]`` and
+        its ``padding_mask`` (True = padding, or None)."""
+        audio = audio.to(self.device, non_blocking=True)
         # A batch without padding runs without a mask: the same numbers, without masking every attention map.
-        mask = batch.padding_mask.to(self.device, non_blocking=True) if bool(batch.padding_mask.any()) else None
+        padded = padding_mask is not None and bool(padding_mask.any())
+        mask = padding_mask.to(self.device, non_blocking=True) if padded else None
         with inference_context(self.precision, self.device):
             if isinstance(self.output, Embeddings):
                 pooled = self.net.pooled_layers(audio, mask, layers=list(self.output.layers),
