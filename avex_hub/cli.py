@@ -345,6 +345,14 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
     record = settings.to_dict()  # as stored with each shard and compared on resume
     names = {f: shard_name(f, record) for f in files}
     todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], record, f)]
+    for f in [] if args.overwrite else list(todo):  # shards of output version 2 (before the one-window rule)
+        earlier = parts / shard_name(f, outputs.earlier_settings(settings))
+        if earlier.is_file():
+            why = outputs.carry_over_shard(earlier, parts / names[f], settings)
+            if why is None:
+                todo.remove(f)
+            else:
+                print(f"avex-hub: recomputing {outputs.text_cell(f)}: {why}", file=sys.stderr)
     skipped = len(files) - len(todo)
     if skipped and not args.no_progress:
         print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)

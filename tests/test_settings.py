@@ -1,7 +1,8 @@
 """Typed, frozen settings (``avex_hub.embed.settings``) that store exactly what the string-keyed settings stored: the
-digests below were computed by the code before the dataclasses (``inference_settings`` returned a dict), so outputs
-and ``.parts/`` shards written by earlier versions read back and keep their names. A change that fails here would
-make every existing shard be recomputed: make such a change on purpose (``OUTPUT_VERSION``), and say so."""
+digests below were computed by the code before the dataclasses (``inference_settings`` returned a dict, output
+version 2), so outputs and ``.parts/`` shards written by earlier versions read back and are found by their names. A
+change that fails here would make every existing shard be recomputed: make such a change on purpose
+(``OUTPUT_VERSION``), and say so."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import json
 import pytest
 
 from avex_hub.embed.inference import inference_settings
-from avex_hub.embed.settings import ClassifySettings, EmbedSettings, InferenceSettings
+from avex_hub.embed.settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
 
 CASES = [
     ("embed", dict(layers=[1, -1], channels="all", hop_s=4.0, pooling="max"),
@@ -26,7 +27,10 @@ CASES = [
 def test_stored_settings_are_the_bytes_earlier_versions_stored(tiny_model, task, options, digest):
     settings = inference_settings(tiny_model, task, **options)
     assert type(settings) is {"embed": EmbedSettings, "classify": ClassifySettings}[task]
-    comparable = json.dumps(settings.comparable(), sort_keys=True)
+    # what version 2 stored: the key under which avex-hub embed/classify find a shard written before the one-window
+    # rule (avex_hub.embed.outputs.earlier_settings), which version 3 changes only in output_version
+    assert settings.output_version == OUTPUT_VERSION == 3
+    comparable = json.dumps({**settings.comparable(), "output_version": 2}, sort_keys=True)
     assert hashlib.sha256(comparable.encode()).hexdigest() == digest
     assert settings.to_json() == json.dumps(settings.to_dict(), sort_keys=True)
     assert settings.to_dict()["avex_hub_version"] == settings.avex_hub_version

@@ -5,6 +5,11 @@ original file. Windows continue until one reaches the end, so no sample is lost 
 required); the last is zero padded with its mask and kept however short (flagged too_short).
 :func:`window_starts` states this rule once; every windowing path (streams, arrays, ``window_dataset``) asks it.
 Order: time-major, then channel. ``stream_windows`` holds one block in memory, whatever the length.
+
+A recording no longer than one window is one window of its own length, not padded (:func:`window_length`; below
+the model's shortest input, ``MIN_SAMPLES``, it is padded to that and masked). The model then sees what the
+official library and ``model(clip)`` give it: only the clip. Padded to a full window with a mask, the patch where
+the clip ends (part audio, part padding) would join the attention and the pooling, and the scores would move.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from .high_frequency import HighFrequencyMeter, warn_high_frequency
 from .quality import QualityFlags, quality_flags
 from .wav_header import stated_frames
 
-__all__ = ["Window", "WindowStream", "window_params", "window_starts", "stream_windows", "windows_from_array",
-           "iter_array_windows"]
+__all__ = ["Window", "WindowStream", "window_params", "window_starts", "window_length", "stream_windows",
+           "windows_from_array", "iter_array_windows", "recording_windows"]
 
 
 @dataclass
@@ -65,7 +70,7 @@ def window_starts(total: int, window: int, hop: int) -> range:
     ``total`` is the last (``total=8000, window=4000, hop=4000`` gives 0, 4000), and a ragged end gets one more,
     shorter window (``total=9000`` gives 0, 4000, 8000; that last one holds 1000 real samples). An input no
     longer than one window, however short, gets one window starting at 0; an empty input (``total=0``) none.
-    Callers pad a window that runs past ``total`` and mark its padding.
+    Callers pad a window that runs past ``total`` to :func:`window_length` and mark its padding.
 
     Raises ValueError unless ``total >= 0`` and ``0 < hop <= window`` (a longer hop would skip audio; convert
     seconds with :func:`window_params`, which checks them).
@@ -79,13 +84,20 @@ def window_starts(total: int, window: int, hop: int) -> range:
     return range(0, max(total - window, 0) + hop, hop)
 
 
+def window_length(total: int, window: int) -> int:
+    """The samples every window of a recording of ``total`` samples holds: ``window``, or for a recording no longer
+    than one window its own length (at least ``MIN_SAMPLES``, the model's shortest input, the rest padding)."""
+    return window if total > window else max(total, MIN_SAMPLES)
+
+
 class _Windower:
     """Cuts audio arriving in chunks ``[rows, n]`` into windows: time-major, then by row.
 
     The windows are those of :func:`window_starts` over the audio's final length: every full window as soon
     as its samples have arrived, the partial ones (zero padded with their mask, kept however little real
-    audio they hold, flagged too_short below MIN_SAMPLES) once the audio has ended. Only the samples from
-    the next window's start onwards are buffered.
+    audio they hold, flagged too_short below MIN_SAMPLES) once the audio has ended; a recording no longer than
+    one window is one window of :func:`window_length`. Only the samples from the next window's start onwards
+    are buffered.
     """
 
     def __init__(self, rows: list[int | None], sample_rate: int, window: int, hop: int, path: str | None,
@@ -98,11 +110,12 @@ class _Windower:
 
     def _emit(self, end: int) -> Iterator[Window]:
         start = self.k * self.hop
+        length = window_length(self.total, self.window) if self.k == 0 else self.window
         for row, channel in enumerate(self.rows):
             real = self.buffer[row, start - self.buffer_start: end - self.buffer_start]
-            audio = np.zeros(self.window, np.float32)
+            audio = np.zeros(length, np.float32)
             audio[: real.shape[0]] = real
-            yield Window(audio=torch.from_numpy(audio), padding_mask=torch.arange(self.window) >= real.shape[0],
+            yield Window(audio=torch.from_numpy(audio), padding_mask=torch.arange(length) >= real.shape[0],
                          path=self.path, channel=channel, start_s=start / self.sample_rate,
                          end_s=end / self.sample_rate, index=self.k, file=self.file,
                          flags=dataclasses.replace(quality_flags(real, self.sample_rate), truncated=self.truncated))
@@ -221,6 +234,20 @@ def iter_array_windows(waveform, sample_rate: int, *, window_s: float = WINDOW_S
     step, total = max(1, round(block_s * src)), wave.shape[1]
     blocks = ((wave[:, i: i + step], i + step >= total) for i in range(0, total, step))
     return _windows_of_blocks(blocks, rows, src, SAMPLE_RATE, window, hop, name, file=file)
+
+
+def recording_windows(audio, sample_rate: int | None = None, *, window_s: float = WINDOW_S,
+                      hop_s: float | None = None, channels: ChannelMode = "mix") -> tuple[Iterator[Window], str]:
+    """The windows of one recording, and the name messages give it: a file path (str or ``os.PathLike``,
+    streamed by :func:`stream_windows`) or an array ``[samples]`` / ``[channels, samples]`` at ``sample_rate``
+    (required for arrays; :func:`iter_array_windows`). Arguments are checked now."""
+    if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
+        return stream_windows(audio, window_s=window_s, hop_s=hop_s, channels=channels), str(audio)
+    if sample_rate is None:
+        raise ValueError("predict() and embed() need sample_rate= for array input (for example sample_rate=48000); "
+                         "a tensor at model.sample_rate without it is a batch")
+    name = "the audio array"
+    return iter_array_windows(audio, sample_rate, window_s=window_s, hop_s=hop_s, channels=channels, name=name), name
 
 
 def _windows_of_blocks(blocks: Iterator[tuple], rows: list[int | None], src: int, sample_rate: int, window: int,

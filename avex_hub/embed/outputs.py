@@ -48,8 +48,9 @@ from ..audio.quality import FLAG_NAMES
 from .settings import InferenceSettings
 
 __all__ = [
-    "FLAG_NAMES", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "write_parquet",
-    "write_npz", "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
+    "FLAG_NAMES", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "earlier_settings",
+    "carry_over_shard", "write_parquet", "write_npz", "write_csv", "write_raven_tables", "write_failures",
+    "raven_names", "text_cell",
 ]
 
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
@@ -121,6 +122,35 @@ def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # cut short, damaged, not ours
         raise ValueError(f"{path}: unreadable shard ({type(error).__name__}: {error})") from error
     return arrays, meta
+
+
+# -- shards of an earlier output version ----------------------------------------------------------------
+PADDED_VERSION = 2  # the last output version that padded a recording of at most one window to the full window
+
+
+def earlier_settings(settings: InferenceSettings) -> dict:
+    """``settings`` as output version 2 stored them: the key of a shard written by the version before the
+    one-window rule (see :func:`carry_over_shard`)."""
+    return {**settings.to_dict(), "output_version": PADDED_VERSION}
+
+
+def carry_over_shard(old: Path, new: Path, settings: InferenceSettings) -> str | None:
+    """Keep the version-2 shard at ``old`` as ``new`` under ``settings`` when it holds the values this version
+    writes: those of a recording longer than one window (or exactly one window long) did not change. Returns None
+    when it was kept, else why the recording is computed again (the old shard is removed either way)."""
+    try:
+        arrays, meta = read_shard(old)
+    except ValueError as error:
+        old.unlink(missing_ok=True)
+        return str(error)
+    if not (arrays["start_s"] > 0).any() and (arrays["end_s"] < settings.window_s).all():
+        old.unlink()
+        return (f"its result in {old.parent} was written by output version {PADDED_VERSION}, which padded a "
+                f"recording of at most one window to the full window; version {settings.output_version} runs it at "
+                "its own length")
+    write_shard(new, arrays, {**meta, "settings": settings.to_dict()})
+    old.unlink()
+    return None
 
 
 # -- text cells -----------------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ from typing import ClassVar
 __all__ = ["OUTPUT_VERSION", "InferenceSettings", "EmbedSettings", "ClassifySettings"]
 
 # Raised whenever a release changes the values or layout written for the same settings; part of the settings,
-# so shards of an older layout are recomputed instead of merged with new ones.
-OUTPUT_VERSION = 2
+# so shards of an older layout are recomputed instead of merged with new ones. 3: a recording no longer than one
+# window runs at its own length (2 padded it to the window; avex_hub.embed.outputs.carry_over_shard keeps the
+# version-2 shards of longer recordings, whose values did not change).
+OUTPUT_VERSION = 3
 
 
 @dataclass(frozen=True)

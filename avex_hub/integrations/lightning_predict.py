@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..audio.arrays import MIX_CHANNEL, SAMPLE_RATE, WINDOW_S
 from ..audio.batches import batch_windows
+from ..audio.datasets import AudioDataset
 from ..audio.quality import FLAG_NAMES, QualityFlags
 from ..audio.windows import Window
 from ..embed.outputs import atomic_path
@@ -40,7 +41,7 @@ from ..encoder.model import AvexModel
 from ..encoder.pipeline import Embeddings, TorchWindowModel, torch_model
 
 __all__ = ["AvexLightningEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
-           "extract_embeddings_distributed", "window_dataset", "SHARD_FORMAT"]
+           "extract_embeddings_distributed", "window_dataset", "WindowDataset", "SHARD_FORMAT"]
 
 SHARD_FORMAT = "avex-hub-shards/1"
 
@@ -51,14 +52,15 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
 
     Windows are those of :func:`avex_hub.audio.windows.stream_windows` (both follow
     :func:`avex_hub.audio.windows.window_starts`): window k starts at ``k * hop_s`` and windows continue until one
-    reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
-    ``start_s`` and ``index`` (the item's position), ``file`` (the file's position among those listed) and
-    ``window`` (k), so predictions map back to files.
+    reaches the end of the file; the last is zero padded with its ``padding_mask``, and a file no longer than one
+    window is one item of its own length (:func:`avex_hub.audio.windows.window_length`). Items carry ``path``,
+    ``start_s`` and ``index`` (the item's position), ``file`` (the file's position among those listed), ``window``
+    (k) and ``length`` (the samples the item holds), so predictions map back to files.
     """
     from ..audio.arrays import resampled_length
     from ..audio.decoding import AudioDecodeError, audio_info
-    from ..audio.windows import window_params, window_starts
-    from ..audio.datasets import AudioDataset, AudioItem
+    from ..audio.windows import window_length, window_params, window_starts
+    from ..audio.datasets import AudioItem
     from ..embed.inference import find_audio_files
 
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
@@ -71,19 +73,31 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
             continue
         total = resampled_length(info.frames, info.sample_rate)  # samples at 16 kHz, as the decoder will make them
         items += [AudioItem(Path(path), (), start / SAMPLE_RATE, min(total, start + window) / SAMPLE_RATE,
-                            extra={"file": files, "window": k}, origin=f"{path} window {k}")
+                            extra={"file": files, "window": k, "length": window_length(total, window)},
+                            origin=f"{path} window {k}")
                   for k, start in enumerate(window_starts(total, window, hop))]
         files += 1
     if not items:
         unreadable = f"; {len(failures)} unreadable files, e.g. {failures[0][0]}: {failures[0][1]}" if failures else ""
         raise ValueError(f"no audio windows in {paths}{unreadable}")
-    dataset = AudioDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}",
-                           **kwargs)
+    dataset = WindowDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}",
+                            **kwargs)
     if failures:
         dataset.failures += failures
         warnings.warn(f"left out {len(failures)} files of {paths} that cannot be read (see dataset.failures)",
                       stacklevel=2)
     return dataset
+
+
+class WindowDataset(AudioDataset):
+    """The windows of :func:`window_dataset`: an :class:`~avex_hub.audio.datasets.AudioDataset` whose items hold
+    ``length`` samples (the window, or a short file's own length), as the recording pipeline cuts them."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        length = item["length"]
+        item["audio"], item["padding_mask"] = item["audio"][:length], item["padding_mask"][:length]
+        return item
 
 
 def _describe(error: BaseException) -> str:
