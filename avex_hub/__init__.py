@@ -11,7 +11,8 @@ from . import entrypoints
 from .entrypoints import *  # noqa: F403  the entry points (models, label_map, probes): entrypoints.__all__
 from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
-from .encoder.model import AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
+from .encoder.model import AvexModel, LongInputWarning
+from .encoder.recordings import Prediction, WindowEmbeddings, WindowPrediction
 from .hub.weights import WEIGHTS, get_weights
 
 from ._version import __version__

@@ -21,6 +21,7 @@ LAYERS = {
     "avex_hub._version": 0,
     "avex_hub._files": 0,
     "avex_hub._lazy": 0,
+    "avex_hub._warnings": 0,
     "avex_hub.labels": 0,
     # audio in: arrays and channels, the high-frequency meter, resampling, quality flags, the WAV header, decoding,
     # the folder walk, collation, windows, datasets, augmentations, synthetic data
@@ -52,6 +53,7 @@ LAYERS = {
     "avex_hub.encoder.model": 2,
     "avex_hub.encoder.precision": 2,
     "avex_hub.encoder.pipeline": 2,
+    "avex_hub.encoder.recordings": 2,
     # weights as data, download -> verify -> strict load, provenance
     "avex_hub.hub": 3,  # the room itself (its modules load on first use)
     "avex_hub.hub.weights": 3,

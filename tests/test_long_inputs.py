@@ -18,7 +18,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.encoder.model import LONG_INPUT_S, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
+from avex_hub.encoder.model import LONG_INPUT_S, LongInputWarning
+from avex_hub.encoder.recordings import Prediction, WindowEmbeddings, WindowPrediction
 
 from conftest import tones
 

@@ -72,6 +72,8 @@ def test_every_path_gives_a_short_clip_the_numbers_of_the_clip_itself(tiny_model
         np.testing.assert_allclose(rows["b_stereo.wav", channel][0], tiny_model.embed(
             stereo[channel].numpy(), sample_rate=48000).numpy(), atol=1e-5)
     assert rows["c_tiny.wav", 0][1].tolist() == [False, False, True, False]  # too_short
+    with pytest.raises(ValueError, match=r"1600 samples at 16 kHz \(0.100 s\): shorter than the 2800 samples"):
+        tiny_model.predict(str(clips / "c_tiny.wav"))  # the model's API refuses what it cannot hear
 
 
 def test_shards_of_output_version_2_resume_or_are_recomputed_with_a_line(clips, tmp_path, monkeypatch, capsys):
