@@ -7,15 +7,22 @@ noise in a 44.1 kHz bird recording stays under it, ultrasonic calls do not) emit
 default warning filter shows each distinct message (it names the path) once per process. Silence it with
 ``warnings.filterwarnings("ignore", category=HighFrequencyContentWarning)``. The share is measured over the whole
 signal, also when a file is streamed (``HighFrequencyMeter``).
+
+A share means something only when there is energy to share: the warning also needs the energy above the Nyquist
+to be at least ``SILENCE_DB`` (-60 dB) relative to full scale, the level below which a signal counts as silent.
+Codec noise in a silent MP3, or a few samples of near silence, can hold most of a near-zero energy up there
+without anything audible being lost.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 
 from .arrays import check_rate, to_float_audio
+from .quality import SILENCE_DB
 
 __all__ = ["HIGH_FREQUENCY_FRACTION", "HighFrequencyContentWarning", "HighFrequencyMeter",
            "high_frequency_energy_fraction", "warn_high_frequency"]
@@ -28,14 +35,14 @@ class HighFrequencyContentWarning(UserWarning):
     """Resampling to 16 kHz removed a noticeable share of the signal's energy (above 8 kHz)."""
 
 
-
 class HighFrequencyMeter:
     """Share of spectral energy above ``cutoff_hz``, accumulated over consecutive chunks ``[rows, n]`` of one
     signal in constant memory (the frames left over between chunks are carried over).
 
     Frames of 8192 samples, Hann windowed, per row; a signal shorter than a frame is one frame, and a tail
     shorter than a frame is left out. ``add`` every chunk in order, then read :attr:`fraction`: it equals
-    :func:`high_frequency_energy_fraction` of the whole signal.
+    :func:`high_frequency_energy_fraction` of the whole signal; :attr:`above_db` is the level of the energy above
+    the cutoff.
     """
 
     def __init__(self, sample_rate: int, cutoff_hz: float = 8000.0) -> None:
@@ -43,6 +50,7 @@ class HighFrequencyMeter:
         self.cutoff_hz = float(cutoff_hz)
         self.rest: torch.Tensor | None = None  # [rows, < frame] samples not yet in a frame
         self.total = self.above = 0.0
+        self.squares, self.samples = 0.0, 0  # of the measured frames: their mean square is the signal's power
         self.frames = 0
 
     @property
@@ -77,7 +85,9 @@ class HighFrequencyMeter:
             power = torch.view_as_real(torch.fft.rfft(part.float() * window)).square().sum(-1)
             self.total += float(power.sum(dtype=torch.float64))
             self.above += float(power[:, high].sum(dtype=torch.float64))
+            self.squares += float(part.double().square().sum())
         self.frames += frames.shape[0]
+        self.samples += frames.numel()
 
     @property
     def fraction(self) -> float:
@@ -85,6 +95,13 @@ class HighFrequencyMeter:
             self._measure(self.rest)
             self.rest = self.rest[:, :0]
         return self.above / self.total if self.total > 0 else 0.0
+
+    @property
+    def above_db(self) -> float:
+        """The power above the cutoff in dB relative to full scale (1.0): ``fraction`` of the measured signal's
+        mean square; -inf when there is none."""
+        power = self.fraction * self.squares / self.samples if self.samples else 0.0
+        return 10 * math.log10(power) if power > 0 else -math.inf
 
 
 def high_frequency_energy_fraction(waveform, sample_rate: int, cutoff_hz: float = 8000.0) -> float:
@@ -100,10 +117,11 @@ def high_frequency_energy_fraction(waveform, sample_rate: int, cutoff_hz: float 
     return meter.fraction
 
 
-
-def warn_high_frequency(fraction: float, orig_sr: int, target_sr: int, source: str | None) -> None:
-    """The one HighFrequencyContentWarning, when ``fraction`` of the energy lies above ``target_sr / 2``."""
-    if fraction > HIGH_FREQUENCY_FRACTION:
+def warn_high_frequency(meter: HighFrequencyMeter, orig_sr: int, target_sr: int, source: str | None) -> None:
+    """The one HighFrequencyContentWarning, when the ``meter`` (cutoff ``target_sr / 2``) found more than
+    ``HIGH_FREQUENCY_FRACTION`` of the energy above the cutoff, and that energy at ``SILENCE_DB`` or above."""
+    fraction = meter.fraction
+    if fraction > HIGH_FREQUENCY_FRACTION and meter.above_db >= SILENCE_DB:
         # Fixed location on purpose: the default filter then shows each message (it names the source) once.
         warnings.warn(
             f"{source or 'audio'}: resampling from {orig_sr} Hz to {target_sr} Hz removes everything above "

@@ -7,7 +7,7 @@ import soxr
 import torch
 
 from .arrays import SAMPLE_RATE, check_rate, to_float_audio
-from .high_frequency import high_frequency_energy_fraction, warn_high_frequency
+from .high_frequency import HighFrequencyMeter, warn_high_frequency
 
 __all__ = ["resample"]
 
@@ -35,5 +35,7 @@ def resample(waveform, orig_sr: int, target_sr: int = SAMPLE_RATE, *, warn: bool
 def _warn_high_frequency(wave: torch.Tensor, orig_sr: int, target_sr: int, source: str | None) -> None:
     if orig_sr <= target_sr:
         return
-    warn_high_frequency(high_frequency_energy_fraction(wave, orig_sr, target_sr / 2), orig_sr, target_sr, source)
-
+    meter = HighFrequencyMeter(orig_sr, target_sr / 2)
+    if wave.shape[-1] >= 2:
+        meter.add(wave)
+    warn_high_frequency(meter, orig_sr, target_sr, source)

@@ -225,6 +225,10 @@ def iter_array_windows(waveform, sample_rate: int, *, window_s: float = WINDOW_S
     shape = tuple(waveform.shape)
     if len(shape) not in (1, 2) or 0 in shape:
         raise ValueError(f"expected audio [samples] or [channels, samples] with samples, got {shape}")
+    if len(shape) == 2 and shape[0] > shape[1]:  # before any channel is read: no warnings per "channel" first
+        raise ValueError(f"expected audio [channels, samples], got shape {shape}: {shape[0]} channels of {shape[1]} "
+                         f"samples each. This looks like [samples, channels] (the layout soundfile.read returns); "
+                         "pass the transpose (x.T)")
     src = check_rate(sample_rate, "sample_rate")
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
     if not (math.isfinite(block_s) and block_s > 0):
@@ -241,7 +245,11 @@ def recording_windows(audio, sample_rate: int | None = None, *, window_s: float 
     """The windows of one recording, and the name messages give it: a file path (str or ``os.PathLike``,
     streamed by :func:`stream_windows`) or an array ``[samples]`` / ``[channels, samples]`` at ``sample_rate``
     (required for arrays; :func:`iter_array_windows`). Arguments are checked now."""
-    if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected a file path (str or pathlib.Path) or an array of samples, got {len(audio)} bytes. "
+                        "For a file's contents held in memory, decode them first: data, rate = "
+                        "soundfile.read(io.BytesIO(raw)); for a file name given as bytes, pass os.fsdecode(name)")
+    if isinstance(audio, str) or hasattr(audio, "__fspath__"):
         return stream_windows(audio, window_s=window_s, hop_s=hop_s, channels=channels), str(audio)
     if sample_rate is None:
         raise ValueError("predict() and embed() need sample_rate= for array input (for example sample_rate=48000); "
@@ -279,5 +287,5 @@ def _windows_of_blocks(blocks: Iterator[tuple], rows: list[int | None], src: int
     if stream is not None:
         if result is not None:
             result.high_frequency_fraction = meter.fraction
-        warn_high_frequency(meter.fraction, src, sample_rate, name)
+        warn_high_frequency(meter, src, sample_rate, name)
     yield from windower.finish()
