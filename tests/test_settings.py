@@ -51,3 +51,17 @@ def test_settings_are_typed_and_frozen(tiny_model):
         InferenceSettings.from_dict({**stored, "task": "detect"})
     with pytest.raises(ValueError, match=r"lack \['pooling'\]"):
         InferenceSettings.from_dict({k: v for k, v in stored.items() if k != "pooling"})
+
+
+def test_a_subclass_keeps_fields_of_its_own_and_reads_back_as_itself(tiny_model):
+    @dataclasses.dataclass(frozen=True)
+    class Archived(EmbedSettings):  # what an archive would store: the embed settings and its own facts
+        embedding_dim: int
+
+    embed = inference_settings(tiny_model, "embed", layers=[1])
+    archived = Archived(**{f.name: getattr(embed, f.name) for f in dataclasses.fields(embed)}, embedding_dim=64)
+    stored = json.loads(archived.to_json())
+    assert stored["embedding_dim"] == 64 and stored["task"] == "embed"
+    assert Archived.from_dict(stored) == archived and InferenceSettings.from_dict(stored) == embed
+    with pytest.raises(ValueError, match=r"task 'classify'; expected 'embed'"):
+        EmbedSettings.from_dict(inference_settings(tiny_model, "classify").to_dict())

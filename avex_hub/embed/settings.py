@@ -64,19 +64,21 @@ class InferenceSettings:
         (``output_version`` changes when a release changes what is written)."""
         return {k: v for k, v in self.to_dict().items() if k != "avex_hub_version"}
 
-    @staticmethod
-    def from_dict(stored: dict) -> "InferenceSettings":
-        """Settings read back from an output or shard (keys other than the settings' own are ignored); ValueError
-        for a ``task`` that is neither ``"embed"`` nor ``"classify"`` or for missing keys."""
+    @classmethod
+    def from_dict(cls, stored: dict) -> "InferenceSettings":
+        """Settings read back from an output or shard: :class:`EmbedSettings` or :class:`ClassifySettings` by the
+        stored ``task`` (called on a subclass: that subclass, e.g. an archive's settings with fields of its own).
+        Keys that are not fields are left out; ValueError for another ``task`` or for missing keys."""
         kinds = {kind.task: kind for kind in (EmbedSettings, ClassifySettings)}
-        kind = kinds.get(stored.get("task"))
-        if kind is None:
-            raise ValueError(f"stored settings name task {stored.get('task')!r}; expected 'embed' or 'classify'")
+        kind = cls if cls.task else kinds.get(stored.get("task"))
+        if kind is None or stored.get("task") != kind.task:
+            expected = repr(cls.task) if cls.task else "'embed' or 'classify'"
+            raise ValueError(f"stored settings name task {stored.get('task')!r}; expected {expected}")
         names = [f.name for f in dataclasses.fields(kind)]
         missing = [n for n in names if n not in stored]
         if missing:
             raise ValueError(f"stored {kind.task} settings lack {missing}")
-        values = {n: tuple(stored[n]) if n == "layers" else stored[n] for n in names}
+        values = {n: tuple(stored[n]) if isinstance(stored[n], list) else stored[n] for n in names}
         return kind(**values)
 
 
