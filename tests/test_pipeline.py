@@ -102,3 +102,27 @@ def test_the_torch_model_gives_what_the_model_gives(tiny_model, tmp_path):
         torch_model(tiny_model, Embeddings((7,)))
     with pytest.raises(ValueError, match=r"pooling must be 'mean' or 'max'"):
         torch_model(tiny_model, Embeddings((1,), "sum"))
+
+
+def test_the_agile_adapter_and_search_queries_run_on_the_pipeline(tiny_model, tmp_path):
+    """hoplite's embed and search's queries: the pipeline's windows and batches, at the device policy's batch size
+    (the adapter batched 8 windows at a time of its own), giving what the model gives each window."""
+    agile = pytest.importorskip("avex_hub.integrations.agile")  # needs perch-hoplite
+    from avex_hub.audio.windows import windows_from_array
+    from avex_hub.encoder.precision import default_batch_size
+
+    adapter = agile.AvexEmbeddingModel.from_model(tiny_model, window_size_s=1.0, hop_size_s=0.5, layer=2)
+    assert adapter.batch_size == default_batch_size(torch.device("cpu"))
+    audio = tones(3.3, 16000)[:, 0]
+    windows = windows_from_array(audio, 16000, window_s=1.0, hop_s=0.5)  # 6 windows, the last padded
+    with torch.no_grad():
+        direct = torch.cat([tiny_model.embed(w.audio[None], w.padding_mask[None], layer=2) for w in windows])
+    got = adapter.embed(audio).embeddings
+    assert got.shape == (len(windows), 1, tiny_model.embedding_dim) and bool(windows[-1].padding_mask.any())
+    np.testing.assert_allclose(got[:, 0], direct.numpy(), atol=1e-5)
+
+    path = tmp_path / "query.wav"
+    sf.write(path, audio, 16000, subtype="FLOAT")
+    query = agile.embed_queries(tiny_model, [agile.Query(str(path))], adapter.settings)
+    unit = direct.numpy() / np.linalg.norm(direct.numpy(), axis=1, keepdims=True)
+    np.testing.assert_allclose(query[0], unit.mean(0), atol=1e-5)
