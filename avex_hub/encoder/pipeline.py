@@ -1,6 +1,7 @@
 """Recording -> windows -> batches -> a model -> rows, written once. Every path that runs recordings through a model
 (``AvexModel.predict``/``embed`` on recordings, the file pipelines behind ``avex-hub classify|embed``, Lightning
-prediction, the agile archive) takes its batches from :mod:`avex_hub.audio.batches` through :func:`run_batches`.
+prediction, the agile archive, its hoplite adapter and search's queries) takes its batches from
+:mod:`avex_hub.audio.batches` through :func:`run_batches`.
 
 The model is an argument. What the pipeline asks of it is the :class:`WindowModel` call: a
 :class:`~avex_hub.audio.batches.WindowBatch` in, named float32 numpy arrays out, one row per window of the batch:
