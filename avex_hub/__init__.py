@@ -11,7 +11,8 @@ from . import entrypoints
 from .entrypoints import *  # noqa: F403  the entry points (models, label_map, probes): entrypoints.__all__
 from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model, download_weights, load_label_map
 from .labels import LabelMap
-from .encoder.model import AvexModel, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
+from .encoder.model import AvexModel, LongInputWarning
+from .encoder.recordings import Prediction, WindowEmbeddings, WindowPrediction
 from .hub.weights import WEIGHTS, get_weights
 
 from ._version import __version__
@@ -38,7 +39,7 @@ __all__ += entrypoints.__all__  # the published models, label_map, the probe bui
 _LAZY = {"audio", "heads", "embed", "integrations", "encoder", "hub", "cli", "tutorial"}
 # ... and these names from them.
 _LAZY_NAMES = {
-    "load_audio": "audio.contract",
+    "load_audio": "audio.decoding",
     "AudioDataset": "audio.datasets",
     "make_synthetic_dataset": "audio.synthetic",
     "extract_embeddings": "embed.extract",

@@ -284,7 +284,8 @@ def _write_error(error: OSError, parts: Path) -> int:
 
 
 def _run(args) -> int:
-    from .audio.contract import SAMPLE_RATE, WINDOW_S, find_audio
+    from .audio.arrays import SAMPLE_RATE, WINDOW_S
+    from .audio.folders import find_audio
     from .audio.windows import window_params
     from .embed.inference import inference_settings
     from .encoder.precision import check_precision, resolve_device
@@ -341,8 +342,17 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
 
     files, out = search.files, args.out
     parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
-    names = {f: shard_name(f, settings) for f in files}
-    todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], settings, f)]
+    record = settings.to_dict()  # as stored with each shard and compared on resume
+    names = {f: shard_name(f, record) for f in files}
+    todo = [f for f in files if args.overwrite or not _shard_ok(parts / names[f], record, f)]
+    for f in [] if args.overwrite else list(todo):  # shards of output version 2 (before the one-window rule)
+        earlier = parts / shard_name(f, outputs.earlier_settings(settings))
+        if earlier.is_file():
+            why = outputs.carry_over_shard(earlier, parts / names[f], settings)
+            if why is None:
+                todo.remove(f)
+            else:
+                print(f"avex-hub: recomputing {outputs.text_cell(f)}: {why}", file=sys.stderr)
     skipped = len(files) - len(todo)
     if skipped and not args.no_progress:
         print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)
@@ -352,7 +362,7 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         if result.error is not None:
             failures[result.path] = result.error
             continue
-        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": settings,
+        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": record,
                 "num_windows": result.num_windows, "duration_s": result.duration_s}
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 

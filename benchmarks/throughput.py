@@ -32,8 +32,10 @@ sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
 import avex_hub  # noqa: E402
-from avex_hub.embed.inference import default_num_workers, inference_settings, iter_file_results  # noqa: E402
-from avex_hub.encoder.precision import inference_context, prepare_for_inference, resolve_device  # noqa: E402
+from avex_hub.embed.inference import inference_settings, iter_file_results  # noqa: E402
+from avex_hub.encoder.precision import (  # noqa: E402
+    default_num_workers, inference_context, prepare_for_inference, resolve_device,
+)
 from reference import HOW_TO_GET, load_reference, reference_embed, reference_model  # noqa: E402
 
 TINY = HERE.parent / "tests" / "fixtures" / "beats-tiny"

@@ -47,7 +47,7 @@ def test_train_and_detect_find_the_species(model, data, archive_path, tmp_path, 
     probe = load_probe(path)
     assert probe.provenance.backbone_sha256 == model.weights_sha256 and probe.provenance.label_names == (species,)
     start = table["start_s"][3]
-    from avex_hub.audio.contract import load_audio
+    from avex_hub.audio.decoding import load_audio
 
     audio = load_audio(table["file"][3], start_s=start, end_s=start + WINDOW).waveform
     with torch.no_grad():

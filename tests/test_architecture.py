@@ -21,11 +21,21 @@ LAYERS = {
     "avex_hub._version": 0,
     "avex_hub._files": 0,
     "avex_hub._lazy": 0,
+    "avex_hub._warnings": 0,
     "avex_hub.labels": 0,
-    # audio in: decoding and the channel contract, windows, datasets, augmentations, synthetic data
+    # audio in: arrays and channels, the high-frequency meter, resampling, quality flags, the WAV header, decoding,
+    # the folder walk, collation, windows, datasets, augmentations, synthetic data
     "avex_hub.audio": 1,  # the room itself (its modules load on first use)
-    "avex_hub.audio.contract": 1,
+    "avex_hub.audio.arrays": 1,
+    "avex_hub.audio.high_frequency": 1,
+    "avex_hub.audio.resampling": 1,
+    "avex_hub.audio.quality": 1,
+    "avex_hub.audio.wav_header": 1,
+    "avex_hub.audio.decoding": 1,
+    "avex_hub.audio.folders": 1,
+    "avex_hub.audio.collate": 1,
     "avex_hub.audio.windows": 1,
+    "avex_hub.audio.batches": 1,
     "avex_hub.audio.intervals": 1,
     "avex_hub.audio.items": 1,
     "avex_hub.audio.manifest": 1,
@@ -42,6 +52,8 @@ LAYERS = {
     "avex_hub.encoder.preprocessing": 2,
     "avex_hub.encoder.model": 2,
     "avex_hub.encoder.precision": 2,
+    "avex_hub.encoder.pipeline": 2,
+    "avex_hub.encoder.recordings": 2,
     # weights as data, download -> verify -> strict load, provenance
     "avex_hub.hub": 3,  # the room itself (its modules load on first use)
     "avex_hub.hub.weights": 3,
@@ -57,6 +69,7 @@ LAYERS = {
     "avex_hub.embed.extract": 4,
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
+    "avex_hub.embed.settings": 4,
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probe_module": 5,

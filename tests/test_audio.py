@@ -1,4 +1,4 @@
-"""The audio input contract (avex_hub.audio.contract): real files written with soundfile, real values checked."""
+"""The audio input contract (avex_hub.audio: arrays, resampling, high_frequency, quality, decoding, collate): real files written with soundfile, real values checked."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.audio import contract as A
-from avex_hub.audio.contract import (
-    MIN_SAMPLES, SAMPLE_RATE, Audio, AudioDecodeError, HighFrequencyContentWarning, QualityFlags,
-    audio_info, collate_audio, high_frequency_energy_fraction, load_audio, pad_or_crop, quality_flags, resample,
-    select_channels, to_float_audio,
-)
+from avex_hub.audio import arrays, collate, decoding, folders, high_frequency, quality, resampling, wav_header
+from avex_hub.audio.arrays import MIN_SAMPLES, SAMPLE_RATE, select_channels, to_float_audio
+from avex_hub.audio.collate import collate_audio, pad_or_crop
+from avex_hub.audio.decoding import Audio, AudioDecodeError, audio_info, load_audio
+from avex_hub.audio.high_frequency import HighFrequencyContentWarning, high_frequency_energy_fraction
+from avex_hub.audio.quality import QualityFlags, quality_flags
+from avex_hub.audio.resampling import resample
 from avex_hub.audio.windows import Window, stream_windows, window_starts, windows_from_array
 
 
@@ -575,7 +576,8 @@ def test_windows_feed_collate_and_model_shapes():
 
 
 def test_public_names_exist():
-    assert [name for name in A.__all__ if not hasattr(A, name)] == []
+    for module in (arrays, collate, decoding, folders, high_frequency, quality, resampling, wav_header):
+        assert [name for name in module.__all__ if not hasattr(module, name)] == [], module.__name__
 
 
 @pytest.mark.parametrize("samples, rate", [(16001, 32000), (12345, 32000), (16003, 32000), (7, 44100),
@@ -583,7 +585,7 @@ def test_public_names_exist():
 def test_resampled_length_is_what_soxr_makes_whole_and_streamed(samples, rate):
     import soxr
 
-    from avex_hub.audio.contract import resampled_length
+    from avex_hub.audio.arrays import resampled_length
 
     whole = soxr.resample(np.zeros((samples, 1), np.float32), rate, 16000, quality="HQ").shape[0] if samples else 0
     stream = soxr.ResampleStream(rate, 16000, 1, dtype="float32", quality="HQ")

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 
 from avex_hub.embed import outputs
-from avex_hub.audio.contract import audio_info
+from avex_hub.audio.decoding import audio_info
 from avex_hub.cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 
 from conftest import populate_hub_cache, tones
@@ -348,8 +348,10 @@ def _parts(channels: list[list[int]], k: int = 2):
                             "top_scores": np.tile(np.linspace(0.9, 0.5, k, dtype=np.float32), (n, 1))}
 
 
-def test_every_format_writes_minus_one_for_the_mix_and_counts_rows(tmp_path):
+def test_every_format_writes_minus_one_for_the_mix_and_counts_rows(tmp_path, tiny_model):
     import pyarrow.parquet as pq
+
+    from avex_hub.embed.inference import inference_settings
 
     channels = [[-1, -1, -1], [0, 1, 0, 1], [-1]]  # 8 windows in 3 files
     rows = outputs.write_csv(tmp_path / "c.csv", _parts(channels, k=2), ("a", "b"))
@@ -357,9 +359,10 @@ def test_every_format_writes_minus_one_for_the_mix_and_counts_rows(tmp_path):
         written = list(csv.DictReader(handle))
     assert rows == len(written) == 16  # top-2 rows per window (counted files before: 3)
     assert [r["channel"] for r in written] == [str(c) for chans in channels for c in chans for _ in range(2)]
-    assert outputs.write_parquet(tmp_path / "e.parquet", _parts(channels), {}, 4) == 8
+    settings = inference_settings(tiny_model, "embed")
+    assert outputs.write_parquet(tmp_path / "e.parquet", _parts(channels), settings, 4) == 8
     assert pq.read_table(tmp_path / "e.parquet").column("channel").to_pylist() == sum(channels, [])  # no nulls
-    assert outputs.write_npz(tmp_path / "e.npz", _parts(channels), {}, 4) == 8
+    assert outputs.write_npz(tmp_path / "e.npz", _parts(channels), settings, 4) == 8
     with np.load(tmp_path / "e.npz", allow_pickle=False) as data:
         assert data["channel"].tolist() == sum(channels, [])
 

@@ -18,7 +18,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.audio.contract import AudioQualityWarning, HighFrequencyContentWarning, load_audio
+from avex_hub.audio.decoding import load_audio
+from avex_hub.audio.high_frequency import HighFrequencyContentWarning
+from avex_hub.audio.quality import AudioQualityWarning
 from avex_hub.audio.datasets import AudioDataset
 
 SR = 48_000

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.audio.contract import AudioDecodeError
+from avex_hub.audio.decoding import AudioDecodeError
 from avex_hub.audio.datasets import AudioDataset, AudioItem
 from avex_hub.embed.inference import find_audio_files
 from avex_hub.audio.synthetic import make_synthetic_dataset

@@ -95,9 +95,9 @@ def test_layers_takes_an_index_a_list_or_all_and_layer_is_gone(tiny_model, files
     """0.1.0 is the first release: embed_files' keyword is layers= only (layer=, its name before lists, is gone)."""
     with pytest.raises(TypeError, match="unexpected keyword argument 'layer'"):
         embed_files(tiny_model, files["mono"], layer=[1, -1], progress=False)
-    assert inference_settings(tiny_model, "embed", layers="all")["layers"] == [0, 1, 2, 3]
-    assert inference_settings(tiny_model, "embed", layers=(2, 0))["layers"] == [2, 0]
-    assert inference_settings(tiny_model, "embed", layers=-1)["layers"] == [3]
+    assert inference_settings(tiny_model, "embed", layers="all").layers == (0, 1, 2, 3)
+    assert inference_settings(tiny_model, "embed", layers=(2, 0)).layers == (2, 0)
+    assert inference_settings(tiny_model, "embed", layers=-1).layers == (3,)
 
 
 def test_classify_scores_are_sorted_sigmoid_of_logits(tiny_model, files):

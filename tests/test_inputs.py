@@ -52,7 +52,7 @@ def test_predict_needs_a_sample_rate_for_arrays(tiny_model):
 def test_predict_files_and_arrays_at_any_rate(tiny_model, tmp_path, cases):
     import soundfile as sf
 
-    from avex_hub.audio.contract import resample
+    from avex_hub.audio.resampling import resample
 
     clip = cases["equal.audio"][0]
     stereo48 = resample(clip, 16000, 48000).numpy()

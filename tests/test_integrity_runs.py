@@ -17,7 +17,9 @@ import soundfile as sf
 import torch
 
 from avex_hub.embed import outputs
-from avex_hub.audio.contract import HighFrequencyContentWarning, high_frequency_energy_fraction, load_audio
+from avex_hub.audio.decoding import load_audio
+from avex_hub.audio.high_frequency import HighFrequencyContentWarning, high_frequency_energy_fraction
+from avex_hub.embed.settings import OUTPUT_VERSION
 from avex_hub.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from avex_hub.audio.windows import stream_windows
 
@@ -81,7 +83,7 @@ def test_changed_preprocessing_recomputes_every_shard_and_is_recorded(tiny_copy,
     table = parquet(out)
     recorded = json.loads(table.schema.metadata[b"avex_hub"])
     assert recorded["preprocessing"]["fbank_mean"] == 10.0 and recorded["architecture"]["encoder_layers"] == 3
-    assert recorded["output_version"] == outputs.OUTPUT_VERSION
+    assert recorded["output_version"] == OUTPUT_VERSION
     model = build_model("esp_aves2_sl_beats_all", checkpoint=tiny_copy)
     data, _ = sf.read(folder / "clip0.wav", dtype="float32")
     with torch.inference_mode():
@@ -115,7 +117,7 @@ def test_truncated_shard_is_recomputed_with_a_line(tmp_path, monkeypatch, capsys
 
 # -- 5. one folder walk, nothing skipped in silence -------------------------------------------------------------
 def test_walk_follows_links_guards_loops_and_keeps_parts_named_folders(tmp_path):
-    from avex_hub.audio.contract import find_audio
+    from avex_hub.audio.folders import find_audio
 
     real = clips(tmp_path / "elsewhere", n=1)
     root = tmp_path / "root"
@@ -230,7 +232,7 @@ def test_ultrasonic_content_after_the_first_block_is_found(tmp_path):
 
 
 def test_high_frequency_meter_matches_the_whole_signal_in_any_chunking():
-    from avex_hub.audio.contract import HighFrequencyMeter
+    from avex_hub.audio.high_frequency import HighFrequencyMeter
 
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 50_000)).astype(np.float32))
     whole = high_frequency_energy_fraction(wave, 48000)

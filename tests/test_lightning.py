@@ -467,7 +467,7 @@ def test_stream_windows_and_window_dataset_cut_the_windows_of_window_starts(tmp_
     import numpy as np
     import soundfile as sf
 
-    from avex_hub.audio.contract import SAMPLE_RATE
+    from avex_hub.audio.arrays import SAMPLE_RATE
     from avex_hub.audio.windows import stream_windows, window_starts
     from avex_hub.integrations.lightning import window_dataset
 

@@ -18,7 +18,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from avex_hub.encoder.model import LONG_INPUT_S, LongInputWarning, Prediction, WindowEmbeddings, WindowPrediction
+from avex_hub.encoder.model import LONG_INPUT_S, LongInputWarning
+from avex_hub.encoder.recordings import Prediction, WindowEmbeddings, WindowPrediction
 
 from conftest import tones
 
@@ -282,7 +283,7 @@ def test_array_windows_equal_file_windows(tmp_path):
 
 
 def test_long_recording_quality_is_judged_over_its_windows(tiny_model, long_wave):
-    from avex_hub.audio.contract import AudioQualityWarning
+    from avex_hub.audio.quality import AudioQualityWarning
 
     clipped = long_wave.copy()
     clipped[16000 * 12: 16000 * 13] = 1.0  # one second of the second window at full scale

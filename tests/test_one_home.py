@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 import avex_hub
-from avex_hub.audio.contract import SAMPLE_RATE, WINDOW_S
+from avex_hub.audio.arrays import SAMPLE_RATE, WINDOW_S
 from avex_hub.encoder.model import POOLINGS, check_pooling
 from avex_hub.encoder.preprocessing import Preprocessing
 from conftest import FIXTURE, tones
@@ -36,7 +36,7 @@ def test_the_sample_rate_is_stated_once():
     assert avex_hub.encoder.fbank.FbankConfig().sample_rate == SAMPLE_RATE
     # 16000 appears as a number only in the audio contract (tutorial.py's list of example file rates aside)
     assert [p for p in _constants(lambda v: v == 16_000) if not p.startswith("tutorial.py")] == \
-        [f"audio{'/'}contract.py:{_line_of('audio/contract.py', 'SAMPLE_RATE = ')}"]
+        [f"audio{'/'}arrays.py:{_line_of('audio/arrays.py', 'SAMPLE_RATE = ')}"]
 
 
 def _line_of(module: str, text: str) -> int:
@@ -62,7 +62,7 @@ def test_defaults_of_the_rate_and_window_come_from_the_contract():
         assert default(fn, name) == WINDOW_S, fn
     # 10.0 as a window length is stated once: what is left are 10 ms frame shifts and 10 dB arithmetic
     assert sorted(p.split(":")[0] for p in _constants(lambda v: v == 10.0 and isinstance(v, float))) == sorted(
-        ["audio/contract.py", "encoder/beats.py", "encoder/fbank.py", "audio/synthetic/dataset.py",
+        ["audio/arrays.py", "encoder/beats.py", "encoder/fbank.py", "audio/synthetic/dataset.py",
          "audio/synthetic/dataset.py", "audio/augment.py", "audio/augment.py", "audio/augment.py"])
 
 
@@ -72,11 +72,11 @@ def test_the_window_where_a_model_is_at_hand_is_the_models(tmp_path):
     from avex_hub.embed.inference import embed_files, inference_settings
 
     model = build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE)
-    assert inference_settings(model, "embed")["window_s"] == 10.0
+    assert inference_settings(model, "embed").window_s == 10.0
     model.preprocessing = dataclasses.replace(model.preprocessing, window_s=2.0)
     settings = inference_settings(model, "embed")
-    assert settings["window_s"] == 2.0 and settings["hop_s"] == 2.0
-    assert inference_settings(model, "embed", window_s=3.0)["window_s"] == 3.0  # an explicit window still wins
+    assert settings.window_s == 2.0 and settings.hop_s == 2.0
+    assert inference_settings(model, "embed", window_s=3.0).window_s == 3.0  # an explicit window still wins
     sf.write(tmp_path / "five.wav", tones(5, SAMPLE_RATE, seed=4), SAMPLE_RATE, subtype="FLOAT")
     result = embed_files(model, tmp_path / "five.wav", num_workers=0, progress=False)
     np.testing.assert_allclose(result.start_s, [0.0, 2.0, 4.0])

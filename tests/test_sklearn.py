@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 
-from avex_hub.audio.contract import resample
+from avex_hub.audio.resampling import resample
 from avex_hub.audio.datasets import AudioDataset
 from avex_hub.embed.extract import extract_embeddings
 from avex_hub.integrations.sklearn import AvexSklearnEmbedder

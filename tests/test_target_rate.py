@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avex_hub import attention_probe, linear_probe, train_probe
-from avex_hub.audio.contract import load_audio
+from avex_hub.audio.decoding import load_audio
 from avex_hub.audio.datasets import AudioDataset
 from avex_hub.audio.synthetic import make_synthetic_dataset
 from avex_hub.audio.windows import stream_windows

@@ -8,7 +8,7 @@
     noisy = noise(mixed.audio, mixed.padding_mask, generator=g)
 
 Both work on ``audio [B, S]`` float with ``padding_mask [B, S]`` bool (True = padding, as the model and
-:func:`avex_hub.audio.contract.collate_audio` use it) and keep padding at zero. Every random draw comes from the
+:func:`avex_hub.audio.collate.collate_audio` use it) and keep padding at zero. Every random draw comes from the
 ``generator`` (CPU) given to the call, so a training step can be replayed exactly (resumed runs, DDP ranks).
 Results come back by name (:class:`NoiseResult`, :class:`MixupResult`) with what was drawn per row.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .contract import SAMPLE_RATE
+from .arrays import SAMPLE_RATE
 
 __all__ = ["AddBackgroundNoise", "Mixup", "NoiseResult", "MixupResult", "generated_noise", "multi_hot"]
 
@@ -146,7 +146,7 @@ class AddBackgroundNoise:
 
     @staticmethod
     def _find_files(source) -> list[Path]:
-        from .contract import AUDIO_EXTENSIONS, find_audio
+        from .folders import AUDIO_EXTENSIONS, find_audio
 
         if isinstance(source, (str, os.PathLike)):
             folder = Path(source)
@@ -178,7 +178,7 @@ class AddBackgroundNoise:
     def _file(self, k: int) -> torch.Tensor:
         if k in self._cache:
             return self._cache[k]
-        from .contract import load_audio
+        from .decoding import load_audio
 
         wave = load_audio(self.files[k], target_rate=self.sample_rate, channels="mix").waveform[0]
         cached = sum(v.numel() for v in self._cache.values()) / self.sample_rate

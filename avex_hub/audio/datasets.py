@@ -5,7 +5,7 @@
     train = AudioDataset.from_manifest("data/manifest.csv", split="train", clip_s=5.0, random_crop=True)
     loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=AudioDataset.collate)
 
-Every file goes through :func:`avex_hub.audio.contract.load_audio` (any sample rate and channel count in; the mono mix,
+Every file goes through :func:`avex_hub.audio.decoding.load_audio` (any sample rate and channel count in; the mono mix,
 or the chosen channel, at 16 kHz out), reading only the ``[start_s, end_s)`` range an item asks for.
 
 Nothing is dropped silently. Files listed but missing fail at construction, all named in one error, or with
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .contract import (
-    AUDIO_EXTENSIONS, MIX_CHANNEL, SAMPLE_RATE, WINDOW_S, AudioDecodeError, audio_info, collate_audio, load_audio,
-    pad_or_crop,
-)
+from .arrays import MIX_CHANNEL, SAMPLE_RATE, WINDOW_S
+from .collate import collate_audio, pad_or_crop
+from .decoding import AudioDecodeError, audio_info, load_audio
+from .folders import AUDIO_EXTENSIONS
 from .items import AudioItem, as_item, checked_labels, folder_items, labels_once, listing, several_labels
 from .manifest import manifest_items, rows_of_split
 
@@ -234,7 +234,7 @@ class AudioDataset(torch.utils.data.Dataset):
 
         Labels are the sorted folder names unless ``label_map`` is given. Hidden files and folders (``.name``)
         and audio lying directly in ``root`` are left out and counted in a warning. Linked folders are followed
-        (:func:`avex_hub.audio.contract.find_audio`); a folder that cannot be listed raises PermissionError, or with
+        (:func:`avex_hub.audio.folders.find_audio`); a folder that cannot be listed raises PermissionError, or with
         ``on_error="skip"`` is warned about and listed in :attr:`failures`. ``kwargs`` go to the constructor.
         """
         root = Path(root)

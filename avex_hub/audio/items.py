@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .contract import find_audio
+from .folders import find_audio
 from ..labels import LabelMap
 
 __all__ = ["AudioItem", "as_item", "split_labels", "listing", "folder_items", "labels_once", "several_labels",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..audio.contract import SAMPLE_RATE, to_float_audio
+from ..audio.arrays import SAMPLE_RATE, to_float_audio
 from ..encoder.model import AvexModel
 from .clips import ClipList, as_dataset, batch_labels
 from .embeddings import DamagedEmbeddingsError, Embeddings, read_embeddings, write_embeddings

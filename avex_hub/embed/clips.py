@@ -9,7 +9,10 @@ import os
 import numpy as np
 import torch
 
-from ..audio.contract import SAMPLE_RATE, WINDOW_S, collate_audio, load_audio, resample, to_float_audio
+from ..audio.arrays import SAMPLE_RATE, WINDOW_S, to_float_audio
+from ..audio.collate import collate_audio
+from ..audio.decoding import load_audio
+from ..audio.resampling import resample
 
 __all__ = ["ClipList", "as_dataset", "batch_labels"]
 
@@ -17,8 +20,8 @@ __all__ = ["ClipList", "as_dataset", "batch_labels"]
 class ClipList(torch.utils.data.Dataset):
     """Audio given directly: file paths, 1-D arrays/tensors (at ``sample_rate``), or a ``[n, samples]`` tensor.
 
-    Files are decoded with :func:`avex_hub.audio.contract.load_audio` (mono mix, 16 kHz) in ``__getitem__``, so DataLoader
-    workers share the decoding. Clips longer than ``max_s`` seconds keep their first ``max_s`` (None: all).
+    Files are decoded with :func:`avex_hub.audio.decoding.load_audio` (mono mix, 16 kHz) in ``__getitem__``, so
+    DataLoader workers share the decoding. Clips longer than ``max_s`` seconds keep their first ``max_s`` (None: all).
     """
 
     collate = staticmethod(collate_audio)

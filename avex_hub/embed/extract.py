@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from ..audio.contract import MIN_SAMPLES
+from ..audio.arrays import MIN_SAMPLES
 from ..audio.datasets import check_dataset_rate
 from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import inference_context, prepare_for_inference, resolve_device

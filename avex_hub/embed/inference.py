@@ -5,12 +5,14 @@
     result.embeddings            # float32 [rows, C]; result.file / .channel / .start_s / .end_s per row
     result.to_parquet("emb.parquet"); result.failures   # {path: error} of unreadable inputs
 
-How it runs: a DataLoader over an ``IterableDataset`` whose workers each take a share of the files
-(largest first, to the least loaded worker), decode and resample them block by block
-(:func:`avex_hub.audio.windows.stream_windows`) and hand over ready batches of windows; the main process runs
-the model. Per-file results are assembled in the main process and yielded as each file completes
-(:func:`iter_file_results`); ``embed_files``/``classify_files`` return them in input order. The CLI
-(``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one implementation.
+How it runs: the one recording pipeline. A DataLoader over an ``IterableDataset`` whose workers each take a
+share of the files (largest first, to the least loaded worker), decode and resample them block by block
+(:func:`avex_hub.audio.batches.file_windows`) and hand over ready window batches
+(:func:`avex_hub.audio.batches.batch_windows`) with a ``FileEnd`` after each file; the main process runs them
+through the model (:func:`avex_hub.encoder.pipeline.run_batches`). Per-file results are assembled in the main
+process and yielded as each file completes (:func:`iter_file_results`); ``embed_files``/``classify_files`` return
+them in input order. The CLI (``avex-hub embed|classify``) is built on :func:`iter_file_results`, so there is one
+implementation.
 """
 
 from __future__ import annotations
@@ -24,36 +26,28 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..audio.contract import AUDIO_EXTENSIONS, MIX_CHANNEL, find_audio
-from .outputs import FLAG_NAMES
+from ..audio.batches import FileEnd, WindowBatch, batch_windows, file_windows
+from ..audio.folders import AUDIO_EXTENSIONS, find_audio
+from ..audio.quality import FLAG_NAMES
 from ..encoder.model import check_pooling
-from ..encoder.precision import device_for, inference_context, prepare_for_inference, resolve_device
-from ..audio.windows import default_batch_size  # one home (windows); re-exported here, where it was first
+from ..encoder.pipeline import BatchOutputs, Embeddings, Rows, Scores, run_batches, torch_model
+from ..encoder.precision import batch_size_for, default_num_workers, device_for
+from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
-    "iter_file_results", "embed_files", "classify_files", "default_batch_size", "default_num_workers",
+    "iter_file_results", "embed_files", "classify_files",
 ]
 
 
-def default_num_workers(device: torch.device | str | None = None) -> int:
-    """Decoding worker processes. On CUDA: cores - 1, at most 4. On the CPU the model already uses every
-    core and decoding costs a few percent of it, so: none on 1-3 cores (a worker there slows the model's
-    threads more than it saves; benchmarks/RESULTS.md), one from 4 cores on."""
-    cores = os.cpu_count() or 1
-    if resolve_device(device).type == "cuda":
-        return max(0, min(4, cores - 1))
-    return 0 if cores < 4 else 1
-
-
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.contract.find_audio`:
+    """Files named directly (any extension) plus audio files found under folders (:func:`avex_hub.audio.folders.find_audio`:
     recursive, sorted, links followed, hidden entries skipped, each file once).
 
     Raises FileNotFoundError for a path that does not exist and PermissionError naming every folder that could
-    not be listed (``avex_hub.audio.contract.find_audio`` returns the readable files and those folders instead).
+    not be listed (``avex_hub.audio.folders.find_audio`` returns the readable files and those folders instead).
     """
     search = find_audio(paths)
     if search.failures:
@@ -64,19 +58,19 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def inference_settings(model, task: str, *, window_s: float | None = None, hop_s: float | None = None,
                        channels="mix", layers=-1, pooling: str = "mean", precision: str = "fp32",
-                       top_k: int = 5) -> dict:
-    """Everything that changes the numbers in an output (not device or batch size); stored with it.
+                       top_k: int = 5) -> InferenceSettings:
+    """Everything that changes the numbers in an output (not device or batch size), checked; stored with it.
 
     Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
-    pooling (embed) or top-k and the label names' digest (classify), and the output format version; the CLI
-    reuses a stored shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``.
-    ``layers`` (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``.
+    pooling (:class:`~avex_hub.embed.settings.EmbedSettings`) or top-k and the label names' digest
+    (:class:`~avex_hub.embed.settings.ClassifySettings`), and the output format version; the CLI reuses a stored
+    shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``. ``layers``
+    (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``.
     """
     import hashlib
     import json
 
     from .._version import __version__
-    from .outputs import OUTPUT_VERSION
     from ..audio.windows import window_params
 
     if task not in ("embed", "classify"):
@@ -86,23 +80,21 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
     window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
     if not (channels in ("mix", "all") or (isinstance(channels, int) and not isinstance(channels, bool))):
         raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
-    settings = {"task": task, "model": model.name, "weights_sha256": model.weights_sha256,
-                "window_s": float(window_s), "hop_s": float(window_s if hop_s is None else hop_s),
-                "channels": channels, "precision": precision, "sample_rate": model.sample_rate,
-                "architecture": model.config.to_dict(), "preprocessing": model.preprocessing.to_dict(),
-                "output_version": OUTPUT_VERSION, "avex_hub_version": __version__}
+    common = dict(model=model.name, weights_sha256=model.weights_sha256, window_s=float(window_s),
+                  hop_s=float(window_s if hop_s is None else hop_s), channels=channels, precision=precision,
+                  sample_rate=model.sample_rate, architecture=model.config.to_dict(),
+                  preprocessing=model.preprocessing.to_dict(), output_version=OUTPUT_VERSION,
+                  avex_hub_version=__version__)
     if task == "embed":
-        settings.update(layers=model.layer_indices(layers), pooling=pooling)
         check_pooling(pooling)
-    else:
-        if model.label_map is None or getattr(model, "classifier", None) is None:
-            raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
-        if not (isinstance(top_k, int) and top_k >= 1):
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
-        settings.update(top_k=min(top_k, len(model.labels)), labels=len(model.labels),
-                        labels_sha256=hashlib.sha256(names).hexdigest())
-    return settings
+        return EmbedSettings(**common, layers=tuple(model.layer_indices(layers)), pooling=pooling)
+    if model.label_map is None or getattr(model, "classifier", None) is None:
+        raise ValueError(f"{model.name} has no species head to classify with; use embed (or a probe)")
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return ClassifySettings(**common, top_k=min(top_k, len(model.labels)), labels=len(model.labels),
+                            labels_sha256=hashlib.sha256(names).hexdigest())
 
 
 @dataclass
@@ -138,77 +130,35 @@ def _assign(sizes: Sequence[int], workers: int) -> list[list[int]]:
 
 
 class _WindowBatches(torch.utils.data.IterableDataset):
-    """Yields ready batches: ``audio`` [b, S], ``padding_mask`` [b, S], per-row ``file`` (index into
-    ``paths``), ``channel``, ``start_s``, ``end_s``, ``flags`` [b, 4], and ``events``: files finished
-    since the previous batch as ``(file index, error or None, truncated)``. A file's event never precedes its
-    windows."""
+    """The batches of :func:`avex_hub.audio.batches.batch_windows` over the windows of this worker's share of
+    ``paths`` (all of them without workers), with a ``FileEnd`` after each file's last batch."""
 
-    def __init__(self, paths: list[str], *, window_s: float, hop_s: float | None, channels, batch_size: int,
-                 block_s: float = 60.0) -> None:
+    def __init__(self, paths: list[str], settings: InferenceSettings, batch_size: int, block_s: float) -> None:
         super().__init__()
-        self.paths, self.window_s, self.hop_s, self.channels = paths, window_s, hop_s, channels
-        self.batch_size, self.block_s = batch_size, block_s
+        self.paths, self.settings, self.batch_size, self.block_s = paths, settings, batch_size, block_s
         self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
 
-    def __iter__(self):
-        from ..audio.windows import stream_windows
-
+    def __iter__(self) -> Iterator[WindowBatch | FileEnd]:
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
-        rows: list = []
-        events: list[tuple[int, str | None, bool]] = []
-        for index in mine:
-            try:
-                stream = stream_windows(self.paths[index], window_s=self.window_s, hop_s=self.hop_s,
-                                        channels=self.channels, block_s=self.block_s)
-                for w in stream:
-                    rows.append((index, w))
-                    if len(rows) == self.batch_size:
-                        yield self._batch(rows, events)
-                        rows, events = [], []
-                events.append((index, None, stream.truncated))
-            except Exception as error:  # noqa: BLE001 - any failure of one input is reported, the rest go on
-                events.append((index, f"{type(error).__name__}: {error}", False))
-        if rows or events:
-            yield self._batch(rows, events)
-
-    @staticmethod
-    def _batch(rows: list, events: list) -> dict:
-        if not rows:
-            return {"audio": None, "events": events}
-        windows = [w for _, w in rows]
-        return {
-            "audio": torch.stack([w.audio for w in windows]),
-            "padding_mask": torch.stack([w.padding_mask for w in windows]),
-            "file": torch.tensor([i for i, _ in rows], dtype=torch.long),
-            "channel": torch.tensor([MIX_CHANNEL if w.channel is None else w.channel for w in windows],
-                                    dtype=torch.int32),
-            "start_s": torch.tensor([w.start_s for w in windows], dtype=torch.float64),
-            "end_s": torch.tensor([w.end_s for w in windows], dtype=torch.float64),
-            "flags": torch.tensor([[w.flags.clipped, w.flags.silent, w.flags.too_short, w.flags.truncated]
-                                   for w in windows]),
-            "events": events,
-        }
+        windows = file_windows(self.paths, mine, window_s=self.settings.window_s, hop_s=self.settings.hop_s,
+                               channels=self.settings.channels, block_s=self.block_s)
+        return batch_windows(windows, self.batch_size)
 
 
 # -- the main-process side: batches -> model -> per-file rows ---------------------------------------
-def _run_batch(net, batch: dict, settings: dict, device: torch.device) -> dict[str, np.ndarray]:
-    audio = batch["audio"].to(device, non_blocking=True)
-    mask = batch["padding_mask"].to(device, non_blocking=True)
-    if settings["task"] == "embed":
-        pooled = net.pooled_layers(audio, mask, layers=settings["layers"], pooling=settings["pooling"])
-        return {"embeddings": pooled.float().cpu().numpy()}  # [b, L, C]
-    scores = torch.sigmoid(net.logits(audio, mask).float())  # [b, labels]
-    values, indices = scores.topk(settings["top_k"], dim=1)
-    return {"top_scores": values.cpu().numpy(), "top_indices": indices.to(torch.int32).cpu().numpy()}
+def _rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings) -> dict[str, np.ndarray]:
+    """What a file's rows keep of the model's outputs: the embeddings ``[b, L, C]``, or the top-k scores."""
+    if isinstance(settings, EmbedSettings):
+        return outputs
+    values, indices = torch.from_numpy(outputs["scores"]).topk(settings.top_k, dim=1)
+    return {"top_scores": values.numpy(), "top_indices": indices.to(torch.int32).numpy()}
 
 
-def _file_arrays(chunks: list[dict], settings: dict) -> dict[str, np.ndarray]:
-    if not chunks:
-        return {}
-    a = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    if settings["task"] == "embed":  # one row per (window, layer), window-major
-        layers = np.asarray(settings["layers"], dtype=np.int16)
+def _file_arrays(rows: dict[str, np.ndarray], settings: InferenceSettings) -> dict[str, np.ndarray]:
+    a = {k: v for k, v in rows.items() if k != "index"}
+    if a and isinstance(settings, EmbedSettings):  # one row per (window, layer), window-major
+        layers = np.asarray(settings.layers, dtype=np.int16)
         n, L, C = a["embeddings"].shape
         for k in ("channel", "start_s", "end_s", "flags"):
             a[k] = np.repeat(a[k], L, axis=0)
@@ -218,7 +168,7 @@ def _file_arrays(chunks: list[dict], settings: dict) -> dict[str, np.ndarray]:
 
 
 def _durations(paths: list[str]) -> list[float]:
-    from ..audio.contract import audio_info
+    from ..audio.decoding import audio_info
 
     out = []
     for p in paths:
@@ -229,7 +179,7 @@ def _durations(paths: list[str]) -> list[float]:
     return out
 
 
-def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size: int | None = None,
+def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, *, batch_size: int | None = None,
                       num_workers: int | None = None, device=None, block_s: float = 60.0,
                       progress: bool = True) -> Iterator[FileResult]:
     """Process ``paths`` with ``settings`` (from :func:`inference_settings`); yield each file's result as it completes.
@@ -244,52 +194,31 @@ def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size
     if not paths:
         return
     device = device_for(model, device)
-    precision = settings["precision"]
-    net = prepare_for_inference(model, precision, device)
-    batch_size = batch_size or default_batch_size(device)
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    output = Embeddings(settings.layers, settings.pooling) if isinstance(settings, EmbedSettings) else Scores()
+    run = torch_model(model, output, precision=settings.precision, device=device)
+    batch_size = batch_size_for(device, batch_size)
     workers = min(default_num_workers(device) if num_workers is None else num_workers, len(paths))
-    dataset = _WindowBatches(paths, window_s=settings["window_s"], hop_s=settings["hop_s"],
-                             channels=settings["channels"], batch_size=batch_size, block_s=block_s)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
-                                         pin_memory=device.type == "cuda",
+    loader = torch.utils.data.DataLoader(_WindowBatches(paths, settings, batch_size, block_s), batch_size=None,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
                                          prefetch_factor=2 if workers else None)
     bar = tqdm(total=round(sum(_durations(paths)), 1) if progress else 0, unit="s audio", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
-    chunks: dict[int, list[dict]] = {}
-    covered: dict[int, float] = {}
+    rows, covered = Rows(), {}
     windows = done = 0
     started = time.perf_counter()
     iterator = iter(loader)
     try:
-        for batch in iterator:
-            if batch["audio"] is not None:
-                with inference_context(precision, device):
-                    out = _run_batch(net, batch, settings, device)
-                files = batch["file"].numpy()
-                meta = {k: batch[k].numpy() for k in ("channel", "start_s", "end_s", "flags")}
-                for index in np.unique(files):
-                    rows = files == index
-                    chunks.setdefault(int(index), []).append({**{k: v[rows] for k, v in meta.items()},
-                                                              **{k: v[rows] for k, v in out.items()}})
-                    end = float(meta["end_s"][rows].max())
-                    bar.update(max(0.0, end - covered.get(int(index), 0.0)))
-                    covered[int(index)] = max(end, covered.get(int(index), 0.0))
-                windows += len(files)
-            for index, error, truncated in batch["events"]:
-                file_chunks = chunks.pop(index, [])
+        for item in run_batches(run, iterator):
+            if isinstance(item, FileEnd):
                 done += 1
-                if error is not None:
-                    yield FileResult(paths[index], error=error)
-                else:
-                    arrays = _file_arrays(file_chunks, settings)
-                    if truncated and arrays:  # known at the file's end: every row of it carries the flag
-                        arrays["flags"][:, FLAG_TRUNCATED] = True
-                    windows_in_file = sum(len(c["start_s"]) for c in file_chunks)
-                    yield FileResult(paths[index], arrays=arrays, num_windows=windows_in_file,
-                                     duration_s=covered.get(index, 0.0), truncated=truncated)
-                covered.pop(index, None)
+                yield _file_result(paths[item.file], item, rows.take(item.file), covered.pop(item.file, 0.0),
+                                   settings)
+            else:
+                rows.add(BatchOutputs(item.batch, _rows_of(item.outputs, settings)))
+                for index, end in zip(item.batch.file.tolist(), item.batch.end_s.tolist()):
+                    bar.update(max(0.0, end - covered.get(index, 0.0)))
+                    covered[index] = max(end, covered.get(index, 0.0))
+                windows += len(item.batch)
             elapsed = max(time.perf_counter() - started, 1e-9)
             bar.set_postfix_str(f"files {done}/{len(paths)}, windows {windows}, {bar.n / elapsed:.1f}x real time",
                                 refresh=False)
@@ -298,13 +227,24 @@ def iter_file_results(model, paths: Sequence[str], settings: dict, *, batch_size
         bar.close()
 
 
+def _file_result(path: str, end: FileEnd, rows: dict[str, np.ndarray], covered: float,
+                 settings: InferenceSettings) -> FileResult:
+    if end.error is not None:
+        return FileResult(path, error=end.error)
+    arrays = _file_arrays(rows, settings)
+    if end.truncated and arrays:  # known at the file's end: every row of it carries the flag
+        arrays["flags"][:, FLAG_TRUNCATED] = True
+    return FileResult(path, arrays=arrays, num_windows=len(rows.get("start_s", ())), duration_s=covered,
+                      truncated=end.truncated)
+
+
 # -- the one-call API ---------------------------------------------------------------------------------
 @dataclass
 class InferenceResult:
     """Rows of all successful inputs in input order, the failures, and the settings that made them."""
 
     task: str
-    settings: dict
+    settings: InferenceSettings
     labels: tuple[str, ...]
     files: list[FileResult]
     failures: dict[str, str]

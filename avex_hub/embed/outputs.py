@@ -43,18 +43,17 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..audio.contract import MIX_CHANNEL
+from ..audio.arrays import MIX_CHANNEL
+from ..audio.quality import FLAG_NAMES
+from .settings import InferenceSettings
 
 __all__ = [
-    "FLAG_NAMES", "OUTPUT_VERSION", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "write_parquet",
-    "write_npz", "write_csv", "write_raven_tables", "write_failures", "raven_names", "text_cell",
+    "FLAG_NAMES", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "earlier_settings",
+    "carry_over_shard", "write_parquet", "write_npz", "write_csv", "write_raven_tables", "write_failures",
+    "raven_names", "text_cell",
 ]
 
-FLAG_NAMES = ("clipped", "silent", "too_short", "truncated")
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
-# Raised whenever a release changes the values or layout written for the same settings; part of the settings,
-# so shards of an older layout are recomputed instead of merged with new ones.
-OUTPUT_VERSION = 2
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -125,6 +124,35 @@ def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+# -- shards of an earlier output version ----------------------------------------------------------------
+PADDED_VERSION = 2  # the last output version that padded a recording of at most one window to the full window
+
+
+def earlier_settings(settings: InferenceSettings) -> dict:
+    """``settings`` as output version 2 stored them: the key of a shard written by the version before the
+    one-window rule (see :func:`carry_over_shard`)."""
+    return {**settings.to_dict(), "output_version": PADDED_VERSION}
+
+
+def carry_over_shard(old: Path, new: Path, settings: InferenceSettings) -> str | None:
+    """Keep the version-2 shard at ``old`` as ``new`` under ``settings`` when it holds the values this version
+    writes: those of a recording longer than one window (or exactly one window long) did not change. Returns None
+    when it was kept, else why the recording is computed again (the old shard is removed either way)."""
+    try:
+        arrays, meta = read_shard(old)
+    except ValueError as error:
+        old.unlink(missing_ok=True)
+        return str(error)
+    if not (arrays["start_s"] > 0).any() and (arrays["end_s"] < settings.window_s).all():
+        old.unlink()
+        return (f"its result in {old.parent} was written by output version {PADDED_VERSION}, which padded a "
+                f"recording of at most one window to the full window; version {settings.output_version} runs it at "
+                "its own length")
+    write_shard(new, arrays, {**meta, "settings": settings.to_dict()})
+    old.unlink()
+    return None
+
+
 # -- text cells -----------------------------------------------------------------------------------------
 def text_cell(value: str) -> str:
     """``value`` as valid UTF-8 text: bytes of a file name that are not UTF-8 become ``\\xNN`` escapes."""
@@ -152,7 +180,7 @@ def _seconds(value) -> str:
 
 # -- combined outputs: the mix's channel is MIX_CHANNEL (-1) in every format ------------------------------
 def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-                  settings: dict, embedding_dim: int) -> int:
+                  settings: InferenceSettings, embedding_dim: int) -> int:
     """Write embedding rows of ``(file, arrays)`` parts one row group at a time; returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -161,7 +189,7 @@ def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str
         ("file", pa.string()), ("channel", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
         ("layer", pa.int16()), *[(name, pa.bool_()) for name in FLAG_NAMES],
         ("embedding", pa.list_(pa.float32(), embedding_dim)),
-    ], metadata={"avex_hub": json.dumps(settings, sort_keys=True)})
+    ], metadata={"avex_hub": settings.to_json()})
     rows = 0
     with atomic_path(target, ".parquet") as tmp:
         with pq.ParquetWriter(str(tmp), schema) as writer:
@@ -181,7 +209,7 @@ def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str
 
 
 def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-              settings: dict, embedding_dim: int) -> int:
+              settings: InferenceSettings, embedding_dim: int) -> int:
     """All embedding rows in one ``.npz`` (held in memory once: embeddings are small next to audio)."""
     keys = ("channel", "start_s", "end_s", "layer", "flags", "embeddings")
     collected: dict[str, list] = {k: [] for k in keys}
@@ -195,17 +223,17 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
              "embeddings": np.zeros((0, embedding_dim), np.float32)}
     out = {k: (np.concatenate(v) if v else empty[k]) for k, v in collected.items()}
     _savez(Path(target), {"file": np.array(files, dtype=str),
-                          "settings": np.array(json.dumps(settings, sort_keys=True)), **out})
+                          "settings": np.array(settings.to_json()), **out})
     return len(files)
 
 
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-              labels: tuple[str, ...], *, settings: dict | None = None) -> int:
+              labels: tuple[str, ...], *, settings: InferenceSettings | None = None) -> int:
     """Top-k classification rows; returns the number of rows written (top-k per window). ``settings`` (when given) go to the
     sidecar ``<target>.settings.json`` (CSV has no place for them)."""
     if settings is not None:
         with atomic_path(f"{target}.settings.json", ".json") as tmp:
-            tmp.write_text(json.dumps(settings, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(settings.to_dict(), sort_keys=True, indent=1) + "\n", encoding="utf-8")
     cells = [_csv_text(label) for label in labels]
     rows = 0
     with atomic_path(target, ".csv") as tmp:

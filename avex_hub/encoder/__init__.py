@@ -3,5 +3,5 @@ carries."""
 
 from .._lazy import lazy_modules
 
-_MODULES = ("beats", "fbank", "model", "precision", "preprocessing")
+_MODULES = ("beats", "fbank", "model", "pipeline", "precision", "preprocessing", "recordings")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)

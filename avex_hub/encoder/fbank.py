@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.contract import SAMPLE_RATE
+from ..audio.arrays import SAMPLE_RATE
 
 __all__ = ["FbankConfig", "KaldiFbank", "mel_filterbank", "num_frames"]
 

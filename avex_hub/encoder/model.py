@@ -7,29 +7,23 @@ offers the operations people use by name: ``hidden_states``, ``embed``, ``predic
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
-from dataclasses import dataclass
 from numbers import Integral
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from ..audio.contract import (  # MIN_SAMPLES: 16 filterbank frames, one patch row, 0.175 s at 16 kHz
-    MIN_SAMPLES, SAMPLE_RATE, AudioQualityWarning, QualityFlags, audio_info, load_audio, quality_flags, resample,
-    select_channels, to_float_audio,
-)
+from .._warnings import user_stacklevel
+from ..audio.arrays import MIN_SAMPLES, SAMPLE_RATE
+from ..labels import LabelMap
+from . import recordings
 from .beats import BEATs, BEATsConfig, EncoderOutput, frame_padding_mask
 from .fbank import FbankConfig, KaldiFbank
-from ..labels import LabelMap
 from .precision import resolve_device
 from .preprocessing import Preprocessing
-from ..audio.windows import Window, default_batch_size, iter_array_windows, stream_windows
 
-__all__ = ["AvexModel", "Prediction", "WindowPrediction", "WindowEmbeddings", "LongInputWarning",
-           "LONG_INPUT_S", "validate_audio", "MIN_SAMPLES", "POOLINGS", "check_pooling"]
+__all__ = ["AvexModel", "LongInputWarning", "LONG_INPUT_S", "validate_audio", "MIN_SAMPLES", "POOLINGS",
+           "check_pooling"]
 
 LONG_INPUT_S = 60.0  # tensors longer than this (at the model's rate) get a LongInputWarning
 POOLINGS = ("mean", "max")  # what AvexModel.pool does over frames (and embed's clip_pooling over windows)
@@ -44,53 +38,6 @@ def check_pooling(pooling, name: str = "pooling", hint: str = "") -> None:
 class LongInputWarning(UserWarning):
     """A tensor far longer than the model's training clips went through one attention pass (memory and
     time grow with the square of its length); ``predict``/``embed`` on the recording window it instead."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One label of a top-k answer; ``score`` is a sigmoid probability (the head is multi-label).
-
-    From :meth:`AvexModel.predict` on a recording, ``score`` is the label's best window score and
-    ``start_s``/``end_s`` (seconds of the recording) are that window's span.
-    """
-
-    label: str
-    index: int
-    score: float
-    start_s: float | None = None
-    end_s: float | None = None
-
-
-@dataclass(frozen=True)
-class WindowPrediction:
-    """One label of one window's top-k (``predict(..., per_window=True)``): the values ``classify_files`` gives."""
-
-    start_s: float  # seconds of the recording
-    end_s: float  # end of the window's real audio
-    label: str
-    index: int
-    score: float  # sigmoid probability
-
-
-@dataclass(frozen=True)
-class WindowEmbeddings:
-    """Per-window embeddings of one recording (``embed(..., per_window=True)``), in time order."""
-
-    embeddings: torch.Tensor  # float32 [windows, C]
-    start_s: torch.Tensor  # float64 [windows], seconds of the recording
-    end_s: torch.Tensor  # float64 [windows], end of each window's real audio
-
-
-@dataclass
-class _Batch:
-    """Windows of one recording, ready for the model: ``audio``/``padding_mask`` ``[b, samples]`` (mask None
-    when unpadded), and per window the answer row (channel position), start and end in seconds."""
-
-    audio: torch.Tensor
-    padding_mask: torch.Tensor | None
-    row: list[int]
-    start_s: list[float]
-    end_s: list[float]
 
 
 def validate_audio(audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
@@ -268,13 +215,11 @@ class AvexModel(nn.Module):
               clip_pooling: str = "mean", batch_size: int | None = None):
         """A pooled embedding from one layer (default: the last), frames pooled by ``pooling``.
 
-        A tensor ``[B, samples]`` at the model's rate (no ``sample_rate``): ``[B, C]``, each row one
-        attention pass, as before. A recording (a file path, or an array or tensor with ``sample_rate``):
-        cut into the model's windows (``preprocessing.window_s``, the last one padded and masked; files
-        are streamed), embedded ``batch_size`` windows at a time (default as ``inference``: 2 on CPU, 64 on
-        CUDA); ``per_window=True`` returns :class:`WindowEmbeddings`,
-        otherwise the windows pooled by ``clip_pooling`` (``"mean"`` of the window embeddings, or
-        ``"max"``): ``[C]``, or ``[channels, C]`` (one answer per channel) for ``channels="all"``.
+        A tensor ``[B, samples]`` at the model's rate (no ``sample_rate``): ``[B, C]``, each row one attention
+        pass. A recording (a file path, or an array or tensor with ``sample_rate``): windowed and batched as in
+        :meth:`predict`; ``per_window=True`` returns :class:`~avex_hub.encoder.recordings.WindowEmbeddings`,
+        otherwise the windows pooled by ``clip_pooling`` (``"mean"`` or ``"max"``): ``[C]``, or
+        ``[channels, C]`` for ``channels="all"``.
         """
         if isinstance(audio, torch.Tensor) and sample_rate is None:
             if per_window or channels != "mix":
@@ -285,26 +230,8 @@ class AvexModel(nn.Module):
             raise ValueError("padding_mask applies to a batch tensor [B, samples]; a recording is windowed and "
                              "masked here: pass it without padding_mask")
         check_pooling(clip_pooling, "clip_pooling")
-        answers = self._embed_recording(self._recording_batches(audio, sample_rate, channels, batch_size), layer,
-                                        pooling)
-        if not per_window:
-            answers = [a.embeddings.mean(0) if clip_pooling == "mean" else a.embeddings.amax(0) for a in answers]
-        if channels == "all":
-            return torch.stack(answers) if not per_window else answers
-        return answers[0]
-
-    @torch.inference_mode()
-    def _embed_recording(self, batches: Iterator[_Batch], layer: int, pooling: str) -> list[WindowEmbeddings]:
-        self.layer_indices([layer]), self.pool(torch.zeros(1, 1, 1), None, pooling)  # bad arguments fail first
-        parts: dict[int, list] = {}
-        for batch in batches:
-            emb = self.pooled_layers(batch.audio, batch.padding_mask, layers=[layer], pooling=pooling)[:, 0]
-            for i, row in enumerate(batch.row):
-                parts.setdefault(row, []).append((emb[i].float().cpu(), batch.start_s[i], batch.end_s[i]))
-        return [WindowEmbeddings(torch.stack([e for e, _, _ in rows]),
-                                 torch.tensor([s for _, s, _ in rows], dtype=torch.float64),
-                                 torch.tensor([e for _, _, e in rows], dtype=torch.float64))
-                for _, rows in sorted(parts.items())]
+        return recordings.embed(self, audio, sample_rate, layer=layer, pooling=pooling, channels=channels,
+                                per_window=per_window, clip_pooling=clip_pooling, batch_size=batch_size)
 
     def pooled_layers(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                       layers: int | list[int] | str = "last", pooling: str = "mean") -> torch.Tensor:
@@ -328,151 +255,24 @@ class AvexModel(nn.Module):
         return self.classifier(self.pool(out.features, out.padding_mask, "mean"))
 
     # -- recordings of any length ----------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, audio, sample_rate: int | None = None, *, top_k: int = 5, channels: str | int = "mix",
                 per_window: bool = False, batch_size: int | None = None):
         """Top-k species with sigmoid scores for a recording of any length, or for each of a list of them.
 
-        ``audio`` is a file path, a 1-D array (one mono recording) or a 2-D array ``[channels,
-        samples]`` (one multi-channel recording) at ``sample_rate`` (required for arrays); it is
-        resampled to the model's rate. It is cut into the model's windows (``preprocessing.window_s``,
-        10 s; the last padded and masked), run ``batch_size`` windows at a time (default as ``inference``:
-        2 on CPU, 64 on CUDA; peak memory grows with it); files are streamed, so memory does not grow
-        with length. A recording of at most one window is scored whole, unpadded, as before.
+        ``audio`` is a file path, a 1-D array (one mono recording) or a 2-D array ``[channels, samples]`` (one
+        multi-channel recording) at ``sample_rate`` (required for arrays), resampled to the model's rate and run
+        through the recording pipeline (:mod:`avex_hub.encoder.recordings`): the model's windows
+        (``preprocessing.window_s``, 10 s; the last padded and masked; a recording of at most one window at its
+        own length), ``batch_size`` at a time (default 2 on CPU, 64 on CUDA); files are streamed.
 
-        Returns a list of :class:`Prediction`: per label the MAX of its window scores, with the span
-        (``start_s``, ``end_s``) of that best window. ``per_window=True`` returns time-stamped rows
-        instead, :class:`WindowPrediction` (``start_s, end_s, label, index, score``; each window's top-k,
-        time order): the values ``inference.classify_files`` gives for a file. ``channels``: ``"mix"``
-        (default) or a channel index give one answer; ``"all"`` gives one answer per channel. Clipped or
-        silent audio is scored but warned about by name.
+        Returns a list of :class:`~avex_hub.encoder.recordings.Prediction`: per label the MAX of its window
+        scores, with that window's ``start_s``/``end_s``. ``per_window=True`` returns each window's top-k as
+        :class:`~avex_hub.encoder.recordings.WindowPrediction` rows, the values ``classify_files`` gives.
+        ``channels``: ``"mix"`` (default) or a channel index give one answer, ``"all"`` one per channel.
+        Clipped or silent audio is scored but warned about by name.
         """
-        if self.classifier is None:
-            raise ValueError(f"{self.name} has no species head to predict with; use embed() or a probe")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1 (the number of labels to return), got {top_k!r}")
-        if isinstance(audio, (list, tuple)):
-            return [self.predict(item, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
-                                 batch_size=batch_size) for item in audio]
-        k = min(top_k, len(self.labels))
-        batches = self._recording_batches(audio, sample_rate, channels, batch_size)
-        answers = self._window_rows(batches, k) if per_window else self._best_windows(batches, k)
-        return answers if channels == "all" else answers[0]
-
-    def _window_scores(self, batches: Iterator[_Batch]) -> Iterator[tuple[_Batch, torch.Tensor]]:
-        for batch in batches:
-            yield batch, torch.sigmoid(self.logits(batch.audio, batch.padding_mask)).float().cpu()  # [b, labels]
-
-    def _best_windows(self, batches: Iterator[_Batch], k: int) -> list[list[Prediction]]:
-        """Per row: each label's max window score and where it was; top-k of those (memory: one row of scores)."""
-        best: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # row -> (max, start, end) [labels]
-        for batch, scores in self._window_scores(batches):
-            for i, row in enumerate(batch.row):
-                start = torch.full_like(scores[i], batch.start_s[i], dtype=torch.float64)
-                end = torch.full_like(start, batch.end_s[i])
-                if row not in best:
-                    best[row] = (scores[i], start, end)
-                    continue
-                top, starts, ends = best[row]
-                better = scores[i] > top  # ties keep the earlier window
-                best[row] = (torch.where(better, scores[i], top), torch.where(better, start, starts),
-                             torch.where(better, end, ends))
-        answers = []
-        for _, (top, starts, ends) in sorted(best.items()):
-            values, indices = top.topk(k)
-            answers.append([Prediction(self.label_map.name(i), i, v, float(starts[i]), float(ends[i]))
-                            for v, i in zip(values.tolist(), indices.tolist())])
-        return answers
-
-    def _window_rows(self, batches: Iterator[_Batch], k: int) -> list[list[WindowPrediction]]:
-        """Per row: each window's top-k as time-stamped rows."""
-        rows: dict[int, list[WindowPrediction]] = {}
-        for batch, scores in self._window_scores(batches):
-            values, indices = scores.topk(k, dim=1)
-            for i, row in enumerate(batch.row):
-                rows.setdefault(row, []).extend(
-                    WindowPrediction(batch.start_s[i], batch.end_s[i], self.label_map.name(j), j, v)
-                    for v, j in zip(values[i].tolist(), indices[i].tolist()))
-        return [rows[r] for r in sorted(rows)]
-
-    def _recording_batches(self, audio, sample_rate: int | None, channels,
-                           batch_size: int | None = None) -> Iterator[_Batch]:
-        """A recording -> batches of its windows on the model's device (``default_batch_size`` windows each).
-
-        At most one window long: one unpadded batch, as the model always scored short clips. Longer: the
-        windows of ``stream_windows`` (files) or ``iter_array_windows`` (arrays), whose quality flags are
-        gathered per channel and warned about once the recording is done.
-        """
-        device = self.device
-        size = default_batch_size(device) if batch_size is None else batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"batch_size must be an int >= 1 (windows per model call) or None, got {batch_size!r}")
-        short = self._short_rows(audio, sample_rate, channels)
-        if short is not None:
-            n = short.shape[1]
-            yield _Batch(short.to(device), None, list(range(len(short))), [0.0] * len(short),
-                         [n / self.sample_rate] * len(short))
-            return
-        windows, source = self._windows(audio, sample_rate, channels)
-        rows: dict[int | None, int] = {}  # source channel (None: the mix) -> answer row
-        flags: dict[int, QualityFlags] = {}  # per answer row, merged over its windows so far
-        batch: list[Window] = []
-        for window in windows:
-            row = rows.setdefault(window.channel, len(rows))
-            flags[row] = _merge_flags(flags.get(row), window.flags)
-            batch.append(window)
-            if len(batch) == size:
-                yield self._stack(batch, rows, device)
-                batch = []
-        if batch:
-            yield self._stack(batch, rows, device)
-        _warn_quality([f for _, f in sorted(flags.items())], source)
-
-    @staticmethod
-    def _stack(windows: list[Window], rows: dict, device: torch.device) -> _Batch:
-        return _Batch(torch.stack([w.audio for w in windows]).to(device),
-                      torch.stack([w.padding_mask for w in windows]).to(device),
-                      [rows[w.channel] for w in windows], [w.start_s for w in windows], [w.end_s for w in windows])
-
-    def _window_samples(self) -> int:
-        return round(self.preprocessing.window_s * self.sample_rate)
-
-    def _short_rows(self, audio, sample_rate: int | None, channels) -> torch.Tensor | None:
-        """``[rows, samples]`` of a recording that fits one window (loaded whole, flagged); None if longer."""
-        if _is_path(audio):
-            info = audio_info(audio)
-            length = info.frames * self.sample_rate / info.sample_rate
-        else:
-            if sample_rate is None:
-                raise ValueError("predict() and embed() need sample_rate= for array input (for example "
-                                 "sample_rate=48000); a tensor at model.sample_rate without it is a batch")
-            length = audio.shape[-1] * self.sample_rate / sample_rate if hasattr(audio, "shape") else 0
-        return self._predict_input(audio, sample_rate, channels) if length <= self._window_samples() else None
-
-    def _windows(self, audio, sample_rate: int | None, channels) -> tuple[Iterator[Window], str]:
-        window_s = self.preprocessing.window_s
-        if _is_path(audio):
-            return stream_windows(audio, window_s=window_s, channels=channels), str(audio)
-        return iter_array_windows(audio, sample_rate, window_s=window_s, channels=channels,
-                                  name="the audio array"), "the audio array"
-
-    def _predict_input(self, audio, sample_rate: int | None, channels) -> torch.Tensor:
-        """Any accepted input -> ``[rows, samples]`` at 16 kHz through the audio contract, flagged."""
-        if _is_path(audio):
-            loaded = load_audio(audio, target_rate=self.sample_rate, channels=channels)
-            rows, flags, source = loaded.waveform, loaded.flags, str(audio)
-        else:
-            if sample_rate is None:
-                raise ValueError("predict() needs sample_rate= for array input (for example sample_rate=48000)")
-            wave = to_float_audio(audio)
-            if wave.dim() == 1:
-                wave = wave.unsqueeze(0)
-            elif wave.dim() != 2:
-                raise ValueError(f"expected [samples] or [channels, samples], got {tuple(wave.shape)}")
-            rows = resample(select_channels(wave, channels)[0], sample_rate, self.sample_rate)
-            flags, source = [quality_flags(row) for row in rows], "the audio array"
-        _warn_quality(flags, source)
-        return rows
+        return recordings.predict(self, audio, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
+                                  batch_size=batch_size)
 
     # -- devices and long tensors ----------------------------------------------------------------
     @property
@@ -500,39 +300,8 @@ class AvexModel(nn.Module):
                 f"its length; the model was trained on {self.preprocessing.window_s:g} s clips). For long audio use "
                 "model.predict(audio, sample_rate) or model.embed(audio, sample_rate=...) (file paths work too), "
                 "which window it; or avex_hub.embed.inference.classify_files / embed_files", LongInputWarning,
-                stacklevel=_caller_level())
+                stacklevel=user_stacklevel())
 
     def extra_repr(self) -> str:
         head = f"{len(self.label_map)} labels" if self.label_map is not None else "no species head"
         return f"name={self.name!r}, sample_rate={self.sample_rate}, {head}"
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` (for a warning raised by the calling function) of the first frame outside avex_hub and
-    torch: the user's line, however deep the call went (forward, embed -> pooled_layers -> encode, generators)."""
-    inside = (os.path.dirname(__file__), os.path.dirname(torch.__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(inside):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _is_path(audio) -> bool:
-    return isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__")
-
-
-def _merge_flags(merged: QualityFlags | None, window: QualityFlags) -> QualityFlags:
-    """A recording's flags from its windows': clipped if any window is, silent (too short) if all are."""
-    if merged is None:
-        return window
-    return QualityFlags(clipped=merged.clipped or window.clipped, silent=merged.silent and window.silent,
-                        too_short=merged.too_short and window.too_short)
-
-
-def _warn_quality(flags: list[QualityFlags], source: str) -> None:
-    for row, flag in enumerate(flags):
-        problems = [name for name in ("clipped", "silent") if getattr(flag, name)]
-        if problems:
-            where = f"{source} (row {row})" if len(flags) > 1 else source
-            warnings.warn(f"{where} is {' and '.join(problems)}; its scores are not reliable",
-                          AudioQualityWarning, stacklevel=_caller_level())

@@ -1,4 +1,5 @@
-"""Numeric precision for inference: one place that turns ``"fp32" | "bf16" | "int8"`` into a model and a context.
+"""Device policy, the one home: where work runs, how many windows go in a batch, how many processes decode, and
+at which numeric precision (``"fp32" | "bf16" | "int8"``: a model and a context for each).
 
 - ``fp32``: the reference numerics.
 - ``bf16``: autocast of the transformer to bfloat16 (the filterbank stays fp32); fast on CUDA and on
@@ -17,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import os
 import warnings
 
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "check_precision", "prepare_for_inference",
-           "inference_context"]
+__all__ = ["PRECISIONS", "DEVICE_NONE", "resolve_device", "device_for", "default_batch_size", "batch_size_for",
+           "default_num_workers", "check_precision", "prepare_for_inference", "inference_context"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -68,6 +70,37 @@ def device_for(owner, device: str | torch.device | int | None = None) -> torch.d
         if first is not None:
             return first.device
     return torch.device("cpu")
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Windows per batch: 2 on CPU, 64 on CUDA (a starting point: `benchmarks/throughput.py --device cuda
+    --batch-sizes 16,32,64,128` measures the batch that saturates a given GPU).
+
+    On a CPU a larger batch buys no speed (one 10 s window is already large matrix products) but holds more
+    attention matrices at once: 12 windows of the full model took 12.7 / 14.0 / 14.2 s at batch 1 / 2 / 8 with
+    peaks 1.03x / 1.10x / 1.52x that of a single 10 s clip (benchmarks/memory.py, 2-core AMD EPYC, 1 thread).
+    """
+    return 64 if device.type == "cuda" else 2
+
+
+def batch_size_for(device: torch.device, batch_size: int | None = None) -> int:
+    """``batch_size`` windows per model call, checked (a positive int), or :func:`default_batch_size` for
+    ``device`` when None."""
+    if batch_size is None:
+        return default_batch_size(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 (windows per model call) or None, got {batch_size!r}")
+    return batch_size
+
+
+def default_num_workers(device: torch.device | str | None = None) -> int:
+    """Decoding worker processes. On CUDA: cores - 1, at most 4. On the CPU the model already uses every
+    core and decoding costs a few percent of it, so: none on 1-3 cores (a worker there slows the model's
+    threads more than it saves; benchmarks/RESULTS.md), one from 4 cores on."""
+    cores = os.cpu_count() or 1
+    if resolve_device(device).type == "cuda":
+        return max(0, min(4, cores - 1))
+    return 0 if cores < 4 else 1
 
 
 def check_precision(precision: str, device: torch.device) -> None:

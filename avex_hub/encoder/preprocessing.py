@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..audio.contract import SAMPLE_RATE, WINDOW_S
+from ..audio.arrays import SAMPLE_RATE, WINDOW_S
 
 __all__ = ["Preprocessing"]
 

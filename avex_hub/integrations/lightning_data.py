@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from ..audio.contract import WINDOW_S
+from ..audio.arrays import WINDOW_S
 from ..heads.train_options import check_count
 
 __all__ = ["AvexDataModule", "check_labels"]
@@ -116,7 +116,7 @@ class AvexDataModule(L.LightningDataModule):
         return self._multilabel
 
     def _loader(self, dataset, *, train: bool) -> torch.utils.data.DataLoader:
-        from ..audio.contract import collate_audio
+        from ..audio.collate import collate_audio
 
         sampler = None
         if train:

@@ -31,12 +31,17 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ..audio.contract import WINDOW_S
-from ..encoder.model import AvexModel
+from ..audio.arrays import MIX_CHANNEL, SAMPLE_RATE, WINDOW_S
+from ..audio.batches import batch_windows
+from ..audio.datasets import AudioDataset
+from ..audio.quality import FLAG_NAMES, QualityFlags
+from ..audio.windows import Window
 from ..embed.outputs import atomic_path
+from ..encoder.model import AvexModel
+from ..encoder.pipeline import Embeddings, TorchWindowModel, torch_model
 
 __all__ = ["AvexLightningEmbedder", "ShardedPredictionWriter", "MergedPredictions", "merge_shards",
-           "extract_embeddings_distributed", "window_dataset", "SHARD_FORMAT"]
+           "extract_embeddings_distributed", "window_dataset", "WindowDataset", "SHARD_FORMAT"]
 
 SHARD_FORMAT = "avex-hub-shards/1"
 
@@ -47,16 +52,19 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
 
     Windows are those of :func:`avex_hub.audio.windows.stream_windows` (both follow
     :func:`avex_hub.audio.windows.window_starts`): window k starts at ``k * hop_s`` and windows continue until one
-    reaches the end of the file; the last is zero padded with its ``padding_mask``. Items carry ``path``,
-    ``start_s`` and ``index``, so predictions map back to files.
+    reaches the end of the file; the last is zero padded with its ``padding_mask``, and a file no longer than one
+    window is one item of its own length (:func:`avex_hub.audio.windows.window_length`). Items carry ``path``,
+    ``start_s`` and ``index`` (the item's position), ``file`` (the file's position among those listed), ``window``
+    (k) and ``length`` (the samples the item holds), so predictions map back to files.
     """
-    from ..audio.contract import SAMPLE_RATE, AudioDecodeError, audio_info, resampled_length
-    from ..audio.windows import window_params, window_starts
-    from ..audio.datasets import AudioDataset, AudioItem
+    from ..audio.arrays import resampled_length
+    from ..audio.decoding import AudioDecodeError, audio_info
+    from ..audio.windows import window_length, window_params, window_starts
+    from ..audio.datasets import AudioItem
     from ..embed.inference import find_audio_files
 
     window, hop = window_params(window_s, hop_s, SAMPLE_RATE)
-    items, failures = [], []
+    items, failures, files = [], [], 0
     for path in find_audio_files([paths] if isinstance(paths, (str, os.PathLike)) else paths):
         try:
             info = audio_info(path)
@@ -65,18 +73,31 @@ def window_dataset(paths, *, window_s: float = WINDOW_S, hop_s: float | None = N
             continue
         total = resampled_length(info.frames, info.sample_rate)  # samples at 16 kHz, as the decoder will make them
         items += [AudioItem(Path(path), (), start / SAMPLE_RATE, min(total, start + window) / SAMPLE_RATE,
+                            extra={"file": files, "window": k, "length": window_length(total, window)},
                             origin=f"{path} window {k}")
                   for k, start in enumerate(window_starts(total, window, hop))]
+        files += 1
     if not items:
         unreadable = f"; {len(failures)} unreadable files, e.g. {failures[0][0]}: {failures[0][1]}" if failures else ""
         raise ValueError(f"no audio windows in {paths}{unreadable}")
-    dataset = AudioDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}",
-                           **kwargs)
+    dataset = WindowDataset(items, clip_s=window / SAMPLE_RATE, channels=channels, source=f"windows of {paths}",
+                            **kwargs)
     if failures:
         dataset.failures += failures
         warnings.warn(f"left out {len(failures)} files of {paths} that cannot be read (see dataset.failures)",
                       stacklevel=2)
     return dataset
+
+
+class WindowDataset(AudioDataset):
+    """The windows of :func:`window_dataset`: an :class:`~avex_hub.audio.datasets.AudioDataset` whose items hold
+    ``length`` samples (the window, or a short file's own length), as the recording pipeline cuts them."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        length = item["length"]
+        item["audio"], item["padding_mask"] = item["audio"][:length], item["padding_mask"][:length]
+        return item
 
 
 def _describe(error: BaseException) -> str:
@@ -94,7 +115,7 @@ class _SkipUnreadable(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        from ..audio.contract import AudioDecodeError
+        from ..audio.decoding import AudioDecodeError
 
         try:
             return self.dataset[index]
@@ -105,13 +126,27 @@ class _SkipUnreadable(torch.utils.data.Dataset):
 
 
 def _collate_skipping(batch: list[dict]) -> dict:
-    """:func:`avex_hub.audio.contract.collate_audio` of the readable items, plus ``failures``: [(index, path, error)]."""
-    from ..audio.contract import collate_audio
-
+    """The readable items as ``windows``, window batches of :func:`avex_hub.audio.batches.batch_windows` (one
+    length each, in item order), with ``index`` [n] (their dataset positions) and ``failures``:
+    [(index, path, error)] of the items that could not be read."""
     good = [item for item in batch if "failed" not in item]
-    out = collate_audio(good) if good else {}
-    out["failures"] = [item["failed"] for item in batch if "failed" in item]
+    out: dict = {"failures": [item["failed"] for item in batch if "failed" in item]}
+    if good:
+        out["windows"] = list(batch_windows([_window(item) for item in good], batch_size=len(good)))
+        out["index"] = torch.tensor([int(item["index"]) for item in good], dtype=torch.long)
     return out
+
+
+def _window(item: dict) -> Window:
+    """A dataset item (``avex_hub.audio.datasets.AudioDataset``'s keys) as the pipeline's window; an item of no
+    recording list counts as window 0 of file ``index``."""
+    mask = torch.as_tensor(item["padding_mask"])
+    flags = dict(zip(FLAG_NAMES, torch.as_tensor(item["flags"]).tolist()))
+    channel = int(item["channel"])
+    return Window(audio=torch.as_tensor(item["audio"]), padding_mask=mask, path=item.get("path"),
+                  channel=None if channel == MIX_CHANNEL else channel, start_s=float(item["start_s"]),
+                  end_s=float(item["start_s"]) + int((~mask).sum()) / SAMPLE_RATE, flags=QualityFlags(**flags),
+                  index=int(item.get("window", 0)), file=int(item.get("file", item["index"])))
 
 
 class AvexLightningEmbedder(L.LightningModule):
@@ -123,25 +158,35 @@ class AvexLightningEmbedder(L.LightningModule):
         if not isinstance(model, AvexModel):
             raise TypeError(f"model must be an avex_hub.AvexModel, got {type(model).__name__}")
         self.model = model.eval().requires_grad_(False)
-        self.layer_indices = model.layer_indices(layers)
+        self.output = Embeddings(tuple(model.layer_indices(layers)), pooling)
         self.single = layers == "last" or isinstance(layers, int)
-        self.pooling = pooling
-        model.pool(torch.zeros(1, 1, 1), None, pooling)  # validates pooling now
+        self._run = torch_model(self.model, self.output)  # checks pooling now
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.model.eval()
         return self
 
+    def _runner(self) -> TorchWindowModel:
+        """The pipeline's model call, following the module to the device Lightning put it on."""
+        if self._run.device != self.device:
+            self._run = torch_model(self.model, self.output, device=self.device)
+        return self._run
+
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        """``failures`` of the batch (items that could not be read) are passed on for the writer to record."""
-        if "audio" not in batch:  # every item of the batch failed
-            pooled = torch.zeros(0, len(self.layer_indices), self.model.embedding_dim, device=self.device)
-            batch = {**batch, "index": torch.zeros(0, dtype=torch.long)}
-        else:
-            pooled = self.model.pooled_layers(batch["audio"], batch.get("padding_mask"), layers=self.layer_indices,
-                                              pooling=self.pooling)  # [B, L, C]
-        result = {"embedding": (pooled[:, 0] if self.single else pooled).float()}
+        """Window batches (``windows``, from the prediction loader's collate) or a collated batch (``audio``,
+        ``padding_mask``) through the pipeline's model call; ``failures`` of the batch (items that could not be
+        read) are passed on for the writer to record."""
+        run = self._runner()
+        if "windows" in batch:
+            parts = [run(windows)["embeddings"] for windows in batch["windows"]]
+        elif "audio" in batch:
+            parts = [run.run(batch["audio"], batch.get("padding_mask"))["embeddings"]]
+        else:  # every item of the batch failed
+            parts, batch = [], {**batch, "index": torch.zeros(0, dtype=torch.long)}
+        pooled = torch.from_numpy(np.concatenate(parts)) if parts else \
+            torch.zeros(0, len(self.output.layers), self.model.embedding_dim)  # [B, L, C]
+        result = {"embedding": pooled[:, 0] if self.single else pooled}
         if batch.get("index") is not None:
             result["index"] = torch.as_tensor(batch["index"])
         if batch.get("failures"):

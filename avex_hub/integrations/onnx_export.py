@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.contract import SAMPLE_RATE
+from ..audio.arrays import SAMPLE_RATE
 from ..encoder.fbank import FbankConfig, mel_filterbank
 from ..encoder.model import MIN_SAMPLES, AvexModel
 

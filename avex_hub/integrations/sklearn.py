@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..audio.contract import SAMPLE_RATE, WINDOW_S
+from ..audio.arrays import SAMPLE_RATE, WINDOW_S
 from ..embed.extract import ClipList, extract_embeddings
 from ..encoder.model import AvexModel, check_pooling
 from ..encoder.precision import device_for

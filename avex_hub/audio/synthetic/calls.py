@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import SAMPLE_RATE
+from ..arrays import SAMPLE_RATE
 
 __all__ = ["SPECIES", "SpeciesSpec", "NUM_CALL_TYPES", "synthesize_call", "random_stream", "pink_noise"]
 

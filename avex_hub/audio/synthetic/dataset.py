@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract import SAMPLE_RATE
+from ..arrays import SAMPLE_RATE
 from .calls import NUM_CALL_TYPES, pink_noise, random_stream, synthesize_call
 from .plan import GenerationSettings, PlannedClip, checked_settings, plan_clips
 

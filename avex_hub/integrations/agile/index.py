@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ...embed.inference import find_audio_files, iter_file_results
+from ...embed.settings import InferenceSettings
 from .archive import Archive
 from .store import recording_name
 from .labels import export_aside
@@ -125,7 +126,7 @@ def _index(archive: Archive, model, files: list[str], settings: dict, started: f
             if entry[1] != (None, None):
                 changed.append(f)
         todo.append(f)
-    inference = {k: v for k, v in settings.items() if k not in ("embedding_dim", "provenance")}
+    inference = InferenceSettings.from_dict(settings)  # the archive's own keys (embedding_dim, provenance) left out
     deployment = _deployment_id(archive)
     added, failures, windows, last_commit = [], {}, 0, time.monotonic()
     try:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
-import torch
 from perch_hoplite.zoo import zoo_interface
 
+from ...audio.windows import Window
 from .settings import archive_settings
 
 
@@ -28,10 +28,11 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
     pooling: str = "mean"
     precision: str = "fp32"
     device: Any = None
-    batch_size: int = 8
+    batch_size: int | None = None  # windows per model call; None: the device policy's (encoder.precision)
 
     def __post_init__(self) -> None:
-        from ...encoder.precision import device_for, prepare_for_inference
+        from ...encoder.pipeline import Embeddings, torch_model
+        from ...encoder.precision import batch_size_for
 
         if self.model is None:
             raise ValueError("AvexEmbeddingModel needs model=<an AvexModel>; use AvexEmbeddingModel.from_model(model)")
@@ -43,8 +44,10 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
         self.hop_size_s = float(self.window_size_s if self.hop_size_s is None else self.hop_size_s)
         self.settings = archive_settings(self.model, layer=self.layer, pooling=self.pooling,
                                          window_s=self.window_size_s, hop_s=self.hop_size_s, precision=self.precision)
-        self._device = device_for(self.model, self.device)
-        self._net = prepare_for_inference(self.model, self.precision, self._device)
+        self._run = torch_model(self.model, Embeddings(tuple(self.settings["layers"]), self.pooling),
+                                precision=self.precision, device=self.device)
+        self._device = self._run.device
+        self.batch_size = batch_size_for(self._device, self.batch_size)
 
     @classmethod
     def from_model(cls, model, **kwargs) -> "AvexEmbeddingModel":
@@ -61,31 +64,25 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
 
     def embed(self, audio_array: np.ndarray) -> zoo_interface.InferenceOutputs:
         """``audio_array`` ``[samples]`` (or ``[channels, samples]``) at ``sample_rate`` -> ``[windows, channels, dim]``."""
-        from ...audio.windows import windows_from_array
+        from ...audio.windows import iter_array_windows
 
         audio = _checked(np.asarray(audio_array, np.float32), self.sample_rate)
-        windows = windows_from_array(audio, self.sample_rate, window_s=self.window_size_s, hop_s=self.hop_size_s,
-                                     channels="all" if audio.ndim == 2 else "mix")
-        vectors = self.window_vectors(torch.stack([w.audio for w in windows]),
-                                      torch.stack([w.padding_mask for w in windows]))
+        vectors = self.vectors(iter_array_windows(audio, self.sample_rate, window_s=self.window_size_s,
+                                                  hop_s=self.hop_size_s, channels="all" if audio.ndim == 2 else "mix"))
         channels = 1 if audio.ndim == 1 else audio.shape[0]
         return zoo_interface.InferenceOutputs(embeddings=vectors.reshape(-1, channels, vectors.shape[-1]))
 
     def batch_embed(self, audio_batch: np.ndarray) -> zoo_interface.InferenceOutputs:
         return zoo_interface.batch_embed_from_embed_fn(self.embed, audio_batch)
 
-    def window_vectors(self, audio: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-        """Embeddings ``[windows, dim]`` (float32) of window audio ``[windows, samples]`` and its padding mask."""
-        from ...encoder.precision import inference_context
+    def vectors(self, windows: Iterable[Window]) -> np.ndarray:
+        """Embeddings ``[windows, dim]`` (float32) of ``windows``, in their order: the recording pipeline's batches
+        (:func:`~avex_hub.audio.batches.batch_windows`, ``batch_size`` each) run through the model."""
+        from ...audio.batches import batch_windows
+        from ...encoder.pipeline import run_batches
 
-        out = []
-        for i in range(0, len(audio), self.batch_size):
-            with inference_context(self.precision, self._device):
-                pooled = self._net.pooled_layers(audio[i:i + self.batch_size].to(self._device),
-                                                 mask[i:i + self.batch_size].to(self._device),
-                                                 layers=self.settings["layers"], pooling=self.pooling)
-            out.append(pooled[:, 0].float().cpu().numpy())
-        return np.concatenate(out)
+        done = run_batches(self._run, batch_windows(windows, self.batch_size))
+        return np.concatenate([item.outputs["embeddings"][:, 0] for item in done])
 
 
 def _checked(audio: np.ndarray, sample_rate: int) -> np.ndarray:

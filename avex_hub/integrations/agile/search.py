@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from .archive import Archive
 from .model import AvexEmbeddingModel
@@ -50,9 +49,9 @@ def parse_query(text: str) -> Query:
 def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=None) -> np.ndarray:
     """One vector ``[len(queries), dim]`` per query clip with the archive's ``settings`` (a clip longer than the
     window gives several windows, averaged). ValueError for a clip shorter than the model's minimum."""
-    from ...audio.contract import load_audio
+    from ...audio.decoding import load_audio
     from ...encoder.model import MIN_SAMPLES
-    from ...audio.windows import windows_from_array
+    from ...audio.windows import iter_array_windows
 
     adapter = AvexEmbeddingModel.from_model(model, window_size_s=settings["window_s"], hop_size_s=settings["hop_s"],
                                             layer=settings["layers"][0], pooling=settings["pooling"],
@@ -66,10 +65,9 @@ def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=Non
             raise ValueError(f"query {where} is {samples / model.sample_rate:.3f} s long; the model needs at least "
                              f"{MIN_SAMPLES / model.sample_rate:.3f} s ({MIN_SAMPLES} samples at "
                              f"{model.sample_rate} Hz): select a longer stretch around the call")
-        windows = windows_from_array(clip.waveform, model.sample_rate, window_s=settings["window_s"],
+        windows = iter_array_windows(clip.waveform, model.sample_rate, window_s=settings["window_s"],
                                      hop_s=settings["hop_s"])
-        vectors = adapter.window_vectors(torch.stack([w.audio for w in windows]),
-                                         torch.stack([w.padding_mask for w in windows]))
+        vectors = adapter.vectors(windows)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         out.append(vectors.mean(axis=0))
     return np.stack(out).astype(np.float32)

@@ -27,7 +27,7 @@ def archive_settings(model, *, layer: int = -1, pooling: str = "mean", window_s:
     if not isinstance(layer, int) or isinstance(layer, bool):
         raise ValueError(f"an archive holds one layer's embeddings: layer must be an int (e.g. -1), got {layer!r}")
     settings = inference_settings(model, "embed", window_s=window_s, hop_s=hop_s, channels=channels, layers=layer,
-                                  pooling=pooling, precision=precision)
+                                  pooling=pooling, precision=precision).to_dict()
     provenance = Provenance.from_model(model, layers=settings["layers"], pooling=pooling)
     return {**settings, "embedding_dim": model.embedding_dim, "provenance": provenance.to_dict()}
 

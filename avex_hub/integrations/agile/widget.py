@@ -57,7 +57,7 @@ def _wav_bytes(hit: Hit) -> bytes:
 
     import soundfile as sf
 
-    from ...audio.contract import load_audio
+    from ...audio.decoding import load_audio
 
     clip = load_audio(audio_path(hit.file), channels="mix" if hit.channel < 0 else hit.channel, start_s=hit.start_s,
                       end_s=hit.end_s)
