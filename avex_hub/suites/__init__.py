@@ -4,5 +4,5 @@ beside the card's (``avex-hub benchmark``)."""
 
 from .._lazy import lazy_modules
 
-_MODULES = ("beans_sets", "detection", "metrics")
+_MODULES = ("beans", "beans_sets", "beans_zero", "birdset", "data", "detection", "manifest", "metrics")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)

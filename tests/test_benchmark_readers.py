@@ -1,0 +1,260 @@
+"""The benchmark readers on stand-ins written in each published layout (tests/benchmark_standins.py), awkward parts
+included: labels with commas and numbers, labels outside the list, a split missing, files listed but absent,
+overlapping annotations, recordings with no events, noise-only event clusters, segments without birds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import benchmark_standins as standin
+from avex_hub.suites.beans import read_beans_set
+from avex_hub.suites.beans_sets import beans_set
+from avex_hub.suites.data import label_text
+from avex_hub.suites.detection import label_windows, window_starts
+
+pytest.importorskip("pyarrow")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
+
+
+# -- BEANS classification ---------------------------------------------------------------------------------------
+def _watkins(root, **kwargs):
+    spec = beans_set("watkins")
+    labels = ["Beluga,_White_Whale", "Fin,_Finback_Whale", "Walrus"]  # commas: quoted by the CSV writer
+    standin.beans_classification(root, spec.folder, spec.file, labels, rate=44100, **kwargs)
+    return spec, labels
+
+
+def test_beans_classification_reads_pandas_csvs_with_beans_label_order(tmp_path):
+    spec, labels = _watkins(tmp_path, per_class={"train": 2, "valid": 1, "test": 1})
+    data = read_beans_set(tmp_path, "watkins")
+    assert data.labels == list(spec.labels) and len(data.labels) == 31  # BEANS's list, in its order
+    assert data.sizes() == {"train": 6, "val": 3, "test": 3} and not data.multilabel and not data.control
+    test = data.splits["test"]
+    assert [test.labels[i] for i in test.targets] == labels  # one clip per label, in file order
+    item = test[0]
+    assert item["audio"].shape == (3 * 16000,)  # BEANS's 3 s for watkins, at the model's rate
+    assert (~item["padding_mask"]).sum() == 1.5 * 16000  # a 1.5 s clip: the rest is zero padding, masked
+    assert data.notes == [] and data.failures == [] and data.audio_seconds() == 12 * 3.0
+
+
+def test_beans_classification_without_a_valid_file_holds_out_train(tmp_path):
+    _watkins(tmp_path, per_class={"train": 5, "test": 1}, splits=("train", "test"))
+    data = read_beans_set(tmp_path, "watkins", val_fraction=0.2, seed=3)
+    assert data.sizes() == {"train": 12, "val": 3, "test": 3}  # one of each label's five
+    assert sorted(data.splits["val"].targets.tolist()) == [
+        data.labels.index(label) for label in ("Beluga,_White_Whale", "Fin,_Finback_Whale", "Walrus")]
+    assert "no annotations.valid.csv" in data.notes[0] and "seed 3" in data.notes[0]
+    again = read_beans_set(tmp_path, "watkins", val_fraction=0.2, seed=3)
+    assert [i.path for i in again.splits["val"].items] == [i.path for i in data.splits["val"].items]
+
+
+def test_beans_classification_missing_split_labels_outside_the_list_and_missing_files(tmp_path):
+    _watkins(tmp_path, per_class={"train": 1, "valid": 1}, splits=("train", "valid"))
+    with pytest.raises(FileNotFoundError, match=r"no test split at .*annotations.test.csv.*download_data.sh"):
+        read_beans_set(tmp_path, "watkins")
+    with pytest.raises(FileNotFoundError, match="Kaggle"):
+        read_beans_set(tmp_path, "cbi")
+    _watkins(tmp_path, per_class={"train": 1, "valid": 1, "test": 1}, extra={"test": ["Weddell_Seal"]})
+    with pytest.raises(ValueError, match=r"not in BEANS's list for watkins.*'Weddell_Seal' \(line 5\)"):
+        read_beans_set(tmp_path, "watkins")
+    _watkins(tmp_path, per_class={"train": 1, "valid": 1, "test": 2})
+    gone = tmp_path / "data/watkins/audio/test_1.wav"
+    gone.unlink()
+    data = read_beans_set(tmp_path, "watkins")
+    assert data.sizes()["test"] == 5 and data.failures == [(str(gone), "file not found")]
+
+
+def test_beans_numeric_labels_match_as_text(tmp_path):
+    spec = beans_set("esc50")
+    standin.beans_classification(tmp_path, spec.folder, spec.file, ["0", "7"], per_class={"train": 2, "valid": 1,
+                                                                                         "test": 1})
+    csv_path = tmp_path / spec.path("test")
+    csv_path.write_text(csv_path.read_text().replace(",7\n", ",7.0\n"))  # a float column, as pandas may write it
+    data = read_beans_set(tmp_path, "esc50")
+    assert data.control and data.splits["test"].targets.tolist() == [0, 7]
+
+
+# -- BEANS detection ----------------------------------------------------------------------------------------------
+_EVENTS = [{"st": 0.5, "ed": 1.8, "label": "AMRE"}, {"st": 1.0, "ed": 3.5, "label": "AMRE"},  # overlapping
+           {"st": 3.2, "ed": 3.6, "label": "CALL"}]
+
+
+def test_beans_detection_windows_and_labels(tmp_path):
+    spec = beans_set("dcase")
+    recordings = [{"name": "calls", "length": 6.0, "annotations": _EVENTS},
+                  {"name": "quiet", "length": 4.5, "annotations": []},  # no events: all windows negative
+                  {"name": "short", "length": 1.5, "annotations": [{"st": 0.2, "ed": 1.0, "label": "Q"}]}]
+    standin.beans_detection(tmp_path, spec.folder, {split: recordings for split in ("train", "valid", "test")})
+    data = read_beans_set(tmp_path, "dcase")
+    test = data.splits["test"]
+    assert data.multilabel and data.sizes() == {"train": 9, "val": 9, "test": 9}  # 5 + 3 + 1 windows
+    assert [(i.path.name, i.start_s, i.end_s) for i in test.items][:6] == [
+        ("calls.wav", 0.0, 2.0), ("calls.wav", 1.0, 3.0), ("calls.wav", 2.0, 4.0), ("calls.wav", 3.0, 5.0),
+        ("calls.wav", 4.0, 6.0), ("quiet.wav", 0.0, 2.0)]
+    starts = window_starts(6.0, 2, 1)
+    expected = label_windows(starts, starts + 2, [0.5, 1.0, 3.2], [1.8, 3.5, 3.6],
+                             [spec.labels.index("AMRE")] * 2 + [spec.labels.index("CALL")], len(spec.labels))
+    assert (test.targets[:5] == expected).all()
+    assert test.targets[5:8].sum() == 0 and test.targets[8, spec.labels.index("Q")] == 1
+    short = test[8]  # the one window of a 1.5 s recording: 0.5 s of zero padding, masked
+    assert short["audio"].shape == (32000,) and int(short["padding_mask"].sum()) == 8000
+
+
+def test_beans_detection_unknown_labels_map_or_fail(tmp_path):
+    recs = [{"name": "a", "length": 3.0, "annotations": [{"st": 0.0, "ed": 2.0, "label": "WIWA"},
+                                                          {"st": 1.0, "ed": 3.0, "label": "AMCR"}]}]
+    spec = beans_set("enabirds")  # maps labels outside its list to OTHR
+    standin.beans_detection(tmp_path, spec.folder, {s: recs for s in ("train", "valid", "test")})
+    data = read_beans_set(tmp_path, "enabirds")
+    first = data.splits["test"].targets[0]
+    assert first[spec.labels.index("OTHR")] == 1 and first.sum() == 2  # window 0-2: WIWA -> OTHR, and AMCR
+    gibbons = beans_set("hainan-gibbons")  # unknown label 1; labels are numbers in the JSON
+    numbered = [{"name": "g", "length": 4.0, "annotations": [{"st": 0.0, "ed": 4.0, "label": 4},
+                                                              {"st": 0.0, "ed": 4.0, "label": 3.0}]}]
+    standin.beans_detection(tmp_path, gibbons.folder, {s: numbered for s in ("train", "valid", "test")})
+    assert read_beans_set(tmp_path, "hainan-gibbons").splits["test"].targets.tolist() == [[1.0, 0.0, 1.0]]
+    rfcx = beans_set("rfcx")  # no unknown label: BEANS raises, so do we, naming the label and where
+    bad = [{"name": "r", "length": 10.0, "annotations": [{"st": 0.0, "ed": 1.0, "label": 30}]}]
+    standin.beans_detection(tmp_path, rfcx.folder, {s: bad for s in ("train", "valid", "test")})
+    with pytest.raises(ValueError, match=r"'30' \(train.jsonl line 1\)"):
+        read_beans_set(tmp_path, "rfcx")
+
+
+def test_beans_detection_refuses_lines_that_are_not_the_layout(tmp_path):
+    spec = beans_set("hiceas")
+    standin.beans_detection(tmp_path, spec.folder, {s: [{"name": "h", "length": 10.0, "annotations": []}]
+                                                    for s in ("train", "valid", "test")})
+    train = tmp_path / spec.path("train")
+    train.write_text(train.read_text() + "\n" + json.dumps({"path": "x.wav", "annotations": []}) + "\n")
+    with pytest.raises(ValueError, match=r"train.jsonl line 3: no \['length'\]"):
+        read_beans_set(tmp_path, "hiceas")
+    train.write_text("{not json\n")
+    with pytest.raises(ValueError, match="train.jsonl line 1: not a JSON object"):
+        read_beans_set(tmp_path, "hiceas")
+    train.write_text(json.dumps({"path": "x.wav", "length": 10, "annotations": [{"st": 3, "ed": 1, "label": 1}]}))
+    with pytest.raises(ValueError, match="ends before it starts"):
+        read_beans_set(tmp_path, "hiceas")
+
+
+# -- BirdSet ------------------------------------------------------------------------------------------------------
+def _hsn(root):
+    train = [  # events and clusters as BirdSet's metadata has them; -1 is its noise cluster
+        {"file": "XC1.ogg", "seconds": 12.0, "ebird_code": "gcrfin", "ebird_code_multilabel": ["gcrfin"],
+         "detected_events": [[1.0, 1.5], [6.0, 7.0], [8.0, 8.4]], "event_cluster": [-1, 0, 0], "length": 12},
+        {"file": "XC2.ogg", "seconds": 4.0, "ebird_code": "amepip", "ebird_code_multilabel": [],
+         "detected_events": [[0.5, 1.0]], "event_cluster": [-1], "length": 4},  # noise only: kept, the only one
+        {"file": "XC3.ogg", "seconds": 8.0, "ebird_code": "amepip", "ebird_code_multilabel": ["amepip"],
+         "detected_events": [], "event_cluster": [], "length": 8},  # no event: the first 5 s
+        {"file": "XC4.ogg", "seconds": 6.0, "ebird_code": "gcrfin", "ebird_code_multilabel": ["gcrfin"],
+         "detected_events": [[5.5, 6.0]], "event_cluster": [2], "length": 6},  # near the end: clamped
+        {"file": "XC5.ogg", "seconds": 6.0, "ebird_code": "whcspa", "ebird_code_multilabel": ["whcspa"],
+         "detected_events": [[0.0, 1.0]], "event_cluster": [0], "length": 6},
+    ]
+    test = [{"file": "HSN_001_000_005.ogg", "ebird_code_multilabel": ["gcrfin", "amepip"]},
+            {"file": "HSN_001_005_010.ogg", "ebird_code_multilabel": []},  # no bird in this segment
+            {"file": "HSN_001_010_015.ogg", "ebird_code_multilabel": ["mouchi"]}]  # never in train
+    standin.birdset(root, "HSN", train, test)
+
+
+def test_birdset_reads_metadata_parquet_and_extracted_shards(tmp_path):
+    from avex_hub.suites.birdset import read_birdset
+
+    _hsn(tmp_path)
+    data = read_birdset(tmp_path, "HSN", val_fraction=0.2, seed=0)
+    assert data.multilabel and data.labels == ["amepip", "gcrfin", "mouchi", "whcspa"]
+    assert data.sizes() == {"train": 4, "val": 1, "test": 3} and "20%" in data.notes[0]
+    everything = data.splits["train"].items + data.splits["val"].items
+    clips = {item.path.name: (item.start_s, item.end_s, item.labels) for item in everything}
+    assert clips == {"XC1.ogg": (4.0, 9.0, ("gcrfin",)),       # centred on 6-7 s, the first of cluster 0
+                     "XC2.ogg": (0.0, 5.0, ("amepip",)),       # a 4 s file: from 0, the last second padded
+                     "XC3.ogg": (0.0, 5.0, ("amepip",)),       # ebird_code where the multilabel list is empty
+                     "XC4.ogg": (1.0, 6.0, ("gcrfin",)),
+                     "XC5.ogg": (0.0, 5.0, ("whcspa",))}
+    assert all(item.path.parent.name == "HSN_train_shard_0001" for item in everything)  # found by name
+    test = data.splits["test"]
+    assert test.targets.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]]
+    assert test[1]["audio"].shape == (5 * 16000,) and data.failures == []
+
+
+def test_birdset_says_what_is_missing(tmp_path):
+    from avex_hub.suites.birdset import read_birdset, train_clip
+
+    with pytest.raises(FileNotFoundError, match=r"no .*PER_metadata_train.parquet; download PER/"):
+        read_birdset(tmp_path, "PER")
+    with pytest.raises(KeyError, match="HSN, NBP"):
+        read_birdset(tmp_path, "XCL")
+    _hsn(tmp_path)
+    (tmp_path / "HSN/extracted/HSN_test_5s_shard_0001/HSN_001_005_010.ogg").unlink()  # a shard not extracted
+    data = read_birdset(tmp_path, "HSN")
+    assert data.sizes()["test"] == 2 and data.failures[0][1] == "file not found"
+    assert train_clip([[2.0, 3.0], [9.0, 9.5]], [1, 1], None) == (0.0, 5.0)  # no length: only the start clamps
+    assert train_clip([[20.0, 22.0]], None, 21.0) == (16.0, 21.0)  # missing clusters: one cluster
+
+
+# -- manifests (individual ID, vocal repertoire) -----------------------------------------------------------------
+def _manifest(root, rows):
+    lines = ["set,path,label,split,start_s,end_s"]
+    for i, (set_name, label, split, times) in enumerate(rows):
+        standin.write_wav(root / set_name / f"{i}.wav", 2.0, 22050, 300.0 + 200 * int(label), seed=i)
+        lines.append(f"{set_name},{set_name}/{i}.wav,{label},{split},{times}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_manifest_sets_hold_out_val_and_cut_the_given_seconds(tmp_path):
+    from avex_hub.suites.manifest import read_manifest_set
+
+    rows = [("pipit", label, "train", ",") for label in "1212"] * 2 + [("pipit", "1", "test", "0.5,1.5"),
+                                                                       ("pipit", "2", "test", ",")]
+    rows += [("macaques", "3", "test", ","), ("killer_whale", "1", "test", ","), ("killer_whale", "2", "test", ",")]
+    _manifest(tmp_path, rows)
+    data = read_manifest_set(tmp_path, "pipit", val_fraction=0.25, seed=0)
+    assert data.sizes() == {"train": 6, "val": 2, "test": 2} and "no val rows" in data.notes[0]
+    cut = data.splits["test"][0]
+    assert int((~cut["padding_mask"]).sum()) == 16000  # 0.5-1.5 s of the file, then padding to 5 s
+    repertoire = read_manifest_set(tmp_path, "killer_whale", roles=("test",))
+    assert list(repertoire.splits) == ["test"] and repertoire.labels == ["1", "2"]
+    with pytest.raises(FileNotFoundError, match=r"set macaques has no \['train'\] rows"):
+        read_manifest_set(tmp_path, "macaques")
+    with pytest.raises(FileNotFoundError, match=r"no rows with set == 'chiffchaff'.*'killer_whale'"):
+        read_manifest_set(tmp_path, "chiffchaff")
+    (tmp_path / "manifest.csv").write_text("set,path,label,split\npipit,a.wav,1,training\n")
+    with pytest.raises(ValueError, match=r"manifest.csv line 2: needs a path, a label and a split in"):
+        read_manifest_set(tmp_path, "pipit")
+    with pytest.raises(FileNotFoundError, match="write the manifest"):
+        read_manifest_set(tmp_path / "elsewhere", "pipit")
+
+
+# -- BEANS-Zero --------------------------------------------------------------------------------------------------
+def test_beans_zero_source_is_split_as_the_tutorials_split_it(tmp_path):
+    from avex_hub.suites.beans_zero import read_beans_zero
+    from avex_hub.tutorial import fetch_beans_zero
+
+    rows = [{"id": f"w{i}", "dataset_name": "watkins", "label": ["Walrus", "Sperm Whale"][i % 2], "rate": 8000,
+             "seconds": 1.0, "pitch": 300.0 + 300 * (i % 2)} for i in range(8)]
+    rows += [{"id": "e0", "dataset_name": "esc50", "label": "dog", "rate": 16000, "seconds": 1.0, "pitch": 500.0}]
+    standin.beans_zero_shard(tmp_path / "shards" / "shard-00000.parquet", rows)
+    data = read_beans_zero(tmp_path / "shards", "watkins", work=tmp_path / "work", seed=0)
+    manifest = fetch_beans_zero("watkins", tmp_path / "work" / "beans-zero" / "watkins", source="unused")  # written
+    split = {line.split(",")[0]: line.split(",")[2] for line in manifest.read_text().splitlines()[1:]}
+    assert data.labels == ["Sperm Whale", "Walrus"] and data.sizes() == {"train": 4, "val": 2, "test": 2}
+    assert {str(i.path.relative_to(manifest.parent)): role for role, d in data.splits.items()
+            for i in d.items} == split
+    with pytest.raises(ValueError, match="no rows with dataset_name == 'humbugdb'"):
+        read_beans_zero(tmp_path / "shards", "humbugdb", work=tmp_path / "work")
+
+
+# -- labels as text ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, text", [(3, "3"), (3.0, "3"), (np.int64(7), "7"), (" 111 ", "111"), ("2.0", "2"),
+                                         ("Beluga,_White_Whale", "Beluga,_White_Whale"), ("1e3", "1e3"),
+                                         ("an dirus", "an dirus"), (2.5, "2.5"), (math.inf, "inf")])
+def test_label_text_makes_whole_numbers_and_text_comparable(value, text):
+    assert label_text(value) == text
