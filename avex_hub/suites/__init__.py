@@ -4,5 +4,6 @@ beside the card's (``avex-hub benchmark``)."""
 
 from .._lazy import lazy_modules
 
-_MODULES = ("beans", "beans_sets", "beans_zero", "birdset", "data", "detection", "manifest", "metrics")
+_MODULES = ("beans", "beans_sets", "beans_zero", "birdset", "data", "detection", "manifest", "metrics", "protocol",
+            "report", "runner")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)
