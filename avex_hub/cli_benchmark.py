@@ -27,7 +27,8 @@ def _listed(kind):
         try:
             return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma list of {kind.__name__} values, got {value!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a comma list of {kind.__name__} values, got {value!r}") \
+                from None
     return parse
 
 

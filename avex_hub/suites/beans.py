@@ -9,7 +9,9 @@ converts it and writes the split files of :mod:`avex_hub.suites.beans_sets` into
   and ``label``; other columns are ignored). ``path`` is relative to the checkout (absolute paths are kept). Each
   clip is the first ``clip_s`` seconds of its file, zero padded, as BEANS loads it.
 - Detection: ``{train,valid,test}.jsonl``, one recording per line: ``{"path", "length" (seconds), "annotations":
-  [{"st", "ed", "label"}, ...]}``, windowed and labelled by :mod:`avex_hub.suites.detection`.
+  [{"st", "ed", "label"}, ...]}``, windowed and labelled by :mod:`avex_hub.suites.detection`. BEANS loads at most
+  the first 60 s of a file (its scripts cut recordings into 60 s chunks, so its own files are no longer); every
+  window listed here is read, however long the file.
 - Labels are compared as text (``label_text``: BEANS writes some as numbers). A label outside the set's list
   becomes the set's ``unknown_label`` (enabirds: ``OTHR``, hainan-gibbons: ``1``); with none, the set fails with a
   ValueError naming every such label and where it is, as BEANS raises.

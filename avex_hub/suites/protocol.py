@@ -102,6 +102,7 @@ def score_set(model, data: SetData, protocol: ProbeProtocol, tasks: tuple[str, .
     emb = {role: extract_split(model, split, f"{prefix}-{role}", indices, protocol.pooling, extract)
            for role, split in data.splits.items()}
     test, out, retrieval = emb["test"], SetScores(), {}
+    device = next(model.parameters()).device  # retrieval compares every pair of test clips: on the model's device
     for seed in protocol.seeds:
         weights = torch.full((len(indices),), 1.0 / len(indices))
         if "probe" in tasks:
@@ -119,7 +120,7 @@ def score_set(model, data: SetData, protocol: ProbeProtocol, tasks: tuple[str, .
             weights = probe.layer_weights.detach().cpu()
         representation = torch.einsum("l,nlc->nc", weights, test.select_layers(indices))
         _unsupervised(representation, test, tasks, seed, out, multilabel=data.multilabel, retrieval=retrieval,
-                      key=tuple(weights.tolist()))
+                      key=tuple(weights.tolist()), device=device)
     return out
 
 
@@ -143,7 +144,7 @@ def _select_probe(emb: dict[str, Embeddings], indices: list[int], protocol: Prob
 
 
 def _unsupervised(representation: torch.Tensor, test: Embeddings, tasks: tuple[str, ...], seed: int,
-                  out: SetScores, *, multilabel: bool, retrieval: dict, key: tuple) -> None:
+                  out: SetScores, *, multilabel: bool, retrieval: dict, key: tuple, device: torch.device) -> None:
     """Retrieval ROC AUC and (single-label sets) clustering NMI of the test representation, for one seed; an
     undefined score is nan and its warning becomes a note. ``retrieval`` keeps the ROC AUC already computed for
     the layer weights ``key`` (the same for every seed with one layer, or without a probe): computed once."""
@@ -153,7 +154,7 @@ def _unsupervised(representation: torch.Tensor, test: Embeddings, tasks: tuple[s
         if "retrieval" in tasks:
             if key not in retrieval:
                 retrieval.clear()
-                retrieval[key] = retrieval_metrics(representation, labels)["roc_auc"]
+                retrieval[key] = retrieval_metrics(representation, labels, device=device)["roc_auc"]
             out.scores.setdefault(("retrieval", "roc_auc"), []).append(retrieval[key])
         if "clustering" in tasks and not multilabel:
             out.scores.setdefault(("clustering", "nmi"), []).append(

@@ -145,7 +145,8 @@ class BenchmarkReport:
     # -- writing ---------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"format": FORMAT, "model": self.model_name, "suite": self.suite, "data": self.data,
-                "protocol": self.protocol.to_dict(), "suites": self.suites, "plan": self.plan, "precision": self.precision,
+                "protocol": self.protocol.to_dict(), "suites": self.suites, "plan": self.plan,
+                "precision": self.precision,
                 "created": self.created, "sets": [s.to_dict() for s in self.sets],
                 "aggregates": [asdict(r) | {"difference": r.difference, "complete": r.complete}
                                for r in self.aggregates()]}
@@ -219,7 +220,7 @@ def _number(value: float | None, signed: bool = False) -> str:
 
 
 def _card_table(rows: list[AggregateRow]) -> list[str]:
-    out = ["| benchmark | task | metric | card | ours | ours - card | seed spread | sets |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| benchmark | task | metric | card | ours | ours - card | seed spread | sets |", "|---" * 8 + "|"]
     for r in rows:
         sets = f"{len(r.used)} of {len(r.expected)}" + ("" if r.complete else " (not comparable with the card)")
         out.append(f"| {r.title} | {r.task} | {r.metric} | {_number(r.card)} | {_number(r.ours)} | "
@@ -228,8 +229,9 @@ def _card_table(rows: list[AggregateRow]) -> list[str]:
 
 
 def _set_table(results: list[SetResult]) -> list[str]:
-    out = ["| suite | set | task | metric | ours | seed spread | per seed | learning rate | train / val / test | notes |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ("suite", "set", "task", "metric", "ours", "seed spread", "per seed", "learning rate",
+              "train / val / test", "notes")
+    out = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for s in results:
         sizes = " / ".join(str(s.sizes.get(role, "-")) for role in ("train", "val", "test"))
         lrs = ", ".join(f"{lr:g}" for lr in s.lr) or "-"
@@ -243,7 +245,7 @@ def _set_table(results: list[SetResult]) -> list[str]:
 
 
 def _plan_table(report: BenchmarkReport) -> list[str]:
-    out = ["| suite | set | status | train / val / test | audio to embed (h) | notes |", "|---|---|---|---|---|---|"]
+    out = ["| suite | set | status | train / val / test | audio to embed (h) | notes |", "|---" * 6 + "|"]
     for s in report.sets:
         sizes = " / ".join(str(s.sizes.get(role, "-")) for role in ("train", "val", "test"))
         out.append(f"| {s.suite} | {s.name} | {s.status} | {sizes} | {s.audio_s / 3600:.2f} | "

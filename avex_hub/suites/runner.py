@@ -32,7 +32,7 @@ __all__ = ["Suite", "SUITES", "SUITE_GROUPS", "suite_names", "read_suite", "run_
 
 
 @dataclass(frozen=True)
-class Read:
+class ReadContext:
     """What a reader may need besides the data folder and the set name."""
 
     protocol: ProbeProtocol
@@ -51,27 +51,27 @@ class Suite:
     sets: tuple[str, ...]
     known: tuple[str, ...]
     tasks: tuple[str, ...]
-    read: Callable[[Path, str, Read], SetData]
+    read: Callable[[Path, str, ReadContext], SetData]
     data: str  # what --data points at
     controls: tuple[str, ...] = ()  # non-animal control sets among ``sets``
 
 
-def _beans(root: Path, name: str, read: Read) -> SetData:
+def _beans(root: Path, name: str, read: ReadContext) -> SetData:
     return read_beans_set(root, name, val_fraction=read.protocol.val_fraction, seed=read.protocol.split_seed)
 
 
-def _birdset(root: Path, name: str, read: Read) -> SetData:
+def _birdset(root: Path, name: str, read: ReadContext) -> SetData:
     return read_birdset(root, name, val_fraction=read.protocol.val_fraction, seed=read.protocol.split_seed)
 
 
-def _manifest(roles: tuple[str, ...]) -> Callable[[Path, str, Read], SetData]:
-    def read_set(root: Path, name: str, read: Read) -> SetData:
+def _manifest(roles: tuple[str, ...]) -> Callable[[Path, str, ReadContext], SetData]:
+    def read_set(root: Path, name: str, read: ReadContext) -> SetData:
         return read_manifest_set(root, name, roles=roles, val_fraction=read.protocol.val_fraction,
                                  seed=read.protocol.split_seed)
     return read_set
 
 
-def _beans_zero(root: Path, name: str, read: Read) -> SetData:
+def _beans_zero(root: Path, name: str, read: ReadContext) -> SetData:
     return read_beans_zero(root, name, work=read.work, seed=read.protocol.split_seed, progress=read.progress)
 
 
@@ -118,7 +118,7 @@ def _chosen(suites: list[Suite], sets) -> list[tuple[Suite, tuple[str, ...]]]:
     return [(suite, tuple(n for n in sets if not suite.known or n in suite.known)) for suite in suites]
 
 
-def read_suite(suite: Suite, root: Path, name: str, read: Read) -> tuple[SetData | None, str]:
+def read_suite(suite: Suite, root: Path, name: str, read: ReadContext) -> tuple[SetData | None, str]:
     """``(data, "")`` for a set that reads, ``(None, reason)`` for one that does not (what was missing, where)."""
     try:
         return suite.read(root, name, read), ""
@@ -150,7 +150,7 @@ def run_benchmark(model, suite: str, data: str | os.PathLike, *, protocol: Probe
     for spec, names in chosen:
         for name in names:
             results.append(_run_set(model, spec, root, name, protocol, extract,
-                                    Read(protocol, work, progress), plan=plan))
+                                    ReadContext(protocol, work, progress), plan=plan))
     suites = {spec.name: {"title": spec.title, "card": spec.card, "sets": list(spec.sets if spec.known else names),
                           "controls": list(spec.controls)} for spec, names in chosen}
     report = BenchmarkReport(model_name=model.name, suite=suite, data=str(data), protocol=protocol,
@@ -161,7 +161,7 @@ def run_benchmark(model, suite: str, data: str | os.PathLike, *, protocol: Probe
 
 
 def _run_set(model, suite: Suite, root: Path, name: str, protocol: ProbeProtocol, extract: ExtractOptions,
-             read: Read, *, plan: bool) -> SetResult:
+             read: ReadContext, *, plan: bool) -> SetResult:
     started = time.perf_counter()
     data, reason = read_suite(suite, root, name, read)
     if data is None:
