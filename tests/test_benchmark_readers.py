@@ -258,3 +258,19 @@ def test_beans_zero_source_is_split_as_the_tutorials_split_it(tmp_path):
                                          ("an dirus", "an dirus"), (2.5, "2.5"), (math.inf, "inf")])
 def test_label_text_makes_whole_numbers_and_text_comparable(value, text):
     assert label_text(value) == text
+
+
+def test_beans_sets_hold_beans_label_counts_windows_and_controls():
+    from avex_hub.suites.beans_sets import BEANS_SETS
+
+    # num_labels, max_duration or window/shift, and unknown_label of each set in BEANS's datasets.yml
+    expected = {"esc50": (50, 5, None), "speech-commands": (35, 1, None), "watkins": (31, 3, None),
+                "bats": (10, 5, None), "cbi": (264, 10, None), "dogs": (10, 10, None), "humbugdb": (14, 3, None),
+                "dcase": (18, (2, 1), None), "enabirds": (34, (2, 1), "OTHR"), "hiceas": (1, (10, 5), None),
+                "rfcx": (24, (10, 5), None), "hainan-gibbons": (3, (4, 2), "1")}
+    found = {s.name: (len(s.labels), s.clip_s if s.task == "classification" else (s.window_s, s.shift_s),
+                      s.unknown_label) for s in BEANS_SETS}
+    assert found == expected
+    assert all(len(set(s.labels)) == len(s.labels) for s in BEANS_SETS)
+    assert [s.name for s in BEANS_SETS if s.control] == ["esc50", "speech-commands"]
+    assert beans_set("hiceas").path("val") == "data/hiceas/valid.jsonl"

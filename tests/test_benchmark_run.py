@@ -19,6 +19,7 @@ from avex_hub.cli import main
 from avex_hub.embed.extract import Embeddings
 from avex_hub.heads.metrics import retrieval_metrics
 from avex_hub.hub.card import card_result
+from avex_hub.hub.loading import sha256_file
 from avex_hub.suites.beans_sets import beans_set
 from avex_hub.suites.protocol import ProbeProtocol
 from avex_hub.suites.report import BenchmarkReport
@@ -67,6 +68,7 @@ def test_benchmark_beans_end_to_end_writes_the_card_table_with_our_row(beans_roo
     report = BenchmarkReport.from_dict(json.loads(out.with_suffix(".json").read_text()))
     assert report.to_markdown() + "\n" == text  # the JSON holds everything the markdown shows
     assert [s.status for s in report.sets] == ["ok"] * 3
+    assert report.model_digest == sha256_file(FIXTURE / "model.safetensors")  # which weights made these numbers
     by_name = {s.name: s for s in report.sets}
     assert by_name["esc50"].control and "no esc50.valid.csv" in by_name["esc50"].notes[0]
     assert set(by_name["dcase"].scores) == {("probe", "mAP"), ("probe", "mAP_present"), ("retrieval", "roc_auc")}

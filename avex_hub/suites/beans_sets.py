@@ -2,9 +2,9 @@
 
 Facts from ``datasets.yml`` of BEANS (github.com/earthspecies/beans, MIT licence, commit b278b1d): the file of
 each split relative to the BEANS checkout, the label list in BEANS's order, the label that labels outside the list
-map to (``unknown_label``; None: such a label is an error), the rate BEANS resamples to, the clip length of the
-classification sets (``max_duration``: the first seconds of each file, zero padded) and the window and shift of
-the detection sets. ``control`` marks the two non-animal sets (ESC-50, Speech Commands) that BEANS runs beside
+map to (``unknown_label``; None: such a label is an error), the clip length of the classification sets (``max_duration``: the first seconds of each file, zero padded) and the window and shift of
+the detection sets. (BEANS also resamples each set to a rate of its own; the model takes every set at its 16 kHz,
+so those rates are not kept here.) ``control`` marks the two non-animal sets (ESC-50, Speech Commands) that BEANS runs beside
 the animal ones. The avex-hub reader is :mod:`avex_hub.suites.beans`.
 """
 
@@ -27,7 +27,6 @@ class BeansSet:
     folder: str  # relative to the BEANS checkout
     file: str  # the split's file name in ``folder``, with ``{split}`` for train / valid / test
     labels: tuple[str, ...]
-    sample_rate: int  # BEANS's own resampling rate (ours is always the model's, 16 kHz)
     clip_s: float | None = None
     window_s: float | None = None
     shift_s: float | None = None
@@ -48,15 +47,13 @@ def _numbers(first: int, last: int) -> tuple[str, ...]:
 
 
 BEANS_SETS: tuple[BeansSet, ...] = (
-    BeansSet('esc50', 'classification', 'data/esc50/meta', 'esc50.{split}.csv', clip_s=5, sample_rate=44100,
-             control=True,
+    BeansSet('esc50', 'classification', 'data/esc50/meta', 'esc50.{split}.csv', clip_s=5, control=True,
              labels=_numbers(0, 49)),
-    BeansSet('speech-commands', 'classification', 'data/speech_commands', '{split}.csv', clip_s=1,
-             sample_rate=16000, control=True,
+    BeansSet('speech-commands', 'classification', 'data/speech_commands', '{split}.csv', clip_s=1, control=True,
              labels=_words(
         'backward bed bird cat dog down eight five follow forward four go happy house learn left marvin '
         'nine no off on one right seven sheila six stop three tree two up visual wow yes zero')),
-    BeansSet('watkins', 'classification', 'data/watkins', 'annotations.{split}.csv', clip_s=3, sample_rate=44100,
+    BeansSet('watkins', 'classification', 'data/watkins', 'annotations.{split}.csv', clip_s=3,
              labels=_words(
         'Clymene_Dolphin Bottlenose_Dolphin Spinner_Dolphin Beluga,_White_Whale Bearded_Seal Minke_Whale '
         'Humpback_Whale Southern_Right_Whale White-sided_Dolphin Narwhal White-beaked_Dolphin '
@@ -65,9 +62,8 @@ BEANS_SETS: tuple[BeansSet, ...] = (
         'Short-Finned_Pacific_Pilot_Whale Bowhead_Whale False_Killer_Whale Melon_Headed_Whale '
         'Long-Finned_Pilot_Whale Striped_Dolphin Leopard_Seal Walrus Sperm_Whale Common_Dolphin')),
     BeansSet('bats', 'classification', 'data/egyptian_fruit_bats', 'annotations.{split}.csv', clip_s=5,
-             sample_rate=250000,
              labels=_words('111 210 211 215 216 220 226 228 230 231')),
-    BeansSet('cbi', 'classification', 'data/cbi', 'annotations.{split}.csv', clip_s=10, sample_rate=44100,
+    BeansSet('cbi', 'classification', 'data/cbi', 'annotations.{split}.csv', clip_s=10,
              labels=_words(
         'aldfly ameavo amebit amecro amegfi amekes amepip amered amerob amewig amewoo amtspa annhum '
         'astfly baisan baleag balori banswa barswa bawwar belkin1 belspa2 bewwre bkbcuc bkbmag1 bkbwar '
@@ -90,25 +86,25 @@ BEANS_SETS: tuple[BeansSet, ...] = (
         'vigswa warvir wesblu wesgre weskin wesmea wessan westan wewpew whbnut whcspa whfibi whtspa '
         'whtswi wilfly wilsni1 wiltur winwre3 wlswar wooduc wooscj2 woothr y00475 yebfly yebsap yehbla '
         'yelwar yerwar yetvir')),
-    BeansSet('dogs', 'classification', 'data/dogs', 'annotations.{split}.csv', clip_s=10, sample_rate=44100,
+    BeansSet('dogs', 'classification', 'data/dogs', 'annotations.{split}.csv', clip_s=10,
              labels=_words('Farley Freid Keri Louie Luke Mac Roodie Rudy Siggy Zoe')),
-    BeansSet('humbugdb', 'classification', 'data/HumBugDB/data/metadata', '{split}.csv', clip_s=3, sample_rate=44100,
+    BeansSet('humbugdb', 'classification', 'data/HumBugDB/data/metadata', '{split}.csv', clip_s=3,
              labels=('non-mosquito', 'an arabiensis', 'others', 'an gambiae ss', 'culex quinquefasciatus',
                      'culex pipiens complex', 'an funestus ss', 'an squamosus', 'ma uniformis', 'an dirus',
                      'ae aegypti', 'an harrisoni', 'an maculatus', 'an funestus sl')),
-    BeansSet('dcase', 'detection', 'data/dcase', '{split}.jsonl', window_s=2, shift_s=1, sample_rate=16000,
+    BeansSet('dcase', 'detection', 'data/dcase', '{split}.jsonl', window_s=2, shift_s=1,
              labels=_words('AMRE BBWA BTBW CALL CCMK CHSP COYE GCTH GIG GRN OVEN Q RBGR SAVS SNMK SQT SWTH WTSP')),
-    BeansSet('enabirds', 'detection', 'data/enabirds', '{split}.jsonl', window_s=2, shift_s=1, sample_rate=32000,
+    BeansSet('enabirds', 'detection', 'data/enabirds', '{split}.jsonl', window_s=2, shift_s=1,
              unknown_label='OTHR',
              labels=_words(
         'AMCR AMGO AMRE AMRO BAWW BCCH BGGN BHCO BHVI BLJA BTNW BWWA CARW COYE EATO HETH HOWA KEWA LOWA '
         'NOCA NOFL OVEN RBGR RBWO RCKI REVI SCTA SWTH TUTI WBNU WITU WOTH YBCU OTHR')),
-    BeansSet('hiceas', 'detection', 'data/hiceas', '{split}.jsonl', window_s=10, shift_s=5, sample_rate=22050,
+    BeansSet('hiceas', 'detection', 'data/hiceas', '{split}.jsonl', window_s=10, shift_s=5,
              labels=_numbers(1, 1)),
-    BeansSet('rfcx', 'detection', 'data/rfcx', '{split}.jsonl', window_s=10, shift_s=5, sample_rate=48000,
+    BeansSet('rfcx', 'detection', 'data/rfcx', '{split}.jsonl', window_s=10, shift_s=5,
              labels=_numbers(0, 23)),
     BeansSet('hainan-gibbons', 'detection', 'data/hainan_gibbons', '{split}.jsonl', window_s=4, shift_s=2,
-             sample_rate=9600, unknown_label='1',
+             unknown_label='1',
              labels=_numbers(1, 3)),
 )
 

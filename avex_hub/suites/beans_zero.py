@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..audio.contract import WINDOW_S
 from ..audio.datasets import AudioDataset
 from ..tutorial import fetch_beans_zero
 from .data import ROLES, SetData, checked_dataset
@@ -24,9 +25,10 @@ BEANS_ZERO_SETS = ("watkins", "humbugdb")  # the sources the tutorials score (no
 
 
 def read_beans_zero(root: str | os.PathLike, name: str, *, work: str | os.PathLike, seed: int = 0,
-                    clip_s: float = 10.0, progress: bool = False) -> SetData:
+                    clip_s: float = WINDOW_S, progress: bool = False) -> SetData:
     """The BEANS-Zero source ``name`` (a ``dataset_name``) from the shards in ``root``, written once as WAV files
-    with a split manifest under ``work``, as train/val/test AudioDatasets of ``clip_s`` clips."""
+    with a split manifest under ``work``, as train/val/test AudioDatasets of ``clip_s`` clips (default the model's
+    window, as the tutorials cut them)."""
     source = str(root) if "://" in str(root) else str(Path(root).expanduser())
     manifest = fetch_beans_zero(name, Path(work) / "beans-zero" / name, source=source, seed=seed, progress=progress)
     rows = AudioDataset.from_manifest(manifest, clip_s=clip_s)

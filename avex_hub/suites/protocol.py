@@ -10,7 +10,9 @@ Stated in full, since the card gives none of it beyond "linear probing on the fr
 - Probe: one linear layer (softmax cross-entropy for one label per clip, sigmoid BCE for multi-label sets), no class
   weights, AdamW with weight decay 0.01 and batch size 32 (the official avex library's probe settings), up to
   ``epochs`` = 100 epochs with the best validation epoch kept and early stopping after ``patience`` = 10 epochs
-  without a better one (ours: the paper does not publish its epochs or its learning-rate selection).
+  without a better one (ours: the paper does not publish its epochs or its learning-rate selection). The epoch is
+  judged by :func:`avex_hub.heads.training.train_probe`'s validation metric (accuracy, or the mAP of the classes
+  with a validation positive).
 - Learning rate: each of ``lrs`` (1e-4, 1e-3, 1e-2; ours) is trained, and the one whose kept epoch scores best on
   the validation split, by the metric reported (accuracy, or BEANS's mAP), is scored on test. Ties: the first.
 - Seeds: the whole selection runs once per seed (0, 1, 2; ours): initialisation and batch order differ. The report
@@ -72,6 +74,10 @@ class ProbeProtocol:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def layer_choice(self) -> str | int | list[int]:
+        """``layers`` as :meth:`avex_hub.encoder.model.AvexModel.layer_indices` takes it."""
+        return list(self.layers) if isinstance(self.layers, tuple) else self.layers
+
 
 @dataclass
 class SetScores:
@@ -98,7 +104,7 @@ def score_set(model, data: SetData, protocol: ProbeProtocol, tasks: tuple[str, .
               extract: ExtractOptions) -> SetScores:
     """Embed ``data``'s splits once (cache files named ``<prefix>-<split>-...`` under ``extract.cache_dir``) and
     score ``tasks`` (``probe``, ``retrieval``, ``clustering``) with ``protocol`` for every seed."""
-    indices = model.layer_indices(list(protocol.layers) if isinstance(protocol.layers, tuple) else protocol.layers)
+    indices = model.layer_indices(protocol.layer_choice())
     emb = {role: extract_split(model, split, f"{prefix}-{role}", indices, protocol.pooling, extract)
            for role, split in data.splits.items()}
     test, out, retrieval = emb["test"], SetScores(), {}

@@ -108,6 +108,7 @@ class BenchmarkReport:
     suites: dict[str, dict]
     plan: bool = False
     precision: str = "fp32"
+    model_digest: str = ""  # the weights' SHA-256 (or a digest of the parameters): which weights made the numbers
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     @property
@@ -131,12 +132,12 @@ class BenchmarkReport:
                                  tuple(n for n in expected if n not in info["controls"])))
             for (task, metric) in keys:
                 for title, names in variants:
-                    rows.append(self._aggregate(info["card"], title, task, metric, names))
+                    rows.append(self._aggregate(suite_name, info["card"], title, task, metric, names))
         return rows
 
-    def _aggregate(self, card: str | None, title: str, task: str, metric: str,
+    def _aggregate(self, suite: str, card: str | None, title: str, task: str, metric: str,
                    names: tuple[str, ...]) -> AggregateRow:
-        used = [s for s in self.ran if s.name in names and (task, metric) in s.scores
+        used = [s for s in self.ran if s.suite == suite and s.name in names and (task, metric) in s.scores
                 and np.isfinite(s.scores[(task, metric)]).all()]
         per_seed = np.mean([s.scores[(task, metric)] for s in used], axis=0) if used else np.array([math.nan])
         return AggregateRow(title, task, _CARD_METRIC.get(metric, metric), _card(card, task, metric),
@@ -146,8 +147,7 @@ class BenchmarkReport:
     def to_dict(self) -> dict:
         return {"format": FORMAT, "model": self.model_name, "suite": self.suite, "data": self.data,
                 "protocol": self.protocol.to_dict(), "suites": self.suites, "plan": self.plan,
-                "precision": self.precision,
-                "created": self.created, "sets": [s.to_dict() for s in self.sets],
+                "precision": self.precision, "model_digest": self.model_digest, "created": self.created, "sets": [s.to_dict() for s in self.sets],
                 "aggregates": [asdict(r) | {"difference": r.difference, "complete": r.complete}
                                for r in self.aggregates()]}
 
@@ -159,18 +159,18 @@ class BenchmarkReport:
                                        if k in ("lrs", "seeds") or (k == "layers" and isinstance(v, list))}
         return cls(data["model"], data["suite"], data["data"], ProbeProtocol(**protocol),
                    [SetResult.from_dict(s) for s in data["sets"]], data["suites"], data["plan"], data["precision"],
-                   data["created"])
+                   data["model_digest"], data["created"])
 
     def to_markdown(self) -> str:
         """The report for people: headline, the card-shaped table, one row per set, what did not run, the protocol."""
         lines = [f"# Benchmark {self.suite}: {self.model_name}", "",
-                 f"{self.created}; data `{self.data}`; {self.model_name} at {self.precision}; the card's paper: "
-                 f"{PAPER.citation()}, {PAPER.url}.", ""]
+                 f"{self.created}; data `{self.data}`; {self.model_name} (weights `{self.model_digest}`) at "
+                 f"{self.precision}; the card's paper: {PAPER.citation()}, {PAPER.url}.", ""]
         if self.plan:
             lines += ["Plan only: every set was read; nothing was embedded or scored.", "", *_plan_table(self)]
         elif not self.ran:
             lines += ["**No data set could be read, so this run has no number of ours.** The reasons are listed "
-                      "under 'Not run'.", ""]
+                      "under 'Not run'."]
         else:
             lines += ["## The card's table, ours beside it", "", *_card_table(self.aggregates()), "",
                       "## Per data set", "", *_set_table(self.ran)]

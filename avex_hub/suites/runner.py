@@ -13,12 +13,14 @@ another protocol (seeds, learning rates, epochs) embeds nothing again.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..audio.contract import AudioDecodeError
+from ..embed.extract import model_digest
 from ..heads.training import ExtractOptions
 from .beans import BEANS_CLASSIFICATION, BEANS_CONTROLS, BEANS_DETECTION, read_beans_set
 from .beans_zero import BEANS_ZERO_SETS, read_beans_zero
@@ -141,9 +143,9 @@ def run_benchmark(model, suite: str, data: str | os.PathLike, *, protocol: Probe
     protocol = protocol or ProbeProtocol()
     root = str(data) if "://" in str(data) else Path(data).expanduser()  # a URL (BEANS-Zero on the Hub) stays text
     chosen = _chosen(_suites(suite), sets)  # bad names and layers fail before any work
-    model.layer_indices(list(protocol.layers) if isinstance(protocol.layers, tuple) else protocol.layers)
+    model.layer_indices(protocol.layer_choice())
     cache_dir = Path(cache) if cache is not None else (Path(f"{out}.cache") if out is not None else None)
-    work = cache_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "avex-hub-benchmark"
+    work = cache_dir or Path(tempfile.gettempdir()) / "avex-hub-benchmark"
     extract = ExtractOptions(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
                              cache_dir=cache_dir, progress=progress)
     results = []
@@ -154,7 +156,8 @@ def run_benchmark(model, suite: str, data: str | os.PathLike, *, protocol: Probe
     suites = {spec.name: {"title": spec.title, "card": spec.card, "sets": list(spec.sets if spec.known else names),
                           "controls": list(spec.controls)} for spec, names in chosen}
     report = BenchmarkReport(model_name=model.name, suite=suite, data=str(data), protocol=protocol,
-                             sets=results, suites=suites, plan=plan, precision=precision)
+                             sets=results, suites=suites, plan=plan, precision=precision,
+                             model_digest=model_digest(model))
     if out is not None:
         report.write(out)
     return report
