@@ -88,15 +88,18 @@ def run(args, usage_error) -> int:
         raise usage_error(str(error)) from None
     try:
         model = build_model(args.model, checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
-    except (WeightsNotAvailableError, ChecksumError, FileNotFoundError) as error:
-        print(f"avex-hub: error: {error}", file=sys.stderr)
-        return 1
-    try:
         report = run_benchmark(model, args.suite, args.data, protocol=protocol, sets=args.sets, out=args.out,
                                cache=args.cache, batch_size=args.batch_size, num_workers=args.workers,
                                precision=args.precision, progress=not args.no_progress, plan=args.plan)
-    except ValueError as error:  # unknown set names, layers the model lacks
+    except (WeightsNotAvailableError, ChecksumError, FileNotFoundError) as error:  # weights not there or not ours
+        print(f"avex-hub: error: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # unknown set names, layers the model lacks, weights of another architecture
         raise usage_error(str(error)) from None
+    except OSError as error:  # the report or a cache could not be written (disk full, permissions)
+        print(f"avex-hub: error: {error}; the embeddings cached so far are kept, run again to resume",
+              file=sys.stderr)
+        return 1
     return _status(report, args)
 
 

@@ -8,11 +8,10 @@ but missing or unreadable are skipped, counted in ``SetData.failures`` and named
 
 from __future__ import annotations
 
-import math
+import re
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ..audio.datasets import AudioDataset
@@ -55,19 +54,10 @@ class SetData:
 
 
 def label_text(value) -> str:
-    """A label cell as text: numbers that are whole (``3``, ``3.0``) as ``"3"``, anything else stripped."""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
+    """A label cell as text, stripped; a whole number written as a float (``3.0``: pandas writes an integer column
+    with a gap that way) as the integer (``"3"``), so that labels compare as the lists write them."""
     text = str(value).strip()
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return str(int(number)) if math.isfinite(number) and number.is_integer() and "e" not in text.lower() else text
+    return text.split(".")[0] if re.fullmatch(r"-?\d+\.0+", text) else text
 
 
 def checked_dataset(items, *, labels, clip_s: float, multilabel: bool, source: str
