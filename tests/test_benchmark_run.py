@@ -187,3 +187,40 @@ def test_library_call_on_manifest_and_birdset_suites(tmp_path, model):
     assert next(s["per_seed"] for s in saved["sets"][0]["scores"] if s["task"] == "retrieval") == [None]
     assert math.isnan(BenchmarkReport.from_dict(saved).sets[0].scores[("retrieval", "roc_auc")][0])
     assert "| BirdSet (dedicated train) | retrieval | ROC AUC | 0.732 | n/a | - | n/a | 0 of 5" in birds.to_markdown()
+
+
+def test_an_interrupted_run_resumes_from_the_embeddings_it_cached(beans_root, tmp_path, monkeypatch, capsys):
+    import avex_hub.suites.protocol as protocol_module
+
+    calls, real = [], protocol_module.extract_split
+
+    def stop_at_the_second_set(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 4:  # watkins' train, val and test are cached; then Ctrl-C
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocol_module, "extract_split", stop_at_the_second_set)
+    out = tmp_path / "r.md"
+    assert _run(beans_root, out) == 130
+    assert "interrupted" in capsys.readouterr().err and not out.exists()  # no report of a half run
+    cached = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r.md.cache").glob("*.safetensors")}
+    assert sorted(name.split("-")[3] for name in cached) == ["test", "train", "val"]  # watkins' three splits
+    assert all(name.startswith("beans-classification-watkins-") for name in cached)
+    monkeypatch.setattr(protocol_module, "extract_split", real)
+    assert _run(beans_root, out) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r.md.cache").glob("*.safetensors")}
+    assert len(after) == 9 and all(after[name] == mtime for name, mtime in cached.items())  # not embedded again
+
+
+def test_beans_zero_suite_runs_on_local_shards(tmp_path, model):
+    rows = [{"id": f"h{i}", "dataset_name": "humbugdb", "label": ["an dirus", "ae aegypti"][i % 2], "rate": 8000,
+             "seconds": 1.0, "pitch": 300.0 + 500 * (i % 2)} for i in range(10)]
+    standin.beans_zero_shard(tmp_path / "shards" / "shard-0.parquet", rows)
+    report = run_benchmark(model, "beans-zero", tmp_path / "shards", sets=["humbugdb"], cache=tmp_path / "cache",
+                           protocol=ProbeProtocol(epochs=2, seeds=(0,), lrs=(0.01,)))
+    (result,) = report.sets
+    assert result.status == "ok" and result.sizes == {"train": 6, "val": 2, "test": 2}
+    assert set(result.scores) == {("probe", "accuracy"), ("retrieval", "roc_auc"), ("clustering", "nmi")}
+    assert all(row.card is None for row in report.aggregates())  # the card has no BEANS-Zero number
+    assert (tmp_path / "cache" / "beans-zero" / "humbugdb" / "manifest.csv").is_file()  # the clips, written once
