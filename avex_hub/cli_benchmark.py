@@ -54,11 +54,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="the report (markdown; .json beside it)")
     p.add_argument("--sets", type=_listed(str), default=None, help="comma list of data sets (default: the suite's)")
     p.add_argument("--layers", type=_layers, default=default["layers"],
-                   help="last (default), a layer index, a comma list (mixed by the probe) or all")
-    p.add_argument("--seeds", type=_listed(int), default=default["seeds"], help="comma list (default: 0,1,2)")
+                   help="last, a layer index, a comma list (mixed by the probe) or all (default: %(default)s)")
+    listed = {name: ",".join(f"{v:g}" for v in default[name]) for name in ("seeds", "lrs")}
+    p.add_argument("--seeds", type=_listed(int), default=default["seeds"],
+                   help=f"comma list (default: {listed['seeds']})")
     p.add_argument("--lrs", type=_listed(float), default=default["lrs"],
-                   help="learning rates to select from on validation (default: 1e-4,1e-3,1e-2)")
-    p.add_argument("--epochs", type=int, default=default["epochs"], help="most epochs per probe (default: 100)")
+                   help=f"learning rates to select from on validation (default: {listed['lrs']})")
+    p.add_argument("--epochs", type=int, default=default["epochs"], help="most epochs per probe (default: %(default)s)")
     p.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
                    help="published model (default: %(default)s)")
     p.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
