@@ -198,6 +198,7 @@ def test_birdset_says_what_is_missing(tmp_path):
     assert data.sizes()["test"] == 2 and data.failures[0][1] == "file not found"
     assert train_clip([[2.0, 3.0], [9.0, 9.5]], [1, 1], None) == (0.0, 5.0)  # no length: only the start clamps
     assert train_clip([[20.0, 22.0]], None, 21.0) == (16.0, 21.0)  # missing clusters: one cluster
+    assert train_clip([[2.0, 9.0]], [0], 20.0) == (2.0, 7.0)  # an event longer than 5 s: its first 5 s
 
 
 # -- manifests (individual ID, vocal repertoire) -----------------------------------------------------------------

@@ -10,8 +10,9 @@ repo_type="dataset", revision="data", allow_patterns="HSN/*")``) or from the dat
 
 - ``train``: the focal Xeno-canto recordings of the site's species (the dedicated train set). Ours, stated: one
   5 s clip per recording, centred on its first detected event of the largest event cluster that is not noise
-  (cluster -1, kept only when it is the only one; BirdSet's own event mapping takes that cluster's events), or the
-  first 5 s of a recording without events. Labels: ``ebird_code_multilabel`` when given, else ``ebird_code``.
+  (cluster -1, kept only when it is the only one; BirdSet's own event mapping takes that cluster's events), the
+  first 5 s of a longer event (as BirdSet's loading example cuts it), or the first 5 s of a recording without
+  events; kept inside the recording where its length is known. Labels: ``ebird_code_multilabel`` when given, else ``ebird_code``.
 - ``val``: ``val_fraction`` (0.2, as the official avex config and BirdSet's datamodule use) of train, held out
   with ``seed``.
 - ``test``: the ``test_5s`` soundscape segments, each a 5 s file with its ``ebird_code_multilabel`` (none: a
@@ -114,8 +115,7 @@ def train_clip(events, clusters, length_s: float | None) -> tuple[float, float]:
     ids, counts = np.unique([c for _, c in birds], return_counts=True)
     biggest = ids[counts.argmax()]
     start, end = next(e for e, c in birds if c == biggest)
-    centre = (start + end) / 2
-    begin = max(0.0, centre - CLIP_S / 2)
+    begin = max(0.0, start if end - start >= CLIP_S else (start + end - CLIP_S) / 2)
     if length_s is not None and length_s > 0:
         begin = max(0.0, min(begin, length_s - CLIP_S))
     return begin, begin + CLIP_S
