@@ -91,6 +91,7 @@ class SetScores:
 
 
 def probe_metric(multilabel: bool) -> str:
+    """The probe row's metric: ``mAP`` (BEANS's) for multi-label sets, ``accuracy`` for one label per clip."""
     return "mAP" if multilabel else "accuracy"
 
 
