@@ -129,6 +129,7 @@ def test_sets_that_cannot_be_read_get_no_number(beans_root, tmp_path, capsys):
     report = json.loads(nothing.with_suffix(".json").read_text())
     assert report["aggregates"] == [] and {s["status"] for s in report["sets"]} == {"not run"}
     assert "**No data set could be read, so this run has no number of ours.**" in nothing.read_text()
+    assert "- birdset: a folder with BirdSet's HSN/, POW/" in nothing.read_text()
     assert "| BirdSet" not in nothing.read_text()
 
 

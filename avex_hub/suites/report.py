@@ -98,7 +98,8 @@ def _card(benchmark: str | None, task: str, metric: str) -> float | None:
 class BenchmarkReport:
     """A run: the model, the suite, where the data was, the protocol, one :class:`SetResult` per set, and for each
     suite run its ``title``, ``card`` key (:data:`avex_hub.hub.card.CARD_RESULTS`; None: no card number), the
-    ``sets`` an aggregate comparable with the card needs and its non-animal ``controls``."""
+    ``sets`` an aggregate comparable with the card needs, its non-animal ``controls`` and what its ``data`` folder
+    holds."""
 
     model_name: str
     suite: str
@@ -170,7 +171,8 @@ class BenchmarkReport:
             lines += ["Plan only: every set was read; nothing was embedded or scored.", "", *_plan_table(self)]
         elif not self.ran:
             lines += ["**No data set could be read, so this run has no number of ours.** The reasons are listed "
-                      "under 'Not run'."]
+                      "under 'Not run'; the data folder of each suite holds:", ""]
+            lines += [f"- {name}: {info['data']}" for name, info in self.suites.items()]
         else:
             lines += ["## The card's table, ours beside it", "", *_card_table(self.aggregates()), "",
                       "## Per data set", "", *_set_table(self.ran)]

@@ -154,7 +154,7 @@ def run_benchmark(model, suite: str, data: str | os.PathLike, *, protocol: Probe
             results.append(_run_set(model, spec, root, name, protocol, extract,
                                     ReadContext(protocol, work, progress), plan=plan))
     suites = {spec.name: {"title": spec.title, "card": spec.card, "sets": list(spec.sets if spec.known else names),
-                          "controls": list(spec.controls)} for spec, names in chosen}
+                          "controls": list(spec.controls), "data": spec.data} for spec, names in chosen}
     report = BenchmarkReport(model_name=model.name, suite=suite, data=str(data), protocol=protocol,
                              sets=results, suites=suites, plan=plan, precision=precision,
                              model_digest=model_digest(model))
