@@ -227,6 +227,9 @@ def test_manifest_sets_hold_out_val_and_cut_the_given_seconds(tmp_path):
         read_manifest_set(tmp_path, "macaques")
     with pytest.raises(FileNotFoundError, match=r"no rows with set == 'chiffchaff'.*'killer_whale'"):
         read_manifest_set(tmp_path, "chiffchaff")
+    (tmp_path / "manifest.csv").write_text("set,path,label,split,start_s,end_s\npipit,a.wav,1,train,2,1\n")
+    with pytest.raises(ValueError, match=r"line 2: start_s/end_s must be .* got '2', '1'"):
+        read_manifest_set(tmp_path, "pipit")
     (tmp_path / "manifest.csv").write_text("set,path,label,split\npipit,a.wav,1,training\n")
     with pytest.raises(ValueError, match=r"manifest.csv line 2: needs a path, a label and a split in"):
         read_manifest_set(tmp_path, "pipit")

@@ -22,6 +22,7 @@ vocal-repertoire suite scores retrieval and clustering only (the card has no pro
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -51,14 +52,24 @@ def _rows(path: Path) -> list[tuple[str, str, AudioItem]]:
             where = f"{path.name} line {reader.line_num}"
             if not row["path"] or not row["label"] or row["split"] not in ROLES:
                 raise ValueError(f"{where}: needs a path, a label and a split in {ROLES}; got {row}")
-            try:
-                times = [float(row[k]) if row.get(k) else None for k in ("start_s", "end_s")]
-            except ValueError:
-                raise ValueError(f"{where}: start_s/end_s must be seconds, got {row.get('start_s')!r}, "
-                                 f"{row.get('end_s')!r}") from None
+            times = _seconds(row, where)
             file = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
             out.append((row["set"], row["split"], AudioItem(file, (row["label"],), *times, origin=where)))
     return out
+
+
+def _seconds(row: dict[str, str], where: str) -> list[float | None]:
+    """``[start_s, end_s]`` of a manifest row (None where empty); ValueError unless both are seconds >= 0 and the
+    end comes after the start."""
+    try:
+        times = [float(row[k]) if row.get(k) else None for k in ("start_s", "end_s")]
+    except ValueError:
+        times = None
+    if (times is None or any(t is not None and not (math.isfinite(t) and t >= 0) for t in times)
+            or (None not in times and times[1] <= times[0])):
+        raise ValueError(f"{where}: start_s/end_s must be seconds >= 0 with end_s after start_s (or empty), got "
+                         f"{row.get('start_s')!r}, {row.get('end_s')!r}")
+    return times
 
 
 def read_manifest_set(root: str | os.PathLike, name: str, *, roles: tuple[str, ...] = ROLES, clip_s: float = 5.0,
