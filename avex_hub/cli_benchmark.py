@@ -47,7 +47,8 @@ def add_parsers(sub) -> None:
     from .suites.runner import suite_names
 
     default = {f.name: f.default for f in fields(ProbeProtocol)}
-    p = sub.add_parser("benchmark", help="reproduce the model card's table on a benchmark suite",
+    # allow_abbrev=False, as for embed: an option is its full name (--seed would otherwise quietly mean --seeds)
+    p = sub.add_parser("benchmark", help="reproduce the model card's table on a benchmark suite", allow_abbrev=False,
                        description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("suite", choices=suite_names(), metavar="SUITE", help=f"one of {', '.join(suite_names())}")
     p.add_argument("--data", required=True, help="the suite's data folder (README: what each suite reads)")

@@ -141,6 +141,10 @@ def test_usage_errors_and_the_plan(beans_root, tmp_path, capsys):
     assert main(["benchmark", "beans", "--seeds", "", *base]) == 2
     assert main(["benchmark", "beans", "--layers", "9", "--sets", "watkins", *base]) == 2
     assert "out of range" in capsys.readouterr().err
+    assert main(["benchmark", "beans", "--layers", "3,-1", "--sets", "watkins", *base]) == 2  # layer 3 twice
+    assert "give each layer once" in capsys.readouterr().err
+    assert main(["benchmark", "beans", "--seed", "1", *base]) == 2  # an option is its full name
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err
     (tmp_path / "a-file").write_text("")
     assert main(["benchmark", "beans", *base[:-3], "--out", str(tmp_path / "a-file" / "r.md"), "--no-progress"]) == 2
     assert capsys.readouterr().err.count("\n") == 1  # one line, no traceback

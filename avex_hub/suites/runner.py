@@ -143,7 +143,9 @@ def run_benchmark(model, suite: str, data: str | os.PathLike, *, protocol: Probe
     protocol = protocol or ProbeProtocol()
     root = str(data) if "://" in str(data) else Path(data).expanduser()  # a URL (BEANS-Zero on the Hub) stays text
     chosen = _chosen(_suites(suite), sets)  # bad names and layers fail before any work
-    model.layer_indices(protocol.layer_choice())
+    indices = model.layer_indices(protocol.layer_choice())
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"layers {protocol.layers} name a layer twice (as indices {indices}); give each layer once")
     cache_dir = Path(cache) if cache is not None else (Path(f"{out}.cache") if out is not None else None)
     work = cache_dir or Path(tempfile.gettempdir()) / "avex-hub-benchmark"
     extract = ExtractOptions(batch_size=batch_size, num_workers=num_workers, device=device, precision=precision,
