@@ -97,9 +97,10 @@ def test_beans_detection_windows_and_labels(tmp_path):
     data = read_beans_set(tmp_path, "dcase")
     test = data.splits["test"]
     assert data.multilabel and data.sizes() == {"train": 9, "val": 9, "test": 9}  # 5 + 3 + 1 windows
-    assert [(i.path.name, i.start_s, i.end_s) for i in test.items][:6] == [
-        ("calls.wav", 0.0, 2.0), ("calls.wav", 1.0, 3.0), ("calls.wav", 2.0, 4.0), ("calls.wav", 3.0, 5.0),
-        ("calls.wav", 4.0, 6.0), ("quiet.wav", 0.0, 2.0)]
+    assert [(i.path.name, i.start_s, i.origin.rsplit(", ", 1)[1]) for i in test.items][:6] == [
+        ("calls.wav", 0.0, "0-2 s"), ("calls.wav", 1.0, "1-3 s"), ("calls.wav", 2.0, "2-4 s"),
+        ("calls.wav", 3.0, "3-5 s"), ("calls.wav", 4.0, "4-6 s"), ("quiet.wav", 0.0, "0-2 s")]
+    assert all(i.end_s is None for i in test.items)  # a window is its start and the clip length
     starts = window_starts(6.0, 2, 1)
     expected = label_windows(starts, starts + 2, [0.5, 1.0, 3.2], [1.8, 3.5, 3.6],
                              [spec.labels.index("AMRE")] * 2 + [spec.labels.index("CALL")], len(spec.labels))
@@ -173,12 +174,15 @@ def test_birdset_reads_metadata_parquet_and_extracted_shards(tmp_path):
     assert data.multilabel and data.labels == ["amepip", "gcrfin", "mouchi", "whcspa"]
     assert data.sizes() == {"train": 4, "val": 1, "test": 3} and "20%" in data.notes[0]
     everything = data.splits["train"].items + data.splits["val"].items
-    clips = {item.path.name: (item.start_s, item.end_s, item.labels) for item in everything}
-    assert clips == {"XC1.ogg": (4.0, 9.0, ("gcrfin",)),       # centred on 6-7 s, the first of cluster 0
-                     "XC2.ogg": (0.0, 5.0, ("amepip",)),       # a 4 s file: from 0, the last second padded
-                     "XC3.ogg": (0.0, 5.0, ("amepip",)),       # ebird_code where the multilabel list is empty
-                     "XC4.ogg": (1.0, 6.0, ("gcrfin",)),
-                     "XC5.ogg": (0.0, 5.0, ("whcspa",))}
+    clips = {item.path.name: (item.start_s, item.labels) for item in everything}  # each 5 s from its start
+    assert clips == {"XC1.ogg": (4.0, ("gcrfin",)),       # centred on 6-7 s, the first of cluster 0
+                     "XC2.ogg": (0.0, ("amepip",)),       # a 4 s file: from 0, the last second padded
+                     "XC3.ogg": (0.0, ("amepip",)),       # ebird_code where the multilabel list is empty
+                     "XC4.ogg": (1.0, ("gcrfin",)),
+                     "XC5.ogg": (0.0, ("whcspa",))}
+    masks = [split[i]["padding_mask"] for split in (data.splits["train"], data.splits["val"])
+             for i, item in enumerate(split.items) if item.path.name == "XC2.ogg"]
+    assert [int(mask.sum()) for mask in masks] == [16000]  # the 4 s file's fifth second is padding
     assert all(item.path.parent.name == "HSN_train_shard_0001" for item in everything)  # found by name
     test = data.splits["test"]
     assert test.targets.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]]
@@ -228,10 +232,13 @@ def test_manifest_sets_hold_out_val_and_cut_the_given_seconds(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no rows with set == 'chiffchaff'.*'killer_whale'"):
         read_manifest_set(tmp_path, "chiffchaff")
     (tmp_path / "manifest.csv").write_text("set,path,label,split,start_s,end_s\npipit,a.wav,1,train,2,1\n")
-    with pytest.raises(ValueError, match=r"line 2: start_s/end_s must be .* got '2', '1'"):
+    with pytest.raises(ValueError, match=r"line 2: end_s=1.0 must be after start_s=2.0"):
         read_manifest_set(tmp_path, "pipit")
-    (tmp_path / "manifest.csv").write_text("set,path,label,split\npipit,a.wav,1,training\n")
-    with pytest.raises(ValueError, match=r"manifest.csv line 2: needs a path, a label and a split in"):
+    (tmp_path / "manifest.csv").write_text("set,path,label,split\npipit,a.wav,1,holdout\n")
+    with pytest.raises(ValueError, match=r"split must be train, val or test; not so on manifest.csv line 2"):
+        read_manifest_set(tmp_path, "pipit")
+    (tmp_path / "manifest.csv").write_text("path,label,split\na.wav,1,train\n")
+    with pytest.raises(ValueError, match=r"needs the columns set, path, label and split"):
         read_manifest_set(tmp_path, "pipit")
     with pytest.raises(FileNotFoundError, match="write the manifest"):
         read_manifest_set(tmp_path / "elsewhere", "pipit")

@@ -26,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-from ..audio.datasets import AudioItem
+from ..audio.items import AudioItem
 from .beans_sets import BEANS_SETS, BeansSet, beans_set
 from .data import SetData, checked_dataset, hold_out_val, label_text
 from .detection import label_windows, window_starts
@@ -115,7 +115,9 @@ def _read_jsonl(path: Path, spec: BeansSet, root: Path) -> list[AudioItem]:
             hits = label_windows(starts, ends, [float(e["st"]) for e in events], [float(e["ed"]) for e in events],
                                  classes, len(spec.labels))
             file = _resolve(root, recording["path"])
-            items += [AudioItem(file, tuple(spec.labels[k] for k in row.nonzero()[0]), float(s), float(e),
+            # A window is its start and the dataset's clip length (the window): BEANS zero pads a window that runs
+            # past the end of its file (the one window of a short recording), and so does the loader.
+            items += [AudioItem(file, tuple(spec.labels[k] for k in row.nonzero()[0]), float(s),
                                 origin=f"{where}, {s:g}-{e:g} s") for s, e, row in zip(starts, ends, hits)]
     _refuse_unknown(path, spec, unknown)
     return items

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.datasets import AudioItem
+from ..audio.items import AudioItem
 from .data import SetData, checked_dataset, hold_out_val, label_text
 
 __all__ = ["BIRDSET_SETS", "BIRDSET_CARD_SETS", "CLIP_S", "read_birdset", "train_clip"]
@@ -124,9 +124,10 @@ def train_clip(events, clusters, length_s: float | None) -> tuple[float, float]:
 def _train_item(row: dict, audio: dict[str, Path], folder: Path) -> AudioItem:
     labels = _names(row.get("ebird_code_multilabel")) or _names(row.get("ebird_code"))
     length = row.get("length")
-    start, end = train_clip(row.get("detected_events"), row.get("event_cluster"),
-                            float(length) if length else None)
-    return AudioItem(audio.get(row["file"], folder / row["file"]), labels, start, end, origin=f"train {row['file']}")
+    start, _ = train_clip(row.get("detected_events"), row.get("event_cluster"), float(length) if length else None)
+    # The clip is its start and the dataset's 5 s (padded where the recording ends sooner): the metadata's length
+    # is in whole seconds, too coarse to bound the end.
+    return AudioItem(audio.get(row["file"], folder / row["file"]), labels, start, origin=f"train {row['file']}")
 
 
 def _test_item(row: dict, audio: dict[str, Path], folder: Path) -> AudioItem:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..audio.datasets import AudioDataset
-from ..heads.training import split_indices
+from ..heads.targets import split_indices
 
 __all__ = ["SetData", "ROLES", "label_text", "checked_dataset", "hold_out_val"]
 

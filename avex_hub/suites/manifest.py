@@ -12,7 +12,8 @@ So these suites read one ``manifest.csv`` in ``root`` that you fill from your co
     macaques,macaques/AL_coo_01.wav,AL,val,0.5,1.7
 
 ``set``: one of the suite's set names (others are ignored); ``path``: relative to ``root`` (or absolute);
-``label``: the individual (or the call type); ``split``: ``train``, ``val`` or ``test``; ``start_s``/``end_s``
+``label``: the individual (or the call type); ``split``: ``train``, ``val`` or ``test`` (or a spelling
+:func:`avex_hub.audio.manifest.canonical_split` reads, e.g. ``valid``); ``start_s``/``end_s``
 (optional): the seconds of the file holding the call. Clips are cut or zero padded to ``clip_s`` (default 5 s;
 the model's window is 10 s). A set without ``val`` rows gets ``val_fraction`` of train held out (noted). The
 vocal-repertoire suite scores retrieval and clustering only (the card has no probe row for it) and so needs only
@@ -21,12 +22,11 @@ vocal-repertoire suite scores retrieval and clustering only (the card has no pro
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 from pathlib import Path
 
-from ..audio.datasets import AudioItem
+from ..audio.items import AudioItem
+from ..audio.manifest import manifest_items
 from .data import ROLES, SetData, checked_dataset, hold_out_val
 
 __all__ = ["INDIVIDUAL_ID_SETS", "VOCAL_REPERTOIRE_SETS", "MANIFEST", "read_manifest_set"]
@@ -34,42 +34,19 @@ __all__ = ["INDIVIDUAL_ID_SETS", "VOCAL_REPERTOIRE_SETS", "MANIFEST", "read_mani
 INDIVIDUAL_ID_SETS = ("pipit", "chiffchaff", "littleowl", "macaques")
 VOCAL_REPERTOIRE_SETS = ("zebra_finch", "giant_otters", "bengalese_finch", "killer_whale")
 MANIFEST = "manifest.csv"
-_COLUMNS = {"set", "path", "label", "split"}
 
 
 def _rows(path: Path) -> list[tuple[str, str, AudioItem]]:
-    """``(set, split, item)`` for every row of the manifest; ValueError naming the line of a row that does not
-    parse."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = {c.strip() for c in reader.fieldnames or ()}
-        if not _COLUMNS <= columns:
-            raise ValueError(f"{path}: needs columns {sorted(_COLUMNS)} (and optionally start_s, end_s); found "
-                             f"{sorted(columns)}")
-        out = []
-        for row in reader:
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            where = f"{path.name} line {reader.line_num}"
-            if not row["path"] or not row["label"] or row["split"] not in ROLES:
-                raise ValueError(f"{where}: needs a path, a label and a split in {ROLES}; got {row}")
-            times = _seconds(row, where)
-            file = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
-            out.append((row["set"], row["split"], AudioItem(file, (row["label"],), *times, origin=where)))
-    return out
-
-
-def _seconds(row: dict[str, str], where: str) -> list[float | None]:
-    """``[start_s, end_s]`` of a manifest row (None where empty); ValueError unless both are seconds >= 0 and the
-    end comes after the start."""
-    try:
-        times = [float(row[k]) if row.get(k) else None for k in ("start_s", "end_s")]
-    except ValueError:
-        times = None
-    if (times is None or any(t is not None and not (math.isfinite(t) and t >= 0) for t in times)
-            or (None not in times and times[1] <= times[0])):
-        raise ValueError(f"{where}: start_s/end_s must be seconds >= 0 with end_s after start_s (or empty), got "
-                         f"{row.get('start_s')!r}, {row.get('end_s')!r}")
-    return times
+    """``(set, split, item)`` for every row of the manifest, read by :func:`avex_hub.audio.manifest.manifest_items`
+    (paths, labels, seconds and split spellings checked there, each error naming its line)."""
+    items = manifest_items(path, base=path.parent, label_column="label", split=None)
+    if not {"set", "split"} <= set(items[0].extra):
+        raise ValueError(f"{path}: needs the columns set, path, label and split (and optionally start_s, end_s); "
+                         f"found {['path', *items[0].extra]}")
+    bad = [item.origin for item in items if item.extra["split"] not in ROLES]
+    if bad:
+        raise ValueError(f"{path}: split must be train, val or test; not so on {', '.join(bad[:10])}")
+    return [(item.extra["set"], item.extra["split"], item) for item in items]
 
 
 def read_manifest_set(root: str | os.PathLike, name: str, *, roles: tuple[str, ...] = ROLES, clip_s: float = 5.0,

@@ -33,10 +33,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..embed.extract import Embeddings
+from ..embed.embeddings import Embeddings
 from ..heads.metrics import accuracy, clustering_nmi, mean_average_precision, retrieval_metrics
-from ..heads.probes import Probe
-from ..heads.training import ExtractOptions, extract_split, predict, train_probe
+from ..heads.probe_module import Probe
+from ..heads.train_options import ExtractOptions, extract_split
+from ..heads.training import predict, train_probe
 from .data import SetData
 from .metrics import beans_mean_average_precision
 

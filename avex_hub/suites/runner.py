@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..audio.contract import AudioDecodeError
-from ..embed.extract import model_digest
-from ..heads.training import ExtractOptions
+from ..embed.cache import model_digest
+from ..heads.train_options import ExtractOptions
 from .beans import BEANS_CLASSIFICATION, BEANS_CONTROLS, BEANS_DETECTION, read_beans_set
 from .beans_zero import BEANS_ZERO_SETS, read_beans_zero
 from .birdset import BIRDSET_CARD_SETS, BIRDSET_SETS, read_birdset
