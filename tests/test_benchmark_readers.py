@@ -130,6 +130,26 @@ def test_beans_detection_unknown_labels_map_or_fail(tmp_path):
         read_beans_set(tmp_path, "rfcx")
 
 
+def test_beans_detection_without_a_valid_file_holds_out_whole_windows_with_their_labels(tmp_path):
+    spec = beans_set("dcase")
+    recordings = [{"name": "calls", "length": 6.0, "annotations": _EVENTS},
+                  {"name": "quiet", "length": 5.0, "annotations": []}]
+    standin.beans_detection(tmp_path, spec.folder, {"train": recordings, "test": recordings})
+    data = read_beans_set(tmp_path, "dcase", val_fraction=0.25, seed=1)
+    assert data.multilabel and data.sizes() == {"train": 7, "val": 2, "test": 9}  # 5 + 4 windows; 25% of 9 is 2
+    assert "no valid.jsonl" in data.notes[0] and "seed 1" in data.notes[0]
+    train, val, test = data.splits["train"], data.splits["val"], data.splits["test"]
+    expected = {(i.path.name, i.start_s): row for i, row in zip(test.items, test.targets.tolist())}  # same files
+    held = [((i.path.name, i.start_s), row) for split in (train, val) for i, row in zip(split.items,
+                                                                                       split.targets.tolist())]
+    assert sorted(key for key, _ in held) == sorted(expected)  # every train window once, in train or in val
+    assert all(row == expected[key] for key, row in held)  # a held-out window keeps its multi-hot labels
+    assert val.targets.shape == (2, len(spec.labels))
+    again = read_beans_set(tmp_path, "dcase", val_fraction=0.25, seed=1)
+    assert [(i.path.name, i.start_s) for i in again.splits["val"].items] == [(i.path.name, i.start_s)
+                                                                             for i in val.items]
+
+
 def test_beans_detection_refuses_lines_that_are_not_the_layout(tmp_path):
     spec = beans_set("hiceas")
     standin.beans_detection(tmp_path, spec.folder, {s: [{"name": "h", "length": 10.0, "annotations": []}]
@@ -205,6 +225,31 @@ def test_birdset_says_what_is_missing(tmp_path):
     assert train_clip([[2.0, 9.0]], [0], 20.0) == (2.0, 7.0)  # an event longer than 5 s: its first 5 s
 
 
+def test_birdset_reads_file_names_from_an_unnamed_index_or_full_paths_and_says_what_is_wrong(tmp_path):
+    import pyarrow.parquet as pq
+
+    from avex_hub.suites.birdset import read_birdset
+
+    _hsn(tmp_path)
+    path = tmp_path / "HSN" / "HSN_metadata_test_5s.parquet"
+    table = pq.read_table(path)
+    names = table.column("filepath").to_pylist()
+    # pandas writes an unnamed index as __index_level_0__; the index holds where the file was when it was made
+    where = [f"C:\\birdset\\HSN\\{names[0]}", f"/cache/HSN/test_5s/{names[1]}", names[2]]
+    unnamed = table.drop(["filepath"]).append_column("__index_level_0__", [where]).replace_schema_metadata(None)
+    pq.write_table(unnamed, path)
+    data = read_birdset(tmp_path, "HSN")
+    assert [i.path.name for i in data.splits["test"].items] == names and data.failures == []
+    assert data.splits["test"].targets.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 0]]
+    pq.write_table(unnamed.drop(["__index_level_0__"]), path)
+    with pytest.raises(ValueError, match=r"HSN_metadata_test_5s.parquet: no 'filepath' column or index; found "
+                                         r"\['ebird_code_multilabel'\]"):
+        read_birdset(tmp_path, "HSN")
+    path.unlink()  # the test split missing
+    with pytest.raises(FileNotFoundError, match=r"no .*HSN_metadata_test_5s.parquet; download HSN/"):
+        read_birdset(tmp_path, "HSN")
+
+
 # -- manifests (individual ID, vocal repertoire) -----------------------------------------------------------------
 def _manifest(root, rows):
     lines = ["set,path,label,split,start_s,end_s"]
@@ -252,6 +297,8 @@ def test_beans_zero_source_is_split_as_the_tutorials_split_it(tmp_path):
     rows = [{"id": f"w{i}", "dataset_name": "watkins", "label": ["Walrus", "Sperm Whale"][i % 2], "rate": 8000,
              "seconds": 1.0, "pitch": 300.0 + 300 * (i % 2)} for i in range(8)]
     rows += [{"id": "e0", "dataset_name": "esc50", "label": "dog", "rate": 16000, "seconds": 1.0, "pitch": 500.0}]
+    rows += [{"id": f"d{i}", "dataset_name": "dogs", "label": ["Zoe", "Rudy"][i % 2], "rate": 16000, "seconds": 1.0,
+              "pitch": 400.0} for i in range(4)]  # two clips per label: too few to draw a val split
     standin.beans_zero_shard(tmp_path / "shards" / "shard-00000.parquet", rows)
     data = read_beans_zero(tmp_path / "shards", "watkins", work=tmp_path / "work", seed=0)
     manifest = fetch_beans_zero("watkins", tmp_path / "work" / "beans-zero" / "watkins", source="unused")  # written
@@ -261,6 +308,8 @@ def test_beans_zero_source_is_split_as_the_tutorials_split_it(tmp_path):
             for i in d.items} == split
     with pytest.raises(ValueError, match="no rows with dataset_name == 'humbugdb'"):
         read_beans_zero(tmp_path / "shards", "humbugdb", work=tmp_path / "work")
+    with pytest.raises(ValueError, match=r"BEANS-Zero dogs: no val clips in the split drawn \(too few clips"):
+        read_beans_zero(tmp_path / "shards", "dogs", work=tmp_path / "work")
 
 
 # -- labels as text ----------------------------------------------------------------------------------------------
