@@ -229,3 +229,110 @@ def test_beans_zero_suite_runs_on_local_shards(tmp_path, model):
     assert set(result.scores) == {("probe", "accuracy"), ("retrieval", "roc_auc"), ("clustering", "nmi")}
     assert all(row.card is None for row in report.aggregates())  # the card has no BEANS-Zero number
     assert (tmp_path / "cache" / "beans-zero" / "humbugdb" / "manifest.csv").is_file()  # the clips, written once
+
+
+def test_every_card_number_has_its_row_and_no_other_row_shows_one():
+    """Each suite's scores, as the runner names them, land on the card's row from avex_hub.hub.card: all eleven
+    card numbers appear beside ours, and no row of ours that the card lacks (mAP of the present classes only, a
+    suite without a card number) shows one."""
+    from avex_hub.hub.card import CARD_RESULTS
+    from avex_hub.suites.protocol import PRESENT_MAP, probe_metric
+    from avex_hub.suites.report import SetResult
+    from avex_hub.suites.runner import SUITES
+
+    shown = []
+    for suite in SUITES.values():
+        multilabel = suite.name in ("beans-detection", "birdset")  # the multi-hot suites (BEANS mAP)
+        metrics = {"probe": [probe_metric(multilabel)] + ([PRESENT_MAP] if multilabel else []),
+                   "retrieval": ["roc_auc"], "clustering": [] if multilabel else ["nmi"]}
+        scores = {(task, metric): [0.5, 0.7] for task in suite.tasks for metric in metrics[task]}
+        sets = [SetResult(suite.name, name, "ok", multilabel=multilabel, scores=dict(scores)) for name in suite.sets]
+        info = {"title": suite.title, "card": suite.card, "sets": list(suite.sets), "controls": list(suite.controls),
+                "data": suite.data}
+        report = BenchmarkReport("m", suite.name, "d", ProbeProtocol(), sets, {suite.name: info})
+        rows = report.aggregates()
+        assert all(r.complete and r.ours == pytest.approx(0.6) and r.spread == pytest.approx(0.1414, abs=1e-4)
+                   for r in rows)
+        shown += [(suite.card, r.task, r.metric, r.card) for r in rows if r.card is not None]
+        assert all(r.card is None for r in rows if r.metric.startswith("mAP (") or suite.card is None)
+        table = report.to_markdown()
+        assert all(f"| {r.card:.3f} | 0.600 | {0.6 - r.card:+.3f} | 0.141 | {len(r.used)} of {len(r.used)} |"
+                   in table for r in rows if r.card is not None)
+    expected = [(r.benchmark, r.task, r.metric, r.score) for r in CARD_RESULTS]
+    # Every card row once, BEANS classification's twice (with and without the non-animal controls)
+    assert sorted(set(shown)) == sorted(expected)
+    assert len(shown) == len(expected) + 3
+
+
+def test_the_card_numbers_are_never_typed_again_in_the_suites_or_readme():
+    from pathlib import Path
+
+    from avex_hub.hub.card import CARD_RESULTS
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*sorted((root / "avex_hub" / "suites").glob("*.py")), root / "avex_hub" / "cli_benchmark.py",
+             root / "README.md"]
+    typed = [(f.name, f"{r.score:.3f}") for f in files for r in CARD_RESULTS if f"{r.score:.3f}" in f.read_text()]
+    assert typed == []  # read them from avex_hub.hub.card
+
+
+def test_skipped_files_are_listed_beside_the_report_and_a_fixed_set_is_embedded_again(tmp_path, model):
+    spec = beans_set("watkins")
+    standin.beans_classification(tmp_path / "beans", spec.folder, spec.file, ["Walrus", "Sperm_Whale"],
+                                 per_class={"train": 3, "valid": 1, "test": 2})
+    gone = tmp_path / "beans" / spec.folder / "audio" / "test_1.wav"
+    kept = gone.read_bytes()
+    gone.unlink()
+    protocol, out = ProbeProtocol(epochs=2, seeds=(0,), lrs=(0.01,)), tmp_path / "r.md"
+    first = run_benchmark(model, "beans-classification", tmp_path / "beans", sets=["watkins"], protocol=protocol,
+                          out=out)
+    (watkins,) = first.sets
+    assert watkins.status == "ok" and watkins.sizes["test"] == 3 and watkins.failures == [(str(gone),
+                                                                                           "file not found")]
+    failures = out.with_suffix(".failures.csv").read_text().splitlines()
+    assert failures == ["path,error", f"{gone},beans-classification/watkins: file not found"]
+    text = out.read_text()
+    assert "1 listed files were skipped (missing or unreadable)" in text and "1 files skipped |" in text
+    gone.write_bytes(kept)  # the file is back: the test split is another data set, embedded anew, and complete
+    second = run_benchmark(model, "beans-classification", tmp_path / "beans", sets=["watkins"], protocol=protocol,
+                           out=out)
+    assert second.sets[0].sizes["test"] == 4 and second.sets[0].failures == []
+    assert not out.with_suffix(".failures.csv").exists()  # no stale failures beside a clean report
+    tests = sorted(p.name for p in (tmp_path / "r.md.cache").glob("*watkins-test-*.safetensors"))
+    assert len(tests) == 2 and len(Embeddings.load(tmp_path / "r.md.cache" / tests[0])) + len(
+        Embeddings.load(tmp_path / "r.md.cache" / tests[1])) == 3 + 4
+
+
+def test_a_set_that_fails_while_embedding_gets_no_number_and_the_others_go_on(beans_root, tmp_path, monkeypatch,
+                                                                              capsys):
+    import avex_hub.suites.protocol as protocol_module
+    from avex_hub.audio.contract import AudioDecodeError
+
+    real = protocol_module.extract_split
+
+    def esc50_breaks(model, data, role, *args, **kwargs):
+        if role.startswith("beans-classification-esc50-"):
+            raise AudioDecodeError(f"{role}: cannot decode data/esc50/audio/test_0.wav (a stand-in for a bad file)")
+        return real(model, data, role, *args, **kwargs)
+
+    monkeypatch.setattr(protocol_module, "extract_split", esc50_breaks)
+    out = tmp_path / "r.md"
+    assert _run(beans_root, out, "--seeds", "0") == 3
+    err = capsys.readouterr().err
+    assert "beans-classification/esc50 (reasons in" in err and "Traceback" not in err
+    report = BenchmarkReport.from_dict(json.loads(out.with_suffix(".json").read_text()))
+    esc50 = next(s for s in report.sets if s.name == "esc50")
+    assert esc50.status == "failed" and esc50.scores == {} and "cannot decode" in esc50.reason
+    assert [s.status for s in report.sets if s.name != "esc50"] == ["ok", "ok"]
+    accuracy = next(r for r in report.aggregates() if r.task == "probe" and r.title == "BEANS classification")
+    assert accuracy.used == ("watkins",)  # esc50 adds nothing to any aggregate
+    assert "- beans-classification/esc50 (failed): AudioDecodeError" in out.read_text()
+
+
+def test_weights_that_cannot_be_loaded_end_in_one_line(beans_root, tmp_path, capsys):
+    out = tmp_path / "r.md"
+    assert main(["benchmark", "beans", "--data", str(beans_root), "--checkpoint", str(tmp_path / "absent"),
+                 "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("avex-hub: error: ") and "absent" in err
+    assert not out.exists()  # nothing ran, so no report
