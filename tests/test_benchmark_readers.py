@@ -164,6 +164,16 @@ def test_beans_detection_refuses_lines_that_are_not_the_layout(tmp_path):
     train.write_text(json.dumps({"path": "x.wav", "length": 10, "annotations": [{"st": 3, "ed": 1, "label": 1}]}))
     with pytest.raises(ValueError, match="ends before it starts"):
         read_beans_set(tmp_path, "hiceas")
+    for bad, found in (({"length": "ten", "annotations": []}, "'ten'"),
+                       ({"length": 10, "annotations": [{"st": "a", "ed": 1, "label": 1}]}, "'a'"),
+                       ({"length": None, "annotations": []}, "None")):
+        train.write_text(json.dumps({"path": "x.wav", **bad}) + "\n")
+        with pytest.raises(ValueError, match=rf"train.jsonl line 1: length, st and ed must be seconds.*found {found}"):
+            read_beans_set(tmp_path, "hiceas")
+    for annotations in ({"st": 1}, [[0, 1, 1]]):
+        train.write_text(json.dumps({"path": "x.wav", "length": 10, "annotations": annotations}) + "\n")
+        with pytest.raises(ValueError, match="train.jsonl line 1: (annotations must be a list|an annotation without)"):
+            read_beans_set(tmp_path, "hiceas")
 
 
 # -- BirdSet ------------------------------------------------------------------------------------------------------

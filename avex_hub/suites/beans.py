@@ -133,10 +133,22 @@ def _recording(line: str, where: str) -> dict:
                                                                          else {})]
     if missing:
         raise ValueError(f"{where}: no {missing}; a BEANS detection line has path, length and annotations")
+    if not isinstance(recording["annotations"], list):
+        raise ValueError(f"{where}: annotations must be a list of {{st, ed, label}}, found {recording['annotations']}")
     for event in recording["annotations"]:
-        if not all(k in event for k in ("st", "ed", "label")):
+        if not (isinstance(event, dict) and all(k in event for k in ("st", "ed", "label"))):
             raise ValueError(f"{where}: an annotation without st, ed and label: {event}")
+    for value in [recording["length"]] + [event[k] for event in recording["annotations"] for k in ("st", "ed")]:
+        if not _is_seconds(value):
+            raise ValueError(f"{where}: length, st and ed must be seconds (numbers), found {value!r}")
     return recording
+
+
+def _is_seconds(value) -> bool:
+    try:
+        return not isinstance(value, bool) and float(value) == float(value)  # a number, or text of one; not nan
+    except (TypeError, ValueError):
+        return False
 
 
 def _refuse_unknown(path: Path, spec: BeansSet, unknown: list[str]) -> None:
