@@ -2,10 +2,11 @@
 
 Facts from ``datasets.yml`` of BEANS (github.com/earthspecies/beans, MIT licence, commit b278b1d): the file of
 each split relative to the BEANS checkout, the label list in BEANS's order, the label that labels outside the list
-map to (``unknown_label``; None: such a label is an error), the clip length of the classification sets (``max_duration``: the first seconds of each file, zero padded) and the window and shift of
-the detection sets. (BEANS also resamples each set to a rate of its own; the model takes every set at its 16 kHz,
-so those rates are not kept here.) ``control`` marks the two non-animal sets (ESC-50, Speech Commands) that BEANS runs beside
-the animal ones. The avex-hub reader is :mod:`avex_hub.suites.beans`.
+map to (``unknown_label``; None: such a label is an error), the clip length of the classification sets
+(``max_duration``: the first seconds of each file, zero padded) and the window and shift of the detection sets.
+(BEANS also resamples each set to a rate of its own; the model takes every set at its 16 kHz, so those rates are
+not kept here.) ``control`` marks the two non-animal sets (ESC-50, Speech Commands) that BEANS runs beside the
+animal ones. The avex-hub reader is :mod:`avex_hub.suites.beans`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ repo_type="dataset", revision="data", allow_patterns="HSN/*")``) or from the dat
   5 s clip per recording, centred on its first detected event of the largest event cluster that is not noise
   (cluster -1, kept only when it is the only one; BirdSet's own event mapping takes that cluster's events), the
   first 5 s of a longer event (as BirdSet's loading example cuts it), or the first 5 s of a recording without
-  events; kept inside the recording where its length is known. Labels: ``ebird_code_multilabel`` when given, else ``ebird_code``.
+  events; kept inside the recording where its length is known. Labels: ``ebird_code_multilabel`` when given,
+  else ``ebird_code``.
 - ``val``: ``val_fraction`` (0.2, as the official avex config and BirdSet's datamodule use) of train, held out
   with ``seed``.
 - ``test``: the ``test_5s`` soundscape segments, each a 5 s file with its ``ebird_code_multilabel`` (none: a

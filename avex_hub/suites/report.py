@@ -148,7 +148,8 @@ class BenchmarkReport:
     def to_dict(self) -> dict:
         return {"format": FORMAT, "model": self.model_name, "suite": self.suite, "data": self.data,
                 "protocol": self.protocol.to_dict(), "suites": self.suites, "plan": self.plan,
-                "precision": self.precision, "model_digest": self.model_digest, "created": self.created, "sets": [s.to_dict() for s in self.sets],
+                "precision": self.precision, "model_digest": self.model_digest, "created": self.created,
+                "sets": [s.to_dict() for s in self.sets],
                 "aggregates": [asdict(r) | {"difference": r.difference, "complete": r.complete}
                                for r in self.aggregates()]}
 
@@ -199,7 +200,6 @@ class BenchmarkReport:
         else:
             target.unlink(missing_ok=True)
         return out
-
 
 
 def _strict(value):
