@@ -104,6 +104,11 @@ def test_benchmark_embeds_once_and_its_retrieval_numbers_come_from_the_cached_em
     expected = retrieval_metrics(test.embeddings, test.labels.numpy())["roc_auc"]
     watkins = next(s for s in first["sets"] if s["name"] == "watkins")
     assert next(s["per_seed"] for s in watkins["scores"] if s["task"] == "retrieval") == [expected, expected]
+    windows = Embeddings.load(next(p for p in files if p.name.startswith("beans-detection-dcase-test")))
+    assert windows.labels.shape == (4 + 2, len(beans_set("dcase").labels))  # the 2 s windows of 5 s and 3 s, multi-hot
+    dcase = next(s for s in first["sets"] if s["name"] == "dcase")
+    assert next(s["per_seed"] for s in dcase["scores"] if s["task"] == "retrieval") == [
+        retrieval_metrics(windows.embeddings, windows.labels.numpy())["roc_auc"]] * 2
     again = json.loads(out.with_suffix(".json").read_text())
     assert next(s for s in again["sets"] if s["name"] == "watkins")["lr"] == [0.01]
 
