@@ -341,3 +341,22 @@ def test_weights_that_cannot_be_loaded_end_in_one_line(beans_root, tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("avex-hub: error: ") and "absent" in err
     assert not out.exists()  # nothing ran, so no report
+
+
+def test_readme_shows_the_command_every_suite_and_that_no_real_data_row_exists_yet():
+    from pathlib import Path
+
+    from avex_hub.suites.runner import suite_names
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Reproducing the model card: `avex-hub benchmark`", 1)[1].split("\n## ", 1)[0]
+    assert "**No real-data row of ours exists yet.**" in section
+    assert "avex-hub benchmark beans --data ~/beans --out beans.md" in section
+    table = section.split("| suite | data sets (default) |", 1)[1].split("\n\n", 1)[0]
+    listed = [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")]
+    assert sorted(listed) == sorted(suite_names())  # one README row per suite (or group) the command takes
+    budget = section.split("| suite | download |", 1)[1].split("\n\n", 1)[0]
+    assert {name for line in budget.splitlines() if line.startswith("| `")
+            for name in line.split("|")[1].replace("`", "").replace(",", " ").split()
+            if name in suite_names()} == set(suite_names()) - {"beans"}  # a budget per suite (beans is a group)
+    assert "estimated, not measured" in section
