@@ -16,7 +16,7 @@ import pytest
 
 import benchmark_standins as standin
 from avex_hub.cli import main
-from avex_hub.embed.extract import Embeddings
+from avex_hub.embed.embeddings import Embeddings
 from avex_hub.heads.metrics import retrieval_metrics
 from avex_hub.hub.card import card_result
 from avex_hub.hub.loading import sha256_file
