@@ -36,7 +36,8 @@ def read_beans_zero(root: str | os.PathLike, name: str, *, work: str | os.PathLi
     for role in ROLES:
         items = [item for item in rows.items if item.extra.get("split") == role]
         if not items:
-            raise ValueError(f"BEANS-Zero {name}: no {role} clips in the split drawn (too few clips per label)")
+            raise ValueError(f"BEANS-Zero {name}: no {role} clips in the split drawn (a label needs three clips "
+                             "to give one to each of train, val and test); probe a source with more clips per label")
         splits[role], skipped = checked_dataset(items, labels=labels, clip_s=clip_s, multilabel=False,
                                                 source=f"BEANS-Zero {name} {role}")
         failures += skipped
