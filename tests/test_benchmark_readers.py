@@ -137,7 +137,8 @@ def test_beans_detection_without_a_valid_file_holds_out_whole_windows_with_their
     standin.beans_detection(tmp_path, spec.folder, {"train": recordings, "test": recordings})
     data = read_beans_set(tmp_path, "dcase", val_fraction=0.25, seed=1)
     assert data.multilabel and data.sizes() == {"train": 7, "val": 2, "test": 9}  # 5 + 4 windows; 25% of 9 is 2
-    assert "no valid.jsonl" in data.notes[0] and "seed 1" in data.notes[0]
+    assert "no valid.jsonl" in data.notes[0] and "seed 1" in data.notes[0] and "may overlap a train window" in \
+        data.notes[0]
     train, val, test = data.splits["train"], data.splits["val"], data.splits["test"]
     expected = {(i.path.name, i.start_s): row for i, row in zip(test.items, test.targets.tolist())}  # same files
     held = [((i.path.name, i.start_s), row) for split in (train, val) for i, row in zip(split.items,

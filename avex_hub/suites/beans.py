@@ -15,8 +15,10 @@ converts it and writes the split files of :mod:`avex_hub.suites.beans_sets` into
 - Labels are compared as text (``label_text``: BEANS writes some as numbers). A label outside the set's list
   becomes the set's ``unknown_label`` (enabirds: ``OTHR``, hainan-gibbons: ``1``); with none, the set fails with a
   ValueError naming every such label and where it is, as BEANS raises.
-- A missing ``valid`` file: ``val_fraction`` of train is held out instead, seeded, and said in ``SetData.notes``.
-  A missing train or test file: FileNotFoundError naming it.
+- A missing ``valid`` file: ``val_fraction`` of train is held out instead, seeded, and said in ``SetData.notes``
+  (detection: windows are drawn singly, so a validation window may overlap a train window of the same recording;
+  BEANS's own preparation writes every set's ``valid`` file). A missing train or test file: FileNotFoundError
+  naming it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def read_beans_set(root: str | os.PathLike, name: str, *, val_fraction: float = 
         splits[role], failures = data, failures + skipped
     if "val" not in splits:
         splits["train"], splits["val"] = hold_out_val(splits["train"], val_fraction, seed)
-        notes.append(f"no {files['val'].name}: validation is {val_fraction:.0%} of train, held out with seed {seed}")
+        notes.append(f"no {files['val'].name}: validation is {val_fraction:.0%} of train, held out with seed {seed}"
+                     + (" (windows drawn singly: a validation window may overlap a train window of its recording)"
+                        if spec.task == "detection" else ""))
     return SetData(name, {role: splits[role] for role in ("train", "val", "test")}, spec.task == "detection",
                    source=str(root), control=spec.control, notes=notes, failures=failures)
 
