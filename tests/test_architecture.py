@@ -107,7 +107,21 @@ LAYERS = {
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,
+    # benchmark suites: the published layouts read into datasets, probes run, the card's table written
+    "avex_hub.suites": 7,  # the room itself (its modules load on first use)
+    "avex_hub.suites.beans_sets": 7,
+    "avex_hub.suites.data": 7,
+    "avex_hub.suites.detection": 7,
+    "avex_hub.suites.metrics": 7,
+    "avex_hub.suites.beans": 7,
+    "avex_hub.suites.birdset": 7,
+    "avex_hub.suites.beans_zero": 7,
+    "avex_hub.suites.manifest": 7,
+    "avex_hub.suites.protocol": 7,
+    "avex_hub.suites.report": 7,
+    "avex_hub.suites.runner": 7,
     "avex_hub.cli_agile": 8,
+    "avex_hub.cli_benchmark": 8,
     "avex_hub.cli": 8,
     "avex_hub": 9,
     "avex_hub._hubconf_support": 10,
