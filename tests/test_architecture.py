@@ -94,6 +94,7 @@ LAYERS = {
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,
+    "avex_hub.explore": 7,
     "avex_hub.cli_agile": 8,
     "avex_hub.cli": 8,
     "avex_hub": 9,
