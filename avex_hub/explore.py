@@ -33,7 +33,9 @@ __all__ = ["Windows", "read_windows", "labels_from_annotations", "labels_from_fo
            "MapExplorer", "MAP_METHODS"]
 
 MAP_METHODS = ("auto", "umap", "pca")
-_ARCHIVE_FILE = "hoplite.sqlite"  # the file an agile archive folder holds (perch-hoplite's database)
+# The file an agile archive folder holds: perch-hoplite's HOPLITE_FILENAME, named here so that telling an archive
+# folder from another needs no perch-hoplite (tests/test_explore.py checks it against hoplite's).
+_ARCHIVE_FILE = "hoplite.sqlite"
 
 
 @dataclass

@@ -185,6 +185,9 @@ def test_read_windows_opens_an_agile_archive_with_its_labels(recordings, tiny_di
     import avex_hub
     from avex_hub.integrations import agile
 
+    from perch_hoplite.db import sqlite_usearch_impl
+
+    assert explore._ARCHIVE_FILE == sqlite_usearch_impl.HOPLITE_FILENAME  # how read_windows tells an archive folder
     model = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
     db = recordings.root / "archive"
     agile.index_files(model, [recordings.root / "long"], db, window_s=2.0, hop_s=1.0, progress=False)
