@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .audio.contract import SAMPLE_RATE
+
 __all__ = ["Windows", "read_windows", "labels_from_annotations", "labels_from_folders", "Map2D", "map_2d",
            "cluster", "ClusterScore", "score_clusters", "central_windows", "window_audio", "draw_spectrogram",
            "MapExplorer", "MAP_METHODS"]
@@ -305,7 +307,7 @@ def central_windows(embeddings, clusters, per_cluster: int = 3) -> dict[int, np.
     return out
 
 
-def window_audio(windows: Windows, i: int, *, sample_rate: int = 16000) -> np.ndarray:
+def window_audio(windows: Windows, i: int, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The audio of window ``i`` as the model heard it (its channel, or the mix; resampled to ``sample_rate``),
     read from its file; a window past the file's end is zero padded to its length."""
     from .audio.contract import load_audio
@@ -318,7 +320,7 @@ def window_audio(windows: Windows, i: int, *, sample_rate: int = 16000) -> np.nd
     return np.pad(samples, (0, max(0, length - len(samples))))[:length].astype(np.float32)
 
 
-def draw_spectrogram(ax, audio: np.ndarray, sample_rate: int = 16000) -> None:
+def draw_spectrogram(ax, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """A spectrogram of ``audio`` on ``ax``: time in seconds, frequency in kHz up to the Nyquist frequency."""
     from matplotlib.ticker import FuncFormatter
 
@@ -391,7 +393,7 @@ class MapExplorer:
         with self.output:
             self.output.clear_output(wait=True)
             print(self.windows.describe(i))
-            display(Audio(window_audio(self.windows, i), rate=16000, autoplay=True))
+            display(Audio(window_audio(self.windows, i), rate=SAMPLE_RATE, autoplay=True))
 
     def widget(self):
         """The map as a Jupyter widget (ipympl canvas; the player appears below it when a point is clicked)."""
