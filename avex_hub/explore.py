@@ -127,7 +127,8 @@ def _one_layer(layers: np.ndarray, layer: int | None, path: Path) -> np.ndarray:
             raise ValueError(f"{path} holds the embeddings of layers {present}: pick one with layer=")
         return np.ones(len(layers), bool)
     if layer not in present:
-        raise ValueError(f"{path} holds no layer {layer}; it holds layers {present}")
+        raise ValueError(f"{path} holds no layer {layer}; it holds layers {present} (numbered from the encoder's "
+                         "input, 0, so -1 is stored as the model's last layer number)")
     return np.asarray(layers) == layer
 
 
