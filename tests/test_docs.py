@@ -83,7 +83,7 @@ def test_docs_extra_and_ci_build():
     assert re.search(r'-e "\.\[dev,docs(,[a-z]+)*\]"', ci) and "python docs/build.py" in ci
     # One execution of the tutorials per CI run: nbval's, which the site is then built from; Chromium checks the pages.
     assert 'AVEX_HUB_EXECUTED_NOTEBOOKS="$EXECUTED" python -m pytest' in ci and '--executed "$EXECUTED"' in ci
-    assert "apt-get install -y -qq chromium" in ci
+    assert "apt-get install -y -qq --no-install-recommends chromium fonts-liberation" in ci  # no daemons, no perl
     assert "strict: true" in (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
 
 
