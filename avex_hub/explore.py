@@ -164,7 +164,8 @@ def labels_from_annotations(windows: Windows, annotations: str | os.PathLike, *,
     with open(annotations, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and not {"label", "start_s", "end_s"} <= set(rows[0]):
-        raise ValueError(f"{annotations}: expected columns path (or file), label, start_s, end_s; found {list(rows[0])}")
+        raise ValueError(f"{annotations}: expected columns path (or file), label, start_s, end_s; "
+                         f"found {list(rows[0])}")
     calls: dict[str, list[dict]] = {}
     for row in rows:
         name = row.get("path") or row.get("file")

@@ -241,7 +241,8 @@ def test_fine_tuning_gives_the_one_ddp_advice_that_full_fine_tuning_needs(tiny_d
     nb = load("03_fine_tuning")
     text = "\n".join(cell.source for cell in nb.cells)
     readme = (NOTEBOOKS.parent / "README.md").read_text(encoding="utf-8")
-    assert 'strategy="ddp_find_unused_parameters_true"' in text and 'strategy="ddp_find_unused_parameters_true"' in readme
+    advice = 'strategy="ddp_find_unused_parameters_true"'
+    assert advice in text and advice in readme
     assert 'devices=4, strategy="ddp"' not in text and 'num_nodes=2, strategy="ddp")' not in readme
 
 
@@ -259,7 +260,8 @@ def test_nbvals_run_is_written_for_the_docs_build_and_measured(tmp_path):
     good = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                              "language": "python"}})
     good.cells = [nbformat.v4.new_markdown_cell("# A"), nbformat.v4.new_code_cell("print('hello')"),
-                  nbformat.v4.new_code_cell("from IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))\n2 + 3")]
+                  nbformat.v4.new_code_cell("from IPython.display import display, HTML\n"
+                                            "display(HTML('<b>x</b>'))\n2 + 3")]
     nbformat.write(good, folder / "01_good.ipynb")
     bad = nbformat.from_dict(json.loads(json.dumps(good)))
     bad.cells[2].source = "1 / 0"
