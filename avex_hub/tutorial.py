@@ -29,12 +29,19 @@ import numpy as np
 
 from .embed.outputs import atomic_path
 
-__all__ = ["MODES", "MODE_VARIABLE", "BEANS_ZERO", "tutorial_mode", "find_repo_root", "FigureLog", "show",
-           "fetch_beans_zero", "TutorialData", "load_model", "load_data", "mel_band_hz", "mel_axis_khz"]
+__all__ = ["MODES", "MODE_VARIABLE", "BEANS_ZERO", "BEANS_ZERO_REPOSITORY", "BEANS_ZERO_REVISION", "tutorial_mode",
+           "find_repo_root", "FigureLog", "show", "fetch_beans_zero", "TutorialData", "load_model", "load_data",
+           "mel_band_hz", "mel_axis_khz"]
 
 MODES = ("real", "ci")
 MODE_VARIABLE = "AVEX_HUB_TUTORIAL_MODE"
-BEANS_ZERO = "hf://datasets/EarthSpeciesProject/BEANS-Zero"
+BEANS_ZERO_REPOSITORY = "EarthSpeciesProject/BEANS-Zero"  # a dataset repository on the Hugging Face Hub
+# The one pin of the BEANS-Zero revision the tutorials read: the dataset repository's commit hash (40 hex digits), so
+# that a new upload cannot change their data unnoticed. Empty: not known yet. The machine this was written on does
+# not reach the Hub, so no hash could be read, and none is guessed; until it is set, real mode reads the newest
+# revision. `AVEX_HUB_NETWORK_TESTS=1 pytest tests/test_tutorial.py -k hub -s` prints the hash to put here.
+BEANS_ZERO_REVISION = ""
+BEANS_ZERO = f"hf://datasets/{BEANS_ZERO_REPOSITORY}" + (f"@{BEANS_ZERO_REVISION}" if BEANS_ZERO_REVISION else "")
 TINY_CHECKPOINT = "tests/fixtures/beats-tiny"  # relative to the checkout
 COLAB_CHECKOUT = Path("/content/avex")  # where the notebooks' install cell clones the repository on Colab
 _COLUMNS = ("id", "dataset_name", "audio", "output", "metadata")
@@ -148,11 +155,12 @@ class TutorialData:
     synthetic: object | None = None
 
 
-def load_data(mode: str, work: str | os.PathLike, *, seed: int = 0, source: str = BEANS_ZERO,
+def load_data(mode: str, work: str | os.PathLike, *, seed: int = 0, source: str | None = None,
               long_recordings: int = 0) -> TutorialData:
     """The data of a mode, written under ``work``: the ``watkins`` subset of BEANS-Zero (``"real"``, through
-    :func:`fetch_beans_zero` from ``source``, clips of up to 3 s) or a synthetic dataset of 5 species, 120 clips
-    of 2 s at 16 and 44.1 kHz (``"ci"``), with ``long_recordings`` annotated 60 s recordings (ci mode only)."""
+    :func:`fetch_beans_zero` from ``source``, default the Hub; clips of up to 3 s) or a synthetic dataset of 5
+    species, 120 clips of 2 s at 16 and 44.1 kHz (``"ci"``), with ``long_recordings`` annotated 60 s recordings
+    (ci mode only)."""
     work = Path(work).expanduser()
     if tutorial_mode(mode) == "real":
         return TutorialData(fetch_beans_zero("watkins", work / "beans-zero-watkins", source=source, seed=seed), 3.0)
@@ -199,12 +207,17 @@ def mel_axis_khz(ax, axis: str = "y", ticks_khz: Sequence[float] = (0.1, 0.5, 1,
         ax.set_xlabel("frequency (kHz, mel scale)")
 
 
-def fetch_beans_zero(subset: str, root: str | os.PathLike, *, source: str = BEANS_ZERO, seed: int = 0,
+def fetch_beans_zero(subset: str, root: str | os.PathLike, *, source: str | None = None, seed: int = 0,
                      fractions: Sequence[float] = (0.7, 0.15, 0.15), progress: bool = True) -> Path:
     """Write the BEANS-Zero clips of one source dataset as WAV files with a split manifest; return its path.
 
+    BEANS-Zero as published: one ``test`` split of about 92,000 clips from 22 source datasets (``dataset_name``:
+    ``watkins``, ``humbugdb``, ``esc50``, ``cbi``, ``enabirds``, ``hiceas``, ``rfcx``, ``gibbons``, ``dcase``, ...),
+    about 100 GB of parquet shards in full; one source is a small part of that, and only its rows' audio is read.
+
     ``source`` is a folder or fsspec URL holding BEANS-Zero's ``shard*.parquet`` files (searched recursively;
-    the default reads the Hub through ``hf://`` with HTTP range requests). Only the ``dataset_name`` column is
+    ``None``, the default, is :data:`BEANS_ZERO`: the Hub through ``hf://`` with HTTP range requests, at the
+    revision pinned in :data:`BEANS_ZERO_REVISION` once it is known). Only the ``dataset_name`` column is
     read to find the rows whose ``dataset_name`` is ``subset``, then only their ``id``, ``audio``, ``output``
     (label) and ``metadata`` (JSON with ``sample_rate`` or ``sampling_rate``) columns. Each clip is written at
     its own sample rate as ``root/clips/<label>/<id>.wav`` (float WAV, exact samples); ``root/manifest.csv``
@@ -226,6 +239,7 @@ def fetch_beans_zero(subset: str, root: str | os.PathLike, *, source: str = BEAN
     manifest = root / "manifest.csv"
     if manifest.is_file():
         return manifest
+    source = BEANS_ZERO if source is None else source
     import fsspec
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

@@ -120,6 +120,7 @@ LAYERS = {
     "avex_hub.suites.protocol": 7,
     "avex_hub.suites.report": 7,
     "avex_hub.suites.runner": 7,
+    "avex_hub.explore": 7,
     "avex_hub.cli_agile": 8,
     "avex_hub.cli_benchmark": 8,
     "avex_hub.cli": 8,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_embedding_extraction", "02_linear_probing", "03_fine_tuning", "04_evaluation", "05_agile_modeling"]
+NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))  # every tutorial, checked alike
 CHECK = "# NBVAL_CHECK_OUTPUT"
 
 
@@ -36,8 +37,22 @@ def notebook(request):
     return request.param, load(request.param)
 
 
-def test_all_four_tutorials_are_there():
+def test_every_tutorial_is_listed_and_no_text_counts_them():
+    # The course grows (06 monitoring, 07 exploring an archive): each notebook has a row in the tutorials' overview
+    # and in README, and no text says how many there are ("four tutorials" outlived the fifth).
+    assert {"01_embedding_extraction", "04_evaluation", "07_exploring_an_archive"} <= set(NAMES)
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
+    overview = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    readme = (NOTEBOOKS.parent / "README.md").read_text(encoding="utf-8")
+    tutorials_section = readme.split("## Tutorials", 1)[1].split("\n## ", 1)[0]
+    for name in NAMES:
+        assert f"| [{name}]({name}.ipynb) |" in overview, f"add a row for {name} to notebooks/README.md"
+        assert f"`{name}`" in tutorials_section, f"name {name} in README's Tutorials section"
+    counted = re.compile(r"\b(two|three|four|five|six|seven|eight|nine|ten) (tutorials|notebooks)\b", re.I)
+    texts = {"README.md": readme, "notebooks/README.md": overview}
+    texts.update({name: "\n".join(c.source for c in load(name).cells) for name in NAMES})
+    for where, text in texts.items():
+        assert not counted.search(text), f"{where}: {counted.search(text).group(0)!r}"
 
 
 def test_valid_notebook_with_the_python3_kernel(notebook):
@@ -157,6 +172,13 @@ def test_each_tutorial_states_goal_runtime_and_points_to_the_one_mode_explanatio
     assert "| mode | model | data | needs |" not in prose and "### Where the data comes from" not in prose
     install = code_cells(nb)[1].source
     assert "avex-hub[colab]" in install and "jupyter" not in install.split("google.colab")[1]
+    # Runtimes for a named machine at rest, the same figure as the overview's table (which says how it was measured).
+    stated = re.search(r"ci mode: (about )?(\d+) s under nbval on a quiet 2-core AMD EPYC", first)
+    assert stated, f"{name}: state the ci-mode time on a quiet named machine"
+    assert "load average above" not in first and "notebooks/README.md#runtimes" in first
+    overview = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in overview.splitlines() if line.startswith(f"| {name} | "))
+    assert row.split(" | ")[1].startswith(f"{stated.group(1) or ''}{stated.group(2)} s"), (row, stated.group(0))
 
 
 def test_the_8_khz_ceiling_is_shown_not_hidden():
@@ -186,3 +208,123 @@ def test_evaluation_states_the_training_data_overlap_and_uses_the_card_metric_na
     assert "post-trained on" in prose and "**overstate**" in prose
     source = "\n".join(cell.source for cell in code_cells(nb))
     assert "CARD_METRIC_NAMES[" in source and "UNSEEN_SUBSET" in code_cells(nb)[0].source
+
+
+def test_fine_tuning_gives_the_one_ddp_advice_that_full_fine_tuning_needs(tiny_dir, one_torch_thread):
+    # With unfreeze="all" the published layer drop (0.05) skips a whole transformer layer in some steps; that layer's
+    # weights then get no gradient, which plain strategy="ddp" refuses ("parameters that were not used in producing
+    # the loss"). Notebook 03 and README give one advice: ddp_find_unused_parameters_true (tests/test_ddp.py runs it).
+    pytest.importorskip("lightning")
+    import torch
+
+    import avex_hub
+    from avex_hub.hub.weights import get_weights
+    from avex_hub.integrations.lightning import AvexClassifier
+
+    model = avex_hub.build_model("esp_aves2_sl_beats_all", checkpoint=tiny_dir)
+    published = get_weights("esp_aves2_sl_beats_all").config.encoder_layerdrop
+    assert published > 0 and model.backbone.encoder.layerdrop == published  # the tiny config copies it
+    module = AvexClassifier(model, labels=["a", "b"], unfreeze="all", seed=0)
+    module.train()
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    unused_per_step = []
+    for step in range(60):  # seeded draws: about one step in seven drops a layer of the three
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(step)
+        model.logits(audio).sum().backward()
+        unused_per_step.append({name.split(".")[3] for name, p in model.named_parameters()
+                                if p.requires_grad and p.grad is None and name.startswith("backbone.encoder.layers.")})
+    dropped = [step for step, unused in enumerate(unused_per_step) if unused]
+    assert dropped and len(dropped) < len(unused_per_step), dropped  # some steps, not all
+    assert all(len(unused_per_step[step]) >= 1 for step in dropped)
+
+    nb = load("03_fine_tuning")
+    text = "\n".join(cell.source for cell in nb.cells)
+    readme = (NOTEBOOKS.parent / "README.md").read_text(encoding="utf-8")
+    advice = 'strategy="ddp_find_unused_parameters_true"'
+    assert advice in text and advice in readme
+    assert 'devices=4, strategy="ddp"' not in text and 'num_nodes=2, strategy="ddp")' not in readme
+
+
+def test_nbvals_run_is_written_for_the_docs_build_and_measured(tmp_path):
+    # notebooks/conftest.py: with AVEX_HUB_EXECUTED_NOTEBOOKS set, each notebook that passed is written with the
+    # outputs nbval received (what docs/build.py --executed shows); one with a failing cell is not written.
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    shutil.copy(NOTEBOOKS / "conftest.py", folder / "conftest.py")
+    good = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                             "language": "python"}})
+    good.cells = [nbformat.v4.new_markdown_cell("# A"), nbformat.v4.new_code_cell("print('hello')"),
+                  nbformat.v4.new_code_cell("from IPython.display import display, HTML\n"
+                                            "display(HTML('<b>x</b>'))\n2 + 3")]
+    nbformat.write(good, folder / "01_good.ipynb")
+    bad = nbformat.from_dict(json.loads(json.dumps(good)))
+    bad.cells[2].source = "1 / 0"
+    nbformat.write(bad, folder / "02_bad.ipynb")
+    out = tmp_path / "executed"
+    env = {**os.environ, "AVEX_HUB_EXECUTED_NOTEBOOKS": str(out), "AVEX_HUB_TUTORIAL_MODE": "ci"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                             "--rootdir", str(folder), str(folder)], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 1, result.stdout[-3000:]  # the bad notebook fails
+    assert sorted(p.name for p in out.iterdir()) == ["01_good.ipynb"]
+    executed = nbformat.read(out / "01_good.ipynb", as_version=4)
+    nbformat.validate(executed)
+    first, second = (c for c in executed.cells if c.cell_type == "code")
+    assert first.outputs[0].text == "hello\n" and first.execution_count == 1
+    assert second.outputs[0].data["text/html"] == "<b>x</b>" and second.outputs[1].data["text/plain"] == "5"
+    assert second.outputs[1].execution_count == 2
+    run = executed.metadata["avex_hub_run"]
+    assert run["mode"] == "ci" and run["seconds"] > 0 and run["peak_rss_mib"] > 10 and 0 < run["cpu_s"] < 300
+    assert nbformat.read(folder / "01_good.ipynb", as_version=4).cells[1].outputs == []  # the source is untouched
+    summary = result.stdout.split("notebooks: wall time")[1]
+    assert "01_good.ipynb: " in summary and "(ci mode, ok)" in summary and "02_bad.ipynb" in summary
+    assert "(ci mode, FAILED)" in summary
+
+
+
+def test_the_card_numbers_shown_come_from_their_one_home():
+    # avex_hub.hub.card holds the model card's results; notebook 04 prints them from there (no copy typed into a
+    # notebook or the overview) and README's table holds exactly its rows.
+    from avex_hub.hub.card import CARD_RESULTS, PAPER
+
+    source = "\n".join(cell.source for cell in code_cells(load("04_evaluation")))
+    assert "from avex_hub.hub.card import" in source and "CARD_RESULTS" in source and "card_result(" in source
+    assert "PAPER.citation()" in source
+    scores = {f"{row.score:.3f}" for row in CARD_RESULTS} | {f"{row.score:.2f}" for row in CARD_RESULTS}
+    overview = (NOTEBOOKS / "README.md").read_text(encoding="utf-8")
+    for name, text in [(n, "\n".join(c.source for c in load(n).cells)) for n in NAMES] + [("overview", overview)]:
+        typed = sorted(score for score in scores if re.search(rf"(?<![\d.]){re.escape(score)}(?!\d)", text))
+        assert not typed, f"{name} types the card's numbers {typed}: print them from avex_hub.hub.card"
+    prose = "\n".join(cell.source for cell in load("04_evaluation").cells if cell.cell_type == "markdown")
+    assert PAPER.arxiv in prose and PAPER.title in prose and "not comparable" in prose
+    readme = (NOTEBOOKS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The model card's results beside ours", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
+    assert rows == [f"| {r.title} | {r.task} | {r.metric} | {r.score:.3f} |" for r in CARD_RESULTS]
+    assert PAPER.arxiv in section and "not comparable" in section
+
+
+def test_beans_zero_is_read_from_one_source_with_one_revision_pin():
+    # The Hub address and the revision pin live in avex_hub.tutorial only; the notebooks pass BEANS_ZERO = None
+    # (or a local folder). The pin is a commit hash once known and empty until then, never a branch name or a guess.
+    from avex_hub import tutorial
+
+    assert tutorial.BEANS_ZERO_REVISION == "" or re.fullmatch(r"[0-9a-f]{40}", tutorial.BEANS_ZERO_REVISION)
+    expected = f"hf://datasets/{tutorial.BEANS_ZERO_REPOSITORY}"
+    assert tutorial.BEANS_ZERO == (expected + f"@{tutorial.BEANS_ZERO_REVISION}" if tutorial.BEANS_ZERO_REVISION
+                                   else expected)
+    for name in NAMES:
+        text = "\n".join(cell.source for cell in load(name).cells)
+        assert "hf://" not in text, f"{name} holds its own copy of the BEANS-Zero address"
+        parameters = code_cells(load(name))[0].source
+        if "BEANS_ZERO" in parameters:
+            assert "BEANS_ZERO = None" in parameters
+    prose = "\n".join(cell.source for cell in load("04_evaluation").cells if cell.cell_type == "markdown")
+    assert "92,000 clips" in prose and "100 GB" in prose and "BEANS_ZERO_REVISION" in prose
+    assert "92,000 clips" in tutorial.fetch_beans_zero.__doc__ and "100 GB" in tutorial.fetch_beans_zero.__doc__

@@ -249,3 +249,9 @@ def test_fetch_beans_zero_real_watkins_subset_from_the_hub(tmp_path):
         assert 0 < info.duration <= 3.01 and info.samplerate >= 1000
     size = sum(p.stat().st_size for p in (tmp_path / "watkins").rglob("*.wav"))
     print(f"\nwatkins: {len(rows)} clips of {len(species)} species, {size / 1e6:.0f} MB of WAV, {seconds:.0f} s")
+    from huggingface_hub import HfApi
+
+    from avex_hub.tutorial import BEANS_ZERO_REPOSITORY, BEANS_ZERO_REVISION
+
+    head = HfApi().dataset_info(BEANS_ZERO_REPOSITORY).sha  # the commit to pin in avex_hub.tutorial
+    print(f"BEANS-Zero head revision {head}; pinned: {BEANS_ZERO_REVISION or '(none yet)'}")
