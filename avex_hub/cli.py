@@ -7,6 +7,7 @@
     avex-hub verify                                         # re-hash the cache against the pinned digests
     avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
     avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
+    avex-hub times|events|review|calibrate|presence         # monitoring outputs (avex_hub.cli_monitoring)
 
 The extension of ``--out`` sets the format: embed writes ``.parquet`` or ``.npz``, classify ``.csv``; any other
 extension is refused (exit code 2).
@@ -129,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_agile import add_parsers as add_agile_parsers  # index, search, label, train-classifier, detect
 
     add_agile_parsers(sub, _channels)
+    from .cli_monitoring import add_parsers as add_monitoring_parsers  # times, events, review, calibrate, presence
+
+    add_monitoring_parsers(sub)
     return parser
 
 
@@ -167,10 +171,12 @@ def _command(argv: list[str] | None) -> int:
 
             return run_export(args)
 
-        from . import cli_agile
+        from . import cli_agile, cli_monitoring
 
         if args.command in cli_agile.COMMANDS:
             return cli_agile.run(args, UsageError)
+        if args.command in cli_monitoring.COMMANDS:
+            return cli_monitoring.run(args, UsageError)
         return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
     except UsageError as error:
         _error(str(error))

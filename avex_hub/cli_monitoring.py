@@ -1,0 +1,235 @@
+"""``avex-hub times|events|review|calibrate|presence``: from window scores to numbers a monitoring programme reports.
+
+    avex-hub times recordings/ --deployments deployments.csv --out recordings.csv   # starts, sites, flags
+    avex-hub events scores.csv --threshold 0.5 --deployments deployments.csv --out events.csv --raven tables/
+    avex-hub review scores.csv --species species.txt --out review/                # clips + review/review.csv
+    avex-hub calibrate review/review.csv --target-precision 0.9 --out thresholds.json
+    avex-hub events scores.csv --thresholds thresholds.json --deployments deployments.csv --out events.csv
+    avex-hub presence events.csv --occasion day --out presence/                   # site x day, unmarked's shape
+
+``scores.csv`` holds every asked label's score per window (``classify --species``, or ``detect``); see
+:mod:`avex_hub.monitoring`. Exit codes as for the other commands: 0 ok, 1 an error stopped it (a failed write),
+2 usage (bad arguments or inputs, each named in one line saying what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+COMMANDS = ("times", "events", "review", "calibrate", "presence")
+
+
+def add_parsers(sub) -> None:
+    """Register the monitoring subcommands on ``sub`` (the CLI's subparsers)."""
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--deployments", type=Path, default=None,
+                       help="CSV: folder or recorder -> site, latitude, longitude, start, end, timezone")
+    where.add_argument("--time-pattern", default=None, metavar="PATTERN",
+                       help="strptime pattern of the start time in file paths, e.g. %%Y%%m%%d-%%H%%M%%S (after GUANO and "
+                            "AudioMoth metadata, before the built-in AudioMoth and Song Meter names)")
+    where.add_argument("--timezone", default=None, metavar="ZONE",
+                       help="zone of recorders that write local time without an offset (Europe/Berlin, +02:00, UTC)")
+    scores = argparse.ArgumentParser(add_help=False)
+    scores.add_argument("scores", type=Path, help="score table: classify --species output or detect CSV")
+    scores.add_argument("--species", type=Path, default=None, help="species list: one scientific name a line")
+    scores.add_argument("--probe", type=Path, default=None,
+                        help="the probe that made the scores (for a detect CSV, which records no source)")
+
+    times = sub.add_parser("times", parents=[where], help="start time, site and flags of every recording")
+    times.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
+    times.add_argument("--out", required=True, type=Path, help="recordings table (CSV)")
+
+    events = sub.add_parser("events", parents=[scores, where], help="merge windows above threshold into events")
+    how = events.add_mutually_exclusive_group(required=True)
+    how.add_argument("--threshold", type=float, help="one score threshold for every label (uncalibrated)")
+    how.add_argument("--thresholds", type=Path, help="per-label thresholds from avex-hub calibrate")
+    events.add_argument("--gap", type=float, default=0.0, help="join positive windows at most this many s apart")
+    events.add_argument("--out", required=True, type=Path, help="events CSV (the recordings table goes beside it)")
+    events.add_argument("--raven", type=Path, default=None, help="also one Raven selection table of events per file")
+
+    review = sub.add_parser("review", parents=[scores, where], help="clips to review, stratified over score bins")
+    review.add_argument("--out", required=True, type=Path, help="a new folder for clips, spectrograms and the sheet")
+    review.add_argument("--bins", type=int, default=10, help="equal-width score bins over [0, 1] (default: 10)")
+    review.add_argument("--per-bin", type=int, default=5, help="clips per label and bin (default: 5)")
+    review.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default: 0)")
+    review.add_argument("--padding", type=float, default=1.0, help="seconds of context each side (default: 1)")
+
+    calibrate = sub.add_parser("calibrate", help="per-label calibration and thresholds from filled review sheets")
+    calibrate.add_argument("sheets", nargs="+", type=Path, metavar="SHEET", help="filled review.csv files")
+    calibrate.add_argument("--target-precision", type=float, required=True,
+                           help="share of detections that should be correct, e.g. 0.9")
+    calibrate.add_argument("--min-reviews", type=int, default=20,
+                           help="yes/no verdicts a label needs for a threshold (default: 20)")
+    calibrate.add_argument("--out", required=True, type=Path, help="thresholds file (.json or .csv)")
+
+    presence = sub.add_parser("presence", help="site x occasion detections and effort for occupancy models")
+    presence.add_argument("events", type=Path, help="events CSV from avex-hub events")
+    presence.add_argument("--recordings", type=Path, default=None,
+                          help="recordings table (default: the one avex-hub events wrote beside the events)")
+    presence.add_argument("--occasion", default="day", help="day (default), hour, Nh (N divides 24) or Nd")
+    presence.add_argument("--species", type=Path, default=None, help="species list (default: labels with events)")
+    presence.add_argument("--timezone", default=None, metavar="ZONE",
+                          help="local zone of sites the deployments table gives none (default: UTC, and said so)")
+    presence.add_argument("--out", required=True, type=Path, help="a folder for the tables")
+
+
+def run(args, usage_error) -> int:
+    """Run a monitoring subcommand; ``usage_error`` is the CLI's UsageError class (exit code 2)."""
+    try:
+        return {"times": _times, "events": _events, "review": _review, "calibrate": _calibrate,
+                "presence": _presence}[args.command](args)
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, ValueError) as error:
+        raise usage_error(str(error)) from None
+    except OSError as error:
+        print(f"avex-hub: error: {error.strerror or error}{f' ({error.filename})' if error.filename else ''}; fix "
+              "the cause and run the command again", file=sys.stderr)
+        return 1
+
+
+def _say(message: str) -> None:
+    print(f"avex-hub: {message}", file=sys.stderr)
+
+
+def _deployments(args):
+    from .monitoring.deployments import Deployments
+
+    return Deployments.read(args.deployments) if args.deployments is not None else None
+
+
+def _recordings(args, durations: dict[str, float]):
+    from .monitoring.recordings import describe_recordings
+
+    recordings = describe_recordings(durations, deployments=_deployments(args), time_pattern=args.time_pattern,
+                                     timezone=args.timezone)
+    unknown = [r for r in recordings if r.start is None]
+    flagged = [r for r in recordings if r.flag]
+    if unknown:
+        _say(f"{len(unknown)} of {len(recordings)} recordings have no known start (their time columns stay empty); "
+             f"first: {unknown[0].file}: {unknown[0].note}")
+    if flagged:
+        _say(f"{len(flagged)} recordings are flagged ({', '.join(sorted({r.flag for r in flagged}))}); see the "
+             "recordings table's flag column")
+    return recordings
+
+
+def _score_table(args):
+    from .monitoring.scores import ScoreSource, read_scores
+    from .monitoring.species import read_species
+
+    source = ScoreSource.of_probe(args.probe) if args.probe is not None else None
+    table = read_scores(args.scores, source=source)
+    if args.species is not None:
+        table = table.select(read_species(args.species, table.labels))
+    return table
+
+
+def _times(args) -> int:
+    from .audio.contract import audio_info, find_audio
+    from .monitoring.recordings import write_recordings
+
+    search = find_audio(args.paths)
+    if not search.files:
+        raise ValueError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
+    durations, failures = {}, dict(search.failures)
+    for path in search.files:
+        try:
+            durations[path] = audio_info(path).duration_s
+        except (OSError, ValueError) as error:
+            failures[path] = str(error).splitlines()[0]
+    recordings = _recordings(args, durations)
+    write_recordings(args.out, recordings)
+    _say(f"wrote {len(recordings)} recordings to {args.out}")
+    for path, why in failures.items():
+        print(f"  could not read {path}: {why}", file=sys.stderr)
+    return 3 if failures else 0
+
+
+def _events(args) -> int:
+    from .monitoring.calibration import Thresholds
+    from .monitoring.events import find_events, placed, write_event_tables, write_events
+    from .monitoring.recordings import by_file, write_recordings
+
+    table = _score_table(args)
+    calibration = None
+    if args.thresholds is not None:
+        calibration = Thresholds.load(args.thresholds)
+        calibration.check(table.source, str(args.thresholds))
+        thresholds = {k: v for k, v in calibration.thresholds().items() if k in table.labels}
+        missing = [label for label in table.labels if label not in thresholds]
+        if missing:
+            _say(f"no calibrated threshold for {len(missing)} label(s), so no events for them: " + "; ".join(
+                f"{label} ({calibration.labels[label].status if label in calibration.labels else 'not calibrated'})"
+                for label in missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    else:
+        thresholds = {label: args.threshold for label in table.labels}
+    recordings = _recordings(args, table.durations())
+    events = placed(find_events(table, thresholds, gap_s=args.gap, calibration=calibration), by_file(recordings))
+    write_events(args.out, events, settings={"labels": list(thresholds), "thresholds": thresholds, "gap_s": args.gap,
+                                             "calibrated": calibration is not None, "scores": str(args.scores),
+                                             "source": table.source.to_dict()})
+    beside = args.out.with_suffix(".recordings.csv")
+    write_recordings(beside, recordings)
+    if args.raven is not None:
+        write_event_tables(args.raven, events, list(table.durations()))
+    _say(f"wrote {len(events)} events of {len({e.label for e in events})} labels from {len(table)} windows to "
+         f"{args.out} (recordings: {beside})")
+    return 0
+
+
+def _review(args) -> int:
+    from .monitoring.recordings import by_file
+    from .monitoring.review import write_review
+
+    table = _score_table(args)
+    recordings = by_file(_recordings(args, table.durations()))
+    sheet = write_review(args.out, table, table.labels, bins=args.bins, per_bin=args.per_bin, seed=args.seed,
+                         padding_s=args.padding, recordings=recordings, scores_path=str(args.scores))
+    _say(f"wrote {sheet}: fill its verdict column with yes, no or unsure, then run avex-hub calibrate {sheet} "
+         "--target-precision 0.9 --out thresholds.json")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from .monitoring.calibration import Thresholds, calibrate_label
+    from .monitoring.review import read_reviews
+
+    if not 0.0 < args.target_precision < 1.0:
+        raise ValueError(f"--target-precision must lie between 0 and 1 (e.g. 0.9), got {args.target_precision}")
+    if args.min_reviews < 2:
+        raise ValueError(f"--min-reviews must be at least 2, got {args.min_reviews}")
+    source, reviews = read_reviews(args.sheets)
+    labels = {label: calibrate_label(label, r["scores"], r["verdicts"], r["histogram"],
+                                     target_precision=args.target_precision, min_reviews=args.min_reviews)
+              for label, r in reviews.items()}
+    Thresholds(source, args.target_precision, labels).save(args.out)
+    for c in labels.values():
+        text = (f"threshold {c.threshold:.4f} (precision {c.precision:.3f}, 95% {c.precision_low:.3f}-"
+                f"{c.precision_high:.3f})" if c.threshold is not None else f"no threshold: {c.status}; {c.note}")
+        print(f"{c.label}: {c.reviews.get('yes', 0)} yes, {c.reviews.get('no', 0)} no, "
+              f"{c.reviews.get('unsure', 0)} unsure; {text}")
+    _say(f"wrote {args.out}")
+    return 0
+
+
+def _presence(args) -> int:
+    from .monitoring.events import events_settings, read_events
+    from .monitoring.presence import presence_table, write_presence
+    from .monitoring.recordings import read_recordings
+    from .monitoring.species import read_species
+
+    recordings_path = args.recordings or args.events.with_suffix(".recordings.csv")
+    if not recordings_path.is_file():
+        raise FileNotFoundError(f"recordings table {recordings_path} not found; give --recordings (avex-hub events "
+                                "writes it beside the events, avex-hub times writes one for any folder)")
+    events, recordings = read_events(args.events), read_recordings(recordings_path)
+    searched = events_settings(args.events).get("labels") or sorted({e.label for e in events})
+    labels = read_species(args.species, searched) if args.species is not None else searched
+    presence = presence_table(recordings, events, occasion=args.occasion, labels=labels, timezone=args.timezone)
+    write_presence(args.out, presence)
+    for reason, count in presence.left_out.items():
+        _say(f"left out: {count} {reason}")
+    _say(f"wrote {len(presence.sites)} sites x {len(presence.occasions)} occasions ({presence.unit}) for "
+         f"{len(presence.labels)} labels to {args.out}/")
+    return 0

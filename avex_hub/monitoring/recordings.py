@@ -1,0 +1,113 @@
+"""The recordings table: one row per recording with its start, length, site and flags.
+
+It is what turns seconds within a file into absolute time (``start_time = start + start_s``) and what presence
+tables count as effort. Every recording given is in it: those without a known start or deployment too, flagged.
+
+Columns: ``file, start_time, end_time, duration_s, time_source, recorder, site, latitude, longitude, time_zone,
+flag, note``; times ISO 8601 with the offset the recorder used (empty when unknown); ``time_zone`` the site's zone
+from the deployments table (empty when it gives none); ``flag`` is empty, ``no deployment``,
+``outside deployment dates`` or ``start unknown, deployment dates not checked``; ``note`` says why a start is
+unknown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .deployments import Deployments
+from .tables import read_table, write_table
+from .times import RecordingStart, TimePattern, iso, parse_time, parse_zone, recording_start
+
+__all__ = ["Recording", "describe_recordings", "write_recordings", "read_recordings", "by_file", "COLUMNS"]
+
+COLUMNS = ["file", "start_time", "end_time", "duration_s", "time_source", "recorder", "site", "latitude", "longitude",
+           "time_zone", "flag", "note"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recording: ``start`` aware or None; ``site`` None outside every deployment."""
+
+    file: str
+    start: dt.datetime | None
+    duration_s: float
+    time_source: str = ""
+    recorder: str | None = None
+    site: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    time_zone: str | None = None
+    flag: str = ""
+    note: str = ""
+
+    @property
+    def end(self) -> dt.datetime | None:
+        return None if self.start is None else self.start + dt.timedelta(seconds=self.duration_s)
+
+    def time_at(self, seconds: float) -> dt.datetime | None:
+        """The absolute time ``seconds`` into the recording (None when its start is unknown)."""
+        return None if self.start is None else self.start + dt.timedelta(seconds=float(seconds))
+
+
+def describe_recordings(durations: Mapping[str, float], *, deployments: Deployments | None = None,
+                        time_pattern: str | None = None, timezone: str | None = None) -> list[Recording]:
+    """A :class:`Recording` per file of ``durations`` (``{path: seconds of audio}``), in that order.
+
+    Starts come from :func:`avex_hub.monitoring.times.recording_start`; sites from ``deployments``.
+    """
+    pattern = TimePattern(time_pattern) if time_pattern else None
+    zone = parse_zone(timezone) if timezone else None
+    out = []
+    for path, duration in durations.items():
+        start = recording_start(path, time_pattern=pattern, timezone=zone)
+        row, flag = (None, "") if deployments is None else deployments.match(path, start)
+        out.append(_recording(path, float(duration), start, row, flag))
+    return out
+
+
+def _recording(path: str, duration: float, start: RecordingStart, row, flag: str) -> Recording:
+    latitude, longitude = (row.latitude, row.longitude) if row is not None else (None, None)
+    if latitude is None and longitude is None and start.position is not None:
+        latitude, longitude = start.position
+    site, zone = (None, None) if row is None else (row.site, row.timezone)
+    return Recording(path, start.start, duration, start.source, start.recorder, site, latitude, longitude, zone, flag,
+                     start.note)
+
+
+def write_recordings(path: str | os.PathLike, recordings: list[Recording]) -> int:
+    return write_table(path, COLUMNS, ([r.file, iso(r.start), iso(r.end), r.duration_s, r.time_source, r.recorder,
+                                        r.site, r.latitude, r.longitude, r.time_zone, r.flag, r.note]
+                                       for r in recordings))
+
+
+def read_recordings(path: str | os.PathLike) -> list[Recording]:
+    """Read a table written by :func:`write_recordings` (``avex-hub events`` writes one beside its events)."""
+    _, rows = read_table(path, required=("file", "start_time", "duration_s", "site", "flag"))
+    out = []
+    for line, row in rows:
+        where = f"{path}, line {line}"
+        try:
+            duration = float(row["duration_s"])
+        except ValueError:
+            raise ValueError(f"{where}: duration_s {row['duration_s']!r} is not a number") from None
+        start = parse_time(row["start_time"], what=f"{where}: start_time") if row["start_time"] else None
+        if start is not None and start.tzinfo is None:
+            raise ValueError(f"{where}: start_time {row['start_time']!r} has no offset; write it with one (+02:00)")
+        lat, lon = (float(row[k]) if row.get(k) else None for k in ("latitude", "longitude"))
+        out.append(Recording(row["file"], start, duration, row.get("time_source", ""), row.get("recorder") or None,
+                             row["site"] or None, lat, lon, row.get("time_zone") or None, row["flag"],
+                             row.get("note", "")))
+    return out
+
+
+def by_file(recordings: list[Recording]) -> dict[str, Recording]:
+    """``{file: recording}``; the same file twice is a ValueError."""
+    out: dict[str, Recording] = {}
+    for r in recordings:
+        if r.file in out:
+            raise ValueError(f"{r.file} appears twice in the recordings table; keep one row per file")
+        out[os.fspath(r.file)] = r
+    return out

@@ -1,0 +1,217 @@
+"""Every asked label's score per window, and what made them: the input of events, review and calibration.
+
+A score table holds one score per window and label, never top-k rows (a species outside a window's top k still
+has a score there). Read from
+
+* a wide CSV (``avex-hub detect`` writes one): ``file, channel, start_s, end_s`` (``window_id`` and the time and
+  site columns allowed) and one score column per label;
+* a long CSV or Parquet file: ``file, channel, start_s, end_s, label, score`` with every window holding a row for
+  every label (``classify --species``). A top-k classify output (a ``rank`` column) is refused with what to run.
+
+What made the scores (:class:`ScoreSource`: the model's weights digest, and the probe file's digest when a probe
+scored them) comes from the sidecar ``<table>.settings.json`` that ``classify`` and :func:`write_scores` write, or
+from the probe file itself (``ScoreSource.of_probe``); thresholds are fitted to it and refused for any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .tables import read_table, write_table
+
+__all__ = ["ScoreSource", "ScoreTable", "read_scores", "write_scores", "META_COLUMNS"]
+
+META_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "flags", "start_time", "end_time", "site",
+                "latitude", "longitude", "deployment")
+_PROBABILITY = "probability:"  # calibrated columns written beside raw scores; not scores themselves
+
+
+@dataclass(frozen=True)
+class ScoreSource:
+    """What produced a score table: ``weights_sha256`` of the model, ``probe_sha256`` of the probe file (None for
+    the model's own species head), and the model's name, window and hop for the record."""
+
+    weights_sha256: str | None
+    probe_sha256: str | None = None
+    model: str | None = None
+    window_s: float | None = None
+    hop_s: float | None = None
+
+    @classmethod
+    def of_probe(cls, path: str | os.PathLike, *, window_s: float | None = None,
+                 hop_s: float | None = None) -> "ScoreSource":
+        """The source of scores made by the probe saved at ``path`` (its digest and its backbone's)."""
+        from ..hub.loading import sha256_file
+        from ..hub.provenance import read_probe_metadata
+
+        provenance = read_probe_metadata(path)["provenance"]
+        return cls(provenance.backbone_sha256, sha256_file(path), provenance.backbone_name, window_s, hop_s)
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "ScoreSource":
+        return cls(settings.get("weights_sha256"), settings.get("probe_sha256"), settings.get("model"),
+                   settings.get("window_s"), settings.get("hop_s"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def differences(self, other: "ScoreSource") -> list[str]:
+        """The identity fields (weights and probe digests) in which ``other`` differs, as ``name: ours vs theirs``."""
+        return [f"{k}: {getattr(self, k)} vs {getattr(other, k)}" for k in ("weights_sha256", "probe_sha256")
+                if getattr(self, k) != getattr(other, k)]
+
+
+@dataclass
+class ScoreTable:
+    """``scores`` float32 [windows, labels] with the window table (``file``, ``channel``, ``start_s``, ``end_s``)."""
+
+    file: np.ndarray
+    channel: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    scores: np.ndarray
+    labels: list[str]
+    source: ScoreSource
+
+    def __post_init__(self) -> None:
+        n = len(self.file)
+        if any(len(a) != n for a in (self.channel, self.start_s, self.end_s)) or self.scores.shape != (n, len(self.labels)):
+            raise ValueError(f"score table: {n} windows but {self.scores.shape} scores for {len(self.labels)} labels")
+        if n and not (np.isfinite(self.scores).all() and self.scores.min() >= 0 and self.scores.max() <= 1):
+            raise ValueError("score table: scores must be probabilities in [0, 1] (sigmoid scores), found values "
+                             f"from {np.nanmin(self.scores)} to {np.nanmax(self.scores)}")
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def index(self, label: str) -> int:
+        """The column of ``label``; ValueError naming the table's labels when it has none."""
+        if label not in self.labels:
+            raise ValueError(f"label {label!r} is not in the score table (it has {len(self.labels)}: "
+                             f"{', '.join(self.labels[:10])}{' ...' if len(self.labels) > 10 else ''})")
+        return self.labels.index(label)
+
+    def column(self, label: str) -> np.ndarray:
+        return self.scores[:, self.index(label)]
+
+    def select(self, labels: list[str]) -> "ScoreTable":
+        """The same windows with only ``labels``' columns, in that order."""
+        columns = [self.index(label) for label in labels]
+        return ScoreTable(self.file, self.channel, self.start_s, self.end_s, self.scores[:, columns], list(labels),
+                          self.source)
+
+    def durations(self) -> dict[str, float]:
+        """``{file: seconds of audio scored}`` (the end of each file's last window), in table order."""
+        out: dict[str, float] = {}
+        for f, end in zip(self.file.tolist(), self.end_s.tolist()):
+            out[f] = max(out.get(f, 0.0), end)
+        return out
+
+
+def _settings_path(path: Path) -> Path:
+    return Path(f"{path}.settings.json")
+
+
+def _read_source(path: Path) -> ScoreSource | None:
+    sidecar = _settings_path(path)
+    if not sidecar.is_file():
+        return None
+    return ScoreSource.from_settings(json.loads(sidecar.read_text(encoding="utf-8")))
+
+
+def read_scores(path: str | os.PathLike, *, source: ScoreSource | None = None) -> ScoreTable:
+    """A score table from ``path`` (CSV, or Parquet with pyarrow); ``source`` overrides its sidecar's record."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"score table {path} not found; give a classify --species or detect output")
+    header, rows = (_parquet_rows(path) if path.suffix.lower() == ".parquet" else read_table(path))
+    if "rank" in header:
+        raise ValueError(f"{path} holds top-k rows (a rank column): a label outside a window's top k has no score "
+                         "there. Run classify with --species FILE (every asked label's score per window), or use a "
+                         "detect output")
+    missing = [c for c in ("file", "channel", "start_s", "end_s") if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing the column(s) {', '.join(missing)}; expected a classify --species or "
+                         "detect output")
+    long = "label" in header and "score" in header
+    table = _from_long(rows, path) if long else _from_wide(header, rows, path)
+    return ScoreTable(*table, source=source or _read_source(path) or ScoreSource(None))
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"{path}: reading Parquet needs pyarrow (pip install 'avex-hub[cli]'), or give a CSV") from None
+    data = pq.read_table(path).to_pydict()
+    header = list(data)
+    n = len(data[header[0]]) if header else 0
+    return header, [(i + 2, {k: str(data[k][i]) for k in header}) for i in range(n)]
+
+
+def _window(row: dict, where: str) -> tuple[str, int, float, float]:
+    try:
+        return row["file"], int(row["channel"]), float(row["start_s"]), float(row["end_s"])
+    except ValueError:
+        raise ValueError(f"{where}: channel, start_s and end_s must be numbers") from None
+
+
+def _score(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: score {text!r} is not a number") from None
+
+
+def _from_long(rows, path):
+    windows: dict[tuple, int] = {}
+    labels: dict[str, int] = {}
+    cells = []
+    for line, row in rows:
+        where = f"{path}, line {line}"
+        w = windows.setdefault(_window(row, where), len(windows))
+        j = labels.setdefault(row["label"], len(labels))
+        cells.append((w, j, _score(row["score"], where)))
+    scores = np.full((len(windows), len(labels)), np.nan, np.float32)
+    for w, j, s in cells:
+        scores[w, j] = s
+    if np.isnan(scores).any():
+        w, j = (int(v[0]) for v in np.nonzero(np.isnan(scores)))
+        key = list(windows)[w]
+        raise ValueError(f"{path}: window {key[0]} {key[2]}-{key[3]} s has no score for {list(labels)[j]!r}: every "
+                         "window needs every label's score (classify --species writes them all)")
+    return (*_window_arrays(list(windows)), scores, list(labels))
+
+
+def _from_wide(header, rows, path):
+    labels = [h for h in header if h not in META_COLUMNS and not h.startswith(_PROBABILITY)]
+    if not labels:
+        raise ValueError(f"{path}: no score columns (expected one column per label after file, channel, start_s, "
+                         "end_s)")
+    keys, scores = [], np.empty((len(rows), len(labels)), np.float32)
+    for i, (line, row) in enumerate(rows):
+        where = f"{path}, line {line}"
+        keys.append(_window(row, where))
+        scores[i] = [_score(row[label], where) for label in labels]
+    return (*_window_arrays(keys), scores, labels)
+
+
+def _window_arrays(keys: list[tuple]) -> tuple[np.ndarray, ...]:
+    return (np.array([k[0] for k in keys], dtype=object), np.array([k[1] for k in keys], dtype=np.int32),
+            np.array([k[2] for k in keys], dtype=np.float64), np.array([k[3] for k in keys], dtype=np.float64))
+
+
+def write_scores(path: str | os.PathLike, table: ScoreTable) -> int:
+    """A wide CSV of ``table`` and its sidecar ``<path>.settings.json`` (the source); returns the row count."""
+    from ..embed.outputs import atomic_path
+
+    with atomic_path(_settings_path(Path(path)), ".json") as tmp:
+        tmp.write_text(json.dumps(table.source.to_dict(), indent=1) + "\n", encoding="utf-8")
+    rows = ([f, int(c), float(s), float(e), *values]
+            for f, c, s, e, values in zip(table.file, table.channel, table.start_s, table.end_s, table.scores))
+    return write_table(path, ["file", "channel", "start_s", "end_s", *table.labels], rows)
