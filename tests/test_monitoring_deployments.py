@@ -81,3 +81,12 @@ def test_a_table_without_the_columns_is_refused(tmp_path):
     path.write_text("place,lat\nA,1\n", encoding="utf-8")
     with pytest.raises(ValueError, match="expected the columns folder,recorder,site"):
         Deployments.read(path)
+
+
+def test_times_into_a_recording_are_elapsed_time_across_the_clock_change(tmp_path):
+    # 01:30 CEST on the night clocks go back: two hours of audio later it is 02:30 CET, not 03:30 (which adding
+    # to a wall clock in the zone would give).
+    (r,) = describe_recordings({str(plain_wav(tmp_path / "20261025_013000.WAV")): 7200.0}, timezone="Europe/Berlin")
+    assert r.start.astimezone(dt.timezone.utc) == dt.datetime(2026, 10, 24, 23, 30, tzinfo=dt.timezone.utc)
+    assert r.time_at(7200) == dt.datetime(2026, 10, 25, 1, 30, tzinfo=dt.timezone.utc)
+    assert r.end == r.time_at(7200)

@@ -19,7 +19,7 @@ from typing import Mapping
 
 from .deployments import Deployments
 from .tables import read_table, write_table
-from .times import RecordingStart, TimePattern, iso, parse_time, parse_zone, recording_start
+from .times import RecordingStart, TimePattern, fixed, iso, parse_time, parse_zone, recording_start
 
 __all__ = ["Recording", "describe_recordings", "write_recordings", "read_recordings", "by_file", "COLUMNS"]
 
@@ -45,11 +45,12 @@ class Recording:
 
     @property
     def end(self) -> dt.datetime | None:
-        return None if self.start is None else self.start + dt.timedelta(seconds=self.duration_s)
+        return self.time_at(self.duration_s)
 
     def time_at(self, seconds: float) -> dt.datetime | None:
-        """The absolute time ``seconds`` into the recording (None when its start is unknown)."""
-        return None if self.start is None else self.start + dt.timedelta(seconds=float(seconds))
+        """The absolute time ``seconds`` into the recording (None when its start is unknown), in the start's offset
+        (elapsed time, also across a daylight-saving change)."""
+        return None if self.start is None else fixed(self.start) + dt.timedelta(seconds=float(seconds))
 
 
 def describe_recordings(durations: Mapping[str, float], *, deployments: Deployments | None = None,

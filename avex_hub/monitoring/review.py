@@ -52,14 +52,19 @@ def sample_reviews(table: ScoreTable, labels: list[str], *, bins: int = 10, per_
 
 
 def _clip(path: str, channel: int, start: float, end: float, padding_s: float):
-    """``(mono audio, sample rate, seconds from the clip's start to the window's)`` at the file's own rate."""
-    from ..audio.contract import MIX_CHANNEL, audio_info, load_audio
+    """``(mono audio, sample rate, seconds from the clip's start to the window's)``: the recording as it is (its own
+    rate, the window's channel or the mean of all for the mix), ``padding_s`` each side within the file."""
+    from ..audio.contract import MIX_CHANNEL, open_audio, read_frames
 
-    rate = audio_info(path).sample_rate
-    first = max(0.0, start - padding_s)
-    audio = load_audio(path, target_rate=rate, channels="mix" if channel == MIX_CHANNEL else int(channel),
-                       start_s=first, end_s=end + padding_s)
-    return audio.waveform[0].numpy(), rate, start - audio.start_s
+    f, name = open_audio(path)
+    with f:
+        rate = f.samplerate
+        first, last = max(0, round((start - padding_s) * rate)), min(f.frames, round((end + padding_s) * rate))
+        if channel != MIX_CHANNEL and not 0 <= channel < f.channels:
+            raise ValueError(f"{name} has {f.channels} channel(s), the score table names channel {channel}")
+        f.seek(first)
+        data = read_frames(f, max(0, last - first), name)  # [frames, channels]
+    return (data.mean(1) if channel == MIX_CHANNEL else data[:, channel]), rate, start - first / rate
 
 
 def write_review(folder: str | os.PathLike, table: ScoreTable, labels: list[str], *, bins: int = 10,

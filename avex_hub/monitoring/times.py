@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 
-__all__ = ["RecordingStart", "recording_start", "parse_zone", "parse_time", "iso", "read_chunks", "parse_guano",
+__all__ = ["RecordingStart", "recording_start", "parse_zone", "parse_time", "iso", "fixed", "read_chunks", "parse_guano",
            "parse_audiomoth_comment", "TimePattern"]
 
 _CHUNK_LIMIT = 1 << 20  # metadata chunks are small; a larger one is not metadata we read
@@ -233,7 +233,14 @@ def _aware(start: dt.datetime, zone: dt.tzinfo | None, source: str, **extra) -> 
     if zone is None:
         return RecordingStart(None, source, note=f"the {source} gives local time {start.isoformat()} without an offset;"
                                                  " give --timezone (the recorder clock's zone)", **extra)
-    return RecordingStart(start.replace(tzinfo=zone), source, **extra)  # a ZoneInfo gives that date's offset
+    return RecordingStart(fixed(start.replace(tzinfo=zone)), source, **extra)  # a ZoneInfo gives that date's offset
+
+
+def fixed(moment: dt.datetime) -> dt.datetime:
+    """``moment`` with its zone replaced by its fixed UTC offset at that instant. Adding a timedelta to a datetime
+    in a ZoneInfo zone moves the wall clock (an hour off across a daylight-saving change); with a fixed offset the
+    sum is the elapsed time."""
+    return moment.astimezone(dt.timezone(moment.utcoffset()))
 
 
 def recording_start(path: str | os.PathLike, *, time_pattern: str | TimePattern | None = None,

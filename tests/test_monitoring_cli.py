@@ -1,0 +1,165 @@
+"""``avex-hub times|events|review|calibrate|presence`` end to end on a small survey in the recorders' layouts, and
+the bad inputs of issue 20's "Done when", each refused in one line with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from avex_hub.cli import EXIT_OK, EXIT_USAGE, main
+from avex_hub.monitoring.recordings import read_recordings
+from avex_hub.monitoring.scores import ScoreSource, ScoreTable, write_scores
+from recorder_files import audiomoth_wav, plain_wav
+
+LABELS = ["Sweepus ascendens", "Trillia rapida"]
+
+
+@pytest.fixture
+def survey(tmp_path):
+    """Two AudioMoths (one per site) with two 60 s recordings each, 2 s windows every 1 s scored for two labels:
+    Sweepus ascendens calls at 10-11.5 s of every recording of site N, nothing at site S."""
+    paths = []
+    for site, serial in (("north", "AAAA000000000001"), ("south", "AAAA000000000002")):
+        for day in (1, 2):
+            comment = (f"Recorded at 05:00:00 0{day}/06/2026 (UTC+2) by AudioMoth {serial} at medium gain while "
+                       "battery was 4.2V")
+            paths.append(audiomoth_wav(tmp_path / site / f"2026060{day}_050000.WAV", comment, serial=serial,
+                                       seconds=60.0, rate=16000))
+    starts = np.arange(0.0, 59.0, 1.0)
+    rows = [(str(p), s) for p in paths for s in starts]
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.0, 0.3, (len(rows), 2))
+    for i, (path, s) in enumerate(rows):
+        if "north" in path and s < 11.5 and s + 2 > 10.0:
+            scores[i, 0] = 0.9
+    table = ScoreTable(np.array([p for p, _ in rows], dtype=object), np.full(len(rows), -1, np.int32),
+                       np.array([s for _, s in rows]), np.array([s + 2.0 for _, s in rows]),
+                       scores.astype(np.float32), LABELS, ScoreSource("a" * 64, None, "esp_aves2_sl_beats_all", 2.0, 1.0))
+    write_scores(tmp_path / "scores.csv", table)
+    (tmp_path / "deployments.csv").write_text(
+        "folder,recorder,site,latitude,longitude,start,end,timezone\n"
+        "north,,N,52.5,13.4,2026-05-20,2026-06-30,Europe/Berlin\n"
+        ",AAAA000000000002,S,52.4,13.3,2026-05-20,,Europe/Berlin\n", encoding="utf-8")
+    return tmp_path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("avex-hub: error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_from_scores_to_events_review_calibration_and_presence(survey, capsys):
+    d = survey
+    assert main(["times", str(d / "north"), str(d / "south"), "--deployments", str(d / "deployments.csv"),
+                 "--out", str(d / "recordings.csv")]) == EXIT_OK
+    recordings = read_recordings(d / "recordings.csv")
+    assert [r.site for r in recordings] == ["N", "N", "S", "S"] and all(r.duration_s == 60.0 for r in recordings)
+    assert recordings[0].start == dt.datetime(2026, 6, 1, 3, tzinfo=dt.timezone.utc)
+
+    assert main(["events", str(d / "scores.csv"), "--threshold", "0.5", "--deployments", str(d / "deployments.csv"),
+                 "--out", str(d / "events.csv"), "--raven", str(d / "raven")]) == EXIT_OK
+    with open(d / "events.csv", newline="") as handle:
+        events = list(csv.DictReader(handle))
+    assert [(e["site"], e["label"], e["start_s"], e["end_s"]) for e in events] == [("N", LABELS[0], "10", "12")] * 2
+    assert events[0]["start_time"] == "2026-06-01T05:00:10.000+02:00" and events[0]["latitude"] == "52.5"
+    tables = sorted((d / "raven").iterdir())
+    assert len(tables) == 4  # one per recording (the same names at two sites get a path hash)
+    assert sum(t.read_text(encoding="utf-8").count("\n") - 1 for t in tables) == 2  # one selection per event
+
+    assert main(["review", str(d / "scores.csv"), "--out", str(d / "review"), "--per-bin", "3", "--bins", "4",
+                 "--deployments", str(d / "deployments.csv")]) == EXIT_OK
+    sheet = d / "review" / "review.csv"
+    with open(sheet, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(r["site"] in ("N", "S") and r["start_time"] for r in rows)
+    for row in rows:  # the reviewer: a window holds the call when it overlaps 10-11.5 s at site N
+        start = float(row["start_s"])
+        row["verdict"] = "yes" if row["label"] == LABELS[0] and "north" in row["file"] and start < 11.5 and \
+            start + 2 > 10 else "no"
+    with open(sheet, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert main(["calibrate", str(sheet), "--target-precision", "0.9", "--min-reviews", "5",
+                 "--out", str(d / "thresholds.json")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"{LABELS[1]}: 0 yes" in out and "no threshold: too few reviews" in out
+    thresholds = json.loads((d / "thresholds.json").read_text())
+    assert thresholds["source"]["weights_sha256"] == "a" * 64
+    assert thresholds["labels"][LABELS[0]]["status"] == "ok"
+
+    assert main(["events", str(d / "scores.csv"), "--thresholds", str(d / "thresholds.json"), "--deployments",
+                 str(d / "deployments.csv"), "--out", str(d / "calibrated.csv")]) == EXIT_OK
+    with open(d / "calibrated.csv", newline="") as handle:
+        calibrated = list(csv.DictReader(handle))
+    assert len(calibrated) == 2 and all(float(e["max_probability"]) > 0.5 for e in calibrated)
+    assert "no calibrated threshold for 1 label(s)" in capsys.readouterr().err
+
+    assert main(["presence", str(d / "events.csv"), "--out", str(d / "presence")]) == EXIT_OK
+    with open(d / "presence" / "y_Sweepus_ascendens.csv", newline="") as handle:
+        y = list(csv.reader(handle))
+    assert y == [["site", "2026-06-01", "2026-06-02"], ["N", "1", "1"], ["S", "0", "0"]]
+    with open(d / "presence" / "y_Trillia_rapida.csv", newline="") as handle:
+        assert list(csv.reader(handle))[1:] == [["N", "0", "0"], ["S", "0", "0"]]  # searched, never found
+
+
+def test_thresholds_for_another_model_are_refused(survey, capsys):
+    d = survey
+    (d / "other.json").write_text(json.dumps({
+        "format": "avex-hub thresholds", "format_version": 1, "target_precision": 0.9,
+        "source": {"weights_sha256": "f" * 64, "probe_sha256": None, "model": None, "window_s": None, "hop_s": None},
+        "labels": {}}), encoding="utf-8")
+    assert main(["events", str(d / "scores.csv"), "--thresholds", str(d / "other.json"),
+                 "--out", str(d / "e.csv")]) == EXIT_USAGE
+    line = _error_line(capsys)
+    assert "fitted to scores of another model (weights_sha256: ffff" in line and "calibrate" in line
+    assert not (d / "e.csv").exists()
+
+
+def test_a_review_sheet_with_an_unknown_verdict_is_refused(survey, capsys):
+    d = survey
+    assert main(["review", str(d / "scores.csv"), "--out", str(d / "review"), "--per-bin", "1"]) == EXIT_OK
+    text = (d / "review" / "review.csv").read_text(encoding="utf-8").splitlines()
+    text[2] = text[2][: text[2].rindex(",,")] + ",probably," + text[2][text[2].rindex(",,") + 2:]
+    (d / "review" / "review.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
+    assert main(["calibrate", str(d / "review" / "review.csv"), "--target-precision", "0.9",
+                 "--out", str(d / "t.json")]) == EXIT_USAGE
+    assert "line 3: verdict 'probably' is not yes, no or unsure" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("north,,N,,,2026-05-01,2026-06-10,\nnorth,,N2,,,2026-06-05,,\n", "lines 2 and 3 give folder"),
+    ("west,,W,,,,,\n", "folder 'west' does not exist"),
+])
+def test_deployments_with_overlapping_dates_or_unknown_folders_are_refused(survey, capsys, rows, message):
+    d = survey
+    (d / "bad.csv").write_text("folder,recorder,site,latitude,longitude,start,end,timezone\n" + rows, encoding="utf-8")
+    assert main(["events", str(d / "scores.csv"), "--threshold", "0.5", "--deployments", str(d / "bad.csv"),
+                 "--out", str(d / "e.csv")]) == EXIT_USAGE
+    assert message in _error_line(capsys)
+
+
+def test_a_file_name_with_an_impossible_date_is_refused(tmp_path, capsys):
+    plain_wav(tmp_path / "rec" / "20260631_050000.WAV")
+    assert main(["times", str(tmp_path / "rec"), "--timezone", "UTC", "--out", str(tmp_path / "r.csv")]) == EXIT_USAGE
+    line = _error_line(capsys)
+    assert "20260631_050000.WAV: the file name says 2026-06-31 05:00:00, which is not a real date" in line
+
+
+def test_top_k_rows_and_misspelt_species_are_refused(survey, capsys):
+    d = survey
+    (d / "topk.csv").write_text("file,channel,start_s,end_s,rank,label,score,flags\na.wav,-1,0,10,1,x,0.9,\n",
+                                encoding="utf-8")
+    assert main(["events", str(d / "topk.csv"), "--threshold", "0.5", "--out", str(d / "e.csv")]) == EXIT_USAGE
+    assert "holds top-k rows" in _error_line(capsys)
+    (d / "species.txt").write_text("# my survey\nSweepus ascendens\nTrilia rapida\n", encoding="utf-8")
+    assert main(["events", str(d / "scores.csv"), "--species", str(d / "species.txt"), "--threshold", "0.5",
+                 "--out", str(d / "e.csv")]) == EXIT_USAGE
+    assert "line 3: 'Trilia rapida' (did you mean 'Trillia rapida'?)" in _error_line(capsys)

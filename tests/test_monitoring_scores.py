@@ -1,0 +1,78 @@
+"""monitoring.scores and .species: score tables read from wide, long and Parquet files with their source; top-k
+rows and incomplete tables refused; species lists matched with suggestions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avex_hub.monitoring.scores import ScoreSource, ScoreTable, read_scores, write_scores
+from avex_hub.monitoring.species import match_species, read_species
+
+
+@pytest.fixture
+def table():
+    rng = np.random.default_rng(0)
+    return ScoreTable(np.array(["a.wav"] * 3 + ["b.wav"] * 2, dtype=object), np.array([-1, -1, -1, 0, 1], np.int32),
+                      np.array([0.0, 5, 10, 0, 0]), np.array([10.0, 15, 20, 10, 10]),
+                      rng.random((5, 2)).astype(np.float32), ["Strix aluco", "Bubo bubo"],
+                      ScoreSource("a" * 64, "b" * 64, "esp_aves2_sl_beats_all", 10.0, 5.0))
+
+
+def _same(a: ScoreTable, b: ScoreTable) -> None:
+    assert a.file.tolist() == b.file.tolist() and a.channel.tolist() == b.channel.tolist()
+    np.testing.assert_array_equal(a.start_s, b.start_s)
+    np.testing.assert_array_equal(a.scores, b.scores)  # float32 written as the shortest text that reads back
+    assert a.labels == b.labels
+
+
+def test_wide_csv_round_trips_with_its_source(table, tmp_path):
+    write_scores(tmp_path / "scores.csv", table)
+    back = read_scores(tmp_path / "scores.csv")
+    _same(back, table)
+    assert back.source == table.source
+    assert read_scores(tmp_path / "scores.csv", source=ScoreSource("c" * 64)).source.weights_sha256 == "c" * 64
+    assert back.durations() == {"a.wav": 20.0, "b.wav": 10.0}
+
+
+def test_long_csv_and_parquet_are_pivoted(table, tmp_path):
+    lines = ["file,channel,start_s,end_s,label,score,flags"]
+    for i in range(len(table)):
+        for j, label in enumerate(table.labels):
+            lines.append(f"{table.file[i]},{table.channel[i]},{table.start_s[i]},{table.end_s[i]},{label},"
+                         f"{np.format_float_positional(table.scores[i, j])},")
+    (tmp_path / "long.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _same(read_scores(tmp_path / "long.csv"), table)
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [line.split(",") for line in lines[1:]]
+    pq.write_table(pa.table({"file": [r[0] for r in rows], "channel": [int(r[1]) for r in rows],
+                             "start_s": [float(r[2]) for r in rows], "end_s": [float(r[3]) for r in rows],
+                             "label": [r[4] for r in rows], "score": [float(r[5]) for r in rows]}),
+                   tmp_path / "long.parquet")
+    _same(read_scores(tmp_path / "long.parquet"), table)
+    (tmp_path / "gap.csv").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="window b.wav 0.0-10.0 s has no score for 'Bubo bubo'"):
+        read_scores(tmp_path / "gap.csv")
+
+
+def test_bad_tables(tmp_path):
+    (tmp_path / "s.csv").write_text("file,channel,start_s,end_s,x\na.wav,-1,0,10,1.5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="scores must be probabilities in"):
+        read_scores(tmp_path / "s.csv")
+    (tmp_path / "t.csv").write_text("file,start_s,x\na.wav,0,0.5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="missing the column.* channel, end_s"):
+        read_scores(tmp_path / "t.csv")
+
+
+def test_species_lists_match_spelling_and_suggest_close_labels(tmp_path):
+    labels = ["Strix aluco", "Bubo bubo", "Athene noctua"]
+    assert match_species(["  strix  ALUCO", "Bubo bubo", "Strix aluco"], labels) == ["Strix aluco", "Bubo bubo"]
+    path = tmp_path / "species.txt"
+    path.write_text("\ufeff# owls\n\nAthene noctua\nStrix alucco\nPica pica\n", encoding="utf-8")
+    with pytest.raises(ValueError) as error:
+        read_species(path, labels)
+    text = str(error.value)
+    assert "2 name(s)" in text and "line 4: 'Strix alucco' (did you mean 'Strix aluco'?)" in text
+    assert "line 5: 'Pica pica' (no similar label)" in text and "\n" not in text
