@@ -117,6 +117,7 @@ LAYERS = {
     "avex_hub.monitoring.calibration": 6,
     "avex_hub.monitoring.presence": 6,
     "avex_hub.monitoring.species": 6,
+    "avex_hub.monitoring.synthetic": 6,
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,

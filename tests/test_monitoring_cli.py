@@ -66,8 +66,8 @@ def test_from_scores_to_events_review_calibration_and_presence(survey, capsys):
                  "--out", str(d / "events.csv"), "--raven", str(d / "raven")]) == EXIT_OK
     with open(d / "events.csv", newline="") as handle:
         events = list(csv.DictReader(handle))
-    assert [(e["site"], e["label"], e["start_s"], e["end_s"]) for e in events] == [("N", LABELS[0], "10", "12")] * 2
-    assert events[0]["start_time"] == "2026-06-01T05:00:10.000+02:00" and events[0]["latitude"] == "52.5"
+    assert [(e["site"], e["label"], e["start_s"], e["end_s"]) for e in events] == [("N", LABELS[0], "9", "13")] * 2
+    assert events[0]["start_time"] == "2026-06-01T05:00:09.000+02:00" and events[0]["latitude"] == "52.5"
     tables = sorted((d / "raven").iterdir())
     assert len(tables) == 4  # one per recording (the same names at two sites get a path hash)
     assert sum(t.read_text(encoding="utf-8").count("\n") - 1 for t in tables) == 2  # one selection per event

@@ -1,4 +1,4 @@
-"""monitoring.events: the merge and boundary rule against brute force and its stated tolerance; events CSV and Raven
+"""monitoring.events: the merge and boundary rule against ideal detectors and its stated tolerance; events CSV and Raven
 selection tables written and read back."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import csv
 import numpy as np
 import pytest
 
-from avex_hub.audio.intervals import cover_counts
 from avex_hub.monitoring.events import find_events, read_events, write_event_tables, write_events
 from avex_hub.monitoring.scores import ScoreSource, ScoreTable
 
@@ -25,45 +24,56 @@ def _grid(length: float, window: float, hop: float):
     return starts, np.minimum(starts + window, length)
 
 
-def test_cover_counts_match_brute_force():
-    rng = np.random.default_rng(1)
-    s = rng.uniform(0, 20, 30)
-    e = s + rng.uniform(0, 5, 30)
-    points = rng.uniform(-1, 26, 200)
-    want = [int(((s <= p) & (p < e)).sum()) for p in points]
-    assert cover_counts(s, e, points).tolist() == want
-
-
-@pytest.mark.parametrize("window, hop", [(10.0, 5.0), (2.0, 1.0), (3.0, 1.0), (3.0, 3.0), (10.0, 2.5)])
-def test_each_call_lies_in_its_event_and_no_event_is_longer_than_call_window_and_hop(window, hop):
-    # An ideal detector: a window scores high exactly when it overlaps a call. Calls far apart (one event each).
-    rng = np.random.default_rng(int(window * 10 + hop))
-    length = 2000.0
-    starts, ends = _grid(length, window, hop)
-    calls = []
-    t = 3.0
+def _calls(rng, length: float, window: float, hop: float, longest: float) -> list[tuple[float, float]]:
+    """Calls of random length at random times, far enough apart that no window holds two."""
+    calls, t = [], 3.0 + float(rng.uniform(0, hop))
     while t < length - 40:
-        d = float(rng.uniform(0.1, 15.0))
+        d = float(rng.uniform(0.1, longest))
         calls.append((t, t + d))
-        t += d + 2 * window + hop + float(rng.uniform(0.5, 20.0))  # no two calls share or touch a window
+        t += d + 2 * window + hop + float(rng.uniform(0.5, 20.0))
+    return calls
+
+
+def _detect(starts, ends, calls, min_fraction):
+    """An ideal detector: a window scores 0.95 when it holds at least ``min_fraction`` of a call (any overlap when
+    0), else 0.05."""
     scores = np.full(len(starts), 0.05)
     for a, b in calls:
-        scores[(starts < b) & (ends > a)] = 0.95
-    events = find_events(_table("f.wav", starts, ends, scores, ["x"]), {"x": 0.5})
+        overlap = np.minimum(ends, b) - np.maximum(starts, a)
+        scores[overlap >= max(min_fraction * (b - a), 1e-12)] = 0.95
+    return scores
+
+
+@pytest.mark.parametrize("window, hop", [(10.0, 5.0), (2.0, 1.0), (3.0, 1.5), (4.0, 2.0)])
+def test_a_detector_of_half_calls_gives_events_holding_the_call_within_call_window_and_hop(window, hop):
+    rng = np.random.default_rng(int(window * 10 + hop))
+    starts, ends = _grid(3000.0, window, hop)
+    calls = _calls(rng, 3000.0, window, hop, longest=2 * (window - hop))
+    events = find_events(_table("f.wav", starts, ends, _detect(starts, ends, calls, 0.5), ["x"]), {"x": 0.5})
     assert len(events) == len(calls)
     for (a, b), e in zip(calls, events):
         assert e.start_s <= a and b <= e.end_s, (a, b, e)
         assert e.end_s - e.start_s <= (b - a) + window + hop + 1e-9
-        if a >= window:  # the rule's own bound, away from the file's start (no window starts before 0 s)
-            assert e.end_s - e.start_s <= (b - a) + 2 * hop + 1e-9
+        assert e.end_s - e.start_s <= 2 * window - hop + 1e-9  # no window edge meets a call's middle here
+
+
+@pytest.mark.parametrize("window, hop", [(10.0, 5.0), (2.0, 1.0), (3.0, 1.0)])
+def test_a_detector_of_any_overlap_gives_events_holding_the_call_within_two_windows(window, hop):
+    rng = np.random.default_rng(int(window * 7 + hop))
+    starts, ends = _grid(3000.0, window, hop)
+    calls = _calls(rng, 3000.0, window, hop, longest=15.0)
+    events = find_events(_table("f.wav", starts, ends, _detect(starts, ends, calls, 0.0), ["x"]), {"x": 0.5})
+    assert len(events) == len(calls)
+    for (a, b), e in zip(calls, events):
+        assert e.start_s <= a and b <= e.end_s and e.end_s - e.start_s <= (b - a) + 2 * window
         assert e.windows == int(((starts < b) & (ends > a)).sum()) and e.max_score == pytest.approx(0.95)
 
 
-def test_a_short_call_within_overlapping_windows_gets_their_intersection():
+def test_events_carry_the_max_and_mean_of_their_windows():
     starts, ends = _grid(60.0, 10.0, 5.0)
     scores = np.where((starts < 13.0) & (ends > 12.0), [0.9 if s == 5.0 else 0.7 for s in starts], 0.1)
     (event,) = find_events(_table("f.wav", starts, ends, scores, ["x"]), {"x": 0.5})
-    assert (event.start_s, event.end_s, event.windows) == (10.0, 15.0, 2)  # windows 5-15 and 10-20 overlap there
+    assert (event.start_s, event.end_s, event.windows) == (5.0, 20.0, 2)
     assert (event.max_score, event.mean_score) == pytest.approx((0.9, 0.8))
 
 
@@ -105,7 +115,7 @@ def test_events_csv_and_raven_tables_read_back(tmp_path):
     with open(written[0], newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert [r["Selection"] for r in rows] == ["1", "2"]  # one selection per event
-    assert [(float(r["Begin Time (s)"]), float(r["End Time (s)"])) for r in rows] == [(5.0, 7.0), (20.0, 22.0)]
+    assert [(float(r["Begin Time (s)"]), float(r["End Time (s)"])) for r in rows] == [(4.0, 8.0), (20.0, 22.0)]
     assert {r["Species"] for r in rows} == {"Strix aluco"} and rows[0]["Windows"] == "3"
     assert rows[0]["View"] == "Spectrogram 1" and rows[0]["Channel"] == "1"
     assert written[1].read_text(encoding="utf-8").count("\n") == 1  # a file without events: header only

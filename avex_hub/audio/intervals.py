@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_intervals", "overlap_seconds", "merge_intervals", "cover_counts"]
+__all__ = ["as_intervals", "overlap_seconds", "merge_intervals"]
 
 
 def as_intervals(starts, ends, *, name: str = "intervals") -> tuple[np.ndarray, np.ndarray]:
@@ -56,10 +56,3 @@ def merge_intervals(starts, ends, *, gap: float = 0.0) -> np.ndarray:
         runs[i] = run
     return runs
 
-
-def cover_counts(starts, ends, points) -> np.ndarray:
-    """How many of the intervals contain each of ``points`` (``start <= point < end``): ``[len(points)]``."""
-    s, e = as_intervals(starts, ends)
-    s, e = np.sort(s), np.sort(e)
-    p = np.asarray(points, dtype=np.float64).reshape(-1)
-    return np.searchsorted(s, p, side="right") - np.searchsorted(e, p, side="right")

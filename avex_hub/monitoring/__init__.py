@@ -18,5 +18,5 @@ The flow, one module a step (each reads the rows of the step before; none reache
 from .._lazy import lazy_modules
 
 _MODULES = ("calibration", "deployments", "events", "presence", "recordings", "review", "scores", "species",
-            "spectrogram", "tables", "times")
+            "spectrogram", "synthetic", "tables", "times")
 __getattr__, __dir__ = lazy_modules(__name__, _MODULES)

@@ -1,0 +1,183 @@
+"""Monitoring outputs on a synthetic survey with known calls: event boundaries and calibrated thresholds, measured.
+
+    python benchmarks/monitoring.py [--sites 4 --days 5 --per-day 2 --seeds 0,1,2 --targets 0.7,0.8,0.9]
+
+For each seed: writes a survey (:func:`avex_hub.monitoring.synthetic.make_synthetic_survey`: AudioMoth and Song
+Meter files, three species singing bouts of up to 2 s, every bout listed), embeds its 2 s windows (1 s hop) and those of separate training
+recordings with the beats-tiny test checkpoint (all layers, mean pooling), trains an MLP probe (multi-label) on the
+training windows, and scores every survey window with it. Then:
+
+1. Events (``find_events``, threshold 0.5): for every call that an event overlaps, whether the call lies within
+   it and whether the event is at most the call plus one window and one hop. Also with an ideal detector (a
+   window scores 1 when it holds at least half of a call, the reviewer's truth), which checks the rule alone.
+2. Calibration: ``write_review`` samples 10 clips per score bin and species (10 bins), the verdicts are filled
+   from the truth (a window holds a species when it covers at least half of one of its calls), ``calibrate_label``
+   fits each species and gives the threshold for each target precision; the precision measured at that threshold
+   on the held-out windows (every survey window not reviewed) is compared with the target, for species with at
+   least 50 yes/no reviews.
+
+Prints a Markdown table per part and a JSON line with every number. The tiny checkpoint's encoder is random, so the
+probe is weak for some species: thresholds that cannot be reached are reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+TINY = HERE.parent / "tests" / "fixtures" / "beats-tiny"
+WINDOW_S, HOP_S = 2.0, 1.0
+
+
+def score_survey(model, survey, work: Path, seed: int):
+    """Train the probe on the training recordings and score the survey: ``(ScoreTable, probe path)``."""
+    import avex_hub
+    from avex_hub.embed.extract import Embeddings
+    from avex_hub.embed.inference import embed_files
+    from avex_hub.monitoring.scores import ScoreSource, ScoreTable
+
+    layers = model.layer_indices("all")
+
+    def windows(paths):
+        result = embed_files(model, [str(p) for p in paths], window_s=WINDOW_S, hop_s=HOP_S, layers=layers,
+                             progress=False)
+        rows = slice(None, None, len(layers))  # one row per (window, layer), window-major
+        x = torch.from_numpy(result.embeddings.reshape(-1, len(layers), result.embeddings.shape[1]))
+        return x, result.file[rows], result.channel[rows], result.start_s[rows], result.end_s[rows]
+
+    x, files, _, starts, ends = windows(survey.training)
+    probe = avex_hub.mlp_probe(model, len(survey.labels), layers=layers, multilabel=True, seed=seed,
+                               label_names=survey.labels)
+    avex_hub.train_probe(probe, Embeddings.from_arrays(x, survey.window_truth(files, starts, ends), layers=layers),
+                         progress=False, epochs=300, patience=50, seed=seed)
+    path = avex_hub.save_probe(probe.eval(), work / "probe.safetensors", label_names=survey.labels) or \
+        work / "probe.safetensors"
+    x, files, channels, starts, ends = windows(survey.recordings)
+    with torch.no_grad():
+        scores = torch.sigmoid(probe.forward_embeddings(x)).numpy()
+    source = ScoreSource.of_probe(path, window_s=WINDOW_S, hop_s=HOP_S)
+    return ScoreTable(files.astype(object), channels, starts, ends, scores, list(survey.labels), source), path
+
+
+def event_checks(table, calls: dict, threshold: float = 0.5) -> dict:
+    """Per call overlapped by an event of its label: contained, and event length within call + window + hop."""
+    from avex_hub.monitoring.events import find_events
+
+    events = find_events(table, {label: threshold for label in table.labels})
+    found = contained = short = 0
+    worst = 0.0
+    total = sum(len(v) for v in calls.values())
+    for file, items in calls.items():
+        for label, a, b in items:
+            mine = [e for e in events if e.file == file and e.label == label and e.start_s < b and e.end_s > a]
+            if not mine:
+                continue
+            found += 1
+            e = mine[0]
+            contained += e.start_s <= a + 1e-9 and b <= e.end_s + 1e-9
+            short += (e.end_s - e.start_s) <= (b - a) + WINDOW_S + HOP_S + 1e-9
+            worst = max(worst, max(0.0, e.start_s - a) + max(0.0, b - e.end_s))
+    return {"calls": total, "found": found, "contained": contained, "within_length_bound": short,
+            "events": len(events), "largest_part_outside_s": round(worst, 3)}
+
+
+def ideal_table(table, survey):
+    """The same windows scored by an ideal detector: 1 where a window holds the label (the reviewer's truth), else 0."""
+    from avex_hub.monitoring.scores import ScoreTable
+
+    scores = survey.window_truth(table.file, table.start_s, table.end_s)
+    return ScoreTable(table.file, table.channel, table.start_s, table.end_s, scores, table.labels, table.source)
+
+
+def calibration_checks(table, survey, work: Path, targets: list[float], seed: int) -> list[dict]:
+    from avex_hub.monitoring.calibration import calibrate_label
+    from avex_hub.monitoring.review import sample_reviews
+    from avex_hub.monitoring.calibration import score_histogram
+
+    truth = survey.window_truth(table.file, table.start_s, table.end_s)
+    picks = sample_reviews(table, table.labels, bins=10, per_bin=10, seed=seed)
+    reviewed = np.zeros(len(table), bool)
+    reviewed[[i for i, _, _ in picks]] = True
+    out = []
+    for j, label in enumerate(table.labels):
+        rows = [i for i, lab, _ in picks if lab == label]
+        verdicts = np.where(truth[rows, j] > 0, "yes", "no")
+        scores = table.scores[:, j]
+        held_out = ~reviewed
+        for target in targets:
+            c = calibrate_label(label, scores[rows], verdicts, score_histogram(scores), target_precision=target)
+            above = held_out & (scores >= c.threshold) if c.threshold is not None else np.zeros(len(table), bool)
+            measured = float(truth[above, j].mean()) if above.any() else None
+            out.append({"seed": seed, "label": label, "target": target, "reviews": len(rows),
+                        "yes": int((verdicts == "yes").sum()), "status": c.status, "threshold": c.threshold,
+                        "estimated": c.precision, "band": [c.precision_low, c.precision_high],
+                        "held_out_windows_above": int(above.sum()), "measured": measured,
+                        "within_0.05": None if measured is None else abs(measured - target) <= 0.05})
+    return out
+
+
+def run(seed: int, args, model) -> dict:
+    from avex_hub.monitoring.synthetic import make_synthetic_survey
+
+    work = Path(tempfile.mkdtemp(prefix="avex-monitoring-", dir=args.dir))
+    survey = make_synthetic_survey(work / "survey", sites=args.sites, days=args.days,
+                                   recordings_per_day=args.per_day, training_recordings=args.training, seed=seed)
+    started = time.perf_counter()
+    table, _ = score_survey(model, survey, work, seed)
+    calls = {f: v for f, v in survey.call_table().items() if f in set(table.file.tolist())}
+    return {"seed": seed, "windows": len(table), "recordings": len(survey.recordings),
+            "scoring_s": round(time.perf_counter() - started, 1),
+            "events_probe": event_checks(table, calls), "events_ideal": event_checks(ideal_table(table, survey), calls),
+            "calibration": calibration_checks(table, survey, work, args.targets, seed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", type=int, default=4)
+    parser.add_argument("--days", type=int, default=5)
+    parser.add_argument("--per-day", type=int, default=2, help="60 s recordings per site and day")
+    parser.add_argument("--training", type=int, default=12, help="60 s training recordings for the probe")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--targets", default="0.7,0.8,0.9")
+    parser.add_argument("--dir", default=None, help="where the surveys are written (default: a temporary folder)")
+    args = parser.parse_args()
+    args.targets = [float(t) for t in args.targets.split(",")]
+    torch.set_num_threads(1)  # the tiny model's small matrices gain nothing from more threads
+    from avex_hub import build_model
+
+    model = build_model("esp_aves2_sl_beats_all", checkpoint=str(TINY))
+    results = [run(int(s), args, model) for s in args.seeds.split(",")]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}; torch {torch.__version__}, 1 thread")
+    print("\n| seed | detector | calls | found by an event | within their event | event <= call + window + hop | "
+          "largest part outside (s) |\n|---|---|---|---|---|---|---|")
+    for r in results:
+        for kind in ("ideal", "probe"):
+            e = r[f"events_{kind}"]
+            print(f"| {r['seed']} | {kind} | {e['calls']} | {e['found']} | {e['contained']} | "
+                  f"{e['within_length_bound']} | {e['largest_part_outside_s']} |")
+    print("\n| seed | species | reviews (yes) | target | threshold | estimated (95%) | held-out windows above | "
+          "measured | within 0.05 |\n|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        for c in r["calibration"]:
+            if c["threshold"] is None:
+                print(f"| {c['seed']} | {c['label']} | {c['reviews']} ({c['yes']}) | {c['target']} | {c['status']} "
+                      "| | | | |")
+                continue
+            print(f"| {c['seed']} | {c['label']} | {c['reviews']} ({c['yes']}) | {c['target']} | "
+                  f"{c['threshold']:.4f} | {c['estimated']:.3f} ({c['band'][0]:.2f}-{c['band'][1]:.2f}) | "
+                  f"{c['held_out_windows_above']} | {c['measured']:.3f} | {c['within_0.05']} |")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
