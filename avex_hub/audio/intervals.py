@@ -55,4 +55,3 @@ def merge_intervals(starts, ends, *, gap: float = 0.0) -> np.ndarray:
             reach = max(reach, e[i])
         runs[i] = run
     return runs
-
