@@ -38,36 +38,6 @@ TINY = HERE.parent / "tests" / "fixtures" / "beats-tiny"
 WINDOW_S, HOP_S = 2.0, 1.0
 
 
-def score_survey(model, survey, work: Path, seed: int):
-    """Train the probe on the training recordings and score the survey: ``(ScoreTable, probe path)``."""
-    import avex_hub
-    from avex_hub.embed.extract import Embeddings
-    from avex_hub.embed.inference import embed_files
-    from avex_hub.monitoring.scores import ScoreSource, ScoreTable
-
-    layers = model.layer_indices("all")
-
-    def windows(paths):
-        result = embed_files(model, [str(p) for p in paths], window_s=WINDOW_S, hop_s=HOP_S, layers=layers,
-                             progress=False)
-        rows = slice(None, None, len(layers))  # one row per (window, layer), window-major
-        x = torch.from_numpy(result.embeddings.reshape(-1, len(layers), result.embeddings.shape[1]))
-        return x, result.file[rows], result.channel[rows], result.start_s[rows], result.end_s[rows]
-
-    x, files, _, starts, ends = windows(survey.training)
-    probe = avex_hub.mlp_probe(model, len(survey.labels), layers=layers, multilabel=True, seed=seed,
-                               label_names=survey.labels)
-    avex_hub.train_probe(probe, Embeddings.from_arrays(x, survey.window_truth(files, starts, ends), layers=layers),
-                         progress=False, epochs=300, patience=50, seed=seed)
-    path = avex_hub.save_probe(probe.eval(), work / "probe.safetensors", label_names=survey.labels) or \
-        work / "probe.safetensors"
-    x, files, channels, starts, ends = windows(survey.recordings)
-    with torch.no_grad():
-        scores = torch.sigmoid(probe.forward_embeddings(x)).numpy()
-    source = ScoreSource.of_probe(path, window_s=WINDOW_S, hop_s=HOP_S)
-    return ScoreTable(files.astype(object), channels, starts, ends, scores, list(survey.labels), source), path
-
-
 def event_checks(table, calls: dict, threshold: float = 0.5) -> dict:
     """Per call overlapped by an event of its label: contained, and event length within call + window + hop."""
     from avex_hub.monitoring.events import find_events
@@ -126,13 +96,15 @@ def calibration_checks(table, survey, work: Path, targets: list[float], seed: in
 
 
 def run(seed: int, args, model) -> dict:
-    from avex_hub.monitoring.synthetic import make_synthetic_survey
+    from avex_hub.monitoring.scores import score_with_probe
+    from avex_hub.monitoring.synthetic import make_synthetic_survey, train_survey_probe
 
     work = Path(tempfile.mkdtemp(prefix="avex-monitoring-", dir=args.dir))
     survey = make_synthetic_survey(work / "survey", sites=args.sites, days=args.days,
                                    recordings_per_day=args.per_day, training_recordings=args.training, seed=seed)
     started = time.perf_counter()
-    table, _ = score_survey(model, survey, work, seed)
+    probe = train_survey_probe(model, survey, work / "probe.safetensors", window_s=WINDOW_S, hop_s=HOP_S, seed=seed)
+    table = score_with_probe(model, probe, survey.recordings, window_s=WINDOW_S, hop_s=HOP_S)
     calls = {f: v for f, v in survey.call_table().items() if f in set(table.file.tolist())}
     return {"seed": seed, "windows": len(table), "recordings": len(survey.recordings),
             "scoring_s": round(time.perf_counter() - started, 1),

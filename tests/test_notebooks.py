@@ -19,7 +19,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_embedding_extraction", "02_linear_probing", "03_fine_tuning", "04_evaluation", "05_agile_modeling"]
+NAMES = ["01_embedding_extraction", "02_linear_probing", "03_fine_tuning", "04_evaluation", "05_agile_modeling",
+         "06_monitoring"]
 CHECK = "# NBVAL_CHECK_OUTPUT"
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from .tables import read_table, write_table
 
-__all__ = ["ScoreSource", "ScoreTable", "read_scores", "write_scores", "META_COLUMNS"]
+__all__ = ["ScoreSource", "ScoreTable", "read_scores", "write_scores", "window_embeddings", "score_with_probe",
+           "META_COLUMNS"]
 
 META_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "flags", "start_time", "end_time", "site",
                 "latitude", "longitude", "deployment")
@@ -215,3 +216,48 @@ def write_scores(path: str | os.PathLike, table: ScoreTable) -> int:
     rows = ([f, int(c), float(s), float(e), *values]
             for f, c, s, e, values in zip(table.file, table.channel, table.start_s, table.end_s, table.scores))
     return write_table(path, ["file", "channel", "start_s", "end_s", *table.labels], rows)
+
+
+# -- scores from a probe: a user's own head on the file pipeline's embeddings ---------------------------------------
+def window_embeddings(model, paths, *, layers, window_s: float, hop_s: float, progress: bool = False) -> dict:
+    """Pooled embeddings of every window of ``paths`` (:func:`avex_hub.embed.inference.embed_files`, mean pooling)
+    as ``{"embeddings": [windows, layers, C], "file", "channel", "start_s", "end_s"}``."""
+    import torch
+
+    from ..embed.inference import embed_files
+
+    result = embed_files(model, [str(p) for p in paths], window_s=window_s, hop_s=hop_s, layers=list(layers),
+                         progress=progress)
+    if result.failures:
+        raise ValueError(f"{len(result.failures)} recording(s) could not be read: "
+                         + "; ".join(f"{k}: {v}" for k, v in list(result.failures.items())[:3]))
+    rows = slice(None, None, len(layers))  # one row per (window, layer), window-major
+    return {"embeddings": torch.from_numpy(result.embeddings.reshape(-1, len(layers), result.embeddings.shape[1])),
+            "file": result.file[rows].astype(object), "channel": result.channel[rows],
+            "start_s": result.start_s[rows], "end_s": result.end_s[rows]}
+
+
+def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: float, hop_s: float,
+                     progress: bool = False) -> ScoreTable:
+    """Every label's score (sigmoid of a saved probe) for every window of ``paths``, with the probe as source.
+
+    The probe is loaded onto ``model`` (which must be the backbone it was trained on) and reads the layers it was
+    trained on, mean-pooled as the file pipeline pools them.
+    """
+    import torch
+
+    from ..heads.probes import load_probe
+
+    probe = load_probe(probe_path, model).eval()
+    if probe.needs_frames or probe.pooling != "mean" or probe.provenance.kind != "probe":
+        raise ValueError(f"{probe_path}: score tables come from the file pipeline's mean-pooled embeddings of a "
+                         f"frozen backbone; this is a {probe.provenance.kind} pooling by {probe.pooling!r}: train a "
+                         "linear or MLP probe with pooling='mean'")
+    windows = window_embeddings(model, paths, layers=probe.layer_indices, window_s=window_s, hop_s=hop_s,
+                                progress=progress)
+    x = windows["embeddings"] if len(probe.layer_indices) > 1 else windows["embeddings"][:, 0]
+    with torch.no_grad():
+        scores = torch.sigmoid(probe.forward_embeddings(x)).numpy()
+    labels = list(probe.provenance.label_names or probe.label_names or [str(i) for i in range(scores.shape[1])])
+    return ScoreTable(windows["file"], windows["channel"], windows["start_s"], windows["end_s"], scores, labels,
+                      ScoreSource.of_probe(probe_path, window_s=window_s, hop_s=hop_s))

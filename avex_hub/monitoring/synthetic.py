@@ -30,7 +30,7 @@ import numpy as np
 
 from ..audio.synthetic import SPECIES, synthesize_call
 
-__all__ = ["SyntheticSurvey", "make_synthetic_survey"]
+__all__ = ["SyntheticSurvey", "make_synthetic_survey", "train_survey_probe"]
 
 _OFFSET = dt.timezone(dt.timedelta(hours=2))  # Central European Summer Time: the survey is in June
 
@@ -191,3 +191,25 @@ def make_synthetic_survey(root: str | os.PathLike, *, sites: int = 3, days: int 
         writer.writerows([f, label, f"{a:.4f}", f"{b:.4f}"] for f, label, a, b in rows)
     return SyntheticSurvey(root, root / "deployments.csv", recordings, training, root / "calls.csv", labels, names,
                            present)
+
+
+def train_survey_probe(model, survey: SyntheticSurvey, path: str | os.PathLike, *, window_s: float = 2.0,
+                       hop_s: float = 1.0, seed: int = 0) -> Path:
+    """Train a multi-label MLP probe (all layers, mean pooling) on the windows of ``survey.training`` labelled by
+    :meth:`SyntheticSurvey.window_truth`, save it at ``path`` and return that path.
+
+    The stand-in for a probe trained on a user's own labels (``avex-hub train-classifier``, notebook 05): the
+    tutorial's test checkpoint has a random species head, so its scores must come from a probe.
+    """
+    from ..embed.extract import Embeddings
+    from ..heads.probes import mlp_probe, save_probe
+    from ..heads.training import train_probe
+    from .scores import window_embeddings
+
+    layers = model.layer_indices("all")
+    windows = window_embeddings(model, survey.training, layers=layers, window_s=window_s, hop_s=hop_s)
+    truth = survey.window_truth(windows["file"], windows["start_s"], windows["end_s"])
+    probe = mlp_probe(model, len(survey.labels), layers=layers, multilabel=True, seed=seed, label_names=survey.labels)
+    train_probe(probe, Embeddings.from_arrays(windows["embeddings"], truth, layers=layers), progress=False,
+                epochs=300, patience=50, seed=seed)
+    return Path(save_probe(probe.eval(), path, label_names=survey.labels))
