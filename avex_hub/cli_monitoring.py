@@ -7,9 +7,10 @@
     avex-hub events scores.csv --thresholds thresholds.json --deployments deployments.csv --out events.csv
     avex-hub presence events.csv --occasion day --out presence/                   # site x day, unmarked's shape
 
-``scores.csv`` holds every asked label's score per window (``classify --species``, or ``detect``); see
-:mod:`avex_hub.monitoring`. Exit codes as for the other commands: 0 ok, 1 an error stopped it (a failed write),
-2 usage (bad arguments or inputs, each named in one line saying what to fix).
+``scores.csv`` holds every asked label's score per window (a ``detect`` CSV with ``--probe``, or a long table of
+``file, channel, start_s, end_s, label, score``); see :mod:`avex_hub.monitoring`. Exit codes as for the other
+commands: 0 ok, 1 an error stopped it (a failed write), 2 usage (bad arguments or inputs, each named in one line
+saying what to fix), 3 some recordings could not be read (``times``: the others are in the table).
 """
 
 from __future__ import annotations
@@ -127,10 +128,11 @@ def _score_table(args):
 
 def _times(args) -> int:
     from .audio.contract import audio_info, find_audio
+    from .embed.outputs import write_failures
     from .monitoring.recordings import write_recordings
 
     search = find_audio(args.paths)
-    if not search.files:
+    if not search.files and not search.failures:
         raise ValueError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     durations, failures = {}, dict(search.failures)
     for path in search.files:
@@ -141,9 +143,13 @@ def _times(args) -> int:
     recordings = _recordings(args, durations)
     write_recordings(args.out, recordings)
     _say(f"wrote {len(recordings)} recordings to {args.out}")
-    for path, why in failures.items():
-        print(f"  could not read {path}: {why}", file=sys.stderr)
-    return 3 if failures else 0
+    failed = Path(f"{args.out}.failures.csv")
+    if failures:
+        write_failures(failed, failures)
+        print(f"avex-hub: error: {len(failures)} inputs could not be read (listed in {failed})", file=sys.stderr)
+        return 3
+    failed.unlink(missing_ok=True)
+    return 0
 
 
 def _events(args) -> int:

@@ -97,7 +97,8 @@ def calibration_checks(table, survey, targets: list[float], seed: int) -> tuple[
                         "yes": int((verdicts == "yes").sum()), "status": c.status, "threshold": c.threshold,
                         "estimated": c.precision, "band": [c.precision_low, c.precision_high],
                         "held_out_windows_above": int(above.sum()), "measured": measured,
-                        "within_0.05": None if measured is None else abs(measured - target) <= 0.05})
+                        "within_0.05": None if measured is None else abs(measured - target) <= 0.05,
+                        "in_band": None if measured is None else c.precision_low <= measured <= c.precision_high})
     return out, thresholds
 
 
@@ -151,17 +152,25 @@ def main() -> None:
             print(f"| {r['seed']} | {kind} ({which}) | {e['calls']} | {e['found']} | {e['contained']} | "
                   f"{e['within_length_bound']} | {e['largest_part_outside_s']} |")
     print("\n| seed | species | reviews (yes) | target | threshold | estimated (95%) | held-out windows above | "
-          "measured | within 0.05 |\n|---|---|---|---|---|---|---|---|---|")
+          "measured | within 0.05 | in the band |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for c in r["calibration"]:
             if c["threshold"] is None:
                 print(f"| {c['seed']} | {c['label']} | {c['reviews']} ({c['yes']}) | {c['target']} | {c['status']} "
-                      "| | | | |")
+                      "| | | | | |")
                 continue
             print(f"| {c['seed']} | {c['label']} | {c['reviews']} ({c['yes']}) | {c['target']} | "
                   f"{c['threshold']:.4f} | {c['estimated']:.3f} ({c['band'][0]:.2f}-{c['band'][1]:.2f}) | "
                   f"{c['held_out_windows_above']} | "
-                  + ("- | - |" if c["measured"] is None else f"{c['measured']:.3f} | {c['within_0.05']} |"))
+                  + ("- | - | - |" if c["measured"] is None else
+                     f"{c['measured']:.3f} | {c['within_0.05']} | {c['in_band']} |"))
+    checked = [c for r in results for c in r["calibration"] if c["measured"] is not None and c["reviews"] >= 50]
+    if checked:
+        errors = np.array([c["measured"] - c["target"] for c in checked])
+        print(f"\n{len(checked)} (seed, species, target) with a threshold, >= 50 reviews and held-out windows above it: "
+              f"within 0.05 of the target {sum(c['within_0.05'] for c in checked)}, measured inside the 95% band "
+              f"{sum(c['in_band'] for c in checked)}; error measured - target: mean {errors.mean():+.3f}, "
+              f"mean absolute {np.abs(errors).mean():.3f}")
     print(json.dumps(results))
 
 

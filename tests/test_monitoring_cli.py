@@ -163,3 +163,13 @@ def test_top_k_rows_and_misspelt_species_are_refused(survey, capsys):
     assert main(["events", str(d / "scores.csv"), "--species", str(d / "species.txt"), "--threshold", "0.5",
                  "--out", str(d / "e.csv")]) == EXIT_USAGE
     assert "line 3: 'Trilia rapida' (did you mean 'Trillia rapida'?)" in _error_line(capsys)
+
+
+def test_unreadable_recordings_are_listed_and_the_rest_written(survey, capsys):
+    d = survey
+    (d / "north" / "20260603_050000.WAV").write_bytes(b"RIFF\0\0\0\0WAVEbroken")
+    assert main(["times", str(d / "north"), "--out", str(d / "r.csv")]) == 3
+    assert len(read_recordings(d / "r.csv")) == 2
+    failures = (d / "r.csv.failures.csv").read_text(encoding="utf-8")
+    assert "20260603_050000.WAV" in failures
+    assert "1 inputs could not be read" in _error_line(capsys)
