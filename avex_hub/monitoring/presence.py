@@ -82,26 +82,44 @@ class Presence:
         return np.where(np.isnan(counts), np.nan, (counts > 0).astype(float))
 
 
+def _usable(recordings) -> tuple[list, dict[str, int]]:
+    """The recordings with a known start inside a deployment, and the count of the others by reason."""
+    usable, left_out = [], {}
+    for r in recordings:
+        if r.start is not None and r.site is not None and not r.flag:
+            usable.append(r)
+            continue
+        reason = "recordings without a known start" if r.start is None else \
+            "recordings outside every deployment or its dates"
+        left_out[reason] = left_out.get(reason, 0) + 1
+    if not usable:
+        raise ValueError("no recording has both a known start and a deployment; give --deployments and check the "
+                         "recordings table's flag and note columns")
+    return usable, left_out
+
+
+def _effort(usable, sites: list[str], edges: dict[str, np.ndarray]) -> np.ndarray:
+    """Recorded seconds per site and occasion: ``[sites, occasions]``."""
+    effort = np.zeros((len(sites), len(edges[sites[0]]) - 1))
+    for i, site in enumerate(sites):
+        mine = [r for r in usable if r.site == site]
+        starts = np.array([r.start.timestamp() for r in mine])
+        bounds = edges[site]  # a skipped hour has end == start: np.maximum keeps the interval valid
+        effort[i] = overlap_seconds(bounds[:-1], np.maximum(bounds[1:], bounds[:-1]), starts,
+                                    starts + np.array([r.duration_s for r in mine])).sum(1)
+    return effort
+
+
 def presence_table(recordings, events, *, occasion: str = "day", labels: list[str] | None = None,
                    timezone: str | None = None) -> Presence:
     """Build the tables from ``recordings`` (:class:`~avex_hub.monitoring.recordings.Recording`) and ``events``.
 
     A site's zone is its recordings' ``time_zone`` (from the deployments table); ``timezone`` is the zone for sites
-    without one.
-    ``labels``: the labels to tabulate (default: those with events), so a species never detected still gets its
-    all-zero (and NA) matrix.
+    without one. ``labels``: the labels to tabulate (default: those with events), so a species never detected still
+    gets its all-zero (and NA) matrix; events of other labels are not counted.
     """
     unit, length = parse_occasion(occasion)
-    left_out: dict[str, int] = {}
-    usable = [r for r in recordings if r.start is not None and r.site is not None and not r.flag]
-    for r in recordings:
-        if r not in usable:
-            reason = "recordings without a known start" if r.start is None else \
-                "recordings outside every deployment or its dates"
-            left_out[reason] = left_out.get(reason, 0) + 1
-    if not usable:
-        raise ValueError("no recording has both a known start and a deployment; give --deployments and check the "
-                         "recordings table's flag and note columns")
+    usable, left_out = _usable(recordings)
     sites = sorted({r.site for r in usable})
     zone_names = {s: next(r.time_zone for r in usable if r.site == s) or timezone for s in sites}
     tz = {s: parse_zone(zone_names[s]) if zone_names[s] else dt.timezone.utc for s in sites}
@@ -110,29 +128,25 @@ def presence_table(recordings, events, *, occasion: str = "day", labels: list[st
     local = {s: _local_starts(tz[s], first, last, unit, length) for s in sites}
     names = [_occasion_name(t, unit) for t in local[sites[0]][:-1]]
     edges = {s: np.array([t.timestamp() for t in local[s]]) for s in sites}
-    effort = np.zeros((len(sites), len(names)))
-    for i, s in enumerate(sites):
-        mine = [r for r in usable if r.site == s]
-        starts = np.array([r.start.timestamp() for r in mine])
-        effort[i] = overlap_seconds(edges[s][:-1], np.maximum(edges[s][1:], edges[s][:-1]), starts,
-                                    starts + np.array([r.duration_s for r in mine])).sum(1)
-    kept = {r.file for r in usable}
+    effort = _effort(usable, sites, edges)
+    site_of = {r.file: r.site for r in usable}
     labels = list(labels) if labels is not None else sorted({e.label for e in events})
     counts = {label: np.zeros_like(effort) for label in labels}
     for e in events:
-        if e.file not in kept or e.label not in counts or not e.start_time:
+        if e.label not in counts:
+            continue
+        if e.file not in site_of or not e.start_time:
             left_out["events of left-out recordings"] = left_out.get("events of left-out recordings", 0) + 1
             continue
-        i = sites.index(e.site)
-        j = int(np.searchsorted(edges[e.site], parse_time(e.start_time).timestamp(), side="right")) - 1
-        counts[e.label][i, min(max(j, 0), len(names) - 1)] += 1
+        site = site_of[e.file]
+        j = int(np.searchsorted(edges[site], parse_time(e.start_time).timestamp(), side="right")) - 1
+        counts[e.label][sites.index(site), min(max(j, 0), len(names) - 1)] += 1
     for label in labels:
         counts[label][effort <= 0] = np.nan
     bounds = {s: [(t.isoformat(), u.isoformat()) for t, u in zip(local[s][:-1], local[s][1:])] for s in sites}
-    return Presence(sites, names, labels, effort, counts, bounds,
-                    {s: zone_names[s] or UTC_FALLBACK for s in sites},
-                    {s: next((r.latitude, r.longitude) for r in usable if r.site == s) for s in sites},
-                    f"{length}{unit}" if (unit, length) not in (("d", 1), ("h", 1)) else {"d": "day", "h": "hour"}[unit],
+    unit_name = {("d", 1): "day", ("h", 1): "hour"}.get((unit, length), f"{length}{unit}")
+    return Presence(sites, names, labels, effort, counts, bounds, {s: zone_names[s] or UTC_FALLBACK for s in sites},
+                    {s: next((r.latitude, r.longitude) for r in usable if r.site == s) for s in sites}, unit_name,
                     left_out)
 
 
