@@ -211,5 +211,5 @@ def train_survey_probe(model, survey: SyntheticSurvey, path: str | os.PathLike, 
     truth = survey.window_truth(windows["file"], windows["start_s"], windows["end_s"])
     probe = mlp_probe(model, len(survey.labels), layers=layers, multilabel=True, seed=seed, label_names=survey.labels)
     train_probe(probe, Embeddings.from_arrays(windows["embeddings"], truth, layers=layers), progress=False,
-                epochs=300, patience=50, seed=seed)
+                epochs=300, patience=50, seed=seed, class_weights=None)
     return Path(save_probe(probe.eval(), path, label_names=survey.labels))
