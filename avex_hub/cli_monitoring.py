@@ -28,8 +28,8 @@ def add_parsers(sub) -> None:
     where.add_argument("--deployments", type=Path, default=None,
                        help="CSV: folder or recorder -> site, latitude, longitude, start, end, timezone")
     where.add_argument("--time-pattern", default=None, metavar="PATTERN",
-                       help="strptime pattern of the start time in file paths, e.g. %%Y%%m%%d-%%H%%M%%S (after GUANO and "
-                            "AudioMoth metadata, before the built-in AudioMoth and Song Meter names)")
+                       help="strptime pattern of the start time in file paths, e.g. %%Y%%m%%d-%%H%%M%%S (after GUANO "
+                            "and AudioMoth metadata, before the built-in AudioMoth and Song Meter names)")
     where.add_argument("--timezone", default=None, metavar="ZONE",
                        help="zone of recorders that write local time without an offset (Europe/Berlin, +02:00, UTC)")
     scores = argparse.ArgumentParser(add_help=False)

@@ -1,19 +1,19 @@
 """Monitoring outputs on a synthetic survey with known calls: event boundaries and calibrated thresholds, measured.
 
-    python benchmarks/monitoring.py [--sites 4 --days 5 --per-day 2 --seeds 0,1,2 --targets 0.7,0.8,0.9]
+    python benchmarks/monitoring.py [--sites 4 --days 5 --per-day 4 --seeds 0,1,2 --targets 0.7,0.8,0.9]
 
 For each seed: writes a survey (:func:`avex_hub.monitoring.synthetic.make_synthetic_survey`: AudioMoth and Song
-Meter files, three species singing bouts of up to 2 s, every bout listed), embeds its 2 s windows (1 s hop) and those of separate training
-recordings with the beats-tiny test checkpoint (all layers, mean pooling), trains an MLP probe (multi-label) on the
-training windows, and scores every survey window with it. Then:
+Meter files, three species singing bouts of up to 2 s, every bout listed), embeds its 2 s windows (1 s hop) and
+those of separate training recordings with the beats-tiny test checkpoint (all layers, mean pooling), trains an MLP
+probe (multi-label) on the training windows, and scores every survey window with it. Then:
 
-1. Calibration: ``sample_reviews`` draws ``--per-bin`` windows per score bin and species (10 bins of the score's logit, as
-   ``avex-hub review`` does), the verdicts are filled from the truth (a window holds a species when it covers at
-   least half of one of its calls), ``calibrate_label`` fits each species and gives the threshold for each target
-   precision; the precision measured at that threshold on the held-out windows (every survey window not reviewed)
-   is compared with the target.
-   Then ``--draws`` further review draws on the same scores: how often the measured precision lands within 0.05
-   of the target, which separates the review's own variation from one lucky or unlucky draw.
+1. Calibration: ``sample_reviews`` draws ``--per-bin`` windows per score bin and species (10 bins of the score's
+   logit, as ``avex-hub review`` does), the verdicts are filled from the truth (a window holds a species when it
+   covers at least half of one of its calls), ``calibrate_label`` fits each species and gives the threshold for each
+   target precision; the precision measured at that threshold on the held-out windows (every survey window not
+   reviewed) is compared with the target. Then ``--draws`` further review draws on the same scores: how often the
+   measured precision lands within 0.05 of the target, which separates the review's own variation from one lucky or
+   unlucky draw.
 2. Events (``find_events``) at each species' calibrated threshold (of the highest target it reaches): for every
    call that an event overlaps, whether the call lies within it and whether the event is at most the call plus one
    window and one hop. Also with an ideal detector (a window scores 1 when it holds at least half of a call, the
@@ -167,8 +167,8 @@ def main() -> None:
     results = [run(int(s), args, model) for s in args.seeds.split(",")]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; torch {torch.__version__}, 1 thread")
-    print("\n| seed | detector (species) | calls | found by an event | within their event | event <= call + window + hop | "
-          "largest part outside (s) |\n|---|---|---|---|---|---|---|")
+    print("\n| seed | detector (species) | calls | found by an event | within their event | "
+          "event <= call + window + hop | largest part outside (s) |\n|---|---|---|---|---|---|---|")
     for r in results:
         for kind in ("ideal", "probe"):
             e = r[f"events_{kind}"]
@@ -191,12 +191,13 @@ def main() -> None:
     checked = [c for r in results for c in r["calibration"] if c["measured"] is not None and c["reviews"] >= 50]
     if checked:
         errors = np.array([c["measured"] - c["target"] for c in checked])
-        print(f"\n{len(checked)} (seed, species, target) with a threshold, >= 50 reviews and held-out windows above it: "
-              f"within 0.05 of the target {sum(c['within_0.05'] for c in checked)}, measured inside the 95% band "
+        print(f"\n{len(checked)} (seed, species, target) with a threshold, >= 50 reviews and held-out windows above "
+              f"it: within 0.05 of the target {sum(c['within_0.05'] for c in checked)}, measured inside the 95% band "
               f"{sum(c['in_band'] for c in checked)}; error measured - target: mean {errors.mean():+.3f}, "
               f"mean absolute {np.abs(errors).mean():.3f}")
     print(f"\nOver {args.draws} further review draws per survey (same scores; species with >= 50 reviews):\n")
-    print("| seed | species | target | draws with a threshold | measured within 0.05 | mean error |\n|---|---|---|---|---|---|")
+    print("| seed | species | target | draws with a threshold | measured within 0.05 | mean error |\n"
+          "|---|---|---|---|---|---|")
     for r in results:
         for d in r["review_draws"]:
             if d["with_threshold"]:

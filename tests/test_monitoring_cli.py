@@ -38,7 +38,8 @@ def survey(tmp_path):
             scores[i, 0] = 0.9
     table = ScoreTable(np.array([p for p, _ in rows], dtype=object), np.full(len(rows), -1, np.int32),
                        np.array([s for _, s in rows]), np.array([s + 2.0 for _, s in rows]),
-                       scores.astype(np.float32), LABELS, ScoreSource("a" * 64, None, "esp_aves2_sl_beats_all", 2.0, 1.0))
+                       scores.astype(np.float32), LABELS,
+                       ScoreSource("a" * 64, None, "esp_aves2_sl_beats_all", 2.0, 1.0))
     write_scores(tmp_path / "scores.csv", table)
     (tmp_path / "deployments.csv").write_text(
         "folder,recorder,site,latitude,longitude,start,end,timezone\n"

@@ -38,7 +38,8 @@ def survey(tmp_path):
 
 def test_recordings_get_site_position_zone_and_flags(survey):
     files, deployments = survey
-    rows = describe_recordings({str(p): 60.0 for p in files.values()}, deployments=deployments, timezone="Europe/Berlin")
+    rows = describe_recordings({str(p): 60.0 for p in files.values()}, deployments=deployments,
+                               timezone="Europe/Berlin")
     got = {name: r for name, r in zip(files, rows)}
     assert (got["north_may"].site, got["north_may"].flag, got["north_may"].time_zone) == ("N1", "", "Europe/Berlin")
     assert (got["north_may"].latitude, got["north_may"].longitude) == (52.5, 13.4)

@@ -33,7 +33,8 @@ def autumn():
     given, records the same UTC span; a third recording lies outside its deployment."""
     a = _recording("a.wav", dt.datetime(2026, 10, 24, tzinfo=BERLIN), 73, "A", "Europe/Berlin")
     b = _recording("b.wav", dt.datetime(2026, 10, 23, 22, tzinfo=dt.timezone.utc), 73, "B", None)
-    stray = _recording("c.wav", dt.datetime(2026, 10, 24, tzinfo=BERLIN), 5, "A", "Europe/Berlin", "outside deployment dates")
+    stray = _recording("c.wav", dt.datetime(2026, 10, 24, tzinfo=BERLIN), 5, "A", "Europe/Berlin",
+                       "outside deployment dates")
     first = dt.datetime(2026, 10, 25, 2, 30, fold=0, tzinfo=BERLIN)  # 02:30 CEST, before the clocks go back
     second = dt.datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=BERLIN)  # 02:30 CET, an hour later
     events = [_event("a.wav", a, first), _event("a.wav", a, second), _event("c.wav", stray, first)]

@@ -66,7 +66,8 @@ def test_review_folder_holds_clips_spectrograms_sheet_and_settings(table, tmp_pa
         image = np.asarray(PIL.open(sheet.parent / row["spectrogram"]).convert("RGB"))
         assert image.shape[0] == 257 and 700 <= image.shape[1] <= 800
     settings = json.loads((sheet.parent / SETTINGS).read_text())
-    assert settings["source"]["weights_sha256"] == "a" * 64 and sum(settings["histograms"]["Trillia rapida"]) == len(table)
+    assert settings["source"]["weights_sha256"] == "a" * 64
+    assert sum(settings["histograms"]["Trillia rapida"]) == len(table)
     with pytest.raises(FileExistsError, match="already holds a review"):
         write_review(tmp_path / "review", table, table.labels)
 

@@ -118,9 +118,10 @@ def write_review(folder: str | os.PathLike, table: ScoreTable, labels: list[str]
         except (OSError, ValueError) as error:  # a moved or unreadable recording: the row stays, saying why
             note = f"no clip: {str(error).splitlines()[0][:200]}"
         recording = (recordings or {}).get(file)
-        rows.append([number, label, table.scores[i, table.index(label)], f"{edges[label][b]:.4g}-{edges[label][b + 1]:.4g}",
-                     file, channel, start, end, iso(recording.time_at(start)) if recording else "",
-                     recording.site if recording else "", clip, png, offset, "", note])
+        score_bin = f"{edges[label][b]:.4g}-{edges[label][b + 1]:.4g}"
+        rows.append([number, label, table.scores[i, table.index(label)], score_bin, file, channel, start, end,
+                     iso(recording.time_at(start)) if recording else "", recording.site if recording else "", clip,
+                     png, offset, "", note])
     settings = {"format": FORMAT, "format_version": FORMAT_VERSION, "source": table.source.to_dict(),
                 "scores": scores_path, "labels": list(labels), "bins": bins, "per_bin": per_bin, "seed": seed,
                 "padding_s": padding_s, "histograms": {label: score_histogram(table.column(label)) for label in labels}}

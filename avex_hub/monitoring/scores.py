@@ -81,7 +81,8 @@ class ScoreTable:
 
     def __post_init__(self) -> None:
         n = len(self.file)
-        if any(len(a) != n for a in (self.channel, self.start_s, self.end_s)) or self.scores.shape != (n, len(self.labels)):
+        shapes = [len(a) for a in (self.channel, self.start_s, self.end_s)]
+        if shapes != [n] * 3 or self.scores.shape != (n, len(self.labels)):
             raise ValueError(f"score table: {n} windows but {self.scores.shape} scores for {len(self.labels)} labels")
         if n and not (np.isfinite(self.scores).all() and self.scores.min() >= 0 and self.scores.max() <= 1):
             raise ValueError("score table: scores must be probabilities in [0, 1] (sigmoid scores), found values "
@@ -148,7 +149,8 @@ def _parquet_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError(f"{path}: reading Parquet needs pyarrow (pip install 'avex-hub[cli]'), or give a CSV") from None
+        raise ValueError(f"{path}: reading Parquet needs pyarrow (pip install 'avex-hub[cli]'), or give a "
+                         "CSV") from None
     data = pq.read_table(path).to_pydict()
     header = list(data)
     n = len(data[header[0]]) if header else 0

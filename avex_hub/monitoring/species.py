@@ -49,5 +49,6 @@ def read_species(path: str | os.PathLike, labels: list[str]) -> list[str]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text; save the species list as UTF-8") from None
-    kept = [(i, line.strip()) for i, line in enumerate(lines, start=1) if line.strip() and not line.strip().startswith("#")]
+    kept = [(i, line.strip()) for i, line in enumerate(lines, start=1)
+            if line.strip() and not line.strip().startswith("#")]
     return match_species([name for _, name in kept], labels, where=str(path), lines=[i for i, _ in kept])

@@ -28,7 +28,8 @@ _ANCHORS = np.array([[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [
 def _palette() -> np.ndarray:
     """256 RGB colours interpolated between the anchors: [256, 3] uint8."""
     x = np.linspace(0, len(_ANCHORS) - 1, 256)
-    return np.stack([np.interp(x, np.arange(len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)], 1).round().astype(np.uint8)
+    columns = [np.interp(x, np.arange(len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)]
+    return np.stack(columns, 1).round().astype(np.uint8)
 
 
 def spectrogram_db(audio: np.ndarray, *, width: int = 800) -> tuple[np.ndarray, int]:

@@ -145,7 +145,8 @@ def make_synthetic_survey(root: str | os.PathLike, *, sites: int = 3, days: int 
     """Write the survey under ``root`` (see the module docstring); the same arguments give the same files."""
     if not (1 <= sites <= 26 and days >= 1 and recordings_per_day >= 1 and species
             and all(0 <= k < len(SPECIES) for k in species)):
-        raise ValueError(f"need 1-26 sites, days >= 1, recordings_per_day >= 1 and species indices 0-{len(SPECIES) - 1}")
+        raise ValueError(f"need 1-26 sites, days >= 1, recordings_per_day >= 1 and species indices "
+                         f"0-{len(SPECIES) - 1}")
     root = Path(root)
     rng = np.random.default_rng(seed)
     labels = [SPECIES[k].name for k in species]

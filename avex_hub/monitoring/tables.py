@@ -1,8 +1,9 @@
 """CSV files of the monitoring steps: written atomically and read with their line numbers.
 
 Cells read as meant in spreadsheets and R: numbers in plain decimal notation, as short as reads back the same
-(``1234567.5``, never ``1.23457e+06``), missing values as ``NA`` where a table has them (presence), text that would start a formula
-(``=``, ``+``, ``-``, ``@``) behind a ``'``, file names that are not valid UTF-8 with their odd bytes as ``\\xNN``.
+(``1234567.5``, never ``1.23457e+06``), missing values as ``NA`` where a table has them (presence), text that would
+start a formula (``=``, ``+``, ``-``, ``@``) behind a ``'``, file names that are not valid UTF-8 with their odd bytes
+as ``\\xNN``.
 """
 
 from __future__ import annotations

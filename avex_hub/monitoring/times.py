@@ -28,8 +28,8 @@ import os
 import re
 from dataclasses import dataclass
 
-__all__ = ["RecordingStart", "recording_start", "parse_zone", "parse_time", "iso", "fixed", "read_chunks", "parse_guano",
-           "parse_audiomoth_comment", "TimePattern"]
+__all__ = ["RecordingStart", "recording_start", "parse_zone", "parse_time", "iso", "fixed", "read_chunks",
+           "parse_guano", "parse_audiomoth_comment", "TimePattern"]
 
 _CHUNK_LIMIT = 1 << 20  # metadata chunks are small; a larger one is not metadata we read
 _AUDIOMOTH = re.compile(
