@@ -27,7 +27,8 @@ def survey(tmp_path):
         "north_june": plain_wav(tmp_path / "north" / "20260602_050000.WAV"),
         "deep": plain_wav(tmp_path / "north" / "pond" / "20260511_050000.WAV"),
         "moth": audiomoth_wav(tmp_path / "loose" / "a.WAV", "Recorded at 06:00:00 12/05/2026 (UTC+2) by AudioMoth "
-                                                             "AAAA000011112222 at medium gain"),
+                                                             "AAAA000011112222 at medium gain",
+                              serial="AAAA000011112222"),
         "stray": plain_wav(tmp_path / "elsewhere" / "20260510_050000.WAV"),
     }
     table = _table(tmp_path, "north,,N1,52.5,13.4,2026-05-01,2026-05-31,Europe/Berlin\n"

@@ -38,12 +38,12 @@ def test_audiomoth_offsets_with_minutes_and_negative_zero(tmp_path, zone, offset
                                              "0123456789ABCDEF at low gain while battery was 3.9V.")
     start = recording_start(path)
     assert start.start == dt.datetime(2025, 12, 31, 23, 59, 59, tzinfo=_offset(offset))
-    assert start.recorder == "0123456789ABCDEF"
+    assert start.recorder == "24F319055FDF1C41"  # the device's serial (IART), not the deployment's id
 
 
 def test_audiomoth_comment_without_a_zone_needs_the_timezone(tmp_path):
     path = audiomoth_wav(tmp_path / "old.WAV", "Recorded at 04:00:00 15/03/2018 by AudioMoth 0011223344556677 at "
-                                               "gain setting 2 while battery state was 4.0V")
+                                               "gain setting 2 while battery state was 4.0V", serial="0011223344556677")
     assert recording_start(path).start is None
     assert "--timezone" in recording_start(path).note
     start = recording_start(path, timezone="UTC")

@@ -8,8 +8,8 @@ Where the start comes from, first found wins:
    its latitude and longitude.
 2. The AudioMoth comment: the ``ICMT`` entry of the ``LIST``/``INFO`` chunk, "Recorded at 05:30:00 01/06/2026
    (UTC+2) by AudioMoth 24F319055FDF1C41 at medium gain ...": local time of the recorder's clock, day before month,
-   and the offset in hours with optional minutes (``UTC-3:30``). The id after "by AudioMoth" (or "during
-   deployment") is the recorder's id.
+   and the offset in hours with optional minutes (``UTC-3:30``). The serial in the ``IART`` entry ("AudioMoth
+   24F3...") is the recorder's id (else the id after "by AudioMoth" or "during deployment").
 3. A user pattern (``time_pattern``: strptime directives such as ``%Y-%m-%d_%H%M%S``, searched for in the file's
    path).
 4. File names: AudioMoth ``20260601_053000.WAV``; Song Meter ``PREFIX_20260601_053000.wav`` (the prefix, the
@@ -260,7 +260,8 @@ def recording_start(path: str | os.PathLike, *, time_pattern: str | TimePattern 
     info = _info_entries(chunks.get(b"LIST", []))
     found = parse_audiomoth_comment(info.get(b"ICMT", ""), name)
     if found is not None:
-        return _aware(found[0], zone, "audiomoth comment", recorder=found[1] or _audiomoth_artist(info))
+        # the serial (IART) names the device; a comment "during deployment <id>" names the deployment instead
+        return _aware(found[0], zone, "audiomoth comment", recorder=_audiomoth_artist(info) or found[1])
     if pattern is not None:
         start = pattern.search(name)
         if start is not None:
