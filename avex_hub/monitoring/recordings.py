@@ -79,6 +79,7 @@ def _recording(path: str, duration: float, start: RecordingStart, row, flag: str
 
 
 def write_recordings(path: str | os.PathLike, recordings: list[Recording]) -> int:
+    """Write the recordings table (:data:`COLUMNS`) atomically; returns the number of rows."""
     return write_table(path, COLUMNS, ([r.file, iso(r.start), iso(r.end), r.duration_s, r.time_source, r.recorder,
                                         r.site, r.latitude, r.longitude, r.time_zone, r.flag, r.note]
                                        for r in recordings))
