@@ -40,7 +40,7 @@ def spectrogram_db(audio: np.ndarray, *, width: int = 800) -> tuple[np.ndarray, 
     hop = max(1, -(-(x.size - N_FFT) // max(1, width - 1)))
     frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::hop] * np.hanning(N_FFT)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    return 10.0 * np.log10(power.T + 1e-12), hop
+    return 10 * np.log10(power.T + 1e-12), hop  # power in dB
 
 
 def spectrogram_image(audio: np.ndarray, sample_rate: int, *, marks_s=(), width: int = 800) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio.contract import SAMPLE_RATE
 from ..audio.synthetic import SPECIES, synthesize_call
 
 __all__ = ["SyntheticSurvey", "make_synthetic_survey", "train_survey_probe"]
@@ -140,7 +141,7 @@ def _render(duration_s: float, rate: int, labels: list[str], rng: np.random.Gene
 def make_synthetic_survey(root: str | os.PathLike, *, sites: int = 3, days: int = 3, recordings_per_day: int = 1,
                           recording_s: float = 60.0, species: tuple[int, ...] = (2, 4, 6), training_recordings: int = 4,
                           occupancy: float = 0.7, detection: float = 0.8, calls_per_minute: float = 6.0,
-                          spacing_s: float = 5.0, noise: float = 0.02, sample_rate: int = 16000,
+                          spacing_s: float = 5.0, noise: float = 0.02, sample_rate: int = SAMPLE_RATE,
                           first_day: str = "2026-06-01", seed: int = 0) -> SyntheticSurvey:
     """Write the survey under ``root`` (see the module docstring); the same arguments give the same files."""
     if not (1 <= sites <= 26 and days >= 1 and recordings_per_day >= 1 and species
