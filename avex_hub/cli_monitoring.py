@@ -1,5 +1,7 @@
-"""``avex-hub times|events|review|calibrate|presence``: from window scores to numbers a monitoring programme reports.
+"""``avex-hub scores|times|events|review|calibrate|presence``: from recordings to numbers a monitoring programme
+reports.
 
+    avex-hub scores recordings/ --species species.txt --deployments deployments.csv --out scores.csv
     avex-hub times recordings/ --deployments deployments.csv --out recordings.csv   # starts, sites, flags
     avex-hub events scores.csv --threshold 0.5 --deployments deployments.csv --out events.csv --raven tables/
     avex-hub review scores.csv --species species.txt --out review/                # clips + review/review.csv
@@ -7,8 +9,8 @@
     avex-hub events scores.csv --thresholds thresholds.json --deployments deployments.csv --out events.csv
     avex-hub presence events.csv --occasion day --out presence/                   # site x day, unmarked's shape
 
-``scores.csv`` holds every asked label's score per window (a ``detect`` CSV with ``--probe``, or a long table of
-``file, channel, start_s, end_s, label, score``); see :mod:`avex_hub.monitoring`. Exit codes as for the other
+``scores.csv`` holds every asked label's score per window (``avex-hub scores`` with the species head or
+``--probe``, a ``detect`` CSV with ``--probe``, or a long table of ``file, channel, start_s, end_s, label, score``); see :mod:`avex_hub.monitoring`. Exit codes as for the other
 commands: 0 ok, 1 an error stopped it (a failed write), 2 usage (bad arguments or inputs, each named in one line
 saying what to fix), 3 some recordings could not be read (``times``: the others are in the table).
 """
@@ -19,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-COMMANDS = ("times", "events", "review", "calibrate", "presence")
+COMMANDS = ("scores", "times", "events", "review", "calibrate", "presence")
 
 
 def add_parsers(sub) -> None:
@@ -37,6 +39,22 @@ def add_parsers(sub) -> None:
     scores.add_argument("--species", type=Path, default=None, help="species list: one scientific name a line")
     scores.add_argument("--probe", type=Path, default=None,
                         help="the probe that made the scores (for a detect CSV, which records no source)")
+
+    score = sub.add_parser("scores", parents=[where], allow_abbrev=False,
+                           help="every asked species' score per window, with absolute time and site")
+    score.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
+    score.add_argument("--out", required=True, type=Path, help="score table (CSV, one column per label)")
+    score.add_argument("--species", type=Path, default=None,
+                       help="species list for the model's species head: one scientific name a line")
+    score.add_argument("--probe", type=Path, default=None, help="score with this probe (every label of it) instead")
+    score.add_argument("--model", default="esp_aves2_sl_beats_all", metavar="MODEL",
+                       help="published model (default: %(default)s)")
+    score.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
+    score.add_argument("--window", type=float, default=None, help="window in seconds (default: the model's)")
+    score.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
+    score.add_argument("--thresholds", type=Path, default=None,
+                       help="from avex-hub calibrate: calibrated probabilities beside the raw scores")
+    score.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     times = sub.add_parser("times", parents=[where], help="start time, site and flags of every recording")
     times.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
@@ -79,7 +97,7 @@ def add_parsers(sub) -> None:
 def run(args, usage_error) -> int:
     """Run a monitoring subcommand; ``usage_error`` is the CLI's UsageError class (exit code 2)."""
     try:
-        return {"times": _times, "events": _events, "review": _review, "calibrate": _calibrate,
+        return {"scores": _scores, "times": _times, "events": _events, "review": _review, "calibrate": _calibrate,
                 "presence": _presence}[args.command](args)
     except (FileNotFoundError, FileExistsError, IsADirectoryError, ValueError) as error:
         raise usage_error(str(error)) from None
@@ -124,6 +142,43 @@ def _score_table(args):
     if args.species is not None:
         table = table.select(read_species(args.species, table.labels))
     return table
+
+
+def _scores(args) -> int:
+    from .audio.contract import find_audio
+    from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
+    from .monitoring.calibration import Thresholds
+    from .monitoring.recordings import by_file
+    from .monitoring.scores import score_with_head, score_with_probe, write_scores
+    from .monitoring.species import read_species
+
+    if (args.species is None) == (args.probe is None):
+        raise ValueError("give --species FILE (the species head's scores of those species) or --probe FILE (a "
+                         "probe's scores of its labels), one of the two")
+    search = find_audio(args.paths)
+    if search.failures or not search.files:
+        raise ValueError(f"no audio files found in {args.paths}" if not search.failures else
+                         f"{len(search.failures)} input(s) could not be listed: " + "; ".join(
+                             f"{k} ({v})" for k, v in list(search.failures.items())[:3]))
+    calibration = Thresholds.load(args.thresholds) if args.thresholds is not None else None
+    try:
+        model = build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
+    except (WeightsNotAvailableError, ChecksumError) as error:  # not the user's input: exit 1, as classify
+        print(f"avex-hub: error: {error}", file=sys.stderr)
+        return 1
+    window_s = model.preprocessing.window_s if args.window is None else args.window
+    hop_s = window_s if args.hop is None else args.hop
+    if args.probe is not None:
+        table = score_with_probe(model, args.probe, search.files, window_s=window_s, hop_s=hop_s,
+                                 progress=not args.no_progress)
+    else:
+        species = read_species(args.species, list(model.labels))
+        table = score_with_head(model, species, search.files, window_s=window_s, hop_s=hop_s,
+                                progress=not args.no_progress)
+    recordings = by_file(_recordings(args, table.durations()))
+    write_scores(args.out, table, recordings=recordings, calibration=calibration)
+    _say(f"wrote {len(table)} windows x {len(table.labels)} labels to {args.out}")
+    return 0
 
 
 def _times(args) -> int:

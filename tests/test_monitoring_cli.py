@@ -174,3 +174,41 @@ def test_unreadable_recordings_are_listed_and_the_rest_written(survey, capsys):
     failures = (d / "r.csv.failures.csv").read_text(encoding="utf-8")
     assert "20260603_050000.WAV" in failures
     assert "1 inputs could not be read" in _error_line(capsys)
+
+
+def test_scores_of_asked_species_carry_absolute_time_site_and_calibrated_probabilities(survey, capsys):
+    # the species head of the tiny checkpoint on the survey's AudioMoth files: every asked label, every window
+    from avex_hub.monitoring.calibration import LabelCalibration, Thresholds, OK
+    from avex_hub.monitoring.scores import read_scores
+    from conftest import FIXTURE
+
+    labels = json.loads((FIXTURE / "label_map.json").read_text(encoding="utf-8"))
+    names = sorted(labels, key=labels.get) if isinstance(labels, dict) else list(labels)
+    (survey / "species.txt").write_text(f"# two species\n{names[1]}\n\n{names[0]}\n", encoding="utf-8")
+    args = ["scores", str(survey / "north"), "--checkpoint", str(FIXTURE), "--species", str(survey / "species.txt"),
+            "--window", "20", "--hop", "20", "--deployments", str(survey / "deployments.csv"), "--no-progress"]
+    assert main([*args, "--out", str(survey / "asked.csv")]) == EXIT_OK
+    table = read_scores(survey / "asked.csv")
+    assert table.labels == [names[1], names[0]] and len(table) == 6  # 2 files x 3 windows of 20 s
+    assert table.source.weights_sha256 is not None and table.source.probe_sha256 is None
+    with open(survey / "asked.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["start_time"], r["end_time"], r["site"]) for r in rows[:2]] == [
+        ("2026-06-01T05:00:00.000+02:00", "2026-06-01T05:00:20.000+02:00", "N"),
+        ("2026-06-01T05:00:20.000+02:00", "2026-06-01T05:00:40.000+02:00", "N")]
+    one = LabelCalibration(names[0], OK, intercept=1.0, slope=2.0, covariance=[[0.1, 0.0], [0.0, 0.1]])
+    Thresholds(table.source, 0.9, {names[0]: one}).save(survey / "thresholds.json")
+    assert main([*args, "--out", str(survey / "calibrated.csv"), "--thresholds", str(survey / "thresholds.json")]) \
+        == EXIT_OK
+    with open(survey / "calibrated.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    score = np.array([float(r[names[0]]) for r in rows])
+    expected = 1 / (1 + np.exp(-(1.0 + 2.0 * np.log(score / (1 - score)))))
+    np.testing.assert_allclose([float(r[f"probability:{names[0]}"]) for r in rows], expected, rtol=1e-5)
+    assert f"probability:{names[1]}" not in rows[0]  # no model of it, no column
+    capsys.readouterr()
+    (survey / "typo.txt").write_text(names[0][:-1] + "q\n", encoding="utf-8")
+    assert main([*args[:5], str(survey / "typo.txt"), "--out", str(survey / "x.csv")]) == EXIT_USAGE
+    assert "did you mean" in _error_line(capsys)
+    assert main(args[:4] + ["--out", str(survey / "x.csv")]) == EXIT_USAGE
+    assert "--species FILE" in _error_line(capsys)

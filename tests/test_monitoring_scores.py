@@ -76,3 +76,25 @@ def test_species_lists_match_spelling_and_suggest_close_labels(tmp_path):
     text = str(error.value)
     assert "2 name(s)" in text and "line 4: 'Strix alucco' (did you mean 'Strix aluco'?)" in text
     assert "line 5: 'Pica pica' (no similar label)" in text and "\n" not in text
+
+
+def test_the_species_head_gives_every_asked_label_as_classify_does(tiny_model, tmp_path, one_torch_thread):
+    # classify with k = every label is the brute force: each window's full score vector, asked labels picked out
+    from avex_hub.embed.inference import classify_files
+    from avex_hub.monitoring.scores import score_with_head
+    from recorder_files import plain_wav
+
+    paths = [plain_wav(tmp_path / "a.wav", seconds=5.0, freq=700.0), plain_wav(tmp_path / "b.wav", seconds=3.0)]
+    names = list(tiny_model.labels)
+    asked = [names[-1], names[0], names[len(names) // 2]]
+    full = classify_files(tiny_model, paths, top_k=len(names), window_s=2.0, hop_s=1.0, progress=False)
+    brute = np.zeros((len(full), len(names)), np.float32)
+    np.put_along_axis(brute, full.top_indices.astype(np.int64), full.top_scores, axis=1)
+    table = score_with_head(tiny_model, [" ".join(asked[0].split()).lower(), *asked[1:]], paths, window_s=2.0,
+                            hop_s=1.0)
+    assert table.labels == asked  # matched to the label map's spelling
+    assert table.file.tolist() == [str(p) for p in full.file] and table.start_s.tolist() == full.start_s.tolist()
+    np.testing.assert_allclose(table.scores, brute[:, [names.index(a) for a in asked]], atol=1e-5)
+    assert table.source == ScoreSource(tiny_model.weights_sha256, None, tiny_model.name, 2.0, 1.0)
+    with pytest.raises(ValueError, match="did you mean"):
+        score_with_head(tiny_model, [asked[0][:-1] + "x"], paths, window_s=2.0, hop_s=1.0)

@@ -25,7 +25,7 @@ import numpy as np
 from .tables import read_table, write_table
 
 __all__ = ["ScoreSource", "ScoreTable", "read_scores", "write_scores", "window_embeddings", "score_with_probe",
-           "META_COLUMNS"]
+           "score_with_head", "META_COLUMNS"]
 
 META_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "flags", "start_time", "end_time", "site",
                 "latitude", "longitude", "deployment")
@@ -209,15 +209,47 @@ def _window_arrays(keys: list[tuple]) -> tuple[np.ndarray, ...]:
             np.array([k[2] for k in keys], dtype=np.float64), np.array([k[3] for k in keys], dtype=np.float64))
 
 
-def write_scores(path: str | os.PathLike, table: ScoreTable) -> int:
-    """A wide CSV of ``table`` and its sidecar ``<path>.settings.json`` (the source); returns the row count."""
+def write_scores(path: str | os.PathLike, table: ScoreTable, *, recordings=None, calibration=None) -> int:
+    """A wide CSV of ``table`` and its sidecar ``<path>.settings.json`` (the source); returns the row count.
+
+    ``recordings`` (``{file: Recording}``): ``start_time``/``end_time`` (ISO 8601 with the offset, empty where a
+    recording's start is unknown), ``site``, ``latitude`` and ``longitude`` after the window columns.
+    ``calibration`` (:class:`avex_hub.monitoring.calibration.Thresholds`, checked against the table's source): a
+    ``probability:<label>`` column beside the raw scores for each label it has a fitted model of.
+    """
     from ..embed.outputs import atomic_path
 
+    header = ["file", "channel", "start_s", "end_s"]
+    columns = [table.file, table.channel, table.start_s, table.end_s]
+    if recordings is not None:
+        header += ["start_time", "end_time", "site", "latitude", "longitude"]
+        columns += _placed_columns(table, recordings)
+    header += table.labels
+    columns += list(table.scores.T)
+    if calibration is not None:
+        calibration.check(table.source)
+        for label in table.labels:
+            probability = calibration.probability(label, table.column(label))
+            if probability is not None:
+                header.append(_PROBABILITY + label)
+                columns.append(np.asarray(probability, np.float32))
     with atomic_path(_settings_path(Path(path)), ".json") as tmp:
         tmp.write_text(json.dumps(table.source.to_dict(), indent=1) + "\n", encoding="utf-8")
-    rows = ([f, int(c), float(s), float(e), *values]
-            for f, c, s, e, values in zip(table.file, table.channel, table.start_s, table.end_s, table.scores))
-    return write_table(path, ["file", "channel", "start_s", "end_s", *table.labels], rows)
+    return write_table(path, header, zip(*columns))
+
+
+def _placed_columns(table: ScoreTable, recordings) -> list[list]:
+    """Per window: start and end time, site, latitude, longitude from ``recordings`` (``{file: Recording}``)."""
+    from .times import iso
+
+    out = [[], [], [], [], []]
+    for f, start, end in zip(table.file.tolist(), table.start_s.tolist(), table.end_s.tolist()):
+        r = recordings.get(f)
+        values = ((iso(r.time_at(start)), iso(r.time_at(end)), r.site, r.latitude, r.longitude) if r is not None
+                  else ("", "", None, None, None))
+        for column, value in zip(out, values):
+            column.append(value)
+    return out
 
 
 # -- scores from a probe: a user's own head on the file pipeline's embeddings ---------------------------------------
@@ -263,3 +295,32 @@ def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: f
     labels = list(probe.provenance.label_names or probe.label_names or [str(i) for i in range(scores.shape[1])])
     return ScoreTable(windows["file"], windows["channel"], windows["start_s"], windows["end_s"], scores, labels,
                       ScoreSource.of_probe(probe_path, window_s=window_s, hop_s=hop_s))
+
+
+def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_s: float | None = None,
+                    progress: bool = False) -> ScoreTable:
+    """Every window's score of every label in ``labels`` (scientific names, checked against the model's label map
+    with close matches suggested) from the model's own species head, with the model as source.
+
+    The head is a linear layer on the mean-pooled last layer, the same as ``classify`` (``logits``); only the asked
+    labels' rows are applied, so a species outside a window's top k keeps its score there. ``window_s`` defaults
+    to the model's window, ``hop_s`` to the window.
+    """
+    import torch
+
+    from .species import match_species
+
+    if getattr(model, "classifier", None) is None or model.label_map is None:
+        raise ValueError(f"{model.name} has no species head; score with a probe (--probe) instead")
+    names = list(model.labels)
+    labels = match_species(list(labels), names, where="species")
+    window_s = float(model.preprocessing.window_s if window_s is None else window_s)
+    hop_s = window_s if hop_s is None else float(hop_s)
+    windows = window_embeddings(model, paths, layers=[-1], window_s=window_s, hop_s=hop_s, progress=progress)
+    rows = torch.tensor([names.index(label) for label in labels])
+    head = model.classifier
+    with torch.no_grad():
+        logits = windows["embeddings"][:, 0].to(head.weight) @ head.weight[rows].T + head.bias[rows]
+        scores = torch.sigmoid(logits.float()).cpu().numpy()
+    return ScoreTable(windows["file"], windows["channel"], windows["start_s"], windows["end_s"], scores, labels,
+                      ScoreSource(model.weights_sha256, None, model.name, window_s, hop_s))
