@@ -57,8 +57,11 @@ def add_parsers(sub) -> None:
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     times = sub.add_parser("times", parents=[where], help="start time, site and flags of every recording")
-    times.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    times.add_argument("--out", required=True, type=Path, help="recordings table (CSV)")
+    times.add_argument("paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)")
+    times.add_argument("--table", type=Path, default=None,
+                       help="instead of PATHs: a window table (classify, detect, scores or embed output, CSV or "
+                            "Parquet) to write to --out with start_time, end_time, site, latitude, longitude per row")
+    times.add_argument("--out", required=True, type=Path, help="recordings table (CSV), or the timed --table")
 
     events = sub.add_parser("events", parents=[scores, where], help="merge windows above threshold into events")
     how = events.add_mutually_exclusive_group(required=True)
@@ -184,8 +187,17 @@ def _scores(args) -> int:
 def _times(args) -> int:
     from .audio.contract import audio_info, find_audio
     from .embed.outputs import write_failures
-    from .monitoring.recordings import write_recordings
+    from .monitoring.recordings import by_file, place_table, table_windows, write_recordings
 
+    if bool(args.paths) == (args.table is not None):
+        raise ValueError("give audio PATHs (a recordings table) or --table FILE (a window table to time), one of the "
+                         "two")
+    if args.table is not None:
+        if not args.table.is_file():
+            raise FileNotFoundError(f"window table {args.table} not found")
+        count = place_table(args.table, args.out, by_file(_recordings(args, table_windows(args.table))))
+        _say(f"wrote {count} rows of {args.table} with their times and sites to {args.out}")
+        return 0
     search = find_audio(args.paths)
     if not search.files and not search.failures:
         raise ValueError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")

@@ -212,3 +212,37 @@ def test_scores_of_asked_species_carry_absolute_time_site_and_calibrated_probabi
     assert "did you mean" in _error_line(capsys)
     assert main(args[:4] + ["--out", str(survey / "x.csv")]) == EXIT_USAGE
     assert "--species FILE" in _error_line(capsys)
+
+
+def test_times_puts_absolute_time_and_site_on_classify_and_embed_outputs(survey, capsys):
+    import pyarrow.parquet as pq
+
+    from conftest import FIXTURE
+
+    run = ["--checkpoint", str(FIXTURE), "--window", "20", "--no-progress"]
+    assert main(["classify", str(survey / "north"), "--out", str(survey / "top.csv"), "--top-k", "2", *run]) == EXIT_OK
+    assert main(["embed", str(survey / "south"), "--out", str(survey / "emb.parquet"), *run]) == EXIT_OK
+    where = ["--deployments", str(survey / "deployments.csv")]
+    assert main(["times", "--table", str(survey / "top.csv"), "--out", str(survey / "top.timed.csv"), *where]) == 0
+    with open(survey / "top.csv", newline="", encoding="utf-8") as a, \
+            open(survey / "top.timed.csv", newline="", encoding="utf-8") as b:
+        before, after = list(csv.reader(a)), list(csv.reader(b))
+    assert len(after) == len(before) == 1 + 2 * 3 * 2  # header; 2 files x 3 windows x top 2
+    assert all(row[:len(before[0])] == old for row, old in zip(after, before))  # the classify cells as they were
+    timed = [dict(zip(after[0], row)) for row in after[1:]]
+    assert [(r["start_s"], r["start_time"], r["end_time"], r["site"], r["latitude"]) for r in timed[2:4]] == [
+        ("20", "2026-06-01T05:00:20.000+02:00", "2026-06-01T05:00:40.000+02:00", "N", "52.5")] * 2
+    assert {r["start_time"][:10] for r in timed[6:]} == {"2026-06-02"}
+    assert main(["times", "--table", str(survey / "emb.parquet"), "--out", str(survey / "emb.timed.parquet"),
+                 *where]) == 0
+    original, placed = pq.read_table(survey / "emb.parquet"), pq.read_table(survey / "emb.timed.parquet")
+    assert placed.select(original.column_names).equals(original)  # embeddings and all untouched
+    assert placed.schema.metadata == original.schema.metadata  # the run's settings kept
+    assert placed.column("site").to_pylist() == ["S"] * len(original)
+    assert placed.column("start_time").to_pylist()[:2] == ["2026-06-01T05:00:00.000+02:00",
+                                                            "2026-06-01T05:00:20.000+02:00"]
+    capsys.readouterr()
+    assert main(["times", "--table", str(survey / "top.timed.csv"), "--out", str(survey / "again.csv")]) == EXIT_USAGE
+    assert "already has the column(s) start_time" in _error_line(capsys)
+    assert main(["times", str(survey / "north"), "--table", str(survey / "top.csv"), "--out", "x.csv"]) == EXIT_USAGE
+    assert "one of the two" in _error_line(capsys)
