@@ -85,6 +85,8 @@ def add_parsers(sub) -> None:
     calibrate.add_argument("--min-reviews", type=int, default=20,
                            help="yes/no verdicts a label needs for a threshold (default: 20)")
     calibrate.add_argument("--out", required=True, type=Path, help="thresholds file (.json or .csv)")
+    calibrate.add_argument("--labels", type=Path, default=None,
+                           help="also write the verdicts as agile labels (CSV for avex-hub label --db ARCHIVE FILE)")
 
     presence = sub.add_parser("presence", help="site x occasion detections and effort for occupancy models")
     presence.add_argument("events", type=Path, help="events CSV from avex-hub events")
@@ -266,7 +268,7 @@ def _review(args) -> int:
 
 def _calibrate(args) -> int:
     from .monitoring.calibration import Thresholds, calibrate_label
-    from .monitoring.review import read_reviews
+    from .monitoring.review import read_reviews, write_agile_labels
 
     if not 0.0 < args.target_precision < 1.0:
         raise ValueError(f"--target-precision must lie between 0 and 1 (e.g. 0.9), got {args.target_precision}")
@@ -277,6 +279,10 @@ def _calibrate(args) -> int:
                                      target_precision=args.target_precision, min_reviews=args.min_reviews)
               for label, r in reviews.items()}
     Thresholds(source, args.target_precision, labels).save(args.out)
+    if args.labels is not None:
+        count = write_agile_labels(args.labels, reviews)
+        _say(f"wrote {count} verdicts as agile labels to {args.labels} (store them: avex-hub label --db ARCHIVE "
+             f"{args.labels})")
     for c in labels.values():
         text = (f"threshold {c.threshold:.4f} (precision {c.precision:.3f}, 95% {c.precision_low:.3f}-"
                 f"{c.precision_high:.3f})" if c.threshold is not None else f"no threshold: {c.status}; {c.note}")

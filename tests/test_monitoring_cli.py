@@ -89,8 +89,12 @@ def test_from_scores_to_events_review_calibration_and_presence(survey, capsys):
         writer.writerows(rows)
     capsys.readouterr()
     assert main(["calibrate", str(sheet), "--target-precision", "0.9", "--min-reviews", "5",
-                 "--out", str(d / "thresholds.json")]) == EXIT_OK
+                 "--out", str(d / "thresholds.json"), "--labels", str(d / "labels.csv")]) == EXIT_OK
     out = capsys.readouterr().out
+    with open(d / "labels.csv", newline="") as handle:  # the same verdicts, as agile labels of the same windows
+        labels = list(csv.DictReader(handle))
+    assert sorted((r["label"], r["file"], r["start_s"], r["label_type"]) for r in labels) == sorted(
+        (r["label"], r["file"], r["start_s"], "positive" if r["verdict"] == "yes" else "negative") for r in rows)
     assert f"{LABELS[1]}: 0 yes" in out and "no threshold: too few reviews" in out
     thresholds = json.loads((d / "thresholds.json").read_text())
     assert thresholds["source"]["weights_sha256"] == "a" * 64

@@ -116,3 +116,22 @@ def test_filled_sheets_are_read_and_bad_verdicts_named(table, tmp_path):
     (sheet.parent / SETTINGS).unlink()
     with pytest.raises(FileNotFoundError, match="review.json is missing"):
         read_reviews([sheet])
+
+
+def test_verdicts_become_agile_labels_of_the_same_windows(table, tmp_path):
+    from avex_hub.monitoring.review import write_agile_labels
+
+    sheet = write_review(tmp_path / "review", table, table.labels, bins=5, per_bin=2, padding_s=0.0)
+    rows = _fill(sheet, ["yes", "no", "unsure", ""] * 5)
+    _, reviews = read_reviews([sheet])
+    assert write_agile_labels(tmp_path / "labels.csv", reviews) == 15  # the 5 unreviewed clips are left out
+    with open(tmp_path / "labels.csv", newline="", encoding="utf-8") as handle:
+        labels = list(csv.DictReader(handle))
+    kinds = {"yes": "positive", "no": "negative", "unsure": "uncertain"}
+    expected = [{"file": r["file"], "channel": r["channel"], "start_s": r["start_s"], "end_s": r["end_s"],
+                 "label": r["label"], "label_type": kinds[r["verdict"]], "provenance": "avex-hub review"}
+                for r in rows if r["verdict"]]
+    assert sorted(labels, key=lambda r: (r["label"], r["file"], float(r["start_s"]))) == \
+        sorted(expected, key=lambda r: (r["label"], r["file"], float(r["start_s"])))
+    window = {(float(s), float(e)) for s, e in zip(table.start_s, table.end_s)}
+    assert all((float(r["start_s"]), float(r["end_s"])) in window for r in labels)  # exactly the scored windows

@@ -28,11 +28,13 @@ from .scores import ScoreSource, ScoreTable
 from .tables import read_table, write_table
 
 __all__ = ["SHEET", "SETTINGS", "REVIEW_COLUMNS", "VERDICTS", "score_bins", "sample_reviews", "write_review",
-           "read_reviews"]
+           "read_reviews", "write_agile_labels", "LABEL_TYPES"]
 
 SHEET, SETTINGS = "review.csv", "review.json"
 FORMAT, FORMAT_VERSION = "avex-hub review", 1
 VERDICTS = ("yes", "no", "unsure")
+LABEL_TYPES = {"yes": "positive", "no": "negative", "unsure": "uncertain"}  # a verdict as an agile label type
+AGILE_COLUMNS = ["file", "channel", "start_s", "end_s", "label", "label_type", "provenance"]
 REVIEW_COLUMNS = ["review_id", "label", "score", "score_bin", "file", "channel", "start_s", "end_s", "start_time",
                   "site", "clip", "spectrogram", "clip_start_s", "verdict", "note"]
 
@@ -144,8 +146,16 @@ def _settings(sheet: Path) -> dict:
     return data
 
 
+def _window(row: dict, where: str) -> tuple[str, int, float, float]:
+    try:
+        return row["file"], int(row["channel"]), float(row["start_s"]), float(row["end_s"])
+    except ValueError:
+        raise ValueError(f"{where}: channel, start_s and end_s must be numbers; was the row edited?") from None
+
+
 def read_reviews(sheets: list[str | os.PathLike]) -> tuple[ScoreSource, dict[str, dict]]:
-    """Filled sheets -> ``(source, {label: {"scores", "verdicts", "histogram"}})``.
+    """Filled sheets -> ``(source, {label: {"scores", "verdicts", "histogram", "windows"}})``; ``windows`` are the
+    reviewed windows' ``(file, channel, start_s, end_s)``.
 
     Verdicts are ``yes``, ``no``, ``unsure`` or empty (not reviewed), in any case and with spaces around; anything
     else is a ValueError naming the sheet and line. All sheets must come from scores of one source; a window
@@ -160,9 +170,10 @@ def read_reviews(sheets: list[str | os.PathLike]) -> tuple[ScoreSource, dict[str
                              f"({'; '.join(source.differences(this))}); calibrate each model's reviews separately")
         source = this
         for label, counts in settings["histograms"].items():
-            entry = out.setdefault(label, {"scores": [], "verdicts": [], "histogram": np.zeros(len(counts), int)})
+            entry = out.setdefault(label, {"scores": [], "verdicts": [], "windows": [],
+                                           "histogram": np.zeros(len(counts), int)})
             entry["histogram"] = entry["histogram"] + np.asarray(counts, int)
-        _, rows = read_table(sheet, required=("label", "score", "file", "channel", "start_s", "verdict"))
+        _, rows = read_table(sheet, required=("label", "score", "file", "channel", "start_s", "end_s", "verdict"))
         for line, row in rows:
             verdict = row["verdict"].strip().lower()
             if verdict not in VERDICTS + ("",):
@@ -181,6 +192,18 @@ def read_reviews(sheets: list[str | os.PathLike]) -> tuple[ScoreSource, dict[str
                 raise ValueError(f"{sheet}, line {line}: score {row['score']!r} is not a number") from None
             out[row["label"]]["scores"].append(score)
             out[row["label"]]["verdicts"].append(verdict)
+            out[row["label"]]["windows"].append(_window(row, f"{sheet}, line {line}"))
     if source is None:
         raise ValueError("no review sheets given")
     return source, out
+
+
+def write_agile_labels(path: str | os.PathLike, reviews: dict[str, dict], *, provenance: str = "avex-hub review") -> int:
+    """The verdicts of :func:`read_reviews` as a labels CSV of the agile archive (``avex-hub label --db ARCHIVE
+    FILE``): one row per reviewed window and label, ``yes`` as ``positive``, ``no`` as ``negative``, ``unsure`` as
+    ``uncertain``; clips left unreviewed are not written. The windows are named by file, channel, start and end,
+    which the archive matches to its own windows (a review of ``detect`` scores names them exactly). Returns the
+    number of labels written."""
+    rows = [[*window, label, LABEL_TYPES[verdict], provenance]
+            for label, r in reviews.items() for window, verdict in zip(r["windows"], r["verdicts"]) if verdict]
+    return write_table(path, AGILE_COLUMNS, rows)
