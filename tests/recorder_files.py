@@ -31,12 +31,13 @@ def pcm16(seconds: float, rate: int, freq: float = 1000.0) -> tuple[bytes, bytes
     return struct.pack("<HHIIHH", 1, 1, rate, 2 * rate, 2, 16), data
 
 
-def audiomoth_wav(path: Path, comment: str, *, serial: str = "24F319055FDF1C41", seconds: float = 1.0,
+def audiomoth_wav(path: Path, comment: str, *, serial: str | None = "24F319055FDF1C41", seconds: float = 1.0,
                   rate: int = 48000) -> Path:
+    """``serial=None``: no ``IART`` entry (a file whose header was rewritten by another tool)."""
     fmt, data = pcm16(seconds, rate)
     icmt = comment.encode("ascii").ljust(384, b"\0")
-    iart = f"AudioMoth {serial}".encode("ascii").ljust(32, b"\0")
-    info = chunk(b"LIST", b"INFO" + chunk(b"ICMT", icmt) + chunk(b"IART", iart))
+    iart = b"" if serial is None else chunk(b"IART", f"AudioMoth {serial}".encode("ascii").ljust(32, b"\0"))
+    info = chunk(b"LIST", b"INFO" + chunk(b"ICMT", icmt) + iart)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(riff([chunk(b"fmt ", fmt), info, chunk(b"data", data)]))
     return path

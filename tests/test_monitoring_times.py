@@ -41,6 +41,13 @@ def test_audiomoth_offsets_with_minutes_and_negative_zero(tmp_path, zone, offset
     assert start.recorder == "24F319055FDF1C41"  # the device's serial (IART), not the deployment's id
 
 
+@pytest.mark.parametrize("words", ["by AudioMoth", "during deployment"])
+def test_the_serial_names_the_recorder_and_the_comment_only_without_one(tmp_path, words):
+    comment = f"Recorded at 05:30:00 01/06/2026 (UTC+2) {words} 0123456789ABCDEF at medium gain"
+    assert recording_start(audiomoth_wav(tmp_path / "a.WAV", comment)).recorder == "24F319055FDF1C41"
+    assert recording_start(audiomoth_wav(tmp_path / "b.WAV", comment, serial=None)).recorder == "0123456789ABCDEF"
+
+
 def test_audiomoth_comment_without_a_zone_needs_the_timezone(tmp_path):
     path = audiomoth_wav(tmp_path / "old.WAV", "Recorded at 04:00:00 15/03/2018 by AudioMoth 0011223344556677 at "
                                                "gain setting 2 while battery state was 4.0V", serial="0011223344556677")
