@@ -42,7 +42,9 @@ def add_parsers(sub) -> None:
 
     score = sub.add_parser("scores", parents=[where], allow_abbrev=False,
                            help="every asked species' score per window, with absolute time and site")
-    score.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
+    score.add_argument("paths", nargs="+", metavar="PATH",
+                       help="audio files and/or folders (searched recursively), or one avex-hub embed Parquet file "
+                            "(mean pooling; the layers the head or probe reads) to score without the model's encoder")
     score.add_argument("--out", required=True, type=Path, help="score table (CSV, one column per label)")
     score.add_argument("--species", type=Path, default=None,
                        help="species list for the model's species head: one scientific name a line")
@@ -160,25 +162,28 @@ def _scores(args) -> int:
     if (args.species is None) == (args.probe is None):
         raise ValueError("give --species FILE (the species head's scores of those species) or --probe FILE (a "
                          "probe's scores of its labels), one of the two")
-    search = find_audio(args.paths)
-    if search.failures or not search.files:
-        raise ValueError(f"no audio files found in {args.paths}" if not search.failures else
-                         f"{len(search.failures)} input(s) could not be listed: " + "; ".join(
-                             f"{k} ({v})" for k, v in list(search.failures.items())[:3]))
+    if len(args.paths) == 1 and args.paths[0].lower().endswith(".parquet"):
+        inputs = args.paths[0]  # an avex-hub embed output: scored without running the model again
+    else:
+        search = find_audio(args.paths)
+        if search.failures or not search.files:
+            raise ValueError(f"no audio files found in {args.paths}" if not search.failures else
+                             f"{len(search.failures)} input(s) could not be listed: " + "; ".join(
+                                 f"{k} ({v})" for k, v in list(search.failures.items())[:3]))
+        inputs = search.files
     calibration = Thresholds.load(args.thresholds) if args.thresholds is not None else None
     try:
         model = build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
     except (WeightsNotAvailableError, ChecksumError) as error:  # not the user's input: exit 1, as classify
         print(f"avex-hub: error: {error}", file=sys.stderr)
         return 1
-    window_s = model.preprocessing.window_s if args.window is None else args.window
-    hop_s = window_s if args.hop is None else args.hop
+    window_s = args.window if args.window is not None or isinstance(inputs, str) else model.preprocessing.window_s
     if args.probe is not None:
-        table = score_with_probe(model, args.probe, search.files, window_s=window_s, hop_s=hop_s,
+        table = score_with_probe(model, args.probe, inputs, window_s=window_s, hop_s=args.hop,
                                  progress=not args.no_progress)
     else:
         species = read_species(args.species, list(model.labels))
-        table = score_with_head(model, species, search.files, window_s=window_s, hop_s=hop_s,
+        table = score_with_head(model, species, inputs, window_s=window_s, hop_s=args.hop,
                                 progress=not args.no_progress)
     recordings = by_file(_recordings(args, table.durations()))
     write_scores(args.out, table, recordings=recordings, calibration=calibration)

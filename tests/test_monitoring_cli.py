@@ -200,6 +200,12 @@ def test_scores_of_asked_species_carry_absolute_time_site_and_calibrated_probabi
     assert [(r["start_time"], r["end_time"], r["site"]) for r in rows[:2]] == [
         ("2026-06-01T05:00:00.000+02:00", "2026-06-01T05:00:20.000+02:00", "N"),
         ("2026-06-01T05:00:20.000+02:00", "2026-06-01T05:00:40.000+02:00", "N")]
+    assert main(["embed", str(survey / "north"), "--checkpoint", str(FIXTURE), "--window", "20", "--no-progress",
+                 "--out", str(survey / "north.parquet")]) == EXIT_OK
+    assert main(["scores", str(survey / "north.parquet"), *args[2:6], *args[10:],
+                 "--out", str(survey / "from_embeddings.csv")]) == EXIT_OK
+    assert (survey / "from_embeddings.csv").read_text(encoding="utf-8") == \
+        (survey / "asked.csv").read_text(encoding="utf-8")  # the same table from the embed run, model not rerun
     one = LabelCalibration(names[0], OK, intercept=1.0, slope=2.0, covariance=[[0.1, 0.0], [0.0, 0.1]])
     Thresholds(table.source, 0.9, {names[0]: one}).save(survey / "thresholds.json")
     assert main([*args, "--out", str(survey / "calibrated.csv"), "--thresholds", str(survey / "thresholds.json")]) \

@@ -98,3 +98,20 @@ def test_the_species_head_gives_every_asked_label_as_classify_does(tiny_model, t
     assert table.source == ScoreSource(tiny_model.weights_sha256, None, tiny_model.name, 2.0, 1.0)
     with pytest.raises(ValueError, match="did you mean"):
         score_with_head(tiny_model, [asked[0][:-1] + "x"], paths, window_s=2.0, hop_s=1.0)
+    # embed once (resumable, any device), then score any species from the Parquet file
+    from avex_hub.embed.inference import embed_files
+
+    embed_files(tiny_model, paths, window_s=2.0, hop_s=1.0, progress=False).to_parquet(tmp_path / "emb.parquet")
+    again = score_with_head(tiny_model, asked, tmp_path / "emb.parquet")
+    np.testing.assert_allclose(again.scores, table.scores, atol=1e-6)
+    assert again.file.tolist() == table.file.tolist() and again.source == table.source
+    with pytest.raises(ValueError, match="embedded with window 2.0 s and hop 1.0 s"):
+        score_with_head(tiny_model, asked, tmp_path / "emb.parquet", window_s=10.0)
+    embed_files(tiny_model, paths, window_s=2.0, pooling="max", progress=False).to_parquet(tmp_path / "max.parquet")
+    with pytest.raises(ValueError, match="pooled by 'max'"):
+        score_with_head(tiny_model, asked, tmp_path / "max.parquet")
+    other = type(tiny_model).__new__(type(tiny_model))
+    other.__dict__.update(tiny_model.__dict__)
+    other.weights_sha256 = "0" * 64
+    with pytest.raises(ValueError, match="score with the model that embedded them"):
+        score_with_head(other, asked, tmp_path / "emb.parquet")

@@ -77,6 +77,24 @@ def test_a_saved_probe_scores_every_window_for_every_label(survey, tmp_path, one
     avex_hub.save_probe(attention, tmp_path / "attention.safetensors")
     with pytest.raises(ValueError, match="mean-pooled embeddings of a frozen backbone"):
         score_with_probe(model, tmp_path / "attention.safetensors", survey.recordings[:1], window_s=2.0, hop_s=1.0)
+    # the same scores from an embed run's Parquet file, also when a window's layers lie in two row groups
+    import pyarrow.parquet as pq
+
+    from avex_hub.embed.inference import embed_files
+
+    embedded = embed_files(model, survey.recordings[:1], window_s=2.0, hop_s=1.0, layers="all", progress=False)
+    embedded.to_parquet(tmp_path / "emb.parquet")
+    pq.write_table(pq.read_table(tmp_path / "emb.parquet"), tmp_path / "split.parquet", row_group_size=5)
+    layers = model.layer_indices("all")
+    assert pq.ParquetFile(tmp_path / "split.parquet").metadata.row_group(0).num_rows == 5 and 5 % len(layers) != 0
+    again = score_with_probe(model, path, tmp_path / "split.parquet")
+    np.testing.assert_allclose(again.scores, table.scores, atol=1e-5)
+    assert again.start_s.tolist() == table.start_s.tolist() and again.source == table.source
+    last = embed_files(model, survey.recordings[:1], window_s=2.0, hop_s=1.0, progress=False)
+    last.to_parquet(tmp_path / "last.parquet")
+    with pytest.raises(ValueError, match=rf"holds layers \[{layers[-1]}\] pooled by 'mean'.*--layers "
+                                         rf"{','.join(map(str, layers))} --pooling mean"):
+        score_with_probe(model, path, tmp_path / "last.parquet")
     with torch.no_grad():  # the probe on one window's embedding gives the table's score
         probe = avex_hub.load_probe(path, model)
         from avex_hub.audio.contract import load_audio

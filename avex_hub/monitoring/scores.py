@@ -25,7 +25,7 @@ import numpy as np
 from .tables import read_table, write_table
 
 __all__ = ["ScoreSource", "ScoreTable", "read_scores", "write_scores", "window_embeddings", "score_with_probe",
-           "score_with_head", "META_COLUMNS"]
+           "score_with_head", "embedding_chunks", "META_COLUMNS"]
 
 META_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "flags", "start_time", "end_time", "site",
                 "latitude", "longitude", "deployment")
@@ -271,12 +271,95 @@ def window_embeddings(model, paths, *, layers, window_s: float, hop_s: float, pr
             "start_s": result.start_s[rows], "end_s": result.end_s[rows]}
 
 
-def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: float, hop_s: float,
-                     progress: bool = False) -> ScoreTable:
+def embedding_chunks(path: str | os.PathLike, model, layers: list[int]):
+    """Window embeddings of an ``avex-hub embed`` Parquet file, a row group at a time, in the form of
+    :func:`window_embeddings` (``embeddings`` [windows, len(layers), C] in the order of ``layers``); with the run's
+    settings first: ``(settings, chunks)``. Refused unless the file was embedded by ``model`` (its weights digest)
+    with mean pooling and holds every layer of ``layers``."""
+    import pyarrow.parquet as pq
+    import torch
+
+    data = pq.ParquetFile(path)
+    settings = json.loads((data.schema_arrow.metadata or {}).get(b"avex_hub", b"{}"))
+    if settings.get("task") != "embed" or "embedding" not in data.schema_arrow.names:
+        raise ValueError(f"{path} is not an avex-hub embed output (Parquet with its settings); give recordings or "
+                         "the Parquet file avex-hub embed wrote")
+    if settings.get("weights_sha256") != model.weights_sha256:
+        raise ValueError(f"{path} holds embeddings of weights {settings.get('weights_sha256')}, the model is "
+                         f"{model.weights_sha256}: score with the model that embedded them (--model/--checkpoint)")
+    stored = list(settings.get("layers", []))
+    missing = [layer for layer in layers if layer not in stored]
+    if settings.get("pooling") != "mean" or missing:
+        raise ValueError(f"{path} holds layers {stored} pooled by {settings.get('pooling')!r}; these scores need mean "
+                         f"pooling of layer(s) {layers}: run avex-hub embed --layers {','.join(map(str, layers))} "
+                         "--pooling mean")
+
+    def chunks():
+        buffers = {layer: [] for layer in layers}  # rows of a window's layers may lie in two row groups
+        for group in range(data.num_row_groups):
+            table = data.read_row_group(group, columns=["file", "channel", "start_s", "end_s", "layer", "embedding"])
+            layer = table.column("layer").to_numpy()
+            for wanted in layers:
+                rows = np.flatnonzero(layer == wanted)
+                vectors = np.stack(table.column("embedding").take(rows).to_numpy(zero_copy_only=False)) if len(rows) \
+                    else np.zeros((0, 0), np.float32)
+                buffers[wanted].append((table.take(rows).select(["file", "channel", "start_s", "end_s"]), vectors))
+            ready = min(sum(len(v) for _, v in buffers[wanted]) for wanted in layers)
+            if ready:
+                yield _take(buffers, layers, ready, torch)
+        if any(buffers.values()):
+            raise ValueError(f"{path}: some windows lack one of the layers {layers}; the file is damaged, embed again")
+
+    return settings, chunks()
+
+
+def _take(buffers: dict, layers: list[int], count: int, torch) -> dict:
+    """The first ``count`` windows of the per-layer buffers (removed from them) as a window-embeddings dict."""
+    import pyarrow as pa
+
+    vectors, meta = [], None
+    for layer in layers:
+        tables = pa.concat_tables([t for t, _ in buffers[layer]])
+        stacked = np.concatenate([v for _, v in buffers[layer] if len(v)])
+        buffers[layer] = [(tables.slice(count), stacked[count:])] if len(stacked) > count else []
+        vectors.append(stacked[:count])
+        meta = meta or tables.slice(0, count).to_pydict()
+    return {"embeddings": torch.from_numpy(np.stack(vectors, axis=1).astype(np.float32)),
+            "file": np.array(meta["file"], dtype=object), "channel": np.array(meta["channel"], np.int32),
+            "start_s": np.array(meta["start_s"], np.float64), "end_s": np.array(meta["end_s"], np.float64)}
+
+
+def _is_embeddings(paths) -> bool:
+    return isinstance(paths, (str, os.PathLike)) and str(paths).lower().endswith(".parquet")
+
+
+def _scored(model, paths, layers: list[int], score, *, window_s, hop_s, progress: bool):
+    """``(columns of the table, window_s, hop_s)``: ``score`` (embeddings [n, layers, C] -> scores [n, labels]) of
+    every window of the recordings ``paths``, or of the embed Parquet file ``paths``."""
+    if not _is_embeddings(paths):
+        windows = window_embeddings(model, paths, layers=layers, window_s=window_s, hop_s=hop_s, progress=progress)
+        chunks = [windows]
+    else:
+        settings, chunks = embedding_chunks(paths, model, layers)
+        given = {"window_s": window_s, "hop_s": hop_s}
+        differ = [k for k, v in given.items() if v is not None and float(v) != settings[k]]
+        if differ:
+            raise ValueError(f"{paths} was embedded with window {settings['window_s']} s and hop {settings['hop_s']} "
+                             f"s; leave out --window/--hop or give those")
+        window_s, hop_s = settings["window_s"], settings["hop_s"]
+    parts = [(w["file"], w["channel"], w["start_s"], w["end_s"], score(w["embeddings"])) for w in chunks]
+    if not parts:
+        raise ValueError(f"{paths}: no windows to score")
+    return [np.concatenate(column) for column in zip(*parts)], window_s, hop_s
+
+
+def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: float | None = None,
+                     hop_s: float | None = None, progress: bool = False) -> ScoreTable:
     """Every label's score (sigmoid of a saved probe) for every window of ``paths``, with the probe as source.
 
     The probe is loaded onto ``model`` (which must be the backbone it was trained on) and reads the layers it was
-    trained on, mean-pooled as the file pipeline pools them.
+    trained on, mean-pooled as the file pipeline pools them. ``paths``: recordings, or the Parquet file of an
+    ``avex-hub embed`` run of this model with mean pooling and those layers (its window and hop are then the run's).
     """
     import torch
 
@@ -287,14 +370,18 @@ def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: f
         raise ValueError(f"{probe_path}: score tables come from the file pipeline's mean-pooled embeddings of a "
                          f"frozen backbone; this is a {probe.provenance.kind} pooling by {probe.pooling!r}: train a "
                          "linear or MLP probe with pooling='mean'")
-    windows = window_embeddings(model, paths, layers=probe.layer_indices, window_s=window_s, hop_s=hop_s,
-                                progress=progress)
-    x = windows["embeddings"] if len(probe.layer_indices) > 1 else windows["embeddings"][:, 0]
-    with torch.no_grad():
-        scores = torch.sigmoid(probe.forward_embeddings(x)).numpy()
-    labels = list(probe.provenance.label_names or probe.label_names or [str(i) for i in range(scores.shape[1])])
-    return ScoreTable(windows["file"], windows["channel"], windows["start_s"], windows["end_s"], scores, labels,
-                      ScoreSource.of_probe(probe_path, window_s=window_s, hop_s=hop_s))
+    layers = list(probe.layer_indices)
+
+    def score(x):
+        with torch.no_grad():
+            return torch.sigmoid(probe.forward_embeddings(x if len(layers) > 1 else x[:, 0])).numpy()
+
+    if window_s is None and not _is_embeddings(paths):
+        raise ValueError("score_with_probe: give window_s (the window the probe was trained on)")
+    columns, window_s, hop_s = _scored(model, paths, layers, score, window_s=window_s, hop_s=hop_s,
+                                       progress=progress)
+    labels = list(probe.provenance.label_names or probe.label_names or [str(i) for i in range(columns[4].shape[1])])
+    return ScoreTable(*columns, labels, ScoreSource.of_probe(probe_path, window_s=window_s, hop_s=hop_s))
 
 
 def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_s: float | None = None,
@@ -303,8 +390,10 @@ def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_
     with close matches suggested) from the model's own species head, with the model as source.
 
     The head is a linear layer on the mean-pooled last layer, the same as ``classify`` (``logits``); only the asked
-    labels' rows are applied, so a species outside a window's top k keeps its score there. ``window_s`` defaults
-    to the model's window, ``hop_s`` to the window.
+    labels' rows are applied, so a species outside a window's top k keeps its score there. ``paths``: recordings
+    (``window_s`` defaults to the model's window, ``hop_s`` to the window), or the Parquet file of an ``avex-hub
+    embed`` run of this model holding the last layer mean-pooled (embed once, resumably, then score any species
+    and probes from it).
     """
     import torch
 
@@ -314,13 +403,17 @@ def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_
         raise ValueError(f"{model.name} has no species head; score with a probe (--probe) instead")
     names = list(model.labels)
     labels = match_species(list(labels), names, where="species")
-    window_s = float(model.preprocessing.window_s if window_s is None else window_s)
-    hop_s = window_s if hop_s is None else float(hop_s)
-    windows = window_embeddings(model, paths, layers=[-1], window_s=window_s, hop_s=hop_s, progress=progress)
+    if not _is_embeddings(paths):
+        window_s = float(model.preprocessing.window_s if window_s is None else window_s)
+        hop_s = window_s if hop_s is None else float(hop_s)
     rows = torch.tensor([names.index(label) for label in labels])
     head = model.classifier
-    with torch.no_grad():
-        logits = windows["embeddings"][:, 0].to(head.weight) @ head.weight[rows].T + head.bias[rows]
-        scores = torch.sigmoid(logits.float()).cpu().numpy()
-    return ScoreTable(windows["file"], windows["channel"], windows["start_s"], windows["end_s"], scores, labels,
-                      ScoreSource(model.weights_sha256, None, model.name, window_s, hop_s))
+
+    def score(x):
+        with torch.no_grad():
+            logits = x[:, 0].to(head.weight) @ head.weight[rows].T + head.bias[rows]
+            return torch.sigmoid(logits.float()).cpu().numpy()
+
+    columns, window_s, hop_s = _scored(model, paths, model.layer_indices(-1), score, window_s=window_s, hop_s=hop_s,
+                                       progress=progress)
+    return ScoreTable(*columns, labels, ScoreSource(model.weights_sha256, None, model.name, window_s, hop_s))
