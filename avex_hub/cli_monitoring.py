@@ -10,9 +10,10 @@ reports.
     avex-hub presence events.csv --occasion day --out presence/                   # site x day, unmarked's shape
 
 ``scores.csv`` holds every asked label's score per window (``avex-hub scores`` with the species head or
-``--probe``, a ``detect`` CSV with ``--probe``, or a long table of ``file, channel, start_s, end_s, label, score``); see :mod:`avex_hub.monitoring`. Exit codes as for the other
-commands: 0 ok, 1 an error stopped it (a failed write), 2 usage (bad arguments or inputs, each named in one line
-saying what to fix), 3 some recordings could not be read (``times``: the others are in the table).
+``--probe``, a ``detect`` CSV with ``--probe``, or a long table of ``file, channel, start_s, end_s, label, score``);
+see :mod:`avex_hub.monitoring`. Exit codes as for the other commands: 0 ok, 1 an error stopped it (a failed write),
+2 usage (bad arguments or inputs, each named in one line saying what to fix), 3 some recordings could not be read
+(``times``, ``scores``: the others are in the table, the failures in ``<out>.failures.csv``).
 """
 
 from __future__ import annotations
@@ -152,7 +153,6 @@ def _score_table(args):
 
 
 def _scores(args) -> int:
-    from .audio.contract import find_audio
     from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
     from .monitoring.calibration import Thresholds
     from .monitoring.recordings import by_file
@@ -162,15 +162,7 @@ def _scores(args) -> int:
     if (args.species is None) == (args.probe is None):
         raise ValueError("give --species FILE (the species head's scores of those species) or --probe FILE (a "
                          "probe's scores of its labels), one of the two")
-    if len(args.paths) == 1 and args.paths[0].lower().endswith(".parquet"):
-        inputs = args.paths[0]  # an avex-hub embed output: scored without running the model again
-    else:
-        search = find_audio(args.paths)
-        if search.failures or not search.files:
-            raise ValueError(f"no audio files found in {args.paths}" if not search.failures else
-                             f"{len(search.failures)} input(s) could not be listed: " + "; ".join(
-                                 f"{k} ({v})" for k, v in list(search.failures.items())[:3]))
-        inputs = search.files
+    inputs, failures = _score_inputs(args.paths)
     calibration = Thresholds.load(args.thresholds) if args.thresholds is not None else None
     try:
         model = build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
@@ -188,12 +180,37 @@ def _scores(args) -> int:
     recordings = by_file(_recordings(args, table.durations()))
     write_scores(args.out, table, recordings=recordings, calibration=calibration)
     _say(f"wrote {len(table)} windows x {len(table.labels)} labels to {args.out}")
+    return _failures(args.out, {**failures, **table.failures})
+
+
+def _score_inputs(paths: list[str]) -> tuple[str | list[str], dict[str, str]]:
+    """``(recordings or one embed Parquet file, {input: why} of what could not be listed)``."""
+    from .audio.contract import find_audio
+
+    if len(paths) == 1 and paths[0].lower().endswith(".parquet"):
+        return paths[0], {}  # an avex-hub embed output: scored without running the model again
+    search = find_audio(paths)
+    if not search.files:
+        raise ValueError(f"no audio files found in {paths} (looked for .wav, .flac, .mp3, .ogg, ...)" + "".join(
+            f"; {k}: {v}" for k, v in list(search.failures.items())[:3]))
+    return search.files, dict(search.failures)
+
+
+def _failures(out: Path, failures: dict[str, str]) -> int:
+    """Exit code 3 with ``<out>.failures.csv`` listing ``failures``; 0 (and no stale list) without any."""
+    from .embed.outputs import write_failures
+
+    failed = Path(f"{out}.failures.csv")
+    if failures:
+        write_failures(failed, failures)
+        print(f"avex-hub: error: {len(failures)} inputs could not be read (listed in {failed})", file=sys.stderr)
+        return 3
+    failed.unlink(missing_ok=True)
     return 0
 
 
 def _times(args) -> int:
     from .audio.contract import audio_info, find_audio
-    from .embed.outputs import write_failures
     from .monitoring.recordings import by_file, place_table, table_windows, write_recordings
 
     if bool(args.paths) == (args.table is not None):
@@ -217,13 +234,7 @@ def _times(args) -> int:
     recordings = _recordings(args, durations)
     write_recordings(args.out, recordings)
     _say(f"wrote {len(recordings)} recordings to {args.out}")
-    failed = Path(f"{args.out}.failures.csv")
-    if failures:
-        write_failures(failed, failures)
-        print(f"avex-hub: error: {len(failures)} inputs could not be read (listed in {failed})", file=sys.stderr)
-        return 3
-    failed.unlink(missing_ok=True)
-    return 0
+    return _failures(args.out, failures)
 
 
 def _events(args) -> int:

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from avex_hub.cli import EXIT_OK, EXIT_USAGE, main
+from avex_hub.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
 from avex_hub.monitoring.recordings import read_recordings
 from avex_hub.monitoring.scores import ScoreSource, ScoreTable, write_scores
 from recorder_files import audiomoth_wav, plain_wav
@@ -256,3 +256,18 @@ def test_times_puts_absolute_time_and_site_on_classify_and_embed_outputs(survey,
     assert "already has the column(s) start_time" in _error_line(capsys)
     assert main(["times", str(survey / "north"), "--table", str(survey / "top.csv"), "--out", "x.csv"]) == EXIT_USAGE
     assert "one of the two" in _error_line(capsys)
+
+
+def test_scores_lists_unreadable_recordings_and_writes_the_rest(survey, capsys):
+    from conftest import FIXTURE
+
+    (survey / "north" / "20260603_050000.WAV").write_bytes(b"RIFF\x04\x00\x00\x00WAVE")  # a header and nothing more
+    (survey / "species.txt").write_text("Turdus merula\n", encoding="utf-8")
+    out = survey / "asked.csv"
+    assert main(["scores", str(survey / "north"), "--checkpoint", str(FIXTURE), "--species", str(survey / "species.txt"),
+                 "--window", "20", "--no-progress", "--out", str(out)]) == EXIT_PARTIAL
+    assert "1 inputs could not be read" in _error_line(capsys)
+    with open(f"{out}.failures.csv", newline="", encoding="utf-8") as handle:
+        assert [r["path"] for r in csv.DictReader(handle)] == [str(survey / "north" / "20260603_050000.WAV")]
+    with open(out, newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == 6  # the two readable recordings, 3 windows each

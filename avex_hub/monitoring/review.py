@@ -198,7 +198,8 @@ def read_reviews(sheets: list[str | os.PathLike]) -> tuple[ScoreSource, dict[str
     return source, out
 
 
-def write_agile_labels(path: str | os.PathLike, reviews: dict[str, dict], *, provenance: str = "avex-hub review") -> int:
+def write_agile_labels(path: str | os.PathLike, reviews: dict[str, dict], *,
+                       provenance: str = "avex-hub review") -> int:
     """The verdicts of :func:`read_reviews` as a labels CSV of the agile archive (``avex-hub label --db ARCHIVE
     FILE``): one row per reviewed window and label, ``yes`` as ``positive``, ``no`` as ``negative``, ``unsure`` as
     ``uncertain``; clips left unreviewed are not written. The windows are named by file, channel, start and end,

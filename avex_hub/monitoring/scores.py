@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,8 @@ class ScoreSource:
 
 @dataclass
 class ScoreTable:
-    """``scores`` float32 [windows, labels] with the window table (``file``, ``channel``, ``start_s``, ``end_s``)."""
+    """``scores`` float32 [windows, labels] with the window table (``file``, ``channel``, ``start_s``, ``end_s``);
+    ``failures``: ``{recording: why}`` of recordings that could not be scored (none of their windows are here)."""
 
     file: np.ndarray
     channel: np.ndarray
@@ -78,6 +79,7 @@ class ScoreTable:
     scores: np.ndarray
     labels: list[str]
     source: ScoreSource
+    failures: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.file)
@@ -253,16 +255,20 @@ def _placed_columns(table: ScoreTable, recordings) -> list[list]:
 
 
 # -- scores from a probe: a user's own head on the file pipeline's embeddings ---------------------------------------
-def window_embeddings(model, paths, *, layers, window_s: float, hop_s: float, progress: bool = False) -> dict:
+def window_embeddings(model, paths, *, layers, window_s: float, hop_s: float, progress: bool = False,
+                      failures: dict | None = None) -> dict:
     """Pooled embeddings of every window of ``paths`` (:func:`avex_hub.embed.inference.embed_files`, mean pooling)
-    as ``{"embeddings": [windows, layers, C], "file", "channel", "start_s", "end_s"}``."""
+    as ``{"embeddings": [windows, layers, C], "file", "channel", "start_s", "end_s"}``. A recording that cannot be
+    read is a ValueError, or goes into ``failures`` (``{path: why}``) when a dict is given."""
     import torch
 
     from ..embed.inference import embed_files
 
     result = embed_files(model, [str(p) for p in paths], window_s=window_s, hop_s=hop_s, layers=list(layers),
                          progress=progress)
-    if result.failures:
+    if failures is not None:
+        failures.update(result.failures)
+    elif result.failures:
         raise ValueError(f"{len(result.failures)} recording(s) could not be read: "
                          + "; ".join(f"{k}: {v}" for k, v in list(result.failures.items())[:3]))
     rows = slice(None, None, len(layers))  # one row per (window, layer), window-major
@@ -334,10 +340,13 @@ def _is_embeddings(paths) -> bool:
 
 
 def _scored(model, paths, layers: list[int], score, *, window_s, hop_s, progress: bool):
-    """``(columns of the table, window_s, hop_s)``: ``score`` (embeddings [n, layers, C] -> scores [n, labels]) of
-    every window of the recordings ``paths``, or of the embed Parquet file ``paths``."""
+    """``(columns of the table, window_s, hop_s, failures)``: ``score`` (embeddings [n, layers, C] -> scores [n, labels]) of
+    every window of the recordings ``paths`` (those that cannot be read go into ``failures``), or of the embed
+    Parquet file ``paths``."""
+    failures: dict[str, str] = {}
     if not _is_embeddings(paths):
-        windows = window_embeddings(model, paths, layers=layers, window_s=window_s, hop_s=hop_s, progress=progress)
+        windows = window_embeddings(model, paths, layers=layers, window_s=window_s, hop_s=hop_s, progress=progress,
+                                    failures=failures)
         chunks = [windows]
     else:
         settings, chunks = embedding_chunks(paths, model, layers)
@@ -348,9 +357,9 @@ def _scored(model, paths, layers: list[int], score, *, window_s, hop_s, progress
                              f"s; leave out --window/--hop or give those")
         window_s, hop_s = settings["window_s"], settings["hop_s"]
     parts = [(w["file"], w["channel"], w["start_s"], w["end_s"], score(w["embeddings"])) for w in chunks]
-    if not parts:
-        raise ValueError(f"{paths}: no windows to score")
-    return [np.concatenate(column) for column in zip(*parts)], window_s, hop_s
+    if not parts or not sum(len(p[0]) for p in parts):
+        raise ValueError("no windows to score" + "".join(f"; {k}: {v}" for k, v in list(failures.items())[:3]))
+    return [np.concatenate(column) for column in zip(*parts)], window_s, hop_s, failures
 
 
 def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: float | None = None,
@@ -378,10 +387,10 @@ def score_with_probe(model, probe_path: str | os.PathLike, paths, *, window_s: f
 
     if window_s is None and not _is_embeddings(paths):
         raise ValueError("score_with_probe: give window_s (the window the probe was trained on)")
-    columns, window_s, hop_s = _scored(model, paths, layers, score, window_s=window_s, hop_s=hop_s,
-                                       progress=progress)
+    columns, window_s, hop_s, failures = _scored(model, paths, layers, score, window_s=window_s, hop_s=hop_s,
+                                                 progress=progress)
     labels = list(probe.provenance.label_names or probe.label_names or [str(i) for i in range(columns[4].shape[1])])
-    return ScoreTable(*columns, labels, ScoreSource.of_probe(probe_path, window_s=window_s, hop_s=hop_s))
+    return ScoreTable(*columns, labels, ScoreSource.of_probe(probe_path, window_s=window_s, hop_s=hop_s), failures)
 
 
 def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_s: float | None = None,
@@ -414,6 +423,6 @@ def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_
             logits = x[:, 0].to(head.weight) @ head.weight[rows].T + head.bias[rows]
             return torch.sigmoid(logits.float()).cpu().numpy()
 
-    columns, window_s, hop_s = _scored(model, paths, model.layer_indices(-1), score, window_s=window_s, hop_s=hop_s,
-                                       progress=progress)
-    return ScoreTable(*columns, labels, ScoreSource(model.weights_sha256, None, model.name, window_s, hop_s))
+    columns, window_s, hop_s, failures = _scored(model, paths, model.layer_indices(-1), score, window_s=window_s,
+                                                 hop_s=hop_s, progress=progress)
+    return ScoreTable(*columns, labels, ScoreSource(model.weights_sha256, None, model.name, window_s, hop_s), failures)
