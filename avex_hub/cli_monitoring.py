@@ -185,7 +185,7 @@ def _scores(args) -> int:
 
 def _score_inputs(paths: list[str]) -> tuple[str | list[str], dict[str, str]]:
     """``(recordings or one embed Parquet file, {input: why} of what could not be listed)``."""
-    from .audio.contract import find_audio
+    from .audio.folders import find_audio
 
     if len(paths) == 1 and paths[0].lower().endswith(".parquet"):
         return paths[0], {}  # an avex-hub embed output: scored without running the model again
@@ -210,7 +210,8 @@ def _failures(out: Path, failures: dict[str, str]) -> int:
 
 
 def _times(args) -> int:
-    from .audio.contract import audio_info, find_audio
+    from .audio.decoding import audio_info
+    from .audio.folders import find_audio
     from .monitoring.recordings import by_file, place_table, table_windows, write_recordings
 
     if bool(args.paths) == (args.table is not None):

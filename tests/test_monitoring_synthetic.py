@@ -97,7 +97,7 @@ def test_a_saved_probe_scores_every_window_for_every_label(survey, tmp_path, one
         score_with_probe(model, path, tmp_path / "last.parquet")
     with torch.no_grad():  # the probe on one window's embedding gives the table's score
         probe = avex_hub.load_probe(path, model)
-        from avex_hub.audio.contract import load_audio
+        from avex_hub.audio.decoding import load_audio
 
         audio = load_audio(survey.recordings[0], start_s=3.0, end_s=5.0).waveform
         x = torch.stack([model.pooled_layers(audio, layers="all")[0]])

@@ -72,7 +72,8 @@ def sample_reviews(table: ScoreTable, labels: list[str], *, bins: int = 10, per_
 def _clip(path: str, channel: int, start: float, end: float, padding_s: float):
     """``(mono audio, sample rate, seconds from the clip's start to the window's)``: the recording as it is (its own
     rate, the window's channel or the mean of all for the mix), ``padding_s`` each side within the file."""
-    from ..audio.contract import MIX_CHANNEL, open_audio, read_frames
+    from ..audio.arrays import MIX_CHANNEL
+    from ..audio.decoding import open_audio, read_frames
 
     f, name = open_audio(path)
     with f:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.contract import SAMPLE_RATE
+from ..audio.arrays import SAMPLE_RATE
 from ..audio.synthetic import SPECIES, synthesize_call
 
 __all__ = ["SyntheticSurvey", "make_synthetic_survey", "train_survey_probe"]
