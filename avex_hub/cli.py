@@ -8,6 +8,7 @@
     avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
     avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
     avex-hub benchmark beans --data DIR --out results.md    # the model card's table (avex_hub.cli_benchmark)
+    avex-hub times|events|review|calibrate|presence         # monitoring outputs (avex_hub.cli_monitoring)
 
 The extension of ``--out`` sets the format: embed writes ``.parquet`` or ``.npz``, classify ``.csv``; any other
 extension is refused (exit code 2).
@@ -133,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     from .cli_benchmark import add_parsers as add_benchmark_parsers  # benchmark
 
     add_benchmark_parsers(sub)
+
+    from .cli_monitoring import add_parsers as add_monitoring_parsers  # times, events, review, calibrate, presence
+
+    add_monitoring_parsers(sub)
     return parser
 
 
@@ -171,12 +176,14 @@ def _command(argv: list[str] | None) -> int:
 
             return run_export(args)
 
-        from . import cli_agile, cli_benchmark
+        from . import cli_agile, cli_benchmark, cli_monitoring
 
         if args.command in cli_agile.COMMANDS:
             return cli_agile.run(args, UsageError)
         if args.command in cli_benchmark.COMMANDS:
             return cli_benchmark.run(args, UsageError)
+        if args.command in cli_monitoring.COMMANDS:
+            return cli_monitoring.run(args, UsageError)
         return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
     except UsageError as error:
         _error(str(error))

@@ -104,6 +104,20 @@ LAYERS = {
     "avex_hub.integrations.agile.labels": 6,
     "avex_hub.integrations.agile.classify": 6,
     "avex_hub.integrations.agile.widget": 6,
+    # monitoring outputs: above embed and heads, reading their rows (times, sites, events, calibration, presence)
+    "avex_hub.monitoring": 6,  # the room itself (its modules load on first use)
+    "avex_hub.monitoring.times": 6,
+    "avex_hub.monitoring.deployments": 6,
+    "avex_hub.monitoring.tables": 6,
+    "avex_hub.monitoring.recordings": 6,
+    "avex_hub.monitoring.scores": 6,
+    "avex_hub.monitoring.events": 6,
+    "avex_hub.monitoring.spectrogram": 6,
+    "avex_hub.monitoring.review": 6,
+    "avex_hub.monitoring.calibration": 6,
+    "avex_hub.monitoring.presence": 6,
+    "avex_hub.monitoring.species": 6,
+    "avex_hub.monitoring.synthetic": 6,
     # the top: entry points, notebook helpers, the CLI, the public face, hubconf's helper (which imports the package)
     "avex_hub.entrypoints": 7,
     "avex_hub.tutorial": 7,
@@ -123,6 +137,7 @@ LAYERS = {
     "avex_hub.explore": 7,
     "avex_hub.cli_agile": 8,
     "avex_hub.cli_benchmark": 8,
+    "avex_hub.cli_monitoring": 8,
     "avex_hub.cli": 8,
     "avex_hub": 9,
     "avex_hub._hubconf_support": 10,
