@@ -277,7 +277,16 @@ def test_the_card_numbers_are_never_typed_again_in_the_suites_or_readme():
     root = Path(__file__).resolve().parents[1]
     files = [*sorted((root / "avex_hub" / "suites").glob("*.py")), root / "avex_hub" / "cli_benchmark.py",
              root / "README.md"]
-    typed = [(f.name, f"{r.score:.3f}") for f in files for r in CARD_RESULTS if f"{r.score:.3f}" in f.read_text()]
+    def text(f):
+        # README's table "The model card's results beside ours" is the one place the numbers are shown as text;
+        # tests/test_notebooks.py checks it row for row against CARD_RESULTS, so it is a checked copy, left out here.
+        body = f.read_text()
+        if f.name != "README.md":
+            return body
+        before, section = body.split("### The model card's results beside ours", 1)
+        return before + section.split("\n#", 1)[1]
+
+    typed = [(f.name, f"{r.score:.3f}") for f in files for r in CARD_RESULTS if f"{r.score:.3f}" in text(f)]
     assert typed == []  # read them from avex_hub.hub.card
 
 
