@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import avex_hub  # noqa: E402
+from avex_hub.encoder import fastpath  # noqa: E402
 from avex_hub.encoder.precision import inference_context, prepare_for_inference  # noqa: E402
 from throughput import TINY, clips, cosine, machine  # noqa: E402
 
@@ -56,8 +57,8 @@ def matmul_peak(dtype: torch.dtype, n: int, repeats: int) -> dict:
     projections run on the CPU). The machine's ceiling is the faster of them."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     kernels = {"torch.mm": lambda: torch.mm(a, b)}
-    onednn = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if onednn is not None and torch.backends.mkldnn.is_available():
+    onednn = fastpath.ONEDNN_LINEAR
+    if onednn is not None:
         kernels["onednn"] = lambda: onednn(a, b, None, "none", [], "")
     return {name: 2 * n**3 / best_seconds(fn, repeats) / 1e9 for name, fn in kernels.items()}
 

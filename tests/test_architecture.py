@@ -47,6 +47,7 @@ LAYERS = {
     "avex_hub.audio.synthetic.dataset": 1,  # rendering and writing the files
     # the encoder: BEATs, the filterbank, the preprocessing contract and the user-facing model
     "avex_hub.encoder": 2,  # the room itself (its modules load on first use)
+    "avex_hub.encoder.fastpath": 2,
     "avex_hub.encoder.beats": 2,
     "avex_hub.encoder.fbank": 2,
     "avex_hub.encoder.preprocessing": 2,

@@ -1,6 +1,7 @@
-"""The encoder's float32 CPU inference runs its projections on oneDNN (avex_hub.encoder.beats.linear): the same
-numbers as the module's own forward, and only where nothing else (training, autocast, hooks, quantisation,
-export) expects the module to run."""
+"""The encoder's CPU fast path (avex_hub.encoder.fastpath): float32 inference runs its projections on oneDNN and
+reuses one attention-bias buffer per forward, with the same numbers as the modules' own forward, and only where
+nothing else (training, autocast, hooks, quantisation, export) expects the module to run. It is the one module of
+the package that touches torch's private symbols."""
 
 from __future__ import annotations
 
@@ -9,23 +10,23 @@ import torch
 from torch import nn
 
 import avex_hub
-from avex_hub.encoder import beats
+from avex_hub.encoder import fastpath
 from conftest import FIXTURE
 
-pytestmark = pytest.mark.skipif(beats._ONEDNN_LINEAR is None, reason="this torch build has no oneDNN linear kernel")
+pytestmark = pytest.mark.skipif(fastpath.ONEDNN_LINEAR is None, reason="this torch build has no oneDNN linear kernel")
 
 
 @pytest.fixture
 def counted(monkeypatch):
     """Counts calls of the oneDNN kernel while the test runs."""
     calls = []
-    kernel = beats._ONEDNN_LINEAR
+    kernel = fastpath.ONEDNN_LINEAR
 
     def count(*args):
         calls.append(args[3])
         return kernel(*args)
 
-    monkeypatch.setattr(beats, "_ONEDNN_LINEAR", count)
+    monkeypatch.setattr(fastpath, "ONEDNN_LINEAR", count)
     return calls
 
 
@@ -43,7 +44,7 @@ def test_same_numbers_as_the_module(activation):
     layer = nn.Linear(96, 384)
     x = torch.randn(3, 50, 96)
     with torch.no_grad():
-        fast = beats.linear(layer, x, activation)
+        fast = fastpath.linear(layer, x, activation)
         plain = layer(x)
         plain = nn.functional.gelu(plain) if activation == "gelu" else plain
         exact = x.double() @ layer.weight.double().t() + layer.bias.double()
@@ -61,7 +62,7 @@ def test_inference_uses_the_kernel_and_keeps_the_numbers(tiny, counted, monkeypa
     layers = tiny.config.encoder_layers
     assert counted.count("gelu") == layers  # fc1 + GELU fused, once per layer
     assert len(counted) == layers * 6 + (tiny.backbone.post_extract_proj is not None)  # q, k, v, out, fc1, fc2
-    monkeypatch.setattr(beats, "_ONEDNN_LINEAR", None)  # the module's own forward everywhere
+    monkeypatch.setattr(fastpath, "ONEDNN_LINEAR", None)  # the module's own forward everywhere
     with torch.inference_mode():
         plain = tiny.embed(audio)
     assert (fast - plain).abs().max() < 1e-5
@@ -130,7 +131,7 @@ def test_global_module_hooks_see_every_projection(tiny, counted, monkeypatch):
 
     hooked = linears_seen()
     assert counted == []
-    monkeypatch.setattr(beats, "_ONEDNN_LINEAR", None)
+    monkeypatch.setattr(fastpath, "ONEDNN_LINEAR", None)
     assert hooked == linears_seen()
 
 
@@ -147,7 +148,7 @@ def test_dispatch_modes_and_disabled_onednn_take_the_module_forward(tiny, counte
     with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
         tiny.embed(audio)
     assert counted == []
-    monkeypatch.setattr(beats, "_ONEDNN_LINEAR", None)
+    monkeypatch.setattr(fastpath, "ONEDNN_LINEAR", None)
     with torch.inference_mode(), FlopCounterMode(display=False) as plain:
         tiny.embed(audio)
     assert flops.get_total_flops() == plain.get_total_flops()
@@ -170,5 +171,76 @@ def test_layer_hooks_see_three_inputs_and_subclass_inputs_keep_their_linear(tiny
     counted.clear()
     projection = nn.Linear(8, 4)
     with torch.no_grad():
-        out = beats.linear(projection, torch.randn(2, 8).as_subclass(Tagged))
+        out = fastpath.linear(projection, torch.randn(2, 8).as_subclass(Tagged))
     assert counted == [] and type(out) is Tagged
+
+
+def test_the_bias_buffer_is_shared_within_a_forward_and_only_where_allowed():
+    a, b, c = torch.rand(2, 3, 5, 1), torch.rand(1, 3, 5, 5), torch.zeros(2, 1, 1, 5)
+    c[0, ..., -1] = float("-inf")
+    with torch.no_grad():
+        expected = a * b + c
+        with fastpath.shared_buffers():
+            first = fastpath.multiply_add(a, b, c)
+            assert torch.equal(first, expected)
+            second = fastpath.multiply_add(b, a)  # the same buffer, written over
+            assert second.data_ptr() == first.data_ptr() and torch.equal(second, a * b)
+        outside = fastpath.multiply_add(a, b, c)
+    assert torch.equal(outside, expected) and outside.data_ptr() != first.data_ptr()
+    with fastpath.shared_buffers():
+        trained = fastpath.multiply_add(a.requires_grad_(), b, c)  # autograd records it: a fresh tensor
+        assert trained.requires_grad and trained.data_ptr() != fastpath.multiply_add(a.detach(), b).data_ptr()
+
+
+def _torch_private_names() -> set[str]:
+    """Private attribute names that torch's modules and tensors carry (any object of the package may hold one)."""
+    return {name for obj in (nn.Module(), nn.Linear(1, 1), torch.zeros(1))
+            for name in dir(obj) if name.startswith("_") and not name.endswith("__")}
+
+
+def _private_torch_uses(path) -> list[str]:
+    """Where a module reaches a private torch symbol: an import of one (``torch._C``, a private name from a torch
+    module), an attribute chain from torch with a private part, ``getattr(..., "_name")``, or a private attribute
+    that torch's modules and tensors carry (``layer._forward_hooks``)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    torch_names = set()  # local names bound to torch or one of its modules
+    found = []
+    private = lambda dotted: any(p.startswith("_") and not p.endswith("__") for p in dotted.split("."))  # noqa: E731
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "torch":
+                    torch_names.add((alias.asname or alias.name).split(".")[0])
+                    if private(alias.name):
+                        found.append(f"line {node.lineno}: import {alias.name}")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch":
+            for alias in node.names:
+                torch_names.add(alias.asname or alias.name)
+                if private(f"{node.module}.{alias.name}"):
+                    found.append(f"line {node.lineno}: from {node.module} import {alias.name}")
+    def from_torch(node) -> bool:
+        while isinstance(node, (ast.Attribute, ast.Call)):
+            node = node.value if isinstance(node, ast.Attribute) else node.args[0] if node.args else node.func
+        return isinstance(node, ast.Name) and node.id in torch_names
+
+    names = _torch_private_names()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            if from_torch(node.value) or node.attr in names:
+                found.append(f"line {node.lineno}: .{node.attr}")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+              and private(str(node.args[1].value)) and from_torch(node.args[0])):
+            found.append(f"line {node.lineno}: getattr(..., {node.args[1].value!r})")
+    return found
+
+
+def test_no_private_torch_symbol_outside_the_fast_path_module():
+    from pathlib import Path
+
+    root = Path(avex_hub.__file__).parent
+    uses = {str(p.relative_to(root)): _private_torch_uses(p) for p in sorted(root.rglob("*.py"))}
+    assert _private_torch_uses(Path(fastpath.__file__))  # the finder sees what the fast path does use
+    assert {name: found for name, found in uses.items() if found and name != "encoder/fastpath.py"} == {}

@@ -18,7 +18,8 @@ from typing import Any, Collection
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules import module as _torch_module
+
+from .fastpath import linear, multiply_add, shared_buffers
 
 __all__ = ["BEATsConfig", "BEATs", "EncoderOutput"]
 
@@ -130,95 +131,6 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     return buckets + torch.where(distance < max_exact, distance, large)
 
 
-def _onednn_linear_op():
-    """torch's oneDNN (mkldnn) linear kernel, or None where this torch build has none."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-
-
-_ONEDNN_LINEAR = _onednn_linear_op()
-
-
-def _global_forward_hooks() -> bool:
-    """Whether hooks registered for every module (``nn.modules.module.register_module_forward_hook``) exist."""
-    return bool(_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks)
-
-
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd will record an operation on ``tensors`` (grad mode on and one of them requires it)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def linear(layer: nn.Module, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
-    """``layer(x)``, then the ``activation`` (``"none"`` or ``"gelu"``, the exact erf GELU).
-
-    On the CPU in float32 inference a plain ``nn.Linear`` runs through oneDNN's matmul with the GELU fused into
-    it. torch's ``F.linear`` calls the BLAS library it was built with (MKL in the x86 wheels), and on the AMD EPYC
-    where this was measured MKL's float32 GEMM reached about half of oneDNN's speed (benchmarks/speed.py). Same float32
-    arithmetic (max |difference| to float64 of the same order as F.linear's). Everything else, and any layer a
-    user has replaced, wrapped, hooked or quantised, or that is being trained, traced, compiled or exported, takes
-    the module's own forward.
-    """
-    if _ONEDNN_LINEAR is not None and _plain_cpu_inference(layer, x):
-        return _ONEDNN_LINEAR(x, layer.weight, layer.bias, activation, [], "none" if activation == "gelu" else "")
-    out = layer(x)
-    return F.gelu(out) if activation == "gelu" else out
-
-
-def _plain_cpu_inference(layer: nn.Module, x: torch.Tensor) -> bool:
-    if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
-        return False
-    if _global_forward_hooks() or not torch.backends.mkldnn.enabled:
-        return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or layer.weight.dtype != torch.float32 or x.is_mkldnn:
-        return False
-    if type(layer.weight.data) is not torch.Tensor or type(x) is not torch.Tensor:
-        return False  # a tensor subclass (quantised or sharded weights, ...) keeps its own linear
-    if _needs_grad(x, layer.weight, layer.bias):
-        return False
-    if torch.is_autocast_enabled("cpu"):
-        return False
-    return not _graph_capture()
-
-
-def _graph_capture() -> bool:
-    """Whether the forward is being scripted, traced, exported or compiled (which take the plain arithmetic)."""
-    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling() or _transformed())
-
-
-# torch's own (private) probes for active transforms and dispatch modes; where a torch lacks them, _transformed
-# cannot tell and answers True, so the plain arithmetic runs (slower, never wrong).
-_INTERPRETER_STACK = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
-_DISPATCH_STACK_LEN = getattr(torch._C, "_len_torch_dispatch_stack", None)
-
-
-def _transformed() -> bool:
-    """Whether a torch.func transform (vmap, grad, ...) or a dispatch mode (FlopCounterMode, FakeTensorMode, ...)
-    is active: the oneDNN kernel has no batching rule and is not counted or faked as a linear, and an ``out=``
-    write has no batched form."""
-    if _INTERPRETER_STACK is None or _DISPATCH_STACK_LEN is None:
-        return True
-    return _INTERPRETER_STACK() is not None or _DISPATCH_STACK_LEN() > 0
-
-
-def _product_in(scratch: dict | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * b``, written into one buffer that the layers of a forward share when nothing needs its gradient.
-
-    The attention bias is ``[B, H, N, N]`` (47 MB in float32 at batch 4 of 10 s windows). A fresh tensor that large
-    sits above glibc's highest mmap threshold (32 MB), so every layer would fault its pages in anew: 13 ms against
-    0.8 ms into a reused buffer on the AMD EPYC of benchmarks/speed.py, about a tenth of a float32 forward. Each
-    layer's attention has consumed the bias before the next layer writes it."""
-    if scratch is None or _graph_capture() or _needs_grad(a, b):
-        return a * b
-    shape, dtype = torch.broadcast_shapes(a.shape, b.shape), torch.result_type(a, b)
-    buffer = scratch.get("bias")
-    if buffer is None or buffer.shape != shape or buffer.dtype != dtype or buffer.device != a.device:
-        buffer = scratch["bias"] = torch.empty(shape, dtype=dtype, device=a.device)
-    return torch.mul(a, b, out=buffer)
-
-
 class _WeightNormParameters(nn.Module):
     """Holds g (``original0``) and v (``original1``) under the names torch's weight_norm uses."""
 
@@ -276,35 +188,37 @@ class SelfAttention(nn.Module):
         self.relative_attention_bias: nn.Embedding | None = None
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
-                key_padding_mask: torch.Tensor | None, scratch: dict | None = None) -> torch.Tensor:
-        """``scratch``: a dict the encoder passes to every layer of one forward, holding the reused bias buffer."""
+                key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         B, N, C = x.shape
         split = lambda t: t.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # noqa: E731
         q, k, v = split(linear(self.q_proj, x)), split(linear(self.k_proj, x)), split(linear(self.v_proj, x))
-        bias = None
-        if position_bias is not None:  # [H, N, N]
-            bias = position_bias.unsqueeze(0).to(q.dtype)
-            if self.gru_rel_pos:
-                # A per-query, per-head gate computed from the unscaled query. The gate is small ([B, H, N, 1]) and
-                # computed in float32; the [B, H, N, N] product is formed once, in the attention's dtype (under
-                # bf16 autocast a float32 product would be twice the memory traffic and then cast again).
-                gates = torch.sigmoid(self.grep_linear(q).view(B, self.num_heads, N, 2, 4).sum(-1).float())
-                gate_a, gate_b = gates.chunk(2, dim=-1)  # [B, H, N, 1] each
-                gate = gate_a * (gate_b * self.grep_a.float() - 1.0) + 2.0
-                bias = _product_in(scratch, gate.to(bias.dtype), bias)  # [B, H, N, N]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=self.attention_bias(q, position_bias, key_padding_mask),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # [B, H, N, D]
+        return linear(self.out_proj, out.transpose(1, 2).reshape(B, N, C))
+
+    def attention_bias(self, q: torch.Tensor, position_bias: torch.Tensor | None,
+                       key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """What is added to the attention scores: the (gated) ``[H, N, N]`` position bias and -inf at padded keys,
+        broadcastable to ``[B, H, N, N]``, in the attention's dtype; None when there is neither."""
+        B, _, N, _ = q.shape
+        masked = None
         if key_padding_mask is not None:
             masked = torch.zeros(B, 1, 1, N, dtype=q.dtype, device=q.device)
             masked = masked.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-            if bias is None:
-                bias = masked
-            elif scratch is not None and bias is scratch.get("bias"):
-                bias.add_(masked)  # the buffer is ours: no second [B, H, N, N] tensor
-            else:
-                bias = bias + masked
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
-        )  # [B, H, N, D]
-        return linear(self.out_proj, out.transpose(1, 2).reshape(B, N, C))
+        if position_bias is None:
+            return masked
+        bias = position_bias.unsqueeze(0).to(q.dtype)  # [1, H, N, N]
+        if not self.gru_rel_pos:
+            return bias if masked is None else bias + masked
+        # A per-query, per-head gate computed from the unscaled query. The gate is small ([B, H, N, 1]) and computed
+        # in float32; the [B, H, N, N] product is formed once, in the attention's dtype (under bf16 autocast a float32
+        # product would be twice the memory traffic and then cast again), into a buffer the layers share.
+        gates = torch.sigmoid(self.grep_linear(q).view(B, self.num_heads, N, 2, 4).sum(-1).float())
+        gate_a, gate_b = gates.chunk(2, dim=-1)  # [B, H, N, 1] each
+        gate = gate_a * (gate_b * self.grep_a.float() - 1.0) + 2.0
+        return multiply_add(gate.to(bias.dtype), bias, masked)
 
 
 class EncoderLayer(nn.Module):
@@ -323,8 +237,8 @@ class EncoderLayer(nn.Module):
         self.residual_scale = math.pow(2 * config.encoder_layers, 0.25) if config.deep_norm else 1.0
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
-                key_padding_mask: torch.Tensor | None, scratch: dict | None = None) -> torch.Tensor:
-        attended = self.self_attn(x, position_bias, key_padding_mask, scratch=scratch)
+                key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        attended = self.self_attn(x, position_bias, key_padding_mask)
         h = F.dropout(attended, self.dropout, self.training)
         x = self.self_attn_layer_norm(x * self.residual_scale + h)
         h = F.dropout(linear(self.fc1, x, "gelu"), self.activation_dropout, self.training)
@@ -394,14 +308,14 @@ class TransformerEncoder(nn.Module):
         keep = None if hidden_layers is None else set(hidden_layers)
         hidden = [x if keep is None or 0 in keep else None] if output_hidden_states else []
         scale_gradients = self.gradient_decay != 1.0 and torch.is_grad_enabled()
-        scratch: dict = {}  # buffers the layers of this forward share (see _product_in)
-        for index, layer in enumerate(self.layers[:num_layers], start=1):
-            if scale_gradients and x.requires_grad:
-                x = _GradientScale.apply(x, self.gradient_decay)
-            if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
-                x = layer(x, position_bias, padding_mask, scratch=scratch)  # a keyword: hooks see the old 3 inputs
-            if output_hidden_states:  # a state nobody asked for is dropped at once (13 x [B, N, C] otherwise)
-                hidden.append(x if keep is None or index in keep else None)
+        with shared_buffers():  # the layers of this forward reuse one attention-bias buffer
+            for index, layer in enumerate(self.layers[:num_layers], start=1):
+                if scale_gradients and x.requires_grad:
+                    x = _GradientScale.apply(x, self.gradient_decay)
+                if not self.training or self.layerdrop == 0 or torch.rand(()) > self.layerdrop:
+                    x = layer(x, position_bias, padding_mask)
+                if output_hidden_states:  # a state nobody asked for is dropped at once (13 x [B, N, C] otherwise)
+                    hidden.append(x if keep is None or index in keep else None)
         if self.layer_norm_first and num_layers is None:
             x = self.layer_norm(x)
         return x, hidden
