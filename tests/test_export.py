@@ -161,3 +161,120 @@ def test_int8_export_keeps_the_filterbank_fp32_and_the_embedding_close(tmp_path,
     assert "int8" in read_onnx_metadata(path)["quantization"]
     with pytest.raises(ValueError, match="quantize"):
         export_onnx(model, tmp_path / "x.onnx", quantize="int4")
+
+
+# -- failures: one line, the documented exit code, checked before the work where they can be ---------------------
+ARGS = ["export", "esp_aves2_sl_beats_all", "--checkpoint", str(FIXTURE)]
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Counts model builds by the export command (the work a refusal must come before)."""
+    from avex_hub.hub import loading
+
+    calls, real = [], loading.build_model
+    monkeypatch.setattr(loading, "build_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def _one_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("avex-hub: error: ") and "Traceback" not in captured.err, lines
+    return lines[0]
+
+
+def test_out_that_is_a_folder_or_below_a_file_is_a_usage_error_before_any_work(tmp_path, builds, capsys):
+    (tmp_path / "a-file").write_text("mine")
+    assert main([*ARGS, "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name such as" in _one_line(capsys)
+    assert main([*ARGS, "--out", str(tmp_path / "a-file" / "m.onnx")]) == 2
+    assert "a-file is a file, not a folder" in _one_line(capsys)
+    assert builds == [] and (tmp_path / "a-file").read_text() == "mine" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_read_only_out_is_a_usage_error_before_any_work(tmp_path, builds, monkeypatch, capsys):
+    import builtins
+    import errno
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_os_open, real_open = os.open, builtins.open
+
+    def refuse(path):  # what a read-only folder answers (as root, chmod would not stop us)
+        if os.path.dirname(os.fspath(path)) == str(locked):
+            raise PermissionError(errno.EROFS, "Read-only file system", os.fspath(path))
+
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: refuse(path) or real_os_open(path, *a, **k))
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: (isinstance(path, (str, os.PathLike)) and refuse(path))
+                        or real_open(path, *a, **k))
+    assert main([*ARGS, "--out", str(locked / "m.onnx")]) == 2
+    assert "cannot write" in (line := _one_line(capsys)) and "Read-only file system" in line
+    assert builds == [] and list(locked.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", [["--opset", "99"], ["--opset", "9"], ["--tolerance", "-1"], ["--tolerance", "nan"]])
+def test_unsupported_opset_or_tolerance_is_a_usage_error_before_any_work(tmp_path, builds, capsys, option):
+    assert main([*ARGS, "--out", str(tmp_path / "m.onnx"), *option]) == 2
+    line = _one_line(capsys)
+    assert ("opset must be one of 14..20" in line) if option[0] == "--opset" else ("tolerance must be a number" in line)
+    assert builds == [] and list(tmp_path.iterdir()) == []
+
+
+def test_missing_onnxruntime_names_the_extra_before_any_work(tmp_path, builds, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    assert main([*ARGS, "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'avex-hub[export]'" in _one_line(capsys) and builds == []
+
+
+def test_oldest_and_newest_supported_opsets_export_without_warnings(tmp_path, model):
+    import warnings
+
+    from avex_hub.integrations.onnx_export import OPSETS
+
+    for opset in (OPSETS.start, OPSETS.stop - 1):
+        path = tmp_path / f"o{opset}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch warns above its newest supported opset (it would write 23)
+            worst = export_onnx(model, path, opset=opset, tolerance=1e-4)
+        assert max(worst.values()) <= 1e-4 and read_onnx_metadata(path)["opset"] == opset
+
+
+def test_torch_failing_to_export_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from avex_hub.integrations import onnx_export
+
+    # Opset 13 has no attention operator: torch's exporter itself fails (allowed here to reach it).
+    monkeypatch.setattr(onnx_export, "OPSETS", range(13, 21))
+    assert main([*ARGS, "--out", str(tmp_path / "m.onnx"), "--opset", "13"]) == 1
+    line = _one_line(capsys)
+    assert "could not export esp_aves2_sl_beats_all at opset 13" in line and "scaled_dot_product_attention" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import onnx
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(onnx, "save_model", full)
+    assert main([*ARGS, "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "No space left on device" in _one_line(capsys) and list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_weights_are_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from avex_hub.hub import loading
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "/cache/model.safetensors")
+
+    monkeypatch.setattr(loading, "build_model", unreadable)
+    assert main([*ARGS, "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "cannot read the weights at /cache/model.safetensors (Permission denied)" in _one_line(capsys)

@@ -41,12 +41,16 @@ from ..audio.arrays import SAMPLE_RATE
 from ..encoder.fbank import FbankConfig, mel_filterbank
 from ..encoder.model import MIN_SAMPLES, AvexModel
 
-__all__ = ["ONNX_META_KEY", "OnnxExportError", "ExportGraph", "dft_frame_basis", "export_onnx",
-           "read_onnx_metadata", "check_onnx"]
+__all__ = ["ONNX_META_KEY", "OPSET", "OPSETS", "OnnxExportError", "ExportGraph", "dft_frame_basis", "export_onnx",
+           "check_export_request", "read_onnx_metadata", "check_onnx"]
 
 ONNX_META_KEY = "avex_hub"  # metadata_props key of an exported file: JSON (see export_metadata)
 FORMAT_VERSION = 1
 OPSET = 17
+# The opsets an export is tested with: 14 is the first that has what the graph needs (the attention), 20 the newest
+# torch 2.13's TorchScript exporter supports (it writes up to 23 with a warning that they are not supported);
+# tests/test_export.py exports the first and the last.
+OPSETS = range(14, 21)
 # Accepted max|Δ| of any output on export. The convolution filterbank is closer to a float64 filterbank than
 # torch's float32 FFT is (9e-6 against 5e-5 on normalised log-mels); 12 full-size layers turn the FFT's rounding
 # into ~1.3e-4 on the frame features (1e-6 on the embedding), so the bound leaves that headroom. The beats-tiny
@@ -55,7 +59,35 @@ TOLERANCE = 1e-3
 
 
 class OnnxExportError(RuntimeError):
-    """The exported file does not reproduce the PyTorch model within the tolerance (nothing was written)."""
+    """The export failed: torch could not export the model, or the exported file does not reproduce the PyTorch
+    model within the tolerance (nothing was written)."""
+
+
+def check_export_request(out: str | os.PathLike, *, opset: int = OPSET, tolerance: float = TOLERANCE) -> Path:
+    """``out`` as a Path, once everything that can be refused before the work has been checked: a ValueError that
+    says what to change for an ``out`` that is a folder or cannot be written (its folder is made if missing), an
+    ``opset`` outside :data:`OPSETS`, or a ``tolerance`` that is not a number >= 0."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise ValueError(f"opset must be one of {OPSETS.start}..{OPSETS.stop - 1} (the graph needs opset "
+                         f"{OPSETS.start}; {OPSETS.stop - 1} is the newest torch's exporter supports), got {opset!r}; "
+                         f"the default is {OPSET}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(f"tolerance must be a number >= 0 (the largest max|Δ| to PyTorch accepted), got "
+                         f"{tolerance!r}; the default is {TOLERANCE}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"the output {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"cannot write {out}: {above} is a file, not a folder; choose another output path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.name}.{os.getpid()}.write-test"
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write {out} ({error.strerror or error}); choose a folder you can write to") from None
+    return out
 
 
 def _need(module: str):
@@ -182,6 +214,33 @@ def check_onnx(path: str | os.PathLike, model: AvexModel, audio: list[torch.Tens
     return worst
 
 
+def _export_graph(model: AvexModel, path: Path, opset: int) -> None:
+    """Write ``model``'s :class:`ExportGraph` to ``path`` with its metadata, checked by onnx's checker; an
+    OnnxExportError with the exporter's first line when torch cannot export it."""
+    onnx = _need("onnx")
+    names = output_names(model)
+    axes = {"audio": {0: "batch", 1: "samples"}, "features": {0: "batch", 1: "patches"},
+            **{name: {0: "batch"} for name in names[1:]}}
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter, on purpose: torch 2.13's torch.export-based one stops at a reshape after
+            # attention with a symbolic length (it cannot prove N >= 1). Its deprecation notices (the exporter and its
+            # logging helper) are ours to act on, not the user's; only this call is silenced.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(ExportGraph(model).eval(), (validation_audio(model.sample_rate)[0],), str(path),
+                              dynamo=False, opset_version=opset, input_names=["audio"], output_names=names,
+                              dynamic_axes=axes)
+        proto = onnx.load(str(path))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = ONNX_META_KEY, json.dumps(export_metadata(model, opset), ensure_ascii=False)
+        onnx.save_model(proto, str(path))
+        onnx.checker.check_model(str(path))
+    except (RuntimeError, onnx.checker.ValidationError) as error:  # torch.onnx's errors are RuntimeErrors
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise OnnxExportError(f"torch {torch.__version__} could not export {model.name} at opset {opset}: "
+                              f"{first[:300]}; nothing was written") from error
+
+
 def export_onnx(model: AvexModel, out: str | os.PathLike, *, opset: int = OPSET, tolerance: float = TOLERANCE,
                 quantize: str | None = None) -> dict[str, float]:
     """Export ``model`` to ``out`` (ONNX), validate it with onnxruntime and return each output's max|Δ|.
@@ -193,27 +252,13 @@ def export_onnx(model: AvexModel, out: str | os.PathLike, *, opset: int = OPSET,
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-    onnx = _need("onnx")
+    out = check_export_request(out, opset=opset, tolerance=tolerance)
+    _need("onnx"), _need("onnxruntime")  # the validation runs onnxruntime: without it, nothing is exported
     from ..embed.outputs import atomic_path
 
     model = model.cpu().eval()
-    graph = ExportGraph(model).eval()
-    names = output_names(model)
-    axes = {"audio": {0: "batch", 1: "samples"}, "features": {0: "batch", 1: "patches"},
-            **{name: {0: "batch"} for name in names[1:]}}
     with atomic_path(out, ".onnx") as tmp:
-        with warnings.catch_warnings():
-            # The TorchScript exporter, on purpose: torch 2.13's torch.export-based one stops at a reshape after
-            # attention with a symbolic length (it cannot prove N >= 1). Its deprecation notices (the exporter and its
-            # logging helper) are ours to act on, not the user's; only this call is silenced.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(graph, (validation_audio(model.sample_rate)[0],), str(tmp), dynamo=False,
-                              opset_version=opset, input_names=["audio"], output_names=names, dynamic_axes=axes)
-        proto = onnx.load(str(tmp))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_META_KEY, json.dumps(export_metadata(model, opset), ensure_ascii=False)
-        onnx.save_model(proto, str(tmp))
-        onnx.checker.check_model(str(tmp))
+        _export_graph(model, tmp, opset)
         if quantize == "int8":
             return _quantize_int8(tmp, model, out, export_metadata(model, opset))
         worst = check_onnx(tmp, model)
@@ -287,7 +332,8 @@ def add_export_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")
     parser.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json "
                                              "(a fine-tune exported by avex-hub)")
-    parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--opset", type=int, default=OPSET,
+                        help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default: %(default)s)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help="largest max|Δ| against PyTorch accepted on export (default: %(default)s)")
     parser.add_argument("--quantize", choices=("int8",), default=None,
@@ -297,7 +343,10 @@ def add_export_arguments(parser) -> None:
 
 
 def run_export(args) -> int:
-    """``avex-hub export``: 0 written and validated, 1 weights unavailable or validation failed, 2 usage error."""
+    """``avex-hub export``: 0 written and validated; 1 weights unavailable or unreadable, or the export failed (torch
+    could not export the model, validation failed, a write error such as a full disk: nothing was written); 2 usage
+    error (an --out that is a folder or cannot be written, an --opset outside 14..20, a negative --tolerance, a bad
+    --checkpoint, onnx or onnxruntime missing), found before any work. Every failure is one line on stderr."""
     import sys
 
     from ..hub.loading import ChecksumError, WeightsNotAvailableError, build_model
@@ -307,17 +356,28 @@ def run_export(args) -> int:
         return code
 
     try:
+        out = check_export_request(args.out, opset=args.opset, tolerance=args.tolerance)
+        _need("onnx"), _need("onnxruntime")
+    except ValueError as failure:
+        return error(f"{failure}", 2)
+    except ImportError as failure:
+        return error(str(failure), 2)
+    try:
         model = build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
     except (WeightsNotAvailableError, ChecksumError) as failure:
         return error(str(failure), 1)
     except (FileNotFoundError, ValueError) as failure:  # a bad --checkpoint
         return error(str(failure), 2)
+    except OSError as failure:  # a cached or given weights path that is a folder, unreadable, ...
+        return error(f"cannot read the weights at {failure.filename or args.checkpoint or args.model} "
+                     f"({failure.strerror or failure})", 1)
     try:
-        worst = export_onnx(model, args.out, opset=args.opset, tolerance=args.tolerance, quantize=args.quantize)
-    except ImportError as failure:
-        return error(str(failure), 2)
+        worst = export_onnx(model, out, opset=args.opset, tolerance=args.tolerance, quantize=args.quantize)
     except OnnxExportError as failure:
         return error(str(failure), 1)
+    except OSError as failure:  # a full disk, a folder gone mid-way: the temporary file is removed
+        where = f" writing {failure.filename}" if failure.filename else ""
+        return error(f"{failure.strerror or failure}{where}; nothing was written to {out}", 1)
     deltas = ", ".join(f"{name} {value:.1e}" for name, value in worst.items())
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB); onnxruntime vs PyTorch max|Δ|: {deltas}")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); onnxruntime vs PyTorch max|Δ|: {deltas}")
     return 0
