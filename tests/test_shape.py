@@ -17,7 +17,6 @@ MAX_LINES = 450
 # Modules that other parts of issue 22 split on branches of their own; each leaves this list when it lands.
 BEING_SPLIT = {
     "cli.py": "part 4: avex_hub/cli/ as a package",
-    "encoder/beats.py": "part 3: the CPU fast path in a module of its own",
 }
 
 # torch.stack over a list comprehension of windows' audio or padding masks
