@@ -4,6 +4,7 @@ pick the windows worth listening to.
     from avex_hub import explore
     windows = explore.read_windows("windows.parquet")   # `avex-hub embed` output (.parquet, .npz) or an agile archive
     labels = explore.labels_from_annotations(windows, "annotations.csv")   # where calls are annotated
+    explore.add_times_and_sites(windows, deployments="deployments.csv")   # columns site, start_time, hour
     view = explore.map_2d(windows.embeddings)           # UMAP when umap-learn is installed, else PCA
     clusters = explore.cluster(windows.embeddings, k=8)  # k-means (or method="hdbscan")
     explore.score_clusters(clusters, labels)             # NMI against the labels, and its chance level
@@ -30,7 +31,8 @@ import numpy as np
 
 from .audio.arrays import SAMPLE_RATE
 
-__all__ = ["Windows", "read_windows", "labels_from_annotations", "labels_from_folders", "Map2D", "map_2d",
+__all__ = ["Windows", "read_windows", "labels_from_annotations", "labels_from_folders", "add_times_and_sites", "Map2D",
+           "map_2d",
            "cluster", "ClusterScore", "score_clusters", "central_windows", "window_audio", "draw_spectrogram",
            "MapExplorer", "MAP_METHODS"]
 
@@ -192,6 +194,32 @@ def labels_from_annotations(windows: Windows, annotations: str | os.PathLike, *,
 def labels_from_folders(windows: Windows) -> np.ndarray:
     """A label per window: the name of its file's folder (recordings sorted into one folder per class)."""
     return np.array([Path(str(f)).parent.name for f in windows.file], dtype=object)
+
+
+def add_times_and_sites(windows: Windows, *, deployments: str | os.PathLike | None = None,
+                        time_pattern: str | None = None, timezone: str | None = None) -> list:
+    """Add columns ``site``, ``start_time`` and ``hour`` to ``windows``: each recording's start and site as ``avex-hub
+    times`` finds them (GUANO, AudioMoth metadata, ``time_pattern`` or the file name, local times in ``timezone``;
+    sites from the ``deployments`` CSV). ``start_time``: the window's start, ISO 8601 with the recorder's offset (``""``
+    unknown); ``hour``: its hour of day in the site's zone, else ``timezone``, else the recorder's (-1 unknown);
+    ``site``: ``""`` outside every deployment. Returns each file's :class:`avex_hub.monitoring.recordings.Recording`."""
+    from .monitoring.deployments import Deployments
+    from .monitoring.recordings import describe_recordings
+    from .monitoring.times import iso, parse_zone
+
+    files, lengths = [str(f) for f in windows.file], {}
+    for file, end in zip(files, windows.end_s):
+        lengths[file] = max(lengths.get(file, 0.0), float(end))
+    table = None if deployments is None else Deployments.read(deployments)
+    recordings = describe_recordings(lengths, deployments=table, time_pattern=time_pattern, timezone=timezone)
+    of_file = {r.file: r for r in recordings}
+    zone = {r.file: parse_zone(r.time_zone or timezone) if r.time_zone or timezone else None for r in recordings}
+    starts = [of_file[f].time_at(s) for f, s in zip(files, windows.start_s)]
+    windows.columns["site"] = np.array([of_file[f].site or "" for f in files], dtype=object)
+    windows.columns["start_time"] = np.array([iso(t) for t in starts], dtype=object)
+    windows.columns["hour"] = np.array([-1 if t is None else t.astimezone(zone[f]).hour if zone[f] else t.hour
+                                        for f, t in zip(files, starts)], dtype=np.int64)
+    return recordings
 
 
 def _unit(embeddings) -> np.ndarray:

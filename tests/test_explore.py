@@ -250,3 +250,45 @@ def test_the_map_is_a_jupyter_widget_with_a_player(parquet):
     x, y = explorer.ax.transData.transform(explorer.points[2])
     explorer.on_move(SimpleNamespace(inaxes=explorer.ax, x=x, y=y))  # hovering redraws on the widget's canvas
     assert explorer.note.get_text() == windows.describe(2)
+
+
+def test_times_and_sites_of_windows_match_their_file_names_and_deployments(tmp_path):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import soundfile as sf
+
+    files = {"north": tmp_path / "north" / "20260601_235930.wav",  # local time, crosses midnight
+             "south": tmp_path / "south" / "20260601_120000.wav",
+             "none": tmp_path / "elsewhere" / "recording.wav"}  # no time in its name, in no deployment
+    for path in files.values():
+        path.parent.mkdir()
+        sf.write(path, np.zeros(8000, np.float32), 16000)
+    table = tmp_path / "deployments.csv"
+    table.write_text("folder,site,timezone\nnorth/,N1,Europe/Berlin\nsouth/,S1,UTC\n", encoding="utf-8")
+    rows = [("north", 0.0), ("north", 20.0), ("north", 40.0), ("south", 5.0), ("none", 1.0)]
+    windows = explore.Windows(np.array([str(files[k]) for k, _ in rows], dtype=object), np.full(len(rows), -1),
+                              np.array([s for _, s in rows]), np.array([s + 1.0 for _, s in rows]),
+                              np.zeros((len(rows), 4), np.float32))
+
+    recordings = explore.add_times_and_sites(windows, deployments=table, timezone="+02:00")
+
+    # brute force: each file's local start, plus the window's offset, in its site's zone
+    clock = dt.timezone(dt.timedelta(hours=2))
+    local_start = {"north": dt.datetime(2026, 6, 1, 23, 59, 30, tzinfo=ZoneInfo("Europe/Berlin")),
+                   "south": dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=clock)}
+    site_zone = {"north": ZoneInfo("Europe/Berlin"), "south": dt.timezone.utc}
+    expected_site = {"north": "N1", "south": "S1", "none": ""}
+    for i, (key, start_s) in enumerate(rows):
+        assert windows.columns["site"][i] == expected_site[key]
+        if key == "none":
+            assert (windows.columns["start_time"][i], windows.columns["hour"][i]) == ("", -1)
+            continue
+        moment = local_start[key] + dt.timedelta(seconds=start_s)
+        assert dt.datetime.fromisoformat(windows.columns["start_time"][i]) == moment
+        assert windows.columns["start_time"][i].endswith("+02:00")  # the recorder's offset
+        assert windows.columns["hour"][i] == moment.astimezone(site_zone[key]).hour
+    assert windows.columns["hour"].tolist() == [23, 23, 0, 10, -1]
+    assert windows.columns["start_time"][2] == "2026-06-02T00:00:10.000+02:00"
+    assert [(Path(r.file).name, r.flag) for r in recordings] == [
+        ("20260601_235930.wav", ""), ("20260601_120000.wav", ""), ("recording.wav", "no deployment")]
