@@ -2,6 +2,7 @@
 
     avex-hub embed recordings/ --out emb.parquet            # one row per 10 s window
     avex-hub classify recordings/ --out species.csv --raven tables/ --min-score 0.5
+    avex-hub classify recordings/ --out scores.csv --species "Strix aluco,Bubo bubo"   # every asked score, no top k
     avex-hub info                                           # models, sizes, label counts, cache state
     avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
     avex-hub verify                                         # re-hash the cache against the pinned digests
@@ -115,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", parents=[run], allow_abbrev=False,
                               help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
+    classify.add_argument("--species", default=None, metavar="A,B|FILE",
+                          help="scientific names (a comma list, or a file with one a line): every window gets each "
+                               "one's score, in place of the top k (misspelt names are refused with the closest "
+                               "labels)")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
@@ -320,6 +325,9 @@ def _run(args) -> int:
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if getattr(args, "species", None) and args.raven is not None:
+        raise UsageError("--raven tables hold each window's best label; with --species, write the scores and make "
+                         "Raven tables of events: avex-hub events SCORES.csv --raven DIR")
     _check_targets(args, fmt, out, parts)
     model = _load_model(args)
     if model is None:
@@ -328,7 +336,7 @@ def _run(args) -> int:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
-                                      top_k=getattr(args, "top_k", 5))
+                                      top_k=getattr(args, "top_k", 5), species=_asked_species(args, model))
         _refuse_repeated_layers(model, getattr(args, "layers", -1))
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
@@ -336,6 +344,22 @@ def _run(args) -> int:
         return _process(args, fmt, model, settings, search, device)
     except OSError as error:
         return _write_error(error, parts)
+
+
+def _asked_species(args, model) -> list[str] | None:
+    """classify --species: a file of names (one a line, checked by :func:`avex_hub.monitoring.species.read_species`)
+    or a comma list (checked by :func:`avex_hub.embed.inference.inference_settings`); None without it."""
+    value = getattr(args, "species", None)
+    if value is None:
+        return None
+    if Path(value).is_file():
+        from .monitoring.species import read_species
+
+        return read_species(value, list(model.labels))
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--species {value!r}: expected scientific names separated by commas, or a file of them")
+    return names
 
 
 def _refuse_repeated_layers(model, layers) -> None:

@@ -17,7 +17,8 @@ Schemas (one row per window, or per window and layer for embeddings):
 * CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score,flags``; top-k rows per window, rank 1
   first, ``score`` the sigmoid probability; ``channel`` -1 for the mix; ``flags`` the window's set flags
   joined by ``;`` (e.g. ``silent;truncated``), empty when none. Times are plain decimal seconds
-  (``1234567.5``, never ``1.23457e+06``). The settings go to the sidecar ``<out>.settings.json``.
+  (``1234567.5``, never ``1.23457e+06``). The settings go to the sidecar ``<out>.settings.json``. With ``species``
+  asked (``classify --species``): every asked label's row in every window, in the order asked, and no ``rank``.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
   top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix). Tabs and line breaks in a
@@ -230,7 +231,8 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
               labels: tuple[str, ...], *, settings: InferenceSettings | None = None) -> int:
     """Top-k classification rows; returns the number of rows written (top-k per window). ``settings`` (when given) go to the
-    sidecar ``<target>.settings.json`` (CSV has no place for them)."""
+    sidecar ``<target>.settings.json`` (CSV has no place for them); settings with ``species`` asked write every
+    asked label's row per window and no ``rank`` column (the long score table ``avex-hub events`` reads)."""
     if settings is not None:
         with atomic_path(f"{target}.settings.json", ".json") as tmp:
             tmp.write_text(json.dumps(settings.to_dict(), sort_keys=True, indent=1) + "\n", encoding="utf-8")
@@ -239,14 +241,17 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score", "flags"])
+            ranked = not getattr(settings, "species", ())
+            writer.writerow(["file", "channel", "start_s", "end_s", *(["rank"] if ranked else []), "label", "score",
+                             "flags"])
             for name, a in parts:
                 file_cell = _csv_text(name)
                 for i in range(len(a["start_s"])):
                     channel = int(a["channel"][i])
                     start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
                     for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
-                        writer.writerow([file_cell, channel, start, end, rank, cells[index], f"{score:.6f}", flags])
+                        writer.writerow([file_cell, channel, start, end, *([rank] if ranked else []), cells[index],
+                                         f"{score:.6f}", flags])
                         rows += 1
     return rows
 
