@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="scientific names (a comma list, or a file with one a line): every window gets each "
                                "one's score, in place of the top k (misspelt names are refused with the closest "
                                "labels)")
+    classify.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
+                          help="thresholds file of avex-hub calibrate (refused for another model's weights): "
+                               "probability and detected columns per asked species (default species: its labels)")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
@@ -325,10 +328,12 @@ def _run(args) -> int:
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if getattr(args, "species", None) and args.raven is not None:
-        raise UsageError("--raven tables hold each window's best label; with --species, write the scores and make "
+    if (getattr(args, "species", None) or getattr(args, "thresholds", None)) and args.raven is not None:
+        raise UsageError("--raven tables hold each window's best label; with --species or --thresholds, write the "
+                         "scores and make "
                          "Raven tables of events: avex-hub events SCORES.csv --raven DIR")
     _check_targets(args, fmt, out, parts)
+    calibration = _thresholds(args)
     model = _load_model(args)
     if model is None:
         return EXIT_ERROR
@@ -336,22 +341,37 @@ def _run(args) -> int:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
-                                      top_k=getattr(args, "top_k", 5), species=_asked_species(args, model))
+                                      top_k=getattr(args, "top_k", 5), species=_asked_species(args, model, calibration))
         _refuse_repeated_layers(model, getattr(args, "layers", -1))
+        if calibration is not None:  # before any audio is read
+            calibration.check_settings(settings.to_dict(), str(args.thresholds))
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
-        return _process(args, fmt, model, settings, search, device)
+        return _process(args, fmt, model, settings, search, device, calibration)
     except OSError as error:
         return _write_error(error, parts)
 
 
-def _asked_species(args, model) -> list[str] | None:
+def _thresholds(args):
+    """classify --thresholds FILE read (a usage error when it cannot be); None without it."""
+    if getattr(args, "thresholds", None) is None:
+        return None
+    from .monitoring.calibration import Thresholds
+
+    try:
+        return Thresholds.load(args.thresholds)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _asked_species(args, model, calibration=None) -> list[str] | None:
     """classify --species: a file of names (one a line, checked by :func:`avex_hub.monitoring.species.read_species`)
-    or a comma list (checked by :func:`avex_hub.embed.inference.inference_settings`); None without it."""
+    or a comma list (checked by :func:`avex_hub.embed.inference.inference_settings`); without it the labels of
+    --thresholds, or None."""
     value = getattr(args, "species", None)
     if value is None:
-        return None
+        return None if calibration is None else list(calibration.labels)
     if Path(value).is_file():
         from .monitoring.species import read_species
 
@@ -372,7 +392,7 @@ def _refuse_repeated_layers(model, layers) -> None:
                          f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
-def _process(args, fmt: str, model, settings: dict, search, device) -> int:
+def _process(args, fmt: str, model, settings: dict, search, device, calibration=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
     from .embed import outputs
     from .embed.inference import iter_file_results
@@ -404,7 +424,7 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration)
     print(_summary(out, rows, len(done), skipped, len(failures), flagged), file=sys.stderr)
     truncated = flagged["truncated"]
     if truncated:
@@ -438,9 +458,11 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> tuple[int, dict[str, list[str]]]:
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]],
+           calibration=None) -> tuple[int, dict[str, list[str]]]:
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
-    rows written and, for each quality flag, the inputs with a window so flagged."""
+    rows written and, for each quality flag, the inputs with a window so flagged. ``calibration``: classify
+    --thresholds, applied to the CSV."""
     from .embed import outputs
 
     flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
@@ -458,7 +480,7 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
     elif fmt == "npz":
         rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim)
     else:
-        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings)
+        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings, calibration=calibration)
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)

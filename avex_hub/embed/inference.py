@@ -301,10 +301,12 @@ class InferenceResult:
 
         return write_npz(path, self._parts(), self.settings, self.embeddings.shape[1])
 
-    def to_csv(self, path) -> int:
+    def to_csv(self, path, calibration=None) -> int:
+        """``calibration``: a thresholds file's :class:`avex_hub.monitoring.calibration.Thresholds` (``Thresholds.load``)
+        for ``probability`` and ``detected`` columns; needs ``species`` asked, refused for another model."""
         from .outputs import write_csv
 
-        return write_csv(path, self._parts(), self.labels, settings=self.settings)
+        return write_csv(path, self._parts(), self.labels, settings=self.settings, calibration=calibration)
 
     def to_raven(self, folder, min_score: float = 0.0) -> list[Path]:
         from .outputs import raven_names, write_raven_tables
