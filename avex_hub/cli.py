@@ -123,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
                           help="thresholds file of avex-hub calibrate (refused for another model's weights): "
                                "probability and detected columns per asked species (default species: its labels)")
+    classify.add_argument("--times", action="store_true",
+                          help="start_time and end_time (ISO 8601 with the offset) after end_s, from each recording's "
+                               "start (GUANO, AudioMoth comment, file name); empty where it is unknown, never guessed")
+    classify.add_argument("--time-pattern", default=None, metavar="PATTERN",
+                          help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
+    classify.add_argument("--timezone", default=None, metavar="ZONE",
+                          help="with --times: the recorder clock's zone for local times without an offset")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
@@ -333,7 +340,7 @@ def _run(args) -> int:
                          "scores and make "
                          "Raven tables of events: avex-hub events SCORES.csv --raven DIR")
     _check_targets(args, fmt, out, parts)
-    calibration = _thresholds(args)
+    calibration, clock = _thresholds(args), _clock(args, search.files)
     model = _load_model(args)
     if model is None:
         return EXIT_ERROR
@@ -348,7 +355,7 @@ def _run(args) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
-        return _process(args, fmt, model, settings, search, device, calibration)
+        return _process(args, fmt, model, settings, search, device, calibration, clock)
     except OSError as error:
         return _write_error(error, parts)
 
@@ -363,6 +370,29 @@ def _thresholds(args):
         return Thresholds.load(args.thresholds)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
+
+
+def _clock(args, files: list[str]):
+    """classify --times: ``(file, seconds) -> ISO 8601`` from each recording's start
+    (:func:`avex_hub.monitoring.recordings.describe_recordings`), ``""`` where it is unknown; None without it."""
+    if not getattr(args, "times", False):
+        if getattr(args, "time_pattern", None) or getattr(args, "timezone", None):
+            raise UsageError("--time-pattern and --timezone set how --times reads recording starts; add --times")
+        return None
+    from .embed.outputs import text_cell
+    from .monitoring.recordings import by_file, describe_recordings
+    from .monitoring.times import iso
+
+    try:  # durations are not needed: only the starts are read
+        recordings = by_file(describe_recordings(dict.fromkeys(files, 0.0), time_pattern=args.time_pattern,
+                                                 timezone=args.timezone))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    unknown = [r for r in recordings.values() if r.start is None]
+    if unknown:
+        print(f"avex-hub: {len(unknown)} of {len(recordings)} recordings have no known start (their start_time and "
+              f"end_time stay empty); first: {text_cell(unknown[0].file)}: {unknown[0].note}", file=sys.stderr)
+    return lambda file, seconds: iso(recordings[file].time_at(seconds))
 
 
 def _asked_species(args, model, calibration=None) -> list[str] | None:
@@ -392,7 +422,7 @@ def _refuse_repeated_layers(model, layers) -> None:
                          f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
-def _process(args, fmt: str, model, settings: dict, search, device, calibration=None) -> int:
+def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
     from .embed import outputs
     from .embed.inference import iter_file_results
@@ -424,7 +454,8 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration)
+    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
+                           clock)
     print(_summary(out, rows, len(done), skipped, len(failures), flagged), file=sys.stderr)
     truncated = flagged["truncated"]
     if truncated:
@@ -458,11 +489,11 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]],
-           calibration=None) -> tuple[int, dict[str, list[str]]]:
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]], calibration=None,
+           clock=None) -> tuple[int, dict[str, list[str]]]:
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
-    rows written and, for each quality flag, the inputs with a window so flagged. ``calibration``: classify
-    --thresholds, applied to the CSV."""
+    rows written and, for each quality flag, the inputs with a window so flagged. ``calibration`` (classify
+    --thresholds) and ``clock`` (classify --times) are applied to the CSV."""
     from .embed import outputs
 
     flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
@@ -480,7 +511,8 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
     elif fmt == "npz":
         rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim)
     else:
-        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings, calibration=calibration)
+        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings, calibration=calibration,
+                                 clock=clock)
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)

@@ -335,3 +335,24 @@ def test_classify_applies_a_thresholds_file_of_its_own_model_only(survey, capsys
         == EXIT_USAGE
     assert "fitted to scores of another model (weights_sha256: ccc" in _error_line(capsys)
     assert not (survey / "x.csv").exists() and not any((survey / "x.csv.parts").glob("*.npz"))  # no audio read
+
+
+def test_classify_times_its_rows_where_the_start_is_known_and_leaves_the_rest_empty(survey, capsys):
+    """classify --times: start_time/end_time from the AudioMoth comment (the recording's start plus start_s, with
+    its offset), empty for a recording without a known start; --timezone without --times is a usage error."""
+    from conftest import FIXTURE
+
+    plain_wav(survey / "north" / "unknown.wav", seconds=30.0)
+    run = [str(survey / "north"), "--checkpoint", str(FIXTURE), "--window", "20", "--no-progress", "--top-k", "1"]
+    assert main(["classify", *run, "--out", str(survey / "timed.csv"), "--times"]) == EXIT_OK
+    assert "1 of 3 recordings have no known start" in capsys.readouterr().err
+    with open(survey / "timed.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:6] == ["file", "channel", "start_s", "end_s", "start_time", "end_time"]
+    times = {(r["file"].rsplit("/", 1)[-1], r["start_s"]): (r["start_time"], r["end_time"]) for r in rows}
+    assert times[("20260601_050000.WAV", "20")] == ("2026-06-01T05:00:20.000+02:00", "2026-06-01T05:00:40.000+02:00")
+    assert times[("20260602_050000.WAV", "40")] == ("2026-06-02T05:00:40.000+02:00", "2026-06-02T05:01:00.000+02:00")
+    assert times[("unknown.wav", "0")] == times[("unknown.wav", "20")] == ("", "")
+    assert len(times) == 3 + 3 + 2
+    assert main(["classify", *run, "--out", str(survey / "x.csv"), "--timezone", "Europe/Berlin"]) == EXIT_USAGE
+    assert "add --times" in _error_line(capsys)

@@ -230,7 +230,8 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
 
 
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-              labels: tuple[str, ...], *, settings: InferenceSettings | None = None, calibration=None) -> int:
+              labels: tuple[str, ...], *, settings: InferenceSettings | None = None, calibration=None,
+              clock=None) -> int:
     """Top-k classification rows; returns the number of rows written (top-k per window). ``settings`` (when given) go to the
     sidecar ``<target>.settings.json`` (CSV has no place for them); settings with ``species`` asked write every
     asked label's row per window and no ``rank`` column (the long score table ``avex-hub events`` reads).
@@ -238,7 +239,8 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     ``calibration`` (an :class:`avex_hub.monitoring.calibration.Thresholds`, with ``species`` asked; refused for
     scores of another model): ``probability`` (calibrated; empty for a label it has no fitted model of) and
     ``detected`` (1 where the written score is at or above the label's threshold, 0 below, empty without one) after
-    ``score``."""
+    ``score``. ``clock`` (``(file, seconds) -> text``, ``""`` where the recording's start is unknown): ``start_time``
+    and ``end_time`` after ``end_s``."""
     if calibration is not None:
         if not getattr(settings, "species", ()):
             raise ValueError("calibrated columns need the settings of a run with species asked (classify --species)")
@@ -252,7 +254,8 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", *(["rank"] if ranked else []), "label", "score",
+            writer.writerow(["file", "channel", "start_s", "end_s", *(["start_time", "end_time"] if clock else []),
+                             *(["rank"] if ranked else []), "label", "score",
                              *(["probability", "detected"] if calibration is not None else []), "flags"])
             for name, a in parts:
                 file_cell = _csv_text(name)
@@ -261,9 +264,10 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
                 for i in range(len(a["start_s"])):
                     channel = int(a["channel"][i])
                     start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
+                    times = [clock(name, a["start_s"][i]), clock(name, a["end_s"][i])] if clock else []
                     for j, index in enumerate(a["top_indices"][i]):
-                        writer.writerow([file_cell, channel, start, end, *([j + 1] if ranked else []), cells[index],
-                                         scores[i, j], *extra[i][j], flags])
+                        writer.writerow([file_cell, channel, start, end, *times, *([j + 1] if ranked else []),
+                                         cells[index], scores[i, j], *extra[i][j], flags])
                         rows += 1
     return rows
 
