@@ -2,6 +2,7 @@
 
     avex-hub embed recordings/ --out emb.parquet            # one row per 10 s window
     avex-hub classify recordings/ --out species.csv --raven tables/ --min-score 0.5
+    avex-hub classify recordings/ --out scores.csv --species "Strix aluco,Bubo bubo"   # every asked score, no top k
     avex-hub info                                           # models, sizes, label counts, cache state
     avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
     avex-hub verify                                         # re-hash the cache against the pinned digests
@@ -115,6 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", parents=[run], allow_abbrev=False,
                               help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
+    classify.add_argument("--species", default=None, metavar="A,B|FILE",
+                          help="scientific names (a comma list, or a file with one a line): every window gets each "
+                               "one's score, in place of the top k (misspelt names are refused with the closest "
+                               "labels)")
+    classify.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
+                          help="thresholds file of avex-hub calibrate (refused for another model's weights): "
+                               "probability and detected columns per asked species (default species: its labels)")
+    classify.add_argument("--times", action="store_true",
+                          help="start_time and end_time (ISO 8601 with the offset) after end_s, from each recording's "
+                               "start (GUANO, AudioMoth comment, file name); empty where it is unknown, never guessed")
+    classify.add_argument("--time-pattern", default=None, metavar="PATTERN",
+                          help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
+    classify.add_argument("--timezone", default=None, metavar="ZONE",
+                          help="with --times: the recorder clock's zone for local times without an offset")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
@@ -320,7 +335,12 @@ def _run(args) -> int:
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if (getattr(args, "species", None) or getattr(args, "thresholds", None)) and args.raven is not None:
+        raise UsageError("--raven tables hold each window's best label; with --species or --thresholds, write the "
+                         "scores and make "
+                         "Raven tables of events: avex-hub events SCORES.csv --raven DIR")
     _check_targets(args, fmt, out, parts)
+    calibration, clock = _thresholds(args), _clock(args, search.files)
     model = _load_model(args)
     if model is None:
         return EXIT_ERROR
@@ -328,14 +348,68 @@ def _run(args) -> int:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
-                                      top_k=getattr(args, "top_k", 5))
+                                      top_k=getattr(args, "top_k", 5), species=_asked_species(args, model, calibration))
         _refuse_repeated_layers(model, getattr(args, "layers", -1))
+        if calibration is not None:  # before any audio is read
+            calibration.check_settings(settings.to_dict(), str(args.thresholds))
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
-        return _process(args, fmt, model, settings, search, device)
+        return _process(args, fmt, model, settings, search, device, calibration, clock)
     except OSError as error:
         return _write_error(error, parts)
+
+
+def _thresholds(args):
+    """classify --thresholds FILE read (a usage error when it cannot be); None without it."""
+    if getattr(args, "thresholds", None) is None:
+        return None
+    from .monitoring.calibration import Thresholds
+
+    try:
+        return Thresholds.load(args.thresholds)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _clock(args, files: list[str]):
+    """classify --times: ``(file, seconds) -> ISO 8601`` from each recording's start
+    (:func:`avex_hub.monitoring.recordings.describe_recordings`), ``""`` where it is unknown; None without it."""
+    if not getattr(args, "times", False):
+        if getattr(args, "time_pattern", None) or getattr(args, "timezone", None):
+            raise UsageError("--time-pattern and --timezone set how --times reads recording starts; add --times")
+        return None
+    from .embed.outputs import text_cell
+    from .monitoring.recordings import by_file, describe_recordings
+    from .monitoring.times import iso
+
+    try:  # durations are not needed: only the starts are read
+        recordings = by_file(describe_recordings(dict.fromkeys(files, 0.0), time_pattern=args.time_pattern,
+                                                 timezone=args.timezone))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    unknown = [r for r in recordings.values() if r.start is None]
+    if unknown:
+        print(f"avex-hub: {len(unknown)} of {len(recordings)} recordings have no known start (their start_time and "
+              f"end_time stay empty); first: {text_cell(unknown[0].file)}: {unknown[0].note}", file=sys.stderr)
+    return lambda file, seconds: iso(recordings[file].time_at(seconds))
+
+
+def _asked_species(args, model, calibration=None) -> list[str] | None:
+    """classify --species: a file of names (one a line, checked by :func:`avex_hub.monitoring.species.read_species`)
+    or a comma list (checked by :func:`avex_hub.embed.inference.inference_settings`); without it the labels of
+    --thresholds, or None."""
+    value = getattr(args, "species", None)
+    if value is None:
+        return None if calibration is None else list(calibration.labels)
+    if Path(value).is_file():
+        from .monitoring.species import read_species
+
+        return read_species(value, list(model.labels))
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--species {value!r}: expected scientific names separated by commas, or a file of them")
+    return names
 
 
 def _refuse_repeated_layers(model, layers) -> None:
@@ -348,7 +422,7 @@ def _refuse_repeated_layers(model, layers) -> None:
                          f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
-def _process(args, fmt: str, model, settings: dict, search, device) -> int:
+def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
     from .embed import outputs
     from .embed.inference import iter_file_results
@@ -380,7 +454,8 @@ def _process(args, fmt: str, model, settings: dict, search, device) -> int:
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
 
     done = [f for f in files if f not in failures]
-    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done])
+    rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
+                           clock)
     print(_summary(out, rows, len(done), skipped, len(failures), flagged), file=sys.stderr)
     truncated = flagged["truncated"]
     if truncated:
@@ -414,9 +489,11 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 
-def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]) -> tuple[int, dict[str, list[str]]]:
+def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]], calibration=None,
+           clock=None) -> tuple[int, dict[str, list[str]]]:
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
-    rows written and, for each quality flag, the inputs with a window so flagged."""
+    rows written and, for each quality flag, the inputs with a window so flagged. ``calibration`` (classify
+    --thresholds) and ``clock`` (classify --times) are applied to the CSV."""
     from .embed import outputs
 
     flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
@@ -434,7 +511,8 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
     elif fmt == "npz":
         rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim)
     else:
-        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings)
+        rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings, calibration=calibration,
+                                 clock=clock)
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
             outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["LabelMap", "MAX_BYTES"]
+__all__ = ["LabelMap", "MAX_BYTES", "match_species"]
 
 # The largest label map read: the published ones (~10k scientific names) are under 1 MB; 32 MB leaves room for
 # any real taxonomy and stops a wrong file (a link to /dev/zero) before it fills memory.
@@ -114,3 +115,31 @@ class LabelMap(Mapping[str, int]):
     def __repr__(self) -> str:
         preview = ", ".join(self._names[:3]) + (", ..." if len(self) > 3 else "")
         return f"LabelMap({len(self)} labels: {preview})"
+
+
+def _key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def match_species(names: list[str], labels: list[str], *, where: str = "species list",
+                  lines: list[int] | None = None) -> list[str]:
+    """``names`` as they are written in ``labels`` (same order, duplicates dropped); ValueError naming every name
+    that is not a label (with its line in ``lines``), each with its closest matches."""
+    by_key = {}
+    for label in labels:
+        by_key.setdefault(_key(label), label)
+    out, unknown = [], []
+    for line, name in zip(lines or range(1, len(names) + 1), names):
+        label = by_key.get(_key(name))
+        if label is None:
+            close = difflib.get_close_matches(name, labels, n=3, cutoff=0.6)
+            unknown.append(f"line {line}: {name!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close
+                                                       else " (no similar label)"))
+        elif label not in out:
+            out.append(label)
+    if unknown:
+        raise ValueError(f"{where}: {len(unknown)} name(s) are not labels of these scores: {'; '.join(unknown)}; fix "
+                         "the spelling (scientific names as in the label map)")
+    if not out:
+        raise ValueError(f"{where}: no species names in it; write one scientific name a line")
+    return out

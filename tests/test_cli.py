@@ -367,6 +367,42 @@ def test_every_format_writes_minus_one_for_the_mix_and_counts_rows(tmp_path, tin
         assert data["channel"].tolist() == sum(channels, [])
 
 
+def test_classify_species_writes_every_asked_score_that_events_reads(tiny_model, tmp_path, capsys):
+    """--species A,B: one row per window and asked label, no rank; the table reads back as monitoring's scores with
+    the weights digest; a misspelt name or --raven beside it is a usage error before any work."""
+    from avex_hub.monitoring.scores import read_scores
+
+    folder = small_folder(tmp_path / "in")  # 3 s, 4 s, 5 s at 2 s windows: 2 + 2 + 3 windows
+    out, topk = tmp_path / "scores.csv", tmp_path / "all.csv"
+    common = [str(folder), "--window", "2", *QUIET]
+    assert main(["classify", *common, "--out", str(out), "--species", "Parus major,Turdus merula"]) == EXIT_OK
+    assert main(["classify", *common, "--out", str(topk), "--top-k", "7"]) == EXIT_OK
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["file", "channel", "start_s", "end_s", "label", "score", "flags"]
+    assert [r["label"] for r in rows] == ["Parus major", "Turdus merula"] * 7
+    with open(topk, newline="") as handle:
+        every = {(r["file"], r["start_s"], r["label"]): r["score"] for r in csv.DictReader(handle)}
+    assert all(every[(r["file"], r["start_s"], r["label"])] == r["score"] for r in rows)
+    table = read_scores(out)
+    assert table.labels == ["Parus major", "Turdus merula"] and len(table) == 7
+    assert table.source.weights_sha256 == tiny_model.weights_sha256
+    capsys.readouterr()
+    listed = tmp_path / "species.txt"
+    listed.write_text("# one a line\nParus major\n\nTurdus merula\n", encoding="utf-8")
+    assert main(["classify", *common, "--out", str(tmp_path / "listed.csv"), "--species", str(listed)]) == EXIT_OK
+    assert (tmp_path / "listed.csv").read_text() == out.read_text()
+    capsys.readouterr()
+    assert main(["classify", *common, "--out", str(tmp_path / "x.csv"), "--species", "Parus majr"]) == EXIT_USAGE
+    assert "did you mean 'Parus major'?" in capsys.readouterr().err
+    listed.write_text("Parus major\nTurdus merla\n", encoding="utf-8")
+    assert main(["classify", *common, "--out", str(tmp_path / "x.csv"), "--species", str(listed)]) == EXIT_USAGE
+    assert "line 2: 'Turdus merla' (did you mean 'Turdus merula'?)" in capsys.readouterr().err
+    assert main(["classify", *common, "--out", str(tmp_path / "y.csv"), "--species", "Parus major",
+                 "--raven", str(tmp_path / "raven")]) == EXIT_USAGE
+    assert "avex-hub events" in capsys.readouterr().err and not (tmp_path / "y.csv").exists()
+
+
 def test_classify_reports_the_rows_it_wrote(tmp_path, capsys):
     folder = small_folder(tmp_path / "in")  # 3 s, 4 s, 5 s at 2 s windows: 2 + 2 + 3 windows
     out = tmp_path / "species.csv"

@@ -113,6 +113,24 @@ def test_classify_scores_are_sorted_sigmoid_of_logits(tiny_model, files):
     assert result.top_labels[0] == [tiny_model.labels[i] for i in indices[0].tolist()]
 
 
+def test_asked_species_keep_their_score_in_every_window(tiny_model, files):
+    """classify --species: each asked label's sigmoid score in every window, in the order asked, also where it is
+    not among the window's top k; a misspelt name is refused with the closest label."""
+    asked = ["Megaptera novaeangliae", "turdus  MERULA"]  # case and spacing are forgiven
+    result = classify_files(tiny_model, files["mono"], species=asked, num_workers=0, progress=False)
+    starts = expected_starts(files["mono_wave"].size, 160000, 160000)
+    audio, mask = window_batch(files["mono_wave"], starts, 160000)
+    with torch.inference_mode():
+        scores = torch.sigmoid(tiny_model.logits(audio, mask)).numpy()
+    columns = [tiny_model.labels.index("Megaptera novaeangliae"), tiny_model.labels.index("Turdus merula")]
+    assert result.settings.species == ("Megaptera novaeangliae", "Turdus merula")
+    np.testing.assert_allclose(result.top_scores, scores[:, columns], atol=1e-5)
+    assert result.top_labels == [["Megaptera novaeangliae", "Turdus merula"]] * len(starts)
+    with pytest.raises(ValueError, match=r"'Turdus merla' \(did you mean 'Turdus merula'\?\)"):
+        inference_settings(tiny_model, "classify", species=["Turdus merla"])
+    assert "species" not in inference_settings(tiny_model, "classify").to_dict()  # top-k shards keep their names
+
+
 def test_unreadable_files_are_reported_and_the_rest_processed(tiny_model, files):
     result = embed_files(tiny_model, files["root"], num_workers=0, progress=False)
     root = files["root"]

@@ -271,3 +271,88 @@ def test_scores_lists_unreadable_recordings_and_writes_the_rest(survey, capsys):
         assert [r["path"] for r in csv.DictReader(handle)] == [str(survey / "north" / "20260603_050000.WAV")]
     with open(out, newline="", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle))) == 6  # the two readable recordings, 3 windows each
+
+
+def test_classify_applies_a_thresholds_file_of_its_own_model_only(survey, capsys, tiny_model):
+    """classify --thresholds: probability and detected per asked label (the file's labels by default), the same
+    values as the calibration's; a label it has no model of keeps empty cells; another model's file is refused."""
+    from avex_hub.monitoring.calibration import LabelCalibration, Thresholds, OK
+    from avex_hub.monitoring.scores import read_scores
+    from conftest import FIXTURE
+
+    import soundfile as sf
+    from conftest import tones
+
+    names = list(json.loads((FIXTURE / "label_map.json").read_text(encoding="utf-8")))
+    (survey / "tones").mkdir()
+    for i in range(2):  # 3 s and 4 s of tones at 1 s windows: 3 + 4 windows of differing scores
+        sf.write(survey / "tones" / f"clip{i}.wav", tones(3 + i, 16000, seed=40 + i), 16000, subtype="FLOAT")
+    run = [str(survey / "tones"), "--checkpoint", str(FIXTURE), "--window", "1", "--no-progress"]
+    assert main(["classify", *run, "--out", str(survey / "raw.csv"), "--species", f"{names[2]},{names[0]}"]) == 0
+    raw = read_scores(survey / "raw.csv")
+    threshold = float(np.median(raw.column(names[2])))
+    one = LabelCalibration(names[2], OK, intercept=-1.0, slope=1.5, covariance=[[0.1, 0.0], [0.0, 0.1]],
+                           threshold=threshold)
+    Thresholds(raw.source, 0.9, {names[2]: one}).save(survey / "thresholds.json")
+
+    def rows(out):
+        with open(out, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    assert main(["classify", *run, "--out", str(survey / "mine.csv"), "--thresholds",
+                 str(survey / "thresholds.json")]) == EXIT_OK
+    mine = rows(survey / "mine.csv")
+    assert list(mine[0]) == ["file", "channel", "start_s", "end_s", "label", "score", "probability", "detected",
+                             "flags"]
+    assert {r["label"] for r in mine} == {names[2]} and len(mine) == 7  # the file's label in 7 windows
+    score = np.array([float(r["score"]) for r in mine])
+    np.testing.assert_allclose(score, raw.column(names[2]), atol=1e-6)
+    expected = 1 / (1 + np.exp(-(-1.0 + 1.5 * np.log(score / (1 - score)))))
+    np.testing.assert_allclose([float(r["probability"]) for r in mine], expected, atol=1e-6)
+    assert [r["detected"] for r in mine] == ["1" if s >= threshold else "0" for s in score]
+    assert {"0", "1"} <= {r["detected"] for r in mine}
+    both = rows(survey / "both.csv") if main(["classify", *run, "--out", str(survey / "both.csv"), "--species",
+                                               f"{names[2]},{names[0]}", "--thresholds",
+                                               str(survey / "thresholds.json")]) == EXIT_OK else []
+    assert [(r["probability"], r["detected"]) for r in both if r["label"] == names[0]] == [("", "")] * 7
+    assert [r["detected"] for r in both if r["label"] == names[2]] == [r["detected"] for r in mine]
+
+    from avex_hub.embed.inference import classify_files
+
+    calibration = Thresholds.load(survey / "thresholds.json")
+    result = classify_files(tiny_model, str(survey / "tones"), species=[names[2]], window_s=1, num_workers=0,
+                            progress=False)
+    result.to_csv(survey / "api.csv", calibration=calibration)
+    assert rows(survey / "api.csv") == mine  # the library writes what the command does
+    with pytest.raises(ValueError, match="species asked"):
+        classify_files(tiny_model, str(survey / "tones"), window_s=1, num_workers=0,
+                       progress=False).to_csv(survey / "top.csv", calibration=calibration)
+
+    other = ScoreSource("c" * 64, None, "another", 20.0, 20.0)
+    Thresholds(other, 0.9, {names[2]: one}).save(survey / "other.json")
+    capsys.readouterr()
+    assert main(["classify", *run, "--out", str(survey / "x.csv"), "--thresholds", str(survey / "other.json")]) \
+        == EXIT_USAGE
+    assert "fitted to scores of another model (weights_sha256: ccc" in _error_line(capsys)
+    assert not (survey / "x.csv").exists() and not any((survey / "x.csv.parts").glob("*.npz"))  # no audio read
+
+
+def test_classify_times_its_rows_where_the_start_is_known_and_leaves_the_rest_empty(survey, capsys):
+    """classify --times: start_time/end_time from the AudioMoth comment (the recording's start plus start_s, with
+    its offset), empty for a recording without a known start; --timezone without --times is a usage error."""
+    from conftest import FIXTURE
+
+    plain_wav(survey / "north" / "unknown.wav", seconds=30.0)
+    run = [str(survey / "north"), "--checkpoint", str(FIXTURE), "--window", "20", "--no-progress", "--top-k", "1"]
+    assert main(["classify", *run, "--out", str(survey / "timed.csv"), "--times"]) == EXIT_OK
+    assert "1 of 3 recordings have no known start" in capsys.readouterr().err
+    with open(survey / "timed.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:6] == ["file", "channel", "start_s", "end_s", "start_time", "end_time"]
+    times = {(r["file"].rsplit("/", 1)[-1], r["start_s"]): (r["start_time"], r["end_time"]) for r in rows}
+    assert times[("20260601_050000.WAV", "20")] == ("2026-06-01T05:00:20.000+02:00", "2026-06-01T05:00:40.000+02:00")
+    assert times[("20260602_050000.WAV", "40")] == ("2026-06-02T05:00:40.000+02:00", "2026-06-02T05:01:00.000+02:00")
+    assert times[("unknown.wav", "0")] == times[("unknown.wav", "20")] == ("", "")
+    assert len(times) == 3 + 3 + 2
+    assert main(["classify", *run, "--out", str(survey / "x.csv"), "--timezone", "Europe/Berlin"]) == EXIT_USAGE
+    assert "add --times" in _error_line(capsys)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from avex_hub.monitoring.scores import ScoreSource, ScoreTable, read_scores, write_scores
-from avex_hub.monitoring.species import match_species, read_species
+from avex_hub.labels import match_species
+from avex_hub.monitoring.species import read_species
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from ..audio.quality import FLAG_NAMES
 from ..encoder.model import check_pooling
 from ..encoder.pipeline import BatchOutputs, Embeddings, Rows, Scores, run_batches, torch_model
 from ..encoder.precision import batch_size_for, default_num_workers, device_for
+from ..labels import match_species
 from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
@@ -58,14 +59,16 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def inference_settings(model, task: str, *, window_s: float | None = None, hop_s: float | None = None,
                        channels="mix", layers=-1, pooling: str = "mean", precision: str = "fp32",
-                       top_k: int = 5) -> InferenceSettings:
+                       top_k: int = 5, species=None) -> InferenceSettings:
     """Everything that changes the numbers in an output (not device or batch size), checked; stored with it.
 
     Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
     pooling (:class:`~avex_hub.embed.settings.EmbedSettings`) or top-k and the label names' digest
     (:class:`~avex_hub.embed.settings.ClassifySettings`), and the output format version; the CLI reuses a stored
     shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``. ``layers``
-    (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``.
+    (embed): an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``. ``species`` (classify): label
+    names whose scores every window keeps instead of its top k (a name not in the label map is a ValueError with
+    the closest labels, :func:`avex_hub.labels.match_species`).
     """
     import hashlib
     import json
@@ -93,8 +96,9 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
     names = json.dumps(list(model.labels), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    asked = () if species is None else tuple(match_species(list(species), list(model.labels), where="species"))
     return ClassifySettings(**common, top_k=min(top_k, len(model.labels)), labels=len(model.labels),
-                            labels_sha256=hashlib.sha256(names).hexdigest())
+                            labels_sha256=hashlib.sha256(names).hexdigest(), species=asked)
 
 
 @dataclass
@@ -106,7 +110,7 @@ class FileResult:
     its header states; ``truncated`` says the same of the file); for embed ``layer`` int16 [n] and
     ``embeddings`` float32 [n, C] (rows are window-major, then layer); for classify ``top_indices`` int32
     [n, k] and ``top_scores``
-    float32 [n, k] (sigmoid scores, best first).
+    float32 [n, k] (sigmoid scores, best first; with ``species`` asked, those labels' scores in the order asked).
     """
 
     path: str
@@ -147,12 +151,23 @@ class _WindowBatches(torch.utils.data.IterableDataset):
 
 
 # -- the main-process side: batches -> model -> per-file rows ---------------------------------------
-def _rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings) -> dict[str, np.ndarray]:
-    """What a file's rows keep of the model's outputs: the embeddings ``[b, L, C]``, or the top-k scores."""
+def _rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings,
+             asked: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What a file's rows keep of the model's outputs: the embeddings ``[b, L, C]``, the top-k scores, or the
+    scores of the ``asked`` label indices (every one in every window)."""
     if isinstance(settings, EmbedSettings):
         return outputs
+    if asked is not None:
+        scores = outputs["scores"][:, asked]
+        return {"top_scores": scores, "top_indices": np.broadcast_to(asked, scores.shape).copy()}
     values, indices = torch.from_numpy(outputs["scores"]).topk(settings.top_k, dim=1)
     return {"top_scores": values.numpy(), "top_indices": indices.to(torch.int32).numpy()}
+
+
+def _asked(model, settings: InferenceSettings) -> np.ndarray | None:
+    if isinstance(settings, EmbedSettings) or not settings.species:
+        return None
+    return np.array([model.labels.index(name) for name in settings.species], dtype=np.int32)
 
 
 def _file_arrays(rows: dict[str, np.ndarray], settings: InferenceSettings) -> dict[str, np.ndarray]:
@@ -203,7 +218,7 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
                                          prefetch_factor=2 if workers else None)
     bar = tqdm(total=round(sum(_durations(paths)), 1) if progress else 0, unit="s audio", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
-    rows, covered = Rows(), {}
+    rows, covered, asked = Rows(), {}, _asked(model, settings)
     windows = done = 0
     started = time.perf_counter()
     iterator = iter(loader)
@@ -214,7 +229,7 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
                 yield _file_result(paths[item.file], item, rows.take(item.file), covered.pop(item.file, 0.0),
                                    settings)
             else:
-                rows.add(BatchOutputs(item.batch, _rows_of(item.outputs, settings)))
+                rows.add(BatchOutputs(item.batch, _rows_of(item.outputs, settings, asked)))
                 for index, end in zip(item.batch.file.tolist(), item.batch.end_s.tolist()):
                     bar.update(max(0.0, end - covered.get(index, 0.0)))
                     covered[index] = max(end, covered.get(index, 0.0))
@@ -286,10 +301,12 @@ class InferenceResult:
 
         return write_npz(path, self._parts(), self.settings, self.embeddings.shape[1])
 
-    def to_csv(self, path) -> int:
+    def to_csv(self, path, calibration=None) -> int:
+        """``calibration``: a thresholds file's :class:`avex_hub.monitoring.calibration.Thresholds` (``Thresholds.load``)
+        for ``probability`` and ``detected`` columns; needs ``species`` asked, refused for another model."""
         from .outputs import write_csv
 
-        return write_csv(path, self._parts(), self.labels, settings=self.settings)
+        return write_csv(path, self._parts(), self.labels, settings=self.settings, calibration=calibration)
 
     def to_raven(self, folder, min_score: float = 0.0) -> list[Path]:
         from .outputs import raven_names, write_raven_tables
@@ -299,13 +316,13 @@ class InferenceResult:
 
 
 def _run(model, task: str, paths, *, window_s, hop_s, channels, layers, pooling, top_k, batch_size, num_workers,
-         precision, device, progress) -> InferenceResult:
+         precision, device, progress, species=None) -> InferenceResult:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     search = find_audio(paths)
     files = search.files
     settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layers=layers,
-                                  pooling=pooling, precision=precision, top_k=top_k)
+                                  pooling=pooling, precision=precision, top_k=top_k, species=species)
     results = {r.path: r for r in iter_file_results(model, files, settings, batch_size=batch_size,
                                                    num_workers=num_workers, device=device, progress=progress)}
     ok = [results[p] for p in files if results[p].error is None]
@@ -332,12 +349,13 @@ def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | N
 
 def classify_files(model, paths, *, top_k: int = 5, window_s: float | None = None, hop_s: float | None = None,
                    channels="mix", batch_size: int | None = None, num_workers: int | None = None,
-                   precision: str = "fp32", device=None, progress: bool = True) -> InferenceResult:
-    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`.
+                   precision: str = "fp32", device=None, progress: bool = True, species=None) -> InferenceResult:
+    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`. ``species`` (label
+    names): every window keeps each of these labels' score instead of its top k (``to_csv`` then writes no rank).
 
     ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device
     (``"auto"``: CUDA when available).
     """
     return _run(model, "classify", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=-1,
                 pooling="mean", top_k=top_k, batch_size=batch_size, num_workers=num_workers,
-                precision=precision, device=device, progress=progress)
+                precision=precision, device=device, progress=progress, species=species)

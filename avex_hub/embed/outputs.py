@@ -17,7 +17,9 @@ Schemas (one row per window, or per window and layer for embeddings):
 * CSV (``classify``): ``file,channel,start_s,end_s,rank,label,score,flags``; top-k rows per window, rank 1
   first, ``score`` the sigmoid probability; ``channel`` -1 for the mix; ``flags`` the window's set flags
   joined by ``;`` (e.g. ``silent;truncated``), empty when none. Times are plain decimal seconds
-  (``1234567.5``, never ``1.23457e+06``). The settings go to the sidecar ``<out>.settings.json``.
+  (``1234567.5``, never ``1.23457e+06``). The settings go to the sidecar ``<out>.settings.json``. With ``species``
+  asked (``classify --species``): every asked label's row in every window, in the order asked, and no ``rank``;
+  with a thresholds file (``classify --thresholds``) ``probability`` and ``detected`` after ``score``.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
   top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix). Tabs and line breaks in a
@@ -228,27 +230,63 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
 
 
 def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-              labels: tuple[str, ...], *, settings: InferenceSettings | None = None) -> int:
+              labels: tuple[str, ...], *, settings: InferenceSettings | None = None, calibration=None,
+              clock=None) -> int:
     """Top-k classification rows; returns the number of rows written (top-k per window). ``settings`` (when given) go to the
-    sidecar ``<target>.settings.json`` (CSV has no place for them)."""
+    sidecar ``<target>.settings.json`` (CSV has no place for them); settings with ``species`` asked write every
+    asked label's row per window and no ``rank`` column (the long score table ``avex-hub events`` reads).
+
+    ``calibration`` (an :class:`avex_hub.monitoring.calibration.Thresholds`, with ``species`` asked; refused for
+    scores of another model): ``probability`` (calibrated; empty for a label it has no fitted model of) and
+    ``detected`` (1 where the written score is at or above the label's threshold, 0 below, empty without one) after
+    ``score``. ``clock`` (``(file, seconds) -> text``, ``""`` where the recording's start is unknown): ``start_time``
+    and ``end_time`` after ``end_s``."""
+    if calibration is not None:
+        if not getattr(settings, "species", ()):
+            raise ValueError("calibrated columns need the settings of a run with species asked (classify --species)")
+        calibration.check_settings(settings.to_dict())
     if settings is not None:
         with atomic_path(f"{target}.settings.json", ".json") as tmp:
             tmp.write_text(json.dumps(settings.to_dict(), sort_keys=True, indent=1) + "\n", encoding="utf-8")
     cells = [_csv_text(label) for label in labels]
+    ranked = not getattr(settings, "species", ())
     rows = 0
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", "rank", "label", "score", "flags"])
+            writer.writerow(["file", "channel", "start_s", "end_s", *(["start_time", "end_time"] if clock else []),
+                             *(["rank"] if ranked else []), "label", "score",
+                             *(["probability", "detected"] if calibration is not None else []), "flags"])
             for name, a in parts:
                 file_cell = _csv_text(name)
+                scores = np.char.mod("%.6f", a["top_scores"])
+                extra = _calibrated(a["top_indices"], scores, labels, calibration)
                 for i in range(len(a["start_s"])):
                     channel = int(a["channel"][i])
                     start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
-                    for rank, (index, score) in enumerate(zip(a["top_indices"][i], a["top_scores"][i]), 1):
-                        writer.writerow([file_cell, channel, start, end, rank, cells[index], f"{score:.6f}", flags])
+                    times = [clock(name, a["start_s"][i]), clock(name, a["end_s"][i])] if clock else []
+                    for j, index in enumerate(a["top_indices"][i]):
+                        writer.writerow([file_cell, channel, start, end, *times, *([j + 1] if ranked else []),
+                                         cells[index], scores[i, j], *extra[i][j], flags])
                         rows += 1
     return rows
+
+
+def _calibrated(indices: np.ndarray, scores: np.ndarray, labels: tuple[str, ...], calibration) -> list:
+    """Per window and asked label (the columns of ``indices``, the same in every window): the ``probability`` and
+    ``detected`` cells from the written ``scores`` (text); no cells without ``calibration``."""
+    n, k = indices.shape
+    if calibration is None or not n:
+        return [[[]] * k] * n
+    thresholds = calibration.thresholds()
+    columns = []
+    for j in range(k):
+        label, values = labels[int(indices[0, j])], scores[:, j].astype(np.float64)
+        p = calibration.probability(label, values)
+        threshold = thresholds.get(label)
+        columns.append(list(zip([""] * n if p is None else np.char.mod("%.6f", np.atleast_1d(p)).tolist(),
+                                [""] * n if threshold is None else (values >= threshold).astype(int).tolist())))
+    return [[list(columns[j][i]) for j in range(k)] for i in range(n)]
 
 
 def _raven_candidates(file: str) -> tuple[str, str]:

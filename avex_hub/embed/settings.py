@@ -75,10 +75,11 @@ class InferenceSettings:
             expected = repr(cls.task) if cls.task else "'embed' or 'classify'"
             raise ValueError(f"stored settings name task {stored.get('task')!r}; expected {expected}")
         names = [f.name for f in dataclasses.fields(kind)]
-        missing = [n for n in names if n not in stored]
+        required = [f.name for f in dataclasses.fields(kind) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in stored]
         if missing:
             raise ValueError(f"stored {kind.task} settings lack {missing}")
-        values = {n: tuple(stored[n]) if isinstance(stored[n], list) else stored[n] for n in names}
+        values = {n: tuple(stored[n]) if isinstance(stored[n], list) else stored[n] for n in names if n in stored}
         return kind(**values)
 
 
@@ -94,9 +95,19 @@ class EmbedSettings(InferenceSettings):
 
 @dataclass(frozen=True)
 class ClassifySettings(InferenceSettings):
-    """A ``classify`` run's settings: ``top_k`` labels per window, and the label head's size and names' digest."""
+    """A ``classify`` run's settings: ``top_k`` labels per window, and the label head's size and names' digest.
+    ``species`` (names in the label map): every window scores each of these labels instead of its top k."""
 
     top_k: int
     labels: int
     labels_sha256: str
+    species: tuple[str, ...] = ()
     task: ClassVar[str] = "classify"
+
+    def to_dict(self) -> dict:
+        """As stored; a top-k run leaves ``species`` out, so its outputs and shard names are those of releases before
+        ``species`` (finished shards are reused)."""
+        out = super().to_dict()
+        if not self.species:
+            del out["species"]
+        return out

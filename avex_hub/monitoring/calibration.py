@@ -182,6 +182,10 @@ class Thresholds:
             raise ValueError(f"{where} was fitted to scores of another model ({'; '.join(diffs)}); review and "
                              "calibrate this model's scores (avex-hub review, avex-hub calibrate)")
 
+    def check_settings(self, settings: dict, where: str = "the thresholds file") -> None:
+        """:meth:`check` for the stored settings of a run (``InferenceSettings.to_dict()``: a classify run's)."""
+        self.check(ScoreSource.from_settings(settings), where)
+
     # -- files -------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         from ..embed.outputs import atomic_path

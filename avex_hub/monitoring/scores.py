@@ -406,7 +406,7 @@ def score_with_head(model, labels, paths, *, window_s: float | None = None, hop_
     """
     import torch
 
-    from .species import match_species
+    from ..labels import match_species
 
     if getattr(model, "classifier", None) is None or model.label_map is None:
         raise ValueError(f"{model.name} has no species head; score with a probe (--probe) instead")
