@@ -340,7 +340,12 @@ def _run(args) -> int:
                          "scores and make "
                          "Raven tables of events: avex-hub events SCORES.csv --raven DIR")
     _check_targets(args, fmt, out, parts)
-    calibration, clock = _thresholds(args), _clock(args, search.files)
+    from .cli_monitoring import classify_clock, classify_species, classify_thresholds  # --thresholds, --times
+
+    try:  # read before the weights load
+        calibration, clock = classify_thresholds(args), classify_clock(args, search.files)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     model = _load_model(args)
     if model is None:
         return EXIT_ERROR
@@ -348,7 +353,7 @@ def _run(args) -> int:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
-                                      top_k=getattr(args, "top_k", 5), species=_asked_species(args, model, calibration))
+                                      top_k=getattr(args, "top_k", 5), species=classify_species(args, model.labels, calibration))
         _refuse_repeated_layers(model, getattr(args, "layers", -1))
         if calibration is not None:  # before any audio is read
             calibration.check_settings(settings.to_dict(), str(args.thresholds))
@@ -358,58 +363,6 @@ def _run(args) -> int:
         return _process(args, fmt, model, settings, search, device, calibration, clock)
     except OSError as error:
         return _write_error(error, parts)
-
-
-def _thresholds(args):
-    """classify --thresholds FILE read (a usage error when it cannot be); None without it."""
-    if getattr(args, "thresholds", None) is None:
-        return None
-    from .monitoring.calibration import Thresholds
-
-    try:
-        return Thresholds.load(args.thresholds)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from None
-
-
-def _clock(args, files: list[str]):
-    """classify --times: ``(file, seconds) -> ISO 8601`` from each recording's start
-    (:func:`avex_hub.monitoring.recordings.describe_recordings`), ``""`` where it is unknown; None without it."""
-    if not getattr(args, "times", False):
-        if getattr(args, "time_pattern", None) or getattr(args, "timezone", None):
-            raise UsageError("--time-pattern and --timezone set how --times reads recording starts; add --times")
-        return None
-    from .embed.outputs import text_cell
-    from .monitoring.recordings import by_file, describe_recordings
-    from .monitoring.times import iso
-
-    try:  # durations are not needed: only the starts are read
-        recordings = by_file(describe_recordings(dict.fromkeys(files, 0.0), time_pattern=args.time_pattern,
-                                                 timezone=args.timezone))
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    unknown = [r for r in recordings.values() if r.start is None]
-    if unknown:
-        print(f"avex-hub: {len(unknown)} of {len(recordings)} recordings have no known start (their start_time and "
-              f"end_time stay empty); first: {text_cell(unknown[0].file)}: {unknown[0].note}", file=sys.stderr)
-    return lambda file, seconds: iso(recordings[file].time_at(seconds))
-
-
-def _asked_species(args, model, calibration=None) -> list[str] | None:
-    """classify --species: a file of names (one a line, checked by :func:`avex_hub.monitoring.species.read_species`)
-    or a comma list (checked by :func:`avex_hub.embed.inference.inference_settings`); without it the labels of
-    --thresholds, or None."""
-    value = getattr(args, "species", None)
-    if value is None:
-        return None if calibration is None else list(calibration.labels)
-    if Path(value).is_file():
-        from .monitoring.species import read_species
-
-        return read_species(value, list(model.labels))
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise ValueError(f"--species {value!r}: expected scientific names separated by commas, or a file of them")
-    return names
 
 
 def _refuse_repeated_layers(model, layers) -> None:

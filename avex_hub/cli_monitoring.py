@@ -122,10 +122,12 @@ def _say(message: str) -> None:
 def _deployments(args):
     from .monitoring.deployments import Deployments
 
-    return Deployments.read(args.deployments) if args.deployments is not None else None
+    deployments = getattr(args, "deployments", None)  # classify --times takes no deployments table
+    return Deployments.read(deployments) if deployments is not None else None
 
 
 def _recordings(args, durations: dict[str, float]):
+    from .embed.outputs import text_cell
     from .monitoring.recordings import describe_recordings
 
     recordings = describe_recordings(durations, deployments=_deployments(args), time_pattern=args.time_pattern,
@@ -134,7 +136,7 @@ def _recordings(args, durations: dict[str, float]):
     flagged = [r for r in recordings if r.flag]
     if unknown:
         _say(f"{len(unknown)} of {len(recordings)} recordings have no known start (their time columns stay empty); "
-             f"first: {unknown[0].file}: {unknown[0].note}")
+             f"first: {text_cell(unknown[0].file)}: {unknown[0].note}")
     if flagged:
         _say(f"{len(flagged)} recordings are flagged ({', '.join(sorted({r.flag for r in flagged}))}); see the "
              "recordings table's flag column")
@@ -329,3 +331,47 @@ def _presence(args) -> int:
     _say(f"wrote {len(presence.sites)} sites x {len(presence.occasions)} occasions ({presence.unit}) for "
          f"{len(presence.labels)} labels to {args.out}/")
     return 0
+
+
+# -- classify's monitoring options (--species, --thresholds, --times); errors are ValueErrors, usage errors there
+def classify_thresholds(args):
+    """classify --thresholds FILE read; None without it."""
+    if getattr(args, "thresholds", None) is None:
+        return None
+    from .monitoring.calibration import Thresholds
+
+    try:
+        return Thresholds.load(args.thresholds)
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+
+
+def classify_clock(args, files: list[str]):
+    """classify --times: ``(file, seconds) -> ISO 8601`` from each recording's start (the same reading and the
+    same line about unknown starts as ``avex-hub times``), ``""`` where it is unknown; None without it."""
+    if not getattr(args, "times", False):
+        if getattr(args, "time_pattern", None) or getattr(args, "timezone", None):
+            raise ValueError("--time-pattern and --timezone set how --times reads recording starts; add --times")
+        return None
+    from .monitoring.recordings import by_file
+    from .monitoring.times import iso
+
+    recordings = by_file(_recordings(args, dict.fromkeys(files, 0.0)))  # durations are not needed, only starts
+    return lambda file, seconds: iso(recordings[file].time_at(seconds))
+
+
+def classify_species(args, labels, calibration=None) -> list[str] | None:
+    """classify --species: a file of names (one a line, checked by :func:`avex_hub.monitoring.species.read_species`)
+    or a comma list (checked by :func:`avex_hub.embed.inference.inference_settings`); without it the labels of
+    --thresholds, or None."""
+    value = getattr(args, "species", None)
+    if value is None:
+        return None if calibration is None else list(calibration.labels)
+    if Path(value).is_file():
+        from .monitoring.species import read_species
+
+        return read_species(value, list(labels))
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--species {value!r}: expected scientific names separated by commas, or a file of them")
+    return names
