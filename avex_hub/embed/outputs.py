@@ -278,14 +278,12 @@ def _calibrated(indices: np.ndarray, scores: np.ndarray, labels: tuple[str, ...]
     n, k = indices.shape
     if calibration is None or not n:
         return [[[]] * k] * n
-    thresholds = calibration.thresholds()
     columns = []
     for j in range(k):
         label, values = labels[int(indices[0, j])], scores[:, j].astype(np.float64)
-        p = calibration.probability(label, values)
-        threshold = thresholds.get(label)
+        p, detected = calibration.probability(label, values), calibration.detected(label, values)
         columns.append(list(zip([""] * n if p is None else np.char.mod("%.6f", np.atleast_1d(p)).tolist(),
-                                [""] * n if threshold is None else (values >= threshold).astype(int).tolist())))
+                                [""] * n if detected is None else np.atleast_1d(detected).astype(int).tolist())))
     return [[list(columns[j][i]) for j in range(k)] for i in range(n)]
 
 
