@@ -22,7 +22,8 @@ Schemas (one row per window, or per window and layer for embeddings):
   with a thresholds file (``classify --thresholds``) ``probability`` and ``detected`` after ``score``.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
-  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix). Tabs and line breaks in a
+  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix); with ``classify --times``
+  ``start_time`` and ``end_time`` after Flags. Tabs and line breaks in a
   label are written as ``\\t``, ``\\n``, ``\\r`` so that a row stays one row.
 
 Text cells stay readable in other programs: a file name that is not valid UTF-8 is written with its odd
@@ -307,8 +308,13 @@ def _raven_text(label: str) -> str:
 
 
 def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-                       labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0) -> list[Path]:
+                       labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0,
+                       clock=None) -> list[Path]:
     """One Raven selection table per input file (header only when no window reaches ``min_score``).
+
+    ``clock`` (``(file, seconds) -> text``, ``""`` where the recording's start is unknown; ``classify --times``):
+    ``start_time`` and ``end_time`` columns after ``Flags``, named and written as in the Raven tables of
+    ``avex-hub events``.
 
     Parts without quality ``flags`` (search hits and detections read back from an agile database) leave the
     Flags column empty. The input's other possible table name (see :func:`raven_names`) is removed: a table left from a run in
@@ -317,7 +323,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
     written = []
     species = [_raven_text(label) for label in labels]
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-              "High Freq (Hz)", "Species", "Score", "Flags"]
+              "High Freq (Hz)", "Species", "Score", "Flags", *(["start_time", "end_time"] if clock else [])]
     for name, a in parts:
         target = Path(folder) / names[name]
         with atomic_path(target, ".txt") as tmp:
@@ -332,7 +338,8 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     channel = 1 if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i]) + 1
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
                               "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}",
-                              _flag_cell(a["flags"][i]) if "flags" in a else ""]
+                              _flag_cell(a["flags"][i]) if "flags" in a else "",
+                              *([clock(name, a["start_s"][i]), clock(name, a["end_s"][i])] if clock else [])]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
         for other in _raven_candidates(name):
             if other != names[name]:
