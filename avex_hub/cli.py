@@ -130,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
     classify.add_argument("--timezone", default=None, metavar="ZONE",
                           help="with --times: the recorder clock's zone for local times without an offset")
+    classify.add_argument("--deployments", type=Path, default=None,
+                          help="with --times: deployments CSV; site, latitude, longitude after end_time")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")

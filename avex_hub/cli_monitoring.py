@@ -129,7 +129,7 @@ def _say(message: str) -> None:
 def _deployments(args):
     from .monitoring.deployments import Deployments
 
-    deployments = getattr(args, "deployments", None)  # classify --times takes no deployments table
+    deployments = getattr(args, "deployments", None)
     return Deployments.read(deployments) if deployments is not None else None
 
 
@@ -360,17 +360,25 @@ def classify_thresholds(args):
 
 
 def classify_clock(args, files: list[str]):
-    """classify --times: ``(file, seconds) -> ISO 8601`` from each recording's start (the same reading and the
-    same line about unknown starts as ``avex-hub times``), ``""`` where it is unknown; None without it."""
+    """classify --times: ``(file, start_s, end_s) -> cells`` of ``clock.columns`` (``start_time``, ``end_time`` in
+    ISO 8601, ``""`` where the start is unknown; with --deployments ``site``, ``latitude``, ``longitude``, as
+    ``avex-hub times --table`` writes them) from each recording's start (the same reading and the same line about
+    unknown starts as ``avex-hub times``); None without --times."""
     if not getattr(args, "times", False):
-        if getattr(args, "time_pattern", None) or getattr(args, "timezone", None):
-            raise ValueError("--time-pattern and --timezone set how --times reads recording starts; add --times")
+        if any(getattr(args, k, None) for k in ("time_pattern", "timezone", "deployments")):
+            raise ValueError("--time-pattern, --timezone and --deployments set how --times reads recording starts "
+                             "and sites; add --times")
         return None
-    from .monitoring.recordings import by_file
-    from .monitoring.times import iso
+    from .monitoring.recordings import PLACE_COLUMNS, by_file, place_window
 
     recordings = by_file(_recordings(args, dict.fromkeys(files, 0.0)))  # durations are not needed, only starts
-    return lambda file, seconds: iso(recordings[file].time_at(seconds))
+    columns = PLACE_COLUMNS if getattr(args, "deployments", None) is not None else PLACE_COLUMNS[:2]
+
+    def clock(file: str, start_s: float, end_s: float) -> tuple:
+        return place_window(recordings[file], start_s, end_s)[:len(columns)]
+
+    clock.columns = list(columns)
+    return clock
 
 
 def classify_species(args, labels, calibration=None) -> list[str] | None:

@@ -356,6 +356,33 @@ def test_classify_times_its_rows_where_the_start_is_known_and_leaves_the_rest_em
     assert len(times) == 3 + 3 + 2
     assert main(["classify", *run, "--out", str(survey / "x.csv"), "--timezone", "Europe/Berlin"]) == EXIT_USAGE
     assert "add --times" in _error_line(capsys)
+    assert main(["classify", *run, "--out", str(survey / "x.csv"), "--deployments",
+                 str(survey / "deployments.csv")]) == EXIT_USAGE
+    assert "add --times" in _error_line(capsys)
+
+
+def test_classify_deployments_put_site_and_position_on_its_rows_as_times_table_does(survey, capsys):
+    """classify --times --deployments: site, latitude and longitude after end_time, the cells avex-hub times --table
+    writes for the same classify output and deployments table."""
+    from conftest import FIXTURE
+
+    run = [str(survey / "north"), str(survey / "south"), "--checkpoint", str(FIXTURE), "--window", "20",
+           "--no-progress", "--top-k", "1"]
+    deployments = ["--deployments", str(survey / "deployments.csv")]
+    assert main(["classify", *run, "--out", str(survey / "placed.csv"), "--times", *deployments]) == EXIT_OK
+    assert main(["classify", *run, "--out", str(survey / "plain.csv")]) == EXIT_OK
+    assert main(["times", "--table", str(survey / "plain.csv"), "--out", str(survey / "timed.csv"), *deployments]) \
+        == EXIT_OK
+    with open(survey / "placed.csv", newline="", encoding="utf-8") as handle:
+        placed = list(csv.DictReader(handle))
+    with open(survey / "timed.csv", newline="", encoding="utf-8") as handle:
+        timed = list(csv.DictReader(handle))
+    assert list(placed[0])[4:9] == ["start_time", "end_time", "site", "latitude", "longitude"]
+    columns = ["file", "start_s", "start_time", "end_time", "site", "latitude", "longitude"]
+    assert [[r[c] for c in columns] for r in placed] == [[r[c] for c in columns] for r in timed]
+    assert {(r["site"], r["latitude"], r["longitude"]) for r in placed} == {("N", "52.5", "13.4"),
+                                                                             ("S", "52.4", "13.3")}
+    assert len(placed) == 4 * 3
 
 
 def test_classify_raven_tables_carry_the_times_of_its_rows(survey, capsys):

@@ -240,8 +240,9 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     ``calibration`` (an :class:`avex_hub.monitoring.calibration.Thresholds`, with ``species`` asked; refused for
     scores of another model): ``probability`` (calibrated; empty for a label it has no fitted model of) and
     ``detected`` (1 where the written score is at or above the label's threshold, 0 below, empty without one) after
-    ``score``. ``clock`` (``(file, seconds) -> text``, ``""`` where the recording's start is unknown): ``start_time``
-    and ``end_time`` after ``end_s``."""
+    ``score``. ``clock`` (``classify --times``: ``(file, start_s, end_s) -> cells`` of the window, named by its
+    ``columns``: ``start_time``, ``end_time``, ``""`` where the recording's start is unknown, and with a deployments
+    table ``site``, ``latitude``, ``longitude``): after ``end_s``."""
     if calibration is not None:
         if not getattr(settings, "species", ()):
             raise ValueError("calibrated columns need the settings of a run with species asked (classify --species)")
@@ -255,7 +256,7 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", *(["start_time", "end_time"] if clock else []),
+            writer.writerow(["file", "channel", "start_s", "end_s", *(clock.columns if clock else []),
                              *(["rank"] if ranked else []), "label", "score",
                              *(["probability", "detected"] if calibration is not None else []), "flags"])
             for name, a in parts:
@@ -265,12 +266,19 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
                 for i in range(len(a["start_s"])):
                     channel = int(a["channel"][i])
                     start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
-                    times = [clock(name, a["start_s"][i]), clock(name, a["end_s"][i])] if clock else []
+                    times = _place_cells(clock, name, a["start_s"][i], a["end_s"][i], _csv_text)
                     for j, index in enumerate(a["top_indices"][i]):
                         writer.writerow([file_cell, channel, start, end, *times, *([j + 1] if ranked else []),
                                          cells[index], scores[i, j], *extra[i][j], flags])
                         rows += 1
     return rows
+
+
+def _place_cells(clock, name: str, start_s: float, end_s: float, text) -> list:
+    """The cells of ``clock``'s columns for one window (none without a clock): text through ``text``, None empty."""
+    if clock is None:
+        return []
+    return ["" if v is None else text(v) if isinstance(v, str) else v for v in clock(name, start_s, end_s)]
 
 
 def _calibrated(indices: np.ndarray, scores: np.ndarray, labels: tuple[str, ...], calibration) -> list:
@@ -312,9 +320,8 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                        clock=None) -> list[Path]:
     """One Raven selection table per input file (header only when no window reaches ``min_score``).
 
-    ``clock`` (``(file, seconds) -> text``, ``""`` where the recording's start is unknown; ``classify --times``):
-    ``start_time`` and ``end_time`` columns after ``Flags``, named and written as in the Raven tables of
-    ``avex-hub events``.
+    ``clock`` (``classify --times``; see :func:`write_csv`): its columns after ``Flags`` (``start_time``, ``end_time``
+    as in the Raven tables of ``avex-hub events``).
 
     Parts without quality ``flags`` (search hits and detections read back from an agile database) leave the
     Flags column empty. The input's other possible table name (see :func:`raven_names`) is removed: a table left from a run in
@@ -323,7 +330,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
     written = []
     species = [_raven_text(label) for label in labels]
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-              "High Freq (Hz)", "Species", "Score", "Flags", *(["start_time", "end_time"] if clock else [])]
+              "High Freq (Hz)", "Species", "Score", "Flags", *(clock.columns if clock else [])]
     for name, a in parts:
         target = Path(folder) / names[name]
         with atomic_path(target, ".txt") as tmp:
@@ -339,7 +346,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
                               "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}",
                               _flag_cell(a["flags"][i]) if "flags" in a else "",
-                              *([clock(name, a["start_s"][i]), clock(name, a["end_s"][i])] if clock else [])]
+                              *_place_cells(clock, name, a["start_s"][i], a["end_s"][i], _raven_text)]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
         for other in _raven_candidates(name):
             if other != names[name]:
