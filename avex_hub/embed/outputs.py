@@ -23,7 +23,7 @@ Schemas (one row per window, or per window and layer for embeddings):
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
   top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix); with ``classify --times``
-  ``start_time`` and ``end_time`` after Flags. Tabs and line breaks in a
+  ``start_time`` and ``end_time`` after Flags (and ``site``, ``latitude``, ``longitude`` with --deployments). Tabs and line breaks in a
   label are written as ``\\t``, ``\\n``, ``\\r`` so that a row stays one row.
 
 Text cells stay readable in other programs: a file name that is not valid UTF-8 is written with its odd

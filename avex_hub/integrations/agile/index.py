@@ -118,8 +118,8 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
                             num_workers=num_workers, device=device, progress=progress)
     finally:
         archive.close()
-    unknown = {f: places[recording_name(f)] for f in files}
-    report.unknown_starts = {f: r.note for f, r in unknown.items() if r.start is None}
+    report.unknown_starts = {f: place.note for f, place in ((f, places[recording_name(f)]) for f in files)
+                             if place.start is None}
     return report
 
 
