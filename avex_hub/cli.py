@@ -130,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
     classify.add_argument("--timezone", default=None, metavar="ZONE",
                           help="with --times: the recorder clock's zone for local times without an offset")
+    classify.add_argument("--deployments", type=Path, default=None,
+                          help="with --times: deployments CSV; site, latitude, longitude after end_time")
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
@@ -336,9 +338,10 @@ def _run(args) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     if (getattr(args, "species", None) or getattr(args, "thresholds", None)) and args.raven is not None:
-        raise UsageError("--raven tables hold each window's best label; with --species or --thresholds, write the "
-                         "scores and make "
-                         "Raven tables of events: avex-hub events SCORES.csv --raven DIR")
+        raise UsageError("--raven tables hold one selection a window, its best label; with --species or "
+                         "--thresholds every asked label is scored in every window, and their selections are events "
+                         "(windows above a threshold merged): write the scores, then avex-hub events SCORES.csv "
+                         "--thresholds FILE --raven DIR (its tables carry start_time and end_time)")
     _check_targets(args, fmt, out, parts)
     from .cli_monitoring import classify_clock, classify_species, classify_thresholds  # --thresholds, --times
 
@@ -468,7 +471,7 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
                                  clock=clock)
         if args.raven is not None:
             names = outputs.raven_names([name for name, _ in shards])
-            outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score)
+            outputs.write_raven_tables(args.raven, parts(), tuple(model.labels), names, args.min_score, clock)
     return rows, {flag: list(names) for flag, names in flagged.items()}
 
 

@@ -73,7 +73,10 @@ def add_parsers(sub, channels_type) -> None:
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", required=True, type=Path, help="the embedding database folder")
 
-    index = sub.add_parser("index", parents=[model, db], help="embed a folder tree into a hoplite database")
+    from .cli_monitoring import where_parser  # how recording starts and sites are read, as the monitoring commands
+
+    index = sub.add_parser("index", parents=[model, db, where_parser()],
+                           help="embed a folder tree into a hoplite database")
     index.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     index.add_argument("--window", type=_positive_float, default=None,
                        help="window length in seconds (default: the model's preprocessing.window_s, 10)")
@@ -204,6 +207,7 @@ def _model(args, default: str, checkpoint: str | None = None):
 
 
 def _index(args, agile) -> int:
+    from .cli_monitoring import say_unknown_starts
     from .embed import outputs
 
     model = _model(args, "esp_aves2_sl_beats_all")
@@ -213,7 +217,9 @@ def _index(args, agile) -> int:
                                window_s=args.window, hop_s=args.hop, channels=args.channels,
                                precision=args.precision, batch_size=args.batch_size,
                                num_workers=args.workers, device=args.device, progress=not args.no_progress,
-                               checkpoint=args.checkpoint)
+                               checkpoint=args.checkpoint, time_pattern=args.time_pattern,
+                               timezone=args.timezone, deployments=args.deployments)
+    say_unknown_starts(report.unknown_starts, len(report.added) + len(report.skipped) + len(report.failures))
     _say(args, f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
                f"{len(report.skipped)} already in {args.db}")
     if report.changed:

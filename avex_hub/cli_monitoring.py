@@ -25,8 +25,9 @@ from pathlib import Path
 COMMANDS = ("scores", "times", "events", "review", "calibrate", "presence")
 
 
-def add_parsers(sub) -> None:
-    """Register the monitoring subcommands on ``sub`` (the CLI's subparsers)."""
+def where_parser() -> argparse.ArgumentParser:
+    """The parent parser of how recording starts and sites are read (``--deployments``, ``--time-pattern``,
+    ``--timezone``): the monitoring commands' and ``avex-hub index``'s."""
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--deployments", type=Path, default=None,
                        help="CSV: folder or recorder -> site, latitude, longitude, start, end, timezone")
@@ -35,6 +36,12 @@ def add_parsers(sub) -> None:
                             "and AudioMoth metadata, before the built-in AudioMoth and Song Meter names)")
     where.add_argument("--timezone", default=None, metavar="ZONE",
                        help="zone of recorders that write local time without an offset (Europe/Berlin, +02:00, UTC)")
+    return where
+
+
+def add_parsers(sub) -> None:
+    """Register the monitoring subcommands on ``sub`` (the CLI's subparsers)."""
+    where = where_parser()
     scores = argparse.ArgumentParser(add_help=False)
     scores.add_argument("scores", type=Path, help="score table: classify --species output or detect CSV")
     scores.add_argument("--species", type=Path, default=None, help="species list: one scientific name a line")
@@ -122,25 +129,31 @@ def _say(message: str) -> None:
 def _deployments(args):
     from .monitoring.deployments import Deployments
 
-    deployments = getattr(args, "deployments", None)  # classify --times takes no deployments table
+    deployments = getattr(args, "deployments", None)
     return Deployments.read(deployments) if deployments is not None else None
 
 
 def _recordings(args, durations: dict[str, float]):
-    from .embed.outputs import text_cell
     from .monitoring.recordings import describe_recordings
 
     recordings = describe_recordings(durations, deployments=_deployments(args), time_pattern=args.time_pattern,
                                      timezone=args.timezone)
-    unknown = [r for r in recordings if r.start is None]
     flagged = [r for r in recordings if r.flag]
-    if unknown:
-        _say(f"{len(unknown)} of {len(recordings)} recordings have no known start (their time columns stay empty); "
-             f"first: {text_cell(unknown[0].file)}: {unknown[0].note}")
+    say_unknown_starts({r.file: r.note for r in recordings if r.start is None}, len(recordings))
     if flagged:
         _say(f"{len(flagged)} recordings are flagged ({', '.join(sorted({r.flag for r in flagged}))}); see the "
              "recordings table's flag column")
     return recordings
+
+
+def say_unknown_starts(unknown: dict[str, str], total: int) -> None:
+    """One line about the recordings whose start is unknown (``{file: why}``), if any."""
+    from .embed.outputs import text_cell
+
+    if unknown:
+        first = next(iter(unknown))
+        _say(f"{len(unknown)} of {total} recordings have no known start (their time columns stay empty); first: "
+             f"{text_cell(first)}: {unknown[first]}")
 
 
 def _score_table(args):
@@ -347,17 +360,25 @@ def classify_thresholds(args):
 
 
 def classify_clock(args, files: list[str]):
-    """classify --times: ``(file, seconds) -> ISO 8601`` from each recording's start (the same reading and the
-    same line about unknown starts as ``avex-hub times``), ``""`` where it is unknown; None without it."""
+    """classify --times: ``(file, start_s, end_s) -> cells`` of ``clock.columns`` (``start_time``, ``end_time`` in
+    ISO 8601, ``""`` where the start is unknown; with --deployments ``site``, ``latitude``, ``longitude``, as
+    ``avex-hub times --table`` writes them) from each recording's start (the same reading and the same line about
+    unknown starts as ``avex-hub times``); None without --times."""
     if not getattr(args, "times", False):
-        if getattr(args, "time_pattern", None) or getattr(args, "timezone", None):
-            raise ValueError("--time-pattern and --timezone set how --times reads recording starts; add --times")
+        if any(getattr(args, k, None) for k in ("time_pattern", "timezone", "deployments")):
+            raise ValueError("--time-pattern, --timezone and --deployments set how --times reads recording starts "
+                             "and sites; add --times")
         return None
-    from .monitoring.recordings import by_file
-    from .monitoring.times import iso
+    from .monitoring.recordings import PLACE_COLUMNS, by_file, place_window
 
     recordings = by_file(_recordings(args, dict.fromkeys(files, 0.0)))  # durations are not needed, only starts
-    return lambda file, seconds: iso(recordings[file].time_at(seconds))
+    columns = PLACE_COLUMNS if getattr(args, "deployments", None) is not None else PLACE_COLUMNS[:2]
+
+    def clock(file: str, start_s: float, end_s: float) -> tuple:
+        return place_window(recordings[file], start_s, end_s)[:len(columns)]
+
+    clock.columns = list(columns)
+    return clock
 
 
 def classify_species(args, labels, calibration=None) -> list[str] | None:

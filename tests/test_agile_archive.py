@@ -229,6 +229,69 @@ def test_an_archive_written_before_schema_versions_is_upgraded_in_place(tmp_path
     assert sorted(p.name for p in db.glob("hoplite.sqlite.v*")) == ["hoplite.sqlite.v1.backup"]
 
 
+def test_an_archive_of_version_2_gets_the_start_times_of_the_files_still_there(tmp_path):
+    """tests/fixtures/agile-v2 was written by the code before version 3 (tests/fixtures/make_agile_v2_archive.py).
+    The upgrade keeps every recording, window and label with its id and the archive's identity, stores the start of
+    the AudioMoth file that is still there (its comment's time and offset), and leaves NULL the start of a file
+    without one and of a file that is gone (never a guess); the labels export then carries each label's times."""
+    import csv
+
+    from recorder_files import audiomoth_wav, plain_wav
+
+    v2 = Path(__file__).parent / "fixtures" / "agile-v2"
+    expected = json.loads((v2 / "expected.json").read_text())
+    db, rec = tmp_path / "db", tmp_path / "rec"
+    shutil.copytree(v2, db)
+    audiomoth_wav(rec / "north" / "20260601_050000.WAV", "Recorded at 05:00:00 01/06/2026 (UTC+2) by AudioMoth "
+                  "24F319055FDF1C41 at medium gain while battery was 4.2V", seconds=4.0, rate=16000)
+    plain_wav(rec / "plain" / "unknown.wav", seconds=4.0)  # gone/20260603_050000.WAV is not written back
+    conn = sqlite3.connect(db / "hoplite.sqlite")  # the files are where the archive says (the fixture's folder is gone)
+    conn.execute("UPDATE recordings SET filename = ? || substr(filename, ?)", (str(rec.resolve()),
+                                                                               len(expected["folder"]) + 1))
+    conn.commit()
+    conn.close()
+
+    with pytest.warns(agile.ArchiveNotice) as said:
+        archive = agile.Archive.open(db)
+    lines = [str(w.message) for w in said]
+    assert lines == [f"upgraded {db} from schema version 2 to 3 (the previous SQLite file is kept as "
+                     "hoplite.sqlite.v2.backup)", "1 of 3 recordings got their start time from their files",
+                     "1 recordings' audio is not where it was indexed: their start stays unknown until `avex-hub "
+                     "index` sees them again"]
+    assert agile.schema.VERSION == 3 and archive.identity == expected["archive_id"]
+    conn = sqlite3.connect(db / "hoplite.sqlite")
+    rows = conn.execute("SELECT id, filename, datetime, site, latitude, longitude FROM recordings ORDER BY id")
+    folder = str(rec.resolve())
+    assert [tuple(r) for r in rows] == sorted(
+        (rid, f"{folder}/{name}", "2026-06-01T05:00:00.000+02:00" if name.startswith("north") else None, None, None,
+         None) for name, rid in expected["recordings"].items())
+    assert [list(r) for r in conn.execute("SELECT id, recording_id FROM windows ORDER BY id")] == expected["windows"]
+    labels = conn.execute("SELECT id, recording_id, offsets, channel, label, label_type FROM annotations ORDER BY id")
+    assert [[i, r, np.frombuffer(o, np.float64).tolist(), c, lab, t] for i, r, o, c, lab, t in labels] == \
+        expected["labels"]
+    conn.close()
+    assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 9}
+
+    table = archive.window_table()
+    north = [i for i, f in enumerate(table["file"]) if "/north/" in f]
+    assert [(table["start_time"][i], table["end_time"][i]) for i in north] == [
+        (f"2026-06-01T05:00:0{s}.000+02:00", f"2026-06-01T05:00:0{s + 2}.000+02:00") for s in range(3)]
+    assert {(table["start_time"][i], table["site"][i]) for i, f in enumerate(table["file"]) if "/north/" not in f} \
+        == {("", None)}
+    assert agile.export_labels(archive, tmp_path / "labels.csv") == 4
+    archive.close()
+    with open(tmp_path / "labels.csv", newline="", encoding="utf-8") as handle:
+        exported = list(csv.DictReader(handle))
+    assert [(Path(r["file"]).name, r["start_s"], r["label"], r["start_time"], r["end_time"]) for r in exported] == [
+        ("20260601_050000.WAV", "0", "Sweepus", "2026-06-01T05:00:00.000+02:00", "2026-06-01T05:00:02.000+02:00"),
+        ("20260601_050000.WAV", "1", "Sweepus", "2026-06-01T05:00:01.000+02:00", "2026-06-01T05:00:03.000+02:00"),
+        ("unknown.wav", "2", "Trillia", "", ""), ("20260603_050000.WAV", "1", "Sweepus", "", "")]
+    assert agile.import_labels(agile.Archive.open(db), tmp_path / "labels.csv").stored == 4  # the export reads back
+    assert labels_of(db) == {(Path(f).name, -1, *o, lab, "positive" if t else "negative")
+                             for _, r, o, _, lab, t in expected["labels"]
+                             for f, rid in expected["recordings"].items() if rid == r}
+
+
 def _dump(path: Path) -> list[str]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -244,7 +307,7 @@ def test_an_archive_of_a_newer_schema_is_refused(archive_path, tmp_path, capsys)
     conn.commit()
     conn.close()
     with pytest.raises(agile.SchemaError, match=r"schema version 99, written by a newer avex-hub; this one reads up "
-                                                r"to version 2: upgrade avex-hub"):
+                                                rf"to version {agile.schema.VERSION}: upgrade avex-hub"):
         agile.Archive.open(db, readonly=True)
     capsys.readouterr()
     assert main(["export-labels", "--db", str(db), "--out", str(tmp_path / "labels.csv")]) == 1
@@ -263,7 +326,8 @@ def test_an_older_archive_that_cannot_be_written_is_refused_unchanged(tmp_path, 
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if (Path(path) == db and mode & os.W_OK)
                         else real_access(path, mode, **kw))
-    with pytest.raises(agile.ArchiveError, match=r"schema version 1; this avex-hub upgrades it to 2 in place \(after "
+    with pytest.raises(agile.ArchiveError, match=rf"schema version 1; this avex-hub upgrades it to "
+                                                 rf"{agile.schema.VERSION} in place \(after "
                                                  r"a backup copy\), but the folder is read-only: open it once where "
                                                  r"it can be written, or copy it"):
         agile.Archive.open(db, readonly=True)

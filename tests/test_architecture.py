@@ -98,6 +98,7 @@ LAYERS = {
     "avex_hub.integrations.agile.schema": 6,
     "avex_hub.integrations.agile.lock": 6,
     "avex_hub.integrations.agile.store": 6,
+    "avex_hub.integrations.agile.places": 6,  # recording starts and sites (schema 3), read by monitoring
     "avex_hub.integrations.agile.archive": 6,
     "avex_hub.integrations.agile.model": 6,
     "avex_hub.integrations.agile.index": 6,

@@ -129,3 +129,60 @@ def test_thresholds_file_round_trips_and_refuses_another_model(tmp_path, suffix)
         back.check(ScoreSource("a" * 64, None))  # the species head's scores, not the probe's
     with pytest.raises(ValueError, match="do not say what made them"):
         back.check(ScoreSource(None))
+
+
+def test_predict_applies_a_thresholds_file_of_its_own_model_as_classify_does(tiny_model, tmp_path):
+    """model.predict(thresholds=...): the file's labels (not the top k) with probability and detected, per window
+    the values classify_files writes with the same file, per recording each label's best window; a file fitted to
+    another model's scores is refused before any audio is read, and a path is told how to read it."""
+    import csv
+
+    import soundfile as sf
+
+    from avex_hub.embed.inference import classify_files
+    from avex_hub.monitoring.calibration import LabelCalibration
+    from conftest import tones
+
+    names = list(tiny_model.labels)
+    path = tmp_path / "clip.wav"
+    sf.write(path, tones(25, 16000, seed=7), 16000, subtype="FLOAT")  # three windows of the model's 10 s
+    raw = tiny_model.predict(str(path), per_window=True, top_k=len(names))
+    scores = np.array([r.score for r in raw if r.label == names[3]])
+    threshold = float(np.median(scores))
+    fitted = LabelCalibration(names[3], OK, intercept=-1.0, slope=1.5, covariance=[[0.1, 0.0], [0.0, 0.1]],
+                              threshold=threshold)
+    unfitted = LabelCalibration(names[1], TOO_FEW)
+    source = ScoreSource(tiny_model.weights_sha256, None, tiny_model.name, 10.0, 10.0)
+    Thresholds(source, 0.9, {names[3]: fitted, names[1]: unfitted}).save(tmp_path / "thresholds.json")
+    thresholds = Thresholds.load(tmp_path / "thresholds.json")
+
+    rows = tiny_model.predict(str(path), per_window=True, thresholds=thresholds)
+    assert [r.label for r in rows] == [names[3], names[1]] * 3  # the file's labels in every window, its order
+    mine = [r for r in rows if r.label == names[3]]
+    np.testing.assert_allclose([r.score for r in mine], scores, rtol=1e-6)
+    np.testing.assert_allclose([r.probability for r in mine], _sigmoid(-1.0 + 1.5 * logit(scores)), rtol=1e-5)
+    assert [r.detected for r in mine] == [bool(s >= threshold) for s in scores] and \
+        {True, False} <= {r.detected for r in mine}
+    assert {(r.probability, r.detected) for r in rows if r.label == names[1]} == {(None, None)}
+
+    result = classify_files(tiny_model, str(path), species=[names[3], names[1]], num_workers=0, progress=False)
+    result.to_csv(tmp_path / "classify.csv", calibration=thresholds)
+    with open(tmp_path / "classify.csv", newline="", encoding="utf-8") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["label"], float(r["start_s"])) for r in written] == [(r.label, r.start_s) for r in rows]
+    np.testing.assert_allclose([float(r["probability"]) for r in written if r["probability"]],
+                               [r.probability for r in mine], atol=2e-6)
+    assert [r["detected"] for r in written] == [{True: "1", False: "0", None: ""}[r.detected] for r in rows]
+
+    best = tiny_model.predict(str(path), thresholds=thresholds)  # per label its best window, as without thresholds
+    assert [(b.label, b.score) for b in best] == [(names[3], pytest.approx(scores.max(), rel=1e-6)),
+                                                  (names[1], pytest.approx(max(r.score for r in rows
+                                                                               if r.label == names[1]), rel=1e-6))]
+    assert best[0].detected is True and best[0].probability == pytest.approx(
+        _sigmoid(-1.0 + 1.5 * logit(scores.max())), rel=1e-5) and best[1].detected is None
+
+    Thresholds(ScoreSource("c" * 64, None, "another"), 0.9, {names[3]: fitted}).save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=r"fitted to scores of another model \(weights_sha256: ccc"):
+        tiny_model.predict(str(tmp_path / "missing.wav"), thresholds=Thresholds.load(tmp_path / "other.json"))
+    with pytest.raises(TypeError, match=r"Thresholds\.load\(path\)"):
+        tiny_model.predict(str(path), thresholds=str(tmp_path / "thresholds.json"))

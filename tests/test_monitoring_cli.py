@@ -356,3 +356,58 @@ def test_classify_times_its_rows_where_the_start_is_known_and_leaves_the_rest_em
     assert len(times) == 3 + 3 + 2
     assert main(["classify", *run, "--out", str(survey / "x.csv"), "--timezone", "Europe/Berlin"]) == EXIT_USAGE
     assert "add --times" in _error_line(capsys)
+    assert main(["classify", *run, "--out", str(survey / "x.csv"), "--deployments",
+                 str(survey / "deployments.csv")]) == EXIT_USAGE
+    assert "add --times" in _error_line(capsys)
+
+
+def test_classify_deployments_put_site_and_position_on_its_rows_as_times_table_does(survey, capsys):
+    """classify --times --deployments: site, latitude and longitude after end_time, the cells avex-hub times --table
+    writes for the same classify output and deployments table."""
+    from conftest import FIXTURE
+
+    run = [str(survey / "north"), str(survey / "south"), "--checkpoint", str(FIXTURE), "--window", "20",
+           "--no-progress", "--top-k", "1"]
+    deployments = ["--deployments", str(survey / "deployments.csv")]
+    assert main(["classify", *run, "--out", str(survey / "placed.csv"), "--times", *deployments]) == EXIT_OK
+    assert main(["classify", *run, "--out", str(survey / "plain.csv")]) == EXIT_OK
+    assert main(["times", "--table", str(survey / "plain.csv"), "--out", str(survey / "timed.csv"), *deployments]) \
+        == EXIT_OK
+    with open(survey / "placed.csv", newline="", encoding="utf-8") as handle:
+        placed = list(csv.DictReader(handle))
+    with open(survey / "timed.csv", newline="", encoding="utf-8") as handle:
+        timed = list(csv.DictReader(handle))
+    assert list(placed[0])[4:9] == ["start_time", "end_time", "site", "latitude", "longitude"]
+    columns = ["file", "start_s", "start_time", "end_time", "site", "latitude", "longitude"]
+    assert [[r[c] for c in columns] for r in placed] == [[r[c] for c in columns] for r in timed]
+    assert {(r["site"], r["latitude"], r["longitude"]) for r in placed} == {("N", "52.5", "13.4"),
+                                                                             ("S", "52.4", "13.3")}
+    assert len(placed) == 4 * 3
+
+
+def test_classify_raven_tables_carry_the_times_of_its_rows(survey, capsys):
+    """classify --times --raven: every selection has start_time and end_time columns (the names of events' Raven
+    tables), the values of the CSV's rows for that window, empty for a recording without a known start; without
+    --times the tables keep their columns."""
+    from conftest import FIXTURE
+
+    plain_wav(survey / "north" / "unknown.wav", seconds=30.0)
+    run = [str(survey / "north"), "--checkpoint", str(FIXTURE), "--window", "20", "--no-progress", "--top-k", "1"]
+    assert main(["classify", *run, "--out", str(survey / "timed.csv"), "--times", "--raven",
+                 str(survey / "raven")]) == EXIT_OK
+    with open(survey / "timed.csv", newline="", encoding="utf-8") as handle:
+        rows = {(r["file"].rsplit("/", 1)[-1], float(r["start_s"])): (r["start_time"], r["end_time"])
+                for r in csv.DictReader(handle)}
+    selections = {}
+    for table in (survey / "raven").iterdir():
+        with open(table, newline="", encoding="utf-8") as handle:
+            lines = list(csv.DictReader(handle, delimiter="\t"))
+        assert list(lines[0])[-3:] == ["Flags", "start_time", "end_time"]
+        stem = table.name.split(".Table.")[0]
+        selections.update({(stem, float(r["Begin Time (s)"])): (r["start_time"], r["end_time"]) for r in lines})
+    assert selections == {(f.rsplit(".", 1)[0], s): t for (f, s), t in rows.items()} and len(selections) == 8
+    assert selections[("20260602_050000", 20.0)] == ("2026-06-02T05:00:20.000+02:00", "2026-06-02T05:00:40.000+02:00")
+    assert selections[("unknown", 0.0)] == ("", "")
+    assert main(["classify", *run, "--out", str(survey / "plain.csv"), "--raven", str(survey / "plain")]) == EXIT_OK
+    header = (survey / "plain" / "unknown.Table.1.selections.txt").read_text(encoding="utf-8").splitlines()[0]
+    assert header.split("\t")[-2:] == ["Score", "Flags"]

@@ -22,7 +22,8 @@ Schemas (one row per window, or per window and layer for embeddings):
   with a thresholds file (``classify --thresholds``) ``probability`` and ``detected`` after ``score``.
 * Raven selection table (``classify``, one per input file): tab-separated ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Score, Flags`` for windows whose
-  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix). Tabs and line breaks in a
+  top-1 score is at least ``min_score``; Channel is 1-based (1 for the mix); with ``classify --times``
+  ``start_time`` and ``end_time`` after Flags (and ``site``, ``latitude``, ``longitude`` with --deployments). Tabs and line breaks in a
   label are written as ``\\t``, ``\\n``, ``\\r`` so that a row stays one row.
 
 Text cells stay readable in other programs: a file name that is not valid UTF-8 is written with its odd
@@ -239,8 +240,9 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     ``calibration`` (an :class:`avex_hub.monitoring.calibration.Thresholds`, with ``species`` asked; refused for
     scores of another model): ``probability`` (calibrated; empty for a label it has no fitted model of) and
     ``detected`` (1 where the written score is at or above the label's threshold, 0 below, empty without one) after
-    ``score``. ``clock`` (``(file, seconds) -> text``, ``""`` where the recording's start is unknown): ``start_time``
-    and ``end_time`` after ``end_s``."""
+    ``score``. ``clock`` (``classify --times``: ``(file, start_s, end_s) -> cells`` of the window, named by its
+    ``columns``: ``start_time``, ``end_time``, ``""`` where the recording's start is unknown, and with a deployments
+    table ``site``, ``latitude``, ``longitude``): after ``end_s``."""
     if calibration is not None:
         if not getattr(settings, "species", ()):
             raise ValueError("calibrated columns need the settings of a run with species asked (classify --species)")
@@ -254,7 +256,7 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     with atomic_path(target, ".csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "channel", "start_s", "end_s", *(["start_time", "end_time"] if clock else []),
+            writer.writerow(["file", "channel", "start_s", "end_s", *(clock.columns if clock else []),
                              *(["rank"] if ranked else []), "label", "score",
                              *(["probability", "detected"] if calibration is not None else []), "flags"])
             for name, a in parts:
@@ -264,12 +266,19 @@ def write_csv(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
                 for i in range(len(a["start_s"])):
                     channel = int(a["channel"][i])
                     start, end, flags = _seconds(a["start_s"][i]), _seconds(a["end_s"][i]), _flag_cell(a["flags"][i])
-                    times = [clock(name, a["start_s"][i]), clock(name, a["end_s"][i])] if clock else []
+                    times = _place_cells(clock, name, a["start_s"][i], a["end_s"][i], _csv_text)
                     for j, index in enumerate(a["top_indices"][i]):
                         writer.writerow([file_cell, channel, start, end, *times, *([j + 1] if ranked else []),
                                          cells[index], scores[i, j], *extra[i][j], flags])
                         rows += 1
     return rows
+
+
+def _place_cells(clock, name: str, start_s: float, end_s: float, text) -> list:
+    """The cells of ``clock``'s columns for one window (none without a clock): text through ``text``, None empty."""
+    if clock is None:
+        return []
+    return ["" if v is None else text(v) if isinstance(v, str) else v for v in clock(name, start_s, end_s)]
 
 
 def _calibrated(indices: np.ndarray, scores: np.ndarray, labels: tuple[str, ...], calibration) -> list:
@@ -278,14 +287,12 @@ def _calibrated(indices: np.ndarray, scores: np.ndarray, labels: tuple[str, ...]
     n, k = indices.shape
     if calibration is None or not n:
         return [[[]] * k] * n
-    thresholds = calibration.thresholds()
     columns = []
     for j in range(k):
         label, values = labels[int(indices[0, j])], scores[:, j].astype(np.float64)
-        p = calibration.probability(label, values)
-        threshold = thresholds.get(label)
+        p, detected = calibration.probability(label, values), calibration.detected(label, values)
         columns.append(list(zip([""] * n if p is None else np.char.mod("%.6f", np.atleast_1d(p)).tolist(),
-                                [""] * n if threshold is None else (values >= threshold).astype(int).tolist())))
+                                [""] * n if detected is None else np.atleast_1d(detected).astype(int).tolist())))
     return [[list(columns[j][i]) for j in range(k)] for i in range(n)]
 
 
@@ -309,8 +316,12 @@ def _raven_text(label: str) -> str:
 
 
 def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-                       labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0) -> list[Path]:
+                       labels: tuple[str, ...], names: dict[str, str], min_score: float = 0.0,
+                       clock=None) -> list[Path]:
     """One Raven selection table per input file (header only when no window reaches ``min_score``).
+
+    ``clock`` (``classify --times``; see :func:`write_csv`): its columns after ``Flags`` (``start_time``, ``end_time``
+    as in the Raven tables of ``avex-hub events``).
 
     Parts without quality ``flags`` (search hits and detections read back from an agile database) leave the
     Flags column empty. The input's other possible table name (see :func:`raven_names`) is removed: a table left from a run in
@@ -319,7 +330,7 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
     written = []
     species = [_raven_text(label) for label in labels]
     header = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-              "High Freq (Hz)", "Species", "Score", "Flags"]
+              "High Freq (Hz)", "Species", "Score", "Flags", *(clock.columns if clock else [])]
     for name, a in parts:
         target = Path(folder) / names[name]
         with atomic_path(target, ".txt") as tmp:
@@ -334,7 +345,8 @@ def write_raven_tables(folder: str | os.PathLike, parts: Iterable[tuple[str, dic
                     channel = 1 if a["channel"][i] == MIX_CHANNEL else int(a["channel"][i]) + 1
                     fields = [selection, "Spectrogram 1", channel, f"{a['start_s'][i]:.6f}", f"{a['end_s'][i]:.6f}",
                               "0.0", f"{RAVEN_HIGH_FREQ_HZ:.1f}", species[int(a["top_indices"][i][0])], f"{score:.6f}",
-                              _flag_cell(a["flags"][i]) if "flags" in a else ""]
+                              _flag_cell(a["flags"][i]) if "flags" in a else "",
+                              *_place_cells(clock, name, a["start_s"][i], a["end_s"][i], _raven_text)]
                     handle.write("\t".join(str(f) for f in fields) + "\n")
         for other in _raven_candidates(name):
             if other != names[name]:

@@ -256,7 +256,7 @@ class AvexModel(nn.Module):
 
     # -- recordings of any length ----------------------------------------------------------------
     def predict(self, audio, sample_rate: int | None = None, *, top_k: int = 5, channels: str | int = "mix",
-                per_window: bool = False, batch_size: int | None = None):
+                per_window: bool = False, batch_size: int | None = None, thresholds=None):
         """Top-k species with sigmoid scores for a recording of any length, or for each of a list of them.
 
         ``audio`` is a file path, a 1-D array (one mono recording) or a 2-D array ``[channels, samples]`` (one
@@ -269,10 +269,12 @@ class AvexModel(nn.Module):
         scores, with that window's ``start_s``/``end_s``. ``per_window=True`` returns each window's top-k as
         :class:`~avex_hub.encoder.recordings.WindowPrediction` rows, the values ``classify_files`` gives.
         ``channels``: ``"mix"`` (default) or a channel index give one answer, ``"all"`` one per channel.
-        Clipped or silent audio is scored but warned about by name.
+        Clipped or silent audio is scored but warned about by name. ``thresholds``: a thresholds file of ``avex-hub
+        calibrate`` read by ``Thresholds.load`` (:mod:`avex_hub.monitoring.calibration`; refused when fitted to
+        another model's scores): its labels instead of the top k, with ``probability`` and ``detected`` set.
         """
         return recordings.predict(self, audio, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, thresholds=thresholds)
 
     # -- devices and long tensors ----------------------------------------------------------------
     @property

@@ -11,13 +11,15 @@ by name; a recording shorter than the model's shortest input is refused.
 
 from __future__ import annotations
 
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import torch
 
 from .._warnings import user_stacklevel
+from ..labels import match_species
 from ..audio.arrays import MIN_SAMPLES, SAMPLE_RATE
 from ..audio.batches import batch_windows
 from ..audio.quality import AudioQualityWarning, QualityFlags
@@ -41,6 +43,8 @@ class Prediction:
     score: float
     start_s: float | None = None
     end_s: float | None = None
+    probability: float | None = None  # with thresholds=: calibrated (None for a label without a fitted model)
+    detected: bool | None = None  # with thresholds=: score >= the label's threshold (None without one)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class WindowPrediction:
     label: str
     index: int
     score: float  # sigmoid probability
+    probability: float | None = None  # with thresholds=, as in Prediction
+    detected: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -64,19 +70,53 @@ class WindowEmbeddings:
 
 
 def predict(model, audio, sample_rate: int | None = None, *, top_k: int = 5, channels: str | int = "mix",
-            per_window: bool = False, batch_size: int | None = None):
+            per_window: bool = False, batch_size: int | None = None, thresholds=None):
     """``AvexModel.predict`` on a recording, or on each of a list of them (see its docstring)."""
     if model.classifier is None:
         raise ValueError(f"{model.name} has no species head to predict with; use embed() or a probe")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1 (the number of labels to return), got {top_k!r}")
+    asked = _thresholds_labels(model, thresholds)  # checked before any audio is read
     if isinstance(audio, (list, tuple)):
         return [predict(model, item, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
-                        batch_size=batch_size) for item in audio]
-    k = min(top_k, len(model.labels))
+                        batch_size=batch_size, thresholds=thresholds) for item in audio]
+    pick = _top(min(top_k, len(model.labels))) if asked is None else _asked(asked)
     results = run_batches(torch_model(model, Scores()), _batches(model, audio, sample_rate, channels, batch_size))
-    answers = _window_rows(results, k, model.label_map) if per_window else _best_windows(results, k, model.label_map)
+    answers = (_window_rows if per_window else _best_windows)(results, pick, model.label_map)
+    if thresholds is not None:
+        answers = [[_calibrated(row, thresholds) for row in rows] for rows in answers]
     return answers if channels == "all" else answers[0]
+
+
+def _thresholds_labels(model, thresholds) -> list[int] | None:
+    """The label indices a thresholds object was fitted for (in its order), after refusing one fitted to another
+    model's scores; None without thresholds. The object is a thresholds file read by
+    :meth:`avex_hub.monitoring.calibration.Thresholds.load` (the monitoring layer sits above the model)."""
+    if thresholds is None:
+        return None
+    if isinstance(thresholds, (str, os.PathLike)):
+        raise TypeError(f"thresholds={str(thresholds)!r}: give the file read, thresholds=Thresholds.load(path) "
+                        "(from avex_hub.monitoring.calibration import Thresholds), which reads and checks it once")
+    thresholds.check_settings({"weights_sha256": model.weights_sha256, "model": model.name}, "thresholds")
+    names = list(model.labels)
+    return [names.index(label) for label in match_species(list(thresholds.labels), names, where="thresholds")]
+
+
+def _calibrated(row, thresholds):
+    """``row`` with its calibrated ``probability`` and ``detected`` from ``thresholds``."""
+    probability, detected = thresholds.probability(row.label, row.score), thresholds.detected(row.label, row.score)
+    return replace(row, probability=probability, detected=None if detected is None else bool(detected))
+
+
+def _top(k: int):
+    """Rows' top-k labels, best first: ``scores [n, labels] -> (values, indices)``, both ``[n, k]``."""
+    return lambda scores: scores.topk(k, dim=-1)
+
+
+def _asked(indices: list[int]):
+    """The labels at ``indices``, in that order, for every row: ``scores [n, labels] -> (values, indices)``."""
+    index = torch.tensor(indices)
+    return lambda scores: (scores[..., index], index.expand(*scores.shape[:-1], len(indices)))
 
 
 def embed(model, audio, sample_rate: int | None = None, *, layer: int = -1, pooling: str = "mean",
@@ -143,8 +183,9 @@ def _warn_quality(flags: list[QualityFlags], source: str) -> None:
                           AudioQualityWarning, stacklevel=user_stacklevel())
 
 
-def _best_windows(results: Iterable[BatchOutputs], k: int, label_map) -> list[list[Prediction]]:
-    """Per row: each label's max window score and where it was; top-k of those (memory: one row of scores)."""
+def _best_windows(results: Iterable[BatchOutputs], pick, label_map) -> list[list[Prediction]]:
+    """Per row: each label's max window score and where it was; ``pick``'s labels of those (:func:`_top`: top-k,
+    :func:`_asked`; memory: one row of scores)."""
     best: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # row -> (max, start, end) [labels]
     order: dict[int, int] = {}
     for done in results:
@@ -161,19 +202,19 @@ def _best_windows(results: Iterable[BatchOutputs], k: int, label_map) -> list[li
                          torch.where(better, end, ends))
     answers = []
     for _, (top, starts, ends) in sorted(best.items()):
-        values, indices = top.topk(k)
+        values, indices = pick(top)
         answers.append([Prediction(label_map.name(i), i, v, float(starts[i]), float(ends[i]))
                         for v, i in zip(values.tolist(), indices.tolist())])
     return answers
 
 
-def _window_rows(results: Iterable[BatchOutputs], k: int, label_map) -> list[list[WindowPrediction]]:
-    """Per row: each window's top-k as time-stamped rows."""
+def _window_rows(results: Iterable[BatchOutputs], pick, label_map) -> list[list[WindowPrediction]]:
+    """Per row: each window's ``pick`` of labels (top-k, or the asked ones) as time-stamped rows."""
     rows: dict[int, list[WindowPrediction]] = {}
     order: dict[int, int] = {}
     for done in results:
         batch = done.batch
-        values, indices = torch.from_numpy(done.outputs["scores"]).topk(k, dim=1)
+        values, indices = pick(torch.from_numpy(done.outputs["scores"]))
         for i, row in enumerate(_number(batch.channel.tolist(), order)):
             rows.setdefault(row, []).extend(
                 WindowPrediction(float(batch.start_s[i]), float(batch.end_s[i]), label_map.name(j), j, v)

@@ -171,6 +171,14 @@ class Thresholds:
         p = c.probability(scores)
         return float(p) if np.ndim(p) == 0 else p
 
+    def detected(self, label: str, scores) -> np.ndarray | bool | None:
+        """Whether each of ``label``'s ``scores`` is at or above its threshold; None for a label without one."""
+        threshold = self.thresholds().get(label)
+        if threshold is None:
+            return None
+        found = np.asarray(scores, np.float64) >= threshold
+        return bool(found) if found.ndim == 0 else found
+
     def check(self, source: ScoreSource, where: str = "the thresholds file") -> None:
         """Refuse scores from another model or probe than the one these thresholds were fitted to."""
         if source.weights_sha256 is None:

@@ -22,7 +22,7 @@ from .tables import read_table, write_table
 from .times import RecordingStart, TimePattern, fixed, iso, parse_time, parse_zone, recording_start
 
 __all__ = ["Recording", "describe_recordings", "write_recordings", "read_recordings", "by_file", "place_table",
-           "table_windows", "COLUMNS", "PLACE_COLUMNS"]
+           "table_windows", "place_window", "COLUMNS", "PLACE_COLUMNS"]
 
 COLUMNS = ["file", "start_time", "end_time", "duration_s", "time_source", "recorder", "site", "latitude", "longitude",
            "time_zone", "flag", "note"]
@@ -150,7 +150,8 @@ def _window_columns(path):
             raise ValueError(f"{path}, line {line}: start_s and end_s must be numbers") from None
 
 
-def _place(recording: "Recording | None", start: float, end: float) -> tuple:
+def place_window(recording: "Recording | None", start: float, end: float) -> tuple:
+    """The :data:`PLACE_COLUMNS` of the window ``start``-``end`` s of ``recording`` (empty and None without one)."""
     if recording is None:
         return "", "", None, None, None
     return (iso(recording.time_at(start)), iso(recording.time_at(end)), recording.site, recording.latitude,
@@ -181,7 +182,7 @@ def _place_csv(source, target, recordings) -> int:
     from ..embed.outputs import atomic_path
     from .tables import cell
 
-    places = (_place(recordings.get(f), s, e) for f, s, e in _window_columns(source))
+    places = (place_window(recordings.get(f), s, e) for f, s, e in _window_columns(source))
     count = 0
     with open(source, newline="", encoding="utf-8-sig") as handle, atomic_path(target, ".csv") as tmp:
         reader = csv.reader(handle)
@@ -215,7 +216,7 @@ def _place_parquet(source, target, recordings) -> int:
     count = 0
     with atomic_path(target, ".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in data.iter_batches():
-            columns = zip(*(_place(recordings.get(f), s, e) for f, s, e in
+            columns = zip(*(place_window(recordings.get(f), s, e) for f, s, e in
                             zip(*(batch.column(c).to_pylist() for c in ("file", "start_s", "end_s")))))
             extra = [pa.array(list(values), kind) for values, kind in zip(columns, types)] if batch.num_rows else \
                 [pa.array([], kind) for kind in types]

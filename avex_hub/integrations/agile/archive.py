@@ -33,6 +33,7 @@ import numpy as np
 
 from ...hub.provenance import Provenance
 from .lock import WriterLock
+from .places import PLACE_COLUMNS, window_places
 from .schema import SCHEMA_KEY, SETTINGS_KEY, read_metadata, write_metadata
 from .settings import INDEX_KEYS, differences, mismatch
 from .store import CREATING, INDEX, OURS, SQLITE, SQLITE_FIX, audio_path, check_files, close_db, connect, create, \
@@ -292,9 +293,13 @@ class Archive:
 
     def window_table(self, ids: Sequence[int] | None = None, *, missing: str = "raise") -> dict[str, np.ndarray]:
         """``window_id``, ``file``, ``channel``, ``start_s``, ``end_s`` of ``ids`` (in that order; default: every
-        window, by id). An id that is not in the archive is a KeyError, or left out with ``missing="skip"``."""
+        window, by id), and the window's :data:`~avex_hub.integrations.agile.places.PLACE_COLUMNS` (``start_time``,
+        ``end_time``: ISO 8601 with the offset, ``""`` where the recording's start is unknown; ``site``,
+        ``latitude``, ``longitude``). An id that is not in the archive is a KeyError, or left out with
+        ``missing="skip"``."""
         cursor = self.db.db.cursor()
-        query = ("SELECT windows.id, recordings.filename, windows.channel, windows.offsets FROM windows "
+        query = ("SELECT windows.id, recordings.filename, windows.channel, windows.offsets, recordings.datetime, "
+                 "recordings.site, recordings.latitude, recordings.longitude FROM windows "
                  "JOIN recordings ON windows.recording_id = recordings.id")
         if ids is None:
             cursor.execute(query + " ORDER BY windows.id")
@@ -310,10 +315,12 @@ class Archive:
             if absent and missing == "raise":
                 raise KeyError(f"windows {absent[:5]} are not in {self.path}")
             rows = [found[i] for i in wanted if i in found]
+        places = list(zip(*window_places([(*r[4:], r[3][0], r[3][1]) for r in rows]))) or [()] * len(PLACE_COLUMNS)
         return {"window_id": np.array([r[0] for r in rows], np.int64), "file": np.array([r[1] for r in rows], object),
                 "channel": np.array([r[2] for r in rows], np.int32),
                 "start_s": np.array([r[3][0] for r in rows], np.float64),
-                "end_s": np.array([r[3][1] for r in rows], np.float64)}
+                "end_s": np.array([r[3][1] for r in rows], np.float64),
+                **{name: np.array(values, object) for name, values in zip(PLACE_COLUMNS, places)}}
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """Stored embeddings ``[len(ids), dim]`` as float32."""

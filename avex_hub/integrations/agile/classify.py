@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .archive import Archive
+from .places import PLACE_COLUMNS
 from .labels import labelled_window_ids, labelled_windows
 from .search import Hit, report_missing_audio
 from .settings import mismatch
@@ -106,21 +107,25 @@ class Detections:
     def _hits(self, order, col) -> list[Hit]:
         t = self.table
         return [Hit(int(t["window_id"][i]), str(t["file"][i]), int(t["channel"][i]), float(t["start_s"][i]),
-                    float(t["end_s"][i]), float(self.scores[i, col]), self.archive_id) for i in order]
+                    float(t["end_s"][i]), float(self.scores[i, col]), self.archive_id, t["start_time"][i],
+                    t["end_time"][i]) for i in order]
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """``window_id,file,channel,start_s,end_s`` and one score column per label, every window."""
+        """``window_id,file,channel,start_s,end_s``, the window's ``start_time,end_time`` (ISO 8601 with the
+        offset, empty where the recording's start is unknown), ``site,latitude,longitude`` (empty unless indexed
+        with a deployments table or a GUANO position) and one score column per label, every window."""
         from ...embed.outputs import atomic_path
+        from ...monitoring.tables import cell
 
         with atomic_path(path, ".csv") as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
-                writer.writerow(["window_id", "file", "channel", "start_s", "end_s", *self.labels])
+                writer.writerow(["window_id", "file", "channel", "start_s", "end_s", *PLACE_COLUMNS, *self.labels])
                 t = self.table
                 for i in range(len(self.scores)):
                     writer.writerow([int(t["window_id"][i]), t["file"][i], int(t["channel"][i]),
                                      f"{t['start_s'][i]:.6f}", f"{t['end_s'][i]:.6f}",
-                                     *(f"{s:.6f}" for s in self.scores[i])])
+                                     *(cell(t[c][i]) for c in PLACE_COLUMNS), *(f"{s:.6f}" for s in self.scores[i])])
         return Path(path)
 
     def to_raven(self, folder: str | os.PathLike) -> list[Path]:

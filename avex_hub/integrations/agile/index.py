@@ -15,6 +15,7 @@ from ...embed.settings import InferenceSettings
 from .archive import Archive
 from .store import recording_name
 from .labels import export_aside
+from .places import read_places, store_places
 from .schema import DEPLOYMENT, PROJECT
 from .settings import archive_settings
 
@@ -32,6 +33,7 @@ class IndexReport:
     windows: int
     seconds: float
     changed: list[str] = dataclasses.field(default_factory=list)
+    unknown_starts: dict[str, str] = dataclasses.field(default_factory=dict)  # {file: why its start is unknown}
 
 
 def _file_key(path: str) -> tuple[int, int]:
@@ -51,9 +53,9 @@ def _deployment_id(archive: Archive) -> int:
     return cursor.fetchone()[0]
 
 
-def _insert_file(archive: Archive, deployment: int, result, recording: int | None) -> int:
+def _insert_file(archive: Archive, deployment: int, result, recording: int | None, place) -> int:
     """The windows and vectors of one embedded file, under its recording (new, or one whose windows were
-    forgotten because the file changed: its row and labels stay)."""
+    forgotten because the file changed: its row and labels stay), with its start and site (``place``)."""
     a = result.arrays
     size, mtime = _file_key(result.path)
     if recording is None:
@@ -62,6 +64,7 @@ def _insert_file(archive: Archive, deployment: int, result, recording: int | Non
     else:
         archive.db.db.execute("UPDATE recordings SET size = ?, mtime_ns = ?, duration_s = ? WHERE id = ?",
                               (size, mtime, float(result.duration_s), recording))
+    store_places(archive.db.db.cursor(), recording, place)
     if not len(a.get("start_s", ())):
         return 0
     flags = (a["flags"].astype(np.int64) * (1 << np.arange(a["flags"].shape[1]))).sum(axis=1)
@@ -83,7 +86,8 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
                 pooling: str = "mean", window_s: float | None = None, hop_s: float | None = None, channels="mix",
                 precision: str = "fp32", batch_size: int | None = None,
                 num_workers: int | None = None, device=None, progress: bool = True,
-                checkpoint: str | os.PathLike | None = None) -> IndexReport:
+                checkpoint: str | os.PathLike | None = None, time_pattern: str | None = None,
+                timezone: str | None = None, deployments=None) -> IndexReport:
     """Embed the audio files under ``paths`` into the archive at ``db_path`` (made if new).
 
     Resumable: files already in the archive (by real path) with the same size and modification time are skipped;
@@ -92,9 +96,17 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
     run keeps every file it finished before the last commit. ``checkpoint``: the local weights ``model`` was built
     from (as given to ``build_model``), remembered so that ``avex-hub search`` finds them again.
     Holds the archive's writer lock throughout (ArchiveLockedError if another process writes it).
+
+    Each file's start time, site and position are stored with it (:mod:`.places`), read as ``avex-hub times``
+    reads them: ``time_pattern``, ``timezone`` and ``deployments`` (a deployments CSV or
+    :class:`~avex_hub.monitoring.deployments.Deployments`) as there. Given any of them, the files already in the
+    archive get theirs again too. The report's ``unknown_starts`` names the files whose start is unknown, and why.
     """
     started = time.perf_counter()
     files = find_audio_files(paths)
+    places = read_places(dict.fromkeys(map(recording_name, files), 0.0), deployments=deployments,
+                         time_pattern=time_pattern, timezone=timezone)  # bad options fail before any work
+    again = any(v is not None for v in (time_pattern, timezone, deployments))
     settings = archive_settings(model, layer=layer, pooling=pooling, window_s=window_s, hop_s=hop_s,
                                 channels=channels, precision=precision)
     archive = Archive.create_or_open(db_path, settings)
@@ -102,13 +114,17 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
         with archive.writing("avex-hub index"):
             if checkpoint is not None:
                 _remember_weights(archive, model, checkpoint)
-            return _index(archive, model, files, settings, started, batch_size=batch_size,
-                          num_workers=num_workers, device=device, progress=progress)
+            report = _index(archive, model, files, settings, started, places, again, batch_size=batch_size,
+                            num_workers=num_workers, device=device, progress=progress)
     finally:
         archive.close()
+    report.unknown_starts = {f: place.note for f, place in ((f, places[recording_name(f)]) for f in files)
+                             if place.start is None}
+    return report
 
 
-def _index(archive: Archive, model, files: list[str], settings: dict, started: float, **run) -> IndexReport:
+def _index(archive: Archive, model, files: list[str], settings: dict, started: float, places: dict, again: bool,
+           **run) -> IndexReport:
     known = _known_recordings(archive)
     todo, skipped, changed, recording_of = [], [], [], {}
     for f in files:
@@ -119,6 +135,8 @@ def _index(archive: Archive, model, files: list[str], settings: dict, started: f
             same = False
         if same:
             skipped.append(f)
+            if again:  # times or sites asked for again: the files already there get them too
+                store_places(archive.db.db.cursor(), entry[0], places[recording_name(f)])
             continue
         if entry is not None:  # changed since it was indexed, or its windows were lost: embedded again
             archive.forget_windows(entry[0])
@@ -134,7 +152,8 @@ def _index(archive: Archive, model, files: list[str], settings: dict, started: f
             if result.error is not None:
                 failures[result.path] = result.error
                 continue
-            windows += _insert_file(archive, deployment, result, recording_of.get(result.path))
+            windows += _insert_file(archive, deployment, result, recording_of.get(result.path),
+                                    places[recording_name(result.path)])
             added.append(result.path)
             if time.monotonic() - last_commit > COMMIT_EVERY_S:
                 archive.commit()

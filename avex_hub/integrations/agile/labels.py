@@ -26,12 +26,14 @@ from perch_hoplite.db import datatypes as hoplite_types
 
 from ..._files import decode_text
 from .archive import Archive
+from .places import window_places
 from .store import recording_name
 
 LABEL_TYPES = {"positive": hoplite_types.LabelType.POSITIVE, "negative": hoplite_types.LabelType.NEGATIVE,
                "uncertain": hoplite_types.LabelType.UNCERTAIN}
 TYPE_NAMES = {int(v): k for k, v in LABEL_TYPES.items()}
-EXPORT_COLUMNS = ("file", "channel", "start_s", "end_s", "label", "label_type", "provenance", "archive_id")
+EXPORT_COLUMNS = ("file", "channel", "start_s", "end_s", "label", "label_type", "provenance", "archive_id",
+                  "start_time", "end_time")  # the last two: absolute time, empty where the start is unknown
 TOLERANCE_S = 1e-6  # CSVs write times with 6 decimals; windows of one file and channel are a hop (>= 1 ms) apart
 MAX_FILE_BYTES = 1 << 30
 LISTED = 10  # reasons named in an error, line numbers in a report
@@ -237,8 +239,8 @@ def add_labels_csv(archive: Archive, path: str | os.PathLike) -> LabelsReport:
 def _annotations(archive: Archive, recordings: Sequence[int] | None = None) -> list[tuple]:
     cursor = archive.db.db.cursor()
     query = ("SELECT recordings.filename, annotations.channel, annotations.offsets, annotations.label, "
-             "annotations.label_type, annotations.provenance, annotations.id FROM annotations JOIN recordings ON "
-             "annotations.recording_id = recordings.id")
+             "annotations.label_type, annotations.provenance, recordings.datetime, annotations.id FROM annotations "
+             "JOIN recordings ON annotations.recording_id = recordings.id")
     if recordings is None:
         cursor.execute(query + " ORDER BY annotations.id")
         return cursor.fetchall()
@@ -260,9 +262,10 @@ def export_labels(archive: Archive, path: str | os.PathLike, *, recordings: Sequ
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(EXPORT_COLUMNS)
-            for file, channel, offsets, label, kind, provenance, _ in rows:
+            times = window_places([(r[6], None, None, None, r[2][0], r[2][1]) for r in rows])
+            for (file, channel, offsets, label, kind, provenance, _, _), place in zip(rows, times):
                 writer.writerow([file, "" if channel is None else channel, _seconds(offsets[0]), _seconds(offsets[1]),
-                                 label, TYPE_NAMES[int(kind)], provenance, archive.identity])
+                                 label, TYPE_NAMES[int(kind)], provenance, archive.identity, *place[:2]])
     return len(rows)
 
 

@@ -7,7 +7,7 @@ archive of an older version upgrades it in place: the SQLite file is first copie
 transaction that also records its version, so a stop mid-way leaves the archive at the last finished step.
 A new archive is made by the same steps from hoplite's empty tables, so old and new archives cannot drift apart.
 
-Adding a version (for example site, position and time columns, or object-storage identities):
+Adding a version (for example object-storage identities):
 
 1. write ``def _vN(cursor, archive_path) -> list[str]`` below: the SQL that takes version N-1 to N (new columns
    with a default or NULL for the rows already there, never a rewrite of hoplite's own tables), returning one
@@ -115,7 +115,19 @@ def _real_paths(cursor: sqlite3.Cursor) -> list[str]:
     return said
 
 
-STEPS: dict[int, Callable[[sqlite3.Cursor, Path], list[str]]] = {1: _v1, 2: _v2}
+def _v3(cursor: sqlite3.Cursor, archive_path: Path) -> list[str]:
+    """Version 3: where and when each recording was made. The start goes in hoplite's own ``recordings.datetime``
+    (ISO 8601 with the offset; NULL when unknown), read from each file that is still there as the monitoring
+    commands read it; ``site``, ``latitude`` and ``longitude`` are new columns (NULL until ``avex-hub index
+    --deployments`` gives them, or a GUANO position does). See :mod:`.places`."""
+    from .places import fill_places
+
+    for column, kind in (("site", "TEXT"), ("latitude", "REAL"), ("longitude", "REAL")):
+        cursor.execute(f"ALTER TABLE recordings ADD COLUMN {column} {kind}")
+    return fill_places(cursor)
+
+
+STEPS: dict[int, Callable[[sqlite3.Cursor, Path], list[str]]] = {1: _v1, 2: _v2, 3: _v3}
 VERSION = max(STEPS)
 
 

@@ -84,6 +84,8 @@ class Hit:
     end_s: float
     score: float
     archive_id: str = ""
+    start_time: str = ""  # ISO 8601 with the offset; "" where the recording's start is unknown
+    end_time: str = ""
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -124,9 +126,10 @@ def search_vectors(archive: Archive, vectors: np.ndarray, *, top: int = 100, com
         taken += len(chunk)
         table = archive.window_table(ids_arr[chunk], missing="skip")
         score = dict(zip(ids_arr[chunk].tolist(), combined[chunk].tolist()))
-        hits += [Hit(int(w), str(f), int(c), float(s), float(e), score[int(w)], archive.identity)
-                 for w, f, c, s, e in zip(table["window_id"], table["file"], table["channel"], table["start_s"],
-                                          table["end_s"])]
+        hits += [Hit(int(w), str(f), int(c), float(s), float(e), score[int(w)], archive.identity, t0, t1)
+                 for w, f, c, s, e, t0, t1 in zip(table["window_id"], table["file"], table["channel"],
+                                                  table["start_s"], table["end_s"], table["start_time"],
+                                                  table["end_time"])]
     return hits
 
 
@@ -150,13 +153,16 @@ def report_missing_audio(archive: Archive, files: Sequence[str], what: str) -> l
     return missing
 
 
-HIT_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "score", "label", "label_type", "archive_id")
+HIT_COLUMNS = ("window_id", "file", "channel", "start_s", "end_s", "score", "label", "label_type", "archive_id",
+               "start_time", "end_time")
 
 
 def write_hits_csv(hits: Sequence[Hit], path: str | os.PathLike, *, label: str = "") -> Path:
     """Hits as a CSV to label: fill ``label`` (a class name) and ``label_type`` (positive/negative/uncertain).
     ``label`` prefills the label column; ``label_type`` is left empty, and a row without one stores nothing.
-    Each row names its window by ``archive_id`` and ``file``, ``channel``, ``start_s``, ``end_s``."""
+    Each row names its window by ``archive_id`` and ``file``, ``channel``, ``start_s``, ``end_s``; ``start_time``
+    and ``end_time`` give it in absolute time (ISO 8601 with the offset; empty where the recording's start is
+    unknown)."""
     from ...embed.outputs import atomic_path
 
     with atomic_path(path, ".csv") as tmp:
@@ -165,7 +171,7 @@ def write_hits_csv(hits: Sequence[Hit], path: str | os.PathLike, *, label: str =
             writer.writerow(HIT_COLUMNS)
             for h in hits:
                 writer.writerow([h.window_id, h.file, h.channel, f"{h.start_s:.6f}", f"{h.end_s:.6f}",
-                                 f"{h.score:.6f}", label, "", h.archive_id])
+                                 f"{h.score:.6f}", label, "", h.archive_id, h.start_time, h.end_time])
     return Path(path)
 
 

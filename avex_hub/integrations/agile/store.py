@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import sqlite3
 import warnings
@@ -15,6 +14,7 @@ from pathlib import Path
 from perch_hoplite.db import sqlite_usearch_impl
 
 from .lock import LOCK_NAME, WriterLock
+from .places import audio_path  # noqa: F401 - re-exported: the archive names recordings here
 from .schema import SETTINGS_KEY, VERSION, refuse_newer, run_steps, upgrade, version_of, write_metadata
 
 SQLITE, INDEX = sqlite_usearch_impl.HOPLITE_FILENAME, sqlite_usearch_impl.UINDEX_FILENAME
@@ -43,16 +43,6 @@ def recording_name(path: str | os.PathLike) -> str:
     from ...embed.outputs import text_cell
 
     return text_cell(os.path.realpath(os.fsdecode(path)))
-
-
-_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
-
-
-def audio_path(name: str) -> str:
-    """The file a recording name stands for (the reverse of :func:`recording_name`)."""
-    if "\\x" not in name or os.path.exists(name):
-        return name
-    return _ESCAPE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), name)  # os.fsdecode's surrogate escapes
 
 
 # -- opening ------------------------------------------------------------------------------------------------------
