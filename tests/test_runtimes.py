@@ -1,6 +1,7 @@
 """ONNX Runtime and OpenVINO behind the model's batch methods (avex_hub.encoder.runtimes): the rows each runtime
 gives equal torch fp32's within the stated bounds, the graph is exported once per weights and settings into a
-cache that is verified on every load, and each runtime honours its thread count."""
+cache that is verified on every load, each runtime honours its thread count, and the file pipelines and the
+command line run them and record which ran."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -206,3 +209,92 @@ def test_pairs_devices_and_missing_extras_are_refused_by_name(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     with pytest.raises(ImportError, match=r"pip install 'avex-hub\[openvino\]'"):
         check_runtime("openvino", "bf16")
+
+
+# -- the runtimes in the file pipelines and the command line ------------------------------------------------------
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two recordings: 23 s (three windows, the last padded) and 4 s (one window of its own length)."""
+    import soundfile as sf
+
+    from conftest import tones
+
+    root = tmp_path_factory.mktemp("recordings")
+    sf.write(root / "long.wav", tones(23.0, 16000, seed=1), 16000)
+    sf.write(root / "short.flac", tones(4.0, 44100, seed=2), 44100)
+    return root
+
+
+@pytest.mark.parametrize("runtime,precision", [("onnxruntime", "fp32"), ("openvino", "fp32")])
+def test_file_pipelines_run_a_runtime_and_record_it(model, folder, cache, monkeypatch, runtime, precision):
+    from avex_hub.embed.inference import classify_files, embed_files
+
+    if not _have(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(cache))
+    kwargs = dict(num_workers=0, progress=False)
+    base = embed_files(model, folder, layers=[1, -1], **kwargs)
+    got = embed_files(model, folder, layers=[1, -1], runtime=runtime, precision=precision, threads=1, **kwargs)
+    assert got.settings.runtime == runtime and got.settings.precision == precision and base.settings.runtime == "torch"
+    assert got.settings.to_dict()["runtime"] == runtime
+    assert len(got) == len(base) == 2 * 4 and np.array_equal(got.start_s, base.start_s)
+    assert np.abs(got.embeddings - base.embeddings).max() <= 1e-4
+    scores = classify_files(model, folder, top_k=3, runtime=runtime, precision=precision, **kwargs)
+    reference = classify_files(model, folder, top_k=3, **kwargs)
+    assert np.array_equal(scores.top_indices, reference.top_indices)
+    assert np.abs(scores.top_scores - reference.top_scores).max() <= 1e-4
+    assert torch.get_num_threads() == 1  # the module runs with one torch thread, and the run left it so
+
+
+def test_cli_runtime_and_threads_are_checked_before_any_work(folder, tmp_path, capsys, monkeypatch):
+    from avex_hub.cli import EXIT_USAGE, main
+    from avex_hub.hub import loading
+
+    builds = []
+    monkeypatch.setattr(loading, "build_model", lambda *a, **k: builds.append(a))
+    args = ["embed", str(folder), "--out", str(tmp_path / "e.npz"), "--checkpoint", str(FIXTURE), "--no-progress"]
+    for extra, words in ((["--runtime", "onnxruntime", "--precision", "bf16"], "runs precision fp32 or int8"),
+                         (["--runtime", "openvino", "--precision", "int8"], "runs precision fp32 or bf16"),
+                         (["--threads", "0"], "--threads must be >= 1")):
+        assert main([*args, *extra]) == EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    assert main([*args, "--runtime", "openvino"]) == EXIT_USAGE
+    assert "pip install 'avex-hub[openvino]'" in capsys.readouterr().err and builds == []
+
+
+def test_a_resumed_run_with_another_runtime_recomputes_and_never_mixes(model, folder, tmp_path, cache, monkeypatch):
+    from avex_hub.cli import EXIT_OK, main
+
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(cache))
+    out = tmp_path / "e.npz"
+    args = ["embed", str(folder), "--out", str(out), "--checkpoint", str(FIXTURE), "--no-progress", "--workers", "0"]
+    assert main(args) == EXIT_OK
+    torch_rows = np.load(out)["embeddings"]
+    assert main([*args, "--runtime", "onnxruntime", "--precision", "int8"]) == EXIT_OK
+    stored = np.load(out)
+    settings = json.loads(str(stored["settings"]))
+    assert (settings["runtime"], settings["precision"]) == ("onnxruntime", "int8")
+    assert len(list(Path(f"{out}.parts").glob("*.npz"))) == 4  # both runs' shards, each under its own settings
+    int8_rows = stored["embeddings"]
+    assert not np.array_equal(int8_rows, torch_rows)  # recomputed, not the torch rows carried over
+    assert torch.nn.functional.cosine_similarity(torch.from_numpy(int8_rows), torch.from_numpy(torch_rows)).min() \
+        >= MIN_COSINE["int8"]
+    assert main(args) == EXIT_OK and np.array_equal(np.load(out)["embeddings"], torch_rows)
+
+
+def test_settings_without_a_runtime_read_back_as_torch(model):
+    from avex_hub.embed import outputs
+    from avex_hub.embed.inference import inference_settings
+    from avex_hub.embed.settings import InferenceSettings
+
+    torch_settings = inference_settings(model, "embed")
+    stored = torch_settings.to_dict()
+    assert stored["runtime"] == "torch"
+    del stored["runtime"]  # what runs before the runtimes stored
+    assert InferenceSettings.from_dict(stored) == torch_settings
+    assert "runtime" not in outputs.earlier_settings(torch_settings)  # finds the version-2 shards, all torch
+    ort_settings = inference_settings(model, "embed", runtime="onnxruntime")
+    assert outputs.earlier_settings(ort_settings)["runtime"] == "onnxruntime"  # never finds a torch shard

@@ -22,19 +22,21 @@ use, less one per decoding worker, so the two do not compete for cores). onnxrun
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from .onnx_graph import OPSET, RunGraph, example_audio, need, quantize_int8, read_metadata, write_graph
+from .pipeline import Embeddings, TorchWindowModel, torch_model
 from .precision import PRECISIONS
 from .runtime_cache import cached_graph, tensors_digest
 
 __all__ = ["RUNTIMES", "RUNTIME_EXTRAS", "FP32_TOLERANCE", "MIN_COSINE", "check_runtime", "default_threads",
-           "load_runtime", "RuntimeModel"]
+           "load_runtime", "RuntimeModel", "window_model", "RuntimeWindowModel", "torch_threads"]
 
 RUNTIMES = {"torch": PRECISIONS, "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16")}
 RUNTIME_EXTRAS = {"onnxruntime": ("onnxruntime", "export"), "openvino": ("openvino", "openvino")}  # module, extra
@@ -60,6 +62,14 @@ def check_runtime(runtime: str, precision: str, device=None) -> None:
     for name in (module, "onnx"):
         if importlib.util.find_spec(name) is None:
             raise ImportError(f"runtime {runtime!r} needs {name}: pip install 'avex-hub[{extra}]'")
+    if (runtime, precision) == ("openvino", "bf16") and not openvino_has_bf16():
+        raise ValueError("runtime 'openvino' at precision 'bf16' needs a CPU with bf16 units, which this one lacks "
+                         "(OpenVINO would run fp32); use precision 'fp32', or onnxruntime int8")
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 on this CPU."""
+    return "BF16" in need("openvino", "openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def default_threads(workers: int = 0) -> int:
@@ -67,6 +77,19 @@ def default_threads(workers: int = 0) -> int:
     decoding worker, at least 1; torch's own setting when it is lower (``OMP_NUM_THREADS``, ``set_num_threads``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores - max(0, workers), torch.get_num_threads()))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's compute threads set to ``threads`` for the block and restored after (``None``: left as they are);
+    the thread control of ``runtime="torch"``."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_runtime(model, runtime: str = "torch", precision: str = "fp32", *, device=None, threads: int | None = None,
@@ -129,13 +152,18 @@ class RuntimeModel:
             raise ValueError(f"{self.model.name} is an encoder without a species head; use embed() or a probe")
         return self._run(audio, padding_mask, (self.model.num_layers,), "mean", logits=True)["logits"]
 
-    def _run(self, audio, padding_mask, layers: tuple, pooling: str, logits: bool = False) -> dict:
-        key = (layers, pooling, logits)
+    def session(self, layers: list[int], pooling: str = "mean", logits: bool = False):
+        """The session of these outputs, made (and its graph exported) on first use."""
+        key = (tuple(layers), pooling, logits)
         if key not in self.sessions:
             self.sessions[key] = SESSIONS[self.runtime](self.graph_file(list(layers), pooling, logits), self.precision,
                                                         self.threads)
+        return self.sessions[key]
+
+    def _run(self, audio, padding_mask, layers: tuple, pooling: str, logits: bool = False) -> dict:
+        session = self.session(list(layers), pooling, logits)
         fbank, frame_mask = self.graph_inputs(audio, padding_mask)
-        out = self.sessions[key](fbank.numpy(), frame_mask.numpy())
+        out = session(fbank.numpy(), frame_mask.numpy())
         return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in out.items()}
 
     def graph_inputs(self, audio: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,6 +224,34 @@ class RuntimeModel:
                                    f"PyTorch fp32, below {MIN_COSINE[form]}")
 
 
+def window_model(model, output, *, runtime: str = "torch", precision: str = "fp32", device=None,
+                 threads: int | None = None, cache: str | os.PathLike | None = None,
+                 notify: Callable[[str], None] | None = None):
+    """``model`` as the pipeline's :class:`~avex_hub.encoder.pipeline.WindowModel` giving ``output``, run by
+    ``runtime`` at ``precision``: :func:`~avex_hub.encoder.pipeline.torch_model` for torch, else a
+    :class:`RuntimeWindowModel` whose graph is exported (or found in the cache) and loaded now, so a missing package,
+    a refused pair or a failed export stops the run before any audio is read."""
+    check_runtime(runtime, precision, device)
+    if runtime == "torch":
+        return torch_model(model, output, precision=precision, device=None if device == "auto" else device)
+    torch_model(model, output, device="cpu")  # the same checks of layers, pooling and the species head
+    net = RuntimeModel(model, runtime, precision, threads=threads, cache=cache, notify=notify)
+    if isinstance(output, Embeddings):
+        net.session(model.layer_indices(list(output.layers)), output.pooling)
+    else:
+        net.session([model.num_layers], "mean", logits=True)
+    return RuntimeWindowModel(net, output)
+
+
+class RuntimeWindowModel(TorchWindowModel):
+    """The pipeline's call (a window batch in, ``"scores"`` or ``"embeddings"`` rows out) of a
+    :class:`RuntimeModel`: :class:`~avex_hub.encoder.pipeline.TorchWindowModel`'s own ``run`` on a model that
+    computes in another runtime (the autocast it would enter is ignored: the runtime's precision is its own)."""
+
+    def __init__(self, net: RuntimeModel, output) -> None:  # TorchWindowModel's preparation is torch's, not ours
+        self.net, self.output, self.precision, self.device = net, output, "fp32", torch.device("cpu")
+
+
 def _check_audio(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two 4 s clips, the second padded after 2.5 s: what a new graph is traced on and checked with."""
     audio = example_audio(((2, 4.0),), sample_rate, seed=1)[0]
@@ -244,11 +300,7 @@ class OpenVinoSession:
     threads; one stream (one request at a time, all threads on it). Called as :class:`OnnxRuntimeSession`."""
 
     def __init__(self, path, precision: str, threads: int) -> None:
-        ov = need("openvino", "openvino")
-        core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            raise ValueError("runtime 'openvino' at precision 'bf16' needs a CPU with bf16 units, which this one "
-                             "lacks (OpenVINO would run fp32); use precision 'fp32', or onnxruntime int8")
+        core = need("openvino", "openvino").Core()
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         graph = core.read_model(str(path))
