@@ -298,3 +298,35 @@ def test_settings_without_a_runtime_read_back_as_torch(model):
     assert "runtime" not in outputs.earlier_settings(torch_settings)  # finds the version-2 shards, all torch
     ort_settings = inference_settings(model, "embed", runtime="onnxruntime")
     assert outputs.earlier_settings(ort_settings)["runtime"] == "onnxruntime"  # never finds a torch shard
+
+
+def test_predict_and_embed_on_recordings_take_a_runtime(model, folder, cache, monkeypatch):
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(cache))
+    long, short = str(folder / "long.wav"), str(folder / "short.flac")
+    base = model.predict(long, top_k=3, per_window=True)
+    base_embedding = model.embed(short, layer=1, pooling="max", per_window=True)
+    for runtime in [r for r in ("onnxruntime", "openvino") if _have(r)]:
+        rows = model.predict(long, top_k=3, per_window=True, runtime=runtime, threads=1)
+        assert [(r.start_s, r.label) for r in rows] == [(r.start_s, r.label) for r in base]
+        assert max(abs(a.score - b.score) for a, b in zip(rows, base)) <= 1e-4
+        windows = model.embed(short, layer=1, pooling="max", per_window=True, runtime=runtime)
+        assert (windows.embeddings - base_embedding.embeddings).abs().max() <= 1e-4
+        assert torch.equal(windows.end_s, base_embedding.end_s)
+    lists = model.predict([short, long], top_k=1, runtime="onnxruntime", precision="int8")
+    assert [p[0].label for p in lists] == [p[0].label for p in model.predict([short, long], top_k=1)]
+    with pytest.raises(ValueError, match="runs precision fp32 or bf16, not 'int8'"):
+        model.predict(long, runtime="openvino", precision="int8")
+
+
+def test_torch_bf16_casts_the_weights_once_with_the_same_numbers(model, batches):
+    from avex_hub.encoder.precision import inference_context, prepare_for_inference
+
+    net = prepare_for_inference(model, "bf16", "cpu")
+    fc1 = (model.backbone.encoder.layers[0].fc1, net.backbone.encoder.layers[0].fc1)
+    assert (fc1[0].weight.dtype, fc1[1].weight.dtype) == (torch.float32, torch.bfloat16)  # the caller's is untouched
+    assert net.backbone.encoder.layers[0].final_layer_norm.weight.dtype == torch.float32
+    for audio, mask in batches:
+        with inference_context("bf16", "cpu"):
+            assert torch.equal(net.pooled_layers(audio, mask, layers=LAYERS), model.pooled_layers(audio, mask,
+                                                                                                  layers=LAYERS))
+            assert torch.equal(net.logits(audio, mask), model.logits(audio, mask))

@@ -59,6 +59,7 @@ def tensors_digest(module: torch.nn.Module) -> str:
 
 
 def entry_key(identity: dict) -> str:
+    """The file name of ``identity``'s entry: the first 32 hex digits of its canonical JSON's SHA-256."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 

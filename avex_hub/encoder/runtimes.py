@@ -141,9 +141,7 @@ class RuntimeModel:
     def pooled_layers(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                       layers: int | list[int] | str = "last", pooling: str = "mean") -> torch.Tensor:
         """``[B, L, C]``: each of ``layers`` pooled by ``pooling`` over the frames that are not padding."""
-        from .model import check_pooling
-
-        check_pooling(pooling)
+        self.model.pool(torch.zeros(1, 1, 1), None, pooling)  # the model's own check of the pooling
         return self._run(audio, padding_mask, tuple(self.model.layer_indices(layers)), pooling)["embeddings"]
 
     def logits(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,18 +165,13 @@ class RuntimeModel:
         return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in out.items()}
 
     def graph_inputs(self, audio: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the graph takes: the checked audio's normalised filterbank (the model's own, float32) ``[B, T,
-        mels]`` and its frame padding mask ``[B, T]``, as ``AvexModel.encode`` makes them."""
-        from .beats import frame_padding_mask
-        from .model import validate_audio
-
-        audio, padding_mask = validate_audio(audio.detach().cpu().float(), padding_mask)
+        """What the graph takes: ``AvexModel.encoder_inputs`` (the checked audio's filterbank, the model's own, and
+        its frame padding mask, all False without one), in float32 on the CPU."""
         # float32 whatever the caller's autocast says; no_grad, not inference_mode: a new graph is traced on these
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            fbank = self.model.preprocess(audio)
-        if padding_mask is None:
-            return fbank, torch.zeros(fbank.shape[:2], dtype=torch.bool)
-        return fbank, frame_padding_mask(padding_mask.cpu(), fbank.shape[1])
+            fbank, frame_mask = self.model.encoder_inputs(audio.detach().cpu().float(),
+                                                         None if padding_mask is None else padding_mask.cpu())
+        return fbank, torch.zeros(fbank.shape[:2], dtype=torch.bool) if frame_mask is None else frame_mask
 
     def graph_file(self, layers: list[int], pooling: str = "mean", logits: bool = False):
         """The verified cached graph for these outputs (exported now if it is not there)."""
