@@ -9,8 +9,8 @@ onnxruntime fp32/int8 (int8: the transformer layers' weight matrices quantised d
 (bf16: OpenVINO's CPU plugin computes in bfloat16 on CPUs with bf16 units; fp32 is asked for explicitly, since that
 plugin otherwise picks bf16 on such CPUs by itself). Other pairs are refused by name. The runtimes run on the CPU.
 
-The graph each runs is :class:`avex_hub.encoder.onnx_graph.RunGraph` (audio and padding mask in, the layers asked
-for pooled, and logits), exported once per weights and settings into the user cache
+The graph each runs is :class:`avex_hub.encoder.onnx_graph.RunGraph` (the model's own filterbank and frame mask
+in, the layers asked for pooled, and logits, out), exported once per weights and settings into the user cache
 (:mod:`avex_hub.encoder.runtime_cache`) and checked against the PyTorch model when it is made: fp32 within
 :data:`FP32_TOLERANCE` max|Δ|, bf16 and int8 by the pooled embedding's cosine (:data:`MIN_COSINE`). The accuracy
 bounds of each pair against torch fp32 on real rows are tested in tests/test_runtimes.py.
@@ -23,6 +23,7 @@ use, less one per decoding worker, so the two do not compete for cores). onnxrun
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import os
 from typing import Callable, Iterator
@@ -32,7 +33,7 @@ import torch
 
 from .onnx_graph import OPSET, RunGraph, example_audio, need, quantize_int8, read_metadata, write_graph
 from .pipeline import Embeddings, TorchWindowModel, torch_model
-from .precision import PRECISIONS
+from .precision import PRECISIONS, device_for
 from .runtime_cache import cached_graph, tensors_digest
 
 __all__ = ["RUNTIMES", "RUNTIME_EXTRAS", "FP32_TOLERANCE", "MIN_COSINE", "check_runtime", "default_threads",
@@ -115,7 +116,8 @@ class RuntimeModel:
         check_runtime(runtime, precision, "cpu")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        self.model = model.cpu().eval()
+        # the caller's model stays where it is: on another device, the runtime gets a CPU copy
+        self.model = (model if device_for(model).type == "cpu" else copy.deepcopy(model).cpu()).eval()
         self.runtime, self.precision = runtime, precision
         self.threads = threads or default_threads()
         self.cache, self.notify = cache, notify
@@ -293,7 +295,7 @@ class OpenVinoSession:
     threads; one stream (one request at a time, all threads on it). Called as :class:`OnnxRuntimeSession`."""
 
     def __init__(self, path, precision: str, threads: int) -> None:
-        core = need("openvino", "openvino").Core()
+        self.core = core = need("openvino", "openvino").Core()  # kept as long as what it compiled
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         graph = core.read_model(str(path))
