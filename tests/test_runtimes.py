@@ -206,9 +206,13 @@ def test_pairs_devices_and_missing_extras_are_refused_by_name(monkeypatch):
     with pytest.raises(ValueError, match="runs on the CPU"):
         check_runtime("openvino", "fp32", "cuda")
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
-    with pytest.raises(ImportError, match=r"pip install 'avex-hub\[openvino\]'"):
-        check_runtime("openvino", "bf16")
+    for missing, runtime, extra in (("openvino", "openvino", "openvino"), ("onnxruntime", "onnxruntime", "export"),
+                                    ("onnx", "openvino", "openvino"), ("onnx", "onnxruntime", "export")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+        words = rf"runtime '{runtime}' needs {missing}: pip install 'avex-hub\[{extra}\]'$"
+        with pytest.raises(ImportError, match=words):
+            check_runtime(runtime, "fp32")
+        check_runtime("torch", "fp32")  # torch needs neither
 
 
 # -- the runtimes in the file pipelines and the command line ------------------------------------------------------
