@@ -380,7 +380,7 @@ def _run(args) -> int:
     try:
         return _process(args, fmt, model, settings, search, device, calibration, clock)
     except GraphExportError as error:
-        _error(f"{error}; nothing was computed for the remaining files (--runtime torch runs without a graph)")
+        _error(f"{error}; no file was computed (--runtime torch runs without a graph)")
         return EXIT_ERROR
     except OSError as error:
         return _write_error(error, parts)

@@ -269,6 +269,29 @@ def test_cli_runtime_and_threads_are_checked_before_any_work(folder, tmp_path, c
     assert "pip install 'avex-hub[openvino]'" in capsys.readouterr().err and builds == []
 
 
+def test_cli_a_graph_that_cannot_be_exported_is_one_line_exit_1_with_nothing_written(folder, tmp_path, capsys,
+                                                                                        monkeypatch):
+    from avex_hub.cli import EXIT_ERROR, main
+    from avex_hub.encoder import runtimes
+    from avex_hub.encoder.onnx_graph import GraphExportError
+
+    def fails(*args, **kwargs):
+        raise GraphExportError("torch 2.13 could not export esp_aves2_sl_beats_all at opset 17: no")
+
+    monkeypatch.setattr(runtimes, "write_graph", fails)
+    out = tmp_path / "e.npz"
+    argv = ["embed", str(folder), "--out", str(out), "--checkpoint", str(FIXTURE), "--no-progress", "--runtime",
+            "onnxruntime"]
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(tmp_path / "cache"))
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("avex-hub: exporting") and len(err) == 2, err
+    assert err[1] == "avex-hub: error: torch 2.13 could not export esp_aves2_sl_beats_all at opset 17: no; no file " \
+                     "was computed (--runtime torch runs without a graph)"
+    assert not out.exists() and not list(Path(f"{out}.parts").glob("*.npz"))  # failed before any audio was read
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "runtimes").iterdir()) == [".lock"]  # no entry kept
+
+
 def test_a_resumed_run_with_another_runtime_recomputes_and_never_mixes(model, folder, tmp_path, cache, monkeypatch):
     from avex_hub.cli import EXIT_OK, main
 
