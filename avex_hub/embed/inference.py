@@ -88,7 +88,8 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
     if not (channels in ("mix", "all") or (isinstance(channels, int) and not isinstance(channels, bool))):
         raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
     common = dict(model=model.name, weights_sha256=model.weights_sha256, window_s=float(window_s),
-                  hop_s=float(window_s if hop_s is None else hop_s), channels=channels, precision=precision, runtime=runtime,
+                  hop_s=float(window_s if hop_s is None else hop_s), channels=channels, precision=precision,
+                  runtime=runtime,
                   sample_rate=model.sample_rate, architecture=model.config.to_dict(),
                   preprocessing=model.preprocessing.to_dict(), output_version=OUTPUT_VERSION,
                   avex_hub_version=__version__)

@@ -31,7 +31,8 @@ OUTPUT_VERSION = 3
 class InferenceSettings:
     """What every run records: the model (name, weights digest, full architecture config and preprocessing), the
     windows (``window_s``, ``hop_s``, ``channels``), the precision and runtime, the output format version and the
-    package version. ``task`` says which subclass holds the rest: :class:`EmbedSettings` or :class:`ClassifySettings`."""
+    package version. ``task`` says which subclass holds the rest: :class:`EmbedSettings` or
+    :class:`ClassifySettings`."""
 
     model: str
     weights_sha256: str | None

@@ -9,8 +9,8 @@ Two graphs of the model's own modules:
   ``[batch, layers, C]`` (the layers asked for, pooled over the frames that are not padding) and optionally
   ``logits`` out.
 
-In the export, the filterbank's framing, DC removal, pre-emphasis, window and 512-point real DFT are one linear map of each
-400-sample frame, so they become a single strided convolution with a precomputed basis instead of an FFT: ONNX's
+In the export, the filterbank's framing, DC removal, pre-emphasis, window and 512-point real DFT are one linear map
+of each 400-sample frame, so they become a single strided convolution with a precomputed basis instead of an FFT: ONNX's
 ``DFT`` operator needs opset 20 and is not run correctly by every runtime, a convolution is (and it is closer to a
 float64 filterbank than torch's float32 FFT). Input checks stay outside the graph (``validate_audio``).
 onnx and onnxruntime are optional (``pip install 'avex-hub[export]'``); this module imports them only when used.

@@ -150,8 +150,8 @@ def export_onnx(model: AvexModel, out: str | os.PathLike, *, opset: int = OPSET,
     model = model.cpu().eval()
     with atomic_path(out, ".onnx") as tmp:
         try:
-            write_graph(ExportGraph(model), tmp, export_metadata(model, opset), (validation_audio(model.sample_rate)[0],),
-                        opset=opset, name=model.name)
+            example = (validation_audio(model.sample_rate)[0],)
+            write_graph(ExportGraph(model), tmp, export_metadata(model, opset), example, opset=opset, name=model.name)
         except GraphExportError as error:
             raise OnnxExportError(f"{error}; nothing was written to {out}") from error
         if quantize == "int8":
