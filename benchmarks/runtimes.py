@@ -149,19 +149,34 @@ def make_folder(folder: Path, minutes: float) -> float:
     return written
 
 
+# The child reports its own peak: on Linux a child's ru_maxrss starts from its parent's peak (the kernel carries
+# the high-water mark of the memory it replaced at exec, the parent's when Python spawns with vfork), and this
+# parent holds the full-size model; VmHWM is the child's own memory map's high-water mark.
+_CHILD = """import sys
+from avex_hub.cli import main
+code = main(sys.argv[1:])
+try:
+    print("VmHWM", [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0], file=sys.stderr)
+except OSError:
+    pass
+sys.exit(code)
+"""
+
+
 def cli_run(argv: list[str], env: dict) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one ``avex-hub`` process."""
+    """Wall seconds and peak RSS (MiB; the child's own ``VmHWM`` where /proc has it, else ``ru_maxrss``) of one
+    ``avex-hub`` process."""
     start = time.perf_counter()
-    code = "import sys; from avex_hub.cli import main; sys.exit(main(sys.argv[1:]))"
-    process = subprocess.Popen([sys.executable, "-c", code, *argv], env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
+    error = process.stderr.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    error = process.stderr.read().decode()
     process.stderr.close()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"avex-hub {' '.join(argv)} failed: {error[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    peaks = [int(line.split()[1]) for line in error.splitlines() if line.startswith("VmHWM ")]
+    return wall, (peaks[-1] if peaks else usage.ru_maxrss) / 1024
 
 
 def end_to_end(pairs, checkpoint: Path, work: Path, minutes: float, rounds: int, threads: int, alone: dict,
