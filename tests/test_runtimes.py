@@ -188,6 +188,51 @@ def test_two_processes_exporting_at_once_make_one_entry(tmp_path):
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".lock", ".onnx"]
 
 
+SIGNAL_STACK_SCRIPT = r"""
+import ctypes, faulthandler, gc, json, signal, subprocess, sys, torch
+torch.set_num_threads(1)
+from avex_hub import build_model
+from avex_hub.encoder.runtimes import load_runtime
+
+class Stack(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+def stack():
+    s = Stack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s))
+    return [s.sp or 0, s.flags, s.size]
+
+faulthandler.enable()  # as pytest and python -X faulthandler do: an alternate stack of Python's on this thread
+before = stack()
+model = build_model("esp_aves2_sl_beats_all", checkpoint=sys.argv[1])
+net = load_runtime(model, "openvino", "fp32", cache=sys.argv[2], notify=lambda line: None)
+net.pooled_layers(torch.zeros(2, 64000), None, layers=[1])
+after = stack()
+del net
+gc.collect()
+seen = []
+signal.signal(signal.SIGCHLD, lambda *_: seen.append(1))  # Python's handlers run on the alternate stack
+for _ in range(3):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+print(json.dumps({"before": before, "after": after, "handled": len(seen)}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack(2) read through Linux's libc")
+def test_openvino_leaves_the_callers_signal_stack_as_it_was(tmp_path):
+    # OpenVINO's CPU plugin put a stack of its own on the inferring thread and freed it later: the next Python
+    # signal handler (SIGCHLD after decoding workers, a subprocess exiting) then killed the process with SIGSEGV.
+    # In a subprocess, so that a crash is this test's failure and not the suite's end.
+    if not _have("openvino"):
+        pytest.skip("openvino is not installed")
+    out = subprocess.run([sys.executable, "-c", SIGNAL_STACK_SCRIPT, str(FIXTURE), str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["before"][0] != 0 and report["after"] == report["before"], report
+    assert report["handled"] >= 1
+
+
 def test_cache_folder_is_the_platform_cache_or_the_override(monkeypatch, tmp_path):
     monkeypatch.setenv("AVEX_HUB_CACHE", str(tmp_path / "mine"))
     assert runtime_cache.cache_dir() == tmp_path / "mine" / "runtimes"

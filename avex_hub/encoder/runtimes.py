@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import importlib.util
 import os
+import sys
 from typing import Callable, Iterator
 
 import numpy as np
@@ -289,6 +291,31 @@ class OnnxRuntimeSession:
         return dict(zip(self.names, self.session.run(self.names, dict(zip(self.inputs, inputs)))))
 
 
+class _SignalStack(ctypes.Structure):  # stack_t of sigaltstack(2) on Linux
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def kept_signal_stack() -> Iterator[None]:
+    """The calling thread's alternate signal stack as it was before the block, also when the block raised.
+
+    OpenVINO's CPU plugin installs a stack of its own on a thread that compiles or infers and frees it later, possibly
+    from another thread, leaving the caller's thread pointing at freed memory. Python installs every signal handler
+    with SA_ONSTACK, so the next handled signal on that thread (SIGCHLD from an exiting subprocess or decoding worker
+    once a DataLoader with workers has run, SIGINT on Ctrl-C) could not be delivered and the process died of SIGSEGV
+    (faulthandler's own stack, replaced by the plugin's, was lost too). Only Linux is known to need it."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(before))
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
 class OpenVinoSession:
     """An OpenVINO CPU model of a graph file: ``precision`` "fp32" compiles with an explicit f32 precision hint
     (the CPU plugin's default on CPUs with bf16 units is bf16), "bf16" with the bf16 hint; ``threads`` compute
@@ -301,8 +328,9 @@ class OpenVinoSession:
         graph = core.read_model(str(path))
         self.inputs = [i.get_any_name() for i in graph.inputs]
         self.names = [o.get_any_name() for o in graph.outputs]  # the compiled model renames them; the order holds
-        self.compiled = core.compile_model(graph, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        with kept_signal_stack():
+            self.compiled = core.compile_model(graph, "CPU", config)
+            self.request = self.compiled.create_infer_request()
 
     @property
     def threads(self) -> int:
@@ -313,7 +341,8 @@ class OpenVinoSession:
         return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def __call__(self, *inputs: np.ndarray) -> dict:
-        result = self.request.infer(dict(zip(self.inputs, inputs)))
+        with kept_signal_stack():
+            result = self.request.infer(dict(zip(self.inputs, inputs)))
         return {name: np.array(result[self.compiled.output(i)]) for i, name in enumerate(self.names)}
 
 
