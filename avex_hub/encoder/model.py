@@ -161,14 +161,11 @@ class AvexModel(nn.Module):
         The whole tensor is one attention pass: beyond ``LONG_INPUT_S`` seconds a LongInputWarning says
         so (``predict``/``embed`` on a recording window it by the model's ``preprocessing.window_s``).
         """
-        fbank, frame_mask = self.encoder_inputs(audio, padding_mask)
-        return self.backbone(fbank, frame_mask, output_hidden_states=output_hidden_states, num_layers=num_layers,
-                             hidden_layers=hidden_layers)
+        return self.backbone(*self.encoder_inputs(audio, padding_mask), output_hidden_states=output_hidden_states,
+                             num_layers=num_layers, hidden_layers=hidden_layers)
 
-    def encoder_inputs(self, audio: torch.Tensor,
-                       padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """What the encoder runs on: the checked audio's normalised filterbank ``[B, T, mels]`` and its frame
-        padding mask ``[B, T]`` (None without a ``padding_mask``); the inputs of the ONNX runtimes' graph too."""
+    def encoder_inputs(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> tuple:
+        """What the encoder (and a runtime's graph) runs on: the filterbank ``[B, T, mels]``, the frame mask or None."""
         audio, padding_mask = validate_audio(audio, padding_mask)
         self._warn_if_long(audio.shape[1])
         fbank = self.preprocess(audio)
@@ -268,25 +265,20 @@ class AvexModel(nn.Module):
                 precision: str = "fp32", threads: int | None = None):
         """Top-k species with sigmoid scores for a recording of any length, or for each of a list of them.
 
-        ``audio`` is a file path, a 1-D array (one mono recording) or a 2-D array ``[channels, samples]`` (one
-        multi-channel recording) at ``sample_rate`` (required for arrays), resampled to the model's rate and run
-        through the recording pipeline (:mod:`avex_hub.encoder.recordings`): the model's windows
-        (``preprocessing.window_s``, 10 s; the last padded and masked; a recording of at most one window at its
-        own length), ``batch_size`` at a time (default 2 on CPU, 64 on CUDA); files are streamed.
-
-        Returns a list of :class:`~avex_hub.encoder.recordings.Prediction`: per label the MAX of its window
-        scores, with that window's ``start_s``/``end_s``. ``per_window=True`` returns each window's top-k as
+        ``audio``: a file path, a 1-D array (mono) or a 2-D array ``[channels, samples]`` at ``sample_rate`` (required
+        for arrays), resampled and run through :mod:`avex_hub.encoder.recordings`: the model's windows
+        (``preprocessing.window_s``, 10 s; the last padded and masked; a recording of at most one window at its own
+        length), ``batch_size`` at a time (default 2 on CPU, 64 on CUDA); files are streamed. Returns
+        :class:`~avex_hub.encoder.recordings.Prediction` per label: the MAX of its window scores, with that window's
+        ``start_s``/``end_s``; ``per_window=True``: each window's top-k as
         :class:`~avex_hub.encoder.recordings.WindowPrediction` rows, the values ``classify_files`` gives.
-        ``channels``: ``"mix"`` (default) or a channel index give one answer, ``"all"`` one per channel.
-        Clipped or silent audio is scored but warned about by name. ``thresholds``: a thresholds file of ``avex-hub
-        calibrate`` read by ``Thresholds.load`` (:mod:`avex_hub.monitoring.calibration`; refused when fitted to
-        another model's scores): its labels instead of the top k, with ``probability`` and ``detected`` set.
-        ``runtime`` (``"torch"``, ``"onnxruntime"``, ``"openvino"``) and ``precision`` (a pair of
-        :data:`avex_hub.encoder.runtimes.RUNTIMES`) choose what runs the encoder, ``threads`` its compute threads.
+        ``channels``: ``"mix"`` (default) or a channel index give one answer, ``"all"`` one per channel. Clipped or
+        silent audio is scored but warned about by name. ``thresholds`` (``Thresholds.load(FILE)``,
+        :mod:`avex_hub.monitoring.calibration`; refused for another model's): its labels instead of the top k, with
+        ``probability`` and ``detected``. ``runtime``, ``precision``, ``threads``: as ``load_runtime``'s.
         """
         return recordings.predict(self, audio, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
-                                  batch_size=batch_size, thresholds=thresholds, runtime=runtime, precision=precision,
-                                  threads=threads)
+            batch_size=batch_size, thresholds=thresholds, runtime=runtime, precision=precision, threads=threads)
 
     # -- devices and long tensors ----------------------------------------------------------------
     @property
