@@ -231,8 +231,7 @@ class AvexModel(nn.Module):
                                  "(or a file path), or drop them for a batch [B, samples] at model.sample_rate")
             return self.pooled_layers(audio, padding_mask, layers=[layer], pooling=pooling)[:, 0]
         if padding_mask is not None:
-            raise ValueError("padding_mask applies to a batch tensor [B, samples]; a recording is windowed and "
-                             "masked here: pass it without padding_mask")
+            raise ValueError("padding_mask applies to a batch tensor [B, samples]; pass a recording without it")
         check_pooling(clip_pooling, "clip_pooling")
         return recordings.embed(self, audio, sample_rate, layer=layer, pooling=pooling, channels=channels,
                                 per_window=per_window, clip_pooling=clip_pooling, batch_size=batch_size,
