@@ -6,8 +6,11 @@ command line run them and record which ran."""
 from __future__ import annotations
 
 import copy
+import csv
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -370,6 +373,53 @@ def test_settings_without_a_runtime_read_back_as_torch(model):
     assert "runtime" not in outputs.earlier_settings(torch_settings)  # finds the version-2 shards, all torch
     ort_settings = inference_settings(model, "embed", runtime="onnxruntime")
     assert outputs.earlier_settings(ort_settings)["runtime"] == "onnxruntime"  # never finds a torch shard
+
+
+def test_index_and_search_run_a_runtime_and_an_archive_keeps_one(model, folder, tmp_path, cache, monkeypatch, capsys):
+    pytest.importorskip("perch_hoplite")
+    if not _have("onnxruntime"):
+        pytest.skip("onnxruntime is not installed")
+
+    from avex_hub.cli import EXIT_OK, EXIT_USAGE, main
+    from avex_hub.encoder import runtimes
+    from avex_hub.integrations import agile
+
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(cache))
+    common = ["--checkpoint", str(FIXTURE), "--no-progress", "--workers", "0"]
+    torch_db, ort_db = tmp_path / "torch", tmp_path / "ort"
+    assert main(["index", str(folder), "--db", str(torch_db), *common]) == EXIT_OK
+    assert main(["index", str(folder), "--db", str(ort_db), "--runtime", "onnxruntime", "--threads", "1",
+                 *common]) == EXIT_OK
+    archives = [agile.Archive.open(db, readonly=True) for db in (torch_db, ort_db)]
+    assert "runtime" not in archives[0].settings  # as archives made before the runtimes: read back as torch
+    assert archives[1].settings["runtime"] == "onnxruntime"
+    tables = [a.window_table() for a in archives]
+    for key in ("file", "start_s", "end_s"):
+        assert np.array_equal(tables[0][key], tables[1][key])
+    vectors = [a.vectors(t["window_id"]) for a, t in zip(archives, tables)]
+    assert len(vectors[0]) == 4 and np.abs(vectors[1] - vectors[0]).max() <= 1e-4  # fp32's bound
+    # One runtime's vectors per archive: torch rows are not added to it, and a refused pair stops before the work.
+    more = tmp_path / "more"
+    more.mkdir()
+    shutil.copy(folder / "short.flac", more / "other.flac")
+    capsys.readouterr()
+    assert main(["index", str(more), "--db", str(ort_db), *common]) == EXIT_USAGE
+    assert "runtime: database 'onnxruntime', given '(absent)'" in capsys.readouterr().err
+    assert main(["index", str(more), "--db", str(ort_db), "--runtime", "onnxruntime", "--precision", "bf16",
+                 *common]) == EXIT_USAGE
+    assert "runs precision fp32 or int8" in capsys.readouterr().err
+    # search embeds its query with the archive's runtime: the query is an indexed window, found first
+    ran = []
+    real = runtimes.window_model
+    monkeypatch.setattr(runtimes, "window_model", lambda *a, **k: ran.append(k["runtime"]) or real(*a, **k))
+    hits = tmp_path / "hits.csv"
+    assert main(["search", "--db", str(ort_db), "--query", f"{folder / 'long.wav'}:0-10", "--top", "2", "--out",
+                 str(hits), *common[:3]]) == EXIT_OK
+    assert ran == ["onnxruntime"]
+    with open(hits, encoding="utf-8") as table:
+        first = next(csv.DictReader(table))
+    assert (os.path.basename(first["file"]), float(first["start_s"])) == ("long.wav", 0.0)
+    assert float(first["score"]) >= 1 - 1e-5
 
 
 def test_predict_and_embed_on_recordings_take_a_runtime(model, folder, cache, monkeypatch):
