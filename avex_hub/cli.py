@@ -17,15 +17,17 @@ extension is refused (exit code 2).
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
 input's absolute path, size and modification time and every setting that changes an output value:
-weights digest, architecture, preprocessing, precision, channels, window, hop, layers, pooling, top-k,
-label names and the output format version) and then rebuilds ``--out`` from the shards. A shard that
+weights digest, architecture, preprocessing, precision, runtime, channels, window, hop, layers, pooling,
+top-k, label names and the output format version) and then rebuilds ``--out`` from the shards. A shard that
 cannot be read (a disk filled up, a copy cut short) is recomputed, with a line naming it. The settings
 are recorded in the output: Parquet schema metadata ``avex_hub``, NPZ field ``settings``, and for CSV
 the sidecar ``<out>.settings.json``.
 
 Exit codes: 0 success; 1 an error stopped the command (weights unavailable or unreadable, digest
-mismatch, disk full or another write error: finished files are kept and a re-run resumes); 2 usage
-error (bad arguments, no inputs, an --out or --raven that cannot be written, checked before any work);
+mismatch, the runtime's graph could not be exported, disk full or another write error: finished files are
+kept and a re-run resumes); 2 usage error (bad arguments, no inputs, an --out or --raven that cannot be
+written, a --runtime and --precision pair that does not exist or whose package is missing, checked before
+any work);
 3 some inputs could not be read (every other input was written; they and any folder that could not be
 listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
 """
@@ -74,6 +76,7 @@ def _layers(value: str):
 def _parser() -> argparse.ArgumentParser:
     from .encoder.model import POOLINGS
     from .encoder.precision import PRECISIONS
+    from .encoder.runtimes import RUNTIMES
     from .hub.weights import WEIGHTS
 
     parser = argparse.ArgumentParser(prog="avex-hub", description=__doc__.split("\n\n")[0].replace("``", ""),
@@ -101,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=PRECISIONS, default="fp32",
                      help="fp32 (default); bf16 (CUDA, or CPUs with bf16 units); int8 (CPU, dynamic quantisation: on "
                           "CPUs it is often the fastest, bf16 the closer to fp32; README's speed table)")
+    run.add_argument("--runtime", choices=tuple(RUNTIMES), default="torch",
+                     help="what runs the encoder: torch (default; fp32, bf16, int8), onnxruntime (fp32, int8; "
+                          "pip install 'avex-hub[export]') or openvino (fp32, bf16; 'avex-hub[openvino]'), on the "
+                          "CPU; the graph is exported once per weights into the user cache. README's speed table")
+    run.add_argument("--threads", type=int, default=None,
+                     help="the runtime's compute threads (default: the cores less the decoding workers)")
     run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     # allow_abbrev=False: an option is its full name (a prefix such as --layer would silently mean --layers)
@@ -318,24 +327,29 @@ def _run(args) -> int:
     from .audio.folders import find_audio
     from .audio.windows import window_params
     from .embed.inference import inference_settings
+    from .encoder.onnx_graph import GraphExportError
     from .encoder.precision import check_precision, resolve_device
+    from .encoder.runtimes import check_runtime
 
     fmt = _output_format(args)
     out: Path = args.out
     parts = Path(f"{out}.parts")
     if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     try:
         search = find_audio(args.paths, skip=[parts])
-        device = resolve_device(args.device)
+        device = resolve_device("cpu" if args.runtime != "torch" and args.device == "auto" else args.device)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise UsageError(str(error)) from None
     if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     try:  # cheap checks before loading weights
         window_params(WINDOW_S if args.window is None else args.window, args.hop, SAMPLE_RATE)
+        check_runtime(args.runtime, args.precision, device)
         check_precision(args.precision, device)
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
         raise UsageError(str(error)) from None
     if (getattr(args, "species", None) or getattr(args, "thresholds", None)) and args.raven is not None:
         raise UsageError("--raven tables hold one selection a window, its best label; with --species or "
@@ -356,7 +370,8 @@ def _run(args) -> int:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
                                       channels=args.channels, layers=getattr(args, "layers", -1),
                                       pooling=getattr(args, "pooling", "mean"), precision=args.precision,
-                                      top_k=getattr(args, "top_k", 5), species=classify_species(args, model.labels, calibration))
+                                      top_k=getattr(args, "top_k", 5), runtime=args.runtime,
+                                      species=classify_species(args, model.labels, calibration))
         _refuse_repeated_layers(model, getattr(args, "layers", -1))
         if calibration is not None:  # before any audio is read
             calibration.check_settings(settings.to_dict(), str(args.thresholds))
@@ -364,6 +379,9 @@ def _run(args) -> int:
         raise UsageError(str(error)) from None
     try:
         return _process(args, fmt, model, settings, search, device, calibration, clock)
+    except GraphExportError as error:
+        _error(f"{error}; no file was computed (--runtime torch runs without a graph)")
+        return EXIT_ERROR
     except OSError as error:
         return _write_error(error, parts)
 
@@ -401,7 +419,7 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
         print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)
     failures: dict[str, str] = dict(search.failures)  # folders that could not be listed come first
     for result in iter_file_results(model, todo, settings, batch_size=args.batch_size, num_workers=args.workers,
-                                    device=device, progress=not args.no_progress):
+                                    device=device, progress=not args.no_progress, threads=args.threads):
         if result.error is not None:
             failures[result.path] = result.error
             continue

@@ -12,10 +12,11 @@ perch-hoplite database.
 
 Needs ``pip install 'avex-hub[agile]'`` (perch-hoplite); see :mod:`avex_hub.integrations.agile`. Every failure is
 one line and an exit code: 0 ok; 1 an error stopped the command (an archive file damaged or cut short, a schema
-newer than this avex-hub, weights unavailable, a write that failed); 2 usage (bad arguments or numbers, an --out
-or --raven that cannot be written, a labels file refused, another database's settings: checked before any work
-where they can be); 3 some inputs failed (index; listed in ``<db>/failures.csv``); 4 the archive is being written by
-another process (named, with the age of its lock; nothing was changed: run again when it ends); 130 interrupted.
+newer than this avex-hub, weights unavailable, a write that failed, a runtime's graph that could not be exported);
+2 usage (bad arguments or numbers, an --out or --raven that cannot be written, a labels file refused, another
+database's settings, a --runtime whose package is missing: checked before any work where they can be); 3 some
+inputs failed (index; listed in ``<db>/failures.csv``); 4 the archive is being written by another process (named,
+with the age of its lock; nothing was changed: run again when it ends); 130 interrupted.
 What opening or writing an archive found and did (an upgrade, a repair, a lock taken over, missing audio) is
 printed as ``avex-hub: ...`` lines.
 """
@@ -62,6 +63,7 @@ def add_parsers(sub, channels_type) -> None:
     """Register the agile subcommands on ``sub`` (the CLI's subparsers); ``channels_type`` parses --channels."""
     from .encoder.model import POOLINGS
     from .encoder.precision import PRECISIONS
+    from .encoder.runtimes import RUNTIMES
     from .hub.weights import WEIGHTS
 
     model = argparse.ArgumentParser(add_help=False)
@@ -88,6 +90,11 @@ def add_parsers(sub, channels_type) -> None:
                        help="'mix' (default), 'all' (one vector per channel) or a channel index")
     index.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32 (default), bf16 (CUDA, or CPUs with bf16 units), int8 (CPU; see README's speed table)")
+    index.add_argument("--runtime", choices=tuple(RUNTIMES), default="torch",
+                       help="what runs the encoder, as for embed (the archive keeps one runtime's vectors; search "
+                            "embeds its queries with it)")
+    index.add_argument("--threads", type=_positive_int, default=None,
+                       help="the runtime's compute threads (default: the cores less the decoding workers)")
     index.add_argument("--batch-size", type=_positive_int, default=None,
                        help="windows per batch (default: 2 CPU, 64 CUDA)")
     index.add_argument("--workers", type=_at_least_zero, default=None,
@@ -139,6 +146,7 @@ def run(args, usage_error) -> int:
         from .integrations import agile
     except ImportError as error:
         raise usage_error(str(error)) from None
+    from .encoder.onnx_graph import GraphExportError
     handlers = {"index": _index, "search": _search, "label": _label, "train-classifier": _train,
                 "detect": _detect, "prune": _prune, "export-labels": _export, "import-labels": _import}
     with _notices_as_lines(agile.ArchiveNotice):
@@ -151,7 +159,11 @@ def run(args, usage_error) -> int:
         except sqlite3.DatabaseError as error:
             return _fail(f"{args.db}: the database cannot be read or written ({type(error).__name__}: {error})",
                          EXIT_ERROR)
+        except GraphExportError as error:  # --runtime onnxruntime or openvino (index, or search on such an archive)
+            return _fail(f"{error}; nothing was computed (--runtime torch runs without a graph)", EXIT_ERROR)
         except (FileNotFoundError, FileExistsError, ValueError) as error:  # incl. SettingsMismatchError
+            raise usage_error(str(error)) from None
+        except ImportError as error:  # a runtime's package missing (its message names the extra)
             raise usage_error(str(error)) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
@@ -209,16 +221,20 @@ def _model(args, default: str, checkpoint: str | None = None):
 def _index(args, agile) -> int:
     from .cli_monitoring import say_unknown_starts
     from .embed import outputs
+    from .encoder.runtimes import check_runtime
 
+    device = "cpu" if args.runtime != "torch" and args.device == "auto" else args.device
+    check_runtime(args.runtime, args.precision, device)  # before the weights load
     model = _model(args, "esp_aves2_sl_beats_all")
     if model is None:
         return EXIT_ERROR
     report = agile.index_files(model, args.paths, args.db, layer=args.layer, pooling=args.pooling,
                                window_s=args.window, hop_s=args.hop, channels=args.channels,
                                precision=args.precision, batch_size=args.batch_size,
-                               num_workers=args.workers, device=args.device, progress=not args.no_progress,
+                               num_workers=args.workers, device=device, progress=not args.no_progress,
                                checkpoint=args.checkpoint, time_pattern=args.time_pattern,
-                               timezone=args.timezone, deployments=args.deployments)
+                               timezone=args.timezone, deployments=args.deployments, runtime=args.runtime,
+                               threads=args.threads)
     say_unknown_starts(report.unknown_starts, len(report.added) + len(report.skipped) + len(report.failures))
     _say(args, f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
                f"{len(report.skipped)} already in {args.db}")

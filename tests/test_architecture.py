@@ -55,6 +55,9 @@ LAYERS = {
     "avex_hub.encoder.precision": 2,
     "avex_hub.encoder.pipeline": 2,
     "avex_hub.encoder.recordings": 2,
+    "avex_hub.encoder.onnx_graph": 2,  # the model as an ONNX graph (export and runtimes)
+    "avex_hub.encoder.runtime_cache": 2,
+    "avex_hub.encoder.runtimes": 2,  # onnxruntime and openvino behind AvexModel's batch methods
     # weights as data, download -> verify -> strict load, provenance
     "avex_hub.hub": 3,  # the room itself (its modules load on first use)
     "avex_hub.hub.weights": 3,

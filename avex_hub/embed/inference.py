@@ -17,6 +17,7 @@ implementation.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from ..audio.batches import FileEnd, WindowBatch, batch_windows, file_windows
 from ..audio.folders import AUDIO_EXTENSIONS, find_audio
 from ..audio.quality import FLAG_NAMES
 from ..encoder.model import check_pooling
-from ..encoder.pipeline import BatchOutputs, Embeddings, Rows, Scores, run_batches, torch_model
+from ..encoder.pipeline import BatchOutputs, Embeddings, Rows, Scores, run_batches
+from ..encoder.runtimes import check_runtime, default_threads, torch_threads, window_model
 from ..encoder.precision import batch_size_for, default_num_workers, device_for
 from ..labels import match_species
 from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
@@ -59,10 +61,11 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def inference_settings(model, task: str, *, window_s: float | None = None, hop_s: float | None = None,
                        channels="mix", layers=-1, pooling: str = "mean", precision: str = "fp32",
-                       top_k: int = 5, species=None) -> InferenceSettings:
+                       top_k: int = 5, species=None, runtime: str = "torch") -> InferenceSettings:
     """Everything that changes the numbers in an output (not device or batch size), checked; stored with it.
 
-    Weights digest, the full architecture config, preprocessing, precision, channels, window, hop, layers and
+    Weights digest, the full architecture config, preprocessing, precision and runtime (a pair of
+    :data:`avex_hub.encoder.runtimes.RUNTIMES`; its package must be installed), channels, window, hop, layers and
     pooling (:class:`~avex_hub.embed.settings.EmbedSettings`) or top-k and the label names' digest
     (:class:`~avex_hub.embed.settings.ClassifySettings`), and the output format version; the CLI reuses a stored
     shard only when all of them agree. ``window_s=None``: the model's ``preprocessing.window_s``. ``layers``
@@ -78,6 +81,7 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
 
     if task not in ("embed", "classify"):
         raise ValueError(f"task must be 'embed' or 'classify', got {task!r}")
+    check_runtime(runtime, precision)
     if window_s is None:
         window_s = model.preprocessing.window_s  # the clip length the model was trained on
     window_params(window_s, hop_s, model.sample_rate)  # bad window or hop: a usage error now, not per file
@@ -85,6 +89,7 @@ def inference_settings(model, task: str, *, window_s: float | None = None, hop_s
         raise ValueError(f"channels must be 'mix', 'all' or a channel index, got {channels!r}")
     common = dict(model=model.name, weights_sha256=model.weights_sha256, window_s=float(window_s),
                   hop_s=float(window_s if hop_s is None else hop_s), channels=channels, precision=precision,
+                  runtime=runtime,
                   sample_rate=model.sample_rate, architecture=model.config.to_dict(),
                   preprocessing=model.preprocessing.to_dict(), output_version=OUTPUT_VERSION,
                   avex_hub_version=__version__)
@@ -196,12 +201,14 @@ def _durations(paths: list[str]) -> list[float]:
 
 def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, *, batch_size: int | None = None,
                       num_workers: int | None = None, device=None, block_s: float = 60.0,
-                      progress: bool = True) -> Iterator[FileResult]:
+                      progress: bool = True, threads: int | None = None) -> Iterator[FileResult]:
     """Process ``paths`` with ``settings`` (from :func:`inference_settings`); yield each file's result as it completes.
 
     Completion order is deterministic for a given ``num_workers``. Failed files are yielded with
     ``error`` set. ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no
     device (``"auto"``: CUDA when available). Memory: a few batches of windows plus the current files' output rows.
+    ``threads``: the runtime's compute threads on the CPU (torch's are set for the run and restored after); default
+    :func:`~avex_hub.encoder.runtimes.default_threads` (the cores less the decoding workers).
     """
     from tqdm.auto import tqdm
 
@@ -210,9 +217,12 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
         return
     device = device_for(model, device)
     output = Embeddings(settings.layers, settings.pooling) if isinstance(settings, EmbedSettings) else Scores()
-    run = torch_model(model, output, precision=settings.precision, device=device)
     batch_size = batch_size_for(device, batch_size)
     workers = min(default_num_workers(device) if num_workers is None else num_workers, len(paths))
+    if threads is None and device.type == "cpu":  # the decoding workers keep their cores
+        threads = default_threads(workers)
+    run = window_model(model, output, runtime=settings.runtime, precision=settings.precision, device=device,
+                       threads=threads)
     loader = torch.utils.data.DataLoader(_WindowBatches(paths, settings, batch_size, block_s), batch_size=None,
                                          num_workers=workers, pin_memory=device.type == "cuda",
                                          prefetch_factor=2 if workers else None)
@@ -222,6 +232,8 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
     windows = done = 0
     started = time.perf_counter()
     iterator = iter(loader)
+    restore = contextlib.ExitStack()
+    restore.enter_context(torch_threads(threads if settings.runtime == "torch" else None))
     try:
         for item in run_batches(run, iterator):
             if isinstance(item, FileEnd):
@@ -240,6 +252,7 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
     finally:
         del iterator  # shuts the workers down, also when the caller stops early
         bar.close()
+        restore.close()  # torch's threads as they were
 
 
 def _file_result(path: str, end: FileEnd, rows: dict[str, np.ndarray], covered: float,
@@ -316,15 +329,17 @@ class InferenceResult:
 
 
 def _run(model, task: str, paths, *, window_s, hop_s, channels, layers, pooling, top_k, batch_size, num_workers,
-         precision, device, progress, species=None) -> InferenceResult:
+         precision, device, progress, runtime, threads, species=None) -> InferenceResult:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     search = find_audio(paths)
     files = search.files
     settings = inference_settings(model, task, window_s=window_s, hop_s=hop_s, channels=channels, layers=layers,
-                                  pooling=pooling, precision=precision, top_k=top_k, species=species)
+                                  pooling=pooling, precision=precision, top_k=top_k, runtime=runtime,
+                                  species=species)
     results = {r.path: r for r in iter_file_results(model, files, settings, batch_size=batch_size,
-                                                   num_workers=num_workers, device=device, progress=progress)}
+                                                   num_workers=num_workers, device=device, progress=progress,
+                                                   threads=threads)}
     ok = [results[p] for p in files if results[p].error is None]
     failures = {**search.failures, **{p: results[p].error for p in files if results[p].error is not None}}
     return InferenceResult(task, settings, tuple(model.labels), ok, failures)
@@ -333,29 +348,34 @@ def _run(model, task: str, paths, *, window_s, hop_s, channels, layers, pooling,
 def embed_files(model, paths, *, window_s: float | None = None, hop_s: float | None = None, layers=-1,
                 pooling: str = "mean", channels="mix", batch_size: int | None = None,
                 num_workers: int | None = None, precision: str = "fp32", device=None,
-                progress: bool = True) -> InferenceResult:
+                progress: bool = True, runtime: str = "torch", threads: int | None = None) -> InferenceResult:
     """Pooled embeddings of every window of every file (folders are searched for audio files).
 
     ``layers``: an index (-1 = last, 0 = encoder input), a list of them, or ``"all"``; ``channels``: ``"mix"``,
     ``"all"`` or a channel index.
     ``window_s=None``: the model's ``preprocessing.window_s`` (10 s). Unreadable files end up in
     ``result.failures``. ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on
-    no device (``"auto"``: CUDA when available).
+    no device (``"auto"``: CUDA when available). ``runtime``: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``
+    with a ``precision`` it runs (:data:`avex_hub.encoder.runtimes.RUNTIMES`); ``threads``: its compute threads
+    (see :func:`iter_file_results`).
     """
     return _run(model, "embed", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=layers,
                 pooling=pooling, top_k=1, batch_size=batch_size, num_workers=num_workers, precision=precision,
-                device=device, progress=progress)
+                device=device, progress=progress, runtime=runtime, threads=threads)
 
 
 def classify_files(model, paths, *, top_k: int = 5, window_s: float | None = None, hop_s: float | None = None,
                    channels="mix", batch_size: int | None = None, num_workers: int | None = None,
-                   precision: str = "fp32", device=None, progress: bool = True, species=None) -> InferenceResult:
-    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files`. ``species`` (label
-    names): every window keeps each of these labels' score instead of its top k (``to_csv`` then writes no rank).
+                   precision: str = "fp32", device=None, progress: bool = True, runtime: str = "torch",
+                   threads: int | None = None, species=None) -> InferenceResult:
+    """Top-k species (sigmoid scores) of every window of every file; see :func:`embed_files` (``runtime`` and
+    ``threads`` too). ``species`` (label names): every window keeps each of these labels' score instead of its
+    top k (``to_csv`` then writes no rank).
 
     ``device=None`` runs where the model (or tensor) already is, and on the CPU for anything on no device
     (``"auto"``: CUDA when available).
     """
     return _run(model, "classify", paths, window_s=window_s, hop_s=hop_s, channels=channels, layers=-1,
                 pooling="mean", top_k=top_k, batch_size=batch_size, num_workers=num_workers,
-                precision=precision, device=device, progress=progress, species=species)
+                precision=precision, device=device, progress=progress, runtime=runtime, threads=threads,
+                species=species)

@@ -133,8 +133,12 @@ PADDED_VERSION = 2  # the last output version that padded a recording of at most
 
 def earlier_settings(settings: InferenceSettings) -> dict:
     """``settings`` as output version 2 stored them: the key of a shard written by the version before the
-    one-window rule (see :func:`carry_over_shard`)."""
-    return {**settings.to_dict(), "output_version": PADDED_VERSION}
+    one-window rule (see :func:`carry_over_shard`). Version 2 ran torch only and did not name the runtime: a
+    torch run's key leaves it out, another runtime's keeps it (and so never finds a version-2 shard)."""
+    stored = {**settings.to_dict(), "output_version": PADDED_VERSION}
+    if stored["runtime"] == "torch":
+        del stored["runtime"]
+    return stored
 
 
 def carry_over_shard(old: Path, new: Path, settings: InferenceSettings) -> str | None:

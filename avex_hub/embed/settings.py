@@ -30,8 +30,9 @@ OUTPUT_VERSION = 3
 @dataclass(frozen=True)
 class InferenceSettings:
     """What every run records: the model (name, weights digest, full architecture config and preprocessing), the
-    windows (``window_s``, ``hop_s``, ``channels``), the precision, the output format version and the package
-    version. ``task`` says which subclass holds the rest: :class:`EmbedSettings` or :class:`ClassifySettings`."""
+    windows (``window_s``, ``hop_s``, ``channels``), the precision and runtime, the output format version and the
+    package version. ``task`` says which subclass holds the rest: :class:`EmbedSettings` or
+    :class:`ClassifySettings`."""
 
     model: str
     weights_sha256: str | None
@@ -39,6 +40,9 @@ class InferenceSettings:
     hop_s: float
     channels: str | int  # "mix", "all" or a channel index
     precision: str
+    # The runtime that ran the encoder (avex_hub.encoder.runtimes): its rows never mix with another runtime's.
+    # Settings stored before runtimes existed lack it and read back as "torch".
+    runtime: str = dataclasses.field(default="torch", kw_only=True)
     sample_rate: int
     architecture: dict
     preprocessing: dict

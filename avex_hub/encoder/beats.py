@@ -328,10 +328,8 @@ def frame_padding_mask(padding_mask: torch.Tensor, num_frames: int) -> torch.Ten
     equal runs, and a frame is padding only if its whole run is. Applied twice (samples -> filterbank
     frames -> patch tokens); the second step groups tokens in time-major order, as the reference does.
     """
-    extra = padding_mask.shape[1] % num_frames
-    if extra:
-        padding_mask = padding_mask[:, :-extra]
-    return padding_mask.view(padding_mask.shape[0], num_frames, -1).all(-1)
+    run = padding_mask.shape[1] // num_frames  # no branch on a length: the same graph serves every length
+    return padding_mask[:, : num_frames * run].reshape(padding_mask.shape[0], num_frames, run).all(-1)
 
 
 class BEATs(nn.Module):

@@ -161,12 +161,15 @@ class AvexModel(nn.Module):
         The whole tensor is one attention pass: beyond ``LONG_INPUT_S`` seconds a LongInputWarning says
         so (``predict``/``embed`` on a recording window it by the model's ``preprocessing.window_s``).
         """
+        return self.backbone(*self.encoder_inputs(audio, padding_mask), output_hidden_states=output_hidden_states,
+                             num_layers=num_layers, hidden_layers=hidden_layers)
+
+    def encoder_inputs(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None) -> tuple:
+        """What the encoder (and a runtime's graph) runs on: the filterbank ``[B, T, mels]``, the frame mask or None."""
         audio, padding_mask = validate_audio(audio, padding_mask)
         self._warn_if_long(audio.shape[1])
         fbank = self.preprocess(audio)
-        frame_mask = frame_padding_mask(padding_mask, fbank.shape[1]) if padding_mask is not None else None
-        return self.backbone(fbank, frame_mask, output_hidden_states=output_hidden_states, num_layers=num_layers,
-                             hidden_layers=hidden_layers)
+        return fbank, frame_padding_mask(padding_mask, fbank.shape[1]) if padding_mask is not None else None
 
     def hidden_states(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None,
                       layers: int | list[int] | str = "all") -> list[torch.Tensor]:
@@ -212,14 +215,15 @@ class AvexModel(nn.Module):
 
     def embed(self, audio, padding_mask: torch.Tensor | None = None, *, layer: int = -1, pooling: str = "mean",
               sample_rate: int | None = None, channels: str | int = "mix", per_window: bool = False,
-              clip_pooling: str = "mean", batch_size: int | None = None):
+              clip_pooling: str = "mean", batch_size: int | None = None, runtime: str = "torch",
+              precision: str = "fp32", threads: int | None = None):
         """A pooled embedding from one layer (default: the last), frames pooled by ``pooling``.
 
         A tensor ``[B, samples]`` at the model's rate (no ``sample_rate``): ``[B, C]``, each row one attention
         pass. A recording (a file path, or an array or tensor with ``sample_rate``): windowed and batched as in
         :meth:`predict`; ``per_window=True`` returns :class:`~avex_hub.encoder.recordings.WindowEmbeddings`,
         otherwise the windows pooled by ``clip_pooling`` (``"mean"`` or ``"max"``): ``[C]``, or
-        ``[channels, C]`` for ``channels="all"``.
+        ``[channels, C]`` for ``channels="all"``. ``runtime``, ``precision`` and ``threads`` as in :meth:`predict`.
         """
         if isinstance(audio, torch.Tensor) and sample_rate is None:
             if per_window or channels != "mix":
@@ -227,11 +231,11 @@ class AvexModel(nn.Module):
                                  "(or a file path), or drop them for a batch [B, samples] at model.sample_rate")
             return self.pooled_layers(audio, padding_mask, layers=[layer], pooling=pooling)[:, 0]
         if padding_mask is not None:
-            raise ValueError("padding_mask applies to a batch tensor [B, samples]; a recording is windowed and "
-                             "masked here: pass it without padding_mask")
+            raise ValueError("padding_mask applies to a batch tensor [B, samples]; pass a recording without it")
         check_pooling(clip_pooling, "clip_pooling")
         return recordings.embed(self, audio, sample_rate, layer=layer, pooling=pooling, channels=channels,
-                                per_window=per_window, clip_pooling=clip_pooling, batch_size=batch_size)
+                                per_window=per_window, clip_pooling=clip_pooling, batch_size=batch_size,
+                                runtime=runtime, precision=precision, threads=threads)
 
     def pooled_layers(self, audio: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                       layers: int | list[int] | str = "last", pooling: str = "mean") -> torch.Tensor:
@@ -256,25 +260,24 @@ class AvexModel(nn.Module):
 
     # -- recordings of any length ----------------------------------------------------------------
     def predict(self, audio, sample_rate: int | None = None, *, top_k: int = 5, channels: str | int = "mix",
-                per_window: bool = False, batch_size: int | None = None, thresholds=None):
+                per_window: bool = False, batch_size: int | None = None, thresholds=None, runtime: str = "torch",
+                precision: str = "fp32", threads: int | None = None):
         """Top-k species with sigmoid scores for a recording of any length, or for each of a list of them.
 
-        ``audio`` is a file path, a 1-D array (one mono recording) or a 2-D array ``[channels, samples]`` (one
-        multi-channel recording) at ``sample_rate`` (required for arrays), resampled to the model's rate and run
-        through the recording pipeline (:mod:`avex_hub.encoder.recordings`): the model's windows
-        (``preprocessing.window_s``, 10 s; the last padded and masked; a recording of at most one window at its
-        own length), ``batch_size`` at a time (default 2 on CPU, 64 on CUDA); files are streamed.
-
-        Returns a list of :class:`~avex_hub.encoder.recordings.Prediction`: per label the MAX of its window
-        scores, with that window's ``start_s``/``end_s``. ``per_window=True`` returns each window's top-k as
+        ``audio``: a file path, a 1-D array (mono) or a 2-D array ``[channels, samples]`` at ``sample_rate`` (required
+        for arrays), resampled and run through :mod:`avex_hub.encoder.recordings`: the model's windows
+        (``preprocessing.window_s``, 10 s; the last padded and masked; a recording of at most one window at its own
+        length), ``batch_size`` at a time (default 2 on CPU, 64 on CUDA); files are streamed. Returns
+        :class:`~avex_hub.encoder.recordings.Prediction` per label: the MAX of its window scores, with that window's
+        ``start_s``/``end_s``; ``per_window=True``: each window's top-k as
         :class:`~avex_hub.encoder.recordings.WindowPrediction` rows, the values ``classify_files`` gives.
-        ``channels``: ``"mix"`` (default) or a channel index give one answer, ``"all"`` one per channel.
-        Clipped or silent audio is scored but warned about by name. ``thresholds``: a thresholds file of ``avex-hub
-        calibrate`` read by ``Thresholds.load`` (:mod:`avex_hub.monitoring.calibration`; refused when fitted to
-        another model's scores): its labels instead of the top k, with ``probability`` and ``detected`` set.
+        ``channels``: ``"mix"`` (default) or a channel index give one answer, ``"all"`` one per channel. Clipped or
+        silent audio is scored but warned about by name. ``thresholds`` (``Thresholds.load(FILE)``,
+        :mod:`avex_hub.monitoring.calibration`; refused for another model's): its labels instead of the top k, with
+        ``probability`` and ``detected``. ``runtime``, ``precision``, ``threads``: as ``load_runtime``'s.
         """
         return recordings.predict(self, audio, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
-                                  batch_size=batch_size, thresholds=thresholds)
+            batch_size=batch_size, thresholds=thresholds, runtime=runtime, precision=precision, threads=threads)
 
     # -- devices and long tensors ----------------------------------------------------------------
     @property

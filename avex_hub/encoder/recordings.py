@@ -24,8 +24,9 @@ from ..audio.arrays import MIN_SAMPLES, SAMPLE_RATE
 from ..audio.batches import batch_windows
 from ..audio.quality import AudioQualityWarning, QualityFlags
 from ..audio.windows import Window, recording_windows
-from .pipeline import BatchOutputs, Embeddings, Scores, run_batches, torch_model
+from .pipeline import BatchOutputs, Embeddings, Scores, run_batches
 from .precision import batch_size_for
+from .runtimes import torch_threads, window_model
 
 __all__ = ["Prediction", "WindowPrediction", "WindowEmbeddings", "predict", "embed"]
 
@@ -70,22 +71,26 @@ class WindowEmbeddings:
 
 
 def predict(model, audio, sample_rate: int | None = None, *, top_k: int = 5, channels: str | int = "mix",
-            per_window: bool = False, batch_size: int | None = None, thresholds=None):
+            per_window: bool = False, batch_size: int | None = None, thresholds=None, runtime: str = "torch",
+            precision: str = "fp32", threads: int | None = None):
     """``AvexModel.predict`` on a recording, or on each of a list of them (see its docstring)."""
     if model.classifier is None:
         raise ValueError(f"{model.name} has no species head to predict with; use embed() or a probe")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1 (the number of labels to return), got {top_k!r}")
     asked = _thresholds_labels(model, thresholds)  # checked before any audio is read
-    if isinstance(audio, (list, tuple)):
-        return [predict(model, item, sample_rate, top_k=top_k, channels=channels, per_window=per_window,
-                        batch_size=batch_size, thresholds=thresholds) for item in audio]
     pick = _top(min(top_k, len(model.labels))) if asked is None else _asked(asked)
-    results = run_batches(torch_model(model, Scores()), _batches(model, audio, sample_rate, channels, batch_size))
-    answers = (_window_rows if per_window else _best_windows)(results, pick, model.label_map)
-    if thresholds is not None:
-        answers = [[_calibrated(row, thresholds) for row in rows] for rows in answers]
-    return answers if channels == "all" else answers[0]
+    run = window_model(model, Scores(), runtime=runtime, precision=precision, threads=threads)
+
+    def one(item):
+        results = run_batches(run, _batches(model, item, sample_rate, channels, batch_size, run.device))
+        answers = (_window_rows if per_window else _best_windows)(results, pick, model.label_map)
+        if thresholds is not None:
+            answers = [[_calibrated(row, thresholds) for row in rows] for rows in answers]
+        return answers if channels == "all" else answers[0]
+
+    with torch_threads(threads if runtime == "torch" else None):
+        return [one(item) for item in audio] if isinstance(audio, (list, tuple)) else one(audio)
 
 
 def _thresholds_labels(model, thresholds) -> list[int] | None:
@@ -121,16 +126,13 @@ def _asked(indices: list[int]):
 
 def embed(model, audio, sample_rate: int | None = None, *, layer: int = -1, pooling: str = "mean",
           channels: str | int = "mix", per_window: bool = False, clip_pooling: str = "mean",
-          batch_size: int | None = None):
+          batch_size: int | None = None, runtime: str = "torch", precision: str = "fp32", threads: int | None = None):
     """``AvexModel.embed`` on a recording (see its docstring): :class:`WindowEmbeddings` per channel row, or the
     windows pooled by ``clip_pooling``: ``[C]``, or ``[channels, C]`` for ``channels="all"``."""
-    run = torch_model(model, Embeddings(tuple(model.layer_indices([layer])), pooling))  # bad arguments fail first
-    rows: dict[int, list] = {}
-    order: dict[int, int] = {}
-    for done in run_batches(run, _batches(model, audio, sample_rate, channels, batch_size)):
-        batch, vectors = done.batch, torch.from_numpy(done.outputs["embeddings"][:, 0])
-        for i, row in enumerate(_number(batch.channel.tolist(), order)):
-            rows.setdefault(row, []).append((vectors[i], float(batch.start_s[i]), float(batch.end_s[i])))
+    run = window_model(model, Embeddings(tuple(model.layer_indices([layer])), pooling), runtime=runtime,
+                       precision=precision, threads=threads)  # bad arguments fail first
+    with torch_threads(threads if runtime == "torch" else None):
+        rows = _embedded(run_batches(run, _batches(model, audio, sample_rate, channels, batch_size, run.device)))
     answers = [WindowEmbeddings(torch.stack([e for e, _, _ in windows]),
                                 torch.tensor([s for _, s, _ in windows], dtype=torch.float64),
                                 torch.tensor([e for _, _, e in windows], dtype=torch.float64))
@@ -142,10 +144,21 @@ def embed(model, audio, sample_rate: int | None = None, *, layer: int = -1, pool
     return answers if channels == "all" else answers[0]
 
 
-def _batches(model, audio, sample_rate: int | None, channels, batch_size: int | None):
-    """A recording -> batches of its windows (``batch_size`` each, the device policy's default when None), whose
-    quality flags are gathered per channel and warned about once the recording is done."""
-    size = batch_size_for(model.device, batch_size)
+def _embedded(results: Iterable[BatchOutputs]) -> dict[int, list]:
+    """Per channel row, its windows' ``(embedding, start_s, end_s)`` in time order."""
+    rows: dict[int, list] = {}
+    order: dict[int, int] = {}
+    for done in results:
+        batch, vectors = done.batch, torch.from_numpy(done.outputs["embeddings"][:, 0])
+        for i, row in enumerate(_number(batch.channel.tolist(), order)):
+            rows.setdefault(row, []).append((vectors[i], float(batch.start_s[i]), float(batch.end_s[i])))
+    return rows
+
+
+def _batches(model, audio, sample_rate: int | None, channels, batch_size: int | None, device: torch.device):
+    """A recording -> batches of its windows (``batch_size`` each, the device policy's default on ``device`` when
+    None), whose quality flags are gathered per channel and warned about once the recording is done."""
+    size = batch_size_for(device, batch_size)
     windows, source = recording_windows(audio, sample_rate, window_s=model.preprocessing.window_s, channels=channels)
     return batch_windows(_checked(windows, source), size)
 

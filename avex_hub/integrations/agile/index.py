@@ -87,7 +87,8 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
                 precision: str = "fp32", batch_size: int | None = None,
                 num_workers: int | None = None, device=None, progress: bool = True,
                 checkpoint: str | os.PathLike | None = None, time_pattern: str | None = None,
-                timezone: str | None = None, deployments=None) -> IndexReport:
+                timezone: str | None = None, deployments=None, runtime: str = "torch",
+                threads: int | None = None) -> IndexReport:
     """Embed the audio files under ``paths`` into the archive at ``db_path`` (made if new).
 
     Resumable: files already in the archive (by real path) with the same size and modification time are skipped;
@@ -95,7 +96,8 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
     least every ``COMMIT_EVERY_S`` seconds and when the run stops (also on KeyboardInterrupt), so an interrupted
     run keeps every file it finished before the last commit. ``checkpoint``: the local weights ``model`` was built
     from (as given to ``build_model``), remembered so that ``avex-hub search`` finds them again.
-    Holds the archive's writer lock throughout (ArchiveLockedError if another process writes it).
+    Holds the archive's writer lock throughout (ArchiveLockedError if another process writes it). ``runtime`` and
+    ``threads``: as for :func:`avex_hub.embed.inference.embed_files` (an archive holds one runtime's vectors).
 
     Each file's start time, site and position are stored with it (:mod:`.places`), read as ``avex-hub times``
     reads them: ``time_pattern``, ``timezone`` and ``deployments`` (a deployments CSV or
@@ -108,14 +110,14 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
                          time_pattern=time_pattern, timezone=timezone)  # bad options fail before any work
     again = any(v is not None for v in (time_pattern, timezone, deployments))
     settings = archive_settings(model, layer=layer, pooling=pooling, window_s=window_s, hop_s=hop_s,
-                                channels=channels, precision=precision)
+                                channels=channels, precision=precision, runtime=runtime)
     archive = Archive.create_or_open(db_path, settings)
     try:
         with archive.writing("avex-hub index"):
             if checkpoint is not None:
                 _remember_weights(archive, model, checkpoint)
             report = _index(archive, model, files, settings, started, places, again, batch_size=batch_size,
-                            num_workers=num_workers, device=device, progress=progress)
+                            num_workers=num_workers, device=device, progress=progress, threads=threads)
     finally:
         archive.close()
     report.unknown_starts = {f: place.note for f, place in ((f, places[recording_name(f)]) for f in files)

@@ -15,10 +15,12 @@ from .settings import archive_settings
 @dataclasses.dataclass
 class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
     """Our model behind hoplite's ``EmbeddingModel``: ``embed(audio [samples] at 16 kHz)`` -> embeddings
-    ``[windows, channels, dim]`` with our windowing (``window_size_s``/``hop_size_s``), layer, pooling, precision.
+    ``[windows, channels, dim]`` with our windowing (``window_size_s``/``hop_size_s``), layer, pooling, precision,
+    runtime (:data:`avex_hub.encoder.runtimes.RUNTIMES`) and its ``threads``.
 
     Build it with :meth:`from_model` (or :meth:`from_config`, hoplite's way: ``model`` name, ``checkpoint``,
-    ``layer``, ``pooling``, ``window_size_s``, ``hop_size_s``, ``precision``, ``device``, ``batch_size``).
+    ``layer``, ``pooling``, ``window_size_s``, ``hop_size_s``, ``precision``, ``device``, ``batch_size``, ``runtime``,
+    ``threads``).
     """
 
     model: Any = None
@@ -29,10 +31,13 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
     precision: str = "fp32"
     device: Any = None
     batch_size: int | None = None  # windows per model call; None: the device policy's (encoder.precision)
+    runtime: str = "torch"
+    threads: int | None = None  # the runtime's compute threads (onnxruntime, openvino); None: theirs
 
     def __post_init__(self) -> None:
-        from ...encoder.pipeline import Embeddings, torch_model
-        from ...encoder.precision import batch_size_for
+        from ...encoder.pipeline import Embeddings
+        from ...encoder.precision import batch_size_for, device_for
+        from ...encoder.runtimes import window_model
 
         if self.model is None:
             raise ValueError("AvexEmbeddingModel needs model=<an AvexModel>; use AvexEmbeddingModel.from_model(model)")
@@ -43,9 +48,11 @@ class AvexEmbeddingModel(zoo_interface.EmbeddingModel):
             self.window_size_s = float(self.model.preprocessing.window_s)
         self.hop_size_s = float(self.window_size_s if self.hop_size_s is None else self.hop_size_s)
         self.settings = archive_settings(self.model, layer=self.layer, pooling=self.pooling,
-                                         window_s=self.window_size_s, hop_s=self.hop_size_s, precision=self.precision)
-        self._run = torch_model(self.model, Embeddings(tuple(self.settings["layers"]), self.pooling),
-                                precision=self.precision, device=self.device)
+                                         window_s=self.window_size_s, hop_s=self.hop_size_s, precision=self.precision,
+                                         runtime=self.runtime)
+        device = device_for(self.model, self.device) if self.runtime == "torch" else self.device
+        self._run = window_model(self.model, Embeddings(tuple(self.settings["layers"]), self.pooling),
+                                 runtime=self.runtime, precision=self.precision, device=device, threads=self.threads)
         self._device = self._run.device
         self.batch_size = batch_size_for(self._device, self.batch_size)
 

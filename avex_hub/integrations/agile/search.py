@@ -47,15 +47,17 @@ def parse_query(text: str) -> Query:
 
 
 def embed_queries(model, queries: Sequence[Query], settings: dict, *, device=None) -> np.ndarray:
-    """One vector ``[len(queries), dim]`` per query clip with the archive's ``settings`` (a clip longer than the
-    window gives several windows, averaged). ValueError for a clip shorter than the model's minimum."""
+    """One vector ``[len(queries), dim]`` per query clip with the archive's ``settings``, its runtime and precision
+    included (a clip longer than the window gives several windows, averaged). ValueError for a clip shorter than the
+    model's minimum."""
     from ...audio.decoding import load_audio
     from ...encoder.model import MIN_SAMPLES
     from ...audio.windows import iter_array_windows
 
     adapter = AvexEmbeddingModel.from_model(model, window_size_s=settings["window_s"], hop_size_s=settings["hop_s"],
                                             layer=settings["layers"][0], pooling=settings["pooling"],
-                                            precision=settings["precision"], device=device)
+                                            precision=settings["precision"], device=device,
+                                            runtime=settings.get("runtime", "torch"))
     out = []
     for q in queries:
         clip = load_audio(q.path, target_rate=model.sample_rate, start_s=q.start_s, end_s=q.end_s)

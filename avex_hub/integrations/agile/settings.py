@@ -10,7 +10,7 @@ from ...hub.provenance import Provenance
 
 # What must be equal for stored vectors to be comparable with new ones (search) or to be added to (index).
 SEARCH_KEYS = ("weights_sha256", "embedding_dim", "layers", "pooling", "window_s", "hop_s", "sample_rate")
-INDEX_KEYS = SEARCH_KEYS + ("model", "channels", "precision")
+INDEX_KEYS = SEARCH_KEYS + ("model", "channels", "precision", "runtime")
 
 
 class SettingsMismatchError(ValueError):
@@ -22,12 +22,17 @@ class SettingsMismatchError(ValueError):
 
 
 def archive_settings(model, *, layer: int = -1, pooling: str = "mean", window_s: float | None = None,
-                     hop_s: float | None = None, channels="mix", precision: str = "fp32") -> dict:
-    """The settings an archive records: those of ``avex-hub embed`` (one layer) plus the embeddings' provenance."""
+                     hop_s: float | None = None, channels="mix", precision: str = "fp32",
+                     runtime: str = "torch") -> dict:
+    """The settings an archive records: those of ``avex-hub embed`` (one layer) plus the embeddings' provenance.
+    A torch archive leaves ``runtime`` out, as archives made before runtimes did (read back, it is torch), so
+    both are added to alike; an archive of another runtime is added to by that runtime only."""
     if not isinstance(layer, int) or isinstance(layer, bool):
         raise ValueError(f"an archive holds one layer's embeddings: layer must be an int (e.g. -1), got {layer!r}")
     settings = inference_settings(model, "embed", window_s=window_s, hop_s=hop_s, channels=channels, layers=layer,
-                                  pooling=pooling, precision=precision).to_dict()
+                                  pooling=pooling, precision=precision, runtime=runtime).to_dict()
+    if runtime == "torch":
+        del settings["runtime"]
     provenance = Provenance.from_model(model, layers=settings["layers"], pooling=pooling)
     return {**settings, "embedding_dim": model.embedding_dim, "provenance": provenance.to_dict()}
 
