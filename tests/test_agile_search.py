@@ -41,7 +41,12 @@ def test_hoplite_search_returns_the_brute_force_neighbours(archive_path, tmp_pat
                 else:  # neighbours up to float16 ties: the k-th result scores as the true k-th neighbour
                     np.testing.assert_allclose(true[np.searchsorted(ids, got)], true[order], atol=2e-3, err_msg=name)
             hits = agile.search_vectors(archive, vectors[q], top=10)
-            assert [h.window_id for h in hits] == ids[order].tolist()  # rescored in float32: exact
+            # Rescored in float32: the true ids, in order, except that two windows whose true scores differ by less
+            # than float32's rounding of a dot product (the tiny model's windows lie at cosine ~0.98 of each other)
+            # may come in either order, as the rescoring's matrix product rounds them.
+            got = np.array([h.window_id for h in hits])
+            swapped = got != ids[order]
+            np.testing.assert_allclose(true[np.searchsorted(ids, got[swapped])], true[order][swapped], atol=1e-6)
             np.testing.assert_allclose([h.score for h in hits], true[order], atol=1e-5)
 
     # The tiny model's embeddings lie within a few degrees of each other (cosine ~0.98), where hoplite's float16
