@@ -1,15 +1,8 @@
-"""``avex-hub``: embed or classify folders of recordings, inspect, download and verify the weights.
+"""``avex-hub embed|classify``: embeddings or species scores of folders of recordings, one row per window.
 
     avex-hub embed recordings/ --out emb.parquet            # one row per 10 s window
     avex-hub classify recordings/ --out species.csv --raven tables/ --min-score 0.5
     avex-hub classify recordings/ --out scores.csv --species "Strix aluco,Bubo bubo"   # every asked score, no top k
-    avex-hub info                                           # models, sizes, label counts, cache state
-    avex-hub download esp_aves2_sl_beats_all                # pre-fetch and verify for offline use
-    avex-hub verify                                         # re-hash the cache against the pinned digests
-    avex-hub export esp_aves2_sl_beats_all --out model.onnx # ONNX: audio -> features, embedding, logits
-    avex-hub index|search|label|train-classifier|detect     # agile modelling (avex_hub.cli_agile)
-    avex-hub benchmark beans --data DIR --out results.md    # the model card's table (avex_hub.cli_benchmark)
-    avex-hub times|events|review|calibrate|presence         # monitoring outputs (avex_hub.cli_monitoring)
 
 The extension of ``--out`` sets the format: embed writes ``.parquet`` or ``.npz``, classify ``.csv``; any other
 extension is refused (exit code 2).
@@ -39,50 +32,26 @@ import hashlib
 import json
 import os
 import sys
-import warnings
 from pathlib import Path
 
-from ._files import check_writable
+from .._files import check_writable
+from . import terminal
+from .errors import CommandError, ExitCode, UsageError
+from .model import load_model, runtime_device
+from .options import channels, layers
 
-__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_INTERRUPTED"]
+__all__ = ["COMMANDS", "add_parsers", "run", "shard_name"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-
-class UsageError(Exception):
-    """Bad arguments found after parsing (exit code 2)."""
-
-
-def _channels(value: str):
-    if value in ("mix", "all"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'mix', 'all' or a channel index, got {value!r}") from None
+COMMANDS = ("embed", "classify")
 
 
-def _layers(value: str):
-    if value in ("all", "last"):
-        return value
-    try:
-        items = [int(v) for v in value.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a layer index, a comma list (e.g. 6,-1) or 'all', "
-                                         f"got {value!r}") from None
-    return items[0] if len(items) == 1 else items
+def add_parsers(sub) -> None:
+    """Register embed and classify on ``sub`` (the CLI's subparsers)."""
+    from ..encoder.model import POOLINGS
+    from ..encoder.precision import PRECISIONS
+    from ..encoder.runtimes import RUNTIMES
+    from ..hub.weights import WEIGHTS
 
-
-def _parser() -> argparse.ArgumentParser:
-    from .encoder.model import POOLINGS
-    from .encoder.precision import PRECISIONS
-    from .encoder.runtimes import RUNTIMES
-    from .hub.weights import WEIGHTS
-
-    parser = argparse.ArgumentParser(prog="avex-hub", description=__doc__.split("\n\n")[0].replace("``", ""),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit codes: 0 ok, 1 error, 2 usage, 3 some inputs failed, 130 interrupted")
-    sub = parser.add_subparsers(dest="command", required=True)
     run = argparse.ArgumentParser(add_help=False)
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     run.add_argument("--out", required=True, type=Path,
@@ -94,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--window", type=float, default=None,
                      help="window length in seconds (default: the model's preprocessing.window_s, 10, as trained)")
     run.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
-    run.add_argument("--channels", type=_channels, default="mix",
+    run.add_argument("--channels", type=channels, default="mix",
                      help="'mix' (mean of channels, default), 'all' (one row per channel) or a channel index")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
     run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 2 CPU, 64 CUDA)")
@@ -118,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--format", choices=("parquet", "npz"), default=None,
                        help="output format; it must agree with the --out extension ("
                             + ", ".join(f"{ext}: {fmt}" for ext, fmt in _OUTPUT_FORMATS["embed"].items()) + ")")
-    embed.add_argument("--layers", type=_layers, default=-1,
+    embed.add_argument("--layers", type=layers, default=-1,
                        help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1; each layer once: "
                             "-1,12 on a 12-layer model is refused), or 'all'")
     embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
@@ -144,82 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
-    info = sub.add_parser("info", help="models, sizes, label counts and cache state")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
-    download = sub.add_parser("download", help="fetch and verify weights for offline use")
-    download.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
-    verify = sub.add_parser("verify", help="re-hash cached weights against the pinned SHA-256 digests")
-    verify.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all)")
-    from .integrations.onnx_export import add_export_arguments
-
-    add_export_arguments(sub.add_parser("export", help="the model as one ONNX file (audio -> features, logits)"))
-
-    from .cli_agile import add_parsers as add_agile_parsers  # index, search, label, train-classifier, detect
-
-    add_agile_parsers(sub, _channels)
-    from .cli_benchmark import add_parsers as add_benchmark_parsers  # benchmark
-
-    add_benchmark_parsers(sub)
-
-    from .cli_monitoring import add_parsers as add_monitoring_parsers  # times, events, review, calibrate, presence
-
-    add_monitoring_parsers(sub)
-    return parser
 
 
-def _error(message: str) -> None:
-    print(f"avex-hub: error: {message}", file=sys.stderr)
-
-
-def _one_line(message, category, filename, lineno, line=None) -> str:
-    """A warning as a command prints it: one line, the message alone (Python's default adds the file, the line
-    number and the ``warnings.warn(`` source line of the code that warned)."""
-    return f"avex-hub: warning: {' '.join(str(message).split())}\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (see the module docstring).
-
-    While it runs, warnings print as one line each (``_one_line``); Python's format is restored when it returns, so
-    a program or test that calls it keeps its own."""
-    default_format, warnings.formatwarning = warnings.formatwarning, _one_line
-    try:
-        return _command(argv)
-    finally:
-        warnings.formatwarning = default_format
-
-
-def _command(argv: list[str] | None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
-        return int(exit_.code or 0)
-    try:
-        if args.command in ("embed", "classify"):
-            return _run(args)
-        if args.command == "export":
-            from .integrations.onnx_export import run_export
-
-            return run_export(args)
-
-        from . import cli_agile, cli_benchmark, cli_monitoring
-
-        if args.command in cli_agile.COMMANDS:
-            return cli_agile.run(args, UsageError)
-        if args.command in cli_benchmark.COMMANDS:
-            return cli_benchmark.run(args, UsageError)
-        if args.command in cli_monitoring.COMMANDS:
-            return cli_monitoring.run(args, UsageError)
-        return {"info": _info, "download": _download, "verify": _verify}[args.command](args)
-    except UsageError as error:
-        _error(str(error))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        _error("interrupted; files already finished are kept, run the same command again to continue")
-        return EXIT_INTERRUPTED
-
-
-# -- embed / classify ---------------------------------------------------------------------------------
 def _comparable(settings: dict) -> dict:
     """The settings that decide whether a stored shard can be reused: all of them but the package version
     (``output_version`` changes when a release changes what is written)."""
@@ -229,28 +124,10 @@ def _comparable(settings: dict) -> dict:
 def shard_name(path: str, settings: dict) -> str:
     """Shard file name for ``path`` under ``settings``: changes when the file (its absolute path, size or
     modification time: :func:`avex_hub.embed.outputs.file_fingerprint`) or any setting changes."""
-    from .embed.outputs import file_fingerprint
+    from ..embed.outputs import file_fingerprint
 
     key = {**file_fingerprint(os.path.abspath(path)), "settings": _comparable(settings)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
-
-
-def _load_model(args):
-    from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
-
-    try:
-        return build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
-    except (WeightsNotAvailableError, ChecksumError) as error:
-        _error(str(error))
-        return None
-    except (FileNotFoundError, ValueError) as error:  # a bad --checkpoint
-        raise UsageError(str(error)) from None
-    except OSError as error:  # a cached or given weights path that is a folder, unreadable, ...
-        where = error.filename if error.filename is not None else args.checkpoint or args.model
-        _error(f"cannot read the weights at {where} ({error.strerror or error}); "
-               + ("check --checkpoint" if args.checkpoint else
-                  f"delete that cached copy and run `avex-hub download {args.model}`"))
-        return None
 
 
 # What each command writes, by the extension of --out: the name says the format, and a name that says another
@@ -311,45 +188,41 @@ def _written(parts: Path) -> str:
     return f"{len(sizes)} finished files ({sum(sizes) / 1e6:.1f} MB) are kept in {parts}/"
 
 
-def _write_error(error: OSError, parts: Path) -> int:
+def _write_error(failure: OSError, parts: Path) -> CommandError:
     """A failed write (disk full, quota, I/O error): one line, and how to go on."""
     import errno
 
-    what = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
-    where = f" writing {error.filename}" if error.filename else ""
-    _error(f"{what}{where}; {_written(parts)}: free space (or fix the cause) and run the same command again, it "
-           "resumes from them")
-    return EXIT_ERROR
+    what = "the disk is full" if failure.errno in (errno.ENOSPC, errno.EDQUOT) else (failure.strerror or str(failure))
+    where = f" writing {failure.filename}" if failure.filename else ""
+    return CommandError(f"{what}{where}; {_written(parts)}: free space (or fix the cause) and run the same command "
+                        "again, it resumes from them")
 
 
-def _run(args) -> int:
-    from .audio.arrays import SAMPLE_RATE, WINDOW_S
-    from .audio.folders import find_audio
-    from .audio.windows import window_params
-    from .embed.inference import inference_settings
-    from .encoder.onnx_graph import GraphExportError
-    from .encoder.precision import check_precision, resolve_device
-    from .encoder.runtimes import check_runtime
+def run(args) -> int:
+    """Run embed or classify: usage checked before the weights load, then the files the shards lack, then --out."""
+    from ..audio.arrays import SAMPLE_RATE, WINDOW_S
+    from ..audio.folders import find_audio
+    from ..audio.windows import window_params
+    from ..embed.inference import inference_settings
+    from ..encoder.onnx_graph import GraphExportError
+    from ..encoder.precision import check_precision, resolve_device
 
     fmt = _output_format(args)
     out: Path = args.out
     parts = Path(f"{out}.parts")
     if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     try:
         search = find_audio(args.paths, skip=[parts])
-        device = resolve_device("cpu" if args.runtime != "torch" and args.device == "auto" else args.device)
+        device = resolve_device(runtime_device(args))
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         raise UsageError(str(error)) from None
     if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
     try:  # cheap checks before loading weights
         window_params(WINDOW_S if args.window is None else args.window, args.hop, SAMPLE_RATE)
-        check_runtime(args.runtime, args.precision, device)
         check_precision(args.precision, device)
-    except (ValueError, ImportError) as error:
+    except ValueError as error:
         raise UsageError(str(error)) from None
     if (getattr(args, "species", None) or getattr(args, "thresholds", None)) and args.raven is not None:
         raise UsageError("--raven tables hold one selection a window, its best label; with --species or "
@@ -357,15 +230,13 @@ def _run(args) -> int:
                          "(windows above a threshold merged): write the scores, then avex-hub events SCORES.csv "
                          "--thresholds FILE --raven DIR (its tables carry start_time and end_time)")
     _check_targets(args, fmt, out, parts)
-    from .cli_monitoring import classify_clock, classify_species, classify_thresholds  # --thresholds, --times
+    from .monitoring import classify_clock, classify_species, classify_thresholds  # --thresholds, --times
 
     try:  # read before the weights load
         calibration, clock = classify_thresholds(args), classify_clock(args, search.files)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    model = _load_model(args)
-    if model is None:
-        return EXIT_ERROR
+    model = load_model(args)
     try:
         settings = inference_settings(model, args.command, window_s=args.window, hop_s=args.hop,
                                       channels=args.channels, layers=getattr(args, "layers", -1),
@@ -380,10 +251,9 @@ def _run(args) -> int:
     try:
         return _process(args, fmt, model, settings, search, device, calibration, clock)
     except GraphExportError as error:
-        _error(f"{error}; no file was computed (--runtime torch runs without a graph)")
-        return EXIT_ERROR
+        raise CommandError(f"{error}; no file was computed (--runtime torch runs without a graph)") from None
     except OSError as error:
-        return _write_error(error, parts)
+        raise _write_error(error, parts) from None
 
 
 def _refuse_repeated_layers(model, layers) -> None:
@@ -398,8 +268,8 @@ def _refuse_repeated_layers(model, layers) -> None:
 
 def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
-    from .embed import outputs
-    from .embed.inference import iter_file_results
+    from ..embed import outputs
+    from ..embed.inference import iter_file_results
 
     files, out = search.files, args.out
     parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
@@ -413,10 +283,10 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
             if why is None:
                 todo.remove(f)
             else:
-                print(f"avex-hub: recomputing {outputs.text_cell(f)}: {why}", file=sys.stderr)
+                terminal.say(f"recomputing {outputs.text_cell(f)}: {why}")
     skipped = len(files) - len(todo)
     if skipped and not args.no_progress:
-        print(f"avex-hub: {skipped} of {len(files)} files already done in {parts}/, skipping them", file=sys.stderr)
+        terminal.say(f"{skipped} of {len(files)} files already done in {parts}/, skipping them")
     failures: dict[str, str] = dict(search.failures)  # folders that could not be listed come first
     for result in iter_file_results(model, todo, settings, batch_size=args.batch_size, num_workers=args.workers,
                                     device=device, progress=not args.no_progress, threads=args.threads):
@@ -430,34 +300,33 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
     done = [f for f in files if f not in failures]
     rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
                            clock)
-    print(_summary(out, rows, len(done), skipped, len(failures), flagged), file=sys.stderr)
+    terminal.say(_summary(out, rows, len(done), skipped, len(failures), flagged))
     truncated = flagged["truncated"]
     if truncated:
-        print(f"avex-hub: warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
+        terminal.say(f"warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
               "(cut short by a copy or download?); their rows are flagged truncated: "
-              + ", ".join(outputs.text_cell(f) for f in truncated[:20]) + (" ..." if len(truncated) > 20 else ""),
-              file=sys.stderr)
+              + ", ".join(outputs.text_cell(f) for f in truncated[:20]) + (" ..." if len(truncated) > 20 else ""))
     if failures:
         outputs.write_failures(failures_path, failures)
         total = len(files) + len(search.failures)
-        _error(f"{len(failures)} of {total} inputs could not be processed (listed in {failures_path}):")
+        terminal.error(f"{len(failures)} of {total} inputs could not be processed (listed in {failures_path}):")
         for path, why in failures.items():
             print(f"  {outputs.text_cell(path)}: {outputs.text_cell(why.splitlines()[0][:300])}", file=sys.stderr)
-        return EXIT_PARTIAL
+        return ExitCode.PARTIAL
     failures_path.unlink(missing_ok=True)  # an old report would describe a run that is now complete
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     """Whether the shard at ``path`` holds ``source`` under ``settings``; an unreadable one is announced."""
     if not path.is_file():
         return False
-    from .embed.outputs import read_shard, text_cell
+    from ..embed.outputs import read_shard, text_cell
 
     try:
         _, meta = read_shard(path)
     except ValueError as error:
-        print(f"avex-hub: recomputing {text_cell(source)}: {error}", file=sys.stderr)
+        terminal.say(f"recomputing {text_cell(source)}: {error}")
         return False
     same_file = meta.get("abspath") == os.path.abspath(source)
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
@@ -468,7 +337,7 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
     rows written and, for each quality flag, the inputs with a window so flagged. ``calibration`` (classify
     --thresholds) and ``clock`` (classify --times) are applied to the CSV."""
-    from .embed import outputs
+    from ..embed import outputs
 
     flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
 
@@ -498,150 +367,5 @@ def _summary(out: Path, rows: int, files: int, skipped: int, failed: int, flagge
     run finished them, inputs that failed, and the inputs with flagged windows, per flag."""
     any_flag = {name for names in flagged.values() for name in names}
     per_flag = ", ".join(f"{flag} {len(names)}" for flag, names in flagged.items() if names)
-    return (f"avex-hub: wrote {rows} rows from {files} files to {out}; files skipped (done by an earlier run): "
+    return (f"wrote {rows} rows from {files} files to {out}; files skipped (done by an earlier run): "
             f"{skipped}, failed: {failed}, flagged: {len(any_flag)}" + (f" ({per_flag})" if per_flag else ""))
-
-
-# -- info / download / verify -------------------------------------------------------------------------
-def _entries(names: list[str]):
-    from .hub.weights import WEIGHTS, get_weights
-
-    try:
-        return [get_weights(n) for n in names] if names else list(WEIGHTS.values())
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
-def _cached_copies(entry, filename: str) -> list[tuple[str, Path]]:
-    """``(revision, path)`` of every cached copy of a repo file, all snapshots, via huggingface_hub's scanner."""
-    from huggingface_hub import constants, scan_cache_dir
-
-    cache = Path(constants.HF_HUB_CACHE)
-    if not cache.is_dir():
-        return []
-    copies = []
-    for repo in scan_cache_dir(cache).repos:
-        if repo.repo_id == entry.repo_id and repo.repo_type == "model":
-            for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
-                copies += [(revision.commit_hash, f.file_path) for f in revision.files if f.file_name == filename]
-    return copies
-
-
-def _encoder_parameters(config) -> int:
-    import torch
-
-    from .encoder.beats import BEATs
-
-    with torch.device("meta"):  # sizes without allocating weights
-        encoder = BEATs(config)
-    return sum(p.numel() for name, p in encoder.named_parameters() if not name.startswith("predictor."))
-
-
-def _info(args) -> int:
-    from huggingface_hub import constants
-
-    rows = []
-    for entry in _entries([]):
-        weights = _cached_copies(entry, entry.filename)
-        labels, label_map = None, None
-        if entry.label_map_filename:
-            cached = _cached_copies(entry, entry.label_map_filename)
-            if cached:
-                labels, label_map = _label_map_status(entry, cached[-1][1])
-        rows.append({"name": entry.name, "repo_id": entry.repo_id, "label_map": label_map,
-                     "encoder_parameters": _encoder_parameters(entry.config),
-                     "embedding_dim": entry.config.encoder_embed_dim, "layers": entry.config.encoder_layers,
-                     "species_head": entry.has_classifier, "labels": labels, "licence": entry.licence,
-                     "sha256": entry.sha256, "cached": [str(p) for _, p in weights],
-                     "cached_bytes": sum(p.stat().st_size for _, p in weights if p.exists()),
-                     "description": entry.description})
-    offline = bool(constants.HF_HUB_OFFLINE)
-    if args.json:
-        print(json.dumps({"cache_dir": str(constants.HF_HUB_CACHE), "offline": offline, "models": rows}, indent=1))
-        return EXIT_OK
-    print(f"Hub cache: {constants.HF_HUB_CACHE}{' (HF_HUB_OFFLINE: no downloads)' if offline else ''}")
-    print(f"{'model':<36} {'params':>8} {'dim':>4} {'layers':>6} {'labels':>8}  weights")
-    for r in rows:
-        labels = ("-" if not r["species_head"] else "?" if r["labels"] is None
-                  else str(r["labels"]))
-        state = (f"cached, {r['cached_bytes'] / 1e6:.0f} MB (`avex-hub verify` re-hashes)" if r["cached"]
-                 else "not cached (`avex-hub download " + r["name"] + "`)")
-        print(f"{r['name']:<36} {r['encoder_parameters'] / 1e6:>7.1f}M {r['embedding_dim']:>4} {r['layers']:>6} "
-              f"{labels:>8}  {state}")
-    for r in rows:
-        if r["label_map"] is not None and r["label_map"]["status"] != "ok":
-            print(f"{r['name']}: label map {r['label_map']['status']}: {r['label_map']['detail']}")
-    print("labels: species in the head ('?' = label map not cached or refused, '-' = encoder only); licence of the "
-          "weights: " + ", ".join(sorted({r["licence"] for r in rows})))
-    return EXIT_OK
-
-
-def _label_map_status(entry, path: Path) -> tuple[int | None, dict]:
-    """(number of labels or None, {"path", "status": ok | unchecked | refused, "detail"}) of a cached label map."""
-    from .hub.loading import verify_label_map
-    from .labels import LabelMap
-
-    try:
-        address = verify_label_map(path, entry)
-        labels = len(LabelMap.from_json(path))
-    except (OSError, ValueError) as error:  # ChecksumError is a ValueError
-        return None, {"path": str(path), "status": "refused",
-                      "detail": f"{error}; delete it and run `avex-hub download {entry.name}`"}
-    if address is None and entry.label_map_sha256 is None:
-        return labels, {"path": str(path), "status": "unchecked",
-                        "detail": "a plain file without a Hub content address, and no pinned digest"}
-    how = f"content address {address}" if address else f"pinned SHA-256 {entry.label_map_sha256}"
-    return labels, {"path": str(path), "status": "ok", "detail": how}
-
-
-def _download(args) -> int:
-    from .hub.loading import ChecksumError, WeightsNotAvailableError, download_weights
-
-    status = EXIT_OK
-    for entry in _entries(args.models):
-        try:
-            files = download_weights(entry.name, progress=True)
-        except (WeightsNotAvailableError, ChecksumError) as error:
-            _error(str(error))
-            status = EXIT_ERROR
-            continue
-        print(f"{entry.name}: {files['weights']} (SHA-256 verified)")
-        if "label_map" in files:
-            print(f"{entry.name}: {files['label_map']}")
-    return status
-
-
-def _verify(args) -> int:
-    from .hub.loading import sha256_file
-
-    status, checked = EXIT_OK, 0
-    for entry in _entries(args.models):
-        copies = _cached_copies(entry, entry.filename)
-        if not copies:
-            print(f"{entry.name}: not cached")
-        for revision, path in copies:
-            found = sha256_file(path, reread=True)
-            checked += 1
-            if found == entry.sha256:
-                print(f"{entry.name}: OK {path}")
-            else:
-                status = EXIT_ERROR
-                print(f"{entry.name}: MISMATCH {path} (revision {revision[:12]})\n  expected {entry.sha256}\n"
-                      f"  found    {found}\n  delete it and run `avex-hub download {entry.name}` again")
-        for revision, path in _cached_copies(entry, entry.label_map_filename) if entry.label_map_filename else []:
-            checked += 1
-            _, result = _label_map_status(entry, path)
-            if result["status"] == "refused":
-                status = EXIT_ERROR
-                print(f"{entry.name}: MISMATCH label map (revision {revision[:12]}): {result['detail']}")
-            else:
-                print(f"{entry.name}: {'OK' if result['status'] == 'ok' else 'UNCHECKED'} {path} ({result['detail']})")
-    if status != EXIT_OK:
-        _error("some cached weights or label maps do not match their published digests")
-    elif not checked:
-        print("nothing cached to verify")
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

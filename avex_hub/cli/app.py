@@ -1,0 +1,64 @@
+"""The ``avex-hub`` parser, made of each command family's parsers, and ``main``, which runs one command and turns
+what stopped it into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from . import agile, benchmark, export, inference, monitoring, terminal, weights
+from .errors import CommandError, ExitCode
+
+__all__ = ["build_parser", "main"]
+
+# Each family: COMMANDS (its subcommands), add_parsers(sub) and run(args) -> ExitCode, in the order of --help
+FAMILIES = (inference, weights, export, agile, benchmark, monitoring)
+
+DESCRIPTION = ("avex-hub: embed or classify folders of recordings, agile modelling, monitoring outputs, benchmarks; "
+               "inspect, download, verify and export the weights.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one subparser per command."""
+    parser = argparse.ArgumentParser(prog="avex-hub", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: " + ", ".join(f"{int(code)} {code.name.lower()}"
+                                                                      for code in ExitCode))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for family in FAMILIES:
+        family.add_parsers(sub)
+    return parser
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as a command prints it: one line, the message alone (Python's default adds the file, the line
+    number and the ``warnings.warn(`` source line of the code that warned)."""
+    return f"avex-hub: warning: {' '.join(str(message).split())}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (:class:`avex_hub.cli.errors.ExitCode`).
+
+    While it runs, warnings print as one line each (``_one_line``); Python's format is restored when it returns, so
+    a program or test that calls it keeps its own."""
+    default_format, warnings.formatwarning = warnings.formatwarning, _one_line
+    try:
+        return _command(argv)
+    finally:
+        warnings.formatwarning = default_format
+
+
+def _command(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
+        return ExitCode(exit_.code or 0)
+    family = next(f for f in FAMILIES if args.command in f.COMMANDS)
+    try:
+        return family.run(args)
+    except CommandError as error:
+        terminal.error(str(error))
+        return error.code
+    except KeyboardInterrupt:
+        terminal.error("interrupted; files already finished are kept, run the same command again to continue")
+        return ExitCode.INTERRUPTED
