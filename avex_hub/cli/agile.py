@@ -23,18 +23,18 @@ printed as ``avex-hub: ...`` lines.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sqlite3
+import sys
 import warnings
 from pathlib import Path
 
 from .._files import check_writable
-from . import terminal
+from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model, runtime_device
-from .options import at_least_zero, channels, positive_float, positive_int, probability
+from .options import at_least_zero, positive_int
 
 __all__ = ["COMMANDS", "add_parsers", "run"]
 
@@ -44,44 +44,23 @@ COMMANDS = ("index", "search", "label", "train-classifier", "detect", "prune", "
 # -- the parsers ------------------------------------------------------------------------------------------------------
 def add_parsers(sub) -> None:
     """Register the agile subcommands on ``sub`` (the CLI's subparsers)."""
-    from ..encoder.model import POOLINGS
-    from ..encoder.precision import PRECISIONS
-    from ..encoder.runtimes import RUNTIMES
-    from ..hub.weights import WEIGHTS
+    model = options.parent("--checkpoint", "--device", "--no-progress")
+    options.add(model, "--model", default=None,
+                help="published model (index default: esp_aves2_sl_beats_all; search: the database's)")
+    db = options.parent("--db")
 
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", default=None, choices=sorted(WEIGHTS), metavar="MODEL",
-                       help="published model (index default: esp_aves2_sl_beats_all; search: the database's)")
-    model.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
-    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
-    model.add_argument("--no-progress", action="store_true", help="no progress bar")
-    db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", required=True, type=Path, help="the embedding database folder")
-
-    from .monitoring import where_parser  # how recording starts and sites are read, as the monitoring commands
-
-    index = sub.add_parser("index", parents=[model, db, where_parser()],
+    # allow_abbrev=False, as for embed: an option is its full name (--layer would otherwise quietly mean --layers);
+    # --deployments, --time-pattern and --timezone: how recording starts and sites are read, as the monitoring commands
+    where = options.parent("--deployments", "--time-pattern", "--timezone")
+    index = sub.add_parser("index", parents=[model, db, where], allow_abbrev=False,
                            help="embed a folder tree into a hoplite database")
     index.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    index.add_argument("--window", type=positive_float, default=None,
-                       help="window length in seconds (default: the model's preprocessing.window_s, 10)")
-    index.add_argument("--hop", type=positive_float, default=None,
-                       help="hop between windows in seconds (default: the window)")
-    index.add_argument("--layer", type=int, default=-1, help="the layer stored (default: -1, the last)")
-    index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
-    index.add_argument("--channels", type=channels, default="mix",
-                       help="'mix' (default), 'all' (one vector per channel) or a channel index")
-    index.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                       help="fp32 (default), bf16 (CUDA, or CPUs with bf16 units), int8 (CPU; see README's speed table)")
-    index.add_argument("--runtime", choices=tuple(RUNTIMES), default="torch",
-                       help="what runs the encoder, as for embed (the archive keeps one runtime's vectors; search "
-                            "embeds its queries with it)")
-    index.add_argument("--threads", type=int, default=None,
-                       help="the runtime's compute threads (default: the cores less the decoding workers)")
-    index.add_argument("--batch-size", type=positive_int, default=None,
-                       help="windows per batch (default: 2 CPU, 64 CUDA)")
-    index.add_argument("--workers", type=at_least_zero, default=None,
-                       help="decoding worker processes (default as for embed)")
+    for name in ("--window", "--hop", "--pooling", "--channels", "--precision", "--threads", "--batch-size",
+                 "--workers"):
+        options.add(index, name)
+    options.add(index, "--runtime", help="what runs the encoder, as for embed (the archive keeps one runtime's "
+                                         "vectors; search embeds its queries with it)")
+    options.add(index, "--layers", help="the layer stored, one index (default: -1, the last; 0 the encoder input)")
 
     search = sub.add_parser("search", parents=[model, db], help="nearest windows to example calls (cosine)")
     search.add_argument("--query", action="append", required=True, metavar="FILE[:START-END]",
@@ -91,21 +70,21 @@ def add_parsers(sub) -> None:
                         help="several queries: average (default) or max of their scores")
     search.add_argument("--exact", action="store_true", help="brute force instead of the approximate index")
     search.add_argument("--label", default="", help="prefill the label column of the CSV with this name")
-    search.add_argument("--out", required=True, type=Path, help="hits CSV (label it, then `avex-hub label`)")
-    search.add_argument("--raven", type=Path, default=None, help="also one Raven selection table per file here")
+    options.add(search, "--out", help="hits CSV (label it, then `avex-hub label`)")
+    options.add(search, "--raven")
 
     label = sub.add_parser("label", parents=[db], help="store the labels filled into a hits CSV")
     label.add_argument("csvs", nargs="+", type=Path, metavar="CSV", help="hits CSVs with label / label_type filled")
 
     train = sub.add_parser("train-classifier", parents=[db], help="a linear probe on the labelled windows")
-    train.add_argument("--out", required=True, type=Path, help="probe file (.safetensors)")
-    train.add_argument("--epochs", type=positive_int, default=300, help="full-batch steps (default: 300)")
+    options.add(train, "--out", help="probe file (.safetensors)")
+    options.add(train, "--epochs", default=300, help="full-batch steps (default: 300)")
 
     detect = sub.add_parser("detect", parents=[db], help="score every window with a probe")
-    detect.add_argument("--probe", required=True, type=Path, help="from train-classifier")
-    detect.add_argument("--out", required=True, type=Path, help="CSV: every window, one score column per label")
-    detect.add_argument("--raven", type=Path, default=None, help="Raven tables of windows at or above --threshold")
-    detect.add_argument("--threshold", type=probability, default=0.5, help="detection threshold (default: 0.5)")
+    options.add(detect, "--probe", required=True, help="from train-classifier")
+    options.add(detect, "--out", help="CSV: every window, one score column per label")
+    options.add(detect, "--raven", help="Raven tables of windows at or above --threshold")
+    options.add(detect, "--threshold", default=0.5, help="detection threshold (default: 0.5)")
     detect.add_argument("--uncertain", type=at_least_zero, default=0, metavar="N",
                         help="also write the N unlabelled windows nearest the threshold to <out>.uncertain.csv, "
                              "to label")
@@ -116,7 +95,7 @@ def add_parsers(sub) -> None:
     prune.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
     export = sub.add_parser("export-labels", parents=[db], help="every label of the archive as a CSV")
-    export.add_argument("--out", required=True, type=Path, help="labels CSV (import it with import-labels)")
+    options.add(export, "--out", help="labels CSV (import it with import-labels)")
 
     imports = sub.add_parser("import-labels", parents=[db], help="store the labels of an export-labels CSV")
     imports.add_argument("csvs", nargs="+", type=Path, metavar="CSV", help="files written by export-labels")
@@ -161,7 +140,7 @@ def _notices_as_lines(category):
 
     def show(message, kind, filename, lineno, file=None, line=None):
         if issubclass(kind, category):
-            terminal.say(f"{message}")
+            print(f"avex-hub: {message}", file=sys.stderr)
         else:
             previous(message, kind, filename, lineno, file, line)
 
@@ -173,7 +152,7 @@ def _notices_as_lines(category):
 
 def _say(args, message: str) -> None:
     if not getattr(args, "no_progress", False):
-        terminal.say(f"{message}")
+        terminal.say(message)
 
 
 def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
@@ -190,9 +169,10 @@ def _index(args, agile) -> int:
     from ..embed import outputs
     from .monitoring import say_unknown_starts
 
+    layer = _one_layer(args.layers)
     device = runtime_device(args)  # before the weights load
-    model = load_model(args, args.model or "esp_aves2_sl_beats_all")
-    report = agile.index_files(model, args.paths, args.db, layer=args.layer, pooling=args.pooling,
+    model = load_model(args, args.model or options.DEFAULT_MODEL)
+    report = agile.index_files(model, args.paths, args.db, layer=layer, pooling=args.pooling,
                                window_s=args.window, hop_s=args.hop, channels=args.channels,
                                precision=args.precision, batch_size=args.batch_size,
                                num_workers=args.workers, device=device, progress=not args.no_progress,
@@ -204,7 +184,7 @@ def _index(args, agile) -> int:
                f"{len(report.skipped)} already in {args.db}")
     if report.changed:
         terminal.say(f"{len(report.changed)} files had changed since they were indexed (e.g. {report.changed[0]}): "
-              "embedded again, their labels kept")
+                     "embedded again, their labels kept")
     failures = args.db / "failures.csv"
     if report.failures:
         outputs.write_failures(failures, report.failures)
@@ -212,6 +192,17 @@ def _index(args, agile) -> int:
         return ExitCode.PARTIAL
     failures.unlink(missing_ok=True)
     return ExitCode.OK
+
+
+def _one_layer(layers) -> int:
+    """index stores one layer per window: --layers N, or 'last' (-1)."""
+    if layers == "last":
+        return -1
+    if isinstance(layers, int):
+        return layers
+    given = ",".join(map(str, layers)) if isinstance(layers, list) else layers
+    raise ValueError(f"--layers {given}: index stores one layer per window; give one layer index, e.g. --layers 6 "
+                     "(-1 is the last)")
 
 
 def _search_model(args, archive):
@@ -298,7 +289,7 @@ def _detect(args, agile) -> int:
         picked = detections.uncertain(args.uncertain, include_labelled=args.include_labelled)
         agile.write_hits_csv(picked, target, label=detections.labels[0])
         terminal.say(f"wrote the {len(picked)} windows nearest the threshold to {target} (fill in label_type, "
-              "then `avex-hub label`)")
+                     "then `avex-hub label`)")
     above = int((detections.scores.max(1) >= args.threshold).sum()) if len(detections.scores) else 0
     terminal.say(f"scored {len(detections.scores)} windows, {above} at or above {args.threshold}")
     return ExitCode.OK
@@ -310,7 +301,7 @@ def _prune(args, agile) -> int:
     listed = "".join(f"\n  {f}" for f in report.removed[:20]) + ("\n  ..." if len(report.removed) > 20 else "")
     kept = f"; their labels were written to {report.labels_file} first" if report.labels_file else ""
     terminal.say(f"{verb} {len(report.removed)} recordings whose audio is gone ({report.windows} windows)"
-          f"{kept}{listed}")
+                 f"{kept}{listed}")
     return ExitCode.OK
 
 

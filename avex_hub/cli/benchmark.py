@@ -18,7 +18,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from . import terminal
+from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model
 
@@ -37,17 +37,8 @@ def _listed(kind):
     return parse
 
 
-def _layers(value: str):
-    if value in ("all", "last"):
-        return value
-    items = _listed(int)(value)
-    return items[0] if len(items) == 1 else items
-
-
 def add_parsers(sub) -> None:
     """Register ``benchmark`` on ``sub`` (the CLI's subparsers)."""
-    from ..encoder.precision import PRECISIONS
-    from ..hub.weights import WEIGHTS
     from ..suites.protocol import ProbeProtocol
     from ..suites.runner import suite_names
 
@@ -57,26 +48,22 @@ def add_parsers(sub) -> None:
                        description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("suite", choices=suite_names(), metavar="SUITE", help=f"one of {', '.join(suite_names())}")
     p.add_argument("--data", required=True, help="the suite's data folder (README: what each suite reads)")
-    p.add_argument("--out", required=True, type=Path, help="the report (markdown; .json beside it)")
+    options.add(p, "--out", help="the report (markdown; .json beside it)")
     p.add_argument("--sets", type=_listed(str), default=None, help="comma list of data sets (default: the suite's)")
-    p.add_argument("--layers", type=_layers, default=default["layers"],
-                   help="last, a layer index, a comma list (mixed by the probe) or all (default: %(default)s)")
+    options.add(p, "--layers", default=default["layers"],
+                help="last, a layer index, a comma list (mixed by the probe) or all (default: %(default)s)")
     listed = {name: ",".join(f"{v:g}" for v in default[name]) for name in ("seeds", "lrs")}
     p.add_argument("--seeds", type=_listed(int), default=default["seeds"],
                    help=f"comma list (default: {listed['seeds']})")
     p.add_argument("--lrs", type=_listed(float), default=default["lrs"],
                    help=f"learning rates to select from on validation (default: {listed['lrs']})")
-    p.add_argument("--epochs", type=int, default=default["epochs"], help="most epochs per probe (default: %(default)s)")
-    p.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
-                   help="published model (default: %(default)s)")
-    p.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
+    options.add(p, "--epochs", default=default["epochs"], help="most epochs per probe (default: %(default)s)")
+    for name in ("--model", "--checkpoint", "--device", "--precision", "--no-progress"):
+        options.add(p, name)
     p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: <out>.cache)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default: 16)")
-    p.add_argument("--workers", type=int, default=0, help="decoding worker processes (default: 0)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="extraction precision (default: fp32)")
+    options.add(p, "--batch-size", default=16, help="clips per forward pass (default: 16)")
+    options.add(p, "--workers", default=0, help="decoding worker processes (default: 0)")
     p.add_argument("--plan", action="store_true", help="read the sets and report their sizes; embed nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
@@ -86,10 +73,9 @@ def run(args) -> int:
     from ..suites.runner import run_benchmark
 
     try:
-        protocol = ProbeProtocol(layers=args.layers, seeds=args.seeds, lrs=args.lrs, epochs=args.epochs)
+        layers = tuple(args.layers) if isinstance(args.layers, list) else args.layers  # the protocol's form
+        protocol = ProbeProtocol(layers=layers, seeds=args.seeds, lrs=args.lrs, epochs=args.epochs)
         device = resolve_device(args.device)
-        if args.batch_size < 1 or args.workers < 0:
-            raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size}, {args.workers}")
         _check_writable(args.out)
     except (ValueError, OSError) as error:
         raise UsageError(str(error)) from None
@@ -120,12 +106,12 @@ def _status(report, args) -> int:
     done = len(report.sets) - len(missing)
     if not done:
         terminal.error(f"no data set could be read under {args.data}; {args.out} says why and holds no "
-              "number of ours")
+                       "number of ours")
         return ExitCode.ERROR
     verb = "read" if report.plan else "scored"
     terminal.say(f"{verb} {done} of {len(report.sets)} data sets; wrote {args.out}")
     if missing:
         terminal.error(f"{len(missing)} sets could not be read or failed: "
-              f"{', '.join(f'{s.suite}/{s.name}' for s in missing)} (reasons in {args.out})")
+                       f"{', '.join(f'{s.suite}/{s.name}' for s in missing)} (reasons in {args.out})")
         return ExitCode.PARTIAL
     return ExitCode.OK

@@ -12,8 +12,7 @@ onnx or onnxruntime missing), found before any work. Every failure is one line o
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from . import options
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model
 
@@ -29,9 +28,9 @@ def add_parsers(sub) -> None:
 
     parser = sub.add_parser("export", help="the model as one ONNX file (audio -> features, logits)")
     parser.add_argument("model", choices=sorted(WEIGHTS), metavar="MODEL", help="published model (see `avex-hub info`)")
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
-    parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")
-    parser.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json "
+    options.add(parser, "--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
+    options.add(parser, "--out", help="output file, e.g. model.onnx")
+    options.add(parser, "--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json "
                                              "(a fine-tune exported by avex-hub)")
     parser.add_argument("--opset", type=int, default=OPSET,
                         help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default: %(default)s)")
@@ -40,7 +39,7 @@ def add_parsers(sub) -> None:
     parser.add_argument("--quantize", choices=("int8",), default=None,
                         help="int8: dynamically quantised transformer weights (smaller, faster on CPUs without "
                              "bf16 units); validated by embedding cosine >= %s" % INT8_MIN_COSINE)
-    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    options.add(parser, "--no-progress", help="no download progress bar")
 
 
 def run(args) -> int:

@@ -27,7 +27,6 @@ listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept)
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,10 +34,9 @@ import sys
 from pathlib import Path
 
 from .._files import check_writable
-from . import terminal
+from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model, runtime_device
-from .options import channels, layers
 
 __all__ = ["COMMANDS", "add_parsers", "run", "shard_name"]
 
@@ -47,70 +45,38 @@ COMMANDS = ("embed", "classify")
 
 def add_parsers(sub) -> None:
     """Register embed and classify on ``sub`` (the CLI's subparsers)."""
-    from ..encoder.model import POOLINGS
-    from ..encoder.precision import PRECISIONS
-    from ..encoder.runtimes import RUNTIMES
-    from ..hub.weights import WEIGHTS
-
-    run = argparse.ArgumentParser(add_help=False)
+    run = options.parent("--model", "--checkpoint", "--window", "--hop", "--channels", "--device", "--batch-size",
+                         "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress")
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    run.add_argument("--out", required=True, type=Path,
-                     help="output file; its extension sets the format (embed: "
-                          f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
-    run.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
-                     help="published model (default: %(default)s; see `avex-hub info`)")
-    run.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
-    run.add_argument("--window", type=float, default=None,
-                     help="window length in seconds (default: the model's preprocessing.window_s, 10, as trained)")
-    run.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
-    run.add_argument("--channels", type=channels, default="mix",
-                     help="'mix' (mean of channels, default), 'all' (one row per channel) or a channel index")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
-    run.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: 2 CPU, 64 CUDA)")
-    run.add_argument("--workers", type=int, default=None,
-                     help="decoding worker processes (default: on CUDA cores - 1, max 4; "
-                          "on CPU 0 below 4 cores, else 1)")
-    run.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                     help="fp32 (default); bf16 (CUDA, or CPUs with bf16 units); int8 (CPU, dynamic quantisation: on "
-                          "CPUs it is often the fastest, bf16 the closer to fp32; README's speed table)")
-    run.add_argument("--runtime", choices=tuple(RUNTIMES), default="torch",
-                     help="what runs the encoder: torch (default; fp32, bf16, int8), onnxruntime (fp32, int8; "
-                          "pip install 'avex-hub[export]') or openvino (fp32, bf16; 'avex-hub[openvino]'), on the "
-                          "CPU; the graph is exported once per weights into the user cache. README's speed table")
-    run.add_argument("--threads", type=int, default=None,
-                     help="the runtime's compute threads (default: the cores less the decoding workers)")
-    run.add_argument("--overwrite", action="store_true", help="recompute every input and replace --out")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add(run, "--out", help="output file; its extension sets the format (embed: "
+                f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
     # allow_abbrev=False: an option is its full name (a prefix such as --layer would silently mean --layers)
     embed = sub.add_parser("embed", parents=[run], allow_abbrev=False,
                            help="embeddings per window -> Parquet (or .npz)")
-    embed.add_argument("--format", choices=("parquet", "npz"), default=None,
-                       help="output format; it must agree with the --out extension ("
-                            + ", ".join(f"{ext}: {fmt}" for ext, fmt in _OUTPUT_FORMATS["embed"].items()) + ")")
-    embed.add_argument("--layers", type=layers, default=-1,
-                       help="layers: -1 last (default), 0 encoder input, a comma list (e.g. 6,-1; each layer once: "
-                            "-1,12 on a 12-layer model is refused), or 'all'")
-    embed.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
+    options.add(embed, "--format", choices=("parquet", "npz"),
+                help="output format; it must agree with the --out extension ("
+                     + ", ".join(f"{ext}: {fmt}" for ext, fmt in _OUTPUT_FORMATS["embed"].items()) + ")")
+    options.add(embed, "--layers")
+    options.add(embed, "--pooling")
     classify = sub.add_parser("classify", parents=[run], allow_abbrev=False,
                               help="top-k species per window -> CSV (+ Raven tables)")
     classify.add_argument("--top-k", type=int, default=5, help="species per window (default: 5)")
-    classify.add_argument("--species", default=None, metavar="A,B|FILE",
-                          help="scientific names (a comma list, or a file with one a line): every window gets each "
-                               "one's score, in place of the top k (misspelt names are refused with the closest "
-                               "labels)")
-    classify.add_argument("--thresholds", type=Path, default=None, metavar="FILE",
-                          help="thresholds file of avex-hub calibrate (refused for another model's weights): "
-                               "probability and detected columns per asked species (default species: its labels)")
+    options.add(classify, "--species", metavar="A,B|FILE",
+                help="scientific names (a comma list, or a file with one a line): every window gets each one's "
+                     "score, in place of the top k (misspelt names are refused with the closest labels)")
+    options.add(classify, "--thresholds",
+                help="thresholds file of avex-hub calibrate (refused for another model's weights): probability and "
+                     "detected columns per asked species (default species: its labels)")
     classify.add_argument("--times", action="store_true",
                           help="start_time and end_time (ISO 8601 with the offset) after end_s, from each recording's "
                                "start (GUANO, AudioMoth comment, file name); empty where it is unknown, never guessed")
-    classify.add_argument("--time-pattern", default=None, metavar="PATTERN",
-                          help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
-    classify.add_argument("--timezone", default=None, metavar="ZONE",
-                          help="with --times: the recorder clock's zone for local times without an offset")
-    classify.add_argument("--deployments", type=Path, default=None,
-                          help="with --times: deployments CSV; site, latitude, longitude after end_time")
-    classify.add_argument("--raven", type=Path, default=None, help="also write one Raven selection table per file here")
+    options.add(classify, "--time-pattern",
+                help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
+    options.add(classify, "--timezone",
+                help="with --times: the recorder clock's zone for local times without an offset")
+    options.add(classify, "--deployments",
+                help="with --times: deployments CSV; site, latitude, longitude after end_time")
+    options.add(classify, "--raven")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
 
@@ -210,8 +176,6 @@ def run(args) -> int:
     fmt = _output_format(args)
     out: Path = args.out
     parts = Path(f"{out}.parts")
-    if args.batch_size is not None and args.batch_size < 1 or args.workers is not None and args.workers < 0:
-        raise UsageError("--batch-size must be >= 1 and --workers >= 0")
     try:
         search = find_audio(args.paths, skip=[parts])
         device = resolve_device(runtime_device(args))
@@ -304,7 +268,7 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
     truncated = flagged["truncated"]
     if truncated:
         terminal.say(f"warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
-              "(cut short by a copy or download?); their rows are flagged truncated: "
+                     "(cut short by a copy or download?); their rows are flagged truncated: "
               + ", ".join(outputs.text_cell(f) for f in truncated[:20]) + (" ..." if len(truncated) > 20 else ""))
     if failures:
         outputs.write_failures(failures_path, failures)

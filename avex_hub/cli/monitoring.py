@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import terminal
+from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model
 
@@ -30,64 +30,43 @@ __all__ = ["COMMANDS", "add_parsers", "run", "classify_thresholds", "classify_cl
 COMMANDS = ("scores", "times", "events", "review", "calibrate", "presence")
 
 
-def where_parser() -> argparse.ArgumentParser:
-    """The parent parser of how recording starts and sites are read (``--deployments``, ``--time-pattern``,
-    ``--timezone``): the monitoring commands' and ``avex-hub index``'s."""
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--deployments", type=Path, default=None,
-                       help="CSV: folder or recorder -> site, latitude, longitude, start, end, timezone")
-    where.add_argument("--time-pattern", default=None, metavar="PATTERN",
-                       help="strptime pattern of the start time in file paths, e.g. %%Y%%m%%d-%%H%%M%%S (after GUANO "
-                            "and AudioMoth metadata, before the built-in AudioMoth and Song Meter names)")
-    where.add_argument("--timezone", default=None, metavar="ZONE",
-                       help="zone of recorders that write local time without an offset (Europe/Berlin, +02:00, UTC)")
-    return where
-
-
 def add_parsers(sub) -> None:
     """Register the monitoring subcommands on ``sub`` (the CLI's subparsers)."""
-    where = where_parser()
+    where = options.parent("--deployments", "--time-pattern", "--timezone")
     scores = argparse.ArgumentParser(add_help=False)
     scores.add_argument("scores", type=Path, help="score table: classify --species output or detect CSV")
-    scores.add_argument("--species", type=Path, default=None, help="species list: one scientific name a line")
-    scores.add_argument("--probe", type=Path, default=None,
-                        help="the probe that made the scores (for a detect CSV, which records no source)")
+    options.add(scores, "--species")
+    options.add(scores, "--probe", help="the probe that made the scores (for a detect CSV, which records no source)")
 
     score = sub.add_parser("scores", parents=[where], allow_abbrev=False,
                            help="every asked species' score per window, with absolute time and site")
     score.add_argument("paths", nargs="+", metavar="PATH",
                        help="audio files and/or folders (searched recursively), or one avex-hub embed Parquet file "
                             "(mean pooling; the layers the head or probe reads) to score without the model's encoder")
-    score.add_argument("--out", required=True, type=Path, help="score table (CSV, one column per label)")
-    score.add_argument("--species", type=Path, default=None,
-                       help="species list for the model's species head: one scientific name a line")
-    score.add_argument("--probe", type=Path, default=None, help="score with this probe (every label of it) instead")
-    score.add_argument("--model", default="esp_aves2_sl_beats_all", metavar="MODEL",
-                       help="published model (default: %(default)s)")
-    score.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
-    score.add_argument("--window", type=float, default=None, help="window in seconds (default: the model's)")
-    score.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the window)")
-    score.add_argument("--thresholds", type=Path, default=None,
-                       help="from avex-hub calibrate: calibrated probabilities beside the raw scores")
-    score.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add(score, "--out", help="score table (CSV, one column per label)")
+    options.add(score, "--species", help="species list for the model's species head: one scientific name a line")
+    options.add(score, "--probe", help="score with this probe (every label of it) instead")
+    for name in ("--model", "--checkpoint", "--hop", "--thresholds", "--no-progress"):
+        options.add(score, name)
+    options.add(score, "--window", help="window in seconds (default: the model's)")
 
     times = sub.add_parser("times", parents=[where], help="start time, site and flags of every recording")
     times.add_argument("paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)")
     times.add_argument("--table", type=Path, default=None,
                        help="instead of PATHs: a window table (classify, detect, scores or embed output, CSV or "
                             "Parquet) to write to --out with start_time, end_time, site, latitude, longitude per row")
-    times.add_argument("--out", required=True, type=Path, help="recordings table (CSV), or the timed --table")
+    options.add(times, "--out", help="recordings table (CSV), or the timed --table")
 
     events = sub.add_parser("events", parents=[scores, where], help="merge windows above threshold into events")
     how = events.add_mutually_exclusive_group(required=True)
-    how.add_argument("--threshold", type=float, help="one score threshold for every label (uncalibrated)")
-    how.add_argument("--thresholds", type=Path, help="per-label thresholds from avex-hub calibrate")
+    options.add(how, "--threshold", help="one score threshold for every label (uncalibrated)")
+    options.add(how, "--thresholds", help="per-label thresholds from avex-hub calibrate")
     events.add_argument("--gap", type=float, default=0.0, help="join positive windows at most this many s apart")
-    events.add_argument("--out", required=True, type=Path, help="events CSV (the recordings table goes beside it)")
-    events.add_argument("--raven", type=Path, default=None, help="also one Raven selection table of events per file")
+    options.add(events, "--out", help="events CSV (the recordings table goes beside it)")
+    options.add(events, "--raven", help="also one Raven selection table of events per file")
 
     review = sub.add_parser("review", parents=[scores, where], help="clips to review, stratified over score bins")
-    review.add_argument("--out", required=True, type=Path, help="a new folder for clips, spectrograms and the sheet")
+    options.add(review, "--out", help="a new folder for clips, spectrograms and the sheet")
     review.add_argument("--bins", type=int, default=10, help="equal-width score bins over [0, 1] (default: 10)")
     review.add_argument("--per-bin", type=int, default=5, help="clips per label and bin (default: 5)")
     review.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default: 0)")
@@ -99,7 +78,7 @@ def add_parsers(sub) -> None:
                            help="share of detections that should be correct, e.g. 0.9")
     calibrate.add_argument("--min-reviews", type=int, default=20,
                            help="yes/no verdicts a label needs for a threshold (default: 20)")
-    calibrate.add_argument("--out", required=True, type=Path, help="thresholds file (.json or .csv)")
+    options.add(calibrate, "--out", help="thresholds file (.json or .csv)")
     calibrate.add_argument("--labels", type=Path, default=None,
                            help="also write the verdicts as agile labels (CSV for avex-hub label --db ARCHIVE FILE)")
 
@@ -108,10 +87,10 @@ def add_parsers(sub) -> None:
     presence.add_argument("--recordings", type=Path, default=None,
                           help="recordings table (default: the one avex-hub events wrote beside the events)")
     presence.add_argument("--occasion", default="day", help="day (default), hour, Nh (N divides 24) or Nd")
-    presence.add_argument("--species", type=Path, default=None, help="species list (default: labels with events)")
-    presence.add_argument("--timezone", default=None, metavar="ZONE",
-                          help="local zone of sites the deployments table gives none (default: UTC, and said so)")
-    presence.add_argument("--out", required=True, type=Path, help="a folder for the tables")
+    options.add(presence, "--species", help="species list (default: labels with events)")
+    options.add(presence, "--timezone",
+                help="local zone of sites the deployments table gives none (default: UTC, and said so)")
+    options.add(presence, "--out", help="a folder for the tables")
 
 
 def run(args) -> int:
@@ -141,7 +120,7 @@ def _recordings(args, durations: dict[str, float]):
     say_unknown_starts({r.file: r.note for r in recordings if r.start is None}, len(recordings))
     if flagged:
         terminal.say(f"{len(flagged)} recordings are flagged ({', '.join(sorted({r.flag for r in flagged}))}); see the "
-             "recordings table's flag column")
+                     "recordings table's flag column")
     return recordings
 
 
@@ -275,7 +254,7 @@ def _events(args) -> int:
     if args.raven is not None:
         write_event_tables(args.raven, events, list(table.durations()))
     terminal.say(f"wrote {len(events)} events of {len({e.label for e in events})} labels from {len(table)} windows to "
-         f"{args.out} (recordings: {beside})")
+                 f"{args.out} (recordings: {beside})")
     return ExitCode.OK
 
 
@@ -288,7 +267,7 @@ def _review(args) -> int:
     sheet = write_review(args.out, table, table.labels, bins=args.bins, per_bin=args.per_bin, seed=args.seed,
                          padding_s=args.padding, recordings=recordings, scores_path=str(args.scores))
     terminal.say(f"wrote {sheet}: fill its verdict column with yes, no or unsure, then run avex-hub calibrate {sheet} "
-         "--target-precision 0.9 --out thresholds.json")
+                 "--target-precision 0.9 --out thresholds.json")
     return ExitCode.OK
 
 
@@ -308,7 +287,7 @@ def _calibrate(args) -> int:
     if args.labels is not None:
         count = write_agile_labels(args.labels, reviews)
         terminal.say(f"wrote {count} verdicts as agile labels to {args.labels} (store them: avex-hub label --db ARCHIVE "
-             f"{args.labels})")
+                     f"{args.labels})")
     for c in labels.values():
         text = (f"threshold {c.threshold:.4f} (precision {c.precision:.3f}, 95% {c.precision_low:.3f}-"
                 f"{c.precision_high:.3f})" if c.threshold is not None else f"no threshold: {c.status}; {c.note}")
@@ -336,7 +315,7 @@ def _presence(args) -> int:
     for reason, count in presence.left_out.items():
         terminal.say(f"left out: {count} {reason}")
     terminal.say(f"wrote {len(presence.sites)} sites x {len(presence.occasions)} occasions ({presence.unit}) for "
-         f"{len(presence.labels)} labels to {args.out}/")
+                 f"{len(presence.labels)} labels to {args.out}/")
     return ExitCode.OK
 
 
