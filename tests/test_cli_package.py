@@ -114,3 +114,57 @@ def test_commands_raise_the_package_s_usage_error_and_take_no_exception_class():
 
     for family in app.FAMILIES:
         assert list(inspect.signature(family.run).parameters) == ["args"], family.__name__
+
+
+WARNING_RUN = """
+import sys, warnings
+import avex_hub.cli.weights as weights
+from avex_hub.cli import main
+
+def run(args):
+    warnings.warn("first line\\n    second   line", UserWarning)
+    warnings.warn("a deprecation, shown to users as any other", FutureWarning)
+    return 0
+
+print(warnings.showwarning.__module__, warnings.formatwarning.__module__)  # after import: Python's own
+weights.run = run
+code = main(["info"])
+print(warnings.showwarning.__module__, warnings.formatwarning.__module__, int(code))  # restored after the run
+"""
+
+
+def test_a_warning_reaches_the_terminal_as_one_readable_line():
+    """In a real process (no test harness recording warnings): each warning a command gives is one line, the message
+    alone, its line breaks joined (Python's format printed the file, the line number and the ``warnings.warn(``
+    source line); nothing changes at import and Python's display is back after the run."""
+    run = subprocess.run([sys.executable, "-c", WARNING_RUN], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["warnings warnings", "warnings warnings 0"]
+    assert run.stderr.splitlines() == ["avex-hub: warning: first line second line",
+                                       "avex-hub: warning: a deprecation, shown to users as any other"]
+
+
+class Notice(UserWarning):
+    """A stand-in for a command's notices (agile's ArchiveNotice)."""
+
+
+def test_notices_are_output_lines_and_other_warnings_still_reach_a_recorder(capsys):
+    """Within warnings_as_lines(Notice), a Notice is printed as ``avex-hub: MESSAGE`` each time, even where warnings
+    are recorded; any other warning goes on to the recorder (pytest.warns, catch_warnings(record=True)) untouched. The
+    display is restored on exit, nested or not."""
+    from avex_hub.cli import terminal
+
+    before = (warnings.showwarning, warnings.formatwarning)
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always")
+        with terminal.warnings_as_lines():
+            with terminal.warnings_as_lines(Notice):
+                for _ in range(2):
+                    warnings.warn("repaired: 2 windows\nwithout vectors", Notice)
+                warnings.warn("a plain warning", UserWarning)
+            warnings.warn("outside the inner one", Notice)
+    assert capsys.readouterr().err == "avex-hub: repaired: 2 windows without vectors\n" * 2
+    assert [(w.category, str(w.message)) for w in recorded] == [(UserWarning, "a plain warning"),
+                                                               (Notice, "outside the inner one")]
+    assert (warnings.showwarning, warnings.formatwarning) == before

@@ -23,11 +23,8 @@ printed as ``avex-hub: ...`` lines.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-import sys
-import warnings
 from pathlib import Path
 
 from .._files import check_writable
@@ -112,7 +109,7 @@ def run(args) -> int:
 
     handlers = {"index": _index, "search": _search, "label": _label, "train-classifier": _train,
                 "detect": _detect, "prune": _prune, "export-labels": _export, "import-labels": _import}
-    with _notices_as_lines(agile.ArchiveNotice):
+    with terminal.warnings_as_lines(agile.ArchiveNotice):
         try:
             return handlers[args.command](args, agile)
         except agile.ArchiveLockedError as error:
@@ -131,28 +128,6 @@ def run(args) -> int:
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
             raise CommandError(f"cannot read or write{where} ({error.strerror or error})") from None
-
-
-@contextlib.contextmanager
-def _notices_as_lines(category):
-    """Warnings of ``category`` printed as one ``avex-hub: ...`` line each while the command runs."""
-    previous = warnings.showwarning
-
-    def show(message, kind, filename, lineno, file=None, line=None):
-        if issubclass(kind, category):
-            print(f"avex-hub: {message}", file=sys.stderr)
-        else:
-            previous(message, kind, filename, lineno, file, line)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", category)
-        warnings.showwarning = show
-        yield
-
-
-def _say(args, message: str) -> None:
-    if not getattr(args, "no_progress", False):
-        terminal.say(message)
 
 
 def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
@@ -180,8 +155,8 @@ def _index(args, agile) -> int:
                                timezone=args.timezone, deployments=args.deployments, runtime=args.runtime,
                                threads=args.threads)
     say_unknown_starts(report.unknown_starts, len(report.added) + len(report.skipped) + len(report.failures))
-    _say(args, f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
-               f"{len(report.skipped)} already in {args.db}")
+    terminal.say(f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
+                 f"{len(report.skipped)} already in {args.db}")
     if report.changed:
         terminal.say(f"{len(report.changed)} files had changed since they were indexed (e.g. {report.changed[0]}): "
                      "embedded again, their labels kept")
@@ -240,7 +215,7 @@ def _search(args, agile) -> int:
     agile.write_hits_csv(hits, args.out, label=args.label)
     if args.raven is not None:
         agile.write_hits_raven(hits, args.raven, name=args.label or "query")
-    _say(args, f"wrote {len(hits)} hits to {args.out}")
+    terminal.say(f"wrote {len(hits)} hits to {args.out}")
     return ExitCode.OK
 
 

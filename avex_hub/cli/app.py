@@ -4,7 +4,6 @@ what stopped it into one line and an exit code."""
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from . import agile, benchmark, export, inference, monitoring, terminal, weights
 from .errors import CommandError, ExitCode
@@ -30,22 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(message, category, filename, lineno, line=None) -> str:
-    """A warning as a command prints it: one line, the message alone (Python's default adds the file, the line
-    number and the ``warnings.warn(`` source line of the code that warned)."""
-    return f"avex-hub: warning: {' '.join(str(message).split())}\n"
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (:class:`avex_hub.cli.errors.ExitCode`).
-
-    While it runs, warnings print as one line each (``_one_line``); Python's format is restored when it returns, so
-    a program or test that calls it keeps its own."""
-    default_format, warnings.formatwarning = warnings.formatwarning, _one_line
-    try:
+    """Run the command line; returns the exit code (:class:`avex_hub.cli.errors.ExitCode`). While it runs, warnings
+    print as one line each (:func:`avex_hub.cli.terminal.warnings_as_lines`); Python's display is restored when it
+    returns, so a program or test that calls it keeps its own."""
+    with terminal.warnings_as_lines():
         return _command(argv)
-    finally:
-        warnings.formatwarning = default_format
 
 
 def _command(argv: list[str] | None) -> int:

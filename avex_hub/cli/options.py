@@ -95,7 +95,7 @@ def declarations() -> dict[str, dict]:
         # checked with --runtime before the weights load (avex_hub.cli.model.runtime_device), in one line
         "--threads": dict(type=int, default=None,
                           help="the runtime's compute threads (default: the cores less the decoding workers)"),
-        "--no-progress": dict(action="store_true", help="no progress bar"),
+        "--no-progress": dict(action="store_true", help="no progress bar (the run's summary is still printed)"),
         # what is computed from the audio
         "--window": dict(type=positive_float, default=None,
                          help="window length in seconds (default: the model's preprocessing.window_s, 10, as "
