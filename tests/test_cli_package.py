@@ -168,3 +168,15 @@ def test_notices_are_output_lines_and_other_warnings_still_reach_a_recorder(caps
     assert [(w.category, str(w.message)) for w in recorded] == [(UserWarning, "a plain warning"),
                                                                (Notice, "outside the inner one")]
     assert (warnings.showwarning, warnings.formatwarning) == before
+
+
+@pytest.mark.parametrize("module", ["avex_hub", "avex_hub.cli"])
+def test_python_dash_m_runs_the_command_line(module):
+    """``python -m avex_hub`` and ``python -m avex_hub.cli`` are the avex-hub script; importing either module runs
+    nothing (the docs' API page and tests walk every module)."""
+    run = subprocess.run([sys.executable, "-m", module, "download", "no_such_model"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == ExitCode.USAGE and run.stderr.startswith("avex-hub: error: "), run.stderr
+    imported = subprocess.run([sys.executable, "-c", f"import {module}.__main__"], capture_output=True, text=True,
+                              timeout=120)
+    assert imported.returncode == 0 and imported.stdout == imported.stderr == ""
