@@ -130,8 +130,8 @@ def say_unknown_starts(unknown: dict[str, str], total: int) -> None:
 
     if unknown:
         first = next(iter(unknown))
-        terminal.say(f"{len(unknown)} of {total} recordings have no known start (their time columns stay empty); first: "
-             f"{text_cell(first)}: {unknown[first]}")
+        terminal.say(f"{len(unknown)} of {total} recordings have no known start (their time columns stay empty); "
+                     f"first: {text_cell(first)}: {unknown[first]}")
 
 
 def _score_table(args):
@@ -286,8 +286,8 @@ def _calibrate(args) -> int:
     Thresholds(source, args.target_precision, labels).save(args.out)
     if args.labels is not None:
         count = write_agile_labels(args.labels, reviews)
-        terminal.say(f"wrote {count} verdicts as agile labels to {args.labels} (store them: avex-hub label --db ARCHIVE "
-                     f"{args.labels})")
+        terminal.say(f"wrote {count} verdicts as agile labels to {args.labels} (store them: avex-hub label --db "
+                     f"ARCHIVE {args.labels})")
     for c in labels.values():
         text = (f"threshold {c.threshold:.4f} (precision {c.precision:.3f}, 95% {c.precision_low:.3f}-"
                 f"{c.precision_high:.3f})" if c.threshold is not None else f"no threshold: {c.status}; {c.note}")
