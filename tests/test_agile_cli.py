@@ -1,4 +1,4 @@
-"""The agile commands (avex_hub.cli_agile): avex-hub index|search|label|train-classifier|detect|prune|export-labels|
+"""The agile commands (avex_hub.cli.agile): avex-hub index|search|label|train-classifier|detect|prune|export-labels|
 import-labels; every failure one line and its exit code, checked before the work where it can be.
 """
 
@@ -127,3 +127,27 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(archive_path
     assert "labels file not found" in _one_error_line(capsys)
     assert main(["detect", "--db", str(archive_path), "--probe", str(probe), "--out", str(tmp_path / "d.csv")]) == 2
     assert "probe file not found" in _one_error_line(capsys)
+
+
+def test_no_progress_keeps_the_summary_of_index_and_search(data, tmp_path, tiny_dir, capsys):
+    """--no-progress drops the bar, not the run's summary: index's files, windows and skipped files and search's
+    hits were printed only with the bar."""
+    import re
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    shutil.copy(data.long_recordings[0], folder / "good.wav")
+    db = tmp_path / "db"
+    argv = ["index", str(folder), "--db", str(db), "--window", "2", "--hop", "1", "--no-progress",
+            "--checkpoint", str(tiny_dir)]
+    assert main(argv) == 0  # the last line; a line about recordings without a known start may come before it
+    assert re.fullmatch(rf"avex-hub: indexed 1 files \(19 windows\) in \d+\.\d s; 0 already in {re.escape(str(db))}",
+                        capsys.readouterr().err.splitlines()[-1])
+    assert main(argv) == 0
+    assert re.fullmatch(rf"avex-hub: indexed 0 files \(0 windows\) in \d+\.\d s; 1 already in {re.escape(str(db))}",
+                        capsys.readouterr().err.splitlines()[-1])
+    hits = tmp_path / "hits.csv"
+    assert main(["search", "--db", str(db), "--query", f"{folder / 'good.wav'}:0-2", "--top", "5", "--out", str(hits),
+                 "--no-progress", "--checkpoint", str(tiny_dir)]) == 0
+    assert capsys.readouterr().err == f"avex-hub: wrote 5 hits to {hits}\n"
+    assert len(read_rows(hits)) == 5

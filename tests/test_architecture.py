@@ -140,11 +140,23 @@ LAYERS = {
     "avex_hub.suites.report": 7,
     "avex_hub.suites.runner": 7,
     "avex_hub.explore": 7,
-    "avex_hub.cli_agile": 8,
-    "avex_hub.cli_benchmark": 8,
-    "avex_hub.cli_monitoring": 8,
-    "avex_hub.cli": 8,
+    # the command line: how a command ends (exit codes, errors, stderr lines), its options, the model it loads, one
+    # module per family of commands, the parser and main that runs them
+    "avex_hub.cli.errors": 8,
+    "avex_hub.cli.terminal": 8,
+    "avex_hub.cli.options": 8,
+    "avex_hub.cli.model": 8,
+    "avex_hub.cli.inference": 8,  # embed, classify
+    "avex_hub.cli.weights": 8,  # info, download, verify
+    "avex_hub.cli.export": 8,
+    "avex_hub.cli.agile": 8,  # index, search, label, train-classifier, detect, prune, export-labels, import-labels
+    "avex_hub.cli.benchmark": 8,
+    "avex_hub.cli.monitoring": 8,  # scores, times, events, review, calibrate, presence
+    "avex_hub.cli.app": 8,
+    "avex_hub.cli": 8,  # the room's face: main, ExitCode, UsageError
+    "avex_hub.cli.__main__": 8,  # python -m avex_hub.cli
     "avex_hub": 9,
+    "avex_hub.__main__": 9,  # python -m avex_hub
     "avex_hub._hubconf_support": 10,
 }
 

@@ -246,9 +246,9 @@ def test_the_out_extension_sets_the_format_or_is_refused(tmp_path, capsys, monke
 
 
 def test_the_format_table_is_in_the_help():
-    from avex_hub.cli import _parser
+    from avex_hub.cli import build_parser
 
-    commands = _parser()._subparsers._group_actions[0].choices
+    commands = build_parser()._subparsers._group_actions[0].choices
     assert "extension sets the format (embed: .parquet or .npz; classify: .csv; others are refused)" in \
         " ".join(commands["classify"].format_help().split())
     assert "it must agree with the --out extension (.parquet: parquet, .npz: npz)" in \
@@ -324,16 +324,16 @@ def test_the_warning_format_is_the_commands_alone(tmp_path, capsys):
 
 def test_layers_option_and_no_other_name(capsys):
     """--layers is the option's one name: --layer (its name before lists) is refused, also as an abbreviation."""
-    from avex_hub.cli import _parser
+    from avex_hub.cli import build_parser
 
-    parse = _parser().parse_args
+    parse = build_parser().parse_args
     assert parse(["embed", "in", "--out", "e.npz"]).layers == -1
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "6,-1"]).layers == [6, -1]
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "all"]).layers == "all"
     assert capsys.readouterr().err == ""
     assert main(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]) == EXIT_USAGE
     assert "unrecognized arguments: --layer 1,-1" in capsys.readouterr().err
-    embed_help = _parser()._subparsers._group_actions[0].choices["embed"].format_help()
+    embed_help = build_parser()._subparsers._group_actions[0].choices["embed"].format_help()
     assert "--layers LAYERS" in embed_help and "--layer " not in embed_help
 
 

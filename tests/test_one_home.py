@@ -68,7 +68,7 @@ def test_defaults_of_the_rate_and_window_come_from_the_contract():
 
 def test_the_window_where_a_model_is_at_hand_is_the_models(tmp_path):
     from avex_hub import build_model
-    from avex_hub.cli import _parser
+    from avex_hub.cli import build_parser
     from avex_hub.embed.inference import embed_files, inference_settings
 
     model = build_model("esp_aves2_sl_beats_all", checkpoint=FIXTURE)
@@ -81,7 +81,7 @@ def test_the_window_where_a_model_is_at_hand_is_the_models(tmp_path):
     result = embed_files(model, tmp_path / "five.wav", num_workers=0, progress=False)
     np.testing.assert_allclose(result.start_s, [0.0, 2.0, 4.0])
     np.testing.assert_allclose(result.end_s, [2.0, 4.0, 5.0])
-    args = _parser().parse_args(["embed", str(tmp_path), "--out", str(tmp_path / "e.parquet")])
+    args = build_parser().parse_args(["embed", str(tmp_path), "--out", str(tmp_path / "e.parquet")])
     assert args.window is None  # resolved to the loaded model's preprocessing.window_s
 
 
@@ -100,7 +100,7 @@ def test_the_probe_hidden_size_is_stated_once(model):
 
 
 def test_one_pooling_check(model):
-    from avex_hub.cli import _parser
+    from avex_hub.cli import build_parser
     from avex_hub.embed.extract import extract_embeddings
     from avex_hub.embed.inference import inference_settings
     from avex_hub.heads.probes import PROBE_POOLINGS, linear_probe
@@ -125,7 +125,7 @@ def test_one_pooling_check(model):
     with pytest.raises(ValueError, match="linear_probe pooling must be 'mean' or 'max', got 'attention'; use "
                                          "attention_probe"):
         linear_probe(model, 3, pooling="attention")
-    parser = _parser()
+    parser = build_parser()
     embed = next(a for a in parser._subparsers._group_actions[0].choices["embed"]._actions
                  if a.dest == "pooling")
     assert tuple(embed.choices) == POOLINGS
@@ -136,7 +136,7 @@ def test_one_pooling_check(model):
             if isinstance(node, ast.Tuple) and [getattr(e, "value", None) for e in node.elts] == ["mean", "max"]:
                 written.append(str(path.relative_to(PACKAGE_DIR)))
     # agile's --combine / combine= is how several queries' scores are combined, not pooling over frames
-    assert sorted(written) == ["cli_agile.py", "encoder/model.py", "integrations/agile/search.py"]
+    assert sorted(written) == ["cli/agile.py", "encoder/model.py", "integrations/agile/search.py"]
 
 
 def test_beats_config_keeps_no_copy_of_the_preprocessing(model, tiny_dir):

@@ -38,7 +38,7 @@ from ..encoder.onnx_graph import (
 )
 
 __all__ = ["ONNX_META_KEY", "OPSET", "OPSETS", "OnnxExportError", "ExportGraph", "dft_frame_basis", "export_onnx",
-           "check_export_request", "read_onnx_metadata", "check_onnx", "INT8_MIN_COSINE"]
+           "check_export_request", "check_export_packages", "read_onnx_metadata", "check_onnx", "INT8_MIN_COSINE"]
 
 ONNX_META_KEY = META_KEY  # metadata_props key of an exported file: JSON (see export_metadata)
 FORMAT_VERSION = 1
@@ -186,61 +186,6 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict:
     return read_metadata(path)
 
 
-# -- the command line: avex-hub export (registered by avex_hub.cli) -------------------------------------------------
-def add_export_arguments(parser) -> None:
-    from ..hub.weights import WEIGHTS
-
-    parser.add_argument("model", choices=sorted(WEIGHTS), metavar="MODEL", help="published model (see `avex-hub info`)")
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
-    parser.add_argument("--out", required=True, type=Path, help="output file, e.g. model.onnx")
-    parser.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json "
-                                             "(a fine-tune exported by avex-hub)")
-    parser.add_argument("--opset", type=int, default=OPSET,
-                        help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default: %(default)s)")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help="largest max|Δ| against PyTorch accepted on export (default: %(default)s)")
-    parser.add_argument("--quantize", choices=("int8",), default=None,
-                        help="int8: dynamically quantised transformer weights (smaller, faster on CPUs without "
-                             "bf16 units); validated by embedding cosine >= %s" % INT8_MIN_COSINE)
-    parser.add_argument("--no-progress", action="store_true", help="no download progress bar")
-
-
-def run_export(args) -> int:
-    """``avex-hub export``: 0 written and validated; 1 weights unavailable or unreadable, or the export failed (torch
-    could not export the model, validation failed, a write error such as a full disk: nothing was written); 2 usage
-    error (an --out that is a folder or cannot be written, an --opset outside 14..20, a negative --tolerance, a bad
-    --checkpoint, onnx or onnxruntime missing), found before any work. Every failure is one line on stderr."""
-    import sys
-
-    from ..hub.loading import ChecksumError, WeightsNotAvailableError, build_model
-
-    def error(message: str, code: int) -> int:
-        print(f"avex-hub: error: {message}", file=sys.stderr)
-        return code
-
-    try:
-        out = check_export_request(args.out, opset=args.opset, tolerance=args.tolerance)
-        need("onnx"), need("onnxruntime")
-    except ValueError as failure:
-        return error(f"{failure}", 2)
-    except ImportError as failure:
-        return error(str(failure), 2)
-    try:
-        model = build_model(args.model, checkpoint=args.checkpoint, progress=not args.no_progress)
-    except (WeightsNotAvailableError, ChecksumError) as failure:
-        return error(str(failure), 1)
-    except (FileNotFoundError, ValueError) as failure:  # a bad --checkpoint
-        return error(str(failure), 2)
-    except OSError as failure:  # a cached or given weights path that is a folder, unreadable, ...
-        return error(f"cannot read the weights at {failure.filename or args.checkpoint or args.model} "
-                     f"({failure.strerror or failure})", 1)
-    try:
-        worst = export_onnx(model, out, opset=args.opset, tolerance=args.tolerance, quantize=args.quantize)
-    except OnnxExportError as failure:
-        return error(str(failure), 1)
-    except OSError as failure:  # a full disk, a folder gone mid-way: the temporary file is removed
-        where = f" writing {failure.filename}" if failure.filename else ""
-        return error(f"{failure.strerror or failure}{where}; nothing was written to {out}", 1)
-    deltas = ", ".join(f"{name} {value:.1e}" for name, value in worst.items())
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); onnxruntime vs PyTorch max|Δ|: {deltas}")
-    return 0
+def check_export_packages() -> None:
+    """ImportError naming the extra to install when onnx or onnxruntime (which the validation runs) is missing."""
+    need("onnx"), need("onnxruntime")

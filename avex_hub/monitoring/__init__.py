@@ -12,7 +12,7 @@ The flow, one module a step (each reads the rows of the step before; none reache
     presence     site x occasion tables (long, and the matrices R's unmarked reads)
     species      a species list checked against the label map
 
-``avex-hub times | events | review | calibrate | presence`` run them from a shell (``avex_hub.cli_monitoring``).
+``avex-hub times | events | review | calibrate | presence`` run them from a shell (``avex_hub.cli.monitoring``).
 """
 
 from .._lazy import lazy_modules

@@ -23,107 +23,66 @@ printed as ``avex-hub: ...`` lines.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import sqlite3
-import sys
-import warnings
 from pathlib import Path
 
-from ._files import check_writable
+from .._files import check_writable
+from . import options, terminal
+from .errors import CommandError, ExitCode, UsageError
+from .model import load_model, runtime_device
+from .options import at_least_zero, positive_int
+
+__all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("index", "search", "label", "train-classifier", "detect", "prune", "export-labels", "import-labels")
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_BUSY = 0, 1, 2, 3, 4
 
 
 # -- the parsers ------------------------------------------------------------------------------------------------------
-def _number(kind, holds, rule: str):
-    """An argparse type: ``kind`` (int or float) for which ``holds(value)``, else an error saying ``rule``."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got "
-                                             f"{text!r}") from None
-        if not holds(value):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-        return value
+def add_parsers(sub) -> None:
+    """Register the agile subcommands on ``sub`` (the CLI's subparsers)."""
+    model = options.parent("--checkpoint", "--device", "--no-progress")
+    options.add(model, "--model", default=None,
+                help="published model (index default: esp_aves2_sl_beats_all; search: the database's)")
+    db = options.parent("--db")
 
-    parse.__name__ = f"{kind.__name__} {rule}"  # argparse names the type in some messages
-    return parse
-
-
-_positive_int, _positive_float = _number(int, lambda v: v > 0, "> 0"), _number(float, lambda v: v > 0, "> 0")
-_at_least_zero = _number(int, lambda v: v >= 0, ">= 0")
-_probability = _number(float, lambda v: 0.0 < v < 1.0, "between 0 and 1 (exclusive)")
-
-
-def add_parsers(sub, channels_type) -> None:
-    """Register the agile subcommands on ``sub`` (the CLI's subparsers); ``channels_type`` parses --channels."""
-    from .encoder.model import POOLINGS
-    from .encoder.precision import PRECISIONS
-    from .encoder.runtimes import RUNTIMES
-    from .hub.weights import WEIGHTS
-
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", default=None, choices=sorted(WEIGHTS), metavar="MODEL",
-                       help="published model (index default: esp_aves2_sl_beats_all; search: the database's)")
-    model.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
-    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
-    model.add_argument("--no-progress", action="store_true", help="no progress bar")
-    db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", required=True, type=Path, help="the embedding database folder")
-
-    from .cli_monitoring import where_parser  # how recording starts and sites are read, as the monitoring commands
-
-    index = sub.add_parser("index", parents=[model, db, where_parser()],
+    # allow_abbrev=False, as for embed: an option is its full name (--layer would otherwise quietly mean --layers);
+    # --deployments, --time-pattern and --timezone: how recording starts and sites are read, as the monitoring commands
+    where = options.parent("--deployments", "--time-pattern", "--timezone")
+    index = sub.add_parser("index", parents=[model, db, where], allow_abbrev=False,
                            help="embed a folder tree into a hoplite database")
     index.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    index.add_argument("--window", type=_positive_float, default=None,
-                       help="window length in seconds (default: the model's preprocessing.window_s, 10)")
-    index.add_argument("--hop", type=_positive_float, default=None,
-                       help="hop between windows in seconds (default: the window)")
-    index.add_argument("--layer", type=int, default=-1, help="the layer stored (default: -1, the last)")
-    index.add_argument("--pooling", choices=POOLINGS, default="mean", help="pooling over frames")
-    index.add_argument("--channels", type=channels_type, default="mix",
-                       help="'mix' (default), 'all' (one vector per channel) or a channel index")
-    index.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                       help="fp32 (default), bf16 (CUDA, or CPUs with bf16 units), int8 (CPU; see README's speed table)")
-    index.add_argument("--runtime", choices=tuple(RUNTIMES), default="torch",
-                       help="what runs the encoder, as for embed (the archive keeps one runtime's vectors; search "
-                            "embeds its queries with it)")
-    index.add_argument("--threads", type=_positive_int, default=None,
-                       help="the runtime's compute threads (default: the cores less the decoding workers)")
-    index.add_argument("--batch-size", type=_positive_int, default=None,
-                       help="windows per batch (default: 2 CPU, 64 CUDA)")
-    index.add_argument("--workers", type=_at_least_zero, default=None,
-                       help="decoding worker processes (default as for embed)")
+    for name in ("--window", "--hop", "--pooling", "--channels", "--precision", "--threads", "--batch-size",
+                 "--workers"):
+        options.add(index, name)
+    options.add(index, "--runtime", help="what runs the encoder, as for embed (the archive keeps one runtime's "
+                                         "vectors; search embeds its queries with it)")
+    options.add(index, "--layers", help="the layer stored, one index (default: -1, the last; 0 the encoder input)")
 
     search = sub.add_parser("search", parents=[model, db], help="nearest windows to example calls (cosine)")
     search.add_argument("--query", action="append", required=True, metavar="FILE[:START-END]",
                         help="a query clip, optionally the seconds holding the call; repeat for several")
-    search.add_argument("--top", type=_positive_int, default=100, help="windows to return (default: 100)")
+    search.add_argument("--top", type=positive_int, default=100, help="windows to return (default: 100)")
     search.add_argument("--combine", choices=("mean", "max"), default="mean",
                         help="several queries: average (default) or max of their scores")
     search.add_argument("--exact", action="store_true", help="brute force instead of the approximate index")
     search.add_argument("--label", default="", help="prefill the label column of the CSV with this name")
-    search.add_argument("--out", required=True, type=Path, help="hits CSV (label it, then `avex-hub label`)")
-    search.add_argument("--raven", type=Path, default=None, help="also one Raven selection table per file here")
+    options.add(search, "--out", help="hits CSV (label it, then `avex-hub label`)")
+    options.add(search, "--raven")
 
     label = sub.add_parser("label", parents=[db], help="store the labels filled into a hits CSV")
     label.add_argument("csvs", nargs="+", type=Path, metavar="CSV", help="hits CSVs with label / label_type filled")
 
     train = sub.add_parser("train-classifier", parents=[db], help="a linear probe on the labelled windows")
-    train.add_argument("--out", required=True, type=Path, help="probe file (.safetensors)")
-    train.add_argument("--epochs", type=_positive_int, default=300, help="full-batch steps (default: 300)")
+    options.add(train, "--out", help="probe file (.safetensors)")
+    options.add(train, "--epochs", default=300, help="full-batch steps (default: 300)")
 
     detect = sub.add_parser("detect", parents=[db], help="score every window with a probe")
-    detect.add_argument("--probe", required=True, type=Path, help="from train-classifier")
-    detect.add_argument("--out", required=True, type=Path, help="CSV: every window, one score column per label")
-    detect.add_argument("--raven", type=Path, default=None, help="Raven tables of windows at or above --threshold")
-    detect.add_argument("--threshold", type=_probability, default=0.5, help="detection threshold (default: 0.5)")
-    detect.add_argument("--uncertain", type=_at_least_zero, default=0, metavar="N",
+    options.add(detect, "--probe", required=True, help="from train-classifier")
+    options.add(detect, "--out", help="CSV: every window, one score column per label")
+    options.add(detect, "--raven", help="Raven tables of windows at or above --threshold")
+    options.add(detect, "--threshold", default=0.5, help="detection threshold (default: 0.5)")
+    detect.add_argument("--uncertain", type=at_least_zero, default=0, metavar="N",
                         help="also write the N unlabelled windows nearest the threshold to <out>.uncertain.csv, "
                              "to label")
     detect.add_argument("--include-labelled", action="store_true",
@@ -133,68 +92,42 @@ def add_parsers(sub, channels_type) -> None:
     prune.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
     export = sub.add_parser("export-labels", parents=[db], help="every label of the archive as a CSV")
-    export.add_argument("--out", required=True, type=Path, help="labels CSV (import it with import-labels)")
+    options.add(export, "--out", help="labels CSV (import it with import-labels)")
 
     imports = sub.add_parser("import-labels", parents=[db], help="store the labels of an export-labels CSV")
     imports.add_argument("csvs", nargs="+", type=Path, metavar="CSV", help="files written by export-labels")
 
 
 # -- running them -----------------------------------------------------------------------------------------------------
-def run(args, usage_error) -> int:
-    """Run an agile subcommand; ``usage_error`` is the CLI's UsageError class (exit code 2)."""
+def run(args) -> int:
+    """Run an agile subcommand; what stops it is a CommandError (its exit code) or a UsageError (2)."""
     try:
-        from .integrations import agile
+        from ..integrations import agile
     except ImportError as error:
-        raise usage_error(str(error)) from None
-    from .encoder.onnx_graph import GraphExportError
+        raise UsageError(str(error)) from None
+    from ..encoder.onnx_graph import GraphExportError
+
     handlers = {"index": _index, "search": _search, "label": _label, "train-classifier": _train,
                 "detect": _detect, "prune": _prune, "export-labels": _export, "import-labels": _import}
-    with _notices_as_lines(agile.ArchiveNotice):
+    with terminal.warnings_as_lines(agile.ArchiveNotice):
         try:
             return handlers[args.command](args, agile)
         except agile.ArchiveLockedError as error:
-            return _fail(str(error), EXIT_BUSY)
+            raise CommandError(str(error), ExitCode.BUSY) from None
         except (agile.ArchiveError, agile.SchemaError) as error:
-            return _fail(str(error), EXIT_ERROR)
+            raise CommandError(str(error)) from None
         except sqlite3.DatabaseError as error:
-            return _fail(f"{args.db}: the database cannot be read or written ({type(error).__name__}: {error})",
-                         EXIT_ERROR)
+            raise CommandError(f"{args.db}: the database cannot be read or written ({type(error).__name__}: "
+                               f"{error})") from None
         except GraphExportError as error:  # --runtime onnxruntime or openvino (index, or search on such an archive)
-            return _fail(f"{error}; nothing was computed (--runtime torch runs without a graph)", EXIT_ERROR)
+            raise CommandError(f"{error}; nothing was computed (--runtime torch runs without a graph)") from None
         except (FileNotFoundError, FileExistsError, ValueError) as error:  # incl. SettingsMismatchError
-            raise usage_error(str(error)) from None
+            raise UsageError(str(error)) from None
         except ImportError as error:  # a runtime's package missing (its message names the extra)
-            raise usage_error(str(error)) from None
+            raise UsageError(str(error)) from None
         except OSError as error:
             where = f" {error.filename}" if error.filename else ""
-            return _fail(f"cannot read or write{where} ({error.strerror or error})", EXIT_ERROR)
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"avex-hub: error: {message}", file=sys.stderr)
-    return code
-
-
-@contextlib.contextmanager
-def _notices_as_lines(category):
-    """Warnings of ``category`` printed as one ``avex-hub: ...`` line each while the command runs."""
-    previous = warnings.showwarning
-
-    def show(message, kind, filename, lineno, file=None, line=None):
-        if issubclass(kind, category):
-            print(f"avex-hub: {message}", file=sys.stderr)
-        else:
-            previous(message, kind, filename, lineno, file, line)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", category)
-        warnings.showwarning = show
-        yield
-
-
-def _say(args, message: str) -> None:
-    if not getattr(args, "no_progress", False):
-        print(f"avex-hub: {message}", file=sys.stderr)
+            raise CommandError(f"cannot read or write{where} ({error.strerror or error})") from None
 
 
 def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
@@ -207,28 +140,14 @@ def _writable(path: Path, flag: str, *, folder: bool = False) -> None:
     check_writable(path if folder else path.parent, flag)
 
 
-def _model(args, default: str, checkpoint: str | None = None):
-    from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
-
-    try:
-        return build_model(args.model or default, checkpoint=checkpoint or args.checkpoint,
-                           progress=not args.no_progress)
-    except (WeightsNotAvailableError, ChecksumError) as error:
-        print(f"avex-hub: error: {error}", file=sys.stderr)
-        return None
-
-
 def _index(args, agile) -> int:
-    from .cli_monitoring import say_unknown_starts
-    from .embed import outputs
-    from .encoder.runtimes import check_runtime
+    from ..embed import outputs
+    from .monitoring import say_unknown_starts
 
-    device = "cpu" if args.runtime != "torch" and args.device == "auto" else args.device
-    check_runtime(args.runtime, args.precision, device)  # before the weights load
-    model = _model(args, "esp_aves2_sl_beats_all")
-    if model is None:
-        return EXIT_ERROR
-    report = agile.index_files(model, args.paths, args.db, layer=args.layer, pooling=args.pooling,
+    layer = _one_layer(args.layers)
+    device = runtime_device(args)  # before the weights load
+    model = load_model(args, args.model or options.DEFAULT_MODEL)
+    report = agile.index_files(model, args.paths, args.db, layer=layer, pooling=args.pooling,
                                window_s=args.window, hop_s=args.hop, channels=args.channels,
                                precision=args.precision, batch_size=args.batch_size,
                                num_workers=args.workers, device=device, progress=not args.no_progress,
@@ -236,37 +155,46 @@ def _index(args, agile) -> int:
                                timezone=args.timezone, deployments=args.deployments, runtime=args.runtime,
                                threads=args.threads)
     say_unknown_starts(report.unknown_starts, len(report.added) + len(report.skipped) + len(report.failures))
-    _say(args, f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
-               f"{len(report.skipped)} already in {args.db}")
+    terminal.say(f"indexed {len(report.added)} files ({report.windows} windows) in {report.seconds:.1f} s; "
+                 f"{len(report.skipped)} already in {args.db}")
     if report.changed:
-        print(f"avex-hub: {len(report.changed)} files had changed since they were indexed (e.g. {report.changed[0]}): "
-              "embedded again, their labels kept", file=sys.stderr)
+        terminal.say(f"{len(report.changed)} files had changed since they were indexed (e.g. {report.changed[0]}): "
+                     "embedded again, their labels kept")
     failures = args.db / "failures.csv"
     if report.failures:
         outputs.write_failures(failures, report.failures)
-        print(f"avex-hub: error: {len(report.failures)} inputs could not be processed (listed in {failures})",
-              file=sys.stderr)
-        return EXIT_PARTIAL
+        terminal.error(f"{len(report.failures)} inputs could not be processed (listed in {failures})")
+        return ExitCode.PARTIAL
     failures.unlink(missing_ok=True)
-    return EXIT_OK
+    return ExitCode.OK
+
+
+def _one_layer(layers) -> int:
+    """index stores one layer per window: --layers N, or 'last' (-1)."""
+    if layers == "last":
+        return -1
+    if isinstance(layers, int):
+        return layers
+    given = ",".join(map(str, layers)) if isinstance(layers, list) else layers
+    raise ValueError(f"--layers {given}: index stores one layer per window; give one layer index, e.g. --layers 6 "
+                     "(-1 is the last)")
 
 
 def _search_model(args, archive):
     """The model the archive was built with: --checkpoint, else the weights it remembers (when their digest still
     matches), else the published model from the Hub (when the archive was built with it)."""
-    from .hub.loading import sha256_file
-    from .hub.weights import get_weights
+    from ..hub.loading import sha256_file
+    from ..hub.weights import get_weights
 
     name, digest = args.model or archive.settings["model"], archive.settings["weights_sha256"]
     if args.checkpoint or digest == get_weights(name).sha256:
-        return _model(args, name)
+        return load_model(args, name)
     remembered = archive.weights.get("path")
     if remembered and os.path.isfile(remembered):
         now = sha256_file(remembered)
         if now == digest:
-            print(f"avex-hub: using the weights at {remembered}, which made this archive (sha256 {digest[:12]}...)",
-                  file=sys.stderr)
-            return _model(args, name, checkpoint=remembered)
+            terminal.say(f"using the weights at {remembered}, which made this archive (sha256 {digest[:12]}...)")
+            return load_model(args, name, checkpoint=remembered)
         raise ValueError(f"{args.db} was built with local weights (sha256 {digest}); the file it remembers, "
                          f"{remembered}, has changed since (sha256 {now}): pass --checkpoint with the weights the "
                          "archive was built with")
@@ -282,15 +210,13 @@ def _search(args, agile) -> int:
     archive = agile.Archive.open(args.db, readonly=True)
     queries = [agile.parse_query(q) for q in args.query]
     model = _search_model(args, archive)
-    if model is None:
-        return EXIT_ERROR
     hits = agile.search(archive, model, queries, top=args.top, combine=args.combine, exact=args.exact,
                         device=args.device)
     agile.write_hits_csv(hits, args.out, label=args.label)
     if args.raven is not None:
         agile.write_hits_raven(hits, args.raven, name=args.label or "query")
-    _say(args, f"wrote {len(hits)} hits to {args.out}")
-    return EXIT_OK
+    terminal.say(f"wrote {len(hits)} hits to {args.out}")
+    return ExitCode.OK
 
 
 def _labels_files(paths: list[Path]) -> None:
@@ -306,8 +232,8 @@ def _store_labels(args, agile, store) -> int:
     _labels_files(args.csvs)
     archive = agile.Archive.open(args.db)
     for path in args.csvs:
-        print(f"avex-hub: {path}: {store(archive, path).summary()}", file=sys.stderr)
-    return EXIT_OK
+        terminal.say(f"{path}: {store(archive, path).summary()}")
+    return ExitCode.OK
 
 
 def _label(args, agile) -> int:
@@ -318,8 +244,8 @@ def _train(args, agile) -> int:
     _writable(args.out, "--out")
     archive = agile.Archive.open(args.db, readonly=True)
     path = agile.train_classifier(archive, args.out, epochs=args.epochs)
-    print(f"avex-hub: wrote {path}", file=sys.stderr)
-    return EXIT_OK
+    terminal.say(f"wrote {path}")
+    return ExitCode.OK
 
 
 def _detect(args, agile) -> int:
@@ -337,11 +263,11 @@ def _detect(args, agile) -> int:
         target = args.out.with_suffix(".uncertain.csv")
         picked = detections.uncertain(args.uncertain, include_labelled=args.include_labelled)
         agile.write_hits_csv(picked, target, label=detections.labels[0])
-        print(f"avex-hub: wrote the {len(picked)} windows nearest the threshold to {target} (fill in label_type, "
-              "then `avex-hub label`)", file=sys.stderr)
+        terminal.say(f"wrote the {len(picked)} windows nearest the threshold to {target} (fill in label_type, "
+                     "then `avex-hub label`)")
     above = int((detections.scores.max(1) >= args.threshold).sum()) if len(detections.scores) else 0
-    print(f"avex-hub: scored {len(detections.scores)} windows, {above} at or above {args.threshold}", file=sys.stderr)
-    return EXIT_OK
+    terminal.say(f"scored {len(detections.scores)} windows, {above} at or above {args.threshold}")
+    return ExitCode.OK
 
 
 def _prune(args, agile) -> int:
@@ -349,16 +275,16 @@ def _prune(args, agile) -> int:
     verb = "would remove" if args.dry_run else "removed"
     listed = "".join(f"\n  {f}" for f in report.removed[:20]) + ("\n  ..." if len(report.removed) > 20 else "")
     kept = f"; their labels were written to {report.labels_file} first" if report.labels_file else ""
-    print(f"avex-hub: {verb} {len(report.removed)} recordings whose audio is gone ({report.windows} windows)"
-          f"{kept}{listed}", file=sys.stderr)
-    return EXIT_OK
+    terminal.say(f"{verb} {len(report.removed)} recordings whose audio is gone ({report.windows} windows)"
+                 f"{kept}{listed}")
+    return ExitCode.OK
 
 
 def _export(args, agile) -> int:
     _writable(args.out, "--out")
     count = agile.export_labels(agile.Archive.open(args.db, readonly=True), args.out)
-    print(f"avex-hub: wrote {count} labels to {args.out}", file=sys.stderr)
-    return EXIT_OK
+    terminal.say(f"wrote {count} labels to {args.out}")
+    return ExitCode.OK
 
 
 def _import(args, agile) -> int:

@@ -15,9 +15,14 @@ in ``--cache`` (default ``<out>.cache``), so a re-run resumes. Exit codes: 0 eve
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 from pathlib import Path
+
+from . import options, terminal
+from .errors import CommandError, ExitCode, UsageError
+from .model import load_model
+
+__all__ = ["COMMANDS", "add_parsers", "run"]
 
 COMMANDS = ("benchmark",)
 
@@ -32,19 +37,10 @@ def _listed(kind):
     return parse
 
 
-def _layers(value: str):
-    if value in ("all", "last"):
-        return value
-    items = _listed(int)(value)
-    return items[0] if len(items) == 1 else items
-
-
 def add_parsers(sub) -> None:
     """Register ``benchmark`` on ``sub`` (the CLI's subparsers)."""
-    from .encoder.precision import PRECISIONS
-    from .hub.weights import WEIGHTS
-    from .suites.protocol import ProbeProtocol
-    from .suites.runner import suite_names
+    from ..suites.protocol import ProbeProtocol
+    from ..suites.runner import suite_names
 
     default = {f.name: f.default for f in fields(ProbeProtocol)}
     # allow_abbrev=False, as for embed: an option is its full name (--seed would otherwise quietly mean --seeds)
@@ -52,57 +48,48 @@ def add_parsers(sub) -> None:
                        description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("suite", choices=suite_names(), metavar="SUITE", help=f"one of {', '.join(suite_names())}")
     p.add_argument("--data", required=True, help="the suite's data folder (README: what each suite reads)")
-    p.add_argument("--out", required=True, type=Path, help="the report (markdown; .json beside it)")
+    options.add(p, "--out", help="the report (markdown; .json beside it)")
     p.add_argument("--sets", type=_listed(str), default=None, help="comma list of data sets (default: the suite's)")
-    p.add_argument("--layers", type=_layers, default=default["layers"],
-                   help="last, a layer index, a comma list (mixed by the probe) or all (default: %(default)s)")
+    options.add(p, "--layers", default=default["layers"],
+                help="last, a layer index, a comma list (mixed by the probe) or all (default: %(default)s)")
     listed = {name: ",".join(f"{v:g}" for v in default[name]) for name in ("seeds", "lrs")}
     p.add_argument("--seeds", type=_listed(int), default=default["seeds"],
                    help=f"comma list (default: {listed['seeds']})")
     p.add_argument("--lrs", type=_listed(float), default=default["lrs"],
                    help=f"learning rates to select from on validation (default: {listed['lrs']})")
-    p.add_argument("--epochs", type=int, default=default["epochs"], help="most epochs per probe (default: %(default)s)")
-    p.add_argument("--model", default="esp_aves2_sl_beats_all", choices=sorted(WEIGHTS), metavar="MODEL",
-                   help="published model (default: %(default)s)")
-    p.add_argument("--checkpoint", help="local weights: a .safetensors file or a folder with label_map.json")
+    options.add(p, "--epochs", default=default["epochs"], help="most epochs per probe (default: %(default)s)")
+    for name in ("--model", "--checkpoint", "--device", "--precision", "--no-progress"):
+        options.add(p, name)
     p.add_argument("--cache", type=Path, default=None, help="embedding cache folder (default: <out>.cache)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, cuda if available)")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default: 16)")
-    p.add_argument("--workers", type=int, default=0, help="decoding worker processes (default: 0)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="extraction precision (default: fp32)")
+    options.add(p, "--batch-size", default=16, help="clips per forward pass (default: 16)")
+    options.add(p, "--workers", default=0, help="decoding worker processes (default: 0)")
     p.add_argument("--plan", action="store_true", help="read the sets and report their sizes; embed nothing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def run(args, usage_error) -> int:
-    """Run ``benchmark``; ``usage_error`` is the CLI's UsageError class (exit code 2)."""
-    from .encoder.precision import resolve_device
-    from .hub.loading import ChecksumError, WeightsNotAvailableError, build_model
-    from .suites.protocol import ProbeProtocol
-    from .suites.runner import run_benchmark
+def run(args) -> int:
+    """Run ``benchmark``; what stops it is a CommandError (exit code 1) or a UsageError (2)."""
+    from ..encoder.precision import resolve_device
+    from ..suites.protocol import ProbeProtocol
+    from ..suites.runner import run_benchmark
 
     try:
-        protocol = ProbeProtocol(layers=args.layers, seeds=args.seeds, lrs=args.lrs, epochs=args.epochs)
+        layers = tuple(args.layers) if isinstance(args.layers, list) else args.layers  # the protocol's form
+        protocol = ProbeProtocol(layers=layers, seeds=args.seeds, lrs=args.lrs, epochs=args.epochs)
         device = resolve_device(args.device)
-        if args.batch_size < 1 or args.workers < 0:
-            raise ValueError(f"--batch-size must be >= 1 and --workers >= 0, got {args.batch_size}, {args.workers}")
         _check_writable(args.out)
     except (ValueError, OSError) as error:
-        raise usage_error(str(error)) from None
+        raise UsageError(str(error)) from None
+    model = load_model(args, device=device)
     try:
-        model = build_model(args.model, checkpoint=args.checkpoint, device=device, progress=not args.no_progress)
         report = run_benchmark(model, args.suite, args.data, protocol=protocol, sets=args.sets, out=args.out,
                                cache=args.cache, batch_size=args.batch_size, num_workers=args.workers,
                                precision=args.precision, progress=not args.no_progress, plan=args.plan)
-    except (WeightsNotAvailableError, ChecksumError, FileNotFoundError) as error:  # weights not there or not ours
-        print(f"avex-hub: error: {error}", file=sys.stderr)
-        return 1
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
     except ValueError as error:  # unknown set names, layers the model lacks, weights of another architecture
-        raise usage_error(str(error)) from None
+        raise UsageError(str(error)) from None
     except OSError as error:  # the report or a cache could not be written (disk full, permissions)
-        print(f"avex-hub: error: {error}; the embeddings cached so far are kept, run again to resume",
-              file=sys.stderr)
-        return 1
+        raise CommandError(f"{error}; the embeddings cached so far are kept, run again to resume") from None
     return _status(report, args)
 
 
@@ -118,13 +105,13 @@ def _status(report, args) -> int:
     missing = report.not_run
     done = len(report.sets) - len(missing)
     if not done:
-        print(f"avex-hub: error: no data set could be read under {args.data}; {args.out} says why and holds no "
-              "number of ours", file=sys.stderr)
-        return 1
+        terminal.error(f"no data set could be read under {args.data}; {args.out} says why and holds no "
+                       "number of ours")
+        return ExitCode.ERROR
     verb = "read" if report.plan else "scored"
-    print(f"avex-hub: {verb} {done} of {len(report.sets)} data sets; wrote {args.out}", file=sys.stderr)
+    terminal.say(f"{verb} {done} of {len(report.sets)} data sets; wrote {args.out}")
     if missing:
-        print(f"avex-hub: error: {len(missing)} sets could not be read or failed: "
-              f"{', '.join(f'{s.suite}/{s.name}' for s in missing)} (reasons in {args.out})", file=sys.stderr)
-        return 3
-    return 0
+        terminal.error(f"{len(missing)} sets could not be read or failed: "
+                       f"{', '.join(f'{s.suite}/{s.name}' for s in missing)} (reasons in {args.out})")
+        return ExitCode.PARTIAL
+    return ExitCode.OK

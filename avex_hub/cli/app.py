@@ -1,0 +1,53 @@
+"""The ``avex-hub`` parser, made of each command family's parsers, and ``main``, which runs one command and turns
+what stopped it into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import agile, benchmark, export, inference, monitoring, terminal, weights
+from .errors import CommandError, ExitCode
+
+__all__ = ["build_parser", "main"]
+
+# Each family: COMMANDS (its subcommands), add_parsers(sub) and run(args) -> ExitCode, in the order of --help
+FAMILIES = (inference, weights, export, agile, benchmark, monitoring)
+
+DESCRIPTION = ("avex-hub: embed or classify folders of recordings, agile modelling, monitoring outputs, benchmarks; "
+               "inspect, download, verify and export the weights.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one subparser per command."""
+    parser = argparse.ArgumentParser(prog="avex-hub", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: " + ", ".join(f"{int(code)} {code.name.lower()}"
+                                                                      for code in ExitCode))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for family in FAMILIES:
+        family.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (:class:`avex_hub.cli.errors.ExitCode`). While it runs, warnings
+    print as one line each (:func:`avex_hub.cli.terminal.warnings_as_lines`); Python's display is restored when it
+    returns, so a program or test that calls it keeps its own."""
+    with terminal.warnings_as_lines():
+        return _command(argv)
+
+
+def _command(argv: list[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
+        return ExitCode(exit_.code or 0)
+    family = next(f for f in FAMILIES if args.command in f.COMMANDS)
+    try:
+        return family.run(args)
+    except CommandError as error:
+        terminal.error(str(error))
+        return error.code
+    except KeyboardInterrupt:
+        terminal.error("interrupted; files already finished are kept, run the same command again to continue")
+        return ExitCode.INTERRUPTED
