@@ -36,7 +36,10 @@ def test_hoplite_search_returns_the_brute_force_neighbours(archive_path, tmp_pat
                        "brute": brutalism.brute_search(archive.db, vectors[q], 10, cos)}
             for name, found in results.items():
                 got = np.array([int(r.window_id) for r in sorted(found, reverse=True)])
-                if exact_ids:
+                if name == "approximate":  # HNSW: a graph search, not a scan; its recall is what it promises
+                    near = true >= true[order][-1] - 2e-3  # the true top 10, up to float16 ties
+                    assert near[np.searchsorted(ids, got)].mean() >= 0.8, (name, got, ids[order])
+                elif exact_ids:
                     assert got.tolist() == ids[order].tolist(), name
                 else:  # neighbours up to float16 ties: the k-th result scores as the true k-th neighbour
                     np.testing.assert_allclose(true[np.searchsorted(ids, got)], true[order], atol=2e-3, err_msg=name)
