@@ -300,9 +300,9 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
            clock=None) -> tuple[int, dict[str, list[str]]]:
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
     rows written and, for each quality flag, the inputs with a window so flagged. ``calibration`` (classify
-    --thresholds) is applied to the CSV, ``clock`` (--times) to every output. Neither is part of the settings that
-    name the shards: both are derived from the rows and the recordings' starts at each merge, so a run with them
-    resumes from (and only writes again) the shards of a run without."""
+    --thresholds) is applied to the CSV, ``clock`` (--times) to every output; the clock is not among the settings
+    that name the shards (its columns are derived here from the recordings' starts), so a run with --times resumes
+    from the shards of a run without and only writes --out again."""
     from ..embed import outputs
 
     flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}

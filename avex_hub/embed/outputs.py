@@ -234,10 +234,14 @@ def clock_arrays(clock, files: list[str], starts, ends) -> list:
 
     if clock is None:
         return []
-    cells = [clock(f, float(s), float(e)) for f, s, e in zip(files, starts, ends)]
-    columns = list(zip(*cells)) if cells else [()] * len(clock.columns)
     return [pa.array([text_cell(v) if isinstance(v, str) else v for v in values], field.type)
-            for values, field in zip(columns, clock_fields(clock))]
+            for values, field in zip(_clock_columns(clock, files, starts, ends), clock_fields(clock))]
+
+
+def _clock_columns(clock, files, starts, ends) -> list[tuple]:
+    """``clock``'s cells of the windows ``files[i]``, ``starts[i]``-``ends[i]``, a tuple per column."""
+    cells = [clock(f, float(s), float(e)) for f, s, e in zip(files, starts, ends)]
+    return list(zip(*cells)) if cells else [()] * len(clock.columns)
 
 
 def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
@@ -247,23 +251,20 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
     keys = ("channel", "start_s", "end_s", "layer", "flags", "embeddings")
     collected: dict[str, list] = {k: [] for k in keys}
     files: list[str] = []
-    places: list[tuple] = []
     for name, a in parts:
         for k in keys:
             collected[k].append(a[k])
-        files.extend([text_cell(name)] * len(a["start_s"]))
-        if clock is not None:
-            places.extend(clock(name, float(s), float(e)) for s, e in zip(a["start_s"], a["end_s"]))
+        files.extend([name] * len(a["start_s"]))
     empty = {"channel": np.zeros(0, np.int32), "start_s": np.zeros(0), "end_s": np.zeros(0),
              "layer": np.zeros(0, np.int16), "flags": np.zeros((0, len(FLAG_NAMES)), bool),
              "embeddings": np.zeros((0, embedding_dim), np.float32)}
     out = {k: (np.concatenate(v) if v else empty[k]) for k, v in collected.items()}
     if clock is not None:
-        columns = list(zip(*places)) if places else [()] * len(clock.columns)
+        columns = _clock_columns(clock, files, out["start_s"], out["end_s"])
         for name, kind, values in zip(clock.columns, clock.kinds, columns):
             out[name] = (np.array([text_cell(v or "") for v in values], dtype=str) if kind is str else
                          np.array([np.nan if v is None else v for v in values], dtype=np.float64))
-    _savez(Path(target), {"file": np.array(files, dtype=str),
+    _savez(Path(target), {"file": np.array([text_cell(f) for f in files], dtype=str),
                           "settings": np.array(settings.to_json()), **out})
     return len(files)
 

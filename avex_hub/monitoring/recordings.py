@@ -215,7 +215,7 @@ def _refuse_timed(source, header: list[str]) -> None:
     if taken:
         raise ValueError(f"{source} already has the column(s) {', '.join(taken)}; it holds times already: time the "
                          "output of a run without --times, or run embed or classify again with --times and these "
-                         "options (it resumes from its --out.parts/ folder, writing only --out)")
+                         "options (it resumes from <out>.parts/ and writes only --out)")
 
 
 def _place_csv(source, target, clock: WindowClock) -> int:
