@@ -14,7 +14,8 @@ weights digest, architecture, preprocessing, precision, runtime, channels, windo
 top-k, label names and the output format version) and then rebuilds ``--out`` from the shards. A shard that
 cannot be read (a disk filled up, a copy cut short) is recomputed, with a line naming it. The settings
 are recorded in the output: Parquet schema metadata ``avex_hub``, NPZ field ``settings``, and for CSV
-the sidecar ``<out>.settings.json``.
+the sidecar ``<out>.settings.json``. ``--times`` and its options are not settings: their columns are derived from
+the recordings' starts each time ``--out`` is written, so a run with them resumes the shards of a run without.
 
 Exit codes: 0 success; 1 an error stopped the command (weights unavailable or unreadable, digest
 mismatch, the runtime's graph could not be exported, disk full or another write error: finished files are
@@ -50,6 +51,14 @@ def add_parsers(sub) -> None:
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     options.add(run, "--out", help="output file; its extension sets the format (embed: "
                 f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
+    options.add(run, "--times",
+                help="start_time and end_time (ISO 8601 with the offset) of every window (classify: after end_s; "
+                     "embed: after embedding), from each recording's start (GUANO, AudioMoth comment, file name); "
+                     "empty where it is unknown, never guessed")
+    options.add(run, "--time-pattern",
+                help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
+    options.add(run, "--timezone", help="with --times: the recorder clock's zone for local times without an offset")
+    options.add(run, "--deployments", help="with --times: deployments CSV; site, latitude, longitude after end_time")
     # allow_abbrev=False: an option is its full name (a prefix such as --layer would silently mean --layers)
     embed = sub.add_parser("embed", parents=[run], allow_abbrev=False,
                            help="embeddings per window -> Parquet (or .npz)")
@@ -67,15 +76,6 @@ def add_parsers(sub) -> None:
     options.add(classify, "--thresholds",
                 help="thresholds file of avex-hub calibrate (refused for another model's weights): probability and "
                      "detected columns per asked species (default species: its labels)")
-    classify.add_argument("--times", action="store_true",
-                          help="start_time and end_time (ISO 8601 with the offset) after end_s, from each recording's "
-                               "start (GUANO, AudioMoth comment, file name); empty where it is unknown, never guessed")
-    options.add(classify, "--time-pattern",
-                help="with --times: strptime pattern of the start in file paths, e.g. %%Y%%m%%d-%%H%%M%%S")
-    options.add(classify, "--timezone",
-                help="with --times: the recorder clock's zone for local times without an offset")
-    options.add(classify, "--deployments",
-                help="with --times: deployments CSV; site, latitude, longitude after end_time")
     options.add(classify, "--raven")
     classify.add_argument("--min-score", type=float, default=0.0,
                           help="Raven tables keep windows whose top-1 score is at least this (default: 0)")
@@ -194,10 +194,10 @@ def run(args) -> int:
                          "(windows above a threshold merged): write the scores, then avex-hub events SCORES.csv "
                          "--thresholds FILE --raven DIR (its tables carry start_time and end_time)")
     _check_targets(args, fmt, out, parts)
-    from .monitoring import classify_clock, classify_species, classify_thresholds  # --thresholds, --times
+    from .monitoring import classify_species, classify_thresholds, window_clock  # --thresholds, --times
 
     try:  # read before the weights load
-        calibration, clock = classify_thresholds(args), classify_clock(args, search.files)
+        calibration, clock = classify_thresholds(args), window_clock(args, search.files)
     except ValueError as error:
         raise UsageError(str(error)) from None
     model = load_model(args)
@@ -300,7 +300,9 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
            clock=None) -> tuple[int, dict[str, list[str]]]:
     """Rebuild --out from the shards of every successful input, in input order, one shard at a time; returns the
     rows written and, for each quality flag, the inputs with a window so flagged. ``calibration`` (classify
-    --thresholds) and ``clock`` (classify --times) are applied to the CSV."""
+    --thresholds) is applied to the CSV, ``clock`` (--times) to every output; the clock is not among the settings
+    that name the shards (its columns are derived here from the recordings' starts), so a run with --times resumes
+    from the shards of a run without and only writes --out again."""
     from ..embed import outputs
 
     flagged: dict[str, dict[str, None]] = {flag: {} for flag in outputs.FLAG_NAMES}
@@ -314,9 +316,9 @@ def _merge(args, fmt: str, model, settings: dict, shards: list[tuple[str, Path]]
             yield name, arrays
 
     if fmt == "parquet":
-        rows = outputs.write_parquet(args.out, parts(), settings, model.embedding_dim)
+        rows = outputs.write_parquet(args.out, parts(), settings, model.embedding_dim, clock)
     elif fmt == "npz":
-        rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim)
+        rows = outputs.write_npz(args.out, parts(), settings, model.embedding_dim, clock)
     else:
         rows = outputs.write_csv(args.out, parts(), tuple(model.labels), settings=settings, calibration=calibration,
                                  clock=clock)

@@ -25,7 +25,7 @@ from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model
 
-__all__ = ["COMMANDS", "add_parsers", "run", "classify_thresholds", "classify_clock", "classify_species"]
+__all__ = ["COMMANDS", "add_parsers", "run", "classify_thresholds", "window_clock", "classify_species"]
 
 COMMANDS = ("scores", "times", "events", "review", "calibrate", "presence")
 
@@ -319,7 +319,7 @@ def _presence(args) -> int:
     return ExitCode.OK
 
 
-# -- classify's monitoring options (--species, --thresholds, --times); errors are ValueErrors, usage errors there
+# -- classify's and embed's monitoring options (--species, --thresholds, --times); ValueErrors, usage errors there
 def classify_thresholds(args):
     """classify --thresholds FILE read; None without it."""
     if getattr(args, "thresholds", None) is None:
@@ -332,26 +332,20 @@ def classify_thresholds(args):
         raise ValueError(str(error)) from None
 
 
-def classify_clock(args, files: list[str]):
-    """classify --times: ``(file, start_s, end_s) -> cells`` of ``clock.columns`` (``start_time``, ``end_time`` in
-    ISO 8601, ``""`` where the start is unknown; with --deployments ``site``, ``latitude``, ``longitude``, as
-    ``avex-hub times --table`` writes them) from each recording's start (the same reading and the same line about
-    unknown starts as ``avex-hub times``); None without --times."""
+def window_clock(args, files: list[str]):
+    """embed|classify --times: the :class:`avex_hub.monitoring.recordings.WindowClock` of ``files`` (``start_time``,
+    ``end_time``; with --deployments ``site``, ``latitude``, ``longitude``, as ``avex-hub times --table`` writes them)
+    from each recording's start (the same reading and the same line about unknown starts as ``avex-hub times``);
+    None without --times."""
     if not getattr(args, "times", False):
         if any(getattr(args, k, None) for k in ("time_pattern", "timezone", "deployments")):
             raise ValueError("--time-pattern, --timezone and --deployments set how --times reads recording starts "
                              "and sites; add --times")
         return None
-    from ..monitoring.recordings import PLACE_COLUMNS, by_file, place_window
+    from ..monitoring.recordings import PLACE_COLUMNS, WindowClock, by_file
 
     recordings = by_file(_recordings(args, dict.fromkeys(files, 0.0)))  # durations are not needed, only starts
-    columns = PLACE_COLUMNS if getattr(args, "deployments", None) is not None else PLACE_COLUMNS[:2]
-
-    def clock(file: str, start_s: float, end_s: float) -> tuple:
-        return place_window(recordings[file], start_s, end_s)[:len(columns)]
-
-    clock.columns = list(columns)
-    return clock
+    return WindowClock(recordings, PLACE_COLUMNS if args.deployments is not None else PLACE_COLUMNS[:2])
 
 
 def classify_species(args, labels, calibration=None) -> list[str] | None:

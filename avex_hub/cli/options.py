@@ -122,6 +122,9 @@ def declarations() -> dict[str, dict]:
                                   "scores"),
         "--epochs": dict(type=positive_int, default=None, help="most training epochs"),
         # recording times and places
+        "--times": dict(action="store_true",
+                        help="start_time and end_time (ISO 8601 with the offset) of every window, from each "
+                             "recording's start (GUANO, AudioMoth comment, file name); empty where it is unknown"),
         "--deployments": dict(type=Path, default=None,
                               help="CSV: folder or recorder -> site, latitude, longitude, start, end, timezone"),
         "--time-pattern": dict(default=None, metavar="PATTERN",

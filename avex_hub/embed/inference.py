@@ -4,6 +4,7 @@
     result = embed_files(model, ["site1/", "night.flac"], window_s=10, layers=-1, num_workers=2)
     result.embeddings            # float32 [rows, C]; result.file / .channel / .start_s / .end_s per row
     result.to_parquet("emb.parquet"); result.failures   # {path: error} of unreadable inputs
+    result.to_parquet("emb.parquet", clock=WindowClock(...))   # with absolute times: avex_hub.monitoring.recordings
 
 How it runs: the one recording pipeline. A DataLoader over an ``IterableDataset`` whose workers each take a
 share of the files (largest first, to the least loaded worker), decode and resample them block by block
@@ -304,28 +305,30 @@ class InferenceResult:
     def _parts(self):
         return [(f.path, f.arrays) for f in self.files if f.arrays]
 
-    def to_parquet(self, path) -> int:
+    # clock: times and places of the windows (an avex_hub.monitoring.recordings.WindowClock; the --times columns)
+    def to_parquet(self, path, clock=None) -> int:
         from .outputs import write_parquet
 
-        return write_parquet(path, self._parts(), self.settings, self.embeddings.shape[1])
+        return write_parquet(path, self._parts(), self.settings, self.embeddings.shape[1], clock)
 
-    def to_npz(self, path) -> int:
+    def to_npz(self, path, clock=None) -> int:
         from .outputs import write_npz
 
-        return write_npz(path, self._parts(), self.settings, self.embeddings.shape[1])
+        return write_npz(path, self._parts(), self.settings, self.embeddings.shape[1], clock)
 
-    def to_csv(self, path, calibration=None) -> int:
+    def to_csv(self, path, calibration=None, clock=None) -> int:
         """``calibration``: a thresholds file's :class:`avex_hub.monitoring.calibration.Thresholds` (``Thresholds.load``)
         for ``probability`` and ``detected`` columns; needs ``species`` asked, refused for another model."""
         from .outputs import write_csv
 
-        return write_csv(path, self._parts(), self.labels, settings=self.settings, calibration=calibration)
+        return write_csv(path, self._parts(), self.labels, settings=self.settings, calibration=calibration,
+                         clock=clock)
 
-    def to_raven(self, folder, min_score: float = 0.0) -> list[Path]:
+    def to_raven(self, folder, min_score: float = 0.0, clock=None) -> list[Path]:
         from .outputs import raven_names, write_raven_tables
 
         return write_raven_tables(folder, self._parts(), self.labels, raven_names([f.path for f in self.files]),
-                                  min_score)
+                                  min_score, clock)
 
 
 def _run(model, task: str, paths, *, window_s, hop_s, channels, layers, pooling, top_k, batch_size, num_workers,

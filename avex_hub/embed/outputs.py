@@ -53,7 +53,7 @@ from .settings import InferenceSettings
 __all__ = [
     "FLAG_NAMES", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "earlier_settings",
     "carry_over_shard", "write_parquet", "write_npz", "write_csv", "write_raven_tables", "write_failures",
-    "raven_names", "text_cell",
+    "raven_names", "text_cell", "clock_fields", "clock_arrays",
 ]
 
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
@@ -187,15 +187,16 @@ def _seconds(value) -> str:
 
 # -- combined outputs: the mix's channel is MIX_CHANNEL (-1) in every format ------------------------------
 def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-                  settings: InferenceSettings, embedding_dim: int) -> int:
-    """Write embedding rows of ``(file, arrays)`` parts one row group at a time; returns the row count."""
+                  settings: InferenceSettings, embedding_dim: int, clock=None) -> int:
+    """Write embedding rows of ``(file, arrays)`` parts one row group at a time; returns the row count. ``clock``
+    (``embed --times``, an :class:`avex_hub.monitoring.recordings.WindowClock`): its columns after ``embedding``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([
         ("file", pa.string()), ("channel", pa.int32()), ("start_s", pa.float64()), ("end_s", pa.float64()),
         ("layer", pa.int16()), *[(name, pa.bool_()) for name in FLAG_NAMES],
-        ("embedding", pa.list_(pa.float32(), embedding_dim)),
+        ("embedding", pa.list_(pa.float32(), embedding_dim)), *clock_fields(clock),
     ], metadata={"avex_hub": settings.to_json()})
     rows = 0
     with atomic_path(target, ".parquet") as tmp:
@@ -209,27 +210,61 @@ def write_parquet(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str
                     pa.array(a["layer"], pa.int16()),
                     *[pa.array(a["flags"][:, i]) for i in range(len(FLAG_NAMES))],
                     pa.FixedSizeListArray.from_arrays(flat, embedding_dim),
+                    *clock_arrays(clock, [name] * n, a["start_s"], a["end_s"]),
                 ]
                 writer.write_table(pa.Table.from_arrays(columns, schema=schema))
                 rows += n
     return rows
 
 
+def clock_fields(clock) -> list:
+    """The Arrow fields of ``clock``'s columns (none without one): text as string, numbers as float64."""
+    import pyarrow as pa
+
+    if clock is None:
+        return []
+    return [pa.field(name, pa.string() if kind is str else pa.float64()) for name, kind in
+            zip(clock.columns, clock.kinds)]
+
+
+def clock_arrays(clock, files: list[str], starts, ends) -> list:
+    """The Arrow arrays of ``clock``'s columns for the windows ``files[i]``, ``starts[i]``-``ends[i]`` (none without a
+    clock): text as written by :func:`text_cell`, None as null."""
+    import pyarrow as pa
+
+    if clock is None:
+        return []
+    return [pa.array([text_cell(v) if isinstance(v, str) else v for v in values], field.type)
+            for values, field in zip(_clock_columns(clock, files, starts, ends), clock_fields(clock))]
+
+
+def _clock_columns(clock, files, starts, ends) -> list[tuple]:
+    """``clock``'s cells of the windows ``files[i]``, ``starts[i]``-``ends[i]``, a tuple per column."""
+    cells = [clock(f, float(s), float(e)) for f, s, e in zip(files, starts, ends)]
+    return list(zip(*cells)) if cells else [()] * len(clock.columns)
+
+
 def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np.ndarray]]],
-              settings: InferenceSettings, embedding_dim: int) -> int:
-    """All embedding rows in one ``.npz`` (held in memory once: embeddings are small next to audio)."""
+              settings: InferenceSettings, embedding_dim: int, clock=None) -> int:
+    """All embedding rows in one ``.npz`` (held in memory once: embeddings are small next to audio). ``clock``
+    (``embed --times``): its columns as arrays, text ``""`` and numbers NaN where unknown."""
     keys = ("channel", "start_s", "end_s", "layer", "flags", "embeddings")
     collected: dict[str, list] = {k: [] for k in keys}
     files: list[str] = []
     for name, a in parts:
         for k in keys:
             collected[k].append(a[k])
-        files.extend([text_cell(name)] * len(a["start_s"]))
+        files.extend([name] * len(a["start_s"]))
     empty = {"channel": np.zeros(0, np.int32), "start_s": np.zeros(0), "end_s": np.zeros(0),
              "layer": np.zeros(0, np.int16), "flags": np.zeros((0, len(FLAG_NAMES)), bool),
              "embeddings": np.zeros((0, embedding_dim), np.float32)}
     out = {k: (np.concatenate(v) if v else empty[k]) for k, v in collected.items()}
-    _savez(Path(target), {"file": np.array(files, dtype=str),
+    if clock is not None:
+        columns = _clock_columns(clock, files, out["start_s"], out["end_s"])
+        for name, kind, values in zip(clock.columns, clock.kinds, columns):
+            out[name] = (np.array([text_cell(v or "") for v in values], dtype=str) if kind is str else
+                         np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+    _savez(Path(target), {"file": np.array([text_cell(f) for f in files], dtype=str),
                           "settings": np.array(settings.to_json()), **out})
     return len(files)
 

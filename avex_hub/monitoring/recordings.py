@@ -22,11 +22,12 @@ from .tables import read_table, write_table
 from .times import RecordingStart, TimePattern, fixed, iso, parse_time, parse_zone, recording_start
 
 __all__ = ["Recording", "describe_recordings", "write_recordings", "read_recordings", "by_file", "place_table",
-           "table_windows", "place_window", "COLUMNS", "PLACE_COLUMNS"]
+           "table_windows", "place_window", "WindowClock", "COLUMNS", "PLACE_COLUMNS"]
 
 COLUMNS = ["file", "start_time", "end_time", "duration_s", "time_source", "recorder", "site", "latitude", "longitude",
            "time_zone", "flag", "note"]
 PLACE_COLUMNS = ["start_time", "end_time", "site", "latitude", "longitude"]  # what place_table appends to a row
+_PLACE_KINDS = (str, str, str, float, float)  # the cells' kinds: text ("" or None when unknown), or a number or None
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,45 @@ def place_window(recording: "Recording | None", start: float, end: float) -> tup
             recording.longitude)
 
 
+@dataclass(frozen=True)
+class WindowClock:
+    """The absolute time and place of windows: ``clock(file, start_s, end_s)`` is the tuple of cells of
+    ``clock.columns`` (the first two, or all, of :data:`PLACE_COLUMNS`, as :func:`place_window` gives them) for
+    the window ``start_s``-``end_s`` s of ``file``; empty (and None) for a file not in ``recordings`` or whose start
+    is unknown. ``clock.kinds``: ``str`` or ``float`` per column. The writers of ``avex-hub classify|embed --times``
+    and of ``avex-hub times --table`` take one (``clock=``):
+
+        recordings = describe_recordings({f.path: f.duration_s for f in result.files}, timezone="Europe/Berlin",
+                                         deployments=Deployments.read("deployments.csv"))
+        result.to_parquet("emb.parquet", clock=WindowClock(by_file(recordings)))
+    """
+
+    recordings: Mapping[str, Recording]
+    columns: tuple[str, ...] = tuple(PLACE_COLUMNS)
+
+    def __post_init__(self):
+        if tuple(self.columns) not in (tuple(PLACE_COLUMNS[:2]), tuple(PLACE_COLUMNS)):
+            raise ValueError(f"a window clock's columns are {PLACE_COLUMNS[:2]} or {PLACE_COLUMNS}, got "
+                             f"{list(self.columns)}")
+        object.__setattr__(self, "columns", tuple(self.columns))
+
+    @property
+    def kinds(self) -> tuple[type, ...]:
+        return _PLACE_KINDS[:len(self.columns)]
+
+    def __call__(self, file: str, start_s: float, end_s: float) -> tuple:
+        return place_window(self.recordings.get(file), start_s, end_s)[:len(self.columns)]
+
+
 def place_table(source: str | os.PathLike, target: str | os.PathLike, recordings: Mapping[str, Recording]) -> int:
     """Write the window table at ``source`` to ``target`` (same format: CSV or Parquet) with :data:`PLACE_COLUMNS`
     appended to every row from ``recordings`` (``{file: Recording}``): the window's absolute start and end (ISO 8601
-    with the offset; empty where the recording's start is unknown), its site and position. The source's own cells
-    are copied as they are. Returns the number of rows."""
+    with the offset; empty where the recording's start is unknown), its site and position (the cells of a
+    :class:`WindowClock`). The source's own cells are copied as they are. Returns the number of rows.
+
+    A table that has any of these columns already (``classify|embed --times``, ``detect``) is refused rather than
+    timed again: its times came from one reading of the recordings, and a second set beside or over them would
+    leave two answers, or none that the run's other outputs share; time the table of a run without ``--times``."""
     from pathlib import Path
 
     source, target = Path(source), Path(target)
@@ -171,55 +206,55 @@ def place_table(source: str | os.PathLike, target: str | os.PathLike, recordings
     if source.suffix.lower() != target.suffix.lower():
         raise ValueError(f"{source} is {source.suffix or 'without a suffix'}, --out {target.suffix or 'has none'}: "
                          "write the timed table in the same format")
-    if source.suffix.lower() == ".parquet":
-        return _place_parquet(source, target, recordings)
-    return _place_csv(source, target, recordings)
+    write = _place_parquet if source.suffix.lower() == ".parquet" else _place_csv
+    return write(source, target, WindowClock(recordings))
 
 
-def _place_csv(source, target, recordings) -> int:
+def _refuse_timed(source, header: list[str]) -> None:
+    taken = [c for c in PLACE_COLUMNS if c in header]
+    if taken:
+        raise ValueError(f"{source} already has the column(s) {', '.join(taken)}; it holds times already: time the "
+                         "output of a run without --times, or run embed or classify again with --times and these "
+                         "options (it resumes from <out>.parts/ and writes only --out)")
+
+
+def _place_csv(source, target, clock: WindowClock) -> int:
     import csv
 
     from ..embed.outputs import atomic_path
     from .tables import cell
 
-    places = (place_window(recordings.get(f), s, e) for f, s, e in _window_columns(source))
+    places = (clock(f, s, e) for f, s, e in _window_columns(source))
     count = 0
     with open(source, newline="", encoding="utf-8-sig") as handle, atomic_path(target, ".csv") as tmp:
         reader = csv.reader(handle)
         header = next(reader, [])
-        taken = [c for c in PLACE_COLUMNS if c in header]
-        if taken:
-            raise ValueError(f"{source} already has the column(s) {', '.join(taken)}; it holds times already")
+        _refuse_timed(source, header)
         with open(tmp, "w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
-            writer.writerow(header + PLACE_COLUMNS)
+            writer.writerow(header + list(clock.columns))
             for row, place in zip(reader, places):
                 writer.writerow(row + [cell(v) for v in place])
                 count += 1
     return count
 
 
-def _place_parquet(source, target, recordings) -> int:
+def _place_parquet(source, target, clock: WindowClock) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..embed.outputs import atomic_path
+    from ..embed.outputs import atomic_path, clock_arrays, clock_fields
 
     data = pq.ParquetFile(source)
-    taken = [c for c in PLACE_COLUMNS if c in data.schema_arrow.names]
-    if taken:
-        raise ValueError(f"{source} already has the column(s) {', '.join(taken)}; it holds times already")
-    types = [pa.string(), pa.string(), pa.string(), pa.float64(), pa.float64()]
+    _refuse_timed(source, data.schema_arrow.names)
     schema = data.schema_arrow
-    for name, kind in zip(PLACE_COLUMNS, types):
-        schema = schema.append(pa.field(name, kind))
+    for field in clock_fields(clock):
+        schema = schema.append(field)
     count = 0
     with atomic_path(target, ".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for batch in data.iter_batches():
-            columns = zip(*(place_window(recordings.get(f), s, e) for f, s, e in
-                            zip(*(batch.column(c).to_pylist() for c in ("file", "start_s", "end_s")))))
-            extra = [pa.array(list(values), kind) for values, kind in zip(columns, types)] if batch.num_rows else \
-                [pa.array([], kind) for kind in types]
-            writer.write_batch(pa.RecordBatch.from_arrays(batch.columns + extra, schema=schema))
+            windows = (batch.column(c).to_pylist() for c in ("file", "start_s", "end_s"))
+            writer.write_batch(pa.RecordBatch.from_arrays(batch.columns + clock_arrays(clock, *windows),
+                                                          schema=schema))
             count += batch.num_rows
     return count
