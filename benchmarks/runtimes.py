@@ -12,8 +12,9 @@
    pooled-embedding cosine and max|Δ| to torch fp32.
 3. End to end: ``avex-hub embed`` on a generated folder of ``--minutes`` of audio (16 kHz WAV, 44.1 kHz stereo FLAC,
    48 kHz WAV) with the same weights, one process per run, the pairs in interleaved rounds: audio s / s, the ratio
-   to the torch fp32 CLI per round, and the pipeline's cost over the runtime alone: the run's seconds less a
-   one-second file's run (start-up, loading, cache check) against the model-alone seconds for the same windows.
+   to the torch fp32 CLI per round, and the pipeline's cost over the runtime alone per round: the run's seconds less
+   a one-second file's run (start-up, loading, cache check) against the same pair's model alone on as many windows
+   (batches of ``--batch-size``), timed right after the run in the same round, so that one load weighs on both.
 4. Peak memory against recording length per pair: ``avex-hub embed`` of one file of 1 and of 10 minutes (peak RSS
    of the process, from ``wait4``); flat means the ratio stays near 1.
 
@@ -84,11 +85,17 @@ def runner(model, runtime: str, precision: str, threads: int):
     return run
 
 
-def model_alone(model, pairs, batch: int, rounds: int, threads: int, official_dir: str | None) -> dict:
+def _windows(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` 10 s windows, the last masked after 7.5 s (a file's last window)."""
     audio = clips(batch, 10.0)
     mask = torch.zeros(audio.shape, dtype=torch.bool)
-    mask[-1, 120_000:] = True  # a file's last window, 7.5 s of audio
+    mask[-1, 120_000:] = True
     audio[mask] = 0.0
+    return audio, mask
+
+
+def model_alone(model, pairs, batch: int, rounds: int, threads: int, official_dir: str | None) -> dict:
+    audio, mask = _windows(batch)
     runs = {}
     if official_dir:
         from official import official_embed, official_model
@@ -179,7 +186,7 @@ def cli_run(argv: list[str], env: dict) -> tuple[float, float]:
     return wall, (peaks[-1] if peaks else usage.ru_maxrss) / 1024
 
 
-def end_to_end(pairs, checkpoint: Path, work: Path, minutes: float, rounds: int, threads: int, alone: dict,
+def end_to_end(model, pairs, checkpoint: Path, work: Path, minutes: float, rounds: int, threads: int, batch: int,
                env: dict) -> dict:
     folder, short = work / "folder", work / "short"
     seconds = make_folder(folder, minutes)
@@ -189,22 +196,27 @@ def end_to_end(pairs, checkpoint: Path, work: Path, minutes: float, rounds: int,
     argv = {f"{r} {p}": ["--runtime", r, "--precision", p] for r, p in pairs}
     for name, extra in argv.items():  # exports and warm caches before timing
         cli_run(["embed", str(short), "--out", str(work / "warm.npz"), *common, *extra], env)
-    times = {name: [] for name in argv}
-    startup = {name: [] for name in argv}
+    alone = {f"{r} {p}": runner(model, r, p, threads) for r, p in pairs}
+    audio, mask = _windows(batch)
+    times, startup, model_s = ({name: [] for name in argv} for _ in range(3))
     loads = [load()]
     for _ in range(rounds):
         for name, extra in argv.items():
             times[name].append(cli_run(["embed", str(folder), "--out", str(work / "e.npz"), *common, *extra], env)[0])
             startup[name].append(cli_run(["embed", str(short), "--out", str(work / "s.npz"), *common, *extra], env)[0])
+            start = time.perf_counter()
+            for _ in range(-(-windows // batch)):
+                alone[name](audio, mask)
+            model_s[name].append(time.perf_counter() - start)
         loads.append(load())
-    per_window = {row["mode"]: row["seconds_per_window"] for row in alone["rows"]}
     rows = []
     for name, t in times.items():
-        work_s = min(t) - min(startup[name])
+        costs = [(run - up) / m - 1 for run, up, m in zip(t, startup[name], model_s[name])]
         row = {"mode": name, "audio_s_per_s": round(seconds / min(t), 2), **_ratios("x_torch_fp32_cli",
                                                                                         times["torch fp32"], t),
-               "startup_s": round(min(startup[name]), 2),
-               "pipeline_cost": round(work_s / (windows * per_window[name]) - 1, 3)}
+               "startup_s": round(min(startup[name]), 2), "model_alone_s": round(min(model_s[name]), 1),
+               "pipeline_cost_median": round(statistics.median(costs), 3),
+               "pipeline_cost_range": [round(min(costs), 3), round(max(costs), 3)]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return {"rows": rows, "seconds": seconds, "windows": windows, "rounds": rounds, "load": loads}
@@ -280,7 +292,7 @@ def main(argv=None) -> dict:
     if "e2e" not in skip or ("memory" not in skip and not args.quick):
         checkpoint = write_checkpoint(model, work / "checkpoint")
     if "e2e" not in skip:
-        result["e2e"] = end_to_end(pairs, checkpoint, work, minutes, rounds, threads, result["alone"], env)
+        result["e2e"] = end_to_end(model, pairs, checkpoint, work, minutes, rounds, threads, args.batch_size, env)
     if "memory" not in skip and not args.quick:
         lengths = tuple(float(x) for x in args.memory_minutes.split(","))
         result["memory"] = memory(pairs, checkpoint, work, threads, env, lengths)
@@ -310,12 +322,15 @@ def markdown(r: dict, argv: str) -> str:
         e = r["e2e"]
         lines += ["", f"End to end: `avex-hub embed` on {e['seconds'] / 60:.0f} min of audio ({e['windows']} windows; "
                   f"16 kHz WAV, 44.1 kHz stereo FLAC, 48 kHz WAV), {e['rounds']} interleaved rounds (load after each: "
-                  f"{', '.join(e['load'])}). Pipeline cost: (run - a one-second file's run) / (model alone x "
-                  "windows) - 1.", "",
-                  "| mode | audio s / s | x torch fp32 CLI | start-up s | pipeline cost |", "|---|---|---|---|---|"]
+                  f"{', '.join(e['load'])}). Pipeline cost per round: (run - a one-second file's run) / (the model alone "
+                  "on as many windows, timed next to the run) - 1, median (range).", "",
+                  "| mode | audio s / s | x torch fp32 CLI | start-up s | model alone s | pipeline cost |",
+                  "|---|---|---|---|---|---|"]
         for row in e["rows"]:
+            lo, hi = row["pipeline_cost_range"]
             lines.append(f"| {row['mode']} | {row['audio_s_per_s']} | {_cell(row, 'x_torch_fp32_cli')} | "
-                         f"{row['startup_s']} | {row['pipeline_cost']:+.1%} |")
+                         f"{row['startup_s']} | {row['model_alone_s']} | {row['pipeline_cost_median']:+.1%} "
+                         f"({lo:+.1%}..{hi:+.1%}) |")
     if "memory" in r:
         mem = r["memory"]
         lines += ["", f"Peak RSS of `avex-hub embed` on one recording of {mem['lengths_min'][0]:g} and "

@@ -298,6 +298,31 @@ def test_file_pipelines_run_a_runtime_and_record_it(model, folder, cache, monkey
     assert torch.get_num_threads() == 1  # the module runs with one torch thread, and the run left it so
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_threads_bound_torch_work_between_a_runtimes_calls(model, folder, cache, monkeypatch, runtime):
+    # On another runtime, torch still decodes, resamples and computes the filterbank between the runtime's calls.
+    # torch's threads used to be left as they were (every core) there, so threads=1 ran two pools on two cores.
+    from avex_hub.embed.inference import embed_files
+    from avex_hub.encoder.runtimes import RuntimeModel, torch_threads
+
+    if not _have(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(cache))
+    seen, graph_inputs = [], RuntimeModel.graph_inputs
+
+    def spy(self, audio, padding_mask):  # a window batch's call (an export's trace and check come before a session)
+        if self.sessions:
+            seen.append((torch.get_num_threads(), {s.threads for s in self.sessions.values()}))
+        return graph_inputs(self, audio, padding_mask)
+
+    monkeypatch.setattr(RuntimeModel, "graph_inputs", spy)
+    with torch_threads(2):
+        got = embed_files(model, folder, runtime=runtime, precision="fp32", threads=1, num_workers=0, progress=False)
+        assert torch.get_num_threads() == 2  # restored after the run
+    assert len(got) == 4 and len(seen) == 3  # the 23 s file's 3 windows in batches of 2, the 4 s file's own window
+    assert seen == [(1, {1})] * 3  # torch's threads and the runtime's: one each
+
+
 def test_cli_runtime_and_threads_are_checked_before_any_work(folder, tmp_path, capsys, monkeypatch):
     from avex_hub.cli import EXIT_USAGE, main
     from avex_hub.hub import loading

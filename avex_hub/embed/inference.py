@@ -234,7 +234,9 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
     started = time.perf_counter()
     iterator = iter(loader)
     restore = contextlib.ExitStack()
-    restore.enter_context(torch_threads(threads if settings.runtime == "torch" else None))
+    # torch's threads too on another runtime: the decoding, resampling and filterbank it computes between the
+    # runtime's calls stay within the cores given, and --threads 1 means one compute thread in all
+    restore.enter_context(torch_threads(threads))
     try:
         for item in run_batches(run, iterator):
             if isinstance(item, FileEnd):
