@@ -23,6 +23,11 @@ LAYERS = {
     "avex_hub._lazy": 0,
     "avex_hub._warnings": 0,
     "avex_hub.labels": 0,
+    # where recordings and outputs live: URLs, the run's storage options, listing prefixes, ranged reads, uploads
+    "avex_hub.storage": 0,  # the room itself (its modules load on first use)
+    "avex_hub.storage.locations": 0,
+    "avex_hub.storage.listing": 0,
+    "avex_hub.storage.objects": 0,
     # audio in: arrays and channels, the high-frequency meter, resampling, quality flags, the WAV header, decoding,
     # the folder walk, collation, windows, datasets, augmentations, synthetic data
     "avex_hub.audio": 1,  # the room itself (its modules load on first use)
