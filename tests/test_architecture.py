@@ -79,6 +79,7 @@ LAYERS = {
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
     "avex_hub.embed.settings": 4,
+    "avex_hub.embed.destinations": 4,  # outputs written to a path or an object store, whole or not at all
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probe_module": 5,
@@ -157,6 +158,7 @@ LAYERS = {
     "avex_hub.cli.agile": 8,  # index, search, label, train-classifier, detect, prune, export-labels, import-labels
     "avex_hub.cli.benchmark": 8,
     "avex_hub.cli.monitoring": 8,  # scores, times, events, review, calibrate, presence
+    "avex_hub.cli.scale": 8,  # --storage-options, --out in object storage
     "avex_hub.cli.app": 8,
     "avex_hub.cli": 8,  # the room's face: main, ExitCode, UsageError
     "avex_hub.cli.__main__": 8,  # python -m avex_hub.cli

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import agile, benchmark, export, inference, monitoring, terminal, weights
+from . import agile, benchmark, export, inference, monitoring, options, terminal, weights
 from .errors import CommandError, ExitCode
 
 __all__ = ["build_parser", "main"]
@@ -44,6 +44,8 @@ def _command(argv: list[str] | None) -> int:
         return ExitCode(exit_.code or 0)
     family = next(f for f in FAMILIES if args.command in f.COMMANDS)
     try:
+        if not getattr(family, "STORES", False):  # the families whose --out may be a URL say so
+            options.local_only(args)
         return family.run(args)
     except CommandError as error:
         terminal.error(str(error))

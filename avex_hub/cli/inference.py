@@ -30,24 +30,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from .._files import check_writable
 from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
+from ..storage.locations import StorageAccessError, absolute
 from .model import load_model, runtime_device
+from .scale import part_written, run_context
 
 __all__ = ["COMMANDS", "add_parsers", "run", "shard_name"]
 
 COMMANDS = ("embed", "classify")
+STORES = True  # --out and --raven may be URLs (avex_hub.cli.scale)
 
 
 def add_parsers(sub) -> None:
     """Register embed and classify on ``sub`` (the CLI's subparsers)."""
     run = options.parent("--model", "--checkpoint", "--window", "--hop", "--channels", "--device", "--batch-size",
-                         "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress")
+                         "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress",
+                         "--storage-options")
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     options.add(run, "--out", help="output file; its extension sets the format (embed: "
                 f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
@@ -92,7 +95,7 @@ def shard_name(path: str, settings: dict) -> str:
     modification time: :func:`avex_hub.embed.outputs.file_fingerprint`) or any setting changes."""
     from ..embed.outputs import file_fingerprint
 
-    key = {**file_fingerprint(os.path.abspath(path)), "settings": _comparable(settings)}
+    key = {**file_fingerprint(absolute(path)), "settings": _comparable(settings)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
 
 
@@ -166,6 +169,11 @@ def _write_error(failure: OSError, parts: Path) -> CommandError:
 
 def run(args) -> int:
     """Run embed or classify: usage checked before the weights load, then the files the shards lack, then --out."""
+    with run_context(args):  # --storage-options; --out in object storage
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..audio.arrays import SAMPLE_RATE, WINDOW_S
     from ..audio.folders import find_audio
     from ..audio.windows import window_params
@@ -179,7 +187,7 @@ def run(args) -> int:
     try:
         search = find_audio(args.paths, skip=[parts])
         device = resolve_device(runtime_device(args))
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError, StorageAccessError) as error:  # a store: unreachable, refused
         raise UsageError(str(error)) from None
     if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
@@ -257,9 +265,10 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
         if result.error is not None:
             failures[result.path] = result.error
             continue
-        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": record,
+        meta = {"path": result.path, "abspath": absolute(result.path), "settings": record,
                 "num_windows": result.num_windows, "duration_s": result.duration_s}
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
+        part_written(args, parts / names[result.path])  # --out in object storage: uploaded now
 
     done = [f for f in files if f not in failures]
     rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
@@ -292,7 +301,7 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     except ValueError as error:
         terminal.say(f"recomputing {text_cell(source)}: {error}")
         return False
-    same_file = meta.get("abspath") == os.path.abspath(source)
+    same_file = meta.get("abspath") == absolute(source)
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 

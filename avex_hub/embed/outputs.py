@@ -48,6 +48,8 @@ import numpy as np
 
 from ..audio.arrays import MIX_CHANNEL
 from ..audio.quality import FLAG_NAMES
+from ..storage.locations import is_url
+from ..storage.objects import identity
 from .settings import InferenceSettings
 
 __all__ = [
@@ -101,7 +103,15 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
     For every regular file both callers hash exactly the bytes they hashed before this function existed, so
     shards and caches written by earlier versions stay valid; ``tests/test_fingerprints.py`` pins them. (Before,
     the CLI wrote -1 for a path it could not stat, and a dataset None for any path that was not a regular file.)
+
+    An object in a store (a URL) is ``{"path", "size", "etag", "version_id"}``
+    (:func:`avex_hub.storage.objects.identity`; all None but the path when the store cannot say).
     """
+    if is_url(os.fspath(path)):
+        try:
+            return identity(os.fspath(path))
+        except OSError:
+            return {"path": os.fspath(path), "size": None, "etag": None, "version_id": None}
     try:
         stat = os.stat(path)
         size, mtime_ns = stat.st_size, stat.st_mtime_ns
