@@ -80,6 +80,8 @@ LAYERS = {
     "avex_hub.embed.outputs": 4,
     "avex_hub.embed.settings": 4,
     "avex_hub.embed.destinations": 4,  # outputs written to a path or an object store, whole or not at all
+    "avex_hub.embed.split": 4,  # --shard I/N: which inputs are this machine's, and what a shard covered
+    "avex_hub.embed.merge": 4,  # avex-hub merge: the outputs of sharded runs into one
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probe_module": 5,
@@ -158,7 +160,7 @@ LAYERS = {
     "avex_hub.cli.agile": 8,  # index, search, label, train-classifier, detect, prune, export-labels, import-labels
     "avex_hub.cli.benchmark": 8,
     "avex_hub.cli.monitoring": 8,  # scores, times, events, review, calibrate, presence
-    "avex_hub.cli.scale": 8,  # --storage-options, --out in object storage
+    "avex_hub.cli.scale": 8,  # merge; --shard, --storage-options, --out in object storage
     "avex_hub.cli.app": 8,
     "avex_hub.cli": 8,  # the room's face: main, ExitCode, UsageError
     "avex_hub.cli.__main__": 8,  # python -m avex_hub.cli

@@ -163,3 +163,23 @@ def test_a_manifest_may_list_urls(s3_store, site, tmp_path, tiny_model):
         remote, local = dataset[0], dataset[1]
     assert remote["path"] == "s3://archive/cli/north/a.wav" and len(dataset) == 2
     assert np.array_equal(remote["audio"].numpy(), local["audio"].numpy())
+
+
+def test_shards_written_to_the_store_merge_from_it(s3_store, site, tmp_path, capsys):
+    """Two machines' shards of one bucket prefix, each written to the store with its record; merged from there into
+    the store, equal to one unsharded run, every input covered."""
+    whole = tmp_path / "whole.csv"
+    assert main(["classify", "s3://archive/cli/", "--out", str(whole), *_options(s3_store), *QUIET]) == EXIT_PARTIAL
+    shards = [f"s3://outputs/split/s{i}.csv" for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        main(["classify", "s3://archive/cli/", "--out", out, "--shard", f"{i}/2", *_options(s3_store), *QUIET])
+    assert {f"split/s{i}.csv.shard.json" for i in (1, 2)} <= set(s3_store.keys("outputs", "split/"))
+    merged = "s3://outputs/split/all.csv"
+    assert main(["merge", *shards, "--out", merged, "--inputs", "s3://archive/cli/", *_options(s3_store)]) \
+        == EXIT_PARTIAL  # the corrupt file is in one shard's failure list, and so in the merged one
+    body = s3_store.s3.get_object(Bucket="outputs", Key="split/all.csv")["Body"].read().decode()
+    assert sorted(csv.DictReader(io.StringIO(body)), key=lambda r: (r["file"], r["start_s"], r["rank"])) == \
+        sorted(_rows(whole), key=lambda r: (r["file"], r["start_s"], r["rank"]))
+    failures = s3_store.s3.get_object(Bucket="outputs", Key="split/all.csv.failures.csv")["Body"].read().decode()
+    assert list(csv.DictReader(io.StringIO(failures)))[0]["path"] == "s3://archive/cli/south/d_corrupt.wav"
+    assert "not in any merged output" not in failures and "inputs are in no output" not in capsys.readouterr().err

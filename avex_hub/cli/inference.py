@@ -38,7 +38,7 @@ from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from ..storage.locations import StorageAccessError, absolute
 from .model import load_model, runtime_device
-from .scale import part_written, run_context
+from .scale import part_written, record_shard, run_context, take_shard
 
 __all__ = ["COMMANDS", "add_parsers", "run", "shard_name"]
 
@@ -50,7 +50,7 @@ def add_parsers(sub) -> None:
     """Register embed and classify on ``sub`` (the CLI's subparsers)."""
     run = options.parent("--model", "--checkpoint", "--window", "--hop", "--channels", "--device", "--batch-size",
                          "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress",
-                         "--storage-options")
+                         "--shard", "--storage-options")
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     options.add(run, "--out", help="output file; its extension sets the format (embed: "
                 f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
@@ -169,7 +169,7 @@ def _write_error(failure: OSError, parts: Path) -> CommandError:
 
 def run(args) -> int:
     """Run embed or classify: usage checked before the weights load, then the files the shards lack, then --out."""
-    with run_context(args):  # --storage-options; --out in object storage
+    with run_context(args):  # --shard, --storage-options; --out in object storage
         return _run(args)
 
 
@@ -191,6 +191,7 @@ def _run(args) -> int:
         raise UsageError(str(error)) from None
     if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
+    search, shard = take_shard(args, search)  # --shard I/N: this machine's share
     try:  # cheap checks before loading weights
         window_params(WINDOW_S if args.window is None else args.window, args.hop, SAMPLE_RATE)
         check_precision(args.precision, device)
@@ -221,7 +222,7 @@ def _run(args) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
-        return _process(args, fmt, model, settings, search, device, calibration, clock)
+        return _process(args, fmt, model, settings, search, device, calibration, clock, shard)
     except GraphExportError as error:
         raise CommandError(f"{error}; no file was computed (--runtime torch runs without a graph)") from None
     except OSError as error:
@@ -238,7 +239,8 @@ def _refuse_repeated_layers(model, layers) -> None:
                          f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
-def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None) -> int:
+def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None,
+             shard=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
     from ..embed import outputs
     from ..embed.inference import iter_file_results
@@ -273,6 +275,7 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
     done = [f for f in files if f not in failures]
     rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
                            clock)
+    record_shard(out, shard, failures)  # what this shard covered, for avex-hub merge
     terminal.say(_summary(out, rows, len(done), skipped, len(failures), flagged))
     truncated = flagged["truncated"]
     if truncated:

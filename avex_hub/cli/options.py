@@ -120,12 +120,16 @@ def declarations() -> dict[str, dict]:
         "--overwrite": dict(action="store_true", help="recompute every input and replace --out"),
         "--format": dict(default=None, help="output format"),
         "--raven": dict(type=location, default=None, help="also write one Raven selection table per file here"),
-        # object storage (avex_hub.cli.scale): parsed and checked there, so that a bad value is one line, never echoed
+        # many machines and object storage (avex_hub.cli.scale): parsed and checked there, so that a bad value is one line, never echoed
         "--storage-options": dict(default=None, metavar="JSON",
                                   help="fsspec arguments for s3://, gs://, https:// inputs and outputs, e.g. "
                                        "'{\"endpoint_url\": \"http://minio:9000\"}' or '{\"profile\": \"archive\"}' "
                                        "(credentials: better the environment or a profile; S3 without any reads "
                                        "anonymously)"),
+        "--shard": dict(default=None, metavar="I/N",
+                        help="process only this machine's share of the inputs: shard I of N (1 <= I <= N), by a "
+                             "stable hash of each input's path relative to the folder or prefix given; `avex-hub "
+                             "merge` joins the N outputs"),
         "--db": dict(required=True, type=Path, help="the embedding database folder"),
         # species, scores and thresholds
         "--species": dict(default=None, help="species list: one scientific name a line"),
