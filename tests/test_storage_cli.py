@@ -183,3 +183,13 @@ def test_shards_written_to_the_store_merge_from_it(s3_store, site, tmp_path, cap
     failures = s3_store.s3.get_object(Bucket="outputs", Key="split/all.csv.failures.csv")["Body"].read().decode()
     assert list(csv.DictReader(io.StringIO(failures)))[0]["path"] == "s3://archive/cli/south/d_corrupt.wav"
     assert "not in any merged output" not in failures and "inputs are in no output" not in capsys.readouterr().err
+
+
+def test_index_refuses_urls_in_one_line_before_any_work(tmp_path, capsys):
+    pytest.importorskip("perch_hoplite")
+    db = tmp_path / "archive"
+    assert main(["index", "s3://archive/cli/", "--db", str(db), "--checkpoint", str(FIXTURE), "--no-progress"]) \
+        == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "s3://archive/cli/: avex-hub index reads local files only" in err
+    assert not db.exists()
