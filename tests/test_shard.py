@@ -104,6 +104,15 @@ def test_sharded_runs_merge_into_the_unsharded_rows_and_report_what_no_shard_cov
     assert all("its shard, 2/3, did not run" in why for why in missing.values())
     assert f"{len(missing)} inputs are in no output" in err
 
+    # a shard of another split (into 2) among shards of 3, or one shard given twice, is refused in one line
+    other = tmp_path / "half.csv"
+    assert main(["classify", str(archive), "--out", str(other), "--shard", "1/2", *QUIET]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["merge", str(shards[0]), str(other), "--out", str(merged)]) == EXIT_USAGE
+    assert "splits into different numbers of shards ([2, 3])" in capsys.readouterr().err
+    assert main(["merge", str(shards[0]), str(shards[0]), "--out", str(merged)]) == EXIT_USAGE
+    assert "are both shard 1/3" in capsys.readouterr().err
+
 
 def test_merge_refuses_outputs_of_two_models_in_one_line(archive, tmp_path, capsys):
     other = tmp_path / "other-weights"
