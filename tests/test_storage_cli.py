@@ -110,12 +110,16 @@ def test_an_object_gone_before_it_is_read_is_a_failure_row(s3_store, site, tiny_
     assert results["s3://archive/gone/b.flac"].error is None and results["s3://archive/gone/b.flac"].num_windows
 
 
-def test_predict_reads_a_url(s3_store, site, tiny_model):
+def test_predict_and_embed_read_a_url(s3_store, site, tiny_model):
     with using_options(s3_store.options()):
         remote = tiny_model.predict("s3://archive/cli/north/a.wav", top_k=3, per_window=True)
+        remote_embedding = tiny_model.embed("s3://archive/cli/north/b.flac", channels="all")
     local = tiny_model.predict(site / "north" / "a.wav", top_k=3, per_window=True)
     assert [(p.start_s, p.label) for p in remote] == [(p.start_s, p.label) for p in local]
     assert np.allclose([p.score for p in remote], [p.score for p in local], atol=1e-6)
+    local_embedding = tiny_model.embed(str(site / "north" / "b.flac"), channels="all")
+    assert remote_embedding.shape == local_embedding.shape == (2, tiny_model.embedding_dim)
+    np.testing.assert_allclose(remote_embedding.numpy(), local_embedding.numpy(), atol=1e-6)
 
 
 @pytest.mark.parametrize("options, says", [
