@@ -151,6 +151,14 @@ def test_a_missing_key_is_a_usage_error_and_an_unwritable_out_is_checked_first(s
     assert s3_store.keys("outputs", "denied/") == []
 
 
+def test_an_out_url_of_the_wrong_format_is_named_as_given(s3_store, site, capsys):
+    assert main(["classify", "s3://archive/cli/north/a.wav", "--out", "s3://outputs/wrong/x.parquet",
+                 *_options(s3_store), *QUIET]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("avex-hub: error: --out s3://outputs/wrong/x.parquet: classify writes .csv files")
+    assert "avex-hub-out-" not in err and err.count("\n") == 0 and s3_store.keys("outputs", "wrong/") == []
+
+
 def test_a_manifest_may_list_urls(s3_store, site, tmp_path, tiny_model):
     from avex_hub.audio.datasets import AudioDataset
 

@@ -115,6 +115,8 @@ def _staged(args) -> Iterator[None]:
             args.raven = stage.folder / "raven"
         try:
             yield
+        except UsageError as error:  # a message about --out names what the user gave, not the local copy
+            raise UsageError(str(error).replace(str(stage.local), out)) from None
         finally:
             stage.upload_parts()
         if stage.local.is_file():
