@@ -205,3 +205,19 @@ def test_index_refuses_urls_in_one_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "s3://archive/cli/: avex-hub index reads local files only" in err
     assert not db.exists()
+
+
+@pytest.mark.parametrize("argv", [["export", "esp_aves2_sl_beats_all", "--out", "s3://outputs/model.onnx"],
+                                  ["scores", "emb.parquet", "--probe", "p.safetensors", "--out", "s3://outputs/s.csv"],
+                                  ["events", "scores.csv", "--threshold", "0.5", "--out", "e.csv",
+                                   "--raven", "s3://outputs/tables/"]])
+def test_a_command_that_writes_local_files_refuses_an_out_url(argv, tmp_path, monkeypatch, capsys):
+    """--out and --raven are URLs only for embed, classify and merge; any other command names the URL in one line
+    (exit 2) before any work, and no local path made from it (s3:/outputs/...) appears."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    url = next(a for a in argv if a.startswith("s3://"))
+    assert err.count("\n") == 1 and err.startswith(f"avex-hub: error: --{'raven' if 'tables' in url else 'out'} {url}: "
+                                                   f"avex-hub {argv[0]} writes local files only")
+    assert list(tmp_path.iterdir()) == []
