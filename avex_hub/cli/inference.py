@@ -9,9 +9,10 @@ extension is refused (exit code 2).
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
-input's absolute path, size and modification time and every setting that changes an output value:
-weights digest, architecture, preprocessing, precision, runtime, channels, window, hop, layers, pooling,
-top-k, label names and the output format version) and then rebuilds ``--out`` from the shards. A shard that
+input's absolute path, size and modification time, or an object's URL, ETag or version id and size, and
+every setting that changes an output value: weights digest, architecture, preprocessing, precision,
+runtime, channels, window, hop, layers, pooling, top-k, label names and the output format version) and
+then rebuilds ``--out`` from the shards. A shard that
 cannot be read (a disk filled up, a copy cut short) is recomputed, with a line naming it. The settings
 are recorded in the output: Parquet schema metadata ``avex_hub``, NPZ field ``settings``, and for CSV
 the sidecar ``<out>.settings.json``. ``--times`` and its options are not settings: their columns are derived from
@@ -20,8 +21,8 @@ the recordings' starts each time ``--out`` is written, so a run with them resume
 Exit codes: 0 success; 1 an error stopped the command (weights unavailable or unreadable, digest
 mismatch, the runtime's graph could not be exported, disk full or another write error: finished files are
 kept and a re-run resumes); 2 usage error (bad arguments, no inputs, an --out or --raven that cannot be
-written, a --runtime and --precision pair that does not exist or whose package is missing, checked before
-any work);
+written, a --runtime and --precision pair that does not exist or whose package is missing, a bad --shard or
+--storage-options, a store that cannot be used, checked before any work);
 3 some inputs could not be read (every other input was written; they and any folder that could not be
 listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
 """

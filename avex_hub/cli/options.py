@@ -120,7 +120,8 @@ def declarations() -> dict[str, dict]:
         "--overwrite": dict(action="store_true", help="recompute every input and replace --out"),
         "--format": dict(default=None, help="output format"),
         "--raven": dict(type=location, default=None, help="also write one Raven selection table per file here"),
-        # many machines and object storage (avex_hub.cli.scale): parsed and checked there, so that a bad value is one line, never echoed
+        # many machines and object storage (avex_hub.cli.scale): text here, parsed and checked there, so that a bad
+        # value is one line and never echoed
         "--storage-options": dict(default=None, metavar="JSON",
                                   help="fsspec arguments for s3://, gs://, https:// inputs and outputs, e.g. "
                                        "'{\"endpoint_url\": \"http://minio:9000\"}' or '{\"profile\": \"archive\"}' "
