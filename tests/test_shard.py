@@ -185,3 +185,16 @@ def test_bad_run_options_are_one_line_and_exit_2(archive, tmp_path, capsys, argv
     err = capsys.readouterr().err.strip()
     assert err == f"avex-hub: error: {err.removeprefix('avex-hub: error: ')}" and err.count("\n") == 0
     assert says in err and not (tmp_path / "x.csv").exists()
+
+
+def test_merge_refuses_outputs_whose_columns_differ(archive, tmp_path, capsys):
+    """classify --times is no setting (its columns come from the recordings' starts), so two shards may agree on
+    every setting and still differ in columns: joined under the first header, the other's rows would be shifted."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["classify", str(archive), "--out", str(a), "--shard", "1/2", "--times", *QUIET]) == EXIT_OK
+    assert main(["classify", str(archive), "--out", str(b), "--shard", "2/2", *QUIET]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "ab.csv")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{b} and {a} have different columns (start_time, end_time: " in err
+    assert not (tmp_path / "ab.csv").exists()

@@ -206,6 +206,7 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
         locals_ = [stack.enter_context(reading(p)) for p in paths]
         held = {path: _files_of(path, fmt, local) for path, local in zip(paths, locals_)}
         _refuse_repeats(held)
+        _check_same_columns(paths, [_columns(fmt, local) for local in locals_])
         rows = _write(fmt, locals_, out, settings[0])
     failures: dict[str, str] = {}
     for path in paths:
@@ -220,6 +221,30 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
     else:
         remove(report)  # an old report would describe another merge
     return MergeResult(rows, sum(len(v) for v in held.values()), failures, [p for p, _ in uncovered])
+
+
+def _columns(fmt: str, local: Path) -> list[str]:
+    """An output's columns (Parquet's fields, NPZ's arrays, the CSV header), in order."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(local).names
+    if fmt == "npz":
+        with np.load(local, allow_pickle=False) as data:
+            return sorted(data.files)
+    with open(local, newline="", encoding="utf-8") as source:
+        return next(csv.reader(source), [])
+
+
+def _check_same_columns(paths: list[str], columns: list[list[str]]) -> None:
+    """Outputs with the same settings may still differ in columns the settings do not decide (classify --times and
+    its options): rows joined under one header would be shifted, so they are refused, naming the difference."""
+    for path, found in zip(paths[1:], columns[1:]):
+        if found != columns[0]:
+            extra = [c for c in found if c not in columns[0]] or [c for c in columns[0] if c not in found]
+            raise ValueError(f"{path} and {paths[0]} have different columns ({', '.join(extra) or 'their order'}: "
+                             "one run had --times or --deployments and the other not?); run the odd one again with "
+                             "the others' options")
 
 
 def _refuse_repeats(held: dict[str, list[str]]) -> None:
