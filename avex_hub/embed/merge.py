@@ -3,8 +3,8 @@
 The outputs must be of one format (Parquet or NPZ embeddings, or CSV classifications) and made with the same
 settings: model, weights digest, architecture, preprocessing, precision, channels, window, hop, layers and
 pooling or top-k and labels, output version (the package version may differ). Anything else is refused, naming the
-setting and both values, so embeddings of two models never end up in one table. An input file in two outputs is
-refused as well. Rows are written output by output (in shard order when the runs were sharded), each output's rows
+setting and both values, so embeddings of two models never end up in one table. Outputs whose columns differ (a
+run with ``--times`` and one without) and an input file in two outputs are refused as well. Rows are written output by output (in shard order when the runs were sharded), each output's rows
 as they are. Each output's failure list (``<output>.failures.csv``) joins the merged one.
 
 Given the input PATHs the runs were given, the merge walks them and reports every input no output covered
