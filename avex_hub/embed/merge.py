@@ -164,13 +164,11 @@ def _write(fmt: str, locals_: list[Path], out: str, settings: dict) -> int:
         for local in locals_:
             with np.load(local, allow_pickle=False) as data:
                 loaded.append({k: data[k] for k in data.files if k != "settings"})
-        arrays = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0]}
-        names = arrays.pop("file").tolist()
-        starts = [i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]] + [len(names)]
-        parts = [(names[a], {k: v[a:b] for k, v in arrays.items()}) for a, b in zip(starts, starts[1:])]
+        arrays = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0]}  # every column (--times' too)
         with writing(out, ".npz") as tmp:
-            rows = outputs.write_npz(tmp, parts, InferenceSettings.from_dict(settings), arrays["embeddings"].shape[1])
-        return rows
+            outputs.save_npz(tmp, {"file": arrays.pop("file"),
+                                   "settings": np.array(InferenceSettings.from_dict(settings).to_json()), **arrays})
+        return len(arrays["start_s"])
     with writing(sibling(out, ".settings.json"), ".json") as tmp:
         tmp.write_text(json.dumps(settings, sort_keys=True, indent=1) + "\n", encoding="utf-8")
     with writing(out, ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as target:

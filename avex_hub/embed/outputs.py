@@ -55,7 +55,7 @@ from .settings import InferenceSettings
 __all__ = [
     "FLAG_NAMES", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "earlier_settings",
     "carry_over_shard", "write_parquet", "write_npz", "write_csv", "write_raven_tables", "write_failures",
-    "raven_names", "text_cell", "clock_fields", "clock_arrays",
+    "raven_names", "text_cell", "save_npz", "clock_fields", "clock_arrays",
 ]
 
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
@@ -81,7 +81,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def _savez(target: Path, arrays: dict[str, np.ndarray]) -> None:
+def save_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
     """An uncompressed ``.npz`` (what ``np.savez`` writes, which cannot take an array named ``file``)."""
     with atomic_path(target, ".npz") as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -123,7 +123,7 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
 # -- shards: one file per input, the unit of resumption ---------------------------------------------
 def write_shard(target: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """An ``.npz`` of plain arrays plus ``meta`` as a JSON string (no pickled objects)."""
-    _savez(target, {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays})
+    save_npz(target, {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays})
 
 
 def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -274,7 +274,7 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
         for name, kind, values in zip(clock.columns, clock.kinds, columns):
             out[name] = (np.array([text_cell(v or "") for v in values], dtype=str) if kind is str else
                          np.array([np.nan if v is None else v for v in values], dtype=np.float64))
-    _savez(Path(target), {"file": np.array([text_cell(f) for f in files], dtype=str),
+    save_npz(Path(target), {"file": np.array([text_cell(f) for f in files], dtype=str),
                           "settings": np.array(settings.to_json()), **out})
     return len(files)
 
