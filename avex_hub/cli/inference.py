@@ -35,9 +35,9 @@ import sys
 from pathlib import Path
 
 from .._files import check_writable
+from ..storage.locations import StorageAccessError, absolute
 from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
-from ..storage.locations import StorageAccessError, absolute
 from .model import load_model, runtime_device
 from .scale import part_written, record_shard, run_context, take_shard
 

@@ -9,9 +9,9 @@ arguments for URLs, :mod:`avex_hub.storage.locations`) and an ``--out`` or ``--r
 The options are declared in :mod:`avex_hub.cli.options`; :mod:`avex_hub.cli.inference` runs inside
 :func:`run_context` and calls the hooks here (:func:`take_shard`, :func:`part_written`, :func:`record_shard`).
 
-Exit codes (merge): 0 merged; 2 outputs that do not belong together (another model or setting, an input in two
-outputs, two copies of one shard, shards of two splits, mixed formats), a missing output or a store that cannot be
-used; 3 some inputs failed in their run or are in no output (listed in ``<out>.failures.csv`` with the shard to
+Exit codes (merge): 0 merged; 2 outputs that do not belong together (another model or setting, other columns, an
+input in two outputs, two copies of one shard, shards of two splits, mixed formats), a missing output or a store
+that cannot be used; 3 some inputs failed in their run or are in no output (listed in ``<out>.failures.csv`` with the shard to
 rerun).
 """
 
