@@ -147,3 +147,7 @@ def tiny_entry(monkeypatch, tiny_dir):
     patched = replace(entry, sha256=sha256_file(tiny_dir / "model.safetensors"), config=config)
     monkeypatch.setitem(weights_module.WEIGHTS, entry.name, patched)
     return patched
+
+
+# The servers the storage tests start, one per session (moto's S3 and a ranged HTTP server).
+from cloud_servers import http_store, offline_cloud_env, s3_store  # noqa: E402,F401

@@ -23,6 +23,11 @@ LAYERS = {
     "avex_hub._lazy": 0,
     "avex_hub._warnings": 0,
     "avex_hub.labels": 0,
+    # where recordings and outputs live: URLs, the run's storage options, listing prefixes, ranged reads, uploads
+    "avex_hub.storage": 0,  # the room itself (its modules load on first use)
+    "avex_hub.storage.locations": 0,
+    "avex_hub.storage.listing": 0,
+    "avex_hub.storage.objects": 0,
     # audio in: arrays and channels, the high-frequency meter, resampling, quality flags, the WAV header, decoding,
     # the folder walk, collation, windows, datasets, augmentations, synthetic data
     "avex_hub.audio": 1,  # the room itself (its modules load on first use)
@@ -74,6 +79,9 @@ LAYERS = {
     "avex_hub.embed.inference": 4,
     "avex_hub.embed.outputs": 4,
     "avex_hub.embed.settings": 4,
+    "avex_hub.embed.destinations": 4,  # outputs written to a path or an object store, whole or not at all
+    "avex_hub.embed.split": 4,  # --shard I/N: which inputs are this machine's, and what a shard covered
+    "avex_hub.embed.merge": 4,  # avex-hub merge: the outputs of sharded runs into one
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probe_module": 5,
@@ -152,6 +160,7 @@ LAYERS = {
     "avex_hub.cli.agile": 8,  # index, search, label, train-classifier, detect, prune, export-labels, import-labels
     "avex_hub.cli.benchmark": 8,
     "avex_hub.cli.monitoring": 8,  # scores, times, events, review, calibrate, presence
+    "avex_hub.cli.scale": 8,  # merge; --shard, --storage-options, --out in object storage
     "avex_hub.cli.app": 8,
     "avex_hub.cli": 8,  # the room's face: main, ExitCode, UsageError
     "avex_hub.cli.__main__": 8,  # python -m avex_hub.cli

@@ -34,6 +34,8 @@ from .decoding import AudioDecodeError, audio_info, load_audio
 from .folders import AUDIO_EXTENSIONS
 from .items import AudioItem, as_item, checked_labels, folder_items, labels_once, listing, several_labels
 from .manifest import manifest_items, rows_of_split
+from ..storage.locations import is_url
+from ..storage.objects import exists
 
 __all__ = ["AudioDataset", "AudioItem", "AUDIO_EXTENSIONS", "check_dataset_rate"]
 
@@ -74,8 +76,17 @@ def _drop_bad(items: list[AudioItem], bad: dict[int, str], what: str, error: typ
 
 
 def _missing(items: list[AudioItem]) -> dict[int, str]:
-    """Position -> reason for every item whose file does not exist."""
-    return {i: "file not found" for i, item in enumerate(items) if not item.path.is_file()}
+    """Position -> reason for every item whose file does not exist (or whose store cannot say: the store's reason)."""
+    missing = {}
+    for i, item in enumerate(items):
+        try:
+            found = exists(item.path) if is_url(item.path) else item.path.is_file()
+        except OSError as error:  # a store that cannot say (unreachable, access denied)
+            missing[i] = str(error)
+            continue
+        if not found:
+            missing[i] = "file not found"
+    return missing
 
 
 def _header_problems(items: list[AudioItem], channels) -> dict[int, str]:

@@ -23,6 +23,8 @@ from .arrays import SAMPLE_RATE, ChannelMode, channel_rows, check_rate, take_row
 from .quality import QualityFlags, quality_flags
 from .resampling import resample
 from .wav_header import stated_frames
+from ..storage.locations import is_url, local_path
+from ..storage.objects import RangeReader, object_size, raise_source_error
 
 if TYPE_CHECKING:  # annotations only; the import itself happens when a file is opened
     import soundfile as sf
@@ -67,7 +69,9 @@ def open_audio(path) -> tuple[sf.SoundFile, str]:
     """Open an audio file for reading, or raise FileNotFoundError / AudioDecodeError naming it."""
     import soundfile as sf  # here, not at import: the model (tensors in) must not need libsndfile
 
-    name = os.fsdecode(os.fspath(path))
+    name = local_path(os.fsdecode(os.fspath(path)))  # a file:// URL is a local path
+    if is_url(name):  # s3://, gs://, https://: read in ranges
+        return _open_object(name), name
     if not os.path.exists(name):
         raise FileNotFoundError(errno.ENOENT, f"audio file not found (working directory {os.getcwd()})", name)
     if os.path.isdir(name):
@@ -78,11 +82,34 @@ def open_audio(path) -> tuple[sf.SoundFile, str]:
     try:
         return sf.SoundFile(os.fsencode(name)), name  # bytes: soundfile cannot encode a non-UTF-8 name given as str
     except (sf.SoundFileError, RuntimeError) as e:
-        cause = getattr(e, "error_string", None) or str(e)
-        raise AudioDecodeError(
-            f"{name}: cannot decode audio ({cause}). Expected WAV, FLAC, OGG (Vorbis/Opus), MP3 or another format "
-            f"libsndfile {sf.__libsndfile_version__} reads. If it plays elsewhere, convert it (e.g. "
-            "`ffmpeg -i in.m4a out.flac`); otherwise it is corrupt or truncated") from e
+        raise _undecodable(name, e) from e
+
+
+def _undecodable(name: str, error: Exception) -> AudioDecodeError:
+    import soundfile as sf
+
+    cause = getattr(error, "error_string", None) or str(error)
+    return AudioDecodeError(
+        f"{name}: cannot decode audio ({cause}). Expected WAV, FLAC, OGG (Vorbis/Opus), MP3 or another format "
+        f"libsndfile {sf.__libsndfile_version__} reads. If it plays elsewhere, convert it (e.g. "
+        "`ffmpeg -i in.m4a out.flac`); otherwise it is corrupt or truncated")
+
+
+def _open_object(url: str) -> sf.SoundFile:
+    """An object in a store, decoded as it is read in ranges (:class:`avex_hub.storage.objects.RangeReader`); a
+    store error during a read surfaces in :func:`read_frames`, not as a short file."""
+    import soundfile as sf
+
+    if object_size(url) == 0:
+        raise AudioDecodeError(f"{url}: the object is empty (0 bytes), probably an interrupted upload; upload it again")
+    reader = RangeReader(url)
+    try:
+        f = sf.SoundFile(reader)
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise_source_error(reader)  # the store's reason, where there is one
+        raise _undecodable(url, e) from e
+    f.source = reader  # read_frames asks it for a store error
+    return f
 
 
 def read_frames(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
@@ -90,10 +117,13 @@ def read_frames(f: sf.SoundFile, frames: int, name: str) -> np.ndarray:
     import soundfile as sf
 
     try:
-        return f.read(frames, dtype="float32", always_2d=True)
+        data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
+        raise_source_error(getattr(f, "source", None))
         raise AudioDecodeError(f"{name}: decoding failed at frame {f.tell()} ({e}); the file is probably "
                                "truncated or corrupt: re-export it or convert it with ffmpeg") from e
+    raise_source_error(getattr(f, "source", None))  # an object that went away reads as a short file to libsndfile
+    return data
 
 
 

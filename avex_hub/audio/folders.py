@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..storage.listing import list_location
+from ..storage.locations import is_url, local_path
+
 __all__ = ["AUDIO_EXTENSIONS", "AudioSearch", "find_audio"]
 
 # File name endings taken as audio when folders are searched (CLI, class-folder datasets, noise folders); all are
@@ -31,9 +34,14 @@ def find_audio(paths, *, extensions=AUDIO_EXTENSIONS, skip=()) -> AudioSearch:
     ``<out>.parts``). A folder that cannot be listed is not skipped in silence: it lands in ``failures``.
     A file named twice (relative and absolute, or through a link) is listed once, first spelling kept.
     Raises FileNotFoundError for a path that does not exist.
+
+    URLs (``s3://bucket/prefix/``, ``gs://...``) are walked by the same rules through one listing of the prefix
+    (:func:`avex_hub.storage.listing.list_location`); an ``https://`` URL is a file. A store that cannot be used
+    (unreachable, credentials refused) raises :class:`avex_hub.storage.locations.StorageAccessError`.
     """
     endings = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-    skipped = {os.path.realpath(s) for s in skip}
+    skip = [local_path(os.fspath(s)) for s in skip]
+    skipped = {os.path.realpath(s) for s in skip if not is_url(s)}
     found: dict[str, str] = {}  # real path -> path as found
     failures: dict[str, str] = {}
     walked: set[str] = set()
@@ -61,8 +69,14 @@ def find_audio(paths, *, extensions=AUDIO_EXTENSIONS, skip=()) -> AudioSearch:
             walk(sub)
 
     for raw in paths:
-        path = os.fspath(raw)
-        if os.path.isdir(path):
+        path = local_path(os.fspath(raw))  # a file:// URL is a local path
+        if is_url(path):  # a prefix of an object store, walked by the same rules (or an object, or an https:// file)
+            listed = list_location(path, endings=endings, skip=tuple(s for s in skip if is_url(s)))
+            for url in listed.files:
+                found.setdefault(url, url)
+            failures.update(listed.failures)
+            hidden += listed.hidden
+        elif os.path.isdir(path):
             walk(path)
         elif os.path.lexists(path):  # any file named directly; a dangling link fails (reported) when read
             found.setdefault(os.path.realpath(path), path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .folders import find_audio
 from ..labels import LabelMap
+from ..storage.locations import is_url, local_path
 
 __all__ = ["AudioItem", "as_item", "split_labels", "listing", "folder_items", "labels_once", "several_labels",
            "checked_labels"]
@@ -25,7 +26,7 @@ _LISTED = 100  # at most this many problems spelled out in one message
 class AudioItem:
     """One example: a file (or the ``[start_s, end_s)`` seconds of it), its labels and extra metadata."""
 
-    path: Path
+    path: Path | str  # a local path, or a URL (s3://, gs://, https://) as a str
     labels: tuple[str, ...] = ()
     start_s: float | None = None
     end_s: float | None = None
@@ -38,12 +39,17 @@ def as_item(entry) -> AudioItem:
     """An :class:`AudioItem` from an item, a file path (unlabelled) or a tuple ``(path, labels, start_s, end_s,
     extra)``."""
     if isinstance(entry, (str, os.PathLike)):
-        return AudioItem(Path(entry), origin=str(entry))
+        return AudioItem(_path(entry), origin=str(entry))
     if isinstance(entry, AudioItem):
-        return entry if isinstance(entry.path, Path) else replace(entry, path=Path(entry.path))
+        return entry if isinstance(entry.path, Path) or is_url(entry.path) else replace(entry, path=_path(entry.path))
     path, labels, start_s, end_s, extra = (tuple(entry) + (None, None, None, None))[:5]
     labels = split_labels(labels) if isinstance(labels, str) or labels is None else tuple(map(str, labels))
-    return AudioItem(Path(path), labels, start_s, end_s, dict(extra or {}))
+    return AudioItem(_path(path), labels, start_s, end_s, dict(extra or {}))
+
+
+def _path(path) -> Path | str:
+    """A URL stays a str (a Path would fold its ``//``); a ``file://`` URL and anything else become a Path."""
+    return path if isinstance(path, str) and is_url(path) else Path(local_path(path) if isinstance(path, str) else path)
 
 
 def split_labels(cell: str | None) -> tuple[str, ...]:

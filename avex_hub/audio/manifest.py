@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .._files import decode_text
 from .items import AudioItem, labels_once, split_labels
+from ..storage.locations import is_url
 
 __all__ = ["manifest_items", "rows_of_split", "SPLIT_SPELLINGS", "canonical_split"]
 
@@ -94,7 +95,8 @@ def _manifest_item(row: dict[str, str], where: str, base: Path, label_column: st
     if "split" in extra:
         extra["split"] = canonical_split(extra["split"])
     labels = split_labels(row.get(label_column)) if label_column is not None else ()
-    return AudioItem(base / row["path"], labels, times[0], times[1], extra, where)
+    path = row["path"] if is_url(row["path"]) else base / row["path"]  # a URL row is read where it points
+    return AudioItem(path, labels, times[0], times[1], extra, where)
 
 
 def rows_of_split(items: list[AudioItem], split: str | Sequence[str] | None, csv_path: Path) -> list[AudioItem]:

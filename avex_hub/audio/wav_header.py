@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..storage.objects import open_binary
+
 if TYPE_CHECKING:  # annotations only
     import soundfile as sf
 
@@ -19,7 +21,7 @@ def stated_frames(f: sf.SoundFile, name: str) -> int:
     if f.format not in ("WAV", "WAVEX"):
         return f.frames
     try:
-        with open(name, "rb") as handle:
+        with open_binary(name, block_size=1 << 16) as handle:  # a URL: one ranged read of the header
             head = handle.read(1 << 16)
     except OSError:
         return f.frames

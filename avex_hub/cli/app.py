@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from . import agile, benchmark, export, inference, monitoring, terminal, weights
+from . import agile, benchmark, export, inference, monitoring, options, scale, terminal, weights
 from .errors import CommandError, ExitCode
 
 __all__ = ["build_parser", "main"]
 
 # Each family: COMMANDS (its subcommands), add_parsers(sub) and run(args) -> ExitCode, in the order of --help
-FAMILIES = (inference, weights, export, agile, benchmark, monitoring)
+FAMILIES = (inference, weights, export, agile, benchmark, monitoring, scale)
 
 DESCRIPTION = ("avex-hub: embed or classify folders of recordings, agile modelling, monitoring outputs, benchmarks; "
-               "inspect, download, verify and export the weights.")
+               "inspect, download, verify and export the weights; merge the outputs of sharded runs.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,8 @@ def _command(argv: list[str] | None) -> int:
         return ExitCode(exit_.code or 0)
     family = next(f for f in FAMILIES if args.command in f.COMMANDS)
     try:
+        if not getattr(family, "STORES", False):  # the families whose --out may be a URL say so
+            options.local_only(args)
         return family.run(args)
     except CommandError as error:
         terminal.error(str(error))

@@ -9,9 +9,10 @@ extension is refused (exit code 2).
 
 Resumable: each input's rows go to ``<out>.parts/<hash>.npz`` (written atomically) as soon as the
 file is done; a re-run skips inputs whose shard exists with the same settings (the hash covers the
-input's absolute path, size and modification time and every setting that changes an output value:
-weights digest, architecture, preprocessing, precision, runtime, channels, window, hop, layers, pooling,
-top-k, label names and the output format version) and then rebuilds ``--out`` from the shards. A shard that
+input's absolute path, size and modification time, or an object's URL, ETag or version id and size, and
+every setting that changes an output value: weights digest, architecture, preprocessing, precision,
+runtime, channels, window, hop, layers, pooling, top-k, label names and the output format version) and
+then rebuilds ``--out`` from the shards. A shard that
 cannot be read (a disk filled up, a copy cut short) is recomputed, with a line naming it. The settings
 are recorded in the output: Parquet schema metadata ``avex_hub``, NPZ field ``settings``, and for CSV
 the sidecar ``<out>.settings.json``. ``--times`` and its options are not settings: their columns are derived from
@@ -20,8 +21,8 @@ the recordings' starts each time ``--out`` is written, so a run with them resume
 Exit codes: 0 success; 1 an error stopped the command (weights unavailable or unreadable, digest
 mismatch, the runtime's graph could not be exported, disk full or another write error: finished files are
 kept and a re-run resumes); 2 usage error (bad arguments, no inputs, an --out or --raven that cannot be
-written, a --runtime and --precision pair that does not exist or whose package is missing, checked before
-any work);
+written, a --runtime and --precision pair that does not exist or whose package is missing, a bad --shard or
+--storage-options, a store that cannot be used, checked before any work);
 3 some inputs could not be read (every other input was written; they and any folder that could not be
 listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
 """
@@ -30,24 +31,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from .._files import check_writable
+from ..storage.locations import StorageAccessError, absolute
 from . import options, terminal
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model, runtime_device
+from .scale import part_written, record_shard, run_context, take_shard
 
 __all__ = ["COMMANDS", "add_parsers", "run", "shard_name"]
 
 COMMANDS = ("embed", "classify")
+STORES = True  # --out and --raven may be URLs (avex_hub.cli.scale)
 
 
 def add_parsers(sub) -> None:
     """Register embed and classify on ``sub`` (the CLI's subparsers)."""
     run = options.parent("--model", "--checkpoint", "--window", "--hop", "--channels", "--device", "--batch-size",
-                         "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress")
+                         "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress",
+                         "--shard", "--storage-options")
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     options.add(run, "--out", help="output file; its extension sets the format (embed: "
                 f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
@@ -92,7 +96,7 @@ def shard_name(path: str, settings: dict) -> str:
     modification time: :func:`avex_hub.embed.outputs.file_fingerprint`) or any setting changes."""
     from ..embed.outputs import file_fingerprint
 
-    key = {**file_fingerprint(os.path.abspath(path)), "settings": _comparable(settings)}
+    key = {**file_fingerprint(absolute(path)), "settings": _comparable(settings)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".npz"
 
 
@@ -166,6 +170,11 @@ def _write_error(failure: OSError, parts: Path) -> CommandError:
 
 def run(args) -> int:
     """Run embed or classify: usage checked before the weights load, then the files the shards lack, then --out."""
+    with run_context(args):  # --shard, --storage-options; --out in object storage
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..audio.arrays import SAMPLE_RATE, WINDOW_S
     from ..audio.folders import find_audio
     from ..audio.windows import window_params
@@ -179,10 +188,11 @@ def run(args) -> int:
     try:
         search = find_audio(args.paths, skip=[parts])
         device = resolve_device(runtime_device(args))
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError, StorageAccessError) as error:  # a store: unreachable, refused
         raise UsageError(str(error)) from None
     if not search.files and not search.failures:
         raise UsageError(f"no audio files found in {args.paths} (looked for .wav, .flac, .mp3, .ogg, ...)")
+    search, shard = take_shard(args, search)  # --shard I/N: this machine's share
     try:  # cheap checks before loading weights
         window_params(WINDOW_S if args.window is None else args.window, args.hop, SAMPLE_RATE)
         check_precision(args.precision, device)
@@ -213,7 +223,7 @@ def run(args) -> int:
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
     try:
-        return _process(args, fmt, model, settings, search, device, calibration, clock)
+        return _process(args, fmt, model, settings, search, device, calibration, clock, shard)
     except GraphExportError as error:
         raise CommandError(f"{error}; no file was computed (--runtime torch runs without a graph)") from None
     except OSError as error:
@@ -230,7 +240,8 @@ def _refuse_repeated_layers(model, layers) -> None:
                          f"layers are 0..{model.num_layers}, and -1 is {model.num_layers}); give each layer once")
 
 
-def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None) -> int:
+def _process(args, fmt: str, model, settings: dict, search, device, calibration=None, clock=None,
+             shard=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
     from ..embed import outputs
     from ..embed.inference import iter_file_results
@@ -257,13 +268,15 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
         if result.error is not None:
             failures[result.path] = result.error
             continue
-        meta = {"path": result.path, "abspath": os.path.abspath(result.path), "settings": record,
+        meta = {"path": result.path, "abspath": absolute(result.path), "settings": record,
                 "num_windows": result.num_windows, "duration_s": result.duration_s}
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
+        part_written(args, parts / names[result.path])  # --out in object storage: uploaded now
 
     done = [f for f in files if f not in failures]
     rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
                            clock)
+    record_shard(out, shard, failures)  # what this shard covered, for avex-hub merge
     terminal.say(_summary(out, rows, len(done), skipped, len(failures), flagged))
     truncated = flagged["truncated"]
     if truncated:
@@ -292,7 +305,7 @@ def _shard_ok(path: Path, settings: dict, source: str) -> bool:
     except ValueError as error:
         terminal.say(f"recomputing {text_cell(source)}: {error}")
         return False
-    same_file = meta.get("abspath") == os.path.abspath(source)
+    same_file = meta.get("abspath") == absolute(source)
     return same_file and _comparable(meta.get("settings", {})) == _comparable(settings)
 
 

@@ -9,8 +9,8 @@ import argparse
 import functools
 from pathlib import Path
 
-__all__ = ["channels", "layers", "number", "positive_int", "positive_float", "at_least_zero", "probability",
-           "DEFAULT_MODEL", "declarations", "add", "parent"]
+__all__ = ["channels", "layers", "location", "number", "positive_int", "positive_float", "at_least_zero",
+           "probability", "DEFAULT_MODEL", "declarations", "add", "parent", "local_only"]
 
 
 def channels(value: str):
@@ -33,6 +33,14 @@ def layers(value: str):
         raise argparse.ArgumentTypeError(f"expected a layer index, a comma list (e.g. 6,-1) or 'all', "
                                          f"got {value!r}") from None
     return items[0] if len(items) == 1 else items
+
+
+def location(value: str):
+    """--out, --raven: a path, or a URL (s3://, gs://, https://) kept as given (a Path would fold its ``//``); a
+    command that writes only local files refuses a URL (:func:`local_only`)."""
+    from ..storage.locations import is_url
+
+    return value if is_url(value) else Path(value)
 
 
 def number(kind, holds, rule: str):
@@ -108,10 +116,21 @@ def declarations() -> dict[str, dict]:
                               "-1,12 on a 12-layer model is refused), or 'all'"),
         "--pooling": dict(choices=POOLINGS, default="mean", help="pooling over frames"),
         # where it goes
-        "--out": dict(required=True, type=Path, help="output file"),
+        "--out": dict(required=True, type=location, help="output file"),
         "--overwrite": dict(action="store_true", help="recompute every input and replace --out"),
         "--format": dict(default=None, help="output format"),
-        "--raven": dict(type=Path, default=None, help="also write one Raven selection table per file here"),
+        "--raven": dict(type=location, default=None, help="also write one Raven selection table per file here"),
+        # many machines and object storage (avex_hub.cli.scale): text here, parsed and checked there, so that a bad
+        # value is one line and never echoed
+        "--storage-options": dict(default=None, metavar="JSON",
+                                  help="fsspec arguments for s3://, gs://, https:// inputs and outputs, e.g. "
+                                       "'{\"endpoint_url\": \"http://minio:9000\"}' or '{\"profile\": \"archive\"}' "
+                                       "(credentials: better the environment or a profile; S3 without any reads "
+                                       "anonymously)"),
+        "--shard": dict(default=None, metavar="I/N",
+                        help="process only this machine's share of the inputs: shard I of N (1 <= I <= N), by a "
+                             "stable hash of each input's path relative to the folder or prefix given; `avex-hub "
+                             "merge` joins the N outputs"),
         "--db": dict(required=True, type=Path, help="the embedding database folder"),
         # species, scores and thresholds
         "--species": dict(default=None, help="species list: one scientific name a line"),
@@ -152,3 +171,14 @@ def parent(*names: str) -> argparse.ArgumentParser:
     for name in names:
         add(parser, name)
     return parser
+
+
+def local_only(args) -> None:
+    """A command that writes local files only refuses an ``--out`` or ``--raven`` URL in one line (exit code 2)."""
+    from .errors import UsageError
+
+    for dest in ("out", "raven"):
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            raise UsageError(f"--{dest} {value}: avex-hub {args.command} writes local files only (embed, classify "
+                             "and merge write to object storage); give a local path and copy the result to the store")

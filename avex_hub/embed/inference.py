@@ -36,6 +36,7 @@ from ..encoder.pipeline import BatchOutputs, Embeddings, Rows, Scores, run_batch
 from ..encoder.runtimes import check_runtime, default_threads, torch_threads, window_model
 from ..encoder.precision import batch_size_for, default_num_workers, device_for
 from ..labels import match_species
+from ..storage.locations import current_options, using_options
 from .settings import OUTPUT_VERSION, ClassifySettings, EmbedSettings, InferenceSettings
 
 FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
@@ -147,13 +148,15 @@ class _WindowBatches(torch.utils.data.IterableDataset):
         super().__init__()
         self.paths, self.settings, self.batch_size, self.block_s = paths, settings, batch_size, block_s
         self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
+        self.storage_options = current_options()  # URLs are read with them in the workers too
 
     def __iter__(self) -> Iterator[WindowBatch | FileEnd]:
         info = torch.utils.data.get_worker_info()
         mine = _assign(self.sizes, info.num_workers)[info.id] if info is not None else range(len(self.paths))
-        windows = file_windows(self.paths, mine, window_s=self.settings.window_s, hop_s=self.settings.hop_s,
-                               channels=self.settings.channels, block_s=self.block_s)
-        return batch_windows(windows, self.batch_size)
+        with using_options(self.storage_options):
+            windows = file_windows(self.paths, mine, window_s=self.settings.window_s, hop_s=self.settings.hop_s,
+                                   channels=self.settings.channels, block_s=self.block_s)
+            yield from batch_windows(windows, self.batch_size)
 
 
 # -- the main-process side: batches -> model -> per-file rows ---------------------------------------

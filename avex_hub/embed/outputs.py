@@ -48,12 +48,14 @@ import numpy as np
 
 from ..audio.arrays import MIX_CHANNEL
 from ..audio.quality import FLAG_NAMES
+from ..storage.locations import is_url
+from ..storage.objects import identity
 from .settings import InferenceSettings
 
 __all__ = [
     "FLAG_NAMES", "atomic_path", "file_fingerprint", "write_shard", "read_shard", "earlier_settings",
     "carry_over_shard", "write_parquet", "write_npz", "write_csv", "write_raven_tables", "write_failures",
-    "raven_names", "text_cell", "clock_fields", "clock_arrays",
+    "raven_names", "text_cell", "save_npz", "clock_fields", "clock_arrays",
 ]
 
 RAVEN_HIGH_FREQ_HZ = 8000.0  # the model hears 0-8 kHz (16 kHz input)
@@ -79,7 +81,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def _savez(target: Path, arrays: dict[str, np.ndarray]) -> None:
+def save_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
     """An uncompressed ``.npz`` (what ``np.savez`` writes, which cannot take an array named ``file``)."""
     with atomic_path(target, ".npz") as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -101,7 +103,15 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
     For every regular file both callers hash exactly the bytes they hashed before this function existed, so
     shards and caches written by earlier versions stay valid; ``tests/test_fingerprints.py`` pins them. (Before,
     the CLI wrote -1 for a path it could not stat, and a dataset None for any path that was not a regular file.)
+
+    An object in a store (a URL) is ``{"path", "size", "etag", "version_id"}``
+    (:func:`avex_hub.storage.objects.identity`; all None but the path when the store cannot say).
     """
+    if is_url(os.fspath(path)):
+        try:
+            return identity(os.fspath(path))
+        except OSError:
+            return {"path": os.fspath(path), "size": None, "etag": None, "version_id": None}
     try:
         stat = os.stat(path)
         size, mtime_ns = stat.st_size, stat.st_mtime_ns
@@ -113,7 +123,7 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
 # -- shards: one file per input, the unit of resumption ---------------------------------------------
 def write_shard(target: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """An ``.npz`` of plain arrays plus ``meta`` as a JSON string (no pickled objects)."""
-    _savez(target, {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays})
+    save_npz(target, {"meta": np.array(json.dumps(meta, sort_keys=True)), **arrays})
 
 
 def read_shard(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -264,7 +274,7 @@ def write_npz(target: str | os.PathLike, parts: Iterable[tuple[str, dict[str, np
         for name, kind, values in zip(clock.columns, clock.kinds, columns):
             out[name] = (np.array([text_cell(v or "") for v in values], dtype=str) if kind is str else
                          np.array([np.nan if v is None else v for v in values], dtype=np.float64))
-    _savez(Path(target), {"file": np.array([text_cell(f) for f in files], dtype=str),
+    save_npz(Path(target), {"file": np.array([text_cell(f) for f in files], dtype=str),
                           "settings": np.array(settings.to_json()), **out})
     return len(files)
 

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ...embed.inference import find_audio_files, iter_file_results
+from ...storage.locations import is_url
 from ...embed.settings import InferenceSettings
 from .archive import Archive
 from .store import recording_name
@@ -39,6 +40,16 @@ class IndexReport:
 def _file_key(path: str) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_size, stat.st_mtime_ns
+
+
+def _refuse_urls(paths) -> None:
+    """The archive identifies a recording by its file's size and modification time, which an object in a store does
+    not have: URLs are refused before any work (embed and classify read them)."""
+    urls = [os.fspath(p) for p in paths if is_url(os.fspath(p))]
+    if urls:
+        raise ValueError(f"{urls[0]}: avex-hub index reads local files only (the archive identifies a recording by "
+                         "its size and modification time); copy or mount the recordings locally, or run avex-hub "
+                         "embed on the URLs")
 
 
 def _known_recordings(archive: Archive) -> dict[str, tuple[int, tuple[int | None, int | None]]]:
@@ -105,6 +116,7 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
     archive get theirs again too. The report's ``unknown_starts`` names the files whose start is unknown, and why.
     """
     started = time.perf_counter()
+    _refuse_urls(paths)
     files = find_audio_files(paths)
     places = read_places(dict.fromkeys(map(recording_name, files), 0.0), deployments=deployments,
                          time_pattern=time_pattern, timezone=timezone)  # bad options fail before any work

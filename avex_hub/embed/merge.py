@@ -1,0 +1,271 @@
+"""``avex-hub merge``: join the outputs of several runs (the shards of one archive) into one output.
+
+The outputs must be of one format (Parquet or NPZ embeddings, or CSV classifications) and made with the same
+settings: model, weights digest, architecture, preprocessing, precision, channels, window, hop, layers and
+pooling or top-k and labels, output version (the package version may differ). Anything else is refused, naming the
+setting and both values, so embeddings of two models never end up in one table. Outputs whose columns differ (a
+run with ``--times`` and one without) and an input file in two outputs are refused as well. Rows are written output by output (in shard order when the runs were sharded), each output's rows
+as they are. Each output's failure list (``<output>.failures.csv``) joins the merged one.
+
+Given the input PATHs the runs were given, the merge walks them and reports every input no output covered
+(neither written nor failed: its shard did not run, or the file came later), naming its shard, in
+``<out>.failures.csv``. Inputs are matched by their key (:mod:`avex_hub.embed.split`), so runs on machines that
+mount the archive in different places still match; outputs of runs without ``--shard`` are matched by path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..audio.folders import find_audio
+from . import outputs
+from .destinations import exists, reading, remove, sibling, writing
+from .settings import InferenceSettings
+from .split import RECORD_SUFFIX, ShardRecord, input_keys, shard_of
+
+__all__ = ["MergeResult", "read_output_settings", "merge_outputs"]
+
+_FORMATS = {".parquet": "parquet", ".npz": "npz", ".csv": "csv"}
+_NOT_COMPARED = ("avex_hub_version",)  # a release may differ between machines; what it writes is output_version
+
+
+@dataclass
+class MergeResult:
+    """What the merge wrote: rows and input files, the failures joined (path -> why) and the inputs no output
+    covered (also among the failures)."""
+
+    rows: int
+    files: int
+    failures: dict[str, str] = field(default_factory=dict)
+    uncovered: list[str] = field(default_factory=list)
+
+
+def _format(path: str) -> str:
+    suffix = Path(path.split("?")[0]).suffix.lower()
+    if suffix not in _FORMATS:
+        raise ValueError(f"{path}: merge joins .parquet, .npz or .csv outputs of avex-hub embed|classify, found "
+                         f"{suffix or 'no extension'}")
+    return _FORMATS[suffix]
+
+
+def read_output_settings(path: str) -> dict:
+    """The settings an output records: Parquet schema metadata ``avex_hub``, the NPZ field ``settings``, or the
+    CSV sidecar ``<out>.settings.json``. ValueError when it has none (not an avex-hub output)."""
+    fmt = _format(path)
+    try:
+        if fmt == "csv":
+            with reading(sibling(path, ".settings.json")) as local:
+                return json.loads(local.read_text(encoding="utf-8"))
+        with reading(path) as local:
+            if fmt == "npz":
+                with np.load(local, allow_pickle=False) as data:
+                    return json.loads(str(data["settings"]))
+            import pyarrow.parquet as pq
+
+            return json.loads(pq.read_schema(local).metadata[b"avex_hub"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: records no avex-hub settings ({type(error).__name__}: {error}); merge takes outputs "
+                         "of avex-hub embed|classify") from None
+    except FileNotFoundError as error:
+        raise ValueError(f"{path}: cannot read it ({error}); check the path (a CSV needs its .settings.json "
+                         "beside it)") from None
+
+
+def _check_same_settings(paths: list[str], settings: list[dict]) -> None:
+    first = {k: v for k, v in settings[0].items() if k not in _NOT_COMPARED}
+    for path, other in zip(paths[1:], settings[1:]):
+        other = {k: v for k, v in other.items() if k not in _NOT_COMPARED}
+        differ = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: {_short(first.get(k))} vs {_short(other.get(k))}" for k in differ[:3])
+            models = " of two models" if {"weights_sha256", "model", "architecture"} & set(differ) else ""
+            raise ValueError(f"cannot merge {paths[0]} and {path}: they were made with different settings{models} "
+                             f"({shown}{'; ...' if len(differ) > 3 else ''}); merge only outputs of one model and one "
+                             "set of settings, or run the odd one again with the same --model/--checkpoint and options")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:12] + "..." + text[-6:]
+
+
+def _records(paths: list[str]) -> list[ShardRecord | None]:
+    records = []
+    for path in paths:
+        source = sibling(path, RECORD_SUFFIX)
+        if not exists(source):
+            records.append(None)
+            continue
+        with reading(source) as local:
+            records.append(ShardRecord.from_json(local.read_text(encoding="utf-8"), source))
+    known = [r for r in records if r is not None]
+    if known and len(known) != len(records):
+        raise ValueError("some outputs were made with --shard and some without; merge the shards of one split")
+    counts = {r.shard.count for r in known}
+    if len(counts) > 1:
+        raise ValueError(f"the outputs come from splits into different numbers of shards ({sorted(counts)}); merge "
+                         "the shards of one split")
+    seen: dict[int, str] = {}
+    for path, record in zip(paths, records):
+        if record is not None and record.shard.index in seen:
+            raise ValueError(f"{seen[record.shard.index]} and {path} are both shard {record.shard}; leave one out")
+        if record is not None:
+            seen[record.shard.index] = path
+    return records
+
+
+def _files_of(path: str, fmt: str, local: Path) -> list[str]:
+    """The input files an output holds rows of, in order, each once."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_table(local, columns=["file"]).column("file").to_pylist()
+    elif fmt == "npz":
+        with np.load(local, allow_pickle=False) as data:
+            names = data["file"].tolist()
+    else:
+        with open(local, newline="", encoding="utf-8") as handle:
+            names = [row[0] for row in csv.reader(handle)][1:]
+    return list(dict.fromkeys(names))
+
+
+def _failures_of(path: str) -> dict[str, str]:
+    source = sibling(path, ".failures.csv")
+    if not exists(source):
+        return {}
+    with reading(source) as local, open(local, newline="", encoding="utf-8") as handle:
+        return {row["path"]: row["error"] for row in csv.DictReader(handle)}
+
+
+def _write(fmt: str, locals_: list[Path], out: str, settings: dict) -> int:
+    """The rows of every local output, in order, into ``out`` (written whole or not at all); returns the rows."""
+    rows = 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with writing(out, ".parquet") as tmp:
+            schema = pq.read_schema(locals_[0])
+            with pq.ParquetWriter(str(tmp), schema) as writer:
+                for local in locals_:
+                    source = pq.ParquetFile(local)
+                    for group in range(source.num_row_groups):  # one input file's rows per group
+                        table = source.read_row_group(group).replace_schema_metadata(schema.metadata)
+                        writer.write_table(table)
+                        rows += table.num_rows
+        return rows
+    if fmt == "npz":
+        loaded = []
+        for local in locals_:
+            with np.load(local, allow_pickle=False) as data:
+                loaded.append({k: data[k] for k in data.files if k != "settings"})
+        arrays = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0]}  # every column (--times' too)
+        with writing(out, ".npz") as tmp:
+            outputs.save_npz(tmp, {"file": arrays.pop("file"),
+                                   "settings": np.array(InferenceSettings.from_dict(settings).to_json()), **arrays})
+        return len(arrays["start_s"])
+    with writing(sibling(out, ".settings.json"), ".json") as tmp:
+        tmp.write_text(json.dumps(settings, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+    with writing(out, ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as target:
+        for i, local in enumerate(locals_):
+            with open(local, newline="", encoding="utf-8") as source:
+                header = source.readline()
+                if i == 0:
+                    target.write(header)
+                for line in source:  # cells are copied as written (already escaped)
+                    target.write(line)
+                    rows += 1
+    return rows
+
+
+def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None) -> MergeResult:
+    """Join the outputs ``paths`` into ``out`` (see the module docstring); ``inputs``: the PATHs the runs were given,
+    to report the inputs no output covered. ValueError (one line, what to fix) for outputs that do not belong
+    together."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("merge needs at least one output to join")
+    fmt = _format(out)
+    odd = [p for p in paths if _format(p) != fmt]
+    if odd:
+        raise ValueError(f"{odd[0]}: the outputs and --out must share one format ({fmt}); merge .parquet with .parquet, "
+                         ".npz with .npz, .csv with .csv")
+    settings = [read_output_settings(p) for p in paths]
+    _check_same_settings(paths, settings)
+    records = _records(paths)
+    order = sorted(range(len(paths)), key=lambda i: records[i].shard.index if records[i] else i)
+    paths, records = [paths[i] for i in order], [records[i] for i in order]
+    with contextlib.ExitStack() as stack:  # every output as a local file (objects copied, removed after)
+        locals_ = [stack.enter_context(reading(p)) for p in paths]
+        held = {path: _files_of(path, fmt, local) for path, local in zip(paths, locals_)}
+        _refuse_repeats(held)
+        _check_same_columns(paths, [_columns(fmt, local) for local in locals_])
+        rows = _write(fmt, locals_, out, settings[0])
+    failures: dict[str, str] = {}
+    for path in paths:
+        failures.update(_failures_of(path))
+    uncovered = _uncovered(inputs, records, held, failures) if inputs is not None else []
+    for path, why in uncovered:
+        failures[path] = why
+    report = sibling(out, ".failures.csv")
+    if failures:
+        with writing(report, ".csv") as tmp:
+            outputs.write_failures(tmp, failures)
+    else:
+        remove(report)  # an old report would describe another merge
+    return MergeResult(rows, sum(len(v) for v in held.values()), failures, [p for p, _ in uncovered])
+
+
+def _columns(fmt: str, local: Path) -> list[str]:
+    """An output's columns (Parquet's fields, NPZ's arrays, the CSV header), in order."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(local).names
+    if fmt == "npz":
+        with np.load(local, allow_pickle=False) as data:
+            return sorted(data.files)
+    with open(local, newline="", encoding="utf-8") as source:
+        return next(csv.reader(source), [])
+
+
+def _check_same_columns(paths: list[str], columns: list[list[str]]) -> None:
+    """Outputs with the same settings may still differ in columns the settings do not decide (classify --times and
+    its options): rows joined under one header would be shifted, so they are refused, naming the difference."""
+    for path, found in zip(paths[1:], columns[1:]):
+        if found != columns[0]:
+            extra = [c for c in found if c not in columns[0]] or [c for c in columns[0] if c not in found]
+            raise ValueError(f"{path} and {paths[0]} have different columns ({', '.join(extra) or 'their order'}: "
+                             "one run had --times or --deployments and the other not?); run the odd one again with "
+                             "the others' options")
+
+
+def _refuse_repeats(held: dict[str, list[str]]) -> None:
+    owner: dict[str, str] = {}
+    for path, files in held.items():
+        for name in files:
+            if name in owner:
+                raise ValueError(f"{name} has rows in both {owner[name]} and {path}; each input belongs in one output "
+                                 "(were they made with different --shard splits, or run twice?): leave one out")
+            owner[name] = path
+
+
+def _uncovered(inputs: list[str], records: list, held: dict[str, list[str]],
+               failures: dict[str, str]) -> list[tuple[str, str]]:
+    """``(input, why)`` for each input under ``inputs`` that no output holds or lists as failed."""
+    search = find_audio(inputs)
+    keys = input_keys(search.files, list(inputs))
+    if all(r is not None for r in records) and records:
+        count = records[0].shard.count
+        covered = {key for r in records for key in r.inputs}
+        return [(f, f"not in any merged output: its shard, {shard_of(keys[f], count)}/{count}, did not run or "
+                    "missed it (added later?); run that shard again and merge") for f in search.files
+                if keys[f] not in covered]
+    covered = {name for files in held.values() for name in files} | set(failures)
+    return [(f, "not in any merged output: run avex-hub on it and merge again") for f in search.files
+            if outputs.text_cell(f) not in covered]

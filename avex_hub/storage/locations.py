@@ -1,0 +1,198 @@
+"""URLs and the run's storage options: which inputs are URLs, the filesystem that reads one, and errors in one line.
+
+A URL is ``protocol://...`` (``s3://bucket/prefix/``, ``gs://bucket/a.flac``, ``https://host/a.wav``); ``file://``
+URLs are local paths (:func:`local_path`). Anything else is a local path, read as before.
+
+Credentials come the standard way of each store: for S3 the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), a profile (``AWS_PROFILE``, ``~/.aws``) or an instance role; for
+Google Cloud Storage ``GOOGLE_APPLICATION_CREDENTIALS`` or the gcloud login. ``--storage-options JSON`` (the CLI) or
+``storage_options=`` (the library) passes keyword arguments to the fsspec filesystem (``{"endpoint_url":
+"http://minio:9000"}``, ``{"profile": "archive"}``, ``{"anon": true}``); they hold for every URL of a run, and
+:func:`using_options` scopes them. S3 without any credentials reads anonymously, as public buckets (NOAA's,
+Orcasound's) allow. Nothing here prints, logs or stores the options: messages name the URL and what to fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import re
+from typing import Iterator
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = ["StorageAccessError", "protocol_of", "is_url", "local_path", "absolute", "is_listable", "check_url",
+           "parse_storage_options", "using_options", "current_options", "filesystem", "storage_error"]
+
+_PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+_UNLISTABLE = ("http", "https")  # an HTTP server cannot be listed: its URLs are files (or manifest rows)
+# Query parameters of presigned URLs: a signature is a credential, and an input's URL is written into outputs.
+_SIGNED = {"x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+           "signature", "awsaccesskeyid", "sig", "token"}
+# Error codes of S3-compatible services that mean the credentials themselves are wrong (not the permissions).
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                     "TokenRefreshRequired", "AuthorizationHeaderMalformed", "InvalidClientTokenId"}
+_CREDENTIAL_KEYS = ("key", "secret", "token", "anon", "profile", "session")
+_OPTIONS: contextvars.ContextVar[dict] = contextvars.ContextVar("avex_hub_storage_options", default={})
+_FILESYSTEMS: contextvars.ContextVar[dict] = contextvars.ContextVar("avex_hub_filesystems", default={})
+
+
+class StorageAccessError(OSError):
+    """The store as a whole cannot be used: unreachable, credentials refused, or its fsspec package missing. The
+    message says what to fix; it never holds the storage options."""
+
+
+def protocol_of(path) -> str | None:
+    """``"s3"`` for ``s3://bucket/key``, ``"file"`` for ``file:///x``; None for a plain path."""
+    match = _PROTOCOL.match(path) if isinstance(path, str) else None
+    return match.group(1).lower() if match else None
+
+
+def is_url(path) -> bool:
+    """Whether ``path`` names a remote object or prefix (a URL other than ``file://``)."""
+    return protocol_of(path) not in (None, "file", "local")
+
+
+def local_path(path):
+    """``file:///data/a.wav`` -> ``/data/a.wav``; any other path or URL as it is."""
+    if protocol_of(path) in ("file", "local"):
+        return path.split("://", 1)[1]
+    return path
+
+
+def absolute(path) -> str:
+    """An input's name that does not depend on the working directory: a URL as it is, a local path made absolute."""
+    path = os.fspath(path)
+    return path if is_url(path) else os.path.abspath(local_path(path))
+
+
+def is_listable(url: str) -> bool:
+    """Whether a prefix of this store can be listed (not so for ``https://``: its URLs are files)."""
+    return protocol_of(url) not in _UNLISTABLE
+
+
+def check_url(url: str) -> str:
+    """``url``, or a ValueError when it carries credentials (a user name and password, or a presigned URL's
+    signature): an input's URL is written into the outputs, the failure list and the messages of a run."""
+    parts = urlsplit(url)
+    signed = sorted({name for name, _ in parse_qsl(parts.query, keep_blank_values=True)
+                     if name.lower() in _SIGNED})
+    if parts.username is not None or parts.password is not None or signed:
+        what = "a user name or password" if not signed else f"a signature ({', '.join(signed)})"
+        raise ValueError(f"{parts.scheme}://{parts.hostname}{parts.path}: the URL carries {what}, which would be "
+                         "written into the outputs and messages; give the URL without it and the credentials through "
+                         "the environment or --storage-options")
+    return url
+
+
+def parse_storage_options(text: str) -> dict:
+    """``--storage-options JSON`` -> a dict of fsspec filesystem arguments; a ValueError that does not echo the text
+    (it may hold credentials)."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--storage-options: expected a JSON object such as '{{\"anon\": true}}' or "
+                         f"'{{\"endpoint_url\": \"http://minio:9000\"}}', found text that is not JSON ({error.msg} at "
+                         f"character {error.pos}; the text is not shown: it may hold credentials)") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--storage-options: expected a JSON object ({{...}}), found a {type(options).__name__}")
+    return options
+
+
+@contextlib.contextmanager
+def using_options(options: dict | None) -> Iterator[None]:
+    """Within the block, URLs are opened with ``options`` (fsspec filesystem arguments) and filesystems are made
+    afresh (a listing cached by an earlier run is not trusted)."""
+    tokens = (_OPTIONS.set(dict(options or {})), _FILESYSTEMS.set({}))
+    try:
+        yield
+    finally:
+        _FILESYSTEMS.reset(tokens[1])
+        _OPTIONS.reset(tokens[0])
+
+
+def current_options() -> dict:
+    """The storage options in force (a copy; for handing to another process, which enters :func:`using_options`)."""
+    return dict(_OPTIONS.get())
+
+
+def filesystem(url: str):
+    """``(fsspec filesystem, path within it)`` for ``url``, with the options in force. S3 without credentials
+    (none given, none in the environment or a profile) reads anonymously. StorageAccessError when the protocol's
+    package is missing."""
+    protocol = protocol_of(url)
+    try:
+        import fsspec
+    except ImportError:
+        raise StorageAccessError(f"{url}: reading URLs needs fsspec: pip install 'avex-hub[cloud]'") from None
+    cache = _FILESYSTEMS.get()
+    if protocol not in cache:
+        options = current_options()
+        if protocol in ("s3", "s3a") and not any(k in options for k in _CREDENTIAL_KEYS) and not _aws_credentials():
+            options["anon"] = True  # public buckets need no account
+        try:  # a filesystem of our own (fsspec's shared ones keep listings of earlier runs)
+            cache[protocol] = fsspec.filesystem(protocol, skip_instance_cache=True, **options)
+        except ImportError as error:
+            raise StorageAccessError(f"{url}: reading {protocol}:// needs its fsspec package ({error}): pip install "
+                                     "'avex-hub[cloud]'") from None
+        except TypeError as error:  # an option the filesystem does not take
+            raise StorageAccessError(f"--storage-options: the {protocol}:// filesystem refused an option ({error}); "
+                                     "see its documentation for the arguments it takes") from None
+    fs = cache[protocol]
+    return fs, fsspec.core.strip_protocol(url)
+
+
+def _aws_credentials() -> bool:
+    """Whether botocore finds credentials the standard way (environment, profile, instance role)."""
+    try:
+        import botocore.session
+    except ImportError:
+        return False
+    return botocore.session.get_session().get_credentials() is not None
+
+
+def _codes(error: BaseException) -> tuple[list[str], list[str]]:
+    """(service error codes, exception class names) along ``error``'s chain of causes."""
+    codes, names, seen = [], [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        names.append(type(error).__name__)
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            codes.append(str(response.get("Error", {}).get("Code", "")))
+        error = error.__cause__ or error.__context__
+    return codes, names
+
+
+def storage_error(error: BaseException, url: str) -> OSError:
+    """``error`` from a store, as one line that names ``url`` and what to fix: StorageAccessError (unreachable,
+    credentials refused), FileNotFoundError, PermissionError, or an OSError with the store's own words."""
+    if isinstance(error, StorageAccessError):
+        return error
+    codes, names = _codes(error)
+    first = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    if any(n in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
+                 "ConnectionRefusedError", "ClientConnectionError") for n in names):
+        return StorageAccessError(f"cannot reach the storage service for {url} ({first}); check the endpoint "
+                                  "(endpoint_url in --storage-options, or AWS_ENDPOINT_URL) and the network, then run "
+                                  "again")
+    if isinstance(error, TypeError):  # made lazily by some filesystems: an option they do not take
+        return StorageAccessError(f"--storage-options: the filesystem for {url} refused an option ({first}); see its "
+                                  "documentation for the arguments it takes")
+    if "NoCredentialsError" in names:
+        return StorageAccessError(f"{url}: no credentials found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+                                  "AWS_SECRET_ACCESS_KEY, or give key and secret in --storage-options")
+    refused = [c for c in codes if c in _CREDENTIAL_CODES]
+    if refused:
+        return StorageAccessError(f"{url}: the storage service refused the credentials ({refused[0]}); check "
+                                  "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (Google Cloud: "
+                                  "GOOGLE_APPLICATION_CREDENTIALS), or key and secret in --storage-options")
+    if isinstance(error, FileNotFoundError) or "NoSuchKey" in codes or "NoSuchBucket" in codes:
+        return FileNotFoundError(f"{url}: not found in the store ({first})")
+    if isinstance(error, PermissionError) or any(c in ("AccessDenied", "403", "AllAccessDisabled") for c in codes):
+        return PermissionError(f"{url}: access denied ({first}); the credentials in use are wrong or may not read "
+                               "it: check AWS_PROFILE / AWS_ACCESS_KEY_ID (or key and secret in --storage-options), or "
+                               "ask for read and list permission on it (anonymous reads work for public buckets "
+                               "only)")
+    return OSError(f"{url}: {type(error).__name__}: {first}")

@@ -1,0 +1,202 @@
+"""--shard I/N and avex-hub merge: a stable split of an archive's inputs among machines, and the outputs joined."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from safetensors.torch import load_file, save_file
+
+from avex_hub.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, main
+from avex_hub.embed.split import ShardRecord, input_keys, jump_hash, parse_shard, shard_of
+from conftest import FIXTURE, tones
+
+QUIET = ["--checkpoint", str(FIXTURE), "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """Eight short recordings in two site folders."""
+    root = tmp_path_factory.mktemp("archive") / "recordings"
+    for i in range(8):
+        path = root / f"site{i % 2}" / f"clip{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tones(1.0 + 0.25 * i, 16000, seed=40 + i), 16000, subtype="FLOAT")
+    return root
+
+
+def test_shard_specs_are_checked_in_one_line():
+    assert parse_shard("2/4").index == 2 and str(parse_shard(" 4 / 4 ")) == "4/4"
+    for bad, says in [("3/2", "between 1 and the number of shards (2)"), ("0/2", "between 1"),
+                      ("2", "expected I/N"), ("a/b", "expected I/N"), ("1/0", "at least 1")]:
+        with pytest.raises(ValueError, match=re.escape(says)) as caught:
+            parse_shard(bad)
+        assert "\n" not in str(caught.value)
+
+
+def test_the_split_is_stable_balanced_and_moves_little():
+    # pinned: the same shard on every machine, Python and release (a change here re-splits every archive)
+    assert [shard_of(f"site1/clip{i}.wav", 4) for i in range(8)] == [4, 3, 1, 4, 2, 3, 4, 2]
+    assert jump_hash(0, 1) == 0 and [jump_hash(k, 10) for k in (1, 2**40, 2**63)] == [6, 9, 5]
+    keys = [f"site{i % 7}/2024-05-{i:05d}.flac" for i in range(2000)]
+    four = [shard_of(k, 4) for k in keys]
+    assert all(440 <= four.count(s) <= 560 for s in range(1, 5))  # about a quarter each
+    five = [shard_of(k, 5) for k in keys]
+    moved = sum(a != b for a, b in zip(four, five)) / len(keys)
+    assert 0.15 <= moved <= 0.25  # a fifth shard takes about 1/5; a modulo split would move 4/5
+    assert all(b == a or b == 5 for a, b in zip(four, five))  # and only to the new shard
+
+
+def test_keys_are_the_same_wherever_the_archive_is_mounted(archive, tmp_path):
+    from avex_hub.audio.folders import find_audio
+
+    elsewhere = tmp_path / "mnt" / "data"
+    elsewhere.parent.mkdir()
+    os.symlink(archive, elsewhere)
+    here = find_audio([archive]).files
+    there = find_audio([str(elsewhere) + "/"]).files
+    assert sorted(input_keys(here, [str(archive)]).values()) == sorted(input_keys(there, [str(elsewhere)]).values())
+    assert input_keys(here[:1], [str(archive)]) == {here[0]: "site0/clip0.wav"}
+    assert input_keys([str(archive / "site1" / "clip1.wav")], []) == {str(archive / "site1" / "clip1.wav"): "clip1.wav"}
+    prefix = input_keys(["s3://bucket/recordings/site1/clip1.wav"], ["s3://bucket/recordings/"])
+    assert prefix == {"s3://bucket/recordings/site1/clip1.wav": "site1/clip1.wav"}
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))[1:]
+
+
+def test_sharded_runs_merge_into_the_unsharded_rows_and_report_what_no_shard_covered(archive, tmp_path, capsys):
+    whole = tmp_path / "whole.csv"
+    assert main(["classify", str(archive), "--out", str(whole), *QUIET]) == EXIT_OK
+    shards = [tmp_path / f"s{i}.csv" for i in (1, 2, 3)]
+    for i, out in enumerate(shards, 1):
+        assert main(["classify", str(archive), "--out", str(out), "--shard", f"{i}/3", *QUIET]) == EXIT_OK
+    records = [ShardRecord.from_json(Path(f"{s}.shard.json").read_text(), str(s)) for s in shards]
+    assert sorted(k for r in records for k in r.inputs) == sorted(
+        f"site{i % 2}/clip{i}.wav" for i in range(8))  # every input in exactly one shard
+    assert all(r.inputs[k][0] == sorted(
+        f"site{i % 2}/clip{i}.wav" for i in range(8)).index(k) for r in records for k in r.inputs)  # walk position
+
+    merged = tmp_path / "merged.csv"
+    capsys.readouterr()
+    assert main(["merge", *map(str, reversed(shards)), "--out", str(merged), "--inputs", str(archive)]) == EXIT_OK
+    assert "merged 3 outputs" in capsys.readouterr().err
+    assert sorted(_csv_rows(merged)) == sorted(_csv_rows(whole))
+    assert json.loads(Path(f"{merged}.settings.json").read_text()) == json.loads(Path(f"{whole}.settings.json").read_text())
+    files = list(dict.fromkeys(row[0] for row in _csv_rows(merged)))  # shard by shard, each in walk order
+    assert files == [path for r in records for _, path, _ in sorted(r.inputs.values())]
+
+    # one shard's output lost: the merge names every input it held and the shard to run again
+    assert main(["merge", str(shards[0]), str(shards[2]), "--out", str(merged), "--inputs", str(archive)]) \
+        == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    with open(f"{merged}.failures.csv", newline="", encoding="utf-8") as handle:
+        missing = {row["path"]: row["error"] for row in csv.DictReader(handle)}
+    assert sorted(missing) == sorted(r[1] for r in records[1].inputs.values())
+    assert all("its shard, 2/3, did not run" in why for why in missing.values())
+    assert f"{len(missing)} inputs are in no output" in err
+
+    # a shard of another split (into 2) among shards of 3, or one shard given twice, is refused in one line
+    other = tmp_path / "half.csv"
+    assert main(["classify", str(archive), "--out", str(other), "--shard", "1/2", *QUIET]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["merge", str(shards[0]), str(other), "--out", str(merged)]) == EXIT_USAGE
+    assert "splits into different numbers of shards ([2, 3])" in capsys.readouterr().err
+    assert main(["merge", str(shards[0]), str(shards[0]), "--out", str(merged)]) == EXIT_USAGE
+    assert "are both shard 1/3" in capsys.readouterr().err
+
+
+def test_merge_refuses_outputs_of_two_models_in_one_line(archive, tmp_path, capsys):
+    other = tmp_path / "other-weights"
+    other.mkdir()
+    for name in ("config.json", "label_map.json"):
+        (other / name).write_bytes((FIXTURE / name).read_bytes())
+    tensors = load_file(str(FIXTURE / "model.safetensors"))
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first] + 0.01
+    save_file(tensors, str(other / "model.safetensors"))
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert main(["embed", str(archive / "site0"), "--out", str(a), *QUIET]) == EXIT_OK
+    assert main(["embed", str(archive / "site1"), "--out", str(b), "--checkpoint", str(other), "--workers", "0",
+                 "--no-progress"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "ab.parquet")]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "different settings of two models (weights_sha256:" in err
+    assert "run the odd one again with the same --model/--checkpoint" in err
+    assert not (tmp_path / "ab.parquet").exists()
+
+
+def test_merge_refuses_outputs_of_two_settings_naming_the_setting(archive, tmp_path, capsys):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["classify", str(archive / "site0"), "--out", str(a), *QUIET]) == EXIT_OK
+    assert main(["classify", str(archive / "site1"), "--out", str(b), "--hop", "0.5", *QUIET]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "ab.csv")]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "made with different settings (hop_s: " in err and "of two models" not in err
+    assert not (tmp_path / "ab.csv").exists()
+
+
+def test_embeddings_merge_in_both_formats_and_a_file_in_two_outputs_is_refused(archive, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    for fmt in ("parquet", "npz"):
+        times = ["--times"] if fmt == "npz" else []  # --times' columns are kept (NPZ's merge dropped them)
+        parts = [tmp_path / f"{site}.{fmt}" for site in ("site0", "site1")]
+        for site, out in zip(("site0", "site1"), parts):
+            assert main(["embed", str(archive / site), "--out", str(out), *times, *QUIET]) == EXIT_OK
+        whole = tmp_path / f"whole.{fmt}"
+        assert main(["embed", str(archive / "site0"), str(archive / "site1"), "--out", str(whole), *times,
+                     *QUIET]) == EXIT_OK
+        merged = tmp_path / f"merged.{fmt}"
+        assert main(["merge", *map(str, parts), "--out", str(merged),
+                     "--inputs", str(archive / "site0"), str(archive / "site1")]) == EXIT_OK
+        if fmt == "parquet":
+            a, b = pq.read_table(merged), pq.read_table(whole)
+            assert a.schema.metadata == b.schema.metadata and a.to_pylist() == b.to_pylist()
+        else:
+            with np.load(merged) as a, np.load(whole) as b:
+                assert a.files == b.files and "start_time" in a.files
+                for key in a.files:
+                    np.testing.assert_array_equal(a[key], b[key])
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "site0.npz"), str(tmp_path / "whole.npz"), "--out",
+                 str(tmp_path / "twice.npz")]) == EXIT_USAGE
+    assert "has rows in both" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path / "site0.npz"), str(tmp_path / "site1.parquet"), "--out",
+                 str(tmp_path / "mixed.npz")]) == EXIT_USAGE
+    assert "share one format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--shard", "3/2"], "--shard 3/2: the shard number must be between 1 and the number of shards (2)"),
+    (["--shard", "half"], "--shard half: expected I/N"),
+    (["--storage-options", "{'anon': true}"], "--storage-options: expected a JSON object"),
+])
+def test_bad_run_options_are_one_line_and_exit_2(archive, tmp_path, capsys, argv, says):
+    assert main(["classify", str(archive), "--out", str(tmp_path / "x.csv"), *argv, *QUIET]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err == f"avex-hub: error: {err.removeprefix('avex-hub: error: ')}" and err.count("\n") == 0
+    assert says in err and not (tmp_path / "x.csv").exists()
+
+
+def test_merge_refuses_outputs_whose_columns_differ(archive, tmp_path, capsys):
+    """classify --times is no setting (its columns come from the recordings' starts), so two shards may agree on
+    every setting and still differ in columns: joined under the first header, the other's rows would be shifted."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert main(["classify", str(archive), "--out", str(a), "--shard", "1/2", "--times", *QUIET]) == EXIT_OK
+    assert main(["classify", str(archive), "--out", str(b), "--shard", "2/2", *QUIET]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "ab.csv")]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{b} and {a} have different columns (start_time, end_time: " in err
+    assert not (tmp_path / "ab.csv").exists()
