@@ -89,7 +89,7 @@ def _window_of(name: str) -> int:
 
 @pytest.fixture(scope="module")
 def fresh(model, tmp_path_factory) -> dict[str, np.ndarray]:
-    """The vector of each fixture recording as today's code indexes it into a new archive: ``{name: [windows, dim]}``."""
+    """Each fixture recording's vectors as today's code indexes it into a new archive: ``{name: [windows, dim]}``."""
     root = tmp_path_factory.mktemp("fresh")
     _maker().write_audio(root / "rec")
     agile.index_files(model, [root / "rec"], root / "db", **ARGS)
@@ -103,7 +103,8 @@ def fresh(model, tmp_path_factory) -> dict[str, np.ndarray]:
 def test_index_embeds_the_padded_recordings_again_under_their_ids(model, fresh, tmp_path):
     db, rec = tmp_path / "db", tmp_path / "rec"
     shutil.copytree(PADDED, db)
-    paths = dict(zip(("long.wav", "exact.wav", "short.wav"), _put_back(db, rec, ("long.wav", "exact.wav", "short.wav"))))
+    names = ("long.wav", "exact.wav", "short.wav")
+    paths = dict(zip(names, _put_back(db, rec, names)))
     before = _stored(db)
     short, gone = _window_of("short.wav"), _window_of("gone.wav")
     # Before: the short recording's vector is that of its 1.5 s padded to the 2 s window with a mask (version 2's),
@@ -197,7 +198,8 @@ def _record_version(db: Path, version: int | None) -> None:
     stored.pop("output_version")
     if version is not None:
         stored["output_version"] = version
-    conn.execute("UPDATE hoplite_metadata SET value = ? WHERE key = 'avex_hub'", (json.dumps({"json": json.dumps(stored)}),))
+    conn.execute("UPDATE hoplite_metadata SET value = ? WHERE key = 'avex_hub'",
+                 (json.dumps({"json": json.dumps(stored)}),))
     conn.commit()
     conn.close()
 
@@ -243,3 +245,60 @@ def test_an_archive_of_a_newer_output_version_is_refused(model, tmp_path):
         with pytest.raises(agile.SettingsMismatchError, match=r"output_version: database 4, given 3"):
             agile.index_files(model, [new], db, **ARGS)
     assert len(_stored(db)) == 9  # nothing added
+
+
+def test_an_upgrade_stopped_half_way_leaves_the_old_archive_or_one_that_says_so(model, fresh, tmp_path, monkeypatch,
+                                                                                capsys, tiny_dir):
+    """Stopped before the vector index is saved: the old archive, whole. Stopped after it, before the SQLite commit:
+    new vectors under an archive that still records version 2, so search still says so, and the next index finishes
+    it. Never new rows over old vectors (the version recorded while the padded vectors are still there)."""
+    from usearch.index import Index
+
+    from avex_hub.cli import main
+    from avex_hub.integrations.agile import archive as archive_module
+
+    db, rec = tmp_path / "db", tmp_path / "rec"
+    shutil.copytree(PADDED, db)
+    _put_back(db, rec, ("long.wav", "exact.wav", "short.wav", "gone.wav"))
+    with pytest.warns(agile.ArchiveNotice) as said:
+        agile.Archive.open(db).close()  # the schema upgrade, so that the files below are those of this upgrade
+    assert "from schema version 2 to 3" in _lines(said)[0]
+    before, rows = _stored(db), _rows(db)
+    short = _window_of("short.wav")
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # stopped while the new index file is written
+        patch.setattr(Index, "save", stop)
+        with pytest.raises(KeyboardInterrupt):
+            agile.index_files(model, [rec], db, **ARGS)
+    assert _stored(db).keys() == before.keys() and all(np.array_equal(_stored(db)[k], v) for k, v in before.items())
+    assert _rows(db) == rows
+
+    with monkeypatch.context() as patch:  # stopped after the index file is in place, before the SQLite commit
+        patch.setattr(archive_module, "_index_saved", stop)
+        with pytest.raises(KeyboardInterrupt):
+            agile.index_files(model, [rec], db, **ARGS)
+    np.testing.assert_allclose(_stored(db)[short], fresh["short.wav"][0], atol=1e-5)
+    assert _rows(db) == rows and rows[2]["output_version"] == 2
+    capsys.readouterr()
+    search = ["search", "--db", str(db), "--query", f"{rec / 'short.wav'}:0-1.5", "--top", "2", "--out",
+              str(tmp_path / "hits.csv"), "--no-progress", "--checkpoint", str(tiny_dir)]
+    assert main(search) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "output version" in line]
+    assert said == [f"avex-hub: {db}: 2 windows of 2 recordings no longer than one window hold vectors of output "
+                    "version 2 (padded to the window; today's run them at their own length), so their scores are not "
+                    f"comparable with the rest: put their audio back where it was indexed and run `avex-hub index` on "
+                    f"it, or remove them with `avex-hub prune --db {db}` (their labels are exported first)"]
+
+    with pytest.warns(agile.ArchiveNotice, match="2 recordings no longer than one window embedded again"):
+        agile.index_files(model, [rec], db, **ARGS)  # finishes it
+    after = _stored(db)
+    for name in ("short.wav", "gone.wav"):
+        np.testing.assert_allclose(after[_window_of(name)], fresh[name][0], atol=1e-5)
+    windows, labels, settings = _rows(db)
+    assert (windows, labels, settings["output_version"]) == (rows[0], rows[1], 3)
+    assert consistency(db) == {"violations": [], "unembedded": [], "stale": [], "windows": 6}
+    assert main(search) == 0
+    assert "output version" not in capsys.readouterr().err
