@@ -83,6 +83,18 @@ def _lines(record) -> list[str]:
     return [str(w.message) for w in record if issubclass(w.category, agile.ArchiveNotice)]
 
 
+def _fix(db: Path) -> str:
+    return (f"`avex-hub index` into it embeds again those whose audio is where it was indexed (put it back "
+            f"first); `avex-hub prune --db {db}` removes those whose audio is gone (their labels exported first)")
+
+
+def _padded_line(db: Path, count: int) -> str:
+    """What search says of an archive with ``count`` padded recordings of one window each."""
+    return (f"{db}: {count} windows of {count} recordings no longer than one window hold vectors of output version 2 "
+            "(padded to the window; this version runs them at their own length), so their scores are not comparable "
+            f"with the rest: {_fix(db)}")
+
+
 def _window_of(name: str) -> int:
     return next(i for i, r, _ in EXPECTED["windows"] if r == EXPECTED["recordings"][name])
 
@@ -126,9 +138,7 @@ def test_index_embeds_the_padded_recordings_again_under_their_ids(model, fresh, 
     assert f"{db}: 1 recordings no longer than one window embedded again at their own length (output version 2 " \
            "padded them to the window); their window ids and labels are unchanged" in lines
     assert f"{db}: 1 recordings no longer than one window keep vectors padded by output version 2 (their audio is " \
-           "gone or changed since it was indexed), not comparable with the rest: put their audio back where it was " \
-           f"indexed and run `avex-hub index` on it, or remove them with `avex-hub prune --db {db}` (their labels " \
-           "are exported first)" in lines
+           f"gone or changed since it was indexed), not comparable with the rest: {_fix(db)}" in lines
 
     after = _stored(db)
     windows, labels, settings = _rows(db)
@@ -149,11 +159,7 @@ def test_index_embeds_the_padded_recordings_again_under_their_ids(model, fresh, 
         hits = agile.search(archive, model, query, top=2)
     archive.close()
     assert hits[0].window_id == short and hits[0].score == pytest.approx(1.0, abs=1e-3)
-    assert [line for line in _lines(said) if "output version" in line] == [
-        f"{db}: 1 windows of 1 recordings no longer than one window hold vectors of output version 2 (padded to the "
-        "window; today's run them at their own length), so their scores are not comparable with the rest: put their "
-        f"audio back where it was indexed and run `avex-hub index` on it, or remove them with `avex-hub prune --db "
-        f"{db}` (their labels are exported first)"]
+    assert [line for line in _lines(said) if "output version" in line] == [_padded_line(db, 1)]
 
 
 def test_a_padded_recording_whose_audio_comes_back_is_embedded_again(model, fresh, tmp_path):
@@ -188,6 +194,14 @@ def test_a_padded_recording_whose_audio_comes_back_is_embedded_again(model, fres
         agile.search(archive, model, [agile.Query(str(rec / "short.wav"), 0.0, 1.5)], top=1)
     archive.close()
 
+
+
+def test_the_upgrade_knows_the_current_output_version():
+    """index adds to an archive of an older output version after versions.upgrade_vectors; it knows what changed up to
+    version 3 only. A new OUTPUT_VERSION must teach it what the new one changed (or refuse older archives) first."""
+    from avex_hub.embed.settings import OUTPUT_VERSION
+
+    assert agile.versions.UPGRADES_TO == OUTPUT_VERSION
 
 
 def _record_version(db: Path, version: int | None) -> None:
@@ -287,10 +301,7 @@ def test_an_upgrade_stopped_half_way_leaves_the_old_archive_or_one_that_says_so(
               str(tmp_path / "hits.csv"), "--no-progress", "--checkpoint", str(tiny_dir)]
     assert main(search) == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "output version" in line]
-    assert said == [f"avex-hub: {db}: 2 windows of 2 recordings no longer than one window hold vectors of output "
-                    "version 2 (padded to the window; today's run them at their own length), so their scores are not "
-                    f"comparable with the rest: put their audio back where it was indexed and run `avex-hub index` on "
-                    f"it, or remove them with `avex-hub prune --db {db}` (their labels are exported first)"]
+    assert said == [f"avex-hub: {_padded_line(db, 2)}"]
 
     with pytest.warns(agile.ArchiveNotice, match="2 recordings no longer than one window embedded again"):
         agile.index_files(model, [rec], db, **ARGS)  # finishes it

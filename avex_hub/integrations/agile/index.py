@@ -108,10 +108,10 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
     least every ``COMMIT_EVERY_S`` seconds and when the run stops (also on KeyboardInterrupt), so an interrupted
     run keeps every file it finished before the last commit. ``checkpoint``: the local weights ``model`` was built
     from (as given to ``build_model``), remembered so that ``avex-hub search`` finds them again.
-    Holds the archive's writer lock throughout (ArchiveLockedError if another process writes it). An archive of an
-    older output version is first upgraded (:func:`~avex_hub.integrations.agile.versions.upgrade_vectors`, each
-    line it says an ``ArchiveNotice``). ``runtime`` and
-    ``threads``: as for :func:`avex_hub.embed.inference.embed_files` (an archive holds one runtime's vectors).
+    Holds the archive's writer lock throughout (ArchiveLockedError if another process writes it). ``runtime`` and
+    ``threads``: as for :func:`avex_hub.embed.inference.embed_files` (an archive holds one runtime's vectors). An
+    archive of an older output version is upgraded first
+    (:func:`~avex_hub.integrations.agile.versions.upgrade_vectors`; each line it says is an ``ArchiveNotice``).
 
     Each file's start time, site and position are stored with it (:mod:`.places`), read as ``avex-hub times``
     reads them: ``time_pattern``, ``timezone`` and ``deployments`` (a deployments CSV or

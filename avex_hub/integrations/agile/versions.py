@@ -31,6 +31,9 @@ from .settings import output_version
 from .store import notice
 
 PADDED_KEY = "avex_hub_padded"  # hoplite metadata key: {"output_version": N, "windows": [ids]} still padded
+# The output version this module upgrades archives to. A release that raises OUTPUT_VERSION again must say here what
+# changed for which windows (tests/test_agile_output_version.py stops it until it does).
+UPGRADES_TO = 3
 
 
 def padded_windows(archive: Archive) -> dict[int, list[int]]:
@@ -54,8 +57,9 @@ def padded_windows(archive: Archive) -> dict[int, list[int]]:
 
 
 def _how_to_fix(archive: Archive) -> str:
-    return (f"put their audio back where it was indexed and run `avex-hub index` on it, or remove them with "
-            f"`avex-hub prune --db {archive.path}` (their labels are exported first)")
+    return (f"`avex-hub index` into it embeds again those whose audio is where it was indexed (put it back "
+            f"first); `avex-hub prune --db {archive.path}` removes those whose audio is gone (their labels exported "
+            "first)")
 
 
 def report_padded(archive: Archive) -> int:
@@ -65,7 +69,7 @@ def report_padded(archive: Archive) -> int:
     windows = sum(map(len, padded.values()))
     if windows:
         notice(f"{archive.path}: {windows} windows of {len(padded)} recordings no longer than one window hold vectors "
-               f"of output version {PADDED_VERSION} (padded to the window; today's run them at their own length), "
+               f"of output version {PADDED_VERSION} (padded to the window; this version runs them at their own length), "
                f"so their scores are not comparable with the rest: {_how_to_fix(archive)}")
     return windows
 
@@ -79,9 +83,9 @@ def upgrade_vectors(archive: Archive, model, inference, **run) -> list[str]:
     from ...embed.inference import iter_file_results
 
     old = output_version(archive.settings)
-    if old >= OUTPUT_VERSION and not padded_windows(archive):
-        return []
     padded = padded_windows(archive)
+    if old >= OUTPUT_VERSION and not padded:
+        return []
     todo, kept = _still_there(archive, padded)
     done = []
     for result in iter_file_results(model, list(todo), inference, **run):
