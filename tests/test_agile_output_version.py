@@ -157,9 +157,12 @@ def test_index_embeds_the_padded_recordings_again_under_their_ids(model, fresh, 
     query = [agile.Query(str(paths["short.wav"]), 0.0, 1.5)]
     with pytest.warns(agile.ArchiveNotice) as said:
         hits = agile.search(archive, model, query, top=2)
-    archive.close()
     assert hits[0].window_id == short and hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert [line for line in _lines(said) if "output version" in line] == [_padded_line(db, 1)]
+    with pytest.warns(agile.ArchiveNotice) as said:  # and so do train-classifier and detect, which read vectors too
+        agile.detect(archive, agile.train_classifier(archive, tmp_path / "probe.safetensors", epochs=5))
+    archive.close()
+    assert [line for line in _lines(said) if "output version" in line] == [_padded_line(db, 1)] * 2
 
 
 def test_a_padded_recording_whose_audio_comes_back_is_embedded_again(model, fresh, tmp_path):

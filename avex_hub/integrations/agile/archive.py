@@ -268,7 +268,7 @@ class Archive:
             with atomic_path(self.path / INDEX, ".index") as tmp:
                 self.db.ui.save(str(tmp))
             _index_saved(self.db)
-        self.db.db.commit()
+        self.db.db.commit()  # the rows that record a change of vectors (nothing left to commit otherwise)
         self.db.commit()  # closes hoplite's cursor; its index is saved already
 
     # -- reading ----------------------------------------------------------------------------------------------------
