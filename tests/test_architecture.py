@@ -111,6 +111,7 @@ LAYERS = {
     "avex_hub.integrations.agile.store": 6,
     "avex_hub.integrations.agile.places": 6,  # recording starts and sites (schema 3), read by monitoring
     "avex_hub.integrations.agile.archive": 6,
+    "avex_hub.integrations.agile.versions": 6,  # the output version of the vectors, and their upgrade
     "avex_hub.integrations.agile.model": 6,
     "avex_hub.integrations.agile.index": 6,
     "avex_hub.integrations.agile.search": 6,

@@ -13,8 +13,9 @@
 The package follows the steps of the loop, as perch-hoplite's own ``agile/`` does: :mod:`.archive` (the
 database), :mod:`.settings` (what made its vectors), :mod:`.model` (hoplite's model interface), :mod:`.index`,
 :mod:`.search`, :mod:`.labels`, :mod:`.classify` (training and detection) and :mod:`.widget` (labelling in a
-notebook), with :mod:`.store` (its files: checks, connections, creation), :mod:`.schema` (the versioned schema) and
-:mod:`.lock` (one writer at a time) under the archive.
+notebook), with :mod:`.store` (its files: checks, connections, creation), :mod:`.schema` (the versioned schema),
+:mod:`.versions` (the output version of its vectors and their upgrade) and :mod:`.lock` (one writer at a time) under
+the archive.
 This module re-exports their public names.
 
 The database is hoplite's own (``perch_hoplite.db.sqlite_usearch_impl``: SQLite tables + a usearch vector index,

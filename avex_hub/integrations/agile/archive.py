@@ -35,7 +35,7 @@ from ...hub.provenance import Provenance
 from .lock import WriterLock
 from .places import PLACE_COLUMNS, window_places
 from .schema import SCHEMA_KEY, SETTINGS_KEY, read_metadata, write_metadata
-from .settings import INDEX_KEYS, differences, mismatch
+from .settings import differences, index_keys, mismatch
 from .store import CREATING, INDEX, OURS, SQLITE, SQLITE_FIX, audio_path, check_files, close_db, connect, create, \
     damaged, notice, upgrade_if_older
 
@@ -168,7 +168,7 @@ class Archive:
                 if not (path / SQLITE).is_file():
                     create(path, settings)
         archive = cls.open(path, report=False)
-        diffs = differences(archive.settings, settings, INDEX_KEYS)
+        diffs = differences(archive.settings, settings, index_keys(archive.settings, settings))
         if diffs:
             archive.close()
             raise mismatch(f"{path} was built with other settings", diffs,
@@ -252,20 +252,23 @@ class Archive:
         cursor.execute(f"DELETE {orphans}")
         return target
 
-    def commit(self) -> None:
+    def commit(self, *, vectors_first: bool = False) -> None:
         """Commit the SQLite rows, then write the vector index to a temporary file beside it and move it into place.
 
         hoplite's own commit writes the index file in place, so a run stopped during that write (seconds for
         a large archive) would leave a truncated index and lose every vector, and a reader could map half a file.
         Here the old index stays whole until the new one is complete; SQLite commits first, and windows left
-        without vectors by a stop between the two are repaired by the next writer."""
+        without vectors by a stop between the two are repaired by the next writer. ``vectors_first``: the index
+        first, for a change of vectors only (:meth:`replace_vectors`) whose rows record that it is done."""
         from ...embed.outputs import atomic_path
 
-        self.db.db.commit()
+        if not vectors_first:
+            self.db.db.commit()
         if _index_unsaved(self.db):
             with atomic_path(self.path / INDEX, ".index") as tmp:
                 self.db.ui.save(str(tmp))
             _index_saved(self.db)
+        self.db.db.commit()  # the rows that record a change of vectors (nothing left to commit otherwise)
         self.db.commit()  # closes hoplite's cursor; its index is saved already
 
     # -- reading ----------------------------------------------------------------------------------------------------
@@ -352,6 +355,14 @@ class Archive:
         _load_index(self.db)
         self.db.ui.remove(np.asarray(ids, np.int64))
         _index_changed(self.db)
+
+    def replace_vectors(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Store ``vectors`` ``[len(ids), dim]`` as the vectors of window ``ids`` (all present in the index), under
+        the same ids: labels and every other row stay as they are. hoplite has no method for this (its windows get
+        new ids), so the usearch keys are removed and added again, in hoplite's vector type (as it adds them)."""
+        ids = np.asarray(ids, np.int64)
+        self.remove_vectors(ids)
+        self.db.ui.add(ids, np.asarray(vectors, np.float32).astype(self.db.get_embedding_dtype()))
 
     def _present(self, ids: list[int]) -> np.ndarray:
         ids_arr = np.array(ids, np.int64)

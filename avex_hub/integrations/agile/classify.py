@@ -17,6 +17,7 @@ from .labels import labelled_window_ids, labelled_windows
 from .search import Hit, report_missing_audio
 from .settings import mismatch
 from .store import notice
+from .versions import report_padded
 
 # The archive settings a probe trained here records (in its metrics, under "archive"), and those detect compares:
 # a probe scores windows of the length it was trained on.
@@ -39,6 +40,7 @@ def train_classifier(archive: Archive, out: str | os.PathLike, *, epochs: int = 
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if not lr > 0 or not weight_decay >= 0:
         raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={lr!r}, weight_decay={weight_decay!r}")
+    report_padded(archive)
     ids, targets, names = labelled_windows(archive)
     if not names:
         raise ValueError(f"{archive.path} has no labels yet; label search hits (CSV or widget) first")
@@ -170,6 +172,7 @@ def detect(archive: Archive, probe_path: str | os.PathLike, *, threshold: float 
             np.zeros(len(table["window_id"]), bool)
         table = {k: v[present] for k, v in table.items()}
     report_missing_audio(archive, table["file"].tolist(), "archive")
+    report_padded(archive)
     scores = []
     with torch.no_grad():
         for i in range(0, len(table["window_id"]), batch_size):

@@ -14,11 +14,12 @@ from ...embed.inference import find_audio_files, iter_file_results
 from ...storage.locations import is_url
 from ...embed.settings import InferenceSettings
 from .archive import Archive
-from .store import recording_name
 from .labels import export_aside
 from .places import read_places, store_places
 from .schema import DEPLOYMENT, PROJECT
 from .settings import archive_settings
+from .store import notice, recording_name
+from .versions import upgrade_vectors
 
 COMMIT_EVERY_S = 30.0  # index: commit (SQLite + the vector index file) at most this often, and at the end
 
@@ -108,7 +109,9 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
     run keeps every file it finished before the last commit. ``checkpoint``: the local weights ``model`` was built
     from (as given to ``build_model``), remembered so that ``avex-hub search`` finds them again.
     Holds the archive's writer lock throughout (ArchiveLockedError if another process writes it). ``runtime`` and
-    ``threads``: as for :func:`avex_hub.embed.inference.embed_files` (an archive holds one runtime's vectors).
+    ``threads``: as for :func:`avex_hub.embed.inference.embed_files` (an archive holds one runtime's vectors). An
+    archive of an older output version is upgraded first
+    (:func:`~avex_hub.integrations.agile.versions.upgrade_vectors`; each line it says is an ``ArchiveNotice``).
 
     Each file's start time, site and position are stored with it (:mod:`.places`), read as ``avex-hub times``
     reads them: ``time_pattern``, ``timezone`` and ``deployments`` (a deployments CSV or
@@ -128,8 +131,11 @@ def index_files(model, paths: Sequence[str | os.PathLike], db_path: str | os.Pat
         with archive.writing("avex-hub index"):
             if checkpoint is not None:
                 _remember_weights(archive, model, checkpoint)
-            report = _index(archive, model, files, settings, started, places, again, batch_size=batch_size,
-                            num_workers=num_workers, device=device, progress=progress, threads=threads)
+            run = dict(batch_size=batch_size, num_workers=num_workers, device=device, progress=progress,
+                       threads=threads)
+            for line in upgrade_vectors(archive, model, InferenceSettings.from_dict(settings), **run):
+                notice(line)
+            report = _index(archive, model, files, settings, started, places, again, **run)
     finally:
         archive.close()
     report.unknown_starts = {f: place.note for f, place in ((f, places[recording_name(f)]) for f in files)

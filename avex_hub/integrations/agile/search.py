@@ -16,6 +16,7 @@ import numpy as np
 from .archive import Archive
 from .model import AvexEmbeddingModel
 from .store import notice
+from .versions import report_padded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +140,7 @@ def search(archive: Archive, model, queries: Sequence[Query], *, top: int = 100,
            exact: bool = False, device=None) -> list[Hit]:
     """Embed ``queries`` with the archive's settings (``model`` must be the one it was built with) and search."""
     archive.check_model(model, what="the query model")
+    report_padded(archive)
     hits = search_vectors(archive, embed_queries(model, queries, archive.settings, device=device), top=top,
                           combine=combine, exact=exact)
     report_missing_audio(archive, [h.file for h in hits], "hits")

@@ -10,7 +10,9 @@ from ...hub.provenance import Provenance
 
 # What must be equal for stored vectors to be comparable with new ones (search) or to be added to (index).
 SEARCH_KEYS = ("weights_sha256", "embedding_dim", "layers", "pooling", "window_s", "hop_s", "sample_rate")
-INDEX_KEYS = SEARCH_KEYS + ("model", "channels", "precision", "runtime")
+# ``output_version`` too: an archive of an older version is upgraded before it is added to (.versions), one of a
+# newer version is refused.
+INDEX_KEYS = SEARCH_KEYS + ("model", "channels", "precision", "runtime", "output_version")
 
 
 class SettingsMismatchError(ValueError):
@@ -35,6 +37,21 @@ def archive_settings(model, *, layer: int = -1, pooling: str = "mean", window_s:
         del settings["runtime"]
     provenance = Provenance.from_model(model, layers=settings["layers"], pooling=pooling)
     return {**settings, "embedding_dim": model.embedding_dim, "provenance": provenance.to_dict()}
+
+
+def output_version(settings: dict) -> int:
+    """The output version that made an archive's vectors (0 for archives that recorded none: they padded a recording
+    of at most one window to the window, as version 2 did)."""
+    return int(settings.get("output_version", 0))
+
+
+def index_keys(recorded: dict, given: dict) -> tuple[str, ...]:
+    """The keys that must agree to add ``given``'s vectors to an archive of ``recorded`` settings: :data:`INDEX_KEYS`,
+    less ``output_version`` when the archive's is older (``avex-hub index`` upgrades it first: see
+    :func:`avex_hub.integrations.agile.versions.upgrade_vectors`)."""
+    if output_version(recorded) < output_version(given):
+        return tuple(k for k in INDEX_KEYS if k != "output_version")
+    return INDEX_KEYS
 
 
 def differences(recorded: dict, given: dict, keys: Sequence[str]) -> list[str]:
