@@ -196,6 +196,7 @@ def gcs_store(offline_cloud_env):
     store.stop()
     fsspec.register_implementation("gs", before, clobber=True)
 
+
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder, answering ``Range: bytes=a-b`` with 206 and the slice, and records what was asked."""
 
