@@ -4,6 +4,12 @@
   (real HTTP requests, nothing mocked). Two IAM users: ``admin`` (everything) and ``reader`` (read and list bucket
   ``open`` only). Authorization is off unless a test asks for it with ``store.authorization()``, so that requests
   with no credentials at all read as a public bucket does.
+* ``gcs_store``: gcp-storage-emulator's GCS JSON API server (its request handler in a threading HTTP server on
+  127.0.0.1, objects in memory), reached by gcsfs through ``endpoint_url`` with ``token="anon"``; it records each
+  download's Range header. gcsfs's default filesystem (``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT``, on by default) first
+  asks Google's gRPC storage-layout API what kind of bucket it reads; no emulator answers that, and every call then
+  waits out a 60 s timeout before falling back to the HTTP filesystem it uses for ordinary buckets. The fixture
+  registers that HTTP filesystem (``gcsfs.core.GCSFileSystem``) for ``gs://`` during the session.
 * ``http_store``: a plain HTTP server over a folder that answers Range requests and records every request's range,
   for the https:// inputs and for showing that long files are read in ranges.
 
@@ -120,6 +126,75 @@ def s3_store(offline_cloud_env):
     store = S3Store()
     yield store
     store.stop()
+
+
+class GcsStore:
+    """The running GCS emulator: its endpoint, the storage options reaching it, helpers to fill a bucket, and
+    ``ranges``: the Range header (None when whole) of every object download since the last ``ranges.clear()``."""
+
+    BUCKETS = ("archive",)
+
+    def __init__(self) -> None:
+        from functools import partial
+
+        from gcp_storage_emulator.handlers.buckets import create_bucket
+        from gcp_storage_emulator.server import RequestHandler
+        from gcp_storage_emulator.storage import Storage
+
+        ranges: list[str | None] = []
+
+        class Recording(RequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                if "alt=media" in self.path or self.path.startswith("/download/"):
+                    ranges.append(self.headers.get("Range"))
+                super().do_GET()
+
+        storage = Storage(use_memory_fs=True)
+        for bucket in self.BUCKETS:
+            create_bucket(bucket, storage)
+        self.ranges = ranges
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Recording, storage))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.fs = self._filesystem()(**self.options(), skip_instance_cache=True)
+
+    @staticmethod
+    def _filesystem():
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem
+
+    def options(self) -> dict:
+        """Storage options for gcsfs: this endpoint, no credentials (the emulator checks none)."""
+        return {"endpoint_url": self.endpoint, "token": "anon", "project": "avex-hub-tests"}
+
+    def upload(self, folder: Path, bucket: str, prefix: str) -> list[str]:
+        """Every file under ``folder`` (hidden ones too) to ``gs://bucket/prefix/<relative path>``; their URLs."""
+        urls = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            url = f"gs://{bucket}/{prefix}/{path.relative_to(folder).as_posix()}"
+            self.fs.put_file(str(path), url)
+            urls.append(url)
+        return urls
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def gcs_store(offline_cloud_env):
+    pytest.importorskip("gcsfs", reason="the cloud extra: pip install -e '.[cloud]'")
+    pytest.importorskip("gcp_storage_emulator", reason="the GCS emulator: pip install -e '.[dev]'")
+    import fsspec
+
+    before = fsspec.get_filesystem_class("gs")
+    fsspec.register_implementation("gs", GcsStore._filesystem(), clobber=True)  # see the module docstring
+    store = GcsStore()
+    yield store
+    store.stop()
+    fsspec.register_implementation("gs", before, clobber=True)
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +203,96 @@ def test_merge_refuses_outputs_whose_columns_differ(archive, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{b} and {a} have different columns (start_time, end_time: " in err
     assert not (tmp_path / "ab.csv").exists()
+
+
+def _npz_merged_in_memory(parts: list[Path]) -> dict[str, np.ndarray]:
+    """What merge wrote before it streamed: every output's arrays loaded, each column concatenated."""
+    loaded = []
+    for part in parts:
+        with np.load(part, allow_pickle=False) as data:
+            loaded.append({k: data[k] for k in data.files if k != "settings"})
+    return {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0]}
+
+
+def _npy_bytes(value: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, value, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("times", [[], ["--times"]], ids=["plain", "times"])
+def test_npz_merge_streams_exactly_the_arrays_the_in_memory_merge_joined(archive, tmp_path, times):
+    """The merged .npz holds, member by member and byte for byte, the .npy files of the concatenated shard arrays
+    (as np.savez would write them), and the project's readers take it."""
+    from avex_hub import explore
+    from avex_hub.embed.merge import read_output_settings
+
+    recordings = tmp_path / "recordings"
+    shutil.copytree(archive, recordings)
+    sf.write(recordings / "site1" / "a-recording-with-a-much-longer-name.wav", tones(1.5, 16000, seed=9), 16000)
+    parts = [tmp_path / f"{i}.npz" for i in (1, 2, 3)]
+    for i, out in enumerate(parts, 1):
+        assert main(["embed", str(recordings), "--out", str(out), "--shard", f"{i}/3", *times, *QUIET]) == EXIT_OK
+    widths = set()
+    for part in parts:
+        with np.load(part) as data:
+            widths.add(data["file"].dtype)
+    assert len(widths) == 2  # one shard's file names are longer: the joined column takes the widest
+
+    merged = tmp_path / "merged.npz"
+    assert main(["merge", *map(str, reversed(parts)), "--out", str(merged)]) == EXIT_OK
+    expected = _npz_merged_in_memory(parts)  # in shard order, as merge joins them
+    with np.load(parts[0]) as first:
+        settings = first["settings"]
+    with zipfile.ZipFile(merged) as written:
+        names = [n.removesuffix(".npy") for n in written.namelist()]
+        assert names == ["file", "settings", *(k for k in expected if k != "file")]
+        assert ("start_time" in names) == bool(times)
+        for key, value in {**expected, "settings": settings}.items():
+            assert written.read(key + ".npy") == _npy_bytes(value), key
+    with np.load(merged, allow_pickle=False) as got:
+        assert len(got["start_s"]) == 9 and got["file"].dtype == max(widths)  # one window per recording
+    assert read_output_settings(str(merged)) == read_output_settings(str(parts[0]))
+    windows = explore.read_windows(merged)
+    assert windows.file.tolist() == expected["file"].tolist()
+    np.testing.assert_array_equal(windows.embeddings, expected["embeddings"])
+
+
+def test_npz_merge_holds_a_part_of_a_column_never_the_outputs(archive, tmp_path):
+    """Six outputs of 16 MiB of embeddings each (96 MiB in all) merge with a traced peak below half of one
+    output's embeddings (the in-memory merge held every output and their concatenation: over 190 MiB)."""
+    import tracemalloc
+
+    from avex_hub.embed.merge import merge_outputs
+    from avex_hub.embed.outputs import save_npz
+
+    real = tmp_path / "real.npz"
+    assert main(["embed", str(archive / "site0"), "--out", str(real), *QUIET]) == EXIT_OK
+    with np.load(real) as data:
+        settings = data["settings"]
+    rows, dim, files_per_output = 4096, 1024, 64
+    parts = []
+    for i in range(6):
+        rng = np.random.default_rng(i)
+        names = np.repeat([f"site{i}/clip{j:04d}.wav" for j in range(files_per_output)], rows // files_per_output)
+        part = tmp_path / f"big{i}.npz"
+        save_npz(part, {"file": names, "settings": settings, "channel": np.full(rows, -1, np.int32),
+                        "start_s": np.arange(rows, dtype=np.float64), "end_s": np.arange(rows) + 1.0,
+                        "layer": np.full(rows, -1, np.int16), "flags": np.zeros((rows, 4), bool),
+                        "embeddings": rng.standard_normal((rows, dim), np.float32)})
+        parts.append(part)
+    one_column = rows * dim * 4  # 16 MiB
+    merged = tmp_path / "merged.npz"
+    tracemalloc.start()
+    try:
+        result = merge_outputs([str(p) for p in parts], str(merged))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.rows == 6 * rows and result.files == 6 * files_per_output
+    assert peak < one_column / 2, f"merge held {peak / 2**20:.1f} MiB at its peak"
+    with np.load(merged) as got:
+        assert got["embeddings"].shape == (6 * rows, dim)
+        for i, part in enumerate(parts):
+            with np.load(part) as data:
+                np.testing.assert_array_equal(got["embeddings"][i * rows:(i + 1) * rows], data["embeddings"])

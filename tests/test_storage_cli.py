@@ -197,6 +197,23 @@ def test_shards_written_to_the_store_merge_from_it(s3_store, site, tmp_path, cap
     assert "not in any merged output" not in failures and "inputs are in no output" not in capsys.readouterr().err
 
 
+def test_npz_shards_merge_column_by_column_into_the_store(s3_store, site, tmp_path):
+    """An NPZ merge written to the store (one upload of the finished file) holds the arrays of a local merge."""
+    shards = [tmp_path / f"s{i}.npz" for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        main(["embed", str(site), "--out", str(out), "--shard", f"{i}/2", *QUIET])
+    local = tmp_path / "all.npz"
+    assert main(["merge", *map(str, shards), "--out", str(local)]) == EXIT_PARTIAL  # the corrupt file's failure
+    assert main(["merge", *map(str, shards), "--out", "s3://outputs/npz/all.npz", *_options(s3_store)]) \
+        == EXIT_PARTIAL
+    body = s3_store.s3.get_object(Bucket="outputs", Key="npz/all.npz")["Body"].read()
+    assert set(s3_store.keys("outputs", "npz/")) == {"npz/all.npz", "npz/all.npz.failures.csv"}
+    with np.load(io.BytesIO(body), allow_pickle=False) as stored, np.load(local, allow_pickle=False) as here:
+        assert stored.files == here.files and len(here["start_s"]) > 0
+        for key in here.files:
+            assert stored[key].dtype == here[key].dtype
+            np.testing.assert_array_equal(stored[key], here[key])
+
 def test_index_refuses_urls_in_one_line_before_any_work(tmp_path, capsys):
     pytest.importorskip("perch_hoplite")
     db = tmp_path / "archive"
