@@ -191,19 +191,20 @@ class _ModelActor:
         return {"top_scores": np.zeros((n, k), np.float32), "top_indices": np.zeros((n, k), np.int32)}
 
 
-def _pool(ray, device: str, runtime: str, actors: int | None) -> tuple[int, float, float, int]:
+def _pool(ray, device: str, runtime: str, actors: int | None) -> tuple[int, float, float, int | None]:
     """``(actors, GPUs and CPUs per actor, compute threads)``: one actor per GPU where the cluster has GPUs (and
-    ``device`` and ``runtime`` can use them); otherwise one per node, holding all but one of a node's cores (one
-    is left to decoding) and computing on all of them, as one machine runs its model beside its decoding."""
+    ``device`` and ``runtime`` can use them), with torch's own threads; otherwise one per node, holding all but one
+    of a node's cores (one is left to decoding) and computing on all of them, as one machine runs its model beside
+    its decoding."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0)) if device != "cpu" and runtime == "torch" else 0
     if device.startswith("cuda") and not gpus:
-        raise ValueError(f"device {device!r}: the Ray cluster has no GPU ({runtime} runs on CPUs); use device 'cpu' "
-                         "or 'auto'")
+        why = "the Ray cluster has no GPU" if runtime == "torch" else f"runtime {runtime!r} runs on CPUs"
+        raise ValueError(f"device {device!r}: {why}; use device 'cpu' or 'auto'")
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
     cores = min(int(n["Resources"]["CPU"]) for n in nodes) if nodes else int(resources.get("CPU", 1))
     if gpus:
-        return actors or gpus, 1.0, 1.0, max(1, cores // max(1, gpus) - 1)
+        return actors or gpus, 1.0, 1.0, None
     return actors or max(1, len(nodes)), 0.0, float(max(1, cores - 1)), cores
 
 
@@ -250,7 +251,7 @@ def result_dataset(paths: Sequence[str], model, settings, *, batch_size: int | N
         num_cpus=cpus,
         fn_constructor_kwargs=dict(model=[ray.put(model)], settings=settings, asked=asked_labels(model, settings),
                                    device="cuda" if gpus else "cpu", batch_size=batch_size,
-                                   threads=None if gpus else (threads or pool_threads)))
+                                   threads=threads or pool_threads))
 
 
 # -- stage 3: rows per file, on the driver ----------------------------------------------------------------------
