@@ -155,16 +155,29 @@ from cloud_servers import http_store, offline_cloud_env, s3_store  # noqa: E402,
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory, offline_cloud_env):
+def ray_graph_cache(tmp_path_factory) -> Path:
+    """The runtime-graph cache (AVEX_HUB_CACHE) of the session's Ray workers; a test that exports a graph on the
+    driver sets the same (monkeypatch), so the workers find it there."""
+    return tmp_path_factory.mktemp("ray_graphs")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_graph_cache, offline_cloud_env):
     """One local Ray cluster for the whole session (tests/test_ray.py): 2 CPUs on 127.0.0.1, no dashboard, a small
-    object store, no usage report; its workers get the session's own runtime-graph cache (AVEX_HUB_CACHE). Shut
-    down at the end. Skipped, with the reason, without the ray extra."""
+    object store, no usage report, workers with :func:`ray_graph_cache`. Shut down at the end. Skipped, with the
+    reason, without the ray extra."""
     ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
-    saved = {key: os.environ.get(key) for key in ("RAY_USAGE_STATS_ENABLED", "AVEX_HUB_CACHE")}
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", AVEX_HUB_CACHE=str(tmp_path_factory.mktemp("ray_graphs")))
-    # loopback only, not the machine's address; the workers inherit this environment
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
-             configure_logging=False, _node_ip_address="127.0.0.1")
+    before = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # read as the cluster starts
+    try:  # loopback only, not the machine's address
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
+                 configure_logging=False, _node_ip_address="127.0.0.1",
+                 runtime_env={"env_vars": {"AVEX_HUB_CACHE": str(ray_graph_cache)}})
+    finally:
+        if before is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED")
+        else:
+            os.environ["RAY_USAGE_STATS_ENABLED"] = before
     import ray.data
 
     with warnings.catch_warnings():  # Ray Data's settings object warns about its own deprecated fields as it is
@@ -172,8 +185,3 @@ def ray_cluster(tmp_path_factory, offline_cloud_env):
         ray.data.DataContext.get_current()
     yield ray
     ray.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value

@@ -95,10 +95,12 @@ def test_embed_on_ray_from_object_storage_and_a_rerun_skips_what_was_written(ray
     assert pq.read_table(remote).to_pylist() == b
 
 
-def test_onnxruntime_on_ray_gives_its_single_machine_rows(ray_cluster, recordings, tmp_path):
-    """--runtime onnxruntime: each actor makes the same WindowModel call as one machine (the graph exported once by
-    the driver into the cache the actors read)."""
+def test_onnxruntime_on_ray_gives_its_single_machine_rows(ray_cluster, ray_graph_cache, recordings, tmp_path,
+                                                         monkeypatch):
+    """--runtime onnxruntime: each actor makes the same WindowModel call as one machine (runtimes.window_model on the
+    graph the driver exported into the cache the actors read)."""
     pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
+    monkeypatch.setenv("AVEX_HUB_CACHE", str(ray_graph_cache))
     local, remote = tmp_path / "local.csv", tmp_path / "ray.csv"
     common = ["--runtime", "onnxruntime", "--threads", "1", *QUIET]
     assert main(["classify", str(recordings), "--out", str(local), *common]) == EXIT_PARTIAL
