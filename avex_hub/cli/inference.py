@@ -22,7 +22,8 @@ Exit codes: 0 success; 1 an error stopped the command (weights unavailable or un
 mismatch, the runtime's graph could not be exported, disk full or another write error: finished files are
 kept and a re-run resumes); 2 usage error (bad arguments, no inputs, an --out or --raven that cannot be
 written, a --runtime and --precision pair that does not exist or whose package is missing, a bad --shard or
---storage-options, a store that cannot be used, checked before any work);
+--storage-options, a store that cannot be used, a Ray cluster that does not answer or Ray missing for --engine ray,
+checked before any work);
 3 some inputs could not be read (every other input was written; they and any folder that could not be
 listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
 """
