@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,36 @@ def tiny_entry(monkeypatch, tiny_dir):
 
 # The servers the storage tests start, one per session (moto's S3 and a ranged HTTP server).
 from cloud_servers import http_store, offline_cloud_env, s3_store  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def ray_graph_cache(tmp_path_factory) -> Path:
+    """The runtime-graph cache (AVEX_HUB_CACHE) of the session's Ray workers; a test that exports a graph on the
+    driver sets the same (monkeypatch), so the workers find it there."""
+    return tmp_path_factory.mktemp("ray_graphs")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_graph_cache, offline_cloud_env):
+    """One local Ray cluster for the whole session (tests/test_ray.py): 2 CPUs on 127.0.0.1, no dashboard, a small
+    object store, no usage report, workers with :func:`ray_graph_cache`. Shut down at the end. Skipped, with the
+    reason, without the ray extra."""
+    ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
+    before = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # read as the cluster starts
+    try:  # loopback only, not the machine's address
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
+                 configure_logging=False, _node_ip_address="127.0.0.1",
+                 runtime_env={"env_vars": {"AVEX_HUB_CACHE": str(ray_graph_cache)}})
+    finally:
+        if before is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED")
+        else:
+            os.environ["RAY_USAGE_STATS_ENABLED"] = before
+    import ray.data
+
+    with warnings.catch_warnings():  # Ray Data's settings object warns about its own deprecated fields as it is
+        warnings.simplefilter("ignore", DeprecationWarning)  # made (once a process); none is ours to change
+        ray.data.DataContext.get_current()
+    yield ray
+    ray.shutdown()

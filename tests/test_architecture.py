@@ -104,6 +104,7 @@ LAYERS = {
     "avex_hub.integrations.lightning": 6,
     "avex_hub.integrations.lightning_predict": 6,
     "avex_hub.integrations.onnx_export": 6,
+    "avex_hub.integrations.ray_data": 6,  # --engine ray: Ray Data tasks and a model actor pool
     "avex_hub.integrations.agile": 6,  # agile modelling on perch-hoplite, by step of the loop
     "avex_hub.integrations.agile.settings": 6,
     "avex_hub.integrations.agile.schema": 6,
@@ -162,6 +163,7 @@ LAYERS = {
     "avex_hub.cli.benchmark": 8,
     "avex_hub.cli.monitoring": 8,  # scores, times, events, review, calibrate, presence
     "avex_hub.cli.scale": 8,  # merge; --shard, --storage-options, --out in object storage
+    "avex_hub.cli.engine": 8,  # --engine local|ray, --address
     "avex_hub.cli.app": 8,
     "avex_hub.cli": 8,  # the room's face: main, ExitCode, UsageError
     "avex_hub.cli.__main__": 8,  # python -m avex_hub.cli

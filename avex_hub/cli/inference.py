@@ -22,7 +22,8 @@ Exit codes: 0 success; 1 an error stopped the command (weights unavailable or un
 mismatch, the runtime's graph could not be exported, disk full or another write error: finished files are
 kept and a re-run resumes); 2 usage error (bad arguments, no inputs, an --out or --raven that cannot be
 written, a --runtime and --precision pair that does not exist or whose package is missing, a bad --shard or
---storage-options, a store that cannot be used, checked before any work);
+--storage-options, a store that cannot be used, a Ray cluster that does not answer or Ray missing for --engine ray,
+checked before any work);
 3 some inputs could not be read (every other input was written; they and any folder that could not be
 listed are in ``<out>.failures.csv``); 130 interrupted (finished files are kept).
 """
@@ -37,6 +38,7 @@ from pathlib import Path
 from .._files import check_writable
 from ..storage.locations import StorageAccessError, absolute
 from . import options, terminal
+from .engine import check_engine, file_results
 from .errors import CommandError, ExitCode, UsageError
 from .model import load_model, runtime_device
 from .scale import part_written, record_shard, run_context, take_shard
@@ -51,7 +53,7 @@ def add_parsers(sub) -> None:
     """Register embed and classify on ``sub`` (the CLI's subparsers)."""
     run = options.parent("--model", "--checkpoint", "--window", "--hop", "--channels", "--device", "--batch-size",
                          "--workers", "--precision", "--runtime", "--threads", "--overwrite", "--no-progress",
-                         "--shard", "--storage-options")
+                         "--shard", "--storage-options", "--engine", "--address")
     run.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders (searched recursively)")
     options.add(run, "--out", help="output file; its extension sets the format (embed: "
                 f"{_extensions('embed')}; classify: {_extensions('classify')}; others are refused)")
@@ -198,6 +200,7 @@ def _run(args) -> int:
         check_precision(args.precision, device)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    check_engine(args)  # --engine ray: the cluster reached before any work
     if (getattr(args, "species", None) or getattr(args, "thresholds", None)) and args.raven is not None:
         raise UsageError("--raven tables hold one selection a window, its best label; with --species or "
                          "--thresholds every asked label is scored in every window, and their selections are events "
@@ -244,7 +247,6 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
              shard=None) -> int:
     """Compute the missing shards, merge them into --out, report failures; returns the exit code."""
     from ..embed import outputs
-    from ..embed.inference import iter_file_results
 
     files, out = search.files, args.out
     parts, failures_path = Path(f"{out}.parts"), Path(f"{out}.failures.csv")
@@ -263,8 +265,7 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
     if skipped and not args.no_progress:
         terminal.say(f"{skipped} of {len(files)} files already done in {parts}/, skipping them")
     failures: dict[str, str] = dict(search.failures)  # folders that could not be listed come first
-    for result in iter_file_results(model, todo, settings, batch_size=args.batch_size, num_workers=args.workers,
-                                    device=device, progress=not args.no_progress, threads=args.threads):
+    for result in file_results(args, model, todo, settings, device):  # this machine, or Ray
         if result.error is not None:
             failures[result.path] = result.error
             continue

@@ -131,6 +131,14 @@ def declarations() -> dict[str, dict]:
                         help="process only this machine's share of the inputs: shard I of N (1 <= I <= N), by a "
                              "stable hash of each input's path relative to the folder or prefix given; `avex-hub "
                              "merge` joins the N outputs"),
+        # the engine (avex_hub.cli.engine): this machine, or Ray Data on a cluster the user started
+        "--engine": dict(choices=("local", "ray"), default="local",
+                         help="local (default): this machine; ray: Ray Data (pip install 'avex-hub[ray]'): decoding "
+                              "in CPU tasks, the model in an actor pool (one actor per GPU, else one per node), the "
+                              "same rows"),
+        "--address": dict(default=None, metavar="ADDR",
+                          help="with --engine ray: the running cluster's head (host:port, ray://host:port, or auto "
+                               "on one of its nodes); default RAY_ADDRESS, else a local Ray on this machine"),
         "--db": dict(required=True, type=Path, help="the embedding database folder"),
         # species, scores and thresholds
         "--species": dict(default=None, help="species list: one scientific name a line"),

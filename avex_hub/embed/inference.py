@@ -43,7 +43,7 @@ FLAG_TRUNCATED = FLAG_NAMES.index("truncated")  # its column in ``flags``
 
 __all__ = [
     "AUDIO_EXTENSIONS", "FileResult", "InferenceResult", "find_audio_files", "inference_settings",
-    "iter_file_results", "embed_files", "classify_files",
+    "iter_file_results", "output_of", "rows_of", "asked_labels", "file_result", "embed_files", "classify_files",
 ]
 
 
@@ -160,8 +160,8 @@ class _WindowBatches(torch.utils.data.IterableDataset):
 
 
 # -- the main-process side: batches -> model -> per-file rows ---------------------------------------
-def _rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings,
-             asked: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings,
+            asked: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """What a file's rows keep of the model's outputs: the embeddings ``[b, L, C]``, the top-k scores, or the
     scores of the ``asked`` label indices (every one in every window)."""
     if isinstance(settings, EmbedSettings):
@@ -173,7 +173,13 @@ def _rows_of(outputs: dict[str, np.ndarray], settings: InferenceSettings,
     return {"top_scores": values.numpy(), "top_indices": indices.to(torch.int32).numpy()}
 
 
-def _asked(model, settings: InferenceSettings) -> np.ndarray | None:
+def output_of(settings: InferenceSettings) -> Embeddings | Scores:
+    """What the model is asked for under ``settings``: the embeddings of its layers, or the species scores."""
+    return Embeddings(settings.layers, settings.pooling) if isinstance(settings, EmbedSettings) else Scores()
+
+
+def asked_labels(model, settings: InferenceSettings) -> np.ndarray | None:
+    """The label indices of classify's ``species`` (int32, in the order asked), or None (embed, or top k)."""
     if isinstance(settings, EmbedSettings) or not settings.species:
         return None
     return np.array([model.labels.index(name) for name in settings.species], dtype=np.int32)
@@ -220,7 +226,7 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
     if not paths:
         return
     device = device_for(model, device)
-    output = Embeddings(settings.layers, settings.pooling) if isinstance(settings, EmbedSettings) else Scores()
+    output = output_of(settings)
     batch_size = batch_size_for(device, batch_size)
     workers = min(default_num_workers(device) if num_workers is None else num_workers, len(paths))
     if threads is None and device.type == "cpu":  # the decoding workers keep their cores
@@ -232,7 +238,7 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
                                          prefetch_factor=2 if workers else None)
     bar = tqdm(total=round(sum(_durations(paths)), 1) if progress else 0, unit="s audio", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
-    rows, covered, asked = Rows(), {}, _asked(model, settings)
+    rows, covered, asked = Rows(), {}, asked_labels(model, settings)
     windows = done = 0
     started = time.perf_counter()
     iterator = iter(loader)
@@ -244,10 +250,10 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
         for item in run_batches(run, iterator):
             if isinstance(item, FileEnd):
                 done += 1
-                yield _file_result(paths[item.file], item, rows.take(item.file), covered.pop(item.file, 0.0),
-                                   settings)
+                yield file_result(paths[item.file], item, rows.take(item.file), covered.pop(item.file, 0.0),
+                                  settings)
             else:
-                rows.add(BatchOutputs(item.batch, _rows_of(item.outputs, settings, asked)))
+                rows.add(BatchOutputs(item.batch, rows_of(item.outputs, settings, asked)))
                 for index, end in zip(item.batch.file.tolist(), item.batch.end_s.tolist()):
                     bar.update(max(0.0, end - covered.get(index, 0.0)))
                     covered[index] = max(end, covered.get(index, 0.0))
@@ -261,8 +267,10 @@ def iter_file_results(model, paths: Sequence[str], settings: InferenceSettings, 
         restore.close()  # torch's threads as they were
 
 
-def _file_result(path: str, end: FileEnd, rows: dict[str, np.ndarray], covered: float,
-                 settings: InferenceSettings) -> FileResult:
+def file_result(path: str, end: FileEnd, rows: dict[str, np.ndarray], covered: float,
+                settings: InferenceSettings) -> FileResult:
+    """One file's :class:`FileResult` from its end and its window rows (:class:`~avex_hub.encoder.pipeline.Rows`,
+    outputs kept by :func:`rows_of`); ``covered``: the end of its last window's real audio."""
     if end.error is not None:
         return FileResult(path, error=end.error)
     arrays = _file_arrays(rows, settings)
