@@ -22,6 +22,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,9 @@ from typing import Iterator
 
 import numpy as np
 
+from .._files import check_writable
 from ..audio.folders import find_audio
+from ..storage.locations import is_url, local_path
 from . import outputs
 from .destinations import exists, reading, remove, sibling, writing
 from .settings import InferenceSettings
@@ -82,6 +85,9 @@ def read_output_settings(path: str) -> dict:
     except FileNotFoundError as error:
         raise ValueError(f"{path}: cannot read it ({error}); check the path (a CSV needs its .settings.json "
                          "beside it)") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as error:  # an .npz cut short or empty
+        raise ValueError(f"{path}: not a whole .{fmt} ({type(error).__name__}: {error}); the output is damaged or cut "
+                         "short: run its shard again (it resumes from its parts) or leave it out") from None
 
 
 def _check_same_settings(paths: list[str], settings: list[dict]) -> None:
@@ -136,9 +142,34 @@ def _files_of(path: str, fmt: str, local: Path) -> list[str]:
     elif fmt == "npz":
         names = (name for part in _npy_parts(local, "file") for name in part.tolist())
     else:
-        with open(local, newline="", encoding="utf-8") as handle:
-            names = [row[0] for row in csv.reader(handle)][1:]
+        names = [row[0] for row in _csv_rows(path, local)]
     return list(dict.fromkeys(names))
+
+
+def _csv_rows(path: str, local: Path) -> Iterator[list[str]]:
+    """The rows of a CSV output (header left out), one at a time, each checked: as many cells as the header, the
+    file ending in a line end (``outputs.write_csv`` writes both); ValueError in one line for an output cut short or
+    damaged."""
+    def damaged(found: str) -> ValueError:
+        return ValueError(f"{path}: not a whole CSV output of avex-hub classify ({found}); it was cut short or "
+                          "changed: run its shard again (it resumes from its parts) or leave it out")
+
+    with open(local, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+        if not size or handle.read(1) != b"\n":
+            raise damaged("its last line does not end in a line end")
+    with open(local, newline="", encoding="utf-8") as handle:
+        try:
+            reader = csv.reader(handle, strict=True)
+            header = next(reader)
+            for row in reader:
+                if len(row) != len(header):
+                    raise damaged(f"line {reader.line_num} has {len(row)} cells, the header {len(header)}")
+                yield row
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise damaged(f"{type(error).__name__}: {error}") from None
 
 
 def _failures_of(path: str) -> dict[str, str]:
@@ -181,10 +212,12 @@ def _write(fmt: str, locals_: list[Path], out: str, settings: dict) -> int:
     return rows
 
 
-def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None) -> MergeResult:
+def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None,
+                  overwrite: bool = False) -> MergeResult:
     """Join the outputs ``paths`` into ``out`` (see the module docstring); ``inputs``: the PATHs the runs were given,
-    to report the inputs no output covered. ValueError (one line, what to fix) for outputs that do not belong
-    together."""
+    to report the inputs no output covered. An existing ``out`` that is neither one of ``paths`` nor an earlier merge
+    of them is replaced only with ``overwrite``. ValueError (one line, what to fix) for outputs that do not belong
+    together or an ``out`` that cannot be written."""
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("merge needs at least one output to join")
@@ -193,21 +226,31 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
     if odd:
         raise ValueError(f"{odd[0]}: the outputs and --out must share one format ({fmt}); merge .parquet with .parquet, "
                          ".npz with .npz, .csv with .csv")
+    _check_out(out)
     settings = [read_output_settings(p) for p in paths]
     _check_same_settings(paths, settings)
     records = _records(paths)
     order = sorted(range(len(paths)), key=lambda i: records[i].shard.index if records[i] else i)
     paths, records = [paths[i] for i in order], [records[i] for i in order]
+    search = _inputs(inputs)
     with contextlib.ExitStack() as stack:  # every output as a local file (objects copied, removed after)
         locals_ = [stack.enter_context(reading(p)) for p in paths]
         held = {path: _files_of(path, fmt, local) for path, local in zip(paths, locals_)}
         _refuse_repeats(held)
+        _check_records(paths, records, held)
         _check_same_columns(paths, [_columns(fmt, local) for local in locals_])
-        rows = _write(fmt, locals_, out, settings[0])
+        if not overwrite:
+            _refuse_foreign_out(out, paths, settings[0], held)
+        try:
+            rows = _write(fmt, locals_, out, settings[0])
+        except (PermissionError, FileExistsError, NotADirectoryError, IsADirectoryError) as error:
+            raise ValueError(f"--out {out}: cannot write it ({type(error).__name__}: {error}); choose a folder or "
+                             "bucket you may write to") from None
+    remove(sibling(out, RECORD_SUFFIX))  # --out was a shard's output: its record describes the shard, not the merge
     failures: dict[str, str] = {}
     for path in paths:
         failures.update(_failures_of(path))
-    uncovered = _uncovered(inputs, records, held, failures) if inputs is not None else []
+    uncovered = _uncovered(search, records, held, failures) if search is not None else []
     for path, why in uncovered:
         failures[path] = why
     report = sibling(out, ".failures.csv")
@@ -217,6 +260,84 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
     else:
         remove(report)  # an old report would describe another merge
     return MergeResult(rows, sum(len(v) for v in held.values()), failures, [p for p, _ in uncovered])
+
+
+_SIDECARS = (".failures.csv", ".settings.json", RECORD_SUFFIX)
+
+
+def _check_out(out: str) -> None:
+    """ValueError before any work for an ``out`` that names a sidecar or cannot be written where it is."""
+    sidecar = next((s for s in _SIDECARS if out.endswith(s)), None)
+    if sidecar:
+        raise ValueError(f"--out {out}: names the {sidecar} sidecar of {out.removesuffix(sidecar)}, not an output; "
+                         "give the merged output a name of its own (merged.csv)")
+    target = local_path(out)
+    if is_url(target):  # write and delete a small object beside it: a store that denies writes fails now
+        probe = sibling(out, ".avex-hub-write-test")
+        try:
+            with writing(probe) as tmp:
+                tmp.write_bytes(b"")
+            remove(probe)
+        except OSError as error:
+            raise ValueError(f"--out {out}: cannot write there ({type(error).__name__}: {error}); choose a bucket "
+                             "or prefix these credentials may write to") from None
+        return
+    if os.path.isdir(target):
+        raise ValueError(f"--out {out} is a folder; give a file name such as {os.path.join(target, 'merged' + Path(out).suffix)}")
+    check_writable(os.path.dirname(target) or ".", "--out")
+
+
+def _same_output(a: str, b: str) -> bool:
+    if is_url(a) or is_url(b):
+        return a == b
+    return os.path.realpath(local_path(a)) == os.path.realpath(local_path(b))
+
+
+def _refuse_foreign_out(out: str, paths: list[str], settings: dict, held: dict[str, list[str]]) -> None:
+    """ValueError when ``out`` exists and is not one of the outputs nor an earlier merge of them (an avex-hub output
+    of the same settings holding only files these outputs hold): a typo must not destroy another shard's output."""
+    if any(_same_output(out, p) for p in paths) or not exists(out):
+        return
+    why = "not an output of avex-hub embed|classify"
+    with contextlib.suppress(ValueError):
+        earlier = read_output_settings(out)
+        why = "made with other settings"
+        if {k: v for k, v in earlier.items() if k not in _NOT_COMPARED} == \
+                {k: v for k, v in settings.items() if k not in _NOT_COMPARED}:
+            with reading(out) as local:
+                extra = set(_files_of(out, _format(out), local)) - {f for files in held.values() for f in files}
+            if not extra:
+                return
+            why = f"it holds rows of inputs these outputs do not ({outputs.text_cell(sorted(extra)[0])}...)"
+    raise ValueError(f"{out} exists and is not an earlier merge of these outputs ({why}); pass --overwrite to replace "
+                     "it or choose another --out")
+
+
+def _check_records(paths: list[str], records: list, held: dict[str, list[str]]) -> None:
+    """A shard record must list as written exactly the inputs its output holds rows of (a run stopped between
+    writing the two, or an output replaced by another run, would otherwise report inputs wrongly)."""
+    for path, record in zip(paths, records):
+        if record is None:
+            continue
+        written = {outputs.text_cell(entry[1]) for entry in record.inputs.values() if entry[2] == "written"}
+        found = set(held[path])
+        if written != found:
+            differ = sorted(written ^ found)
+            raise ValueError(f"{sibling(path, RECORD_SUFFIX)} does not match {path}: {len(differ)} inputs are in one "
+                             f"and not the other ({differ[0]}...; the run stopped between writing them, or the "
+                             f"output was replaced); run shard {record.shard} again (it resumes) and merge")
+
+
+def _inputs(inputs: list[str] | None):
+    """The walk of ``inputs`` (the PATHs the runs were given) with each file's key, or None; ValueError when it
+    finds no audio or two inputs share a key."""
+    if inputs is None:
+        return None
+    search = find_audio(inputs)
+    if not search.files:
+        raise ValueError(f"--inputs: no audio files found in {list(inputs)} (looked for .wav, .flac, .mp3, .ogg, ...); "
+                         "give the PATHs the runs were given")
+    return search, input_keys(search.files, list(inputs))
 
 
 def _columns(fmt: str, local: Path) -> list[str]:
@@ -252,11 +373,11 @@ def _refuse_repeats(held: dict[str, list[str]]) -> None:
             owner[name] = path
 
 
-def _uncovered(inputs: list[str], records: list, held: dict[str, list[str]],
+def _uncovered(search, records: list, held: dict[str, list[str]],
                failures: dict[str, str]) -> list[tuple[str, str]]:
-    """``(input, why)`` for each input under ``inputs`` that no output holds or lists as failed."""
-    search = find_audio(inputs)
-    keys = input_keys(search.files, list(inputs))
+    """``(input, why)`` for each input of the walk ``search`` (from :func:`_inputs`) that no output holds or lists
+    as failed."""
+    search, keys = search
     if all(r is not None for r in records) and records:
         count = records[0].shard.count
         covered = {key for r in records for key in r.inputs}
