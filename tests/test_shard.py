@@ -328,7 +328,7 @@ def _one_line_usage(capsys, code, *says: str) -> str:
     (lambda data: data[:len(data) // 2], "cut short"),  # cut mid-row: one row fused with the next, cells lost
     (lambda data: data.rstrip(b"\r\n"), "does not end in a line end"),  # cut at the end of a cell
     (lambda data: data.replace(b"\n", b",extra\n", 3), "cells, the header"),  # a row with a cell too many
-])
+], ids=["mid-row", "at-a-cell-end", "a-cell-too-many"])
 def test_a_damaged_csv_output_is_refused_in_one_line_not_merged(csv_shards, tmp_path, capsys, damage, says):
     shards = _shards_copy(csv_shards, tmp_path)
     shards[1].write_bytes(damage(shards[1].read_bytes()))

@@ -8,7 +8,13 @@ run with ``--times`` and one without) and an input file in two outputs are refus
 as they are, streamed: Parquet a row group at a time, CSV a line at a time, NPZ a column at a time (each .npy
 member written with the joined shape, then every output's rows of that column about a MiB at a time; the arrays
 are those ``np.concatenate`` gives, in the members' order ``outputs.write_npz`` uses). Each output's failure list
-(``<output>.failures.csv``) joins the merged one.
+(``<output>.failures.csv``) joins the merged one. A damaged output (a CSV row of another cell count or without its
+final line end, an NPZ or Parquet file cut short) and a shard record that does not list exactly its output's files
+are refused, never joined.
+
+An existing ``--out`` is replaced only when it is one of the outputs (a shard's own output then loses its
+``.shard.json``, which described the shard) or an earlier merge of them, or with ``overwrite``; an ``--out`` that
+names a sidecar or cannot be written is refused before any work.
 
 Given the input PATHs the runs were given, the merge walks them and reports every input no output covered
 (neither written nor failed: its shard did not run, or the file came later), naming its shard, in
