@@ -393,6 +393,10 @@ def test_inputs_that_would_share_a_key_are_refused_in_one_line(archive, tmp_path
     assert not (tmp_path / "x.csv").exists()
     with pytest.raises(ValueError, match="would share the shard key"):
         input_keys(["https://a.org/x/rec.wav", "https://b.org/y/rec.wav"], [])  # two URLs ending alike
+    if names[0].count("/") == 1:  # unsharded outputs are matched by path: the same inputs merge and are covered
+        assert main(["classify", *given, "--out", str(tmp_path / "whole.csv"), *QUIET]) == EXIT_OK
+        assert main(["merge", str(tmp_path / "whole.csv"), "--out", str(tmp_path / "m.csv"), "--inputs",
+                     *given]) == EXIT_OK
 
 
 def test_merge_replaces_only_its_own_out_and_a_shard_output_merged_into_loses_its_record(csv_shards, tmp_path,

@@ -238,7 +238,7 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
     records = _records(paths)
     order = sorted(range(len(paths)), key=lambda i: records[i].shard.index if records[i] else i)
     paths, records = [paths[i] for i in order], [records[i] for i in order]
-    search = _inputs(inputs)
+    search = _inputs(inputs, sharded=bool(records) and all(r is not None for r in records))
     with contextlib.ExitStack() as stack:  # every output as a local file (objects copied, removed after)
         locals_ = [stack.enter_context(reading(p)) for p in paths]
         held = {path: _files_of(path, fmt, local) for path, local in zip(paths, locals_)}
@@ -310,6 +310,7 @@ def _refuse_foreign_out(out: str, paths: list[str], settings: dict, held: dict[s
         why = "made with other settings"
         if {k: v for k, v in earlier.items() if k not in _NOT_COMPARED} == \
                 {k: v for k, v in settings.items() if k not in _NOT_COMPARED}:
+            why = "it cannot be read whole"
             with reading(out) as local:
                 extra = set(_files_of(out, _format(out), local)) - {f for files in held.values() for f in files}
             if not extra:
@@ -329,21 +330,23 @@ def _check_records(paths: list[str], records: list, held: dict[str, list[str]]) 
         found = set(held[path])
         if written != found:
             differ = sorted(written ^ found)
+            merged = f", or delete the record if {path} is a merge" if written < found else ""
             raise ValueError(f"{sibling(path, RECORD_SUFFIX)} does not match {path}: {len(differ)} inputs are in one "
                              f"and not the other ({differ[0]}...; the run stopped between writing them, or the "
-                             f"output was replaced); run shard {record.shard} again (it resumes) and merge")
+                             f"output was replaced); run shard {record.shard} again (it resumes) and merge{merged}")
 
 
-def _inputs(inputs: list[str] | None):
-    """The walk of ``inputs`` (the PATHs the runs were given) with each file's key, or None; ValueError when it
-    finds no audio or two inputs share a key."""
+def _inputs(inputs: list[str] | None, *, sharded: bool):
+    """The walk of ``inputs`` (the PATHs the runs were given) with each file's key when the outputs are shards
+    (else None: unsharded outputs are matched by path), or None; ValueError when it finds no audio or two inputs
+    share a key."""
     if inputs is None:
         return None
     search = find_audio(inputs)
     if not search.files:
         raise ValueError(f"--inputs: no audio files found in {list(inputs)} (looked for .wav, .flac, .mp3, .ogg, ...); "
                          "give the PATHs the runs were given")
-    return search, input_keys(search.files, list(inputs))
+    return search, input_keys(search.files, list(inputs)) if sharded else None
 
 
 def _columns(fmt: str, local: Path) -> list[str]:
@@ -384,7 +387,7 @@ def _uncovered(search, records: list, held: dict[str, list[str]],
     """``(input, why)`` for each input of the walk ``search`` (from :func:`_inputs`) that no output holds or lists
     as failed."""
     search, keys = search
-    if all(r is not None for r in records) and records:
+    if keys is not None:  # shards: matched by key
         count = records[0].shard.count
         covered = {key for r in records for key in r.inputs}
         return [(f, f"not in any merged output: its shard, {shard_of(keys[f], count)}/{count}, did not run or "
