@@ -488,6 +488,10 @@ def test_merge_write_errors_are_one_line(csv_shards, tmp_path, capsys):
     _one_line_usage(capsys, code, f"names the .failures.csv sidecar of {shards[0]}", "a name of its own")
     code = main(["merge", *map(str, shards), "--out", str(tmp_path)])
     _one_line_usage(capsys, code, "found no extension")
+    Path(f"{shards[0]}.failures.csv").write_text("file,channel\nx.wav,-1\n")  # a merge once written over it
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path / "m.csv")])
+    _one_line_usage(capsys, code, f"{shards[0]}.failures.csv: not a failure list of avex-hub")
+    assert not (tmp_path / "m.csv").exists()
 
 
 def test_merge_inputs_with_no_audio_say_so(csv_shards, tmp_path, capsys):

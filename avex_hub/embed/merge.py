@@ -183,7 +183,11 @@ def _failures_of(path: str) -> dict[str, str]:
     if not exists(source):
         return {}
     with reading(source) as local, open(local, newline="", encoding="utf-8") as handle:
-        return {row["path"]: row["error"] for row in csv.DictReader(handle)}
+        reader = csv.DictReader(handle)
+        if not {"path", "error"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{source}: not a failure list of avex-hub (columns {reader.fieldnames}, expected path "
+                             "and error); run that output's shard again, or delete the file if it is not one")
+        return {row["path"]: row["error"] for row in reader}
 
 
 def _write(fmt: str, locals_: list[Path], out: str, settings: dict) -> int:
@@ -245,6 +249,9 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
         _refuse_repeats(held)
         _check_records(paths, records, held)
         _check_same_columns(paths, [_columns(fmt, local) for local in locals_])
+        failures: dict[str, str] = {}
+        for path in paths:  # read before --out is written: it may be one of them
+            failures.update(_failures_of(path))
         if not overwrite:
             _refuse_foreign_out(out, paths, settings[0], held)
         try:
@@ -253,9 +260,6 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
             raise ValueError(f"--out {out}: cannot write it ({type(error).__name__}: {error}); choose a folder or "
                              "bucket you may write to") from None
     remove(sibling(out, RECORD_SUFFIX))  # --out was a shard's output: its record describes the shard, not the merge
-    failures: dict[str, str] = {}
-    for path in paths:
-        failures.update(_failures_of(path))
     uncovered = _uncovered(search, records, held, failures) if search is not None else []
     for path, why in uncovered:
         failures[path] = why
