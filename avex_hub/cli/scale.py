@@ -12,8 +12,9 @@ The options are declared in :mod:`avex_hub.cli.options`; :mod:`avex_hub.cli.infe
 Exit codes (merge): 0 merged; 2 outputs that do not belong together (another model or setting, other columns, an
 input in two outputs, two copies of one shard, shards of two splits, mixed formats, a shard record that does not
 match its output), a damaged or missing output, an --out that exists (without --overwrite) or cannot be written,
---inputs with no audio or two inputs of one key, or a store that cannot be used; 3 some inputs failed in their run or are in no output (listed in ``<out>.failures.csv`` with the shard to
-rerun).
+--inputs with no audio or two inputs of one key, or a store that cannot be used; 3 some inputs failed in their
+run or are in no output (listed in ``<out>.failures.csv`` with the shard to rerun); 1 a write that failed (a full
+disk: --out was not replaced).
 """
 
 from __future__ import annotations

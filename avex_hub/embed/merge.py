@@ -96,10 +96,15 @@ def read_output_settings(path: str) -> dict:
                          "short: run its shard again (it resumes from its parts) or leave it out") from None
 
 
+def _compared(settings: dict) -> dict:
+    """The settings two outputs must share to be merged."""
+    return {k: v for k, v in settings.items() if k not in _NOT_COMPARED}
+
+
 def _check_same_settings(paths: list[str], settings: list[dict]) -> None:
-    first = {k: v for k, v in settings[0].items() if k not in _NOT_COMPARED}
+    first = _compared(settings[0])
     for path, other in zip(paths[1:], settings[1:]):
-        other = {k: v for k, v in other.items() if k not in _NOT_COMPARED}
+        other = _compared(other)
         differ = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
         if differ:
             shown = "; ".join(f"{k}: {_short(first.get(k))} vs {_short(other.get(k))}" for k in differ[:3])
@@ -272,15 +277,12 @@ def merge_outputs(paths: list[str], out: str, *, inputs: list[str] | None = None
     return MergeResult(rows, sum(len(v) for v in held.values()), failures, [p for p, _ in uncovered])
 
 
-_SIDECARS = (".failures.csv", ".settings.json", RECORD_SUFFIX)
-
-
 def _check_out(out: str) -> None:
-    """ValueError before any work for an ``out`` that names a sidecar or cannot be written where it is."""
-    sidecar = next((s for s in _SIDECARS if out.endswith(s)), None)
-    if sidecar:
-        raise ValueError(f"--out {out}: names the {sidecar} sidecar of {out.removesuffix(sidecar)}, not an output; "
-                         "give the merged output a name of its own (merged.csv)")
+    """ValueError before any work for an ``out`` that names a failure list (the one sidecar with an output's
+    ending) or cannot be written where it is."""
+    if out.endswith(".failures.csv"):
+        raise ValueError(f"--out {out}: names the .failures.csv sidecar of {out.removesuffix('.failures.csv')}, not "
+                         "an output; give the merged output a name of its own (merged.csv)")
     target = local_path(out)
     if is_url(target):  # write and delete a small object beside it: a store that denies writes fails now
         probe = sibling(out, ".avex-hub-write-test")
@@ -293,7 +295,7 @@ def _check_out(out: str) -> None:
                              "or prefix these credentials may write to") from None
         return
     if os.path.isdir(target):
-        raise ValueError(f"--out {out} is a folder; give a file name such as {os.path.join(target, 'merged' + Path(out).suffix)}")
+        raise ValueError(f"--out {out} is a folder; give a file name such as {os.path.join(target, 'merged.csv')}")
     check_writable(os.path.dirname(target) or ".", "--out")
 
 
@@ -312,8 +314,7 @@ def _refuse_foreign_out(out: str, paths: list[str], settings: dict, held: dict[s
     with contextlib.suppress(ValueError):
         earlier = read_output_settings(out)
         why = "made with other settings"
-        if {k: v for k, v in earlier.items() if k not in _NOT_COMPARED} == \
-                {k: v for k, v in settings.items() if k not in _NOT_COMPARED}:
+        if _compared(earlier) == _compared(settings):
             why = "it cannot be read whole"
             with reading(out) as local:
                 extra = set(_files_of(out, _format(out), local)) - {f for files in held.values() for f in files}
