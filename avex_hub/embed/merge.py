@@ -130,7 +130,10 @@ def _records(paths: list[str]) -> list[ShardRecord | None]:
             records.append(ShardRecord.from_json(local.read_text(encoding="utf-8"), source))
     known = [r for r in records if r is not None]
     if known and len(known) != len(records):
-        raise ValueError("some outputs were made with --shard and some without; merge the shards of one split")
+        lacking = next(path for path, r in zip(paths, records) if r is None)
+        raise ValueError(f"some outputs were made with --shard and some without ({lacking} has no {RECORD_SUFFIX}: "
+                         "a run without --shard, a merge, or a sharded run stopped before its record); merge the "
+                         "shards of one split, running that shard again if it was one")
     counts = {r.shard.count for r in known}
     if len(counts) > 1:
         raise ValueError(f"the outputs come from splits into different numbers of shards ({sorted(counts)}); merge "
