@@ -140,8 +140,8 @@ def declarations() -> dict[str, dict]:
                                        "anonymously)"),
         "--shard": dict(default=None, metavar="I/N",
                         help="process only this machine's share of the inputs: shard I of N (1 <= I <= N), by a "
-                             "stable hash of each input's path relative to the folder or prefix given; `avex-hub "
-                             "merge` joins the N outputs"),
+                             "stable hash of each input's path relative to the folder or prefix given (after that "
+                             "folder's own name when several are given); `avex-hub merge` joins the N outputs"),
         # the engine (avex_hub.cli.engine): this machine, or Ray Data on a cluster the user started
         "--engine": dict(choices=("local", "ray"), default="local",
                          help="local (default): this machine; ray: Ray Data (pip install 'avex-hub[ray]'): decoding "
