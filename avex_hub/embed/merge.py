@@ -7,7 +7,7 @@ setting and both values, so embeddings of two models never end up in one table. 
 run with ``--times`` and one without) and an input file in two outputs are refused as well. Rows are written output by output (in shard order when the runs were sharded), each output's rows
 as they are, streamed: Parquet a row group at a time, CSV a line at a time, NPZ a column at a time (each .npy
 member written with the joined shape, then every output's rows of that column about a MiB at a time; the arrays
-are those ``np.concatenate`` gives, in the members' order ``outputs.write_npz`` uses). Each output's failure list
+are those ``np.concatenate`` gives: :mod:`avex_hub.embed.npz_join`). Each output's failure list
 (``<output>.failures.csv``) joins the merged one. A damaged output (a CSV row of another cell count or without its
 final line end, an NPZ or Parquet file cut short) and a shard record that does not list exactly its output's files
 are refused, never joined.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -41,13 +40,12 @@ from ..audio.folders import find_audio
 from ..storage.locations import is_url, local_path
 from . import outputs
 from .destinations import exists, reading, remove, sibling, writing
-from .settings import InferenceSettings
+from .npz_join import npy_members, npy_parts, write_joined
 from .split import RECORD_SUFFIX, ShardRecord, input_keys, shard_of
 
 __all__ = ["MergeResult", "read_output_settings", "merge_outputs"]
 
 _FORMATS = {".parquet": "parquet", ".npz": "npz", ".csv": "csv"}
-_PART_BYTES = 1 << 20  # how much of an NPZ column the merge holds at a time
 _NOT_COMPARED = ("avex_hub_version",)  # a release may differ between machines; what it writes is output_version
 
 
@@ -154,7 +152,7 @@ def _files_of(path: str, fmt: str, local: Path) -> list[str]:
 
         names = pq.read_table(local, columns=["file"]).column("file").to_pylist()
     elif fmt == "npz":
-        names = (name for part in _npy_parts(local, "file") for name in part.tolist())
+        names = (name for part in npy_parts(local, "file") for name in part.tolist())
     else:
         names = [row[0] for row in _csv_rows(path, local)]
     return list(dict.fromkeys(names))
@@ -215,7 +213,7 @@ def _write(fmt: str, locals_: list[Path], out: str, settings: dict) -> int:
                         rows += table.num_rows
         return rows
     if fmt == "npz":
-        return _write_npz(locals_, out, settings)
+        return write_joined(locals_, out, settings)
     with writing(sibling(out, ".settings.json"), ".json") as tmp:
         tmp.write_text(json.dumps(settings, sort_keys=True, indent=1) + "\n", encoding="utf-8")
     with writing(out, ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as target:
@@ -364,7 +362,7 @@ def _columns(fmt: str, local: Path) -> list[str]:
 
         return pq.read_schema(local).names
     if fmt == "npz":
-        return sorted(_npy_members(local))
+        return sorted(npy_members(local))
     with open(local, newline="", encoding="utf-8") as source:
         return next(csv.reader(source), [])
 
@@ -404,79 +402,3 @@ def _uncovered(search, records: list, held: dict[str, list[str]],
     covered = {name for files in held.values() for name in files} | set(failures)
     return [(f, "not in any merged output: run avex-hub on it and merge again") for f in search.files
             if outputs.text_cell(f) not in covered]
-
-
-# -- NPZ, column by column: an .npz is a zip of .npy members; the merged member is written as a header with the
-# total shape, then each output's rows of that column in turn, read a part at a time (never whole columns) --------
-def _npy_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """``(shape, fortran_order, dtype)`` from the start of an .npy member; its data follows."""
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(handle)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(handle)
-    raise ValueError(f"an .npy member of format version {version[0]}.{version[1]}; avex-hub writes 1.0 or 2.0")
-
-
-def _npy_members(local: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Each array of an .npz (the names ``np.load`` gives, in order): its shape and dtype, from its header."""
-    members = {}
-    with zipfile.ZipFile(local) as archive:
-        for info in archive.infolist():
-            with archive.open(info) as handle:
-                shape, _, dtype = _npy_header(handle)
-            members[info.filename.removesuffix(".npy")] = (shape, dtype)
-    return members
-
-
-def _npy_parts(local: Path, name: str) -> Iterator[np.ndarray]:
-    """The rows of array ``name`` of the .npz ``local``, in order, about ``_PART_BYTES`` at a time."""
-    with zipfile.ZipFile(local) as archive, archive.open(name + ".npy") as handle:
-        shape, fortran, dtype = _npy_header(handle)
-        row = dtype.itemsize * math.prod(shape[1:])
-        if fortran or dtype.hasobject or not shape or not row:  # not what avex-hub writes: read whole
-            with np.load(local, allow_pickle=False) as data:
-                yield np.ascontiguousarray(data[name])
-            return
-        step = max(1, _PART_BYTES // row)
-        for start in range(0, shape[0], step):
-            count = min(step, shape[0] - start)
-            data = handle.read(count * row)
-            if len(data) != count * row:
-                raise ValueError(f"{local}: array {name} ends after {start * row + len(data)} of "
-                                 f"{shape[0] * row} bytes; the output is cut short: make it again")
-            yield np.frombuffer(data, dtype).reshape(count, *shape[1:])
-
-
-def _write_npz(locals_: list[Path], out: str, settings: dict) -> int:
-    """The NPZ outputs ``locals_`` joined into ``out``: the arrays ``np.concatenate`` would give (every column,
-    --times' too) and the first output's settings, in the members' order of ``outputs.write_npz``."""
-    members = [_npy_members(local) for local in locals_]
-    names = ["file", "settings", *(n for n in members[0] if n not in ("file", "settings"))]
-    with writing(out, ".npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name in names:
-            with archive.open(name + ".npy", "w", force_zip64=True) as handle:
-                if name == "settings":
-                    settings_json = np.array(InferenceSettings.from_dict(settings).to_json())
-                    np.lib.format.write_array(handle, settings_json, allow_pickle=False)
-                    continue
-                shape, dtype = _joined_shape(name, [m[name] for m in members])
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-                try:
-                    np.lib.format.write_array_header_1_0(handle, header)
-                except ValueError:  # a header over 64 KiB (write_array's own choice of version)
-                    np.lib.format.write_array_header_2_0(handle, header)
-                for local in locals_:
-                    for part in _npy_parts(local, name):
-                        handle.write(part.astype(dtype, copy=False).tobytes())
-    return sum(m["start_s"][0][0] for m in members)
-
-
-def _joined_shape(name: str, found: list[tuple[tuple[int, ...], np.dtype]]) -> tuple[tuple[int, ...], np.dtype]:
-    """The shape and dtype of the outputs' arrays ``name`` joined along their rows (``np.concatenate``'s)."""
-    rest = {shape[1:] for shape, _ in found}
-    if any(not shape for shape, _ in found) or len(rest) > 1:
-        raise ValueError(f"the outputs' arrays {name} cannot be joined row by row (shapes "
-                         f"{', '.join(sorted({str(s) for s, _ in found}))}); merge only outputs of avex-hub embed "
-                         "made with one model and one set of settings")
-    return (sum(shape[0] for shape, _ in found), *rest.pop()), np.result_type(*(dtype for _, dtype in found))
