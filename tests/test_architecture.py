@@ -82,6 +82,7 @@ LAYERS = {
     "avex_hub.embed.destinations": 4,  # outputs written to a path or an object store, whole or not at all
     "avex_hub.embed.split": 4,  # --shard I/N: which inputs are this machine's, and what a shard covered
     "avex_hub.embed.merge": 4,  # avex-hub merge: the outputs of sharded runs into one
+    "avex_hub.embed.npz_join": 4,  # NPZ outputs joined column by column, for merge
     # heads on the embeddings: probes, training, fine-tuning helpers, evaluation, metrics
     "avex_hub.heads": 5,  # the room itself (its modules load on first use)
     "avex_hub.heads.probe_module": 5,

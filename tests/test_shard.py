@@ -98,8 +98,8 @@ def test_sharded_runs_merge_into_the_unsharded_rows_and_report_what_no_shard_cov
     assert files == [path for r in records for _, path, _ in sorted(r.inputs.values())]
 
     # one shard's output lost: the merge names every input it held and the shard to run again
-    assert main(["merge", str(shards[0]), str(shards[2]), "--out", str(merged), "--inputs", str(archive)]) \
-        == EXIT_PARTIAL
+    assert main(["merge", str(shards[0]), str(shards[2]), "--out", str(merged), "--inputs", str(archive),
+                 "--overwrite"]) == EXIT_PARTIAL  # merged holds shard 2's rows: replaced only with --overwrite
     err = capsys.readouterr().err
     with open(f"{merged}.failures.csv", newline="", encoding="utf-8") as handle:
         missing = {row["path"]: row["error"] for row in csv.DictReader(handle)}
@@ -296,3 +296,231 @@ def test_npz_merge_holds_a_part_of_a_column_never_the_outputs(archive, tmp_path)
         for i, part in enumerate(parts):
             with np.load(part) as data:
                 np.testing.assert_array_equal(got["embeddings"][i * rows:(i + 1) * rows], data["embeddings"])
+
+
+# -- what the review of issue 21 found: damaged outputs, colliding keys, --out that is not the merge's -------------
+@pytest.fixture(scope="module")
+def csv_shards(archive, tmp_path_factory):
+    """The archive classified in three shards (CSV): a folder to copy from, never changed."""
+    folder = tmp_path_factory.mktemp("csv_shards")
+    for i in (1, 2, 3):
+        assert main(["classify", str(archive), "--out", str(folder / f"s{i}.csv"), "--shard", f"{i}/3",
+                     *QUIET]) == EXIT_OK
+    return folder
+
+
+def _shards_copy(csv_shards: Path, tmp_path: Path) -> list[Path]:
+    for path in csv_shards.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    return [tmp_path / f"s{i}.csv" for i in (1, 2, 3)]
+
+
+def _one_line_usage(capsys, code, *says: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE, err
+    assert err.startswith("avex-hub: error: ") and err.count("\n") == 0, err
+    assert all(s in err for s in says), err
+    return err
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda data: data[:len(data) // 2], "cut short"),  # cut mid-row: one row fused with the next, cells lost
+    (lambda data: data.rstrip(b"\r\n"), "does not end in a line end"),  # cut at the end of a cell
+    (lambda data: data.replace(b"\n", b",extra\n", 3), "cells, the header"),  # a row with a cell too many
+], ids=["mid-row", "at-a-cell-end", "a-cell-too-many"])
+def test_a_damaged_csv_output_is_refused_in_one_line_not_merged(csv_shards, tmp_path, capsys, damage, says):
+    shards = _shards_copy(csv_shards, tmp_path)
+    shards[1].write_bytes(damage(shards[1].read_bytes()))
+    capsys.readouterr()
+    merged = tmp_path / "m.csv"
+    code = main(["merge", *map(str, shards), "--out", str(merged)])
+    _one_line_usage(capsys, code, f"{shards[1]}: not a whole CSV output", says, "run its shard again")
+    assert not merged.exists()
+
+
+@pytest.fixture(scope="module")
+def npz_output(archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("npz_output") / "e.npz"
+    assert main(["embed", str(archive / "site0"), "--out", str(out), *QUIET]) == EXIT_OK
+    return out
+
+
+@pytest.mark.parametrize("cut", [0, 1000], ids=["empty", "truncated"])
+def test_a_damaged_npz_output_is_refused_in_one_line(npz_output, tmp_path, capsys, cut):
+    out = tmp_path / "e.npz"
+    out.write_bytes(npz_output.read_bytes()[:cut])
+    capsys.readouterr()
+    code = main(["merge", str(out), "--out", str(tmp_path / "m.npz")])
+    _one_line_usage(capsys, code, f"{out}: not a whole .npz (", "run its shard again")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_inputs_of_several_folders_get_distinct_keys_and_a_late_file_is_reported(archive, tmp_path, capsys):
+    """AudioMoth names repeat across sites: siteA/x.wav and siteB/x.wav must be two keys (the folder's own name
+    first when several are given, so two mounts still agree), and a file added later under siteA is reported."""
+    for site in ("siteA", "siteB"):
+        (tmp_path / site).mkdir()
+        for i in (0, 2):
+            shutil.copy(archive / "site0" / f"clip{i}.wav", tmp_path / site / f"20240501_00000{i}.WAV")
+    roots = [str(tmp_path / "siteA"), str(tmp_path / "siteB")]
+    keys = input_keys([f"{roots[0]}/20240501_000000.WAV", f"{roots[1]}/20240501_000000.WAV"], roots)
+    assert sorted(keys.values()) == ["siteA/20240501_000000.WAV", "siteB/20240501_000000.WAV"]
+    assert input_keys(["s3://b/x/siteA/a.wav"], ["s3://b/x/siteA/", "/mnt/siteB"]) == \
+        {"s3://b/x/siteA/a.wav": "siteA/a.wav"}  # the same key from a bucket as from a mount
+    shards = [tmp_path / f"a{i}.csv" for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        assert main(["classify", *roots, "--out", str(out), "--shard", f"{i}/2", *QUIET]) == EXIT_OK
+    records = [ShardRecord.from_json(Path(f"{s}.shard.json").read_text(), str(s)) for s in shards]
+    assert sum(len(r.inputs) for r in records) == 4  # one entry per written file
+    late = tmp_path / "siteA" / "20240502_000000.WAV"
+    shutil.copy(archive / "site1" / "clip1.wav", late)
+    capsys.readouterr()
+    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "m.csv"), "--inputs", *roots]) == EXIT_PARTIAL
+    assert f"1 inputs are in no output (listed in {tmp_path / 'm.csv'}.failures.csv): {late}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [("a/x.wav", "b/x.wav"), ("x/a/x.wav", "y/a/x.wav")], ids=["files", "folders"])
+def test_inputs_that_would_share_a_key_are_refused_in_one_line(archive, tmp_path, capsys, names):
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(archive / "site0" / "clip0.wav", tmp_path / name)
+    given = [str(tmp_path / n) for n in names] if names[0].count("/") == 1 else \
+        [str((tmp_path / n).parent) for n in names]  # two files named directly, or two folders of one name
+    capsys.readouterr()
+    code = main(["classify", *given, "--out", str(tmp_path / "x.csv"), "--shard", "1/2", *QUIET])
+    _one_line_usage(capsys, code, "would share the shard key", "give the folder or prefix that holds both")
+    assert not (tmp_path / "x.csv").exists()
+    with pytest.raises(ValueError, match="would share the shard key"):
+        input_keys(["https://a.org/x/rec.wav", "https://b.org/y/rec.wav"], [])  # two URLs ending alike
+    if names[0].count("/") == 1:  # unsharded outputs are matched by path: the same inputs merge and are covered
+        assert main(["classify", *given, "--out", str(tmp_path / "whole.csv"), *QUIET]) == EXIT_OK
+        assert main(["merge", str(tmp_path / "whole.csv"), "--out", str(tmp_path / "m.csv"), "--inputs",
+                     *given]) == EXIT_OK
+
+
+def test_merge_replaces_only_its_own_out_and_a_shard_output_merged_into_loses_its_record(csv_shards, tmp_path,
+                                                                                           capsys):
+    shards = _shards_copy(csv_shards, tmp_path)
+    third = shards[2].read_bytes()
+    capsys.readouterr()
+    code = main(["merge", str(shards[0]), str(shards[1]), "--out", str(shards[2])])  # a typo for another name
+    _one_line_usage(capsys, code, f"{shards[2]} exists and is not an earlier merge of these outputs", "--overwrite")
+    assert shards[2].read_bytes() == third
+    foreign = tmp_path / "notes.csv"
+    foreign.write_text("my own notes\n")
+    code = main(["merge", *map(str, shards), "--out", str(foreign)])
+    _one_line_usage(capsys, code, "not an output of avex-hub", "pass --overwrite")
+    assert foreign.read_text() == "my own notes\n"
+    assert main(["merge", *map(str, shards), "--out", str(foreign), "--overwrite"]) == EXIT_OK
+    assert main(["merge", *map(str, shards), "--out", str(foreign)]) == EXIT_OK  # an earlier merge of them
+
+    rows = sorted(row for s in shards for row in _csv_rows(s))
+    record = Path(f"{shards[0]}.shard.json")
+    assert main(["merge", *map(str, shards), "--out", str(shards[0])]) == EXIT_OK  # into one of the outputs
+    assert sorted(_csv_rows(shards[0])) == rows
+    assert not record.exists()  # it said "1/3" of a file that now holds all three
+    capsys.readouterr()
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path / "again.csv")])
+    _one_line_usage(capsys, code, f"some outputs were made with --shard and some without ({shards[0]} has no "
+                    ".shard.json: a run without --shard, a merge")
+
+
+@pytest.mark.parametrize("where", ["record", "output"])
+def test_a_run_stopped_between_its_output_and_its_shard_record_misleads_no_merge(archive, tmp_path, capsys,
+                                                                                 monkeypatch, where):
+    """A kill between writing ``--out`` and ``<out>.shard.json`` (in either order): merge must not call an input
+    that is in an output uncovered, nor take a record that does not describe its output."""
+    from avex_hub.cli import inference
+
+    recordings = tmp_path / "recordings"
+    shutil.copytree(archive / "site0", recordings)
+    shards = [tmp_path / f"k{i}.csv" for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        assert main(["classify", str(recordings), "--out", str(out), "--shard", f"{i}/2", *QUIET]) == EXIT_OK
+    for i in range(6):  # later files, some in each shard
+        shutil.copy(archive / "site1" / f"clip{2 * (i % 4) + 1}.wav", recordings / f"late{i}.wav")
+
+    class Killed(BaseException):
+        pass
+
+    def kill(*args, **kwargs):
+        raise Killed
+    monkeypatch.setattr(inference, "record_shard" if where == "record" else "_merge", kill)  # the kill point
+    with pytest.raises(Killed):
+        main(["classify", str(recordings), "--out", str(shards[0]), "--shard", "1/2", *QUIET])
+    monkeypatch.undo()
+    capsys.readouterr()
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path / "m.csv"), "--inputs", str(recordings)])
+    err = capsys.readouterr().err
+    if code == EXIT_USAGE:
+        assert "does not match" in err and "run shard 1/2 again" in err and err.count("\n") == 1
+        return
+    in_output = {row[0] for s in shards for row in _csv_rows(s)}
+    with open(f"{tmp_path / 'm.csv'}.failures.csv", newline="", encoding="utf-8") as handle:
+        uncovered = {row["path"] for row in csv.DictReader(handle)}
+    assert code == EXIT_PARTIAL and uncovered and not uncovered & in_output
+
+
+def test_file_urls_are_local_paths_and_a_url_for_a_local_option_is_refused(archive, csv_shards, tmp_path, capsys,
+                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a mangled file:/... folder would appear
+    shards = _shards_copy(csv_shards, tmp_path)
+    merged = tmp_path / "out" / "m.csv"
+    assert main(["merge", *map(str, shards), "--out", f"file://{merged}"]) == EXIT_OK
+    assert sorted(_csv_rows(merged)) == sorted(row for s in shards for row in _csv_rows(s))
+    single = tmp_path / "one" / "c.csv"
+    assert main(["classify", str(archive / "site0" / "clip0.wav"), "--out", f"file://{single}", "--raven",
+                 f"file://{tmp_path / 'raven'}", *QUIET]) == EXIT_OK
+    assert single.is_file() and len(list((tmp_path / "raven").iterdir())) == 1
+    assert not (tmp_path / "file:").exists()
+    capsys.readouterr()
+    assert main(["index", str(tmp_path), "--db", "s3://outputs/db"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "argument --db: expected a local path, got the URL s3://outputs/db" in err
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_merge_write_errors_are_one_line(csv_shards, tmp_path, capsys):
+    shards = _shards_copy(csv_shards, tmp_path)
+    (tmp_path / "afile").write_text("a file where a folder is expected\n")
+    capsys.readouterr()
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path / "afile" / "x.csv")])
+    _one_line_usage(capsys, code, "--out: cannot write in", "choose a folder you can write to")
+    code = main(["merge", *map(str, shards), "--out", f"{shards[0]}.failures.csv"])
+    _one_line_usage(capsys, code, f"names the .failures.csv sidecar of {shards[0]}", "a name of its own")
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path)])
+    _one_line_usage(capsys, code, "found no extension")
+    Path(f"{shards[0]}.failures.csv").write_text("file,channel\nx.wav,-1\n")  # a merge once written over it
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path / "m.csv")])
+    _one_line_usage(capsys, code, f"{shards[0]}.failures.csv: not a failure list of avex-hub")
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_merge_inputs_with_no_audio_say_so(csv_shards, tmp_path, capsys):
+    shards = _shards_copy(csv_shards, tmp_path)
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    code = main(["merge", *map(str, shards), "--out", str(tmp_path / "m.csv"), "--inputs", str(tmp_path / "empty")])
+    _one_line_usage(capsys, code, "--inputs: no audio files found in", "give the PATHs the runs were given")
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize("spec, says", [("１/３", "expected I/N"), ("1/99999999999999999999", "at most 1,000,000"),
+                                        ("٢/٣", "expected I/N")])
+def test_shard_specs_take_ascii_digits_and_a_bounded_count(spec, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_shard(spec)
+    assert parse_shard("1000000/1000000").count == 1_000_000
+
+
+def test_merge_into_a_store_that_denies_writes_is_one_line(s3_store, csv_shards, tmp_path, capsys):
+    pytest.importorskip("s3fs", reason="the cloud extra: pip install -e '.[cloud]'")
+    shards = _shards_copy(csv_shards, tmp_path)
+    with s3_store.authorization():  # the reader may read the open bucket, and write nowhere
+        capsys.readouterr()
+        code = main(["merge", *map(str, shards), "--out", "s3://outputs/denied-merge/m.csv", "--storage-options",
+                     json.dumps(s3_store.options(s3_store.reader))])
+    err = _one_line_usage(capsys, code, "--out s3://outputs/denied-merge/m.csv")
+    assert "access denied" in err and "/tmp/" not in err  # no temporary copy named
+    assert s3_store.keys("outputs", "denied-merge/") == []

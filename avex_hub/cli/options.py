@@ -9,7 +9,7 @@ import argparse
 import functools
 from pathlib import Path
 
-__all__ = ["channels", "layers", "location", "number", "positive_int", "positive_float", "at_least_zero",
+__all__ = ["channels", "layers", "location", "local", "number", "positive_int", "positive_float", "at_least_zero",
            "probability", "DEFAULT_MODEL", "declarations", "add", "parent", "local_only"]
 
 
@@ -36,11 +36,22 @@ def layers(value: str):
 
 
 def location(value: str):
-    """--out, --raven: a path, or a URL (s3://, gs://, https://) kept as given (a Path would fold its ``//``); a
-    command that writes only local files refuses a URL (:func:`local_only`)."""
-    from ..storage.locations import is_url
+    """--out, --raven: a path (``file:///x`` is the path ``/x``), or a URL (s3://, gs://, https://) kept as given (a
+    Path would fold its ``//``); a command that writes only local files refuses a URL (:func:`local_only`)."""
+    from ..storage.locations import is_url, local_path
 
-    return value if is_url(value) else Path(value)
+    return value if is_url(value) else Path(local_path(value))
+
+
+def local(value: str) -> Path:
+    """--db, --probe, --thresholds, --deployments: a local path (``file:///x`` is the path ``/x``); a URL is refused
+    (a Path would turn ``s3://b/db`` into a local folder ``s3:/b/db``)."""
+    from ..storage.locations import is_url, local_path
+
+    if is_url(value):
+        raise argparse.ArgumentTypeError(f"expected a local path, got the URL {value.split('?')[0]}; give a local path "
+                                         "(copy from the store first, or the result to it after)")
+    return Path(local_path(value))
 
 
 def number(kind, holds, rule: str):
@@ -129,8 +140,8 @@ def declarations() -> dict[str, dict]:
                                        "anonymously)"),
         "--shard": dict(default=None, metavar="I/N",
                         help="process only this machine's share of the inputs: shard I of N (1 <= I <= N), by a "
-                             "stable hash of each input's path relative to the folder or prefix given; `avex-hub "
-                             "merge` joins the N outputs"),
+                             "stable hash of each input's path relative to the folder or prefix given (after that "
+                             "folder's own name when several are given); `avex-hub merge` joins the N outputs"),
         # the engine (avex_hub.cli.engine): this machine, or Ray Data on a cluster the user started
         "--engine": dict(choices=("local", "ray"), default="local",
                          help="local (default): this machine; ray: Ray Data (pip install 'avex-hub[ray]'): decoding "
@@ -139,12 +150,12 @@ def declarations() -> dict[str, dict]:
         "--address": dict(default=None, metavar="ADDR",
                           help="with --engine ray: the running cluster's head (host:port, ray://host:port, or auto "
                                "on one of its nodes); default RAY_ADDRESS, else a local Ray on this machine"),
-        "--db": dict(required=True, type=Path, help="the embedding database folder"),
+        "--db": dict(required=True, type=local, help="the embedding database folder"),
         # species, scores and thresholds
         "--species": dict(default=None, help="species list: one scientific name a line"),
-        "--probe": dict(type=Path, default=None, help="a probe file (from avex-hub train-classifier)"),
+        "--probe": dict(type=local, default=None, help="a probe file (from avex-hub train-classifier)"),
         "--threshold": dict(type=probability, default=None, help="score threshold"),
-        "--thresholds": dict(type=Path, default=None, metavar="FILE",
+        "--thresholds": dict(type=local, default=None, metavar="FILE",
                              help="thresholds file of avex-hub calibrate: calibrated probabilities beside the raw "
                                   "scores"),
         "--epochs": dict(type=positive_int, default=None, help="most training epochs"),
@@ -152,7 +163,7 @@ def declarations() -> dict[str, dict]:
         "--times": dict(action="store_true",
                         help="start_time and end_time (ISO 8601 with the offset) of every window, from each "
                              "recording's start (GUANO, AudioMoth comment, file name); empty where it is unknown"),
-        "--deployments": dict(type=Path, default=None,
+        "--deployments": dict(type=local, default=None,
                               help="CSV: folder or recorder -> site, latitude, longitude, start, end, timezone"),
         "--time-pattern": dict(default=None, metavar="PATTERN",
                                help="strptime pattern of the start time in file paths, e.g. %%Y%%m%%d-%%H%%M%%S "

@@ -10,9 +10,11 @@ The options are declared in :mod:`avex_hub.cli.options`; :mod:`avex_hub.cli.infe
 :func:`run_context` and calls the hooks here (:func:`take_shard`, :func:`part_written`, :func:`record_shard`).
 
 Exit codes (merge): 0 merged; 2 outputs that do not belong together (another model or setting, other columns, an
-input in two outputs, two copies of one shard, shards of two splits, mixed formats), a missing output or a store
-that cannot be used; 3 some inputs failed in their run or are in no output (listed in ``<out>.failures.csv`` with the shard to
-rerun).
+input in two outputs, two copies of one shard, shards of two splits, mixed formats, a shard record that does not
+match its output), a damaged or missing output, an --out that exists (without --overwrite) or cannot be written,
+--inputs with no audio or two inputs of one key, or a store that cannot be used; 3 some inputs failed in their
+run or are in no output (listed in ``<out>.failures.csv`` with the shard to rerun); 1 a write that failed (a full
+disk: --out was not replaced).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Iterator
 
 from ..embed.split import RECORD_SUFFIX
 from . import options, terminal
-from .errors import ExitCode, UsageError
+from .errors import CommandError, ExitCode, UsageError
 
 __all__ = ["COMMANDS", "STORES", "add_parsers", "run", "run_context", "part_written", "take_shard", "ShardPlan",
            "record_shard"]
@@ -40,6 +42,8 @@ def add_parsers(sub) -> None:
     options.add(merge, "--out", help="the merged output (.parquet, .npz or .csv, as the inputs)")
     merge.add_argument("--inputs", nargs="+", metavar="PATH", default=None,
                        help="the PATHs the runs were given: inputs no output covered are reported (exit code 3)")
+    options.add(merge, "--overwrite", help="replace an existing --out that is not one of the outputs nor an earlier "
+                                            "merge of them")
     options.add(merge, "--storage-options")
 
 
@@ -51,9 +55,12 @@ def run(args) -> int:
 
     with run_context(args, staged=False):
         try:
-            result = merge_outputs(args.outputs, str(args.out), inputs=args.inputs)
+            result = merge_outputs(args.outputs, str(args.out), inputs=args.inputs, overwrite=args.overwrite)
         except (ValueError, FileNotFoundError, StorageAccessError) as error:
             raise UsageError(str(error)) from None
+        except OSError as error:  # a failed write (a full disk): --out was not replaced
+            raise CommandError(f"--out {args.out}: the merge stopped ({type(error).__name__}: {error}); nothing was "
+                               "replaced: make room or choose another --out and merge again") from None
     terminal.say(f"merged {len(args.outputs)} outputs into {args.out}: {result.rows} rows from {result.files} files; "
                  f"failed or not covered: {len(result.failures)}")
     if result.uncovered:
@@ -149,7 +156,10 @@ def take_shard(args, search):
         return search, None
     from ..embed.split import input_keys
 
-    keys = input_keys(search.files, [str(p) for p in args.paths])
+    try:
+        keys = input_keys(search.files, [str(p) for p in args.paths])
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     mine = [f for f in search.files if args.shard.holds(keys[f])]
     positions = {f: i for i, f in enumerate(search.files)}
     plan = ShardPlan(args.shard, {f: keys[f] for f in mine}, {f: positions[f] for f in mine})
