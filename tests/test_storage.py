@@ -46,9 +46,34 @@ def test_urls_are_told_from_paths_and_credentials_in_urls_are_refused():
     with pytest.raises(ValueError, match="carries a user name or password") as caught:
         locations.check_url("https://me:hunter2@h/a.wav")
     assert "hunter2" not in str(caught.value)
-    with pytest.raises(ValueError, match=r"signature \(X-Amz-Signature\)") as caught:
+    with pytest.raises(ValueError, match=r"credential in its query \(X-Amz-Signature\)") as caught:
         locations.check_url("https://b.s3.amazonaws.com/a.wav?X-Amz-Signature=s3cr3t&X-Amz-Date=1")
     assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("parameter", ["access_token", "api_key", "apikey", "key", "token", "code", "password",
+                                       "client_secret", "Credential", "sig", "X-Goog-Signature", "AWSAccessKeyId"])
+def test_a_url_with_any_credential_parameter_is_refused_naming_host_and_port_never_the_value(parameter):
+    url = f"http://127.0.0.1:18765/rec0.wav?format=wav&{parameter}=PWSECRET9"
+    with pytest.raises(ValueError, match="credential in its query") as caught:
+        locations.check_url(url)
+    message = str(caught.value)
+    assert message.startswith("http://127.0.0.1:18765/rec0.wav: ") and parameter in message
+    assert "PWSECRET9" not in message and "\n" not in message
+    assert locations.redact(f"GET {url} failed") == (f"GET http://127.0.0.1:18765/rec0.wav?format=wav&{parameter}=*** "
+                                                     "failed")
+
+
+def test_redact_hides_userinfo_and_the_secret_storage_options():
+    options = {"endpoint_url": "http://minio:PASSW0RDX@127.0.0.1:18766", "key": "AKIAPLANTED", "anon": False,
+               "region_name": "us-east-1", "client_kwargs": {"aws_session_token": "T0KENPLANTED"}}
+    text = ('Read timeout on endpoint URL: "http://minio:PASSW0RDX@127.0.0.1:18766/b?list-type=2"; key AKIAPLANTED, '
+            "token T0KENPLANTED, region us-east-1")
+    with locations.using_options(options):
+        redacted = locations.redact(text)
+    assert redacted == ('Read timeout on endpoint URL: "http://***@127.0.0.1:18766/b?list-type=2"; key ***, token ***, '
+                        "region us-east-1")
+    assert locations.redact("s3://bucket/a@b.wav") == "s3://bucket/a@b.wav"  # an @ in a key is not a user name
 
 
 def test_storage_options_are_a_json_object_and_never_echoed():
@@ -178,5 +203,43 @@ def test_an_unreachable_endpoint_is_one_line_naming_the_endpoint_setting(offline
             listing.list_location("s3://archive/site", endings=AUDIO_EXTENSIONS)
     assert "endpoint_url in --storage-options" in str(caught.value) and "s3cr3t" not in str(caught.value)
     with locations.using_options({"endpoint_url": "http://127.0.0.1:9", "retries": 1}):  # not an s3fs argument
-        with pytest.raises(locations.StorageAccessError, match="refused an option"):
+        with pytest.raises(locations.StorageAccessError, match="cannot use the options given"):
             listing.list_location("s3://archive/site", endings=AUDIO_EXTENSIONS)
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An endpoint that accepts connections (the kernel's backlog) and never answers."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://minio:PASSW0RDX@127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_an_endpoint_that_never_answers_is_one_line_within_the_checks_bound(silent_endpoint, monkeypatch,
+                                                                           offline_cloud_env):
+    monkeypatch.setattr(locations, "CHECK_TIMEOUT_S", 1)
+    with locations.using_options({"endpoint_url": silent_endpoint, "key": "k", "secret": "s3cr3tPLANT"}):
+        with pytest.raises(locations.StorageAccessError, match="did not answer within 1 s") as caught:
+            listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS)
+    message = str(caught.value)
+    assert "endpoint_url in --storage-options" in message and "\n" not in message
+    assert "PASSW0RDX" not in message and "s3cr3tPLANT" not in message
+
+
+@pytest.mark.parametrize("options, environment, says", [
+    ({"profile": "nosuch"}, {}, 'the AWS profile in use is not configured'),
+    ({}, {"AWS_PROFILE": "nosuch"}, 'the AWS profile in use is not configured'),
+    ({"config_kwargs": "str"}, {}, "--storage-options: the filesystem for s3://archive/site/ cannot use the options"),
+    ({"endpoint_url": "junk"}, {}, "--storage-options: the filesystem for s3://archive/site/ cannot use the options"),
+])
+def test_a_profile_or_options_the_store_cannot_use_are_one_line(options, environment, says, monkeypatch,
+                                                                offline_cloud_env):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with locations.using_options(options):
+        with pytest.raises(locations.StorageAccessError) as caught:
+            listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS)
+    assert says in str(caught.value) and "\n" not in str(caught.value)

@@ -238,3 +238,53 @@ def test_a_command_that_writes_local_files_refuses_an_out_url(argv, tmp_path, mo
     assert err.count("\n") == 1 and err.startswith(f"avex-hub: error: --{'raven' if 'tables' in url else 'out'} {url}: "
                                                    f"avex-hub {argv[0]} writes local files only")
     assert list(tmp_path.iterdir()) == []
+
+
+def _leaks(secret: str, folder: Path, stderr: str) -> list[str]:
+    """Where ``secret`` shows: stderr, and every file under ``folder`` (read as bytes)."""
+    found = ["stderr"] if secret in stderr else []
+    return found + [str(p) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_url_with_a_token_in_its_query_is_refused_and_the_token_written_nowhere(http_store, site, tmp_path,
+                                                                                  capsys):
+    shutil.copy(site / "north" / "a.wav", http_store.folder / "rec0.wav")
+    port = http_store.url("").split(":")[2].split("/")[0]
+    for parameter in ("access_token", "api_key"):
+        code = main(["classify", http_store.url(f"rec0.wav?{parameter}=PWSECRET9"), "--out", str(tmp_path / "c.csv"),
+                     *QUIET])
+        err = capsys.readouterr().err.strip()
+        assert code == EXIT_USAGE and err.count("\n") == 0 and f"127.0.0.1:{port}/rec0.wav" in err
+        assert parameter in err and _leaks("PWSECRET9", tmp_path, err) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["classify", "x.wav", "--out", "x.csv", "--storage-option", '{"secret": "LEAKME77"}'],
+    ["index", "x.wav", "--db", "db", "--storage-options", '{"secret":"LEAKME77"}'],
+    ["classify", "x.wav", "--out", "x.csv", '--storage-optionz={"secret": "LEAKME77"}'],
+])
+def test_a_usage_error_never_echoes_an_options_value(argv, capsys):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --storage-option" in err and "values not shown" in err
+    assert "LEAKME77" not in err
+
+
+def test_an_endpoint_that_never_answers_is_exit_2_in_bounded_time_and_its_password_written_nowhere(
+        site, tmp_path, capsys, monkeypatch, offline_cloud_env):
+    import socket
+
+    from avex_hub.storage import locations
+
+    monkeypatch.setattr(locations, "CHECK_TIMEOUT_S", 1)
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        options = {"endpoint_url": f"http://minio:PASSW0RDX@127.0.0.1:{silent.getsockname()[1]}", "key": "k",
+                   "secret": "s3cr3tPLANT"}
+        code = main(["classify", "s3://archive/cli/", "--out", str(tmp_path / "u.csv"), "--storage-options",
+                     json.dumps(options), *QUIET])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and err.count("\n") == 0 and "did not answer within 1 s" in err
+    assert "endpoint_url in --storage-options" in err and not (tmp_path / "u.csv").exists()
+    assert _leaks("PASSW0RDX", tmp_path, err) == [] and _leaks("s3cr3tPLANT", tmp_path, err) == []

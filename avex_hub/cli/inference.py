@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from .._files import check_writable
-from ..storage.locations import StorageAccessError, absolute
+from ..storage.locations import StorageAccessError, absolute, redact
 from . import options, terminal
 from .engine import check_engine, file_results
 from .errors import CommandError, ExitCode, UsageError
@@ -274,6 +274,7 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
         part_written(args, parts / names[result.path])  # --out in object storage: uploaded now
 
+    failures = {path: redact(why) for path, why in failures.items()}  # no secret in the failure list or on stderr
     done = [f for f in files if f not in failures]
     rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
                            clock)

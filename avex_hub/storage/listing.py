@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .locations import StorageAccessError, check_url, filesystem, is_listable, storage_error
+from .locations import StorageAccessError, check_store, check_url, filesystem, is_listable, storage_error
 
 __all__ = ["Listing", "list_location"]
 
@@ -36,11 +36,13 @@ def list_location(url: str, *, endings: tuple[str, ...], skip: tuple[str, ...] =
 
     ``endings``: lower-case file endings (``".wav"``); ``skip``: URLs of prefixes to leave out (a run's own
     ``<out>.parts``). Raises FileNotFoundError when nothing is there, StorageAccessError when the store cannot be
-    used (unreachable, credentials refused); a prefix that may not be listed is returned in ``failures``.
+    used (no answer within :data:`~avex_hub.storage.locations.CHECK_TIMEOUT_S`, unreachable, credentials refused,
+    options it cannot use); a prefix that may not be listed is returned in ``failures``.
     """
     check_url(url)
     if not is_listable(url):
         return Listing([url])
+    check_store(url)  # a store that cannot be used: one line now, in bounded time
     fs, root = filesystem(url)
     root = root.rstrip("/")
     try:
