@@ -11,7 +11,8 @@
   waits out a 60 s timeout before falling back to the HTTP filesystem it uses for ordinary buckets. The fixture
   registers that HTTP filesystem (``gcsfs.core.GCSFileSystem``) for ``gs://`` during the session.
 * ``http_store``: a plain HTTP server over a folder that answers Range requests and records every request's range,
-  for the https:// inputs and for showing that long files are read in ranges.
+  for the https:// inputs and for showing that long files are read in ranges; ``headers()`` leaves out its ETag
+  or Last-Modified header.
 
 Nothing here reaches beyond 127.0.0.1: the AWS instance-metadata lookup and Google's metadata check are switched
 off for the session, and AWS credentials from the environment or a profile are hidden.
@@ -220,7 +221,10 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_response(206 if spec else 200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{size}-{int(path.stat().st_mtime_ns)}"')
+        if self.server.etag:
+            self.send_header("ETag", f'"{size}-{int(path.stat().st_mtime_ns)}"')
+        if self.server.last_modified:
+            self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
         self.send_header("Content-Length", str(end - start + 1))
         if spec:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -255,6 +259,7 @@ class HttpStore:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.requests = []
+        self.server.etag = self.server.last_modified = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -264,6 +269,16 @@ class HttpStore:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    @contextlib.contextmanager
+    def headers(self, *, etag: bool = True, last_modified: bool = True):
+        """Within the block the server sends an ETag and a Last-Modified header only where asked (a plain web server
+        sends no ETag; some send neither)."""
+        self.server.etag, self.server.last_modified = etag, last_modified
+        try:
+            yield
+        finally:
+            self.server.etag = self.server.last_modified = True
 
     def stop(self) -> None:
         self.server.shutdown()

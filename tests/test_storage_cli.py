@@ -288,3 +288,25 @@ def test_an_endpoint_that_never_answers_is_exit_2_in_bounded_time_and_its_passwo
     assert code == EXIT_USAGE and err.count("\n") == 0 and "did not answer within 1 s" in err
     assert "endpoint_url in --storage-options" in err and not (tmp_path / "u.csv").exists()
     assert _leaks("PASSW0RDX", tmp_path, err) == [] and _leaks("s3cr3tPLANT", tmp_path, err) == []
+
+
+@pytest.mark.parametrize("last_modified", [True, False])
+def test_an_http_object_without_etag_replaced_by_one_of_the_same_size_is_computed_again(http_store, tmp_path,
+                                                                                        last_modified):
+    """Identified by Last-Modified (and size) when the server sends no ETag; with neither, never skipped."""
+    import os
+
+    name = f"noetag-{last_modified}.wav"
+    sf.write(http_store.folder / name, tones(3, 16000, seed=21), 16000)
+    argv = ["classify", http_store.url(name), "--out", str(tmp_path / "c.csv"), *QUIET]
+    with http_store.headers(etag=False, last_modified=last_modified):
+        assert main(argv) == EXIT_OK
+        before = _rows(tmp_path / "c.csv")
+        size = (http_store.folder / name).stat().st_size
+        sf.write(http_store.folder / name, tones(3, 16000, seed=22), 16000)  # other audio, the same size
+        later = (http_store.folder / name).stat().st_mtime + 10
+        os.utime(http_store.folder / name, (later, later))
+        assert (http_store.folder / name).stat().st_size == size
+        assert main(argv) == EXIT_OK
+        after = _rows(tmp_path / "c.csv")
+    assert len(after) == len(before) and [r["score"] for r in after] != [r["score"] for r in before]
