@@ -53,7 +53,8 @@ def test_a_bucket_prefix_classifies_as_the_local_folder_and_the_output_goes_to_t
     out = "s3://outputs/run1/species.csv"
     assert main(["classify", "s3://archive/cli/", "--out", out, *_options(s3_store), *QUIET]) == EXIT_PARTIAL
     err = capsys.readouterr().err
-    assert f"uploaded {out}" in err
+    assert f"uploaded {out}" in err and f"to {out};" in err and f"(listed in {out}.failures.csv)" in err
+    assert "avex-hub-out-" not in err  # the local copy, deleted when the run ends, is never named
     keys = s3_store.keys("outputs", "run1/")
     assert {"run1/species.csv", "run1/species.csv.settings.json", "run1/species.csv.failures.csv"} <= set(keys)
     parts = [k for k in keys if k.startswith("run1/species.csv.parts/")]
@@ -147,8 +148,8 @@ def test_a_missing_key_is_a_usage_error_and_an_unwritable_out_is_checked_first(s
                      json.dumps(s3_store.options(s3_store.reader)), *QUIET])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and err.startswith("avex-hub: error: --out s3://outputs/denied/x.csv: ")
-    assert "access denied" in err and err.count("\n") == 0
-    assert s3_store.keys("outputs", "denied/") == []
+    assert "access denied" in err and "may not write there" in err and "read and list" not in err
+    assert err.count("\n") == 0 and s3_store.keys("outputs", "denied/") == []
 
 
 def test_an_out_url_of_the_wrong_format_is_named_as_given(s3_store, site, capsys):

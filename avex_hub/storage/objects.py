@@ -137,7 +137,7 @@ def put_file(local: str | os.PathLike, url: str) -> None:
     try:
         fs.put_file(os.fspath(local), path)
     except Exception as error:  # noqa: BLE001 - translated into one line naming the URL
-        raise storage_error(error, url) from None
+        raise storage_error(error, url, writing=True) from None
 
 
 def get_file(url: str, local: str | os.PathLike) -> None:
@@ -157,4 +157,4 @@ def remove(url: str) -> None:
     except FileNotFoundError:
         pass
     except Exception as error:  # noqa: BLE001 - translated into one line naming the URL
-        raise storage_error(error, url) from None
+        raise storage_error(error, url, writing=True) from None
