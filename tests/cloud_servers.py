@@ -210,8 +210,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404, "not found")
             return None
         size = path.stat().st_size
-        spec = self.headers.get("Range")
-        self.server.requests.append((self.command, self.path, spec))
+        spec = self.headers.get("Range") if self.server.ranges else None  # a server without ranges sends it all
+        self.server.requests.append((self.command, self.path, self.headers.get("Range")))
         start, end = 0, size - 1
         if spec and spec.startswith("bytes="):
             first, _, last = spec[6:].partition("-")
@@ -220,7 +220,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         handle.seek(start)
         self.send_response(206 if spec else 200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
+        if self.server.ranges:
+            self.send_header("Accept-Ranges", "bytes")
         if self.server.etag:
             self.send_header("ETag", f'"{size}-{int(path.stat().st_mtime_ns)}"')
         if self.server.last_modified:
@@ -248,6 +249,16 @@ class _Slice:
         self.handle.close()
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A client that stops reading (a reader that needed only a range of a whole file sent) is no error here."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class HttpStore:
     """A folder served over HTTP on 127.0.0.1: ``url(name)``; ``requests``: (method, path, Range header) of each."""
 
@@ -257,9 +268,9 @@ class HttpStore:
         def handler(*args, **kwargs):
             return _RangeHandler(*args, directory=str(folder), **kwargs)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _QuietServer(("127.0.0.1", 0), handler)
         self.server.requests = []
-        self.server.etag = self.server.last_modified = True
+        self.server.etag = self.server.last_modified = self.server.ranges = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -271,14 +282,14 @@ class HttpStore:
         return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
 
     @contextlib.contextmanager
-    def headers(self, *, etag: bool = True, last_modified: bool = True):
+    def headers(self, *, etag: bool = True, last_modified: bool = True, ranges: bool = True):
         """Within the block the server sends an ETag and a Last-Modified header only where asked (a plain web server
-        sends no ETag; some send neither)."""
-        self.server.etag, self.server.last_modified = etag, last_modified
+        sends no ETag; some send neither), and answers a Range request with the whole file unless ``ranges``."""
+        self.server.etag, self.server.last_modified, self.server.ranges = etag, last_modified, ranges
         try:
             yield
         finally:
-            self.server.etag = self.server.last_modified = True
+            self.server.etag = self.server.last_modified = self.server.ranges = True
 
     def stop(self) -> None:
         self.server.shutdown()

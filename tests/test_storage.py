@@ -243,3 +243,16 @@ def test_a_profile_or_options_the_store_cannot_use_are_one_line(options, environ
         with pytest.raises(locations.StorageAccessError) as caught:
             listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS)
     assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_server_without_ranges_and_an_http_folder_say_so(http_store):
+    from avex_hub.audio.decoding import load_audio
+
+    sf.write(http_store.folder / "whole.wav", tones(140, 16000), 16000, subtype="PCM_16")  # 4.5 MB: over a block
+    assert (http_store.folder / "whole.wav").stat().st_size > objects.BLOCK_SIZE
+    with http_store.headers(ranges=False), pytest.raises(OSError, match="does not serve byte ranges") as caught:
+        load_audio(http_store.url("whole.wav"))
+    assert "download it and give the local path" in str(caught.value) and "block_size" not in str(caught.value)
+    for folder in (http_store.url(""), http_store.url("recordings/")):
+        with pytest.raises(ValueError, match="a web server cannot be listed like a folder"):
+            listing.list_location(folder, endings=AUDIO_EXTENSIONS)

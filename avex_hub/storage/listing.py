@@ -9,8 +9,9 @@ sub-prefixes by name, depth first), hidden entries (a path part starting with ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from .locations import StorageAccessError, check_store, check_url, filesystem, is_listable, storage_error
+from .locations import StorageAccessError, check_store, check_url, filesystem, is_listable, protocol_of, storage_error
 
 __all__ = ["Listing", "list_location"]
 
@@ -41,6 +42,9 @@ def list_location(url: str, *, endings: tuple[str, ...], skip: tuple[str, ...] =
     """
     check_url(url)
     if not is_listable(url):
+        if urlsplit(url).path in ("", "/") or url.endswith("/"):
+            raise ValueError(f"{url}: an {protocol_of(url)}:// URL names one file, and a web server cannot be listed "
+                             "like a folder or a bucket; give the URL of each file instead")
         return Listing([url])
     check_store(url)  # a store that cannot be used: one line now, in bounded time
     fs, root = filesystem(url)

@@ -185,7 +185,7 @@ def filesystem(url: str):
             raise StorageAccessError(f"{url}: reading {protocol}:// needs its fsspec package ({error}): pip install "
                                      "'avex-hub[cloud]'") from None
         except Exception as error:  # noqa: BLE001 - an option it does not take or cannot use, an unknown profile
-            raise storage_error(error, url) from None
+            raise storage_error(error, url, checking=True) from None
     fs = cache[protocol]
     return fs, fsspec.core.strip_protocol(url)
 
@@ -212,7 +212,7 @@ def check_store(url: str) -> None:
         if isinstance(error, fsspec.asyn.FSTimeoutError):
             raise StorageAccessError(f"the storage service for {redact(url)} did not answer within {CHECK_TIMEOUT_S} "
                                      f"s; {_CHECK_OPTIONS}") from None
-        problem = storage_error(error, url)
+        problem = storage_error(error, url, checking=True)
         if isinstance(problem, StorageAccessError):
             raise problem from None
 
@@ -248,11 +248,13 @@ _CHECK_OPTIONS = ("check the endpoint (endpoint_url in --storage-options, or AWS
                   "network, then run again")
 
 
-def storage_error(error: BaseException, url: str, *, writing: bool = False) -> OSError:
+def storage_error(error: BaseException, url: str, *, writing: bool = False, checking: bool = False) -> OSError:
     """``error`` from a store, as one line that names ``url`` and what to fix: StorageAccessError (unreachable,
     credentials refused, a profile or option it cannot use), FileNotFoundError, PermissionError, or an OSError with
     the store's own words. ``writing``: the error came from writing or deleting (a denial asks for write
-    permission). The line has passed :func:`redact`: no secret of the URL or the options is in it."""
+    permission); ``checking``: from making the filesystem or the check before any work (an exception of the wrong
+    type or value there means options it cannot use). The line has passed :func:`redact`: no secret of the URL or
+    the options is in it."""
     if isinstance(error, StorageAccessError):
         return StorageAccessError(redact(str(error)))
     codes, names = _codes(error)
@@ -281,7 +283,10 @@ def storage_error(error: BaseException, url: str, *, writing: bool = False) -> O
                                "it: check AWS_PROFILE / AWS_ACCESS_KEY_ID (or key and secret in --storage-options), or "
                                "ask for read and list permission on it (anonymous reads work for public buckets "
                                "only)")
-    if names[0] in _MALFORMED:  # made lazily by some filesystems: an option they do not take, or of the wrong type
+    if "support range requests" in first:  # fsspec's HTTP file, when the server answers a range with everything
+        return OSError(f"{url}: the server does not serve byte ranges (it answered a ranged request with the whole "
+                       "file), so the file cannot be streamed from it; download it and give the local path")
+    if isinstance(error, TypeError) or (checking and names[0] in _MALFORMED):  # an option not taken, of a wrong type
         return StorageAccessError(f"--storage-options: the filesystem for {url} cannot use the options given "
                                   f"({type(error).__name__}: {first}); see its documentation for the arguments it "
                                   "takes and their types")
