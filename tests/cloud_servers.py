@@ -94,6 +94,11 @@ class S3Store:
         keys = self.admin if keys is None else keys
         return {"endpoint_url": self.endpoint, "key": keys[0], "secret": keys[1], **more}
 
+    def user(self, name: str, actions: list[str], resources: list[str]) -> tuple[str, str]:
+        """Another IAM user, allowed ``actions`` on ``resources`` only; its keys."""
+        return self._user(self.client("iam", self.admin),
+                          name, [{"Effect": "Allow", "Action": actions, "Resource": resources}])
+
     @contextlib.contextmanager
     def authorization(self):
         """Within the block every request must be signed by a known user and allowed by its policy."""

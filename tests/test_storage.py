@@ -187,8 +187,11 @@ def test_wrong_credentials_and_permissions_are_told_apart_without_the_secret(s3_
         with locations.using_options(s3_store.options(s3_store.reader)):
             assert "s3://open/b.wav" in listing.list_location("s3://open/", endings=AUDIO_EXTENSIONS).files
             denied = listing.list_location("s3://archive/site", endings=AUDIO_EXTENSIONS)
-            assert list(denied.failures) == ["s3://archive/site"] and "PermissionError" in denied.failures[
-                "s3://archive/site"]
+            assert list(denied.failures) == ["s3://archive/site"] and "PermissionError: cannot read this object or " \
+                "list this prefix" in denied.failures["s3://archive/site"]  # no object there, or one not readable
+            one = listing.list_location("s3://archive/site/b.wav", endings=AUDIO_EXTENSIONS)
+            assert "PermissionError: cannot read this object or list this prefix" in one.failures[
+                "s3://archive/site/b.wav"]
         with locations.using_options(s3_store.options(("AKIAWRONGKEY", "wrong-s3cr3t"))):
             with pytest.raises(locations.StorageAccessError, match="refused the credentials") as caught:
                 listing.list_location("s3://open/", endings=AUDIO_EXTENSIONS)
@@ -256,3 +259,15 @@ def test_a_server_without_ranges_and_an_http_folder_say_so(http_store):
     for folder in (http_store.url(""), http_store.url("recordings/")):
         with pytest.raises(ValueError, match="a web server cannot be listed like a folder"):
             listing.list_location(folder, endings=AUDIO_EXTENSIONS)
+
+
+def test_an_object_that_may_be_read_but_not_listed_is_read(s3_store, archive):
+    """Credentials that may get objects of a bucket but not list it: an object named directly is read."""
+    getter = s3_store.user("getter", ["s3:GetObject", "s3:HeadObject"], ["arn:aws:s3:::archive/*"])
+    with s3_store.authorization(), locations.using_options(s3_store.options(getter)):
+        assert listing.list_location("s3://archive/site/b.wav", endings=AUDIO_EXTENSIONS).files == \
+            ["s3://archive/site/b.wav"]
+        with objects.open_binary("s3://archive/site/b.wav") as reader:
+            assert reader.read() == (archive / "b.wav").read_bytes()
+        assert "cannot list this prefix" in listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS
+                                                                  ).failures["s3://archive/site/"]

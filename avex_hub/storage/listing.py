@@ -32,6 +32,23 @@ def _walk_order(relative: str) -> list[tuple[int, str]]:
     return [(1, part) for part in folders] + [(0, name)]
 
 
+def _unlisted(fs, root: str, url: str, problem: OSError) -> Listing:
+    """A URL that may not be listed: the object itself where it may be read (credentials that read objects but may
+    not list the bucket), else a failure that says it could be neither read as an object nor listed as a prefix
+    (a URL ending in ``/`` is a prefix only)."""
+    what = "list this prefix"
+    try:
+        if not url.endswith("/") and fs.info(root).get("type", "file") == "file":
+            return Listing([url])
+    except Exception as error:  # noqa: BLE001 - the listing's reason is the one reported
+        asked = storage_error(error, url)
+        if isinstance(asked, StorageAccessError):
+            raise asked from None
+        if isinstance(asked, PermissionError):
+            what = "read this object or list this prefix"
+    return Listing([], {url: f"{type(problem).__name__}: cannot {what} ({problem})"})
+
+
 def list_location(url: str, *, endings: tuple[str, ...], skip: tuple[str, ...] = ()) -> Listing:
     """The audio objects under ``url`` (a prefix, walked) or ``url`` itself (an object, any ending).
 
@@ -56,7 +73,7 @@ def list_location(url: str, *, endings: tuple[str, ...], skip: tuple[str, ...] =
         problem = storage_error(error, url)
         if isinstance(problem, (StorageAccessError, FileNotFoundError)):
             raise problem from None
-        return Listing([], {url: f"{type(problem).__name__}: cannot list this prefix ({problem})"})
+        return _unlisted(fs, root, url, problem)
     objects = {name: info for name, info in found.items() if info.get("type", "file") == "file"
                and not name.endswith("/")}
     if not objects:
