@@ -237,6 +237,10 @@ def test_an_endpoint_that_never_answers_is_one_line_within_the_checks_bound(sile
     ({}, {"AWS_PROFILE": "nosuch"}, 'the AWS profile in use is not configured'),
     ({"config_kwargs": "str"}, {}, "--storage-options: the filesystem for s3://archive/site/ cannot use the options"),
     ({"endpoint_url": "junk"}, {}, "--storage-options: the filesystem for s3://archive/site/ cannot use the options"),
+    ({"endpoint_url": "http://store.invalid:9000", "config_kwargs": {"retries": {"max_attempts": 1}}}, {},
+     "cannot reach the storage service"),  # a name that never resolves (RFC 2606)
+    ({"endpoint_url": "http://minio:PASSW0RDX@store.invalid:9000", "key": "k", "secret": "s"}, {},
+     "cannot use the storage service: s3://archive/site/: HTTPClientError"),  # aiohttp: no password in the URL
 ])
 def test_a_profile_or_options_the_store_cannot_use_are_one_line(options, environment, says, monkeypatch,
                                                                 offline_cloud_env):
@@ -245,7 +249,8 @@ def test_a_profile_or_options_the_store_cannot_use_are_one_line(options, environ
     with locations.using_options(options):
         with pytest.raises(locations.StorageAccessError) as caught:
             listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS)
-    assert says in str(caught.value) and "\n" not in str(caught.value)
+    assert says in str(caught.value) and "\n" not in str(caught.value) and "PASSW0RDX" not in str(caught.value)
+    assert "--storage-options" in str(caught.value)  # the option to fix
 
 
 def test_a_server_without_ranges_and_an_http_folder_say_so(http_store):

@@ -311,3 +311,20 @@ def test_an_http_object_without_etag_replaced_by_one_of_the_same_size_is_compute
         assert main(argv) == EXIT_OK
         after = _rows(tmp_path / "c.csv")
     assert len(after) == len(before) and [r["score"] for r in after] != [r["score"] for r in before]
+
+
+@pytest.mark.parametrize("case, says", [
+    ("web server", "endpoint_url in --storage-options"),
+    ("profile", '"profile" in --storage-options'),
+    ("types", "--storage-options: the filesystem for s3://archive/cli/ cannot use the options given"),
+])
+def test_an_endpoint_profile_or_option_the_store_cannot_use_is_exit_2_before_any_work(
+        case, says, s3_store, http_store, site, tmp_path, capsys):
+    options = {"web server": {"endpoint_url": http_store.url("").rstrip("/"), "key": "k", "secret": "s3cr3tPLANT"},
+               "profile": {"endpoint_url": s3_store.endpoint, "profile": "nosuch"},
+               "types": {"endpoint_url": s3_store.endpoint, "config_kwargs": "str", "secret": "s3cr3tPLANT"}}[case]
+    code = main(["classify", "s3://archive/cli/", "--out", str(tmp_path / "x.csv"), "--storage-options",
+                 json.dumps(options), *QUIET])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and err.count("\n") == 0 and says in err, err
+    assert list(tmp_path.iterdir()) == [] and "s3cr3tPLANT" not in err

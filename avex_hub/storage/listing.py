@@ -70,7 +70,7 @@ def list_location(url: str, *, endings: tuple[str, ...], skip: tuple[str, ...] =
         fs.invalidate_cache(root)  # what is there now, not what an earlier listing saw
         found = fs.find(root, withdirs=False, detail=True)
     except Exception as error:  # noqa: BLE001 - every store error is turned into one line below
-        problem = storage_error(error, url)
+        problem = storage_error(error, url, listing=True)
         if isinstance(problem, (StorageAccessError, FileNotFoundError)):
             raise problem from None
         return _unlisted(fs, root, url, problem)

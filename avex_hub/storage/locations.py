@@ -215,6 +215,8 @@ def check_store(url: str) -> None:
         problem = storage_error(error, url, checking=True)
         if isinstance(problem, StorageAccessError):
             raise problem from None
+        if type(problem) is OSError:  # neither missing nor denied: the service did not answer as a store does
+            raise StorageAccessError(f"cannot use the storage service: {problem}; {_CHECK_OPTIONS}") from None
 
 
 def _aws_credentials() -> bool:
@@ -248,12 +250,14 @@ _CHECK_OPTIONS = ("check the endpoint (endpoint_url in --storage-options, or AWS
                   "network, then run again")
 
 
-def storage_error(error: BaseException, url: str, *, writing: bool = False, checking: bool = False) -> OSError:
+def storage_error(error: BaseException, url: str, *, writing: bool = False, checking: bool = False,
+                  listing: bool = False) -> OSError:
     """``error`` from a store, as one line that names ``url`` and what to fix: StorageAccessError (unreachable,
     credentials refused, a profile or option it cannot use), FileNotFoundError, PermissionError, or an OSError with
     the store's own words. ``writing``: the error came from writing or deleting (a denial asks for write
     permission); ``checking``: from making the filesystem or the check before any work (an exception of the wrong
-    type or value there means options it cannot use). The line has passed :func:`redact`: no secret of the URL or
+    type or value there means options it cannot use); ``listing``: from listing a prefix (a bare Not Found, naming no
+    missing bucket, is a web server at the endpoint, not a store). The line has passed :func:`redact`: no secret of the URL or
     the options is in it."""
     if isinstance(error, StorageAccessError):
         return StorageAccessError(redact(str(error)))
@@ -273,6 +277,10 @@ def storage_error(error: BaseException, url: str, *, writing: bool = False, chec
         return StorageAccessError(f"{url}: the storage service refused the credentials ({refused[0]}); check "
                                   "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (Google Cloud: "
                                   "GOOGLE_APPLICATION_CREDENTIALS), or key and secret in --storage-options")
+    if listing and isinstance(error, FileNotFoundError) and codes and set(codes) <= {"404", "NotFound", ""}:
+        return StorageAccessError(f"{url}: the endpoint answered a listing with Not Found and no store's error code, "
+                                  "as a web server does and a storage service does not; check endpoint_url in "
+                                  "--storage-options (or AWS_ENDPOINT_URL): it should name the storage service")
     if isinstance(error, FileNotFoundError) or "NoSuchKey" in codes or "NoSuchBucket" in codes:
         return FileNotFoundError(f"{url}: not found in the store ({first})")
     if isinstance(error, PermissionError) or any(c in ("AccessDenied", "403", "AllAccessDisabled") for c in codes):
