@@ -283,12 +283,13 @@ def test_an_endpoint_that_never_answers_is_exit_2_in_bounded_time_and_its_passwo
         silent.listen(8)
         options = {"endpoint_url": f"http://minio:PASSW0RDX@127.0.0.1:{silent.getsockname()[1]}", "key": "k",
                    "secret": "s3cr3tPLANT"}
-        code = main(["classify", "s3://archive/cli/", "--out", str(tmp_path / "u.csv"), "--storage-options",
-                     json.dumps(options), *QUIET])
-    err = capsys.readouterr().err.strip()
-    assert code == EXIT_USAGE and err.count("\n") == 0 and "did not answer within 1 s" in err
-    assert "endpoint_url in --storage-options" in err and not (tmp_path / "u.csv").exists()
-    assert _leaks("PASSW0RDX", tmp_path, err) == [] and _leaks("s3cr3tPLANT", tmp_path, err) == []
+        for given, out in ((["s3://archive/cli/"], str(tmp_path / "u.csv")),
+                           ([str(site / "north" / "a.wav")], "s3://outputs/silent/u.csv")):
+            code = main(["classify", *given, "--out", out, "--storage-options", json.dumps(options), *QUIET])
+            err = capsys.readouterr().err.strip()
+            assert code == EXIT_USAGE and err.count("\n") == 0 and "did not answer within 1 s" in err
+            assert "endpoint_url in --storage-options" in err and not (tmp_path / "u.csv").exists()
+            assert _leaks("PASSW0RDX", tmp_path, err) == [] and _leaks("s3cr3tPLANT", tmp_path, err) == []
 
 
 @pytest.mark.parametrize("last_modified", [True, False])
