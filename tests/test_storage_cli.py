@@ -257,6 +257,10 @@ def test_a_url_with_a_token_in_its_query_is_refused_and_the_token_written_nowher
         err = capsys.readouterr().err.strip()
         assert code == EXIT_USAGE and err.count("\n") == 0 and f"127.0.0.1:{port}/rec0.wav" in err
         assert parameter in err and _leaks("PWSECRET9", tmp_path, err) == []
+    code = main(["classify", str(site / "north" / "a.wav"), "--out", "s3://outputs/t.csv?access_token=PWSECRET9",
+                 *QUIET])  # the refusal quotes the --out given, with the token's value hidden
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "--out s3://outputs/t.csv?access_token=***: " in err and "PWSECRET9" not in err
 
 
 @pytest.mark.parametrize("argv", [

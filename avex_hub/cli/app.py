@@ -64,7 +64,9 @@ def _command(argv: list[str] | None) -> int:
             options.local_only(args)
         return family.run(args)
     except CommandError as error:
-        terminal.error(str(error))
+        from ..storage.locations import redact  # a message that quotes what the user gave holds no URL's secret
+
+        terminal.error(redact(str(error)))
         return error.code
     except KeyboardInterrupt:
         terminal.error("interrupted; files already finished are kept, run the same command again to continue")

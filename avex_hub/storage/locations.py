@@ -33,7 +33,7 @@ _SECRET_PARAMETERS = {"sig", "key", "code", "auth", "authorization", "pass", "pw
                       "awsaccesskeyid"}
 _SECRET_PARTS = ("signature", "credential", "token", "secret", "password", "api_key", "apikey", "access_key",
                  "private_key")
-_QUERY_VALUE = re.compile(r"([?&;])([^=&;#\s\"'<>]+)=([^&;#\s\"'<>]*)")
+_QUERY_VALUE = re.compile(r"([?&;])([^=&;#\s\"'<>]+)=([^&;#\s\"'<>]*?)(?=[&;#\s\"'<>]|[:,.)]\s|[:,.)]?$)")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@\"'<>?#]*@")
 # Error codes of S3-compatible services that mean the credentials themselves are wrong (not the permissions).
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
@@ -200,7 +200,7 @@ def check_store(url: str) -> None:
     there, not readable) is left to the caller's own request."""
     import fsspec.asyn
 
-    fs, path = filesystem(url)
+    fs, path = filesystem(check_url(url))
     try:
         if getattr(fs, "async_impl", False):  # s3fs, gcsfs, HTTP: the request is cancelled when the time is up
             fsspec.asyn.sync(fs.loop, fs._info, path, timeout=CHECK_TIMEOUT_S)
