@@ -35,10 +35,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one subparser per command."""
-    parser = _Parser(prog="avex-hub", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit codes: " + ", ".join(f"{int(code)} {code.name.lower()}"
-                                                                      for code in ExitCode))
+    parser = _Parser(prog="avex-hub", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="exit codes: " + ", ".join(f"{int(code)} {code.name.lower()}" for code in ExitCode))
     sub = parser.add_subparsers(dest="command", required=True)
     for family in FAMILIES:
         family.add_parsers(sub)

@@ -23,7 +23,8 @@ from typing import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["StorageAccessError", "protocol_of", "is_url", "local_path", "absolute", "is_listable", "check_url",
-           "redact", "check_store", "CHECK_TIMEOUT_S", "parse_storage_options", "using_options", "current_options", "filesystem", "storage_error"]
+           "redact", "check_store", "CHECK_TIMEOUT_S", "parse_storage_options", "using_options", "current_options",
+           "filesystem", "storage_error"]
 
 _PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 _UNLISTABLE = ("http", "https")  # an HTTP server cannot be listed: its URLs are files (or manifest rows)
@@ -190,7 +191,7 @@ def filesystem(url: str):
     return fs, fsspec.core.strip_protocol(url)
 
 
-CHECK_TIMEOUT_S = 20  # the most the check before any work waits for the store's answer (the run itself: the store's own)
+CHECK_TIMEOUT_S = 20  # the most the check before any work waits for the store (the run: the store's own timeouts)
 
 
 def check_store(url: str) -> None:
@@ -198,9 +199,8 @@ def check_store(url: str) -> None:
     StorageAccessError (one line naming what to fix) when the store cannot be used (no answer in time, unreachable,
     an unknown profile, options it cannot use, credentials refused). What the answer says about ``url`` itself (not
     there, not readable) is left to the caller's own request."""
-    import fsspec.asyn
-
     fs, path = filesystem(check_url(url))
+    import fsspec.asyn  # there: filesystem() said so in one line where it is not
     try:
         if getattr(fs, "async_impl", False):  # s3fs, gcsfs, HTTP: the request is cancelled when the time is up
             fsspec.asyn.sync(fs.loop, fs._info, path, timeout=CHECK_TIMEOUT_S)
@@ -257,8 +257,8 @@ def storage_error(error: BaseException, url: str, *, writing: bool = False, chec
     the store's own words. ``writing``: the error came from writing or deleting (a denial asks for write
     permission); ``checking``: from making the filesystem or the check before any work (an exception of the wrong
     type or value there means options it cannot use); ``listing``: from listing a prefix (a bare Not Found, naming no
-    missing bucket, is a web server at the endpoint, not a store). The line has passed :func:`redact`: no secret of the URL or
-    the options is in it."""
+    missing bucket, is a web server at the endpoint, not a store). The line has passed :func:`redact`: no secret of
+    the URL or the options is in it."""
     if isinstance(error, StorageAccessError):
         return StorageAccessError(redact(str(error)))
     codes, names = _codes(error)

@@ -8,8 +8,8 @@
   through libsndfile's C callbacks: :class:`RangeReader` keeps it and ends the stream, and the decoder asks
   :func:`raise_source_error` after each read, so the file fails with the store's reason instead of looking short.
 * :func:`identity` says what identifies an object for resuming: its size and ETag or version id, else its
-  Last-Modified time, else nothing (never skipped on resume) (a local file is
-  identified by path, size and modification time elsewhere, ``avex_hub.embed.outputs.file_fingerprint``).
+  Last-Modified time; with none of these it is never taken as unchanged. (A local file is identified by path, size
+  and modification time elsewhere, ``avex_hub.embed.outputs.file_fingerprint``.)
 * :func:`put_file` uploads a finished local file in one piece: the object appears whole or not at all, which is
   what the atomic local rename gives for files.
 """
