@@ -276,3 +276,14 @@ def test_an_object_that_may_be_read_but_not_listed_is_read(s3_store, archive):
             assert reader.read() == (archive / "b.wav").read_bytes()
         assert "cannot list this prefix" in listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS
                                                                   ).failures["s3://archive/site/"]
+
+
+def test_a_google_storage_endpoint_that_does_not_resolve_is_one_line_within_the_checks_bound(monkeypatch,
+                                                                                           offline_cloud_env):
+    """gcsfs retries a failed name lookup for minutes; the check before any work stops at its bound."""
+    pytest.importorskip("gcsfs", reason="the cloud extra: pip install -e '.[cloud]'")
+    monkeypatch.setattr(locations, "CHECK_TIMEOUT_S", 1)
+    with locations.using_options({"endpoint_url": "http://store.invalid:9000", "token": "anon"}):  # RFC 2606
+        with pytest.raises(locations.StorageAccessError) as caught:
+            listing.list_location("gs://somebucket/x/", endings=AUDIO_EXTENSIONS)
+    assert "endpoint_url in --storage-options" in str(caught.value) and "\n" not in str(caught.value)

@@ -246,8 +246,8 @@ _UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnect
                 "ConnectionRefusedError", "ClientConnectionError", "ConnectionError", "ReadTimeoutError",
                 "TimeoutError", "FSTimeoutError", "ServerTimeoutError", "gaierror")
 _MALFORMED = ("TypeError", "AttributeError", "ValueError", "InvalidConfigError", "ParamValidationError")
-_CHECK_OPTIONS = ("check the endpoint (endpoint_url in --storage-options, or AWS_ENDPOINT_URL), the bucket and the "
-                  "network, then run again")
+_CHECK_OPTIONS = ("check the endpoint (endpoint_url in --storage-options, or AWS_ENDPOINT_URL for S3), the bucket "
+                  "and the network, then run again")
 
 
 def storage_error(error: BaseException, url: str, *, writing: bool = False, checking: bool = False,
