@@ -232,6 +232,12 @@ def test_an_endpoint_that_never_answers_is_one_line_within_the_checks_bound(sile
     assert "PASSW0RDX" not in message and "s3cr3tPLANT" not in message
 
 
+def test_a_bucket_name_the_store_does_not_take_blames_the_url(s3_store):
+    says = r"s3://Bad_Bucket!/: not a bucket or key name the store takes \(.*Invalid bucket name.*\); check the URL"
+    with locations.using_options(s3_store.options()), pytest.raises(locations.StorageAccessError, match=says):
+        listing.list_location("s3://Bad_Bucket!/", endings=AUDIO_EXTENSIONS)
+
+
 @pytest.mark.parametrize("options, environment, says", [
     ({"profile": "nosuch"}, {}, 'the AWS profile in use is not configured'),
     ({}, {"AWS_PROFILE": "nosuch"}, 'the AWS profile in use is not configured'),

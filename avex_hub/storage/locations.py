@@ -245,7 +245,7 @@ def _codes(error: BaseException) -> tuple[list[str], list[str]]:
 _UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError",
                 "ConnectionRefusedError", "ClientConnectionError", "ConnectionError", "ReadTimeoutError",
                 "TimeoutError", "FSTimeoutError", "ServerTimeoutError", "gaierror")
-_MALFORMED = ("TypeError", "AttributeError", "ValueError", "InvalidConfigError", "ParamValidationError")
+_MALFORMED = ("TypeError", "AttributeError", "ValueError", "InvalidConfigError")
 _CHECK_OPTIONS = ("check the endpoint (endpoint_url in --storage-options, or AWS_ENDPOINT_URL for S3), the bucket "
                   "and the network, then run again")
 
@@ -294,6 +294,9 @@ def storage_error(error: BaseException, url: str, *, writing: bool = False, chec
     if "support range requests" in first:  # fsspec's HTTP file, when the server answers a range with everything
         return OSError(f"{url}: the server does not serve byte ranges (it answered a ranged request with the whole "
                        "file), so the file cannot be streamed from it; download it and give the local path")
+    if "ParamValidationError" in names:  # botocore's check of the request: the bucket or key name, not an option
+        detail = redact(" ".join(str(error).split())[:300])
+        return StorageAccessError(f"{url}: not a bucket or key name the store takes ({detail}); check the URL")
     if isinstance(error, TypeError) or (checking and names[0] in _MALFORMED):  # an option not taken, of a wrong type
         return StorageAccessError(f"--storage-options: the filesystem for {url} cannot use the options given "
                                   f"({type(error).__name__}: {first}); see its documentation for the arguments it "
