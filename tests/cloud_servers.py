@@ -11,7 +11,8 @@
   waits out a 60 s timeout before falling back to the HTTP filesystem it uses for ordinary buckets. The fixture
   registers that HTTP filesystem (``gcsfs.core.GCSFileSystem``) for ``gs://`` during the session.
 * ``http_store``: a plain HTTP server over a folder that answers Range requests and records every request's range,
-  for the https:// inputs and for showing that long files are read in ranges.
+  for the https:// inputs and for showing that long files are read in ranges; ``headers()`` leaves out its ETag
+  or Last-Modified header.
 
 Nothing here reaches beyond 127.0.0.1: the AWS instance-metadata lookup and Google's metadata check are switched
 off for the session, and AWS credentials from the environment or a profile are hidden.
@@ -92,6 +93,11 @@ class S3Store:
         """Storage options for s3fs: this endpoint, and ``keys`` (the admin's by default; None-free)."""
         keys = self.admin if keys is None else keys
         return {"endpoint_url": self.endpoint, "key": keys[0], "secret": keys[1], **more}
+
+    def user(self, name: str, actions: list[str], resources: list[str]) -> tuple[str, str]:
+        """Another IAM user, allowed ``actions`` on ``resources`` only; its keys."""
+        return self._user(self.client("iam", self.admin),
+                          name, [{"Effect": "Allow", "Action": actions, "Resource": resources}])
 
     @contextlib.contextmanager
     def authorization(self):
@@ -209,8 +215,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404, "not found")
             return None
         size = path.stat().st_size
-        spec = self.headers.get("Range")
-        self.server.requests.append((self.command, self.path, spec))
+        spec = self.headers.get("Range") if self.server.ranges else None  # a server without ranges sends it all
+        self.server.requests.append((self.command, self.path, self.headers.get("Range")))
         start, end = 0, size - 1
         if spec and spec.startswith("bytes="):
             first, _, last = spec[6:].partition("-")
@@ -219,8 +225,12 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         handle.seek(start)
         self.send_response(206 if spec else 200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{size}-{int(path.stat().st_mtime_ns)}"')
+        if self.server.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        if self.server.etag:
+            self.send_header("ETag", f'"{size}-{int(path.stat().st_mtime_ns)}"')
+        if self.server.last_modified:
+            self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
         self.send_header("Content-Length", str(end - start + 1))
         if spec:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
@@ -244,6 +254,16 @@ class _Slice:
         self.handle.close()
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A client that stops reading (a reader that needed only a range of a whole file sent) is no error here."""
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class HttpStore:
     """A folder served over HTTP on 127.0.0.1: ``url(name)``; ``requests``: (method, path, Range header) of each."""
 
@@ -253,8 +273,9 @@ class HttpStore:
         def handler(*args, **kwargs):
             return _RangeHandler(*args, directory=str(folder), **kwargs)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _QuietServer(("127.0.0.1", 0), handler)
         self.server.requests = []
+        self.server.etag = self.server.last_modified = self.server.ranges = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -264,6 +285,16 @@ class HttpStore:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    @contextlib.contextmanager
+    def headers(self, *, etag: bool = True, last_modified: bool = True, ranges: bool = True):
+        """Within the block the server sends an ETag and a Last-Modified header only where asked (a plain web server
+        sends no ETag; some send neither), and answers a Range request with the whole file unless ``ranges``."""
+        self.server.etag, self.server.last_modified, self.server.ranges = etag, last_modified, ranges
+        try:
+            yield
+        finally:
+            self.server.etag = self.server.last_modified = self.server.ranges = True
 
     def stop(self) -> None:
         self.server.shutdown()

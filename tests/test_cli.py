@@ -332,7 +332,7 @@ def test_layers_option_and_no_other_name(capsys):
     assert parse(["embed", "in", "--out", "e.npz", "--layers", "all"]).layers == "all"
     assert capsys.readouterr().err == ""
     assert main(["embed", "in", "--out", "e.npz", "--layer", "1,-1"]) == EXIT_USAGE
-    assert "unrecognized arguments: --layer 1,-1" in capsys.readouterr().err
+    assert "unrecognized arguments: --layer (values not shown" in capsys.readouterr().err
     embed_help = build_parser()._subparsers._group_actions[0].choices["embed"].format_help()
     assert "--layers LAYERS" in embed_help and "--layer " not in embed_help
 

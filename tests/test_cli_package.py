@@ -76,7 +76,7 @@ def test_one_name_per_option_index_takes_layers_as_embed_does(tmp_path, capsys):
     assert parse(["index", "in", "--db", "db", "--layers", "6"]).layers == 6
     assert parse(["index", "in", "--db", "db"]).layers == -1
     assert main(["index", "in", "--db", str(tmp_path / "db"), "--layer", "6"]) == ExitCode.USAGE
-    assert "unrecognized arguments: --layer 6" in capsys.readouterr().err
+    assert "unrecognized arguments: --layer (values not shown" in capsys.readouterr().err
     pytest.importorskip("perch_hoplite")
     assert main(["index", str(tmp_path), "--db", str(tmp_path / "db"), "--layers", "1,-1",
                  "--checkpoint", str(FIXTURE)]) == ExitCode.USAGE

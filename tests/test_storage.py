@@ -46,9 +46,34 @@ def test_urls_are_told_from_paths_and_credentials_in_urls_are_refused():
     with pytest.raises(ValueError, match="carries a user name or password") as caught:
         locations.check_url("https://me:hunter2@h/a.wav")
     assert "hunter2" not in str(caught.value)
-    with pytest.raises(ValueError, match=r"signature \(X-Amz-Signature\)") as caught:
+    with pytest.raises(ValueError, match=r"credential in its query \(X-Amz-Signature\)") as caught:
         locations.check_url("https://b.s3.amazonaws.com/a.wav?X-Amz-Signature=s3cr3t&X-Amz-Date=1")
     assert "s3cr3t" not in str(caught.value)
+
+
+@pytest.mark.parametrize("parameter", ["access_token", "api_key", "apikey", "key", "token", "code", "password",
+                                       "client_secret", "Credential", "sig", "X-Goog-Signature", "AWSAccessKeyId"])
+def test_a_url_with_any_credential_parameter_is_refused_naming_host_and_port_never_the_value(parameter):
+    url = f"http://127.0.0.1:18765/rec0.wav?format=wav&{parameter}=PWSECRET9"
+    with pytest.raises(ValueError, match="credential in its query") as caught:
+        locations.check_url(url)
+    message = str(caught.value)
+    assert message.startswith("http://127.0.0.1:18765/rec0.wav: ") and parameter in message
+    assert "PWSECRET9" not in message and "\n" not in message
+    assert locations.redact(f"GET {url} failed") == (f"GET http://127.0.0.1:18765/rec0.wav?format=wav&{parameter}=*** "
+                                                     "failed")
+
+
+def test_redact_hides_userinfo_and_the_secret_storage_options():
+    options = {"endpoint_url": "http://minio:PASSW0RDX@127.0.0.1:18766", "key": "AKIAPLANTED", "anon": False,
+               "region_name": "us-east-1", "client_kwargs": {"aws_session_token": "T0KENPLANTED"}}
+    text = ('Read timeout on endpoint URL: "http://minio:PASSW0RDX@127.0.0.1:18766/b?list-type=2"; key AKIAPLANTED, '
+            "token T0KENPLANTED, region us-east-1")
+    with locations.using_options(options):
+        redacted = locations.redact(text)
+    assert redacted == ('Read timeout on endpoint URL: "http://***@127.0.0.1:18766/b?list-type=2"; key ***, token ***, '
+                        "region us-east-1")
+    assert locations.redact("s3://bucket/a@b.wav") == "s3://bucket/a@b.wav"  # an @ in a key is not a user name
 
 
 def test_storage_options_are_a_json_object_and_never_echoed():
@@ -162,8 +187,11 @@ def test_wrong_credentials_and_permissions_are_told_apart_without_the_secret(s3_
         with locations.using_options(s3_store.options(s3_store.reader)):
             assert "s3://open/b.wav" in listing.list_location("s3://open/", endings=AUDIO_EXTENSIONS).files
             denied = listing.list_location("s3://archive/site", endings=AUDIO_EXTENSIONS)
-            assert list(denied.failures) == ["s3://archive/site"] and "PermissionError" in denied.failures[
-                "s3://archive/site"]
+            assert list(denied.failures) == ["s3://archive/site"] and "PermissionError: cannot read this object or " \
+                "list this prefix" in denied.failures["s3://archive/site"]  # no object there, or one not readable
+            one = listing.list_location("s3://archive/site/b.wav", endings=AUDIO_EXTENSIONS)
+            assert "PermissionError: cannot read this object or list this prefix" in one.failures[
+                "s3://archive/site/b.wav"]
         with locations.using_options(s3_store.options(("AKIAWRONGKEY", "wrong-s3cr3t"))):
             with pytest.raises(locations.StorageAccessError, match="refused the credentials") as caught:
                 listing.list_location("s3://open/", endings=AUDIO_EXTENSIONS)
@@ -178,5 +206,90 @@ def test_an_unreachable_endpoint_is_one_line_naming_the_endpoint_setting(offline
             listing.list_location("s3://archive/site", endings=AUDIO_EXTENSIONS)
     assert "endpoint_url in --storage-options" in str(caught.value) and "s3cr3t" not in str(caught.value)
     with locations.using_options({"endpoint_url": "http://127.0.0.1:9", "retries": 1}):  # not an s3fs argument
-        with pytest.raises(locations.StorageAccessError, match="refused an option"):
+        with pytest.raises(locations.StorageAccessError, match="cannot use the options given"):
             listing.list_location("s3://archive/site", endings=AUDIO_EXTENSIONS)
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An endpoint that accepts connections (the kernel's backlog) and never answers."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://minio:PASSW0RDX@127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_an_endpoint_that_never_answers_is_one_line_within_the_checks_bound(silent_endpoint, monkeypatch,
+                                                                           offline_cloud_env):
+    monkeypatch.setattr(locations, "CHECK_TIMEOUT_S", 1)
+    with locations.using_options({"endpoint_url": silent_endpoint, "key": "k", "secret": "s3cr3tPLANT"}):
+        with pytest.raises(locations.StorageAccessError, match="did not answer within 1 s") as caught:
+            listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS)
+    message = str(caught.value)
+    assert "endpoint_url in --storage-options" in message and "\n" not in message
+    assert "PASSW0RDX" not in message and "s3cr3tPLANT" not in message
+
+
+def test_a_bucket_name_the_store_does_not_take_blames_the_url(s3_store):
+    says = r"s3://Bad_Bucket!/: not a bucket or key name the store takes \(.*Invalid bucket name.*\); check the URL"
+    with locations.using_options(s3_store.options()), pytest.raises(locations.StorageAccessError, match=says):
+        listing.list_location("s3://Bad_Bucket!/", endings=AUDIO_EXTENSIONS)
+
+
+@pytest.mark.parametrize("options, environment, says", [
+    ({"profile": "nosuch"}, {}, 'the AWS profile in use is not configured'),
+    ({}, {"AWS_PROFILE": "nosuch"}, 'the AWS profile in use is not configured'),
+    ({"config_kwargs": "str"}, {}, "--storage-options: the filesystem for s3://archive/site/ cannot use the options"),
+    ({"endpoint_url": "junk"}, {}, "--storage-options: the filesystem for s3://archive/site/ cannot use the options"),
+    ({"endpoint_url": "http://store.invalid:9000", "config_kwargs": {"retries": {"max_attempts": 1}}}, {},
+     "cannot reach the storage service"),  # a name that never resolves (RFC 2606)
+    ({"endpoint_url": "http://minio:PASSW0RDX@store.invalid:9000", "key": "k", "secret": "s"}, {},
+     "cannot use the storage service: s3://archive/site/: HTTPClientError"),  # aiohttp: no password in the URL
+])
+def test_a_profile_or_options_the_store_cannot_use_are_one_line(options, environment, says, monkeypatch,
+                                                                offline_cloud_env):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with locations.using_options(options):
+        with pytest.raises(locations.StorageAccessError) as caught:
+            listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS)
+    assert says in str(caught.value) and "\n" not in str(caught.value) and "PASSW0RDX" not in str(caught.value)
+    assert "--storage-options" in str(caught.value)  # the option to fix
+
+
+def test_a_server_without_ranges_and_an_http_folder_say_so(http_store):
+    from avex_hub.audio.decoding import load_audio
+
+    sf.write(http_store.folder / "whole.wav", tones(140, 16000), 16000, subtype="PCM_16")  # 4.5 MB: over a block
+    assert (http_store.folder / "whole.wav").stat().st_size > objects.BLOCK_SIZE
+    with http_store.headers(ranges=False), pytest.raises(OSError, match="does not serve byte ranges") as caught:
+        load_audio(http_store.url("whole.wav"))
+    assert "download it and give the local path" in str(caught.value) and "block_size" not in str(caught.value)
+    for folder in (http_store.url(""), http_store.url("recordings/")):
+        with pytest.raises(ValueError, match="a web server cannot be listed like a folder"):
+            listing.list_location(folder, endings=AUDIO_EXTENSIONS)
+
+
+def test_an_object_that_may_be_read_but_not_listed_is_read(s3_store, archive):
+    """Credentials that may get objects of a bucket but not list it: an object named directly is read."""
+    getter = s3_store.user("getter", ["s3:GetObject", "s3:HeadObject"], ["arn:aws:s3:::archive/*"])
+    with s3_store.authorization(), locations.using_options(s3_store.options(getter)):
+        assert listing.list_location("s3://archive/site/b.wav", endings=AUDIO_EXTENSIONS).files == \
+            ["s3://archive/site/b.wav"]
+        with objects.open_binary("s3://archive/site/b.wav") as reader:
+            assert reader.read() == (archive / "b.wav").read_bytes()
+        assert "cannot list this prefix" in listing.list_location("s3://archive/site/", endings=AUDIO_EXTENSIONS
+                                                                  ).failures["s3://archive/site/"]
+
+
+def test_a_google_storage_endpoint_that_does_not_resolve_is_one_line_within_the_checks_bound(monkeypatch,
+                                                                                           offline_cloud_env):
+    """gcsfs retries a failed name lookup for minutes; the check before any work stops at its bound."""
+    pytest.importorskip("gcsfs", reason="the cloud extra: pip install -e '.[cloud]'")
+    monkeypatch.setattr(locations, "CHECK_TIMEOUT_S", 1)
+    with locations.using_options({"endpoint_url": "http://store.invalid:9000", "token": "anon"}):  # RFC 2606
+        with pytest.raises(locations.StorageAccessError) as caught:
+            listing.list_location("gs://somebucket/x/", endings=AUDIO_EXTENSIONS)
+    assert "endpoint_url in --storage-options" in str(caught.value) and "\n" not in str(caught.value)

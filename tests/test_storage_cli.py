@@ -53,7 +53,8 @@ def test_a_bucket_prefix_classifies_as_the_local_folder_and_the_output_goes_to_t
     out = "s3://outputs/run1/species.csv"
     assert main(["classify", "s3://archive/cli/", "--out", out, *_options(s3_store), *QUIET]) == EXIT_PARTIAL
     err = capsys.readouterr().err
-    assert f"uploaded {out}" in err
+    assert f"uploaded {out}" in err and f"to {out};" in err and f"(listed in {out}.failures.csv)" in err
+    assert "avex-hub-out-" not in err  # the local copy, deleted when the run ends, is never named
     keys = s3_store.keys("outputs", "run1/")
     assert {"run1/species.csv", "run1/species.csv.settings.json", "run1/species.csv.failures.csv"} <= set(keys)
     parts = [k for k in keys if k.startswith("run1/species.csv.parts/")]
@@ -147,8 +148,8 @@ def test_a_missing_key_is_a_usage_error_and_an_unwritable_out_is_checked_first(s
                      json.dumps(s3_store.options(s3_store.reader)), *QUIET])
     err = capsys.readouterr().err.strip()
     assert code == EXIT_USAGE and err.startswith("avex-hub: error: --out s3://outputs/denied/x.csv: ")
-    assert "access denied" in err and err.count("\n") == 0
-    assert s3_store.keys("outputs", "denied/") == []
+    assert "access denied" in err and "may not write there" in err and "read and list" not in err
+    assert err.count("\n") == 0 and s3_store.keys("outputs", "denied/") == []
 
 
 def test_an_out_url_of_the_wrong_format_is_named_as_given(s3_store, site, capsys):
@@ -238,3 +239,97 @@ def test_a_command_that_writes_local_files_refuses_an_out_url(argv, tmp_path, mo
     assert err.count("\n") == 1 and err.startswith(f"avex-hub: error: --{'raven' if 'tables' in url else 'out'} {url}: "
                                                    f"avex-hub {argv[0]} writes local files only")
     assert list(tmp_path.iterdir()) == []
+
+
+def _leaks(secret: str, folder: Path, stderr: str) -> list[str]:
+    """Where ``secret`` shows: stderr, and every file under ``folder`` (read as bytes)."""
+    found = ["stderr"] if secret in stderr else []
+    return found + [str(p) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_url_with_a_token_in_its_query_is_refused_and_the_token_written_nowhere(http_store, site, tmp_path,
+                                                                                  capsys):
+    shutil.copy(site / "north" / "a.wav", http_store.folder / "rec0.wav")
+    port = http_store.url("").split(":")[2].split("/")[0]
+    for parameter in ("access_token", "api_key"):
+        code = main(["classify", http_store.url(f"rec0.wav?{parameter}=PWSECRET9"), "--out", str(tmp_path / "c.csv"),
+                     *QUIET])
+        err = capsys.readouterr().err.strip()
+        assert code == EXIT_USAGE and err.count("\n") == 0 and f"127.0.0.1:{port}/rec0.wav" in err
+        assert parameter in err and _leaks("PWSECRET9", tmp_path, err) == []
+    code = main(["classify", str(site / "north" / "a.wav"), "--out", "s3://outputs/t.csv?access_token=PWSECRET9",
+                 *QUIET])  # the refusal quotes the --out given, with the token's value hidden
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and "--out s3://outputs/t.csv?access_token=***: " in err and "PWSECRET9" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["classify", "x.wav", "--out", "x.csv", "--storage-option", '{"secret": "LEAKME77"}'],
+    ["index", "x.wav", "--db", "db", "--storage-options", '{"secret":"LEAKME77"}'],
+    ["classify", "x.wav", "--out", "x.csv", '--storage-optionz={"secret": "LEAKME77"}'],
+])
+def test_a_usage_error_never_echoes_an_options_value(argv, capsys):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --storage-option" in err and "values not shown" in err
+    assert "LEAKME77" not in err
+
+
+def test_an_endpoint_that_never_answers_is_exit_2_in_bounded_time_and_its_password_written_nowhere(
+        site, tmp_path, capsys, monkeypatch, offline_cloud_env):
+    import socket
+
+    from avex_hub.storage import locations
+
+    monkeypatch.setattr(locations, "CHECK_TIMEOUT_S", 1)
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        options = {"endpoint_url": f"http://minio:PASSW0RDX@127.0.0.1:{silent.getsockname()[1]}", "key": "k",
+                   "secret": "s3cr3tPLANT"}
+        for given, out in ((["s3://archive/cli/"], str(tmp_path / "u.csv")),
+                           ([str(site / "north" / "a.wav")], "s3://outputs/silent/u.csv")):
+            code = main(["classify", *given, "--out", out, "--storage-options", json.dumps(options), *QUIET])
+            err = capsys.readouterr().err.strip()
+            assert code == EXIT_USAGE and err.count("\n") == 0 and "did not answer within 1 s" in err
+            assert "endpoint_url in --storage-options" in err and not (tmp_path / "u.csv").exists()
+            assert _leaks("PASSW0RDX", tmp_path, err) == [] and _leaks("s3cr3tPLANT", tmp_path, err) == []
+
+
+@pytest.mark.parametrize("last_modified", [True, False])
+def test_an_http_object_without_etag_replaced_by_one_of_the_same_size_is_computed_again(http_store, tmp_path,
+                                                                                        last_modified):
+    """Identified by Last-Modified (and size) when the server sends no ETag; with neither, never skipped."""
+    import os
+
+    name = f"noetag-{last_modified}.wav"
+    sf.write(http_store.folder / name, tones(3, 16000, seed=21), 16000)
+    argv = ["classify", http_store.url(name), "--out", str(tmp_path / "c.csv"), *QUIET]
+    with http_store.headers(etag=False, last_modified=last_modified):
+        assert main(argv) == EXIT_OK
+        before = _rows(tmp_path / "c.csv")
+        size = (http_store.folder / name).stat().st_size
+        sf.write(http_store.folder / name, tones(3, 16000, seed=22), 16000)  # other audio, the same size
+        later = (http_store.folder / name).stat().st_mtime + 10
+        os.utime(http_store.folder / name, (later, later))
+        assert (http_store.folder / name).stat().st_size == size
+        assert main(argv) == EXIT_OK
+        after = _rows(tmp_path / "c.csv")
+    assert len(after) == len(before) and [r["score"] for r in after] != [r["score"] for r in before]
+
+
+@pytest.mark.parametrize("case, says", [
+    ("web server", "endpoint_url in --storage-options"),
+    ("profile", '"profile" in --storage-options'),
+    ("types", "--storage-options: the filesystem for s3://archive/cli/ cannot use the options given"),
+])
+def test_an_endpoint_profile_or_option_the_store_cannot_use_is_exit_2_before_any_work(
+        case, says, s3_store, http_store, site, tmp_path, capsys):
+    options = {"web server": {"endpoint_url": http_store.url("").rstrip("/"), "key": "k", "secret": "s3cr3tPLANT"},
+               "profile": {"endpoint_url": s3_store.endpoint, "profile": "nosuch"},
+               "types": {"endpoint_url": s3_store.endpoint, "config_kwargs": "str", "secret": "s3cr3tPLANT"}}[case]
+    code = main(["classify", "s3://archive/cli/", "--out", str(tmp_path / "x.csv"), "--storage-options",
+                 json.dumps(options), *QUIET])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_USAGE and err.count("\n") == 0 and says in err, err
+    assert list(tmp_path.iterdir()) == [] and "s3cr3tPLANT" not in err

@@ -4,6 +4,7 @@ what stopped it into one line and an exit code."""
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 from . import agile, benchmark, export, inference, monitoring, options, scale, terminal, weights
 from .errors import CommandError, ExitCode
@@ -17,12 +18,25 @@ DESCRIPTION = ("avex-hub: embed or classify folders of recordings, agile modelli
                "inspect, download, verify and export the weights; merge the outputs of sharded runs.")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors name unrecognized options but never echo a value (one may be
+    ``--storage-options`` JSON holding credentials); its subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        head, found, rest = message.partition("unrecognized arguments: ")
+        if found:
+            given = rest.split(" ")
+            names = [word.split("=", 1)[0] for word in given if word.startswith("-")]
+            hidden = len(names) < len(given) or any("=" in word for word in given if word.startswith("-"))
+            message = head + found + (" ".join(names) or "values") + (" (values not shown: they may hold "
+                                                                      "credentials)" if hidden else "")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one subparser per command."""
-    parser = argparse.ArgumentParser(prog="avex-hub", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="exit codes: " + ", ".join(f"{int(code)} {code.name.lower()}"
-                                                                      for code in ExitCode))
+    parser = _Parser(prog="avex-hub", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="exit codes: " + ", ".join(f"{int(code)} {code.name.lower()}" for code in ExitCode))
     sub = parser.add_subparsers(dest="command", required=True)
     for family in FAMILIES:
         family.add_parsers(sub)
@@ -48,7 +62,9 @@ def _command(argv: list[str] | None) -> int:
             options.local_only(args)
         return family.run(args)
     except CommandError as error:
-        terminal.error(str(error))
+        from ..storage.locations import redact  # a message that quotes what the user gave holds no URL's secret
+
+        terminal.error(redact(str(error)))
         return error.code
     except KeyboardInterrupt:
         terminal.error("interrupted; files already finished are kept, run the same command again to continue")

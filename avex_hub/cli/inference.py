@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from .._files import check_writable
-from ..storage.locations import StorageAccessError, absolute
+from ..storage.locations import StorageAccessError, absolute, redact
 from . import options, terminal
 from .engine import check_engine, file_results
 from .errors import CommandError, ExitCode, UsageError
@@ -230,7 +230,14 @@ def _run(args) -> int:
     except GraphExportError as error:
         raise CommandError(f"{error}; no file was computed (--runtime torch runs without a graph)") from None
     except OSError as error:
-        raise _write_error(error, parts) from None
+        raise CommandError(_named(args, str(_write_error(error, parts)))) from None
+
+
+def _named(args, text: str) -> str:
+    """``text`` with the local copy of an ``--out`` in object storage named by the URL the user gave (the copy is
+    deleted when the run ends)."""
+    stage = getattr(args, "stage", None)
+    return text if stage is None else text.replace(str(stage.local), stage.target)
 
 
 def _refuse_repeated_layers(model, layers) -> None:
@@ -263,7 +270,7 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
                 terminal.say(f"recomputing {outputs.text_cell(f)}: {why}")
     skipped = len(files) - len(todo)
     if skipped and not args.no_progress:
-        terminal.say(f"{skipped} of {len(files)} files already done in {parts}/, skipping them")
+        terminal.say(_named(args, f"{skipped} of {len(files)} files already done in {parts}/, skipping them"))
     failures: dict[str, str] = dict(search.failures)  # folders that could not be listed come first
     for result in file_results(args, model, todo, settings, device):  # this machine, or Ray
         if result.error is not None:
@@ -274,11 +281,12 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
         outputs.write_shard(parts / names[result.path], result.arrays, meta)
         part_written(args, parts / names[result.path])  # --out in object storage: uploaded now
 
+    failures = {path: redact(why) for path, why in failures.items()}  # no secret in the failure list or on stderr
     done = [f for f in files if f not in failures]
     rows, flagged = _merge(args, fmt, model, settings, [(f, parts / names[f]) for f in done], calibration,
                            clock)
     record_shard(out, shard, failures)  # what this shard covered, for avex-hub merge
-    terminal.say(_summary(out, rows, len(done), skipped, len(failures), flagged))
+    terminal.say(_named(args, _summary(out, rows, len(done), skipped, len(failures), flagged)))
     truncated = flagged["truncated"]
     if truncated:
         terminal.say(f"warning: {len(truncated)} of {len(done)} files decode less audio than their headers state "
@@ -287,7 +295,8 @@ def _process(args, fmt: str, model, settings: dict, search, device, calibration=
     if failures:
         outputs.write_failures(failures_path, failures)
         total = len(files) + len(search.failures)
-        terminal.error(f"{len(failures)} of {total} inputs could not be processed (listed in {failures_path}):")
+        terminal.error(_named(args, f"{len(failures)} of {total} inputs could not be processed (listed in "
+                                    f"{failures_path}):"))
         for path, why in failures.items():
             print(f"  {outputs.text_cell(path)}: {outputs.text_cell(why.splitlines()[0][:300])}", file=sys.stderr)
         return ExitCode.PARTIAL

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..storage.listing import list_location
-from ..storage.locations import is_url, local_path
+from ..storage.locations import check_store, is_url, local_path
 from ..storage.objects import exists as object_exists
 from ..storage.objects import get_file, put_file, remove as remove_object
 from .outputs import atomic_path
@@ -104,6 +104,7 @@ class Staging:
 
     def probe(self) -> None:
         """Write and delete a small object beside the parts: credentials that may not write fail now, in one line."""
+        check_store(f"{self.target}.parts/")  # a store that does not answer: one line in bounded time
         probe = self.folder / "probe"
         probe.write_bytes(b"")
         url = f"{self.target}.parts/.avex-hub-write-test"

@@ -9,8 +9,9 @@ sub-prefixes by name, depth first), hidden entries (a path part starting with ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from .locations import StorageAccessError, check_url, filesystem, is_listable, storage_error
+from .locations import StorageAccessError, check_store, check_url, filesystem, is_listable, protocol_of, storage_error
 
 __all__ = ["Listing", "list_location"]
 
@@ -31,26 +32,48 @@ def _walk_order(relative: str) -> list[tuple[int, str]]:
     return [(1, part) for part in folders] + [(0, name)]
 
 
+def _unlisted(fs, root: str, url: str, problem: OSError) -> Listing:
+    """A URL that may not be listed: the object itself where it may be read (credentials that read objects but may
+    not list the bucket), else a failure that says it could be neither read as an object nor listed as a prefix
+    (a URL ending in ``/`` is a prefix only)."""
+    what = "list this prefix"
+    try:
+        if not url.endswith("/") and fs.info(root).get("type", "file") == "file":
+            return Listing([url])
+    except Exception as error:  # noqa: BLE001 - the listing's reason is the one reported
+        asked = storage_error(error, url)
+        if isinstance(asked, StorageAccessError):
+            raise asked from None
+        if isinstance(asked, PermissionError):
+            what = "read this object or list this prefix"
+    return Listing([], {url: f"{type(problem).__name__}: cannot {what} ({problem})"})
+
+
 def list_location(url: str, *, endings: tuple[str, ...], skip: tuple[str, ...] = ()) -> Listing:
     """The audio objects under ``url`` (a prefix, walked) or ``url`` itself (an object, any ending).
 
     ``endings``: lower-case file endings (``".wav"``); ``skip``: URLs of prefixes to leave out (a run's own
     ``<out>.parts``). Raises FileNotFoundError when nothing is there, StorageAccessError when the store cannot be
-    used (unreachable, credentials refused); a prefix that may not be listed is returned in ``failures``.
+    used (no answer within :data:`~avex_hub.storage.locations.CHECK_TIMEOUT_S`, unreachable, credentials refused,
+    options it cannot use); a prefix that may not be listed is returned in ``failures``.
     """
     check_url(url)
     if not is_listable(url):
+        if urlsplit(url).path in ("", "/") or url.endswith("/"):
+            raise ValueError(f"{url}: an {protocol_of(url)}:// URL names one file, and a web server cannot be listed "
+                             "like a folder or a bucket; give the URL of each file instead")
         return Listing([url])
+    check_store(url)  # a store that cannot be used: one line now, in bounded time
     fs, root = filesystem(url)
     root = root.rstrip("/")
     try:
         fs.invalidate_cache(root)  # what is there now, not what an earlier listing saw
         found = fs.find(root, withdirs=False, detail=True)
     except Exception as error:  # noqa: BLE001 - every store error is turned into one line below
-        problem = storage_error(error, url)
+        problem = storage_error(error, url, listing=True)
         if isinstance(problem, (StorageAccessError, FileNotFoundError)):
             raise problem from None
-        return Listing([], {url: f"{type(problem).__name__}: cannot list this prefix ({problem})"})
+        return _unlisted(fs, root, url, problem)
     objects = {name: info for name, info in found.items() if info.get("type", "file") == "file"
                and not name.endswith("/")}
     if not objects:

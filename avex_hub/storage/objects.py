@@ -7,8 +7,9 @@
 * A store error inside a decoder's read (the object deleted during the run, the connection lost) cannot pass
   through libsndfile's C callbacks: :class:`RangeReader` keeps it and ends the stream, and the decoder asks
   :func:`raise_source_error` after each read, so the file fails with the store's reason instead of looking short.
-* :func:`identity` says what identifies an object for resuming: its size and ETag or version id (a local file is
-  identified by path, size and modification time elsewhere, ``avex_hub.embed.outputs.file_fingerprint``).
+* :func:`identity` says what identifies an object for resuming: its size and ETag or version id, else its
+  Last-Modified time; with none of these it is never taken as unchanged. (A local file is identified by path, size
+  and modification time elsewhere, ``avex_hub.embed.outputs.file_fingerprint``.)
 * :func:`put_file` uploads a finished local file in one piece: the object appears whole or not at all, which is
   what the atomic local rename gives for files.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 
 from .locations import check_url, filesystem, is_url, storage_error
 
@@ -100,13 +102,24 @@ def object_size(url: str) -> int | None:
 
 def identity(url: str) -> dict:
     """``{"path", "size", "etag", "version_id"}`` of an object: what tells that it changed without reading it
-    (the ETag, or the version id of a versioned bucket, and the size; None where the store gives none)."""
+    (the ETag, or the version id of a versioned bucket, and the size; None where the store gives none).
+
+    A server that sends neither (a plain web server) is identified by its ``Last-Modified`` time too, under
+    ``"modified"``; with no such time either, nothing tells a change, and ``"unidentified"`` holds a value drawn
+    afresh each time: such an object is never taken as unchanged (a rerun computes it again)."""
     info = _info(url)
     lowered = {str(k).lower(): v for k, v in info.items()}
     etag = lowered.get("etag") or lowered.get("md5hash") or None
     version = lowered.get("versionid") or lowered.get("generation") or None
-    return {"path": url, "size": info.get("size"), "etag": None if etag is None else str(etag).strip('"'),
-            "version_id": None if version is None else str(version)}
+    found = {"path": url, "size": info.get("size"), "etag": None if etag is None else str(etag).strip('"'),
+             "version_id": None if version is None else str(version)}
+    if etag is None and version is None:
+        modified = lowered.get("last-modified") or lowered.get("lastmodified") or lowered.get("updated")
+        if modified:
+            found["modified"] = str(modified)
+        else:
+            found["unidentified"] = secrets.token_hex(16)
+    return found
 
 
 def exists(url: str) -> bool:
@@ -124,7 +137,7 @@ def put_file(local: str | os.PathLike, url: str) -> None:
     try:
         fs.put_file(os.fspath(local), path)
     except Exception as error:  # noqa: BLE001 - translated into one line naming the URL
-        raise storage_error(error, url) from None
+        raise storage_error(error, url, writing=True) from None
 
 
 def get_file(url: str, local: str | os.PathLike) -> None:
@@ -144,4 +157,4 @@ def remove(url: str) -> None:
     except FileNotFoundError:
         pass
     except Exception as error:  # noqa: BLE001 - translated into one line naming the URL
-        raise storage_error(error, url) from None
+        raise storage_error(error, url, writing=True) from None
