@@ -293,3 +293,20 @@ def test_a_google_storage_endpoint_that_does_not_resolve_is_one_line_within_the_
         with pytest.raises(locations.StorageAccessError) as caught:
             listing.list_location("gs://somebucket/x/", endings=AUDIO_EXTENSIONS)
     assert "endpoint_url in --storage-options" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_extraction_cache_keys_a_dataset_of_urls_by_each_objects_identity(http_store):
+    """A dataset of URLs gets a cache key (it raised KeyError 'mtime_ns'): the same objects the same key, a
+    replaced object another, and an object the server cannot identify a new key each time (never reused)."""
+    from avex_hub.embed.cache import dataset_fingerprint
+    from avex_hub.embed.clips import ClipList
+
+    for i in (1, 2):
+        sf.write(http_store.folder / f"cache{i}.wav", tones(2, 16000, seed=i), 16000, subtype="PCM_16")
+    clips = ClipList([http_store.url("cache1.wav")])
+    first = dataset_fingerprint(clips)
+    assert dataset_fingerprint(clips) == first
+    os.replace(http_store.folder / "cache2.wav", http_store.folder / "cache1.wav")  # same size, other audio
+    assert dataset_fingerprint(clips) != first
+    with http_store.headers(etag=False, last_modified=False):
+        assert dataset_fingerprint(clips) != dataset_fingerprint(clips)

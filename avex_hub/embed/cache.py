@@ -39,8 +39,12 @@ def model_digest(model: AvexModel) -> str:
 
 def _file_row(path) -> list:
     """``[path, size, mtime_ns]`` of :func:`avex_hub.embed.outputs.file_fingerprint`, in the order the digest has
-    always hashed them (caches written before keep their key)."""
+    always hashed them (caches written before keep their key); for an object in a store (a URL), its identity's
+    values in the order of their names (ETag or version id, or Last-Modified: a changed object makes another key;
+    one the store cannot identify makes a new key each time, so it is never taken from a cache)."""
     fingerprint = file_fingerprint(path)
+    if "mtime_ns" not in fingerprint:
+        return [fingerprint[name] for name in sorted(fingerprint)]
     return [fingerprint["path"], fingerprint["size"], fingerprint["mtime_ns"]]
 
 
