@@ -26,7 +26,7 @@ from ..storage.objects import exists as object_exists
 from ..storage.objects import get_file, put_file, remove as remove_object
 from .outputs import atomic_path
 
-__all__ = ["writing", "reading", "exists", "remove", "sibling", "Staging"]
+__all__ = ["writing", "reading", "exists", "remove", "sibling", "probe_write", "Staging"]
 
 
 def sibling(target: str | os.PathLike, suffix: str) -> str:
@@ -83,6 +83,17 @@ def remove(target: str | os.PathLike) -> None:
         Path(target).unlink(missing_ok=True)
 
 
+def probe_write(url: str) -> None:
+    """Before any work: the store answers about ``url`` within the check's bound
+    (:func:`avex_hub.storage.locations.check_store`), and these credentials may write there (a small object written
+    at ``url`` and deleted); an OSError in one line otherwise."""
+    check_store(url)
+    with _scratch("probe") as probe:
+        probe.write_bytes(b"")
+        put_file(probe, url)
+    remove_object(url)
+
+
 class Staging:
     """A run's outputs in a local folder, mirrored to ``target`` (a URL; see the module docstring)."""
 
@@ -104,12 +115,7 @@ class Staging:
 
     def probe(self) -> None:
         """Write and delete a small object beside the parts: credentials that may not write fail now, in one line."""
-        check_store(f"{self.target}.parts/")  # a store that does not answer: one line in bounded time
-        probe = self.folder / "probe"
-        probe.write_bytes(b"")
-        url = f"{self.target}.parts/.avex-hub-write-test"
-        put_file(probe, url)
-        remove_object(url)
+        probe_write(f"{self.target}.parts/.avex-hub-write-test")
 
     def fetch_parts(self) -> int:
         """Copy the parts the store holds into the local folder; how many there were."""

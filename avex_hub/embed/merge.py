@@ -39,7 +39,7 @@ from .._files import check_writable
 from ..audio.folders import find_audio
 from ..storage.locations import is_url, local_path
 from . import outputs
-from .destinations import exists, reading, remove, sibling, writing
+from .destinations import exists, probe_write, reading, remove, sibling, writing
 from .npz_join import npy_members, npy_parts, write_joined
 from .split import RECORD_SUFFIX, ShardRecord, input_keys, shard_of
 
@@ -286,11 +286,8 @@ def _check_out(out: str) -> None:
                          "an output; give the merged output a name of its own (merged.csv)")
     target = local_path(out)
     if is_url(target):  # write and delete a small object beside it: a store that denies writes fails now
-        probe = sibling(out, ".avex-hub-write-test")
         try:
-            with writing(probe) as tmp:
-                tmp.write_bytes(b"")
-            remove(probe)
+            probe_write(sibling(out, ".avex-hub-write-test"))
         except OSError as error:
             raise ValueError(f"--out {out}: cannot write there ({type(error).__name__}: {error}); choose a bucket "
                              "or prefix these credentials may write to") from None
