@@ -18,7 +18,7 @@ from .labels import export_aside
 from .places import read_places, store_places
 from .schema import DEPLOYMENT, PROJECT
 from .settings import archive_settings
-from .store import notice, recording_name
+from .store import file_key, notice, recording_name
 from .versions import upgrade_vectors
 
 COMMIT_EVERY_S = 30.0  # index: commit (SQLite + the vector index file) at most this often, and at the end
@@ -36,11 +36,6 @@ class IndexReport:
     seconds: float
     changed: list[str] = dataclasses.field(default_factory=list)
     unknown_starts: dict[str, str] = dataclasses.field(default_factory=dict)  # {file: why its start is unknown}
-
-
-def _file_key(path: str) -> tuple[int, int]:
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
 
 
 def _refuse_urls(paths) -> None:
@@ -69,7 +64,7 @@ def _insert_file(archive: Archive, deployment: int, result, recording: int | Non
     """The windows and vectors of one embedded file, under its recording (new, or one whose windows were
     forgotten because the file changed: its row and labels stay), with its start and site (``place``)."""
     a = result.arrays
-    size, mtime = _file_key(result.path)
+    size, mtime = file_key(result.path)
     if recording is None:
         recording = archive.db.insert_recording(filename=recording_name(result.path), deployment_id=deployment,
                                                 size=size, mtime_ns=mtime, duration_s=float(result.duration_s))
@@ -150,7 +145,7 @@ def _index(archive: Archive, model, files: list[str], settings: dict, started: f
     for f in files:
         entry = known.get(recording_name(f))
         try:
-            same = entry is not None and entry[1] == _file_key(f)
+            same = entry is not None and entry[1] == file_key(f)
         except OSError:
             same = False
         if same:

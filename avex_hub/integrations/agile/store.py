@@ -45,6 +45,13 @@ def recording_name(path: str | os.PathLike) -> str:
     return text_cell(os.path.realpath(os.fsdecode(path)))
 
 
+def file_key(path: str | os.PathLike) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a recording's file: what the archive keeps to tell that it changed (OSError when it
+    is not there)."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
 # -- opening ------------------------------------------------------------------------------------------------------
 def damaged(path: Path, what: str, error: BaseException, fix: str) -> ArchiveError:
     return ArchiveError(f"{path / what} cannot be read ({type(error).__name__}: {error}); {fix}")

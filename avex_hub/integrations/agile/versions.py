@@ -18,7 +18,6 @@ that finds their audio. An older archive without short recordings only gets the 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from .archive import Archive
 from .places import audio_path
 from .schema import SETTINGS_KEY, read_metadata, write_metadata
 from .settings import output_version
-from .store import notice
+from .store import file_key, notice
 
 PADDED_KEY = "avex_hub_padded"  # hoplite metadata key: {"output_version": N, "windows": [ids]} still padded
 # The output version this module upgrades archives to. A release that raises OUTPUT_VERSION again must say here what
@@ -124,8 +123,7 @@ def _still_there(archive: Archive, padded: dict[int, list[int]]) -> tuple[dict[s
         name, size, mtime = cursor.fetchone()
         path = audio_path(name)
         try:
-            stat = os.stat(path)
-            same = (stat.st_size, stat.st_mtime_ns) == (size, mtime)
+            same = file_key(path) == (size, mtime)
         except OSError:
             same = False
         if same:
